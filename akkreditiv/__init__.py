@@ -1,0 +1,1 @@
+"""The composition root: the ``akkreditiv`` command wires devices, simulator and server."""

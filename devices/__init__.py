@@ -1,0 +1,1 @@
+"""Host side of akkreditiv: find physical tokens and talk to them. Imports no server code."""

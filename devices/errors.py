@@ -1,0 +1,135 @@
+"""The one error hierarchy of the host side: every failure a caller can act on has a type.
+
+Each error carries a ``hint``: one sentence telling a person what to do about it. Transport
+libraries' own exceptions are converted to these at the seams (see ``devices.transports``).
+"""
+
+from __future__ import annotations
+
+
+class DeviceError(Exception):
+    """Base of every error raised by ``devices``."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} ({self.hint})" if self.hint else message
+
+
+# --- malformed bytes -------------------------------------------------------------------------
+
+
+class ProtocolError(DeviceError):
+    """Bytes that do not parse as the protocol says; ``field`` names what was wrong."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MalformedApdu(ProtocolError):
+    """A command or response APDU that does not follow ISO 7816-4."""
+
+
+class MalformedTlv(ProtocolError):
+    """BER-TLV data that is truncated or badly encoded."""
+
+
+# --- the card said no ------------------------------------------------------------------------
+
+
+class ApduError(DeviceError):
+    """The card answered with a status word other than 9000; ``sw`` is that status word."""
+
+    def __init__(self, sw: int, message: str | None = None, *, hint: str | None = None) -> None:
+        self.sw = sw
+        super().__init__(message or f"card answered status word {sw:04X}", hint=hint)
+
+
+class WrongLength(ApduError):
+    """The card rejected the command's length (6700 or 6Cxx)."""
+
+
+class SecurityStatusNotSatisfied(ApduError):
+    """The operation needs a PIN or management-key authentication first (6982)."""
+
+    hint = "verify the PIN (or authenticate with the management key) first"
+
+
+class FileNotFound(ApduError):
+    """The application or data object does not exist on the card (6A82)."""
+
+
+class ConditionsNotSatisfied(ApduError):
+    """The card refused the command in its current state (6985)."""
+
+
+class InvalidPin(ApduError):
+    """A wrong PIN or PUK; ``retries_left`` tries remain before it blocks (63Cx)."""
+
+    def __init__(self, retries_left: int, sw: int | None = None) -> None:
+        self.retries_left = retries_left
+        super().__init__(
+            sw if sw is not None else 0x63C0 | retries_left,
+            f"wrong PIN, {retries_left} {'try' if retries_left == 1 else 'tries'} left",
+            hint="check the PIN; it blocks when no tries are left",
+        )
+
+
+class PinBlocked(ApduError):
+    """The PIN (or PUK) has no tries left (6983)."""
+
+    def __init__(self, sw: int = 0x6983, message: str = "the PIN is blocked") -> None:
+        super().__init__(
+            sw,
+            message,
+            hint="unblock the PIN with the PUK; if the PUK is blocked too, the card must be "
+            "replaced",
+        )
+
+
+# --- the transport failed --------------------------------------------------------------------
+
+
+class TransportError(DeviceError):
+    """The path to the token failed (daemon, reader, cable, radio)."""
+
+
+class PcscUnavailable(TransportError):
+    """pcscd is not installed, not running, or not reachable."""
+
+    hint = "install and start pcscd (Debian: apt-get install pcscd; then run pcscd)"
+
+
+class NoReader(TransportError):
+    """pcscd runs but has no (matching) reader."""
+
+    hint = "connect a smartcard reader, or start the simulator's vpcd reader (vsmartcard-vpcd)"
+
+
+class NoCard(TransportError):
+    """The reader is empty."""
+
+    hint = "insert the card into the reader (or attach a simulated card)"
+
+
+class DeviceRemoved(TransportError):
+    """The token went away, possibly in the middle of a command."""
+
+    hint = "put the card back and try again; the last command may not have completed"
+
+
+class ReaderBusy(TransportError):
+    """Another process holds the reader exclusively."""
+
+    hint = "close the other program that uses the card, then try again"
+
+
+class DeviceTimeout(TransportError):
+    """Nothing happened within the time allowed."""

@@ -1,0 +1,1 @@
+"""One session class per token application."""

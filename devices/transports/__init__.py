@@ -1,0 +1,1 @@
+"""Transports that move protocol bytes to real (or simulated) tokens."""

@@ -1,0 +1,1 @@
+"""Byte-exact simulators of every token, attached where hardware would be."""

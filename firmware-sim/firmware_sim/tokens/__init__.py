@@ -1,0 +1,1 @@
+"""Firmware state machines of the simulated tokens."""

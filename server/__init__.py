@@ -1,0 +1,1 @@
+"""The akkreditiv service: identities, credentials, authentication and migration."""
