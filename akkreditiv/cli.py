@@ -105,6 +105,29 @@ def devices_list(
         typer.echo(f"could not read {problem.reader}: {problem.error}", err=True)
 
 
+@devices_app.command("wait")
+def devices_wait(
+    reader: Annotated[str, typer.Option("--reader", help="The reader's exact name.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 30.0,
+    removed: Annotated[bool, typer.Option(help="Wait for the card to leave instead.")] = False,
+) -> None:
+    """Wait until a card is in (or out of) a reader."""
+    with device_errors(), PcscContext() as context:
+        event = context.wait_for(reader, present=not removed, timeout=timeout)
+    typer.echo(f"{event.reader}: {'card present' if event.present else 'empty'}")
+
+
+@devices_app.command("watch")
+def devices_watch(
+    timeout: Annotated[float, typer.Option(help="Stop after this many quiet seconds.")] = 3600.0,
+) -> None:
+    """Print each card insertion and removal on every reader as it happens."""
+    with device_errors(), PcscContext() as context:
+        for event in context.watch(context.readers(), timeout=timeout):
+            state = f"card inserted (ATR {event.atr.hex()})" if event.present else "empty"
+            typer.echo(f"{event.reader}: {state}", nl=True)
+
+
 ReaderOption = Annotated[
     str | None,
     typer.Option("--reader", help="Part of the reader's name (default: first PIV card)."),
@@ -294,6 +317,21 @@ def sim_pcscd() -> None:
     with device_errors():
         for reader in ensure_pcscd():
             typer.echo(f"{reader.name}\t127.0.0.1:{reader.port}")
+
+
+@sim_app.command("free-reader")
+def sim_free_reader() -> None:
+    """Print the card-side port and name of the first vpcd reader with no card in it."""
+    from firmware_sim.attach.pcscd import ensure_pcscd
+
+    with device_errors():
+        readers = ensure_pcscd()
+        with PcscContext() as context:
+            for reader in readers:
+                if context.card_present(reader.name) is None:
+                    typer.echo(f"{reader.port} {reader.name}")
+                    return
+    raise fail("every vpcd reader holds a card already; stop a simulator first", 2)
 
 
 class FaultWhen(StrEnum):

@@ -37,6 +37,12 @@ class MalformedApdu(ProtocolError):
     """A command or response APDU that does not follow ISO 7816-4."""
 
 
+class PinFormatError(DeviceError, ValueError):
+    """A PIN or PUK that the token cannot take (wrong length or characters); no try is spent."""
+
+    hint = "a PIV PIN is 6 to 8 digits, a PUK 8 digits by default"
+
+
 class MalformedTlv(ProtocolError):
     """BER-TLV data that is truncated or badly encoded."""
 

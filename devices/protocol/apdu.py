@@ -41,8 +41,9 @@ class CommandApdu:
             value = getattr(self, name)
             if not 0 <= value <= 0xFF:
                 raise MalformedApdu(f"{name} must be one byte, got {value}", field=name)
-        if self.le is not None and not 0 <= self.le <= EXTENDED_MAX_LE:
-            raise MalformedApdu(f"Le {self.le} is out of range", field="le")
+        # Le counts from 1: an encoded 00 means the maximum, and "no data" is an absent Le.
+        if self.le is not None and not 1 <= self.le <= EXTENDED_MAX_LE:
+            raise MalformedApdu(f"Le {self.le} is out of range 1..65536", field="le")
         if len(self.data) > EXTENDED_MAX_DATA:
             raise MalformedApdu("command data longer than 65535 bytes", field="data")
 

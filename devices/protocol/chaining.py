@@ -24,6 +24,7 @@ Send = Callable[[CommandApdu], ResponseApdu]
 # A bound on how much a card may return through GET RESPONSE, so a card that answers 61xx
 # forever cannot make the host loop forever.
 MAX_CHAINED_RESPONSE = 1 << 20
+MAX_GET_RESPONSE_ROUNDS = MAX_CHAINED_RESPONSE // 256
 
 
 def split_command(apdu: CommandApdu, chunk: int = SHORT_MAX_DATA) -> list[CommandApdu]:
@@ -63,11 +64,14 @@ def collect_response(send: Send, first: ResponseApdu, *, cla: int = 0x00) -> Res
     """Follow 61xx with GET RESPONSE until the card has nothing more to say."""
     data = bytearray(first.data)
     response = first
+    rounds = 0
     while response.more_data:
         le = response.sw2 or SHORT_MAX_LE
         response = send(CommandApdu(cla, INS_GET_RESPONSE, 0x00, 0x00, le=le))
         data += response.data
-        if len(data) > MAX_CHAINED_RESPONSE:
+        rounds += 1
+        # Both bounds: a card may also promise more data and then send none.
+        if len(data) > MAX_CHAINED_RESPONSE or rounds > MAX_GET_RESPONSE_ROUNDS:
             raise MalformedApdu("the card's chained response does not end", field="sw")
     return ResponseApdu(bytes(data), response.sw)
 

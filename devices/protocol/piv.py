@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum, unique
 
-from devices.errors import MalformedTlv
+from devices.errors import MalformedTlv, PinFormatError
 from devices.protocol import tlv
 
 AID = bytes.fromhex("A000000308000010000100")
@@ -164,9 +164,9 @@ TAG_EC_POINT = 0x86
 
 def pad_pin(pin: str) -> bytes:
     """A PIN or PUK as the 8 bytes VERIFY carries: ASCII digits padded with FF."""
+    if not (pin.isascii() and pin.isdigit() and 6 <= len(pin) <= 8):
+        raise PinFormatError(f"a PIV PIN or PUK is 6 to 8 digits, not {len(pin)} characters")
     raw = pin.encode("ascii")
-    if not 6 <= len(raw) <= 8 or not pin.isdigit():
-        raise ValueError("a PIV PIN or PUK is 6 to 8 digits")
     return raw + b"\xff" * (8 - len(raw))
 
 

@@ -61,11 +61,14 @@ def encode_all(items: Iterable[tuple[int, bytes] | Tlv]) -> bytes:
 def _read_tag(data: bytes, offset: int) -> tuple[int, int]:
     if offset >= len(data):
         raise MalformedTlv("data ends where a tag should start", field="tag")
+    start = offset
     first = data[offset]
     tag = first
     offset += 1
     if first & 0x1F == 0x1F:
         while True:
+            if offset - start >= 4:
+                raise MalformedTlv("tag longer than four bytes", field="tag")
             if offset >= len(data):
                 raise MalformedTlv("data ends inside a multi-byte tag", field="tag")
             byte = data[offset]
@@ -73,8 +76,6 @@ def _read_tag(data: bytes, offset: int) -> tuple[int, int]:
             offset += 1
             if not byte & 0x80:
                 break
-            if tag.bit_length() > 32:
-                raise MalformedTlv("tag longer than four bytes", field="tag")
     return tag, offset
 
 

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 else:
     _IMPORT_ERROR = None
 
+REMOVAL_SETTLE_SECONDS = 2.0
 PNP_READER = "\\\\?PnP?\\Notification"
 
 
@@ -221,7 +222,13 @@ class PcscConnection:
         log.debug("%s > %s", self.reader, redact_for_log(raw))
         hresult, response = s.SCardTransmit(self._card, self._protocol, list(raw))
         if hresult != s.SCARD_S_SUCCESS:
-            raise self._transmit_error(hresult)
+            raise self._transmit_error(error_for(hresult, "sending a command", self.reader))
+        if len(response) < 2:
+            # Some readers (vpcd among them) report a broken-off transfer as success with no
+            # bytes at all; no card ever answers that way.
+            raise self._transmit_error(
+                TransportError(f"the card on {self.reader!r} answered with no status word")
+            )
         answer = ResponseApdu.decode(bytes(response))
         log.debug("%s < %d bytes, SW %04X", self.reader, len(answer.data), answer.sw)
         return answer
@@ -230,19 +237,16 @@ class PcscConnection:
         """Send ``apdu`` with command chaining and collect a chained (61xx) answer."""
         return chained_transmit(self.send, apdu)
 
-    def _transmit_error(self, hresult: int) -> DeviceError:
-        error = error_for(hresult, "sending a command", self.reader)
+    def _transmit_error(self, error: DeviceError) -> DeviceError:
         if isinstance(error, DeviceRemoved):
             return error
-        # A transfer that broke off is, nearly always, a card that left the reader: ask
-        # pcscd whether the card is still there so the caller gets the error that fits.
+        # A transfer that broke off is, nearly always, a card that left the reader. pcscd
+        # learns of a removal a moment after the transfer fails, so wait (bounded) for it to
+        # say so, and give the caller the error that fits.
         try:
-            present = self._context.card_present(self.reader)
+            self._context.wait_for(self.reader, present=False, timeout=REMOVAL_SETTLE_SECONDS)
+        except DeviceTimeout:
+            return error
         except DeviceError:
-            present = None
-        if present is None:
-            return DeviceRemoved(
-                f"the card was removed in the middle of a command on {self.reader!r} "
-                f"(0x{hresult & 0xFFFFFFFF:08X})"
-            )
-        return error
+            pass  # the reader itself went away: the card is gone with it
+        return DeviceRemoved(f"the card was removed in the middle of a command ({error})")

@@ -318,7 +318,7 @@ def test_collect_response_raises_malformed_apdu_when_61xx_never_ends() -> None:
     with pytest.raises(MalformedApdu) as caught:
         collect_response(card, ResponseApdu(b"", 0x6100))
     assert caught.value.field == "sw"
-    assert calls == MAX_CHAINED_RESPONSE // 256 + 1
+    assert calls <= MAX_CHAINED_RESPONSE // 256 + 1
 
 
 class CardKeptAsking(Exception):
