@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963
 
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
 CTRL_OFF = 0x00
 CTRL_ON = 0x01
 CTRL_RESET = 0x02
@@ -50,6 +52,11 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 def _recv_exact(sock: socket.socket, count: int) -> bytes:
     buffer = bytearray()
     while len(buffer) < count:
+        # vpcd writes a frame's length and payload separately without TCP_NODELAY, so Nagle
+        # holds the payload until the length is acknowledged; a delayed ACK here would cost
+        # ~40 ms per APDU. Linux resets QUICKACK after use, hence before every read.
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         chunk = sock.recv(count - len(buffer))
         if not chunk:
             raise ConnectionError("vpcd closed the connection")
