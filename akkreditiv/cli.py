@@ -249,6 +249,22 @@ class SimKind(StrEnum):
     piv = "piv"
 
 
+class ManagementAlg(StrEnum):
+    tdes = "3des"
+    aes128 = "aes128"
+    aes192 = "aes192"
+    aes256 = "aes256"
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return {
+            "3des": Algorithm.TDES,
+            "aes128": Algorithm.AES128,
+            "aes192": Algorithm.AES192,
+            "aes256": Algorithm.AES256,
+        }[self.value]
+
+
 StateOption = Annotated[Path, typer.Option("--state", help="The token's state file.")]
 
 
@@ -264,13 +280,30 @@ def sim_new(
     subject: Annotated[
         str, typer.Option(help="Certificate subject CN.")
     ] = "akkreditiv simulated PIV card",
+    management_key: Annotated[
+        str | None,
+        typer.Option(help="Management key as hex (default: the well-known default 3DES key)."),
+    ] = None,
+    management_alg: Annotated[
+        ManagementAlg, typer.Option(help="Management key algorithm.")
+    ] = ManagementAlg.tdes,
 ) -> None:
     """Create a simulated token and its state file."""
+    from devices.protocol.piv import DEFAULT_MANAGEMENT_KEY
     from firmware_sim.state import StateError
     from firmware_sim.tokens import piv
 
     try:
-        applet = piv.new_card_state(state, pin=pin, puk=puk, provision=provision, subject=subject)
+        key = bytes.fromhex(management_key) if management_key else DEFAULT_MANAGEMENT_KEY
+        applet = piv.new_card_state(
+            state,
+            pin=pin,
+            puk=puk,
+            provision=provision,
+            subject=subject,
+            management_key=key,
+            management_alg=management_alg.algorithm,
+        )
     except (ValueError, StateError) as exc:
         raise fail(str(exc)) from exc
     chuid_serial = applet.serial_text()

@@ -81,9 +81,19 @@ def main() -> int:
         session.select()
         in_process, in_process_n = rate(verify_and_sign(session), args.seconds, args.minimum)
 
-        process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [sys.executable, "-m", "akkreditiv", "sim", "attach", "piv", "--state",
-             str(pcsc_state), "--vpcd", f"127.0.0.1:{reader.port}"],
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "akkreditiv",
+                "sim",
+                "attach",
+                "piv",
+                "--state",
+                str(pcsc_state),
+                "--vpcd",
+                f"127.0.0.1:{reader.port}",
+            ],
             stderr=subprocess.DEVNULL,
         )
         try:

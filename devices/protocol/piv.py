@@ -27,6 +27,7 @@ class Ins(IntEnum):
     GET_CHALLENGE = 0x84
     GET_VERSION = 0xFD  # the vendor version probe common middleware sends
     GET_SERIAL = 0xF8
+    SET_MANAGEMENT_KEY = 0xFF  # vendor command of common PIV tokens (Yubico's)
 
 
 @unique

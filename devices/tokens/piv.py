@@ -192,13 +192,20 @@ class PivSession:
         if len(key) != algorithm.key_length:
             raise ValueError(f"a {algorithm.name} management key is {algorithm.key_length} bytes")
         cipher = _block_cipher(algorithm, key)
-        answer = self._send(
-            Ins.GENERAL_AUTHENTICATE,
-            algorithm,
-            KeyRef.MANAGEMENT,
-            tlv.encode_tlv(TAG_DYN_AUTH, tlv.encode_tlv(TAG_WITNESS, b"")),
-            le=256,
-        )
+        try:
+            answer = self._send(
+                Ins.GENERAL_AUTHENTICATE,
+                algorithm,
+                KeyRef.MANAGEMENT,
+                tlv.encode_tlv(TAG_DYN_AUTH, tlv.encode_tlv(TAG_WITNESS, b"")),
+                le=256,
+            )
+        except ApduError as exc:
+            if exc.sw == SW.INCORRECT_P1P2:
+                raise ManagementKeyRejected(
+                    exc.sw, f"the card's management key is not a {algorithm.name} key"
+                ) from exc
+            raise
         encrypted_witness = tlv.parse_dict(tlv.parse_one(answer, TAG_DYN_AUTH).value).get(
             TAG_WITNESS, b""
         )
@@ -226,6 +233,13 @@ class PivSession:
             raise ManagementKeyRejected(
                 SW.SECURITY_STATUS_NOT_SATISFIED, "the card failed its proof"
             )
+
+    def set_management_key(self, key: bytes, algorithm: Algorithm = Algorithm.AES192) -> None:
+        """Replace the management key (after ``authenticate`` with the current one)."""
+        if not algorithm.is_symmetric or len(key) != algorithm.key_length:
+            raise ValueError(f"a {algorithm.name} management key is {algorithm.key_length} bytes")
+        data = bytes((algorithm, KeyRef.MANAGEMENT, len(key))) + key
+        self._send(Ins.SET_MANAGEMENT_KEY, 0xFF, 0xFF, data)
 
     # --- keys ---------------------------------------------------------------------------
 

@@ -27,5 +27,9 @@ def test_piv_benchmark_reports_all_three_rates(free_reader: VpcdReader) -> None:
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["operations"] == {"bare": 3, "in_process": 3, "pcscd": 3}
-    for key in ("bare_ecdsa_p256_sign_per_s", "in_process_verify_sign_per_s", "pcscd_verify_sign_per_s"):
+    for key in (
+        "bare_ecdsa_p256_sign_per_s",
+        "in_process_verify_sign_per_s",
+        "pcscd_verify_sign_per_s",
+    ):
         assert figures[key] > 0

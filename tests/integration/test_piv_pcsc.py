@@ -24,7 +24,7 @@ from devices.errors import (
     SecurityStatusNotSatisfied,
 )
 from devices.protocol.piv import Algorithm, Slot, certificate_from_object
-from devices.tokens.piv import PivSession
+from devices.tokens.piv import ManagementKeyRejected, PivSession
 from devices.transports.pcsc import PcscContext
 from firmware_sim import faults
 from firmware_sim.attach.pcscd import VpcdReader
@@ -314,3 +314,35 @@ def test_cli_malformed_pin_is_refused_without_spending_a_try(
     assert result.returncode == 2
     assert "6 to 8 digits" in result.stderr
     assert load(card_state)["pin_tries"] == 3
+
+
+def test_aes_management_key_authenticates_and_can_be_replaced(
+    attach: Attach, tmp_path: Path, cli: CliRunner
+) -> None:
+    state = tmp_path / "aes.json"
+    aes256 = bytes(range(32))
+    created = cli(
+        "sim",
+        "new",
+        "piv",
+        "--state",
+        str(state),
+        "--management-key",
+        aes256.hex(),
+        "--management-alg",
+        "aes256",
+    )
+    assert created.returncode == 0, created.stderr
+    card = attach(state)
+    replacement = bytes(range(100, 124))
+    context, session = open_session(card.reader.name)
+    with context:
+        with pytest.raises(ManagementKeyRejected):
+            session.authenticate()  # the default 3DES key is not this card's
+        session.authenticate(aes256, Algorithm.AES256)
+        session.set_management_key(replacement, Algorithm.AES192)
+        with pytest.raises(ManagementKeyRejected):
+            session.authenticate(aes256, Algorithm.AES256)
+        session.authenticate(replacement, Algorithm.AES192)
+        session.generate_key(Slot.KEY_MANAGEMENT)
+    assert load(state)["management_alg"] == Algorithm.AES192

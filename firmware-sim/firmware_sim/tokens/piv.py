@@ -53,6 +53,7 @@ from devices.protocol.piv import (
     PinPolicy,
     Slot,
     certificate_object,
+    pad_pin,
     unpad_pin,
 )
 from devices.protocol.sw import SW, retries_remaining
@@ -103,13 +104,10 @@ class PivState:
 
     @classmethod
     def new(cls, pin: str = DEFAULT_PIN, puk: str = DEFAULT_PUK) -> PivState:
-        for name, value in (("PIN", pin), ("PUK", puk)):
-            if not (value.isdigit() and 6 <= len(value) <= 8):
-                raise ValueError(f"the {name} must be 6 to 8 digits")
         salt = secrets.token_bytes(16)
         state = cls(
-            pin_hash=_hash_secret(salt, pin.encode()),
-            puk_hash=_hash_secret(salt, puk.encode()),
+            pin_hash=_hash_secret(salt, pad_pin(pin)),
+            puk_hash=_hash_secret(salt, pad_pin(puk)),
             salt=salt,
             serial=secrets.randbelow(90_000_000) + 10_000_000,
         )
@@ -174,6 +172,33 @@ class PivState:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise state_store.StateError(f"PIV state is damaged: {exc!r}") from exc
 
+    def __post_init__(self) -> None:
+        """Refuse values no card could hold, so a damaged file fails at load, not mid-command."""
+        problems = []
+        if not 0 <= self.pin_tries <= PIN_TRIES:
+            problems.append(f"pin_tries {self.pin_tries} outside 0..{PIN_TRIES}")
+        if not 0 <= self.puk_tries <= PUK_TRIES:
+            problems.append(f"puk_tries {self.puk_tries} outside 0..{PUK_TRIES}")
+        if not self.management_alg.is_symmetric:
+            problems.append(f"management key algorithm {self.management_alg.name}")
+        elif len(self.management_key) != self.management_alg.key_length:
+            problems.append(
+                f"management key of {len(self.management_key)} bytes for {self.management_alg.name}"
+            )
+        if len(self.salt) < 16:
+            problems.append("salt shorter than 16 bytes")
+        for slot, entry in self.keys.items():
+            try:
+                Slot(slot)
+                if not Algorithm(entry["alg"]).is_ec:
+                    problems.append(f"key {slot:02x} is not an EC key")
+                PinPolicy(entry["pin_policy"])
+                bytes.fromhex(entry["pkcs8"])
+            except (KeyError, ValueError, TypeError):
+                problems.append(f"key entry {slot:02x} is damaged")
+        if problems:
+            raise state_store.StateError("PIV state is damaged: " + "; ".join(problems))
+
 
 def _block_encrypt(alg: Algorithm, key: bytes, block: bytes) -> bytes:
     cipher_alg = TripleDES(key) if alg is Algorithm.TDES else algorithms.AES(key)
@@ -236,6 +261,7 @@ class PivApplet:
             Ins.GET_CHALLENGE: self._get_challenge,
             Ins.GET_VERSION: self._get_version,
             Ins.GET_SERIAL: self._get_serial,
+            Ins.SET_MANAGEMENT_KEY: self._set_management_key,
         }
         if apdu.cla & 0xF0 not in (0x00, 0x10):
             return b"", SW.CLA_NOT_SUPPORTED
@@ -301,10 +327,9 @@ class PivApplet:
             return SW.AUTH_METHOD_BLOCKED
         setattr(self.state, tries_attr, tries - 1)
         self._save()
-        digits = unpad_pin(candidate)
         expected = getattr(self.state, f"{which}_hash")
-        given = _hash_secret(self.state.salt, (digits or "\x00").encode())
-        if digits is not None and hmac.compare_digest(given, expected):
+        given = _hash_secret(self.state.salt, candidate)
+        if hmac.compare_digest(given, expected):
             setattr(self.state, tries_attr, max_tries)
             self._save()
             return SW.SUCCESS
@@ -339,16 +364,17 @@ class PivApplet:
             return b"", SW.REFERENCED_DATA_NOT_FOUND
         if len(apdu.data) != 16:
             return b"", SW.WRONG_DATA
-        new = unpad_pin(apdu.data[8:])
-        if new is None:
-            return b"", SW.WRONG_DATA
         which = "pin" if apdu.p2 == KeyRef.PIN else "puk"
+        # A new PIN is 6-8 digits padded with FF; a PUK is any 8 bytes (SP 800-73-4 2.4.3).
+        new = apdu.data[8:]
+        if which == "pin" and unpad_pin(new) is None:
+            return b"", SW.WRONG_DATA
         sw = self._check_secret(which, apdu.data[:8])
         if sw != SW.SUCCESS:
             if which == "pin":
                 self.pin_verified = self.pin_fresh = False
             return b"", sw
-        setattr(self.state, f"{which}_hash", _hash_secret(self.state.salt, new.encode()))
+        setattr(self.state, f"{which}_hash", _hash_secret(self.state.salt, new))
         self._save()
         if which == "pin":
             self.pin_verified = self.pin_fresh = True
@@ -359,13 +385,13 @@ class PivApplet:
             return b"", SW.INCORRECT_P1P2 if apdu.p1 else SW.REFERENCED_DATA_NOT_FOUND
         if len(apdu.data) != 16:
             return b"", SW.WRONG_DATA
-        new = unpad_pin(apdu.data[8:])
-        if new is None:
+        new = apdu.data[8:]
+        if unpad_pin(new) is None:
             return b"", SW.WRONG_DATA
         sw = self._check_secret("puk", apdu.data[:8])
         if sw != SW.SUCCESS:
             return b"", sw
-        self.state.pin_hash = _hash_secret(self.state.salt, new.encode())
+        self.state.pin_hash = _hash_secret(self.state.salt, new)
         self.state.pin_tries = PIN_TRIES
         self._save()
         self.pin_verified = self.pin_fresh = False
@@ -511,6 +537,25 @@ class PivApplet:
             return b"", SW.INCORRECT_P1P2
         return secrets.token_bytes(min(apdu.le or 8, 256)), SW.SUCCESS
 
+    def _set_management_key(self, apdu: CommandApdu) -> tuple[bytes, int]:
+        """Data: algorithm, key reference 9B, key length, key (P1 P2 = FF FF)."""
+        if (apdu.p1, apdu.p2) != (0xFF, 0xFF):
+            return b"", SW.INCORRECT_P1P2
+        if not self.management_authenticated:
+            return b"", SW.SECURITY_STATUS_NOT_SATISFIED
+        data = apdu.data
+        if len(data) < 3 or data[1] != KeyRef.MANAGEMENT or len(data) != 3 + data[2]:
+            return b"", SW.WRONG_DATA
+        try:
+            algorithm = Algorithm(data[0])
+        except ValueError:
+            return b"", SW.WRONG_DATA
+        if not algorithm.is_symmetric or data[2] != algorithm.key_length:
+            return b"", SW.WRONG_DATA
+        self.state.management_key, self.state.management_alg = bytes(data[3:]), algorithm
+        self._save()
+        return b"", SW.SUCCESS
+
     def _get_version(self, apdu: CommandApdu) -> tuple[bytes, int]:
         return bytes(VERSION), SW.SUCCESS
 
@@ -587,10 +632,20 @@ def new_card_state(
     puk: str = DEFAULT_PUK,
     provision: bool = False,
     subject: str = "akkreditiv simulated PIV card",
+    management_key: bytes = DEFAULT_MANAGEMENT_KEY,
+    management_alg: Algorithm = Algorithm.TDES,
 ) -> PivApplet:
     if path.exists():
         raise state_store.StateError(f"{path} exists already; remove it to make a new card")
-    applet = PivApplet(PivState.new(pin, puk), file_persister(path))
+    if not management_alg.is_symmetric or len(management_key) != management_alg.key_length:
+        raise ValueError(
+            f"a {management_alg.name} management key is {management_alg.key_length} bytes"
+            if management_alg.is_symmetric
+            else "the management key algorithm is 3DES or AES"
+        )
+    state = PivState.new(pin, puk)
+    state.management_key, state.management_alg = management_key, management_alg
+    applet = PivApplet(state, file_persister(path))
     applet._save()
     if provision:
         applet.provision(Slot.AUTHENTICATION, subject)

@@ -18,7 +18,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
 from devices.protocol import tlv
@@ -122,6 +122,16 @@ class Terminal:
         assert sw == 0x9000
         response = tlv.parse_dict(tlv.parse_one(answer, 0x7C).value)[0x82]
         assert response == tdes_encrypt(key, challenge)
+
+
+def aes_encrypt(key: bytes, block: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 - one block
+    return encryptor.update(block) + encryptor.finalize()
+
+
+def aes_decrypt(key: bytes, block: bytes) -> bytes:
+    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # noqa: S305 - one block
+    return decryptor.update(block) + decryptor.finalize()
 
 
 def tdes_encrypt(key: bytes, block: bytes) -> bytes:
@@ -241,7 +251,8 @@ def test_get_data_returns_chuid_in_tag_53(term: Terminal, applet: PivApplet) -> 
     fields = tlv.parse_dict(outer.value)
     assert len(fields[0x30]) == 25  # FASC-N
     assert len(fields[0x34]) == 16  # GUID
-    assert len(fields[0x35]) == 8 and fields[0x35].isdigit()  # expiry YYYYMMDD
+    assert len(fields[0x35]) == 8  # expiry YYYYMMDD
+    assert fields[0x35].isdigit()
     assert 0xFE in fields
     assert outer.value == applet.state.objects[ObjectId.CHUID.value]
 
@@ -421,6 +432,17 @@ def test_change_reference_data_changes_puk(term: Terminal) -> None:
     assert term.verify(b"999999\xff\xff") == 0x9000
 
 
+def test_change_reference_data_accepts_any_8_byte_puk(term: Terminal) -> None:
+    """SP 800-73-4 part 2, 2.4.3: the PUK is 8 bytes and each byte may take any of the 256
+    values (only the PIN is restricted to digits padded with FF)."""
+    new_puk = b"Pk-7!\x00\x80z"
+
+    assert term.send(0x24, 0x00, 0x81, PUK + new_puk) == (b"", 0x9000)
+
+    assert term.send(0x2C, 0x00, 0x80, new_puk + b"999999\xff\xff") == (b"", 0x9000)
+    assert term.verify(b"999999\xff\xff") == 0x9000
+
+
 def test_reset_retry_counter_with_puk_unblocks_pin(term: Terminal, applet: PivApplet) -> None:
     for _ in range(3):
         term.verify(WRONG_PIN)
@@ -518,6 +540,59 @@ def test_general_authenticate_wrong_algorithm_answers_6a86(term: Terminal) -> No
 
 def test_general_authenticate_malformed_template_answers_6a80(term: Terminal) -> None:
     assert term.send(0x87, 0x03, 0x9B, b"\x7c\x05\x80\x00", le=256) == (b"", 0x6A80)
+
+
+# --- SET MANAGEMENT KEY (vendor INS FF) --------------------------------------------------------
+
+AES192_KEY = bytes(range(0x40, 0x58))
+
+
+def test_set_management_key_answers_6982_without_management_auth(
+    term: Terminal, applet: PivApplet
+) -> None:
+    data = bytes((0x0A, 0x9B, 24)) + AES192_KEY
+
+    assert term.send(0xFF, 0xFF, 0xFF, data) == (b"", 0x6982)
+    assert applet.state.management_key == DEFAULT_MANAGEMENT_KEY
+
+
+def test_set_management_key_to_aes192_then_mutual_auth_needs_new_key(
+    admin: Terminal, applet: PivApplet
+) -> None:
+    assert admin.send(0xFF, 0xFF, 0xFF, bytes((0x0A, 0x9B, 24)) + AES192_KEY) == (b"", 0x9000)
+
+    # The old 3DES key no longer works: the card now expects algorithm 0A.
+    assert admin.general_authenticate(0x03, 0x9B, b"\x80\x00") == (b"", 0x6A86)
+    answer, sw = admin.general_authenticate(0x0A, 0x9B, b"\x80\x00")
+    assert sw == 0x9000
+    assert answer[:4] == b"\x7c\x12\x80\x10"  # AES: 16-byte witness
+    witness = aes_decrypt(AES192_KEY, answer[4:])
+    challenge = secrets.token_bytes(16)
+    answer, sw = admin.general_authenticate(
+        0x0A, 0x9B, b"\x80\x10" + witness + b"\x81\x10" + challenge
+    )
+    assert sw == 0x9000
+    assert answer == b"\x7c\x12\x82\x10" + aes_encrypt(AES192_KEY, challenge)
+    assert admin.generate(0x9A)[1] == 0x9000
+    assert applet.state.management_key == AES192_KEY
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes((0x0A, 0x9B, 16)) + AES192_KEY[:16],  # length does not fit AES-192
+        bytes((0x0A, 0x9B, 24)) + AES192_KEY[:20],  # length byte disagrees with the data
+        bytes((0x0A, 0x9A, 24)) + AES192_KEY,  # not the management key reference
+        bytes((0x11, 0x9B, 24)) + AES192_KEY,  # not a symmetric algorithm
+        b"\x0a\x9b",
+    ],
+    ids=["short-key", "truncated", "wrong-ref", "ec-alg", "too-short"],
+)
+def test_set_management_key_rejects_malformed_data(
+    admin: Terminal, applet: PivApplet, data: bytes
+) -> None:
+    assert admin.send(0xFF, 0xFF, 0xFF, data) == (b"", 0x6A80)
+    assert applet.state.management_key == DEFAULT_MANAGEMENT_KEY
 
 
 # --- GENERATE and PUT DATA need the management key ---------------------------------------------
@@ -701,7 +776,7 @@ def test_get_version_answers_three_bytes(term: Terminal) -> None:
     assert len(version) == 3
 
 
-@pytest.mark.parametrize("ins", [0x0E, 0xB0, 0xD6, 0xE2, 0x01])
+@pytest.mark.parametrize("ins", [0x0E, 0xB0, 0xD6, 0xE2, 0x01, 0xFE])
 def test_unsupported_ins_answers_6d00(term: Terminal, ins: int) -> None:
     assert term.send(ins, 0x00, 0x00) == (b"", 0x6D00)
 
@@ -757,7 +832,9 @@ def test_put_data_with_command_chaining_stores_large_certificate(
     assert admin.get_data(ObjectId.CERT_9C.value) == (tlv.encode_tlv(0x53, content), 0x9000)
 
 
-def test_chain_interrupted_by_other_command_is_abandoned(admin: Terminal, applet: PivApplet) -> None:
+def test_chain_interrupted_by_other_command_is_abandoned(
+    admin: Terminal, applet: PivApplet
+) -> None:
     content = large_certificate_object(600)
     data = tlv.encode_tlv(0x5C, ObjectId.CERT_9C.value) + tlv.encode_tlv(0x53, content)
     assert admin.send(0xDB, 0x3F, 0xFF, data[:255], cla=0x10)[1] == 0x9000

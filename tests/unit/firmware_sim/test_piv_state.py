@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from devices.protocol import tlv
 from devices.protocol.apdu import CommandApdu
@@ -30,9 +32,23 @@ from firmware_sim.tokens.piv import PivApplet, load_applet, make_card, new_card_
 RID = bytes.fromhex("A000000308")
 
 
+def exchange(card: SimulatedCard, ins: int, p1: int, p2: int, data: bytes = b"") -> bytes:
+    return card.transmit(CommandApdu(0x00, ins, p1, p2, data, le=256).encode())
+
+
 def send(card: SimulatedCard, ins: int, p1: int, p2: int, data: bytes = b"") -> int:
-    answer = card.transmit(CommandApdu(0x00, ins, p1, p2, data, le=256).encode())
-    return int.from_bytes(answer[-2:], "big")
+    return int.from_bytes(exchange(card, ins, p1, p2, data)[-2:], "big")
+
+
+def authenticate(card: SimulatedCard) -> None:
+    """Single challenge/response with the default 3DES management key."""
+    answer = exchange(card, 0x87, 0x03, 0x9B, bytes.fromhex("7C028100"))
+    assert answer[-2:] == b"\x90\x00"
+    challenge = tlv.parse_dict(tlv.parse_one(answer[:-2], 0x7C).value)[0x81]
+    encryptor = Cipher(TripleDES(DEFAULT_MANAGEMENT_KEY), modes.ECB()).encryptor()  # noqa: S305
+    response = encryptor.update(challenge) + encryptor.finalize()
+    body = tlv.encode_tlv(0x7C, tlv.encode_tlv(0x82, response))
+    assert send(card, 0x87, 0x03, 0x9B, body) == 0x9000
 
 
 def open_card(applet: PivApplet) -> SimulatedCard:
@@ -43,8 +59,8 @@ def open_card(applet: PivApplet) -> SimulatedCard:
 
 
 def put_data(applet: PivApplet, tag: bytes, content: bytes) -> None:
-    applet.management_authenticated = True  # what a successful GENERAL AUTHENTICATE leaves
     card = open_card(applet)
+    authenticate(card)
     data = tlv.encode_tlv(0x5C, tag) + tlv.encode_tlv(0x53, content)
     assert send(card, 0xDB, 0x3F, 0xFF, data) == 0x9000
 
@@ -158,6 +174,20 @@ def test_provisioned_certificate_and_key_survive_reload(state_path: Path) -> Non
     assert ObjectId.CERT_9A.value in reloaded.state.objects
 
 
+def test_changed_management_key_survives_reload(state_path: Path) -> None:
+    applet = new_card_state(state_path)
+    card = open_card(applet)
+    authenticate(card)
+    new_key = bytes(range(32))
+    assert send(card, 0xFF, 0xFF, 0xFF, bytes((0x0C, 0x9B, 32)) + new_key) == 0x9000
+
+    reloaded = load_applet(state_path)
+
+    assert reloaded.state.management_key == new_key
+    assert reloaded.state.management_alg is Algorithm.AES256
+    assert send(open_card(reloaded), 0x87, 0x03, 0x9B, bytes.fromhex("7C028100")) == 0x6A86
+
+
 def test_volatile_security_state_does_not_survive_reload(state_path: Path) -> None:
     card = open_card(new_card_state(state_path))
     assert send(card, 0x20, 0x00, 0x80, pad_pin("123456")) == 0x9000
@@ -235,7 +265,7 @@ def test_missing_state_file_raises_state_error(state_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"{\"format\": 1, \"kind\": \"piv\"", b"\x00\xff\xfe garbage", b"[1, 2, 3]"],
+    [b"", b'{"format": 1, "kind": "piv"', b"\x00\xff\xfe garbage", b"[1, 2, 3]"],
     ids=["empty", "truncated", "binary", "not-an-object"],
 )
 def test_unparseable_state_file_raises_state_error(state_path: Path, payload: bytes) -> None:
