@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -163,8 +164,9 @@ def _secret(prompt: str, from_stdin: bool) -> str:
         if not line:
             raise fail(f"standard input ended before the {prompt}")
         return line.rstrip("\r\n")
-    value: str = typer.prompt(prompt, hide_input=True)
-    return value
+    # getpass turns echo off *before* it shows the prompt; a prompt shown first would echo
+    # anything typed ahead, and turning echo off then would throw that input away.
+    return getpass.getpass(f"{prompt}: ")
 
 
 @piv_app.command("status")

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -346,3 +352,46 @@ def test_aes_management_key_authenticates_and_can_be_replaced(
         session.authenticate(replacement, Algorithm.AES192)
         session.generate_key(Slot.KEY_MANAGEMENT)
     assert load(state)["management_alg"] == Algorithm.AES192
+
+
+def test_cli_asks_pin_on_terminal_without_echo(attach: Attach, card_state: Path) -> None:
+    card = attach(card_state)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "akkreditiv",
+            "devices",
+            "piv",
+            "verify-pin",
+            "--reader",
+            card.reader.name,
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 30
+    while process.poll() is None or select.select([controller], [], [], 0)[0]:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the command neither prompted nor ended; it printed {seen!r}")
+        try:
+            chunk = os.read(controller, 1024)
+        except OSError:  # the terminal closes when the command ends
+            break
+        seen += chunk
+        if b"PIN:" in seen and not answered:
+            os.write(controller, b"123456\n")
+            answered = True
+    os.close(controller)
+    assert process.wait(timeout=30) == 0
+    assert b"PIN correct." in seen
+    assert b"123456" not in seen

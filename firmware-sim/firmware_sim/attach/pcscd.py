@@ -66,6 +66,33 @@ def running_readers() -> list[str] | None:
         return None
 
 
+PCSCD_RUN_DIR = Path("/run/pcscd")
+
+
+def _process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (dead, not yet reaped) does not count."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z"
+
+
+def _remove_stale_daemon_files() -> bool:
+    """pcscd refuses to start while its pid file names a process; after a crash that process
+    may be gone or a zombie. Remove the leftovers then. True if anything was removed."""
+    pid_file = PCSCD_RUN_DIR / "pcscd.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    if _process_alive(pid):
+        return False
+    for leftover in (pid_file, PCSCD_RUN_DIR / "pcscd.comm"):
+        leftover.unlink(missing_ok=True)
+    return True
+
+
 def ensure_pcscd(timeout: float = 15.0) -> list[VpcdReader]:
     """Return the vpcd readers, starting pcscd if no daemon answers."""
     readers = running_readers()
@@ -81,6 +108,10 @@ def ensure_pcscd(timeout: float = 15.0) -> list[VpcdReader]:
         result = subprocess.run(  # noqa: S603 - fixed binary path, no shell
             [binary], capture_output=True, text=True, timeout=timeout, check=False
         )
+        if result.returncode != 0 and _remove_stale_daemon_files():
+            result = subprocess.run(  # noqa: S603 - fixed binary path, no shell
+                [binary], capture_output=True, text=True, timeout=timeout, check=False
+            )
         if result.returncode != 0:
             raise PcscdSetupError(
                 f"pcscd would not start: {result.stderr.strip() or result.returncode}",
