@@ -40,6 +40,24 @@ def pkcs11_module() -> Path:
     raise AssertionError  # unreachable
 
 
+def pkcs11_tool(card: AttachedCard, *args: str) -> subprocess.CompletedProcess[str]:
+    """OpenSC's pkcs11-tool on the card's reader (a PKCS#11 slot per reader)."""
+    return subprocess.run(
+        [
+            opensc_tool("pkcs11-tool"),
+            "--module",
+            str(pkcs11_module()),
+            "--slot-description",
+            card.reader.name,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def card_certificate(state: Path) -> x509.Certificate:
     stored = sim_piv.load_applet(state).state.objects[Slot.AUTHENTICATION.object_id.value]
     return x509.load_der_x509_certificate(certificate_from_object(stored))
@@ -91,32 +109,22 @@ def test_pkcs11_tool_signs_with_card_key_and_signature_verifies(
     message = tmp_path / "message.bin"
     message.write_bytes(b"a challenge from a relying party")
     signature_file = tmp_path / "signature.der"
-    result = subprocess.run(
-        [
-            opensc_tool("pkcs11-tool"),
-            "--module",
-            str(pkcs11_module()),
-            "--slot-description",
-            provisioned.reader.name,
-            "--login",
-            "--pin",
-            "123456",
-            "--sign",
-            "--mechanism",
-            "ECDSA-SHA256",
-            "--id",
-            "01",
-            "--signature-format",
-            "openssl",
-            "--input-file",
-            str(message),
-            "--output-file",
-            str(signature_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = pkcs11_tool(
+        provisioned,
+        "--login",
+        "--pin",
+        "123456",
+        "--sign",
+        "--mechanism",
+        "ECDSA-SHA256",
+        "--id",
+        "01",
+        "--signature-format",
+        "openssl",
+        "--input-file",
+        str(message),
+        "--output-file",
+        str(signature_file),
     )
     assert result.returncode == 0, result.stderr + result.stdout
     public_key = card_certificate(provisioned.state).public_key()
@@ -127,22 +135,12 @@ def test_pkcs11_tool_signs_with_card_key_and_signature_verifies(
 def test_pkcs11_tool_with_wrong_pin_fails_and_card_counts_it(
     provisioned: AttachedCard, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        [
-            opensc_tool("pkcs11-tool"),
-            "--module",
-            str(pkcs11_module()),
-            "--slot-description",
-            provisioned.reader.name,
-            "--login",
-            "--pin",
-            "000000",
-            "--list-objects",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = pkcs11_tool(
+        provisioned,
+        "--login",
+        "--pin",
+        "000000",
+        "--list-objects",
     )
     assert result.returncode != 0
     assert "CKR_PIN_INCORRECT" in result.stderr + result.stdout
@@ -153,25 +151,15 @@ def test_pkcs11_module_reads_public_key_matching_certificate(
     provisioned: AttachedCard, tmp_path: Path
 ) -> None:
     exported = tmp_path / "pub.der"
-    result = subprocess.run(
-        [
-            opensc_tool("pkcs11-tool"),
-            "--module",
-            str(pkcs11_module()),
-            "--slot-description",
-            provisioned.reader.name,
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--id",
-            "01",
-            "--output-file",
-            str(exported),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = pkcs11_tool(
+        provisioned,
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--id",
+        "01",
+        "--output-file",
+        str(exported),
     )
     assert result.returncode == 0, result.stderr
     exported_key = serialization.load_der_public_key(exported.read_bytes())
