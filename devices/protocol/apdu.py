@@ -57,8 +57,9 @@ class CommandApdu:
 
     @property
     def chained(self) -> bool:
-        """True when CLA says more command data follows (ISO 7816-4 5.3.3)."""
-        return bool(self.cla & CLA_CHAINING) and self.cla & 0x80 == 0
+        """True when CLA says more command data follows (ISO 7816-4 5.3.3). Proprietary
+        classes 8x/9x use the same bit (CTAP's NFCCTAP_MSG chains with CLA 90)."""
+        return bool(self.cla & CLA_CHAINING) and self.cla & 0xE0 in (0x00, 0x80)
 
     def encode(self) -> bytes:
         header = bytes((self.cla, self.ins, self.p1, self.p2))

@@ -28,12 +28,12 @@ class Phase(StrEnum):
 class Fault:
     action: Action
     phase: Phase = Phase.BEFORE
-    ins: int | None = None  # None matches any command
+    # The command to act on: an APDU's INS byte, or on USB the CTAP2 command byte of a CBOR
+    # message (the CTAPHID command for other messages). None matches any command.
+    ins: int | None = None
 
-    def matches(self, apdu: bytes, phase: Phase) -> bool:
-        if phase is not self.phase or len(apdu) < 4:
-            return False
-        return self.ins is None or apdu[1] == self.ins
+    def matches(self, code: int, phase: Phase) -> bool:
+        return phase is self.phase and (self.ins is None or code == self.ins)
 
 
 def plan_path(state_path: Path) -> Path:
@@ -79,11 +79,11 @@ class FaultPlan:
                 self._faults = []
         return list(self._faults)
 
-    def take(self, apdu: bytes, phase: Phase) -> Fault | None:
+    def take(self, code: int, phase: Phase) -> Fault | None:
         """The first armed fault for this command and phase, removed from the plan."""
         faults = self.faults()
         for index, fault in enumerate(faults):
-            if fault.matches(apdu, phase):
+            if fault.matches(code, phase):
                 rest = faults[:index] + faults[index + 1 :]
                 if rest:
                     write_atomic(self.path, json.dumps([asdict(f) for f in rest]).encode())

@@ -163,9 +163,9 @@ class VpcdAttachment:
         return answer
 
     def _maybe_fault(self, payload: bytes, phase: Phase) -> None:
-        if self._faults is None:
+        if self._faults is None or len(payload) < 4:
             return
-        fault = self._faults.take(payload, phase)
+        fault = self._faults.take(payload[1], phase)
         if fault is not None and fault.action is Action.PULL:
             log.warning("fault: card pulled %s INS %02X", phase.value, payload[1])
             raise Pulled

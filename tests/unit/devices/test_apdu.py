@@ -213,9 +213,15 @@ def test_chained_is_true_for_interindustry_cla_with_bit_0x10() -> None:
     assert not CommandApdu(0x0C, 0xDB, 0x3F, 0xFF).chained
 
 
-def test_chained_is_false_for_proprietary_cla() -> None:
-    assert not CommandApdu(0x90, 0xDB, 0x3F, 0xFF).chained
-    assert not CommandApdu(0x80, 0xDB, 0x3F, 0xFF).chained
+def test_chained_follows_bit_5_in_proprietary_8x_9x_class() -> None:
+    # CTAP's NFCCTAP_MSG chains with CLA 90 (CTAP 2.1 §11.3.6).
+    assert CommandApdu(0x90, 0x10, 0x80, 0x00).chained
+    assert not CommandApdu(0x80, 0x10, 0x80, 0x00).chained
+
+
+def test_chained_is_false_for_other_classes_and_pcsc_pseudo_apdus() -> None:
+    assert not CommandApdu(0xFF, 0xCA, 0x00, 0x00).chained
+    assert not CommandApdu(0xB0, 0xDB, 0x3F, 0xFF).chained
 
 
 def test_repr_shows_header_and_lengths_not_data() -> None:
