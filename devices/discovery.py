@@ -70,3 +70,55 @@ def list_pcsc_tokens() -> tuple[list[TokenInfo], list[ReaderProblem]]:
             except DeviceError as exc:
                 problems.append(ReaderProblem(reader, f"unreadable card: {exc}"))
     return tokens, problems
+
+
+def _fido_details(device: object) -> dict[str, Any]:
+    from fido2.ctap2.base import Ctap2
+
+    info = Ctap2(device).info  # type: ignore[arg-type]
+    return {
+        "aaguid": str(info.aaguid),
+        "versions": list(info.versions),
+        "pin_set": bool(info.options.get("clientPin")),
+        "resident_keys": bool(info.options.get("rk")),
+    }
+
+
+def list_fido_tokens(usb_backends: list[Any]) -> tuple[list[TokenInfo], list[ReaderProblem]]:
+    """FIDO2 keys on USB (through the given pyusb backends) and on NFC readers."""
+    from fido2.pcsc import CtapPcscDevice
+
+    from devices.transports.usb import find_fido_interfaces, open_ctap_device
+
+    tokens: list[TokenInfo] = []
+    problems: list[ReaderProblem] = []
+    for interface in find_fido_interfaces(usb_backends):
+        try:
+            device = open_ctap_device(interface)
+        except Exception as exc:  # one broken key must not hide the others
+            problems.append(ReaderProblem(interface.path, f"unusable FIDO key: {exc}"))
+            continue
+        try:
+            details = _fido_details(device)
+        except Exception as exc:
+            problems.append(ReaderProblem(interface.path, f"unusable FIDO key: {exc}"))
+            continue
+        finally:
+            device.close()
+        details["product"] = interface.product_name
+        tokens.append(TokenInfo("fido", "usb", interface.path, interface.serial_number, details))
+    try:
+        nfc_devices = list(CtapPcscDevice.list_devices())
+    except Exception as exc:  # no pcscd: USB keys are still worth listing
+        problems.append(ReaderProblem("pcsc", f"NFC readers not available: {exc}"))
+        nfc_devices = []
+    for nfc in nfc_devices:
+        try:
+            details = _fido_details(nfc)
+        except Exception as exc:
+            problems.append(ReaderProblem(nfc.product_name or "nfc", f"unusable FIDO key: {exc}"))
+            continue
+        finally:
+            nfc.close()
+        tokens.append(TokenInfo("fido", "nfc", nfc.product_name or "nfc", None, details))
+    return tokens, problems

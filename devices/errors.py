@@ -76,7 +76,11 @@ class ConditionsNotSatisfied(ApduError):
     """The card refused the command in its current state (6985)."""
 
 
-class InvalidPin(ApduError):
+class PinError(DeviceError):
+    """Any PIN problem, on any kind of token (the speech layer says these the same way)."""
+
+
+class InvalidPin(ApduError, PinError):
     """A wrong PIN or PUK; ``retries_left`` tries remain before it blocks (63Cx)."""
 
     def __init__(self, retries_left: int, sw: int | None = None) -> None:
@@ -88,7 +92,7 @@ class InvalidPin(ApduError):
         )
 
 
-class PinBlocked(ApduError):
+class PinBlocked(ApduError, PinError):
     """The PIN (or PUK) has no tries left (6983)."""
 
     def __init__(self, sw: int = 0x6983, message: str = "the PIN is blocked") -> None:
@@ -98,6 +102,78 @@ class PinBlocked(ApduError):
             hint="unblock the PIN with the PUK; if the PUK is blocked too, the card must be "
             "replaced",
         )
+
+
+# --- FIDO authenticators (CTAP2 status codes) ---------------------------------------------
+
+
+class FidoError(DeviceError):
+    """The authenticator answered a CTAP status other than success; ``code`` is that status."""
+
+    def __init__(self, code: int, message: str | None = None, *, hint: str | None = None) -> None:
+        self.code = code
+        super().__init__(
+            message or f"the security key answered CTAP status 0x{code:02X}", hint=hint
+        )
+
+
+class FidoPinInvalid(FidoError, PinError):
+    """A wrong PIN; ``retries_left`` tries remain (CTAP2_ERR_PIN_INVALID)."""
+
+    def __init__(self, retries_left: int | None) -> None:
+        self.retries_left = retries_left
+        left = "" if retries_left is None else f", {retries_left} tries left"
+        super().__init__(
+            0x31, f"wrong PIN{left}", hint="check the PIN; it blocks after 8 wrong tries"
+        )
+
+
+class FidoPinBlocked(FidoError, PinError):
+    """No PIN tries are left (CTAP2_ERR_PIN_BLOCKED): only a reset helps."""
+
+    hint = "the key must be reset, which deletes its credentials"
+
+
+class PinAuthBlocked(FidoError, PinError):
+    """Three wrong PINs in a row (CTAP2_ERR_PIN_AUTH_BLOCKED)."""
+
+    hint = "unplug the key and plug it in again, then retry"
+
+
+class PinRequired(FidoError, PinError):
+    """The key has a PIN and this operation needs it (CTAP2_ERR_PUAT_REQUIRED)."""
+
+    hint = "enter the key's PIN"
+
+
+class PinNotSet(FidoError, PinError):
+    """The operation needs a PIN but none is set (CTAP2_ERR_PIN_NOT_SET)."""
+
+    hint = "set a PIN on the key first"
+
+
+class TouchTimeout(FidoError):
+    """Nobody touched the key in time (CTAP2_ERR_USER_ACTION_TIMEOUT)."""
+
+    hint = "touch the key when it blinks"
+
+
+class OperationCancelled(FidoError):
+    """The operation was cancelled (CTAP2_ERR_KEEPALIVE_CANCEL)."""
+
+
+class NoCredentials(FidoError):
+    """The key holds no credential for this service (CTAP2_ERR_NO_CREDENTIALS)."""
+
+    hint = "use the key you registered with this service"
+
+
+class CredentialExcluded(FidoError):
+    """The key is registered already (CTAP2_ERR_CREDENTIAL_EXCLUDED)."""
+
+
+class NotSupported(FidoError):
+    """The key cannot do what was asked (unsupported option, algorithm or command)."""
 
 
 # --- the transport failed --------------------------------------------------------------------

@@ -121,7 +121,9 @@ def parse_packet(raw: bytes, packet_size: int = PACKET_SIZE) -> Packet:
     return ContPacket(cid, raw[4], bytes(raw[CONT_HEADER:]))
 
 
-def encode_message(cid: int, cmd: int, payload: bytes, packet_size: int = PACKET_SIZE) -> list[bytes]:
+def encode_message(
+    cid: int, cmd: int, payload: bytes, packet_size: int = PACKET_SIZE
+) -> list[bytes]:
     """The reports that carry one message."""
     if len(payload) > max_message_size(packet_size):
         raise ValueError(f"a CTAPHID message holds at most {max_message_size(packet_size)} bytes")
@@ -206,9 +208,8 @@ class Reassembler:
         return self._maybe_done()
 
     def _maybe_done(self) -> Message | None:
-        if len(self._data) < self._length:
+        if self._cid is None or len(self._data) < self._length:
             return None
-        assert self._cid is not None
         message = Message(self._cid, self._cmd, bytes(self._data))
         self.reset()
         return message

@@ -17,6 +17,7 @@ from firmware_sim.state import write_atomic
 
 class Action(StrEnum):
     PULL = "pull"  # the token is pulled out: the connection drops, no answer is sent
+    DELAY = "delay"  # the token is slow: it works ``seconds`` longer on the command
 
 
 class Phase(StrEnum):
@@ -31,6 +32,7 @@ class Fault:
     # The command to act on: an APDU's INS byte, or on USB the CTAP2 command byte of a CBOR
     # message (the CTAPHID command for other messages). None matches any command.
     ins: int | None = None
+    seconds: float = 0.0
 
     def matches(self, code: int, phase: Phase) -> bool:
         return phase is self.phase and (self.ins is None or code == self.ins)
@@ -72,18 +74,24 @@ class FaultPlan:
             try:
                 raw = json.loads(self.path.read_text("utf-8"))
                 self._faults = [
-                    Fault(Action(item["action"]), Phase(item["phase"]), item.get("ins"))
+                    Fault(
+                        Action(item["action"]),
+                        Phase(item["phase"]),
+                        item.get("ins"),
+                        float(item.get("seconds", 0.0)),
+                    )
                     for item in raw
                 ]
             except (OSError, ValueError, KeyError, TypeError):
                 self._faults = []
         return list(self._faults)
 
-    def take(self, code: int, phase: Phase) -> Fault | None:
-        """The first armed fault for this command and phase, removed from the plan."""
+    def take(self, code: int, phase: Phase, action: Action | None = None) -> Fault | None:
+        """The first armed fault for this command and phase (and action, if given), removed
+        from the plan."""
         faults = self.faults()
         for index, fault in enumerate(faults):
-            if fault.matches(code, phase):
+            if fault.matches(code, phase) and (action is None or fault.action is action):
                 rest = faults[:index] + faults[index + 1 :]
                 if rest:
                     write_atomic(self.path, json.dumps([asdict(f) for f in rest]).encode())

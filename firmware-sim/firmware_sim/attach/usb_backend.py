@@ -123,7 +123,9 @@ class SimulatedBusBackend(usb.backend.IBackend):  # type: ignore[misc]
         interface: dict[str, Any] = interfaces[intf]
         return interface
 
-    def get_interface_descriptor(self, dev: _Device, intf: int, alt: int, config: int) -> SimpleNamespace:
+    def get_interface_descriptor(
+        self, dev: _Device, intf: int, alt: int, config: int
+    ) -> SimpleNamespace:
         i = self._interface(dev, intf, alt, config)
         return SimpleNamespace(
             bLength=9,
@@ -138,7 +140,9 @@ class SimulatedBusBackend(usb.backend.IBackend):  # type: ignore[misc]
             extra_descriptors=_extra(i),
         )
 
-    def get_endpoint_descriptor(self, dev: _Device, ep: int, intf: int, alt: int, config: int) -> SimpleNamespace:
+    def get_endpoint_descriptor(
+        self, dev: _Device, ep: int, intf: int, alt: int, config: int
+    ) -> SimpleNamespace:
         endpoints = self._interface(dev, intf, alt, config)["endpoints"]
         if not 0 <= ep < len(endpoints):
             raise IndexError("no such endpoint")
@@ -196,13 +200,13 @@ class SimulatedBusBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     # --- transfers ----------------------------------------------------------------------
 
-    def ctrl_transfer(
+    def ctrl_transfer(  # pyusb's own parameter names
         self,
         dev_handle: _Handle,
-        bmRequestType: int,  # noqa: N803 - pyusb's parameter names
-        bRequest: int,  # noqa: N803
-        wValue: int,  # noqa: N803
-        wIndex: int,  # noqa: N803
+        bmRequestType: int,
+        bRequest: int,
+        wValue: int,
+        wIndex: int,
         data: array.array[int],
         timeout: int,
     ) -> int:

@@ -83,7 +83,9 @@ class UsbFunction(Protocol):
     def describe(self) -> dict[str, Any]:
         """Descriptors as plain data (see ``firmware_sim.tokens.fido_hid`` for the shape)."""
 
-    def control(self, request_type: int, request: int, value: int, index: int, data: bytes, length: int) -> bytes | None:
+    def control(
+        self, request_type: int, request: int, value: int, index: int, data: bytes, length: int
+    ) -> bytes | None:
         """A control transfer; returns IN data (or b"" for OUT), None to stall."""
 
     def out(self, endpoint: int, data: bytes) -> None:
@@ -219,7 +221,8 @@ class DeviceServer:
         return self.address
 
     def serve_forever(self) -> None:
-        assert self._listener is not None
+        if self._listener is None:
+            raise BusError("start() the server before serving")
         self._listener.settimeout(0.2)
         try:
             while not self._stop.is_set():

@@ -166,6 +166,11 @@ class VpcdAttachment:
         if self._faults is None or len(payload) < 4:
             return
         fault = self._faults.take(payload[1], phase)
-        if fault is not None and fault.action is Action.PULL:
+        if fault is None:
+            return
+        if fault.action is Action.PULL:
             log.warning("fault: card pulled %s INS %02X", phase.value, payload[1])
             raise Pulled
+        if fault.action is Action.DELAY:
+            log.warning("fault: card slow by %.1f s on INS %02X", fault.seconds, payload[1])
+            time.sleep(fault.seconds)  # the simulated card itself is slow: that is the fault

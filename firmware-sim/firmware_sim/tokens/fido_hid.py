@@ -25,6 +25,7 @@ from devices.protocol.ctaphid import (
     HidError,
     InitPacket,
     InitResponse,
+    KeepaliveStatus,
     Message,
     Reassembler,
     encode_message,
@@ -40,8 +41,10 @@ FIDO_REPORT_DESCRIPTOR = bytes.fromhex(
     "06d0f1"  # usage page (FIDO alliance)
     "0901"  # usage (CTAPHID)
     "a101"  # collection (application)
-    "0920150026ff0075089540" "8102"  # usage (data in), 64 x 8 bits, input
-    "0921150026ff0075089540" "9102"  # usage (data out), 64 x 8 bits, output
+    "0920150026ff0075089540"
+    "8102"  # usage (data in), 64 x 8 bits, input
+    "0921150026ff0075089540"
+    "9102"  # usage (data out), 64 x 8 bits, output
     "c0"
 )
 TRANSACTION_TIMEOUT = 0.5  # seconds between the packets of one message (CTAPHID §11.2.4)
@@ -268,6 +271,7 @@ class FidoHidDevice(HidDevice):
         ).start()
 
     def _run(self, cid: int, cmd: int, payload: bytes, code: int, transaction: int) -> None:
+        self._delay_if_armed(cid, code)
         try:
             if cmd == Cmd.CBOR:
                 answer = self.core.handle_cbor(payload, self._keepalive(cid))
@@ -288,11 +292,25 @@ class FidoHidDevice(HidDevice):
             if not self._closed:
                 self._send(cid, cmd, answer)
 
+    def _delay_if_armed(self, cid: int, code: int) -> None:
+        """A slow key: it keeps saying 'processing' (KEEPALIVE) while it works, as real keys
+        do every 100 ms."""
+        if self._faults is None:
+            return
+        fault = self._faults.take(code, Phase.BEFORE, Action.DELAY)
+        if fault is None:
+            return
+        keepalive = self._keepalive(cid)
+        deadline = time.monotonic() + fault.seconds
+        while not self._closed and time.monotonic() < deadline:
+            keepalive(KeepaliveStatus.PROCESSING)
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
     def _pull_if_armed(self, code: int, phase: Phase) -> bool:
         if self._faults is None:
             return False
-        fault = self._faults.take(code, phase)
-        if fault is None or fault.action is not Action.PULL:
+        fault = self._faults.take(code, phase, Action.PULL)
+        if fault is None:
             return False
         log.warning("fault: key pulled %s command %02X", phase.value, code)
         self._closed = True

@@ -96,12 +96,12 @@ class FidoNfcApplet:
 
     def _answer(self, *, poll: bool) -> tuple[bytes, int]:
         job = self._job
-        assert job is not None
+        if job is None:
+            return b"", SW.CONDITIONS_NOT_SATISFIED
         if not job.done.wait(self.poll_after if poll else None):
             return bytes((job.status,)), SW_STILL_PROCESSING
         self._job = None
-        assert job.answer is not None
-        return job.answer, SW.SUCCESS
+        return job.answer or b"\x7f", SW.SUCCESS
 
 
 def make_card(core: CtapCore, *, strict: bool = False) -> SimulatedCard:

@@ -47,12 +47,28 @@ class HidDevice:
     # --- descriptors --------------------------------------------------------------------
 
     def _hid_descriptor(self) -> bytes:
-        return struct.pack("<BBHBBBH", 9, DT_HID, 0x0111, 0, 1, DT_REPORT, len(self.report_descriptor))
+        return struct.pack(
+            "<BBHBBBH", 9, DT_HID, 0x0111, 0, 1, DT_REPORT, len(self.report_descriptor)
+        )
 
     def _endpoints(self) -> list[dict[str, int]]:
-        endpoints = [{"bEndpointAddress": self.ep_in, "bmAttributes": 3, "wMaxPacketSize": self.report_size, "bInterval": 5}]
+        endpoints = [
+            {
+                "bEndpointAddress": self.ep_in,
+                "bmAttributes": 3,
+                "wMaxPacketSize": self.report_size,
+                "bInterval": 5,
+            }
+        ]
         if self.ep_out:
-            endpoints.append({"bEndpointAddress": self.ep_out, "bmAttributes": 3, "wMaxPacketSize": self.report_size, "bInterval": 5})
+            endpoints.append(
+                {
+                    "bEndpointAddress": self.ep_out,
+                    "bmAttributes": 3,
+                    "wMaxPacketSize": self.report_size,
+                    "bInterval": 5,
+                }
+            )
         return endpoints
 
     def describe(self) -> dict[str, Any]:
@@ -84,18 +100,44 @@ class HidDevice:
 
     def _device_bytes(self) -> bytes:
         return struct.pack(
-            "<BBHBBBBHHHBBBB", 18, DT_DEVICE, 0x0200, 0, 0, 0, 64, VENDOR_ID, self.product_id, 0x0100, 1, 2, 3, 1
+            "<BBHBBBBHHHBBBB",
+            18,
+            DT_DEVICE,
+            0x0200,
+            0,
+            0,
+            0,
+            64,
+            VENDOR_ID,
+            self.product_id,
+            0x0100,
+            1,
+            2,
+            3,
+            1,
         )
 
     def _configuration_bytes(self) -> bytes:
         interface = struct.pack(
-            "<BBBBBBBBB", 9, 4, 0, 0, len(self._endpoints()), 3, self.interface_subclass, self.interface_protocol, 0
+            "<BBBBBBBBB",
+            9,
+            4,
+            0,
+            0,
+            len(self._endpoints()),
+            3,
+            self.interface_subclass,
+            self.interface_protocol,
+            0,
         )
         endpoints = b"".join(
-            struct.pack("<BBBHB", 7, 5, e["bEndpointAddress"], 3, self.report_size, 5) for e in self._endpoints()
+            struct.pack("<BBBHB", 7, 5, e["bEndpointAddress"], 3, self.report_size, 5)
+            for e in self._endpoints()
         )
         body = interface + self._hid_descriptor() + endpoints
-        return struct.pack("<BBHBBBBB", 9, DT_CONFIGURATION, 9 + len(body), 1, 1, 0, 0x80, 50) + body
+        return (
+            struct.pack("<BBHBBBBB", 9, DT_CONFIGURATION, 9 + len(body), 1, 1, 0, 0x80, 50) + body
+        )
 
     def _string(self, index: int) -> bytes | None:
         if index == 0:
@@ -108,7 +150,9 @@ class HidDevice:
 
     # --- control transfers --------------------------------------------------------------
 
-    def control(self, request_type: int, request: int, value: int, index: int, data: bytes, length: int) -> bytes | None:
+    def control(
+        self, request_type: int, request: int, value: int, index: int, data: bytes, length: int
+    ) -> bytes | None:
         kind, number = value >> 8, value & 0xFF
         if request_type == 0x80 and request == REQ_GET_DESCRIPTOR:
             answer = {

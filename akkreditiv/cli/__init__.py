@@ -1,0 +1,38 @@
+"""The ``akkreditiv`` command: the composition root that wires devices and the simulator."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from akkreditiv.cli.devices import devices_app
+from akkreditiv.cli.fido import fido_app
+from akkreditiv.cli.piv import piv_app
+from akkreditiv.cli.sim import sim_app
+
+app = typer.Typer(
+    help="akkreditiv: an open eID credential service built around physical credentials.\n\n"
+    "Find and use tokens (devices), run the token simulator (sim).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(devices_app, name="devices")
+devices_app.add_typer(piv_app, name="piv")
+devices_app.add_typer(fido_app, name="fido")
+app.add_typer(sim_app, name="sim")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log device traffic (never PINs) to stderr.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

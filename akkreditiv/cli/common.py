@@ -1,0 +1,47 @@
+"""Pieces every command group shares: exiting with a clear message, device errors, PINs."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from devices.errors import DeviceError
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@contextmanager
+def device_errors() -> Iterator[None]:
+    """Every device error becomes one clear line with what to do, and exit code 2."""
+    try:
+        yield
+    except DeviceError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+def secret(prompt: str, from_stdin: bool) -> str:
+    """A PIN or PUK: a line of standard input, or asked on the terminal without echo."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise fail(f"standard input ended before the {prompt}")
+        return line.rstrip("\r\n")
+    # getpass turns echo off *before* it shows the prompt; a prompt shown first would echo
+    # anything typed ahead, and turning echo off then would throw that input away.
+    return getpass.getpass(f"{prompt}: ")
+
+
+PinStdin = Annotated[
+    bool,
+    typer.Option("--pin-stdin", help="Read the PIN (then any new PIN) from standard input lines."),
+]
+StateOption = Annotated[Path, typer.Option("--state", help="The token's state file.")]

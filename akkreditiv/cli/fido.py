@@ -1,0 +1,192 @@
+"""``akkreditiv devices fido``: use a FIDO2 security key over USB or NFC: info, PIN,
+register with and authenticate to a relying party (verified by python-fido2's server)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from fido2.ctap import CtapDevice
+from fido2.server import Fido2Server
+from fido2.utils import websafe_decode, websafe_encode
+from fido2.webauthn import (
+    AttestedCredentialData,
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from akkreditiv.cli.common import PinStdin, device_errors, fail, secret
+from akkreditiv.cli.devices import usb_backends
+from devices.errors import NoCard
+from devices.tokens.fido import FidoSession
+
+fido_app = typer.Typer(
+    help="Use a FIDO2 security key over USB or NFC: info, PIN, register, authenticate.",
+    no_args_is_help=True,
+)
+
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="usb:BUS:ADDRESS:INTERFACE as 'devices list' shows it, or part of an NFC "
+        "reader's name (default: the first key found, USB before NFC).",
+    ),
+]
+
+
+def _open(device: str | None) -> CtapDevice:
+    from fido2.pcsc import CtapPcscDevice
+
+    from devices.transports.usb import find_fido_interfaces, open_ctap_device
+
+    if device is None or device.startswith("usb:"):
+        for interface in find_fido_interfaces(usb_backends()):
+            if device is None or interface.path == device:
+                return open_ctap_device(interface)
+    if device is None or not device.startswith("usb:"):
+        for nfc in CtapPcscDevice.list_devices(device or ""):
+            return nfc
+    raise NoCard("no FIDO security key found" + (f" at {device}" if device else ""))
+
+
+@contextmanager
+def fido_session(device: str | None) -> Iterator[FidoSession]:
+    with device_errors():
+        session = FidoSession(
+            _open(device), on_touch=lambda: typer.echo("Touch your security key now.", err=True)
+        )
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+@fido_app.command("info")
+def fido_info(device: DeviceOption = None) -> None:
+    """Show what the key says about itself (authenticatorGetInfo) and its PIN state."""
+    with fido_session(device) as session:
+        info = session.refresh_info()
+        pin_set = bool(info.options.get("clientPin"))
+        typer.echo(f"versions: {', '.join(info.versions)}")
+        typer.echo(f"aaguid: {info.aaguid}")
+        typer.echo(f"options: {json.dumps(info.options, sort_keys=True)}")
+        typer.echo(
+            f"PIN: {'set, ' + str(session.pin_retries()) + ' tries left' if pin_set else 'not set'}"
+        )
+
+
+@fido_app.command("set-pin")
+def fido_set_pin(device: DeviceOption = None, pin_stdin: PinStdin = False) -> None:
+    """Set the key's first PIN (asked twice, without echo)."""
+    new = secret("New PIN", pin_stdin)
+    if secret("New PIN again", pin_stdin) != new:
+        raise fail("the PINs differ")
+    with fido_session(device) as session:
+        session.set_pin(new)
+    typer.echo("PIN set.")
+
+
+@fido_app.command("change-pin")
+def fido_change_pin(device: DeviceOption = None, pin_stdin: PinStdin = False) -> None:
+    """Change the key's PIN."""
+    old = secret("Current PIN", pin_stdin)
+    new = secret("New PIN", pin_stdin)
+    if secret("New PIN again", pin_stdin) != new:
+        raise fail("the new PINs differ")
+    with fido_session(device) as session:
+        session.change_pin(old, new)
+    typer.echo("PIN changed.")
+
+
+def _server(rp_id: str) -> Fido2Server:
+    return Fido2Server(PublicKeyCredentialRpEntity(name=rp_id, id=rp_id))
+
+
+@fido_app.command("register")
+def fido_register(
+    rp: Annotated[str, typer.Option(help="The relying party id, e.g. example.com.")],
+    user: Annotated[str, typer.Option(help="The user name to register.")],
+    out: Annotated[Path, typer.Option(help="Where to keep the credential (JSON).")],
+    resident: Annotated[bool, typer.Option(help="A discoverable credential.")] = False,
+    with_pin: Annotated[bool, typer.Option("--pin", help="Verify the user with the PIN.")] = False,
+    device: DeviceOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Register the key with a relying party: the key makes a credential (touch it), and
+    python-fido2's server checks the attestation and stores the public key in OUT."""
+    server = _server(rp)
+    options, state = server.register_begin(
+        PublicKeyCredentialUserEntity(name=user, id=secrets.token_bytes(16), display_name=user),
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if resident else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=(
+            UserVerificationRequirement.REQUIRED
+            if with_pin
+            else UserVerificationRequirement.DISCOURAGED
+        ),
+    )
+    pin = secret("PIN", pin_stdin) if with_pin else None
+    with fido_session(device) as session:
+        response = session.make_credential(options.public_key, origin=f"https://{rp}", pin=pin)
+    with device_errors():
+        auth_data = server.register_complete(state, response)
+    credential = auth_data.credential_data
+    if credential is None:
+        raise fail("the key returned no credential")
+    record: dict[str, Any] = {
+        "rp": rp,
+        "user": user,
+        "credential_id": websafe_encode(credential.credential_id),
+        "credential_data": websafe_encode(bytes(credential)),
+        "aaguid": str(credential.aaguid),
+        "counter": auth_data.counter,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    typer.echo(f"registered credential {record['credential_id']} (counter {auth_data.counter})")
+
+
+@fido_app.command("authenticate")
+def fido_authenticate(
+    credential: Annotated[Path, typer.Option(help="A credential file written by 'register'.")],
+    with_pin: Annotated[bool, typer.Option("--pin", help="Verify the user with the PIN.")] = False,
+    device: DeviceOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Authenticate with a registered credential: the key signs a fresh challenge (touch it)
+    and python-fido2's server verifies the signature and counter."""
+    try:
+        record = json.loads(credential.read_text("utf-8"))
+        stored = AttestedCredentialData(websafe_decode(record["credential_data"]))
+        rp = str(record["rp"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"unreadable credential file {credential}: {exc}") from exc
+    server = _server(rp)
+    options, state = server.authenticate_begin(
+        [stored],
+        user_verification=(
+            UserVerificationRequirement.REQUIRED
+            if with_pin
+            else UserVerificationRequirement.DISCOURAGED
+        ),
+    )
+    pin = secret("PIN", pin_stdin) if with_pin else None
+    with fido_session(device) as session:
+        response = session.get_assertion(options.public_key, origin=f"https://{rp}", pin=pin)
+    with device_errors():
+        server.authenticate_complete(state, [stored], response)
+    counter = response.response.authenticator_data.counter
+    previous = int(record.get("counter", 0))
+    if counter and counter <= previous:
+        raise fail(f"signature counter went from {previous} to {counter}: the key may be cloned", 3)
+    record["counter"] = counter
+    credential.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    typer.echo(f"authenticated: signature verified, counter {counter}")
