@@ -52,6 +52,12 @@ BusOption = Annotated[
 ]
 
 
+UpTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds the key waits for a touch before it gives up (default 30)."),
+]
+
+
 @sim_app.command("new")
 def sim_new(
     kind: Annotated[SimKind, typer.Argument(help="Which token to make.")],
@@ -143,13 +149,14 @@ def sim_plug(
     kind: Annotated[UsbKind, typer.Argument(help="Which USB token the state file holds.")],
     state: StateOption,
     bus: BusOption = None,
+    up_timeout: UpTimeout = None,
 ) -> None:
     """Plug a simulated USB token into the simulated bus; it runs in the background until
     'sim unplug'."""
     from firmware_sim.attach import usb_bus
 
     try:
-        info = usb_bus.plug(kind.value, state, bus)
+        info = usb_bus.plug(kind.value, state, bus, up_timeout=up_timeout)
     except usb_bus.BusError as exc:
         raise fail(str(exc), 2) from exc
     typer.echo(f"plugged {info.kind} {info.serial} at address {info.address}")
@@ -194,6 +201,7 @@ def sim_usb_device(
     state: StateOption,
     bus: BusOption = None,
     ready_fd: Annotated[int | None, typer.Option(help="Write the address here when ready.")] = None,
+    up_timeout: UpTimeout = None,
 ) -> None:
     """The process of one simulated USB token (started by 'sim plug')."""
     from firmware_sim.attach import usb_bus
@@ -204,7 +212,10 @@ def sim_usb_device(
 
     presence = ctap2.ButtonPresence()
     try:
-        authenticator = ctap2.load_authenticator(state, presence)
+        if up_timeout is None:
+            authenticator = ctap2.load_authenticator(state, presence)
+        else:
+            authenticator = ctap2.load_authenticator(state, presence, up_timeout=up_timeout)
     except StateError as exc:
         raise fail(str(exc)) from exc
     holder: list[usb_bus.DeviceServer] = []

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.client import (
+    ClientError,
+    DefaultClientDataCollector,
+    Fido2Client,
+    PinRequiredError,
+    UserInteraction,
+)
 from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2.base import Ctap2, Info
 from fido2.ctap2.pin import ClientPin
@@ -82,6 +88,8 @@ _MESSAGES: dict[int, str] = {
 def fido_error(exc: BaseException, retries: Callable[[], int | None] | None = None) -> DeviceError:
     """The typed error for a python-fido2 exception (CtapError, or ClientError wrapping one)."""
     cause: BaseException | None = exc
+    if isinstance(exc, PinRequiredError):
+        return PinRequired(ERR.PUAT_REQUIRED, "this key needs its PIN")
     if isinstance(exc, ClientError):
         cause = exc.cause if isinstance(exc.cause, BaseException) else None
         if cause is None:

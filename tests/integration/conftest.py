@@ -16,6 +16,9 @@ import pytest
 from devices.errors import DeviceError
 from devices.transports.pcsc import PcscContext
 from firmware_sim.attach.pcscd import VpcdReader, ensure_pcscd
+from tests.integration.fido_fixtures import plug_key, sim_home, usb_bus_dir
+
+__all__ = ["plug_key", "sim_home", "usb_bus_dir"]  # fixtures shared with the FIDO tests
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 AKKREDITIV = [sys.executable, "-m", "akkreditiv"]
@@ -71,18 +74,18 @@ def free_reader(vpcd_readers: list[VpcdReader]) -> VpcdReader:
 
 
 @pytest.fixture
-def attach(free_reader: VpcdReader) -> Iterator[Callable[[Path], AttachedCard]]:
+def attach(free_reader: VpcdReader) -> Iterator[Callable[..., AttachedCard]]:
     """Attach a card from a state file to a free vpcd reader, in its own process, and wait
     (through pcscd) until the reader reports it present."""
     attached: list[AttachedCard] = []
 
-    def _attach(state: Path) -> AttachedCard:
+    def _attach(state: Path, kind: str = "piv") -> AttachedCard:
         process = subprocess.Popen(
             [
                 *AKKREDITIV,
                 "sim",
                 "attach",
-                "piv",
+                kind,
                 "--state",
                 str(state),
                 "--vpcd",

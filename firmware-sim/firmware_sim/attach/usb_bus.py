@@ -337,8 +337,16 @@ def run_device(
 _children: list[subprocess.Popen[bytes]] = []
 
 
-def plug(kind: str, state: Path, folder: Path | None = None, timeout: float = 15.0) -> DeviceInfo:
-    """Start a device process for ``state`` and return once it is on the bus."""
+def plug(
+    kind: str,
+    state: Path,
+    folder: Path | None = None,
+    timeout: float = 15.0,
+    *,
+    up_timeout: float | None = None,
+) -> DeviceInfo:
+    """Start a device process for ``state`` and return once it is on the bus.
+    ``up_timeout`` is how long the token waits for a touch (its own default otherwise)."""
     folder = folder or bus_dir()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = folder / f"{Path(state).name}.log"
@@ -358,6 +366,7 @@ def plug(kind: str, state: Path, folder: Path | None = None, timeout: float = 15
                 str(folder),
                 "--ready-fd",
                 str(write_end),
+                *(["--up-timeout", str(up_timeout)] if up_timeout is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log_file,

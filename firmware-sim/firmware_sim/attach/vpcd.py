@@ -173,4 +173,4 @@ class VpcdAttachment:
             raise Pulled
         if fault.action is Action.DELAY:
             log.warning("fault: card slow by %.1f s on INS %02X", fault.seconds, payload[1])
-            time.sleep(fault.seconds)  # the simulated card itself is slow: that is the fault
+            self.card.pending_delay = fault.seconds

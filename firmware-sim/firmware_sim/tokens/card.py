@@ -7,6 +7,7 @@ Applets (PIV here; FIDO over NFC, OATH and NDEF tags later) implement only their
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +75,9 @@ class SimulatedCard:
     strict: bool = False
     selected: Applet | None = None
     powered: bool = False
+    # Seconds the next command takes longer (fault injection: a slow card). Applets that
+    # work in the background (FIDO over NFC) take it as ``work_delay``; others just stall.
+    pending_delay: float = 0.0
     _assembler: CommandAssembler = field(default_factory=CommandAssembler)
     _chunker: ResponseChunker = field(default_factory=ResponseChunker)
 
@@ -135,6 +139,12 @@ class SimulatedCard:
         return self._chunker.first(data, sw, whole.le, extended=whole.extended)
 
     def _dispatch(self, apdu: CommandApdu) -> tuple[bytes, int]:
+        delay, self.pending_delay = self.pending_delay, 0.0
+        if delay:
+            if hasattr(self.selected, "work_delay"):
+                setattr(self.selected, "work_delay", delay)  # noqa: B010 - optional capability
+            else:
+                time.sleep(delay)  # the simulated card itself is slow: that is the fault
         if apdu.ins == INS_SELECT and apdu.p1 == 0x04:
             return self._select(apdu)
         if self.selected is None:

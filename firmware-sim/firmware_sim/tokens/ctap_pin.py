@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag, unique
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -105,7 +105,7 @@ SUPPORTED_PERMISSIONS = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
 T = TypeVar("T")
 
 
-def field(
+def member(
     params: Mapping[Any, Any], key: Any, kind: type[T], *, required: bool = False
 ) -> T | None:
     """One member of a decoded request map, type-checked as CTAP 2.1 8.1 asks: absent and
@@ -114,11 +114,10 @@ def field(
         if required:
             raise CtapFailure(CtapStatus.MISSING_PARAMETER)
         return None
-    value = params[key]
     # Exact type: CBOR true is not an integer, and a negative integer is not unsigned.
-    if type(value) is not kind or (kind is int and value < 0):
+    if type(params[key]) is not kind or (kind is int and params[key] < 0):
         raise CtapFailure(CtapStatus.CBOR_UNEXPECTED_TYPE)
-    return value  # type: ignore[no-any-return]
+    return cast(T, params[key])
 
 
 def need(value: T | None) -> T:
@@ -351,7 +350,7 @@ class ClientPin:
 
     def process(self, params: Mapping[Any, Any]) -> dict[int, Any] | None:
         version = member(params, 0x01, int)
-        sub_command = need(field(params, 0x02, int))
+        sub_command = need(member(params, 0x02, int))
         key_agreement = member(params, 0x03, dict)
         pin_uv_auth_param = member(params, 0x04, bytes)
         new_pin_enc = member(params, 0x05, bytes)

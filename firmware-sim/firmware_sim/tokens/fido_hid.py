@@ -54,7 +54,8 @@ MAX_LOCK_SECONDS = 10
 class CtapCore(Protocol):
     """The authenticator as the transports see it."""
 
-    u2f_enabled: bool
+    @property
+    def u2f_enabled(self) -> bool: ...
 
     def power_up(self) -> None: ...
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from devices.protocol.apdu import CommandApdu
 from devices.protocol.ctaphid import KeepaliveStatus
@@ -35,10 +36,11 @@ class _Job:
     """One CTAP2 request running on the core in its own thread, so the card can answer
     'still processing' while it runs."""
 
-    def __init__(self, core: CtapCore, request: bytes) -> None:
+    def __init__(self, core: CtapCore, request: bytes, delay: float = 0.0) -> None:
         self.status = KeepaliveStatus.PROCESSING
         self.answer: bytes | None = None
         self.done = threading.Event()
+        self._delay = delay
         self._thread = threading.Thread(target=self._run, args=(core, request), daemon=True)
         self._thread.start()
 
@@ -46,6 +48,8 @@ class _Job:
         self.status = KeepaliveStatus(status)
 
     def _run(self, core: CtapCore, request: bytes) -> None:
+        if self._delay:
+            time.sleep(self._delay)  # fault injection: a slow key
         try:
             self.answer = core.handle_cbor(request, self._keepalive)
         except Exception:  # the core never raises; if it does, answer like firmware would
@@ -62,6 +66,7 @@ class FidoNfcApplet:
         self.core = core
         self.poll_after = poll_after
         self._job: _Job | None = None
+        self.work_delay = 0.0  # fault injection: the next request takes this much longer
 
     def power_reset(self) -> None:
         # Taking the key away from the reader ends any running request; the next tap is a
@@ -79,7 +84,8 @@ class FidoNfcApplet:
         if apdu.cla == CLA_NFCCTAP and apdu.ins == INS_NFCCTAP_MSG:
             if not apdu.data:
                 return b"", SW.WRONG_LENGTH
-            self._job = _Job(self.core, apdu.data)
+            delay, self.work_delay = self.work_delay, 0.0
+            self._job = _Job(self.core, apdu.data, delay)
             return self._answer(poll=bool(apdu.p1 & P1_CLIENT_CAN_POLL))
         if apdu.cla == CLA_NFCCTAP and apdu.ins == INS_NFCCTAP_GETRESPONSE:
             if self._job is None:

@@ -131,7 +131,7 @@ class HidDevice:
             0,
         )
         endpoints = b"".join(
-            struct.pack("<BBBHB", 7, 5, e["bEndpointAddress"], 3, self.report_size, 5)
+            struct.pack("<BBBBHB", 7, 5, e["bEndpointAddress"], 3, self.report_size, 5)
             for e in self._endpoints()
         )
         body = interface + self._hid_descriptor() + endpoints
