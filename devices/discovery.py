@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.errors import DeviceError, FileNotFound, TransportError
 from devices.protocol.piv import Slot
 from devices.tokens.piv import PivSession
 from devices.transports.pcsc import PcscContext
+
+if TYPE_CHECKING:
+    from fido2.ctap import CtapDevice
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,6 @@ def _fido_details(device: object) -> dict[str, Any]:
 
 def list_fido_tokens(usb_backends: list[Any]) -> tuple[list[TokenInfo], list[ReaderProblem]]:
     """FIDO2 keys on USB (through the given pyusb backends) and on NFC readers."""
-    from fido2.pcsc import CtapPcscDevice
-
     from devices.transports.usb import find_fido_interfaces, open_ctap_device
 
     tokens: list[TokenInfo] = []
@@ -108,17 +112,34 @@ def list_fido_tokens(usb_backends: list[Any]) -> tuple[list[TokenInfo], list[Rea
         details["product"] = interface.product_name
         tokens.append(TokenInfo("fido", "usb", interface.path, interface.serial_number, details))
     try:
-        nfc_devices = list(CtapPcscDevice.list_devices())
+        nfc_devices = nfc_fido_devices()
     except Exception as exc:  # no pcscd: USB keys are still worth listing
         problems.append(ReaderProblem("pcsc", f"NFC readers not available: {exc}"))
         nfc_devices = []
-    for nfc in nfc_devices:
+    for reader, nfc in nfc_devices:
         try:
             details = _fido_details(nfc)
         except Exception as exc:
-            problems.append(ReaderProblem(nfc.product_name or "nfc", f"unusable FIDO key: {exc}"))
+            problems.append(ReaderProblem(reader, f"unusable FIDO key: {exc}"))
             continue
         finally:
             nfc.close()
-        tokens.append(TokenInfo("fido", "nfc", nfc.product_name or "nfc", None, details))
+        tokens.append(TokenInfo("fido", "nfc", reader, None, details))
     return tokens, problems
+
+
+def nfc_fido_devices(name: str = "") -> list[tuple[str, CtapDevice]]:
+    """(reader name, python-fido2 ``CtapPcscDevice``) for every FIDO key on a PC/SC reader
+    whose name contains ``name``; readers whose card has no FIDO applet are passed over."""
+    from fido2.pcsc import CtapPcscDevice
+    from smartcard.System import readers
+
+    found: list[tuple[str, CtapDevice]] = []
+    for reader in readers():
+        if name not in reader.name:
+            continue
+        try:
+            found.append((reader.name, CtapPcscDevice(reader.createConnection(), reader.name)))
+        except Exception as exc:  # no card, or a card without the FIDO applet
+            log.debug("no FIDO key on %s: %s", reader.name, exc)
+    return found

@@ -43,8 +43,7 @@ DeviceOption = Annotated[
 
 
 def _open(device: str | None) -> CtapDevice:
-    from fido2.pcsc import CtapPcscDevice
-
+    from devices.discovery import nfc_fido_devices
     from devices.transports.usb import find_fido_interfaces, open_ctap_device
 
     if device is None or device.startswith("usb:"):
@@ -52,7 +51,7 @@ def _open(device: str | None) -> CtapDevice:
             if device is None or interface.path == device:
                 return open_ctap_device(interface)
     if device is None or not device.startswith("usb:"):
-        for nfc in CtapPcscDevice.list_devices(device or ""):
+        for _, nfc in nfc_fido_devices(device or ""):
             return nfc
     raise NoCard("no FIDO security key found" + (f" at {device}" if device else ""))
 

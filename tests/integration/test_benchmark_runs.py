@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,5 +32,33 @@ def test_piv_benchmark_reports_all_three_rates(free_reader: VpcdReader) -> None:
         "bare_ecdsa_p256_sign_per_s",
         "in_process_verify_sign_per_s",
         "pcscd_verify_sign_per_s",
+    ):
+        assert figures[key] > 0
+
+
+def test_fido_benchmark_reports_all_three_rates(free_reader: VpcdReader, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK.with_name("bench_fido.py")),
+            "--seconds",
+            "0",
+            "--minimum",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "AKKREDITIV_SIM_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["operations"] == {"in_process": 3, "usb": 3, "nfc": 3}
+    for key in (
+        "in_process_assertions_per_s",
+        "usb_assertions_per_s",
+        "nfc_pcscd_assertions_per_s",
     ):
         assert figures[key] > 0

@@ -3,12 +3,14 @@ reader, used by python-fido2's own ``CtapPcscDevice`` unchanged."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fido2 import cbor
@@ -29,7 +31,7 @@ from devices.transports.pcsc import PcscContext
 from firmware_sim import faults
 from firmware_sim.tokens import ctap2
 
-from .conftest import AttachedCard
+from .conftest import AttachedCard, CliRunner
 from .fido_fixtures import ORIGIN, RP_ID
 
 pytestmark = pytest.mark.integration
@@ -140,3 +142,30 @@ def test_garbage_cbor_over_nfc_answers_invalid_cbor(nfc_key: AttachedCard) -> No
         answer = connection.send(CommandApdu(0x80, 0x10, 0x80, 0x00, b"\x01\xff\x00", le=256))
     assert answer.sw == 0x9000
     assert answer.data == bytes((0x12,))  # CTAP2_ERR_INVALID_CBOR
+
+
+def test_devices_list_shows_nfc_key(nfc_key: AttachedCard, cli: CliRunner) -> None:
+    result = cli("devices", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    nfc = [
+        t
+        for t in json.loads(result.stdout)["tokens"]
+        if t["kind"] == "fido" and t["transport"] == "nfc"
+    ]
+    assert [t["reader"] for t in nfc] == [nfc_key.reader.name]
+    assert "FIDO_2_1" in nfc[0]["details"]["versions"]
+
+
+def test_attestation_root_export_verifies_the_batch_certificate(
+    sim_home: Path, cli: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "root.pem"
+    result = cli("sim", "attestation-root", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    root = x509.load_pem_x509_certificate(out.read_bytes())
+    state = tmp_path / "key.json"
+    ctap2.new_fido_state(state, manufacturer_home=sim_home)
+    batch = x509.load_der_x509_certificate(
+        ctap2.load_authenticator(state, ctap2.AlwaysPresent()).state.batch_certificate
+    )
+    batch.verify_directly_issued_by(root)

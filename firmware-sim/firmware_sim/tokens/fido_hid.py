@@ -85,13 +85,16 @@ class FidoHidDevice(HidDevice):
         *,
         faults: FaultPlan | None = None,
         on_pull: Callable[[], None] | None = None,
+        transaction_timeout: float = TRANSACTION_TIMEOUT,
     ) -> None:
         super().__init__(serial)
+        self.transaction_timeout = transaction_timeout
         self.core = core
         self.button = button
         self._faults = faults
         self._on_pull = on_pull
         self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
         self._assembler = Reassembler(self.report_size)
         self._channels: set[int] = set()
         self._busy_cid: int | None = None
@@ -112,8 +115,11 @@ class FidoHidDevice(HidDevice):
     # --- output ---------------------------------------------------------------------------
 
     def _send(self, cid: int, cmd: int, payload: bytes) -> None:
-        for report in encode_message(cid, cmd, payload, self.report_size):
-            self.send_report(report)
+        # One message's packets go out together: a keepalive from a running transaction
+        # must not land between the packets of another answer.
+        with self._send_lock:
+            for report in encode_message(cid, cmd, payload, self.report_size):
+                self.send_report(report)
 
     def _error(self, cid: int, code: HidError) -> None:
         log.debug("CTAPHID error %s on channel %08x", code.name, cid)
@@ -157,12 +163,15 @@ class FidoHidDevice(HidDevice):
         try:
             message = self._assembler.feed(packet)
         except FrameError as exc:
-            self._cancel_timer()
+            # A packet from another channel neither ends nor extends the message that is
+            # arriving: its timer keeps running, or the key would stay busy for ever.
+            if self._assembler.busy_cid is None:
+                self._cancel_timer()
             self._error(exc.cid, exc.code)
             return
         if message is None:
-            if self._assembler.busy_cid is not None:
-                self._arm_timer(self._assembler.busy_cid)
+            if self._assembler.busy_cid == packet.cid:
+                self._arm_timer(packet.cid)
             return
         self._cancel_timer()
         self._dispatch(message)
@@ -185,7 +194,7 @@ class FidoHidDevice(HidDevice):
 
     def _arm_timer(self, cid: int) -> None:
         self._cancel_timer()
-        timer = threading.Timer(TRANSACTION_TIMEOUT, self._message_timeout, args=(cid,))
+        timer = threading.Timer(self.transaction_timeout, self._message_timeout, args=(cid,))
         timer.daemon = True
         self._timer = timer
         timer.start()
