@@ -2,9 +2,9 @@
 and independent of the transport (CTAPHID over USB, or NFC) that carries its messages.
 
 ``handle_cbor`` takes a command byte and CBOR and returns a status byte and CBOR; it never
-raises. Private keys never leave the key except sealed (AES-256-GCM under a per-device
-master key, bound to the RP ID hash) inside credential IDs; discoverable credentials keep
-their user entity in the state file, next to the sealed ID.
+raises. The core's parts live beside it (``ctap_state``, ``ctap_keys``, ``ctap_presence``,
+``cbor_strict``, ``ctap_request``, ``ctap_pin``, ``u2f``); the public names of the first
+four are re-exported here, so ``ctap2`` stays the module to import the key from.
 """
 
 from __future__ import annotations
@@ -15,59 +15,66 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum, unique
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn
 
-from cryptography import x509
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.asymmetric import ec
 from fido2 import cbor
 
 from firmware_sim import state as state_store
-from firmware_sim.tokens.attestation import Manufacturer
-from firmware_sim.tokens.ctap_pin import (
-    PIN_RETRIES,
-    ClientPin,
+from firmware_sim.tokens.cbor_strict import MAX_CBOR_DEPTH as MAX_CBOR_DEPTH
+from firmware_sim.tokens.cbor_strict import decode_cbor as decode_cbor
+from firmware_sim.tokens.ctap_keys import ALGORITHMS
+from firmware_sim.tokens.ctap_keys import CREDENTIAL_ID_LENGTH as CREDENTIAL_ID_LENGTH
+from firmware_sim.tokens.ctap_keys import EDDSA as EDDSA
+from firmware_sim.tokens.ctap_keys import ES256 as ES256
+from firmware_sim.tokens.ctap_keys import CredentialKey as CredentialKey
+from firmware_sim.tokens.ctap_keys import PrivateKey as PrivateKey
+from firmware_sim.tokens.ctap_keys import cose_key as cose_key
+from firmware_sim.tokens.ctap_keys import open_credential as open_credential
+from firmware_sim.tokens.ctap_keys import seal_credential as seal_credential
+from firmware_sim.tokens.ctap_pin import PIN_RETRIES, ClientPin, Permission
+from firmware_sim.tokens.ctap_presence import STATUS_PROCESSING as STATUS_PROCESSING
+from firmware_sim.tokens.ctap_presence import STATUS_UP_NEEDED as STATUS_UP_NEEDED
+from firmware_sim.tokens.ctap_presence import AlwaysPresent as AlwaysPresent
+from firmware_sim.tokens.ctap_presence import ButtonPresence as ButtonPresence
+from firmware_sim.tokens.ctap_presence import CancellablePresence as CancellablePresence
+from firmware_sim.tokens.ctap_presence import UserPresence as UserPresence
+from firmware_sim.tokens.ctap_request import (
     CtapFailure,
     CtapStatus,
-    Permission,
+    choose_algorithm,
+    descriptor_ids,
+    known_options,
     member,
     need,
 )
+from firmware_sim.tokens.ctap_state import KIND as KIND
+from firmware_sim.tokens.ctap_state import (
+    MAX_DISCOVERABLE_CREDENTIALS as MAX_DISCOVERABLE_CREDENTIALS,
+)
+from firmware_sim.tokens.ctap_state import MAX_USER_ID_LENGTH as MAX_USER_ID_LENGTH
+from firmware_sim.tokens.ctap_state import Credential as Credential
+from firmware_sim.tokens.ctap_state import FidoState as FidoState
+from firmware_sim.tokens.ctap_state import file_persister as file_persister
+from firmware_sim.tokens.ctap_state import new_fido_state as new_fido_state
 from firmware_sim.tokens.u2f import process_u2f
 
 logger = logging.getLogger(__name__)
 
-KIND = "fido"
 FIRMWARE_VERSION = 0x010000
 MAX_MSG_SIZE = 1200
 MAX_CREDENTIAL_COUNT_IN_LIST = 8
-MAX_DISCOVERABLE_CREDENTIALS = 25
-MAX_USER_ID_LENGTH = 64
 MAX_STORED_STRING = 64  # bytes of rp/user names kept, cut at a character boundary
 RESET_WINDOW_SECONDS = 10.0
 NEXT_ASSERTION_SECONDS = 30.0
-MAX_CBOR_DEPTH = 4  # CTAP 2.1 8: at most four levels of nested maps and arrays
-
-STATUS_PROCESSING = 1
-STATUS_UP_NEEDED = 2
-
-ES256 = -7
-EDDSA = -8
-_ALG_CODES = {ES256: 1, EDDSA: 2}
 
 FLAG_UP = 0x01
 FLAG_UV = 0x04
 FLAG_AT = 0x40
-
-# Credential ID: format byte, GCM nonce, sealed (algorithm code, flags, 32-byte key), tag.
-_CRED_FORMAT = 0x01
-_CRED_DISCOVERABLE = 0x01
-CREDENTIAL_ID_LENGTH = 1 + 12 + 2 + 32 + 16
 
 
 @unique
@@ -84,463 +91,13 @@ class Command(IntEnum):
 _NO_PARAMETERS = {Command.GET_INFO, Command.RESET, Command.GET_NEXT_ASSERTION, Command.SELECTION}
 
 
-# --- user presence -------------------------------------------------------------------------
-
-
-class UserPresence(Protocol):
-    def wait(self, timeout: float, keepalive: Callable[[int], None]) -> bool:
-        """Block until the user touches the key (True) or timeout/cancel (False), calling
-        ``keepalive(2)`` about every 100 ms meanwhile."""
-        ...
-
-
-@runtime_checkable
-class CancellablePresence(UserPresence, Protocol):
-    def take_cancel(self) -> bool:
-        """Whether the host cancelled since the last call; clears the flag."""
-        ...
-
-
-class AlwaysPresent:
-    """NFC: holding the key to the reader is the presence."""
-
-    def wait(self, timeout: float, keepalive: Callable[[int], None]) -> bool:
-        return True
-
-    def take_cancel(self) -> bool:
-        return False
-
-
-class ButtonPresence:
-    """A touch button another thread presses. A press before anyone waits is remembered
-    and consumed by the next wait; ``cancel`` ends a pending wait (CTAPHID_CANCEL)."""
-
-    keepalive_interval = 0.1
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._pressed = False
-        self._cancelled = False
-
-    def press(self) -> None:
-        with self._condition:
-            self._pressed = True
-            self._condition.notify_all()
-
-    def cancel(self) -> None:
-        with self._condition:
-            self._cancelled = True
-            self._condition.notify_all()
-
-    def take_cancel(self) -> bool:
-        with self._condition:
-            cancelled, self._cancelled = self._cancelled, False
-            return cancelled
-
-    @property
-    def pending_press(self) -> bool:
-        return self._pressed
-
-    def wait(self, timeout: float, keepalive: Callable[[int], None]) -> bool:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while True:
-            with self._condition:
-                if self._cancelled:
-                    return False
-                if self._pressed:
-                    self._pressed = False
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-            keepalive(STATUS_UP_NEEDED)  # outside the lock: it may press from this thread
-            with self._condition:
-                if not (self._pressed or self._cancelled):
-                    self._condition.wait(min(self.keepalive_interval, remaining))
-
-
-# --- strict CBOR decoding ------------------------------------------------------------------
-
-
-class _CborError(ValueError):
-    pass
-
-
-def _cbor_head(data: bytes, pos: int) -> tuple[int, int, int, int]:
-    """Major type, additional info, argument and the position after the head. Only the
-    shortest form of an argument is accepted (CTAP2 canonical CBOR)."""
-    if pos >= len(data):
-        raise _CborError("truncated")
-    major, info = data[pos] >> 5, data[pos] & 0x1F
-    pos += 1
-    if info < 24:
-        return major, info, info, pos
-    if info > 27:
-        raise _CborError("indefinite length or reserved additional information")
-    size = 1 << (info - 24)
-    if pos + size > len(data):
-        raise _CborError("truncated")
-    value = int.from_bytes(data[pos : pos + size], "big")
-    if major != 7 and value < (24 if size == 1 else 1 << (4 * size)):
-        raise _CborError("integer not in its shortest form")
-    return major, info, value, pos + size
-
-
-def _cbor_item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    major, info, value, pos = _cbor_head(data, pos)
-    if major == 0:
-        return value, pos
-    if major == 1:
-        return -1 - value, pos
-    if major in (2, 3):
-        if pos + value > len(data):
-            raise _CborError("truncated string")
-        raw = data[pos : pos + value]
-        if major == 2:
-            return raw, pos + value
-        try:
-            return raw.decode("utf-8"), pos + value
-        except UnicodeDecodeError as exc:
-            raise _CborError("text string is not UTF-8") from exc
-    if major in (4, 5):
-        if depth >= MAX_CBOR_DEPTH:
-            raise _CborError("nested too deeply")
-        if major == 4:
-            items = []
-            for _ in range(value):
-                item, pos = _cbor_item(data, pos, depth + 1)
-                items.append(item)
-            return items, pos
-        mapping: dict[Any, Any] = {}
-        previous: tuple[int, int, bytes] | None = None
-        for _ in range(value):
-            start = pos
-            key, pos = _cbor_item(data, pos, depth + 1)
-            encoded = data[start:pos]
-            order = (encoded[0] >> 5, len(encoded), encoded)
-            if previous is not None and order <= previous:
-                raise _CborError("map keys not in canonical order, or repeated")
-            if isinstance(key, list | dict):
-                raise _CborError("container as map key")
-            previous = order
-            mapping[key], pos = _cbor_item(data, pos, depth + 1)
-        return mapping, pos
-    if major == 7 and info in (20, 21):
-        return info == 21, pos
-    if major == 7 and info == 22:
-        return None, pos
-    raise _CborError("tags, floats and other simple values are not used by CTAP")
-
-
-def decode_cbor(data: bytes) -> Any:
-    """Decode one CTAP2 canonical CBOR item filling ``data``; raises ValueError otherwise."""
-    value, pos = _cbor_item(data, 0, 0)
-    if pos != len(data):
-        raise _CborError("bytes after the CBOR item")
-    return value
-
-
-# --- non-volatile state --------------------------------------------------------------------
-
-
-def _require(condition: bool, problem: str) -> None:
-    if not condition:
-        raise state_store.StateError(f"FIDO state is damaged: {problem}")
-
-
-def _optional_str(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-@dataclass
-class Credential:
-    """A discoverable credential: its sealed ID and the entities it was made for."""
-
-    credential_id: bytes
-    rp_id: str
-    user_id: bytes
-    user_name: str | None = None
-    display_name: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "credential_id": self.credential_id.hex(),
-            "rp_id": self.rp_id,
-            "user_id": self.user_id.hex(),
-            "user_name": self.user_name,
-            "display_name": self.display_name,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Credential:
-        rp_id = data["rp_id"]
-        if not isinstance(rp_id, str):
-            raise TypeError("rp_id is not a string")
-        return cls(
-            credential_id=bytes.fromhex(data["credential_id"]),
-            rp_id=rp_id,
-            user_id=bytes.fromhex(data["user_id"]),
-            user_name=_optional_str(data.get("user_name")),
-            display_name=_optional_str(data.get("display_name")),
-        )
-
-
-@dataclass
-class FidoState:
-    """What the key keeps in non-volatile memory."""
-
-    aaguid: bytes
-    master_key: bytes
-    batch_key: bytes  # PKCS#8 DER, copied from the manufacturer at creation
-    batch_certificate: bytes  # DER
-    pin_salt: bytes
-    serial: str
-    pin_verifier: bytes | None = None
-    pin_retries: int = PIN_RETRIES
-    sign_count: int = 0
-    credentials: list[Credential] = field(default_factory=list)
-    u2f: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "aaguid": self.aaguid.hex(),
-            "master_key": self.master_key.hex(),
-            "batch_key": self.batch_key.hex(),
-            "batch_certificate": self.batch_certificate.hex(),
-            "pin_salt": self.pin_salt.hex(),
-            "serial": self.serial,
-            "pin_verifier": None if self.pin_verifier is None else self.pin_verifier.hex(),
-            "pin_retries": self.pin_retries,
-            "sign_count": self.sign_count,
-            "credentials": [credential.to_json() for credential in self.credentials],
-            "u2f": self.u2f,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FidoState:
-        try:
-            verifier = data["pin_verifier"]
-            retries, count, u2f = data["pin_retries"], data["sign_count"], data["u2f"]
-            serial = data["serial"]
-            _require(type(retries) is int and type(count) is int, "counters are not integers")
-            _require(type(u2f) is bool, "u2f is not true or false")
-            _require(isinstance(serial, str), "serial is not a string")
-            return cls(
-                aaguid=bytes.fromhex(data["aaguid"]),
-                master_key=bytes.fromhex(data["master_key"]),
-                batch_key=bytes.fromhex(data["batch_key"]),
-                batch_certificate=bytes.fromhex(data["batch_certificate"]),
-                pin_salt=bytes.fromhex(data["pin_salt"]),
-                serial=serial,
-                pin_verifier=None if verifier is None else bytes.fromhex(verifier),
-                pin_retries=retries,
-                sign_count=count,
-                credentials=[Credential.from_json(entry) for entry in data["credentials"]],
-                u2f=u2f,
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise state_store.StateError(f"FIDO state is damaged: {exc!r}") from exc
-
-    def __post_init__(self) -> None:
-        """Refuse values no key could hold, so a damaged file fails at load."""
-        _require(len(self.aaguid) == 16, "AAGUID is not 16 bytes")
-        _require(len(self.master_key) == 32, "master key is not 32 bytes")
-        _require(len(self.pin_salt) >= 16, "PIN salt shorter than 16 bytes")
-        _require(self.serial.isdigit() and len(self.serial) <= 16, f"serial {self.serial!r}")
-        _require(self.pin_verifier is None or len(self.pin_verifier) == 32, "PIN verifier length")
-        _require(0 <= self.pin_retries <= PIN_RETRIES, f"pin_retries {self.pin_retries}")
-        _require(0 <= self.sign_count <= 0xFFFFFFFF, f"sign_count {self.sign_count}")
-        _require(len(self.credentials) <= MAX_DISCOVERABLE_CREDENTIALS, "too many credentials")
-        for credential in self.credentials:
-            _require(
-                len(credential.credential_id) == CREDENTIAL_ID_LENGTH
-                and 0 < len(credential.user_id) <= MAX_USER_ID_LENGTH
-                and bool(credential.rp_id),
-                "a discoverable credential is damaged",
-            )
-        try:
-            key = serialization.load_der_private_key(self.batch_key, password=None)
-            x509.load_der_x509_certificate(self.batch_certificate)
-        except ValueError as exc:
-            raise state_store.StateError(f"FIDO state is damaged: attestation: {exc}") from exc
-        _require(isinstance(key, ec.EllipticCurvePrivateKey), "batch key is not an EC key")
-
-
-def file_persister(path: Path) -> Callable[[FidoState], None]:
-    def persist(state: FidoState) -> None:
-        state_store.save(path, KIND, state.to_json())
-
-    return persist
-
-
-def new_fido_state(
-    path: Path, *, manufacturer_home: Path | None = None, u2f: bool = True
-) -> FidoState:
-    """Manufacture a key: copy the batch attestation in, make a master key, save."""
-    path = Path(path)
-    if path.exists():
-        raise state_store.StateError(f"{path} exists already; remove it to make a new key")
-    maker = Manufacturer.load_or_create(manufacturer_home)
-    state = FidoState(
-        aaguid=maker.aaguid,
-        master_key=secrets.token_bytes(32),
-        batch_key=maker.batch_key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        batch_certificate=maker.batch_certificate.public_bytes(serialization.Encoding.DER),
-        pin_salt=secrets.token_bytes(16),
-        serial=str(secrets.randbelow(90_000_000) + 10_000_000),
-        u2f=u2f,
-    )
-    file_persister(path)(state)
-    return state
-
-
-def load_authenticator(path: Path, presence: UserPresence, **kw: Any) -> Authenticator:
-    """The key whose state is at ``path``, saving back there; ``kw`` are ``Authenticator``'s
-    keyword arguments (``clock``, ``up_timeout``)."""
-    state = FidoState.from_json(state_store.load(Path(path), KIND))
-    return Authenticator(state, file_persister(Path(path)), presence, **kw)
-
-
-# --- credentials ---------------------------------------------------------------------------
-
-
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-def cose_key(public: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> dict[int, Any]:
-    """A credential public key as a COSE_Key (RFC 8152 13.1 and 13.2)."""
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        numbers = public.public_numbers()
-        return {
-            1: 2,  # kty EC2
-            3: ES256,
-            -1: 1,  # crv P-256
-            -2: numbers.x.to_bytes(32, "big"),
-            -3: numbers.y.to_bytes(32, "big"),
-        }
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {1: 1, 3: EDDSA, -1: 6, -2: raw}  # kty OKP, crv Ed25519
-
-
-@dataclass(frozen=True)
-class CredentialKey:
-    alg: int
-    discoverable: bool
-    private: PrivateKey
-
-    @classmethod
-    def generate(cls, alg: int, discoverable: bool) -> CredentialKey:
-        private: PrivateKey
-        if alg == ES256:
-            private = ec.generate_private_key(ec.SECP256R1())
-        else:
-            private = ed25519.Ed25519PrivateKey.generate()
-        return cls(alg, discoverable, private)
-
-    def raw(self) -> bytes:
-        if isinstance(self.private, ec.EllipticCurvePrivateKey):
-            return self.private.private_numbers().private_value.to_bytes(32, "big")
-        return self.private.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-
-    def cose_public(self) -> dict[int, Any]:
-        return cose_key(self.private.public_key())
-
-    def sign(self, message: bytes) -> bytes:
-        if isinstance(self.private, ec.EllipticCurvePrivateKey):
-            return self.private.sign(message, ec.ECDSA(hashes.SHA256()))
-        return self.private.sign(message)
-
-
-def seal_credential(master_key: bytes, rp_id_hash: bytes, key: CredentialKey) -> bytes:
-    nonce = secrets.token_bytes(12)
-    flags = _CRED_DISCOVERABLE if key.discoverable else 0
-    plaintext = bytes((_ALG_CODES[key.alg], flags)) + key.raw()
-    sealed = AESGCM(master_key).encrypt(nonce, plaintext, bytes((_CRED_FORMAT,)) + rp_id_hash)
-    return bytes((_CRED_FORMAT,)) + nonce + sealed
-
-
-def open_credential(
-    master_key: bytes, rp_id_hash: bytes, credential_id: bytes
-) -> CredentialKey | None:
-    """The key inside a credential ID this device sealed for this RP, else None."""
-    if len(credential_id) != CREDENTIAL_ID_LENGTH or credential_id[0] != _CRED_FORMAT:
-        return None
-    try:
-        plaintext = AESGCM(master_key).decrypt(
-            credential_id[1:13], credential_id[13:], bytes((_CRED_FORMAT,)) + rp_id_hash
-        )
-    except InvalidTag:
-        return None
-    code, flags, raw = plaintext[0], plaintext[1], plaintext[2:]
-    private: PrivateKey
-    if code == _ALG_CODES[ES256]:
-        private = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
-        alg = ES256
-    elif code == _ALG_CODES[EDDSA]:
-        private = ed25519.Ed25519PrivateKey.from_private_bytes(raw)
-        alg = EDDSA
-    else:
-        return None
-    return CredentialKey(alg, bool(flags & _CRED_DISCOVERABLE), private)
+# --- command helpers -----------------------------------------------------------------------
 
 
 def _truncate(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8")[:MAX_STORED_STRING].decode("utf-8", errors="ignore")
-
-
-# --- request parsing -----------------------------------------------------------------------
-
-
-def _options(options: Mapping[Any, Any] | None) -> dict[str, bool]:
-    """Known options with boolean values; unknown option keys are ignored (6.1.2 step 5)."""
-    found: dict[str, bool] = {}
-    for name in ("rk", "up", "uv"):
-        value = member(options or {}, name, bool)
-        if value is not None:
-            found[name] = value
-    return found
-
-
-def _descriptors(entries: list[Any] | None) -> list[bytes]:
-    """Credential IDs of the public-key descriptors in an allow or exclude list."""
-    ids = []
-    for entry in entries or []:
-        if type(entry) is not dict:
-            raise CtapFailure(CtapStatus.CBOR_UNEXPECTED_TYPE)
-        kind = need(member(entry, "type", str))
-        credential_id = need(member(entry, "id", bytes))
-        member(entry, "transports", list)
-        if kind == "public-key":
-            ids.append(credential_id)
-    return ids
-
-
-def _choose_algorithm(entries: list[Any]) -> int | None:
-    chosen = None
-    for entry in entries:
-        if type(entry) is not dict:
-            raise CtapFailure(CtapStatus.CBOR_UNEXPECTED_TYPE)
-        kind = need(member(entry, "type", str))
-        if "alg" not in entry:
-            raise CtapFailure(CtapStatus.MISSING_PARAMETER)
-        alg = entry["alg"]
-        if type(alg) is not int:
-            raise CtapFailure(CtapStatus.CBOR_UNEXPECTED_TYPE)
-        if chosen is None and kind == "public-key" and alg in _ALG_CODES:
-            chosen = alg
-    return chosen
 
 
 @dataclass
@@ -780,10 +337,10 @@ class Authenticator:
         client_data_hash = need(member(params, 0x01, bytes))
         rp = need(member(params, 0x02, dict))
         user = need(member(params, 0x03, dict))
-        algorithm = _choose_algorithm(need(member(params, 0x04, list)))
-        excluded = _descriptors(member(params, 0x05, list))
+        algorithm = choose_algorithm(need(member(params, 0x04, list)), ALGORITHMS)
+        excluded = descriptor_ids(member(params, 0x05, list))
         member(params, 0x06, dict)  # no extensions are supported; unknown ones are ignored
-        options = _options(member(params, 0x07, dict))
+        options = known_options(member(params, 0x07, dict))
         pin_param = member(params, 0x08, bytes)
         pin_protocol = member(params, 0x09, int)
         enterprise = member(params, 0x0A, int)
@@ -867,9 +424,9 @@ class Authenticator:
         rp_id = need(member(params, 0x01, str))
         client_data_hash = need(member(params, 0x02, bytes))
         allow_list = member(params, 0x03, list)
-        allowed = _descriptors(allow_list)
+        allowed = descriptor_ids(allow_list)
         member(params, 0x04, dict)
-        options = _options(member(params, 0x05, dict))
+        options = known_options(member(params, 0x05, dict))
         pin_param = member(params, 0x06, bytes)
         pin_protocol = member(params, 0x07, int)
 
@@ -1009,3 +566,10 @@ class _U2fBridge:
         key = serialization.load_der_private_key(state.batch_key, password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)  # noqa: S101 - checked at load
         return key, state.batch_certificate
+
+
+def load_authenticator(path: Path, presence: UserPresence, **kw: Any) -> Authenticator:
+    """The key whose state is at ``path``, saving back there; ``kw`` are ``Authenticator``'s
+    keyword arguments (``clock``, ``up_timeout``)."""
+    state = FidoState.from_json(state_store.load(Path(path), KIND))
+    return Authenticator(state, file_persister(Path(path)), presence, **kw)

@@ -1,10 +1,9 @@
 """authenticatorClientPIN of the simulated FIDO2 key: PIN/UV auth protocols 1 and 2
 (CTAP 2.1 6.5.6 and 6.5.7), the PIN retry counters and the volatile pinUvAuthToken.
 
-Also home to the CTAP status codes and the request-field helpers the authenticator core
-shares, so this module depends on nothing else of the core. The retry counter is
-decremented and saved *before* a PIN is compared, so pulling the key mid-command never gives
-a free guess. Key agreement keys and tokens live only in memory and change every power-up.
+The retry counter is decremented and saved *before* a PIN is compared, so pulling the key
+mid-command never gives a free guess. Key agreement keys and tokens live only in memory and
+change every power-up.
 """
 
 from __future__ import annotations
@@ -15,12 +14,18 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag, unique
-from typing import Any, ClassVar, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+# Re-exported for code that imports them from this module.
+from firmware_sim.tokens.ctap_request import CtapFailure as CtapFailure
+from firmware_sim.tokens.ctap_request import CtapStatus as CtapStatus
+from firmware_sim.tokens.ctap_request import member as member
+from firmware_sim.tokens.ctap_request import need as need
 
 PIN_RETRIES = 8
 PIN_TRIES_PER_BOOT = 3
@@ -30,49 +35,6 @@ PADDED_PIN_LENGTH = 64
 TOKEN_LENGTH = 32
 TOKEN_INITIAL_USE_SECONDS = 30.0  # a token never used within this expires
 TOKEN_LIFETIME_SECONDS = 600.0
-
-
-@unique
-class CtapStatus(IntEnum):
-    """CTAP 2.1 8.2 status codes (the first byte of every response)."""
-
-    OK = 0x00
-    INVALID_COMMAND = 0x01
-    INVALID_PARAMETER = 0x02
-    INVALID_LENGTH = 0x03
-    CBOR_UNEXPECTED_TYPE = 0x11
-    INVALID_CBOR = 0x12
-    MISSING_PARAMETER = 0x14
-    LIMIT_EXCEEDED = 0x15
-    CREDENTIAL_EXCLUDED = 0x19
-    UNSUPPORTED_ALGORITHM = 0x26
-    OPERATION_DENIED = 0x27
-    KEY_STORE_FULL = 0x28
-    UNSUPPORTED_OPTION = 0x2B
-    INVALID_OPTION = 0x2C
-    KEEPALIVE_CANCEL = 0x2D
-    NO_CREDENTIALS = 0x2E
-    USER_ACTION_TIMEOUT = 0x2F
-    NOT_ALLOWED = 0x30
-    PIN_INVALID = 0x31
-    PIN_BLOCKED = 0x32
-    PIN_AUTH_INVALID = 0x33
-    PIN_AUTH_BLOCKED = 0x34
-    PIN_NOT_SET = 0x35
-    PUAT_REQUIRED = 0x36
-    PIN_POLICY_VIOLATION = 0x37
-    REQUEST_TOO_LARGE = 0x39
-    INVALID_SUBCOMMAND = 0x3E
-    UNAUTHORIZED_PERMISSION = 0x40
-    OTHER = 0x7F
-
-
-class CtapFailure(Exception):
-    """Ends a command with ``status``; the core turns it into the one-byte response."""
-
-    def __init__(self, status: CtapStatus) -> None:
-        super().__init__(status.name)
-        self.status = status
 
 
 @unique
@@ -99,31 +61,6 @@ class Permission(IntFlag):
 
 
 SUPPORTED_PERMISSIONS = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
-
-# --- request fields ------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def member(
-    params: Mapping[Any, Any], key: Any, kind: type[T], *, required: bool = False
-) -> T | None:
-    """One member of a decoded request map, type-checked as CTAP 2.1 8.1 asks: absent and
-    required -> MISSING_PARAMETER, present with another CBOR type -> CBOR_UNEXPECTED_TYPE."""
-    if key not in params:
-        if required:
-            raise CtapFailure(CtapStatus.MISSING_PARAMETER)
-        return None
-    # Exact type: CBOR true is not an integer, and a negative integer is not unsigned.
-    if type(params[key]) is not kind or (kind is int and params[key] < 0):
-        raise CtapFailure(CtapStatus.CBOR_UNEXPECTED_TYPE)
-    return cast(T, params[key])
-
-
-def need(value: T | None) -> T:
-    if value is None:
-        raise CtapFailure(CtapStatus.MISSING_PARAMETER)
-    return value
 
 
 # --- PIN/UV auth protocols (authenticator side) -------------------------------------------
