@@ -11,40 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 
+from bench_common import attached, free_reader, rate
 from fido2.ctap import CtapDevice
 from fido2.ctap2.base import Ctap2
 from fido2.pcsc import CtapPcscDevice
 
-from devices.transports.pcsc import PcscContext
 from devices.transports.usb import find_fido_interfaces, open_ctap_device
 from firmware_sim.attach import usb_bus
 from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
-from firmware_sim.attach.pcscd import ensure_pcscd
 from firmware_sim.attach.usb_backend import SimulatedBusBackend
 from firmware_sim.tokens import ctap2
 
 RP_ID = "bench.example"
-
-
-def rate(operation: Callable[[], object], seconds: float, minimum: int) -> tuple[float, int]:
-    operation()  # warm up
-    count = 0
-    start = time.perf_counter()
-    while True:
-        operation()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and count >= minimum:
-            return count / elapsed, count
 
 
 def assertion_loop(
@@ -106,41 +90,17 @@ def main() -> int:
         finally:
             usb_bus.unplug(usb_state, bus)
 
-        readers = ensure_pcscd()
-        with PcscContext() as context:
-            free = [r for r in readers if context.card_present(r.name) is None]
-        if not free:
-            print("every vpcd reader holds a card; stop other simulators first", file=sys.stderr)
+        reader = free_reader()
+        if reader is None:
             return 2
-        reader = free[0]
         nfc_state = folder / "nfc.json"
         ctap2.new_fido_state(nfc_state)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "akkreditiv",
-                "sim",
-                "attach",
-                "fido",
-                "--state",
-                str(nfc_state),
-                "--vpcd",
-                f"127.0.0.1:{reader.port}",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            with PcscContext() as context:
-                context.wait_for(reader.name, present=True, timeout=15)
+        with attached("fido", nfc_state, reader):
             nfc = next(iter(CtapPcscDevice.list_devices(reader.name)))
             try:
                 over_nfc, nfc_n = rate(assertion_loop(nfc), args.seconds, args.minimum)
             finally:
                 nfc.close()
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
 
     results = {
         "in_process_assertions_per_s": round(in_process, 1),

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_common import attached, free_reader, rate
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,23 +22,9 @@ from devices.protocol.piv import Slot
 from devices.tokens.piv import PivSession
 from devices.transports.pcsc import PcscContext
 from firmware_sim.attach.inprocess import InProcessConnection
-from firmware_sim.attach.pcscd import ensure_pcscd
 from firmware_sim.tokens import piv as sim_piv
 
 CHALLENGE = b"benchmark challenge"
-
-
-def rate(operation: Callable[[], object], seconds: float, minimum: int) -> tuple[float, int]:
-    """Operations per second over at least ``seconds`` and ``minimum`` operations."""
-    operation()  # warm up: first-use costs (imports, key loading caches) are not the rate
-    count = 0
-    start = time.perf_counter()
-    while True:
-        operation()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and count >= minimum:
-            return count / elapsed, count
 
 
 def verify_and_sign(session: PivSession) -> Callable[[], object]:
@@ -58,13 +42,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args()
 
-    readers = ensure_pcscd()
-    with PcscContext() as context:
-        free = [r for r in readers if context.card_present(r.name) is None]
-    if not free:
-        print("every vpcd reader holds a card; stop other simulators first", file=sys.stderr)
+    reader = free_reader()
+    if reader is None:
         return 2
-    reader = free[0]
 
     with tempfile.TemporaryDirectory() as folder:
         pcsc_state = Path(folder) / "pcsc.json"
@@ -81,33 +61,11 @@ def main() -> int:
         session.select()
         in_process, in_process_n = rate(verify_and_sign(session), args.seconds, args.minimum)
 
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "akkreditiv",
-                "sim",
-                "attach",
-                "piv",
-                "--state",
-                str(pcsc_state),
-                "--vpcd",
-                f"127.0.0.1:{reader.port}",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            with PcscContext() as context:
-                context.wait_for(reader.name, present=True, timeout=15)
-                with context.connect(reader.name) as connection:
-                    session = PivSession(connection)
-                    session.select()
-                    through_pcscd, pcscd_n = rate(
-                        verify_and_sign(session), args.seconds, args.minimum
-                    )
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
+        with attached("piv", pcsc_state, reader), PcscContext() as context:
+            with context.connect(reader.name) as connection:
+                session = PivSession(connection)
+                session.select()
+                through_pcscd, pcscd_n = rate(verify_and_sign(session), args.seconds, args.minimum)
 
     results = {
         "bare_ecdsa_p256_sign_per_s": round(bare, 1),
