@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devices.errors import DeviceError, FileNotFound, TransportError
 from devices.protocol.piv import Slot
-from devices.tokens.piv import PivSession
+from devices.tokens.piv import ApduTransport, PivSession
 from devices.transports.pcsc import PcscContext
 
 if TYPE_CHECKING:
@@ -54,8 +55,36 @@ def _describe_piv(session: PivSession) -> tuple[str | None, dict[str, Any]]:
     }
 
 
+def _describe_ndef_tag(connection: ApduTransport) -> tuple[str | None, dict[str, Any]]:
+    from devices.tokens.otp import NdefTagSession
+
+    NdefTagSession(connection).select()  # FileNotFound when the card is no NDEF tag
+    # Reading the tag would spend a one-time password, so listing only says what it is.
+    return None, {"application": "NFC Forum Type 4 Tag (NDEF)"}
+
+
+def _describe_oath(connection: ApduTransport) -> tuple[str | None, dict[str, Any]]:
+    from devices.tokens.oath import OathSession
+
+    session = OathSession(connection)
+    info = session.select()
+    details: dict[str, Any] = {"application": "OATH (YKOATH)", "version": list(info.version)}
+    if not info.locked:
+        details["credentials"] = [credential.name for credential in session.list()]
+    return info.device_id, details
+
+
+# Smartcard applications by the kind of token they make a card: tried in this order.
+_PCSC_PROBES: list[tuple[str, Callable[[Any], tuple[str | None, dict[str, Any]]]]] = [
+    ("piv", lambda connection: _describe_piv(PivSession(connection))),
+    ("otp-nfc", _describe_ndef_tag),
+    ("oath", _describe_oath),
+]
+
+
 def list_pcsc_tokens() -> tuple[list[TokenInfo], list[ReaderProblem]]:
-    """Every PIV card on every PC/SC reader, and the readers that could not be read."""
+    """Every PIV card and NFC OTP tag on every PC/SC reader, and the readers that could not
+    be read. (FIDO keys on NFC readers are listed by ``list_fido_tokens``.)"""
     tokens: list[TokenInfo] = []
     problems: list[ReaderProblem] = []
     with PcscContext() as context:
@@ -64,18 +93,29 @@ def list_pcsc_tokens() -> tuple[list[TokenInfo], list[ReaderProblem]]:
                 continue
             try:
                 with context.connect(reader, exclusive=False) as connection:
-                    session = PivSession(connection)
-                    try:
-                        serial, details = _describe_piv(session)
-                    except FileNotFound:
-                        continue  # a card, but not one with a PIV application
-                    details["atr"] = connection.atr.hex()
-                    tokens.append(TokenInfo("piv", "pcsc", reader, serial, details))
+                    for kind, describe in _PCSC_PROBES:
+                        try:
+                            serial, details = describe(connection)
+                        except FileNotFound:
+                            continue  # not this application
+                        details["atr"] = connection.atr.hex()
+                        tokens.append(TokenInfo(kind, "pcsc", reader, serial, details))
+                        break
             except TransportError as exc:
                 problems.append(ReaderProblem(reader, str(exc)))
             except DeviceError as exc:
                 problems.append(ReaderProblem(reader, f"unreadable card: {exc}"))
     return tokens, problems
+
+
+def list_otp_keyboards(usb_backends: list[Any]) -> list[TokenInfo]:
+    """USB OTP tokens (keyboard interfaces of known OTP token vendors)."""
+    from devices.tokens.otp import find_keyboard_tokens
+
+    return [
+        TokenInfo("otp-usb", "usb", token.path, token.serial_number, {"interface": "keyboard"})
+        for token in find_keyboard_tokens(usb_backends)
+    ]
 
 
 def _fido_details(device: object) -> dict[str, Any]:

@@ -6,6 +6,8 @@ libraries' own exceptions are converted to these at the seams (see ``devices.tra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DeviceError(Exception):
     """Base of every error raised by ``devices``."""
@@ -45,6 +47,60 @@ class PinFormatError(DeviceError, ValueError):
 
 class MalformedTlv(ProtocolError):
     """BER-TLV data that is truncated or badly encoded."""
+
+
+class MalformedOtp(ProtocolError):
+    """Text that is not a Yubico OTP: wrong length, or characters outside modhex."""
+
+
+class InvalidOtp(DeviceError):
+    """A well-formed OTP that does not decrypt to a valid token under this key (the CRC check
+    fails); ``field`` names the check that failed."""
+
+    hint = "the OTP was not made by the key on record for this public id, or was mistyped"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PskcError(ProtocolError):
+    """A PSKC (RFC 6030) key container that is malformed, unsupported or fails its MAC check."""
+
+
+class MalformedReport(ProtocolError):
+    """A HID keyboard input report that is not an 8-byte boot report, or reports a key error."""
+
+
+class MalformedNdef(ProtocolError):
+    """An NDEF message, NDEF file or Type 4 Tag capability container that breaks its spec."""
+
+
+# --- keyboard layouts ------------------------------------------------------------------------
+
+
+class UnknownCharacter(DeviceError, ValueError):
+    """A character the keyboard layout has no single keystroke for; ``char`` is that character."""
+
+    hint = "program the token with modhex (cbdefghijklnrtuv), which types the same on most layouts"
+
+    def __init__(self, char: str, layout: str | None = None) -> None:
+        self.char = char
+        self.layout = layout
+        where = f"the {layout!r} keyboard layout" if layout else "the keyboard layout"
+        super().__init__(f"{where} has no keystroke for {char!r}")
+
+
+class UnknownLayout(DeviceError, ValueError):
+    """A keyboard layout name that is not known; ``name`` is that name."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        self.known = tuple(sorted(known))
+        choices = ", ".join(self.known) or "none"
+        super().__init__(
+            f"unknown keyboard layout {name!r}", hint=f"use one of the known layouts: {choices}"
+        )
 
 
 # --- the card said no ------------------------------------------------------------------------

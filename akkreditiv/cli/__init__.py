@@ -10,6 +10,7 @@ import typer
 
 from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
+from akkreditiv.cli.otp import otp_app
 from akkreditiv.cli.piv import piv_app
 from akkreditiv.cli.sim import sim_app
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.add_typer(devices_app, name="devices")
 devices_app.add_typer(piv_app, name="piv")
 devices_app.add_typer(fido_app, name="fido")
+devices_app.add_typer(otp_app, name="otp")
 app.add_typer(sim_app, name="sim")
 
 

@@ -37,12 +37,13 @@ def devices_list(
 ) -> None:
     """List every token on PC/SC readers and USB (real or simulated): kind, transport,
     reader or USB path, serial, and what the token holds."""
-    from devices.discovery import list_fido_tokens, list_pcsc_tokens
+    from devices.discovery import list_fido_tokens, list_otp_keyboards, list_pcsc_tokens
 
+    backends = usb_backends()
     with device_errors():
         tokens, problems = list_pcsc_tokens()
-    fido, fido_problems = list_fido_tokens(usb_backends())
-    tokens += fido
+    fido, fido_problems = list_fido_tokens(backends)
+    tokens += fido + list_otp_keyboards(backends)
     problems += fido_problems
     if as_json:
         typer.echo(
@@ -94,6 +95,10 @@ def _summary(details: dict[str, Any]) -> str:
         certs = details["certificates"]
         text = ", ".join(f"{slot}: {subject}" for slot, subject in certs.items()) or "none"
         return f"certificates: {text}"
+    if "application" in details:
+        return str(details["application"])
+    if "interface" in details:
+        return f"{details['interface']} token"
     if "aaguid" in details:
         return f"aaguid {details['aaguid']}  PIN {'set' if details.get('pin_set') else 'not set'}"
     return ""

@@ -24,10 +24,21 @@ sim_app.add_typer(fault_app, name="fault")
 class SimKind(StrEnum):
     piv = "piv"
     fido = "fido"
+    otp_display = "otp-display"
+    otp_usb = "otp-usb"
+    otp_nfc = "otp-nfc"
+    oath = "oath"
 
 
 class UsbKind(StrEnum):
     fido = "fido"
+    otp_usb = "otp-usb"
+
+
+class OtpAlgorithm(StrEnum):
+    totp = "totp"
+    hotp = "hotp"
+    yubico = "yubico"
 
 
 class ManagementAlg(StrEnum):
@@ -78,12 +89,30 @@ def sim_new(
         ManagementAlg, typer.Option(help="PIV: management key algorithm.")
     ] = ManagementAlg.tdes,
     u2f: Annotated[bool, typer.Option(help="FIDO: also speak CTAP1/U2F.")] = True,
+    algorithm: Annotated[
+        OtpAlgorithm | None,
+        typer.Option(help="OTP: totp (display default), hotp, or yubico (USB/NFC default)."),
+    ] = None,
+    digits: Annotated[int, typer.Option(help="OTP: 6 or 8 digits (TOTP/HOTP).")] = 6,
+    drift: Annotated[float, typer.Option(help="OTP display: seconds its clock is off.")] = 0.0,
+    layout: Annotated[str, typer.Option(help="OTP USB: the keyboard layout it types for.")] = "us",
+    psk: Annotated[
+        str | None,
+        typer.Option(help="OTP: encrypt the PSKC secrets with this pre-shared AES key (hex)."),
+    ] = None,
 ) -> None:
-    """Create a simulated token and its state file."""
+    """Create a simulated token and its state file. OTP tokens print their provisioning data
+    as a PSKC document (RFC 6030) on standard output, as an issuer ships it to a service."""
     from devices.protocol.piv import DEFAULT_MANAGEMENT_KEY
     from firmware_sim.state import StateError
 
     try:
+        if kind in (SimKind.otp_display, SimKind.otp_usb, SimKind.otp_nfc):
+            _new_otp(kind, state, algorithm, digits, drift, layout, psk)
+            return
+        if kind is SimKind.oath:
+            _new_oath(state, psk)
+            return
         if kind is SimKind.fido:
             from firmware_sim.tokens import ctap2
 
@@ -109,6 +138,77 @@ def sim_new(
         typer.echo("slot 9a: P-256 key and certificate")
 
 
+def _new_otp(
+    kind: SimKind,
+    state: Path,
+    algorithm: OtpAlgorithm | None,
+    digits: int,
+    drift: float,
+    layout: str,
+    psk: str | None,
+) -> None:
+    from devices.protocol import pskc
+    from devices.protocol.hid_keyboard import get_layout
+    from firmware_sim.tokens import otp_token
+
+    get_layout(layout)  # refuse an unknown layout now, not at the first touch
+    token = otp_token.create(
+        state,
+        otp_token.new_state(
+            otp_token.Model(kind.value),
+            otp_token.Algorithm(algorithm.value) if algorithm else None,
+            digits=digits,
+            drift=drift,
+            layout=layout,
+        ),
+    )
+    key = bytes.fromhex(psk) if psk else None
+    typer.echo(pskc.write_pskc([token.pskc_key()], psk=key).decode("utf-8"), nl=False)
+    typer.echo(f"created {kind.value} token {token.serial} in {state}", err=True)
+
+
+def _new_oath(state: Path, psk: str | None) -> None:
+    from devices.protocol import pskc
+    from devices.protocol.ykoath import OathType, device_id
+    from firmware_sim.tokens import oath
+
+    applet = oath.new_oath_state(state)
+    keys = []
+    for name, stored in applet.state.credentials.items():
+        is_totp = stored.oath_type is OathType.TOTP
+        keys.append(
+            pskc.PskcKey(
+                key_id=name.decode("utf-8", "replace"),
+                serial=device_id(applet.state.salt),
+                manufacturer="akkreditiv-sim",
+                algorithm=pskc.ALG_TOTP if is_totp else pskc.ALG_HOTP,
+                secret=stored.secret,
+                digits=stored.digits,
+                counter=None if is_totp else stored.counter,
+                time_step=30 if is_totp else None,
+                time_origin=0 if is_totp else None,
+                hash_alg=stored.algorithm.name,
+                model="oath",
+            )
+        )
+    typer.echo(pskc.write_pskc(keys, psk=bytes.fromhex(psk) if psk else None).decode(), nl=False)
+    typer.echo(f"created OATH card in {state}", err=True)
+
+
+@sim_app.command("show")
+def sim_show(state: StateOption) -> None:
+    """Press the code display's button: print what its display shows."""
+    from firmware_sim.state import StateError
+    from firmware_sim.tokens import otp_token
+
+    try:
+        generator = otp_token.load_generator(state, otp_token.Model.DISPLAY)
+        code = generator.next_code()
+    except StateError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(code)
+
+
 @sim_app.command("attach")
 def sim_attach(
     kind: Annotated[SimKind, typer.Argument(help="Which token the state file holds.")],
@@ -129,6 +229,16 @@ def sim_attach(
             from firmware_sim.tokens import ctap2, fido_nfc
 
             card = fido_nfc.make_card(ctap2.load_authenticator(state, ctap2.AlwaysPresent()))
+        elif kind is SimKind.otp_nfc:
+            from firmware_sim.tokens import otp_nfc, otp_token
+
+            card = otp_nfc.make_card(otp_token.load_generator(state, otp_token.Model.NFC))
+        elif kind is SimKind.oath:
+            from firmware_sim.tokens import oath
+
+            card = oath.make_card(oath.load_applet(state))
+        elif kind is not SimKind.piv:
+            raise fail(f"a {kind.value} token does not go on a card reader")
         else:
             from firmware_sim.tokens import piv
 
@@ -207,25 +317,38 @@ def sim_usb_device(
     from firmware_sim.attach import usb_bus
     from firmware_sim.faults import FaultPlan
     from firmware_sim.state import StateError
-    from firmware_sim.tokens import ctap2
-    from firmware_sim.tokens.fido_hid import FidoHidDevice
 
-    presence = ctap2.ButtonPresence()
+    holder: list[usb_bus.DeviceServer] = []
+
+    def pull() -> None:
+        holder[0].pull()
+
+    device: usb_bus.UsbFunction
     try:
-        if up_timeout is None:
-            authenticator = ctap2.load_authenticator(state, presence)
+        if kind is UsbKind.otp_usb:
+            from firmware_sim.tokens import otp_token
+            from firmware_sim.tokens.otp_usb import OtpKeyboardDevice
+
+            generator = otp_token.load_generator(state, otp_token.Model.USB)
+            device = OtpKeyboardDevice(generator, faults=FaultPlan(state), on_pull=pull)
         else:
-            authenticator = ctap2.load_authenticator(state, presence, up_timeout=up_timeout)
+            from firmware_sim.tokens import ctap2
+            from firmware_sim.tokens.fido_hid import FidoHidDevice
+
+            presence = ctap2.ButtonPresence()
+            if up_timeout is None:
+                authenticator = ctap2.load_authenticator(state, presence)
+            else:
+                authenticator = ctap2.load_authenticator(state, presence, up_timeout=up_timeout)
+            device = FidoHidDevice(
+                authenticator,
+                presence,
+                serial=authenticator.serial,
+                faults=FaultPlan(state),
+                on_pull=pull,
+            )
     except StateError as exc:
         raise fail(str(exc)) from exc
-    holder: list[usb_bus.DeviceServer] = []
-    device = FidoHidDevice(
-        authenticator,
-        presence,
-        serial=authenticator.serial,
-        faults=FaultPlan(state),
-        on_pull=lambda: holder[0].pull(),
-    )
     server = usb_bus.DeviceServer(device, state, bus)
     holder.append(server)
     usb_bus.run_device(device, state, bus, ready_fd=ready_fd, server=server)

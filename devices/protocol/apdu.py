@@ -166,8 +166,10 @@ class ResponseApdu:
         return f"ResponseApdu(data={len(self.data)} bytes, sw={self.sw:04X})"
 
 
-# VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER carry PINs and PUKs.
-_SECRET_INS = frozenset({0x20, 0x24, 0x2C})
+# Instructions whose data is secret: VERIFY, CHANGE REFERENCE DATA and RESET RETRY COUNTER
+# carry PINs and PUKs; YKOATH's PUT (01), SET CODE (03) and VALIDATE (A3) carry OATH secrets
+# and access keys.
+_SECRET_INS = frozenset({0x20, 0x24, 0x2C, 0x01, 0x03, 0xA3})
 
 
 def redact_for_log(raw: bytes) -> str:

@@ -18,6 +18,7 @@ from firmware_sim.state import write_atomic
 class Action(StrEnum):
     PULL = "pull"  # the token is pulled out: the connection drops, no answer is sent
     DELAY = "delay"  # the token is slow: it works ``seconds`` longer on the command
+    CORRUPT = "corrupt"  # the answer's data arrives cut in half (the status word intact)
 
 
 class Phase(StrEnum):

@@ -62,3 +62,71 @@ def test_fido_benchmark_reports_all_three_rates(free_reader: VpcdReader, tmp_pat
         "nfc_pcscd_assertions_per_s",
     ):
         assert figures[key] > 0
+
+
+def test_otp_benchmark_reports_all_five_rates() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK.with_name("bench_otp.py")),
+            "--seconds",
+            "0",
+            "--minimum",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["operations"] == {
+        "bare_hmac": 3,
+        "hotp": 3,
+        "totp": 3,
+        "bare_aes": 3,
+        "parse_otp_check": 3,
+    }
+    for key in (
+        "bare_hmac_sha1_per_s",
+        "hotp_per_s",
+        "totp_per_s",
+        "bare_aes128_ecb_decrypt_per_s",
+        "parse_otp_check_per_s",
+        "hotp_vs_bare_hmac_ratio",
+        "totp_vs_bare_hmac_ratio",
+        "parse_otp_check_vs_bare_aes_ratio",
+    ):
+        assert figures[key] > 0
+
+
+def test_speech_benchmark_reports_both_languages() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK.with_name("bench_speech.py")),
+            "--seconds",
+            "0",
+            "--minimum",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["operations"] == {
+        language: {"cold": 2, "warm": 2, "sentence": 2} for language in ("da", "en")
+    }
+    for language in ("da", "en"):
+        for key in (
+            "cold_time_to_first_speech_ms",
+            "warm_time_to_first_speech_ms",
+            "sentence_real_time_factor",
+        ):
+            assert figures[language][key] > 0

@@ -119,6 +119,7 @@ class DeviceInfo:
 def devices(folder: Path | None = None) -> list[DeviceInfo]:
     """The devices plugged into the bus, by address; entries of dead processes are dropped."""
     folder = folder or bus_dir()
+    _reap()
     found = []
     for info_path in sorted(folder.glob("*.json")):
         try:
@@ -408,13 +409,21 @@ def _read_line(fd: int, timeout: float) -> str:
     return buffer.decode().strip()
 
 
+def _reap() -> None:
+    """Collect device processes this process started that have ended."""
+    _children[:] = [child for child in _children if child.poll() is None]
+
+
 def unplug(state: Path, folder: Path | None = None, timeout: float = 10.0) -> DeviceInfo:
     """Pull the device with this state out of the bus and wait until it is gone."""
     info = find_device(state, folder)
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     delay = 0.01
-    while Path(info.socket).exists() or _alive(info.pid):
+    while True:
+        _reap()
+        if not Path(info.socket).exists() and not _alive(info.pid):
+            break
         if time.monotonic() > deadline:
             raise BusError(f"device {info.address} did not leave the bus within {timeout:.0f} s")
         time.sleep(delay)  # waiting for another process to exit: poll its pid, bounded
@@ -443,8 +452,14 @@ def request(info: DeviceInfo, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def touch(state: Path, folder: Path | None = None) -> DeviceInfo:
+    """Press the device's button. A device that leaves the bus while handling the touch (an
+    armed fault) was still touched."""
     info = find_device(state, folder)
-    reply = request(info, {"op": "touch"})
+    try:
+        reply = request(info, {"op": "touch"})
+    except ConnectionError:
+        log.warning("device %d left the bus while being touched", info.address)
+        return info
     if not reply.get("ok"):
         raise BusError(f"the device did not take the touch: {reply}")
     return info

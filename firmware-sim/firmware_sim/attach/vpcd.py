@@ -159,13 +159,20 @@ class VpcdAttachment:
         self._maybe_fault(payload, Phase.BEFORE)
         answer = self.card.transmit(payload)
         self._maybe_fault(payload, Phase.AFTER)
+        if self._faults is not None and len(payload) >= 4:
+            if self._faults.take(payload[1], Phase.AFTER, Action.CORRUPT) is not None:
+                log.warning("fault: answer to INS %02X damaged", payload[1])
+                data = answer[:-2]
+                answer = data[: len(data) // 2] + answer[-2:]
         log.debug("R-APDU %s", answer[-2:].hex())
         return answer
 
     def _maybe_fault(self, payload: bytes, phase: Phase) -> None:
         if self._faults is None or len(payload) < 4:
             return
-        fault = self._faults.take(payload[1], phase)
+        fault = self._faults.take(payload[1], phase, Action.PULL) or self._faults.take(
+            payload[1], phase, Action.DELAY
+        )
         if fault is None:
             return
         if fault.action is Action.PULL:

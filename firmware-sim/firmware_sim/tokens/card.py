@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +31,10 @@ class CardError(Exception):
 
 
 class Applet(Protocol):
+    """An application on the card. An applet whose protocol has its own instruction for the
+    rest of a long answer (YKOATH's SEND REMAINING) lists it in an optional
+    ``get_response_ins`` attribute; the runtime answers those exactly like GET RESPONSE."""
+
     aid: bytes
 
     def select(self, apdu: CommandApdu) -> bytes:
@@ -126,7 +131,7 @@ class SimulatedCard:
             return ResponseApdu(b"", SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
         if apdu.cla & 0x0C:
             return ResponseApdu(b"", SW.SECURE_MESSAGING_NOT_SUPPORTED)
-        if apdu.ins == INS_GET_RESPONSE and not self._assembler.in_progress:
+        if self._is_get_response(apdu.ins) and not self._assembler.in_progress:
             return self._chunker.get_response(apdu.le)
         self._chunker.reset()
         try:
@@ -137,6 +142,12 @@ class SimulatedCard:
             return ResponseApdu(b"", SW.SUCCESS)
         data, sw = self._dispatch(whole)
         return self._chunker.first(data, sw, whole.le, extended=whole.extended)
+
+    def _is_get_response(self, ins: int) -> bool:
+        if ins == INS_GET_RESPONSE:
+            return True
+        extra: Collection[int] = getattr(self.selected, "get_response_ins", ())
+        return ins in extra
 
     def _dispatch(self, apdu: CommandApdu) -> tuple[bytes, int]:
         delay, self.pending_delay = self.pending_delay, 0.0

@@ -484,3 +484,20 @@ def test_is_success_only_for_9000() -> None:
     assert is_success(SW.SUCCESS)
     assert not is_success(0x6100)
     assert not is_success(0x9001)
+
+
+@pytest.mark.parametrize("ins", [0x20, 0x24, 0x2C, 0x01, 0x03, 0xA3])
+def test_redact_for_log_hides_data_of_secret_carrying_commands(ins: int) -> None:
+    from devices.protocol.apdu import redact_for_log
+
+    raw = CommandApdu(0x00, ins, 0x00, 0x80, b"31323334353637FF").encode()
+    text = redact_for_log(raw)
+    assert "3132" not in text
+    assert "not logged" in text
+
+
+def test_redact_for_log_shows_ordinary_commands() -> None:
+    from devices.protocol.apdu import redact_for_log
+
+    raw = CommandApdu(0x00, 0xCB, 0x3F, 0xFF, bytes.fromhex("5C035FC102")).encode()
+    assert redact_for_log(raw) == raw.hex()
