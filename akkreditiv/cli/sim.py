@@ -447,6 +447,17 @@ def fault_delay(
     typer.echo("armed")
 
 
+@fault_app.command("corrupt")
+def fault_corrupt(state: StateOption, ins: InsOption = None) -> None:
+    """Cut the data of the token's next (matching) answer in half, status word intact (a card
+    or NFC tag on a vpcd reader)."""
+    from firmware_sim import faults
+
+    fault = faults.Fault(faults.Action.CORRUPT, faults.Phase.AFTER, _parse_ins(ins))
+    faults.arm(state, fault)
+    typer.echo("armed")
+
+
 @fault_app.command("clear")
 def fault_clear(state: StateOption) -> None:
     """Disarm every fault of a token."""

@@ -221,3 +221,20 @@ def test_oath_card_through_pcscd_lists_and_computes_totp(
     assert name == "akkreditiv:demo"
     later = time.time()
     assert code in {otp.totp(key.secret, t) for t in (now, later)}
+
+
+def test_cli_unknown_layout_is_refused_with_the_known_ones(cli: CliRunner) -> None:
+    result = cli("devices", "otp", "read", "--layout", "klingon")
+    assert result.returncode == 2
+    assert "klingon" in result.stderr
+    assert "us" in result.stderr
+
+
+def test_cli_corrupt_fault_gives_malformed_ndef_error(
+    nfc_tag: AttachedCard, cli: CliRunner
+) -> None:
+    armed = cli("sim", "fault", "corrupt", "--state", str(nfc_tag.state), "--ins", "B0")
+    assert armed.returncode == 0, armed.stderr
+    result = cli("devices", "otp", "read", "--device", nfc_tag.reader.name)
+    assert result.returncode == 2
+    assert "error:" in result.stderr
