@@ -13,6 +13,9 @@ class DeviceError(Exception):
     """Base of every error raised by ``devices``."""
 
     hint: str = ""
+    # Set once a driver has told its event listener about this error, so that the layer
+    # above does not say the same thing twice.
+    announced: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

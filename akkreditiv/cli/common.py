@@ -12,6 +12,18 @@ from typing import Annotated
 import typer
 
 from devices.errors import DeviceError
+from devices.events import Event, EventSink, event_for_error, ignore
+
+
+class Listener:
+    """Where the device commands' events go: nowhere, or to speech when --speak is given.
+    The composition root is the one place that joins devices and accessibility."""
+
+    sink: EventSink = ignore
+
+    @classmethod
+    def emit(cls, event: Event) -> None:
+        cls.sink(event)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -20,11 +32,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def device_errors() -> Iterator[None]:
-    """Every device error becomes one clear line with what to do, and exit code 2."""
+def device_errors(device: str = "card") -> Iterator[None]:
+    """Every device error becomes one clear line with what to do (and, with --speak, the
+    spoken equivalent), and exit code 2."""
     try:
         yield
     except DeviceError as exc:
+        if not exc.announced:
+            Listener.emit(event_for_error(exc, device=device))
         raise fail(str(exc), 2) from exc
 
 

@@ -3,16 +3,69 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from akkreditiv.cli.common import device_errors
+from akkreditiv.cli.common import Listener, device_errors, fail
+from devices.events import DeviceEvent, Event
 from devices.transports.pcsc import PcscContext
 
 devices_app = typer.Typer(
     help="Find tokens on PC/SC readers and USB, and use them.", no_args_is_help=True
 )
+
+
+@devices_app.callback()
+def devices_main(
+    speak: Annotated[
+        bool, typer.Option("--speak", help="Say every prompt and result aloud (and as text).")
+    ] = False,
+    language: Annotated[str, typer.Option(help="The language spoken: da or en.")] = "da",
+    audio_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep the spoken prompts here as WAV files (default: a temp folder)."),
+    ] = None,
+    rate: Annotated[int, typer.Option(help="Speaking rate in words per minute.")] = 175,
+) -> None:
+    """Options that apply to every device command."""
+    if not speak:
+        return
+    from accessibility.errors import AccessibilityError
+
+    try:
+        Listener.sink = speaker(language, audio_dir, rate)
+    except AccessibilityError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+def speaker(language: str, audio_dir: Path | None, rate: int) -> Callable[[Event], None]:
+    """An event sink that offers each event as text (stderr) and speech (a WAV, played where
+    the machine has a sound device)."""
+    from accessibility.errors import AudioDeviceUnavailable
+    from accessibility.guidance import Guide, Prompt
+    from accessibility.speech import Pyttsx3Engine, play
+
+    folder = audio_dir or Path(tempfile.mkdtemp(prefix="akkreditiv-speech-"))
+    guide = Guide(
+        Pyttsx3Engine(),
+        folder,
+        language=language,
+        rate=rate,
+        text_sink=lambda text: typer.echo(text, err=True),
+    )
+
+    def say(event: Event) -> None:
+        path = guide.say(Prompt(event.kind.value), **event.params)
+        try:
+            play(path)
+        except AudioDeviceUnavailable:
+            pass  # no sound device here: the WAV and the text are what we offer
+
+    return say
 
 
 def usb_backends() -> list[Any]:
@@ -45,6 +98,7 @@ def devices_list(
     fido, fido_problems = list_fido_tokens(backends)
     tokens += fido + list_otp_keyboards(backends)
     problems += fido_problems
+    Listener.emit(Event(DeviceEvent.DONE if tokens else DeviceEvent.TOKEN_NOT_FOUND))
     if as_json:
         typer.echo(
             json.dumps(

@@ -22,9 +22,10 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from akkreditiv.cli.common import PinStdin, device_errors, fail, secret
+from akkreditiv.cli.common import Listener, PinStdin, device_errors, fail, secret
 from akkreditiv.cli.devices import usb_backends
 from devices.errors import NoCard
+from devices.events import DeviceEvent, Event
 from devices.tokens.fido import FidoSession
 
 fido_app = typer.Typer(
@@ -58,9 +59,11 @@ def _open(device: str | None) -> CtapDevice:
 
 @contextmanager
 def fido_session(device: str | None) -> Iterator[FidoSession]:
-    with device_errors():
+    with device_errors(device="key"):
         session = FidoSession(
-            _open(device), on_touch=lambda: typer.echo("Touch your security key now.", err=True)
+            _open(device),
+            on_touch=lambda: typer.echo("Touch your security key now.", err=True),
+            events=Listener.emit,
         )
         try:
             yield session
@@ -150,6 +153,7 @@ def fido_register(
         "counter": auth_data.counter,
     }
     out.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    Listener.emit(Event(DeviceEvent.DONE))
     typer.echo(f"registered credential {record['credential_id']} (counter {auth_data.counter})")
 
 
@@ -188,4 +192,5 @@ def fido_authenticate(
         raise fail(f"signature counter went from {previous} to {counter}: the key may be cloned", 3)
     record["counter"] = counter
     credential.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
+    Listener.emit(Event(DeviceEvent.DONE))
     typer.echo(f"authenticated: signature verified, counter {counter}")

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from akkreditiv.cli.common import device_errors
+from akkreditiv.cli.common import Listener, device_errors
 from akkreditiv.cli.devices import usb_backends
 from devices.errors import FileNotFound, NoCard
+from devices.events import DeviceEvent, Event
 
 otp_app = typer.Typer(help="Read one-time passwords from OTP tokens.", no_args_is_help=True)
 
@@ -37,7 +38,9 @@ def otp_read(
             for token in find_keyboard_tokens(usb_backends()):
                 if device is None or token.path == device:
                     typer.echo("Touch your OTP token now.", err=True)
-                    typer.echo(read_keyboard_otp(token, keyboard_layout, timeout))
+                    code = read_keyboard_otp(token, keyboard_layout, timeout, events=Listener.emit)
+                    Listener.emit(Event(DeviceEvent.CODE, {"code": code}))
+                    typer.echo(code)
                     return
         if device is None or not device.startswith("usb:"):
             with PcscContext() as context:
@@ -50,6 +53,7 @@ def otp_read(
                             code = session.read_otp()
                         except FileNotFound:
                             continue  # a card, but no NDEF tag
+                        Listener.emit(Event(DeviceEvent.CODE, {"code": code}))
                         typer.echo(code)
                         return
         raise NoCard("no OTP token found" + (f" at {device}" if device else ""))

@@ -11,8 +11,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from akkreditiv.cli.common import PinStdin, device_errors, fail, secret
+from akkreditiv.cli.common import Listener, PinStdin, device_errors, fail, secret
 from devices.errors import FileNotFound, NoCard
+from devices.events import DeviceEvent, Event
 from devices.protocol.piv import Algorithm, Slot
 from devices.tokens.piv import PivSession, key_algorithm
 from devices.transports.pcsc import PcscConnection, PcscContext
@@ -34,7 +35,7 @@ def piv_session(reader: str | None) -> Iterator[PivSession]:
                 continue
             connection: PcscConnection = context.connect(name)
             with connection:
-                session = PivSession(connection)
+                session = PivSession(connection, events=Listener.emit)
                 try:
                     session.select()
                 except FileNotFound:
@@ -61,7 +62,9 @@ def piv_status(reader: ReaderOption = None) -> None:
 def piv_verify_pin(reader: ReaderOption = None, pin_stdin: PinStdin = False) -> None:
     """Check the PIN on the card (asked without echo). Wrong PINs count against the card."""
     with piv_session(reader) as session:
+        Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
+        Listener.emit(Event(DeviceEvent.DONE))
         typer.echo("PIN correct.")
 
 
@@ -85,6 +88,7 @@ def piv_sign(
             raise fail(f"slot {key_slot.value:02x} holds no certificate")
         public_key = certificate.public_key()
         algorithm = key_algorithm(public_key)
+        Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
         signature = session.sign(key_slot, message, algorithm)
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -94,6 +98,7 @@ def piv_sign(
         public_key.verify(signature, message, ec.ECDSA(hash_alg))
     except InvalidSignature as exc:
         raise fail("the card's signature does not verify with its certificate", 3) from exc
+    Listener.emit(Event(DeviceEvent.DONE))
     typer.echo(signature.hex())
 
 

@@ -3,6 +3,7 @@ reader, the simulated USB bus), press their buttons and inject faults."""
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,7 @@ class SimKind(StrEnum):
     otp_usb = "otp-usb"
     otp_nfc = "otp-nfc"
     oath = "oath"
+    audio_reader = "audio-reader"
 
 
 class UsbKind(StrEnum):
@@ -100,6 +102,9 @@ def sim_new(
         str | None,
         typer.Option(help="OTP: encrypt the PSKC secrets with this pre-shared AES key (hex)."),
     ] = None,
+    language: Annotated[
+        str, typer.Option(help="Audio reader: the language it starts in (da or en).")
+    ] = "da",
 ) -> None:
     """Create a simulated token and its state file. OTP tokens print their provisioning data
     as a PSKC document (RFC 6030) on standard output, as an issuer ships it to a service."""
@@ -107,8 +112,8 @@ def sim_new(
     from firmware_sim.state import StateError
 
     try:
-        if kind in (SimKind.otp_display, SimKind.otp_usb, SimKind.otp_nfc):
-            _new_otp(kind, state, algorithm, digits, drift, layout, psk)
+        if kind in (SimKind.otp_display, SimKind.otp_usb, SimKind.otp_nfc, SimKind.audio_reader):
+            _new_otp(kind, state, algorithm, digits, drift, layout, psk, language)
             return
         if kind is SimKind.oath:
             _new_oath(state, psk)
@@ -146,22 +151,33 @@ def _new_otp(
     drift: float,
     layout: str,
     psk: str | None,
+    language: str,
 ) -> None:
+    from accessibility.errors import AccessibilityError
+    from accessibility.speech import Language
     from devices.protocol import pskc
     from devices.protocol.hid_keyboard import get_layout
-    from firmware_sim.tokens import otp_token
+    from firmware_sim.tokens import audio_reader, otp_token
 
     get_layout(layout)  # refuse an unknown layout now, not at the first touch
-    token = otp_token.create(
-        state,
-        otp_token.new_state(
-            otp_token.Model(kind.value),
-            otp_token.Algorithm(algorithm.value) if algorithm else None,
-            digits=digits,
-            drift=drift,
-            layout=layout,
-        ),
+    try:
+        spoken = Language.parse(language)
+    except AccessibilityError as exc:
+        raise fail(str(exc)) from exc
+    model = otp_token.Model(kind.value)
+    token = otp_token.new_state(
+        model,
+        otp_token.Algorithm(algorithm.value) if algorithm else None,
+        digits=digits,
+        drift=drift,
+        layout=layout,
     )
+    if model is otp_token.Model.AUDIO:
+        if token.algorithm is not otp_token.Algorithm.TOTP:
+            raise fail("an audio code reader speaks TOTP codes")
+        audio_reader.new_reader(state, token, spoken)
+    else:
+        otp_token.create(state, token)
     key = bytes.fromhex(psk) if psk else None
     typer.echo(pskc.write_pskc([token.pskc_key()], psk=key).decode("utf-8"), nl=False)
     typer.echo(f"created {kind.value} token {token.serial} in {state}", err=True)
@@ -207,6 +223,45 @@ def sim_show(state: StateOption) -> None:
     except StateError as exc:
         raise fail(str(exc)) from exc
     typer.echo(code)
+
+
+class ReaderKey(StrEnum):
+    red = "red"
+    left_top = "left-top"
+    left_bottom = "left-bottom"
+    right_top = "right-top"
+    right_bottom = "right-bottom"
+
+
+@sim_app.command("press")
+def sim_press(
+    keys: Annotated[
+        list[ReaderKey],
+        typer.Argument(help="Keys pressed together: red alone speaks the code; see README."),
+    ],
+    state: StateOption,
+    audio_dir: Annotated[Path, typer.Option(help="Where the reader's speech (WAV) goes.")],
+    at: Annotated[
+        float | None, typer.Option(help="Test rigs: the reader's clock, as a Unix time.")
+    ] = None,
+) -> None:
+    """Press keys of a simulated audio code reader. It answers only with audio: the WAV file
+    it spoke is printed, never the words or the code."""
+    from accessibility.errors import AccessibilityError
+    from accessibility.speech import Pyttsx3Engine
+    from firmware_sim.state import StateError
+    from firmware_sim.tokens import audio_reader
+
+    try:
+        reader = audio_reader.AudioReader(
+            state, Pyttsx3Engine(), audio_dir, clock=time.time if at is None else lambda: at
+        )
+        utterance = reader.press({audio_reader.Key(key.value) for key in keys})
+    except audio_reader.UnknownCombination as exc:
+        raise fail(str(exc)) from exc
+    except (StateError, AccessibilityError) as exc:
+        raise fail(str(exc), 2) from exc
+    typer.echo(str(utterance.path))
 
 
 @sim_app.command("attach")

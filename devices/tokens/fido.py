@@ -50,6 +50,7 @@ from devices.errors import (
     PinRequired,
     TouchTimeout,
 )
+from devices.events import DeviceEvent, Event, EventSink, event_for_error, ignore
 
 log = logging.getLogger(__name__)
 ERR = CtapError.ERR
@@ -147,9 +148,16 @@ class Registration:
 class FidoSession:
     """One conversation with a FIDO2 authenticator."""
 
-    def __init__(self, device: CtapDevice, *, on_touch: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        device: CtapDevice,
+        *,
+        on_touch: Callable[[], None] | None = None,
+        events: EventSink = ignore,
+    ) -> None:
         self.device = device
-        self.on_touch = on_touch
+        self._events = events
+        self._on_touch = on_touch
         try:
             self._ctap2 = Ctap2(device)
         except (CtapError, ValueError) as exc:
@@ -160,7 +168,10 @@ class FidoSession:
         try:
             yield
         except (CtapError, ClientError) as exc:
-            raise fido_error(exc, self._retries_or_none) from exc
+            error = fido_error(exc, self._retries_or_none)
+            self._events(event_for_error(error, device="key"))
+            error.announced = True
+            raise error from exc
 
     def _retries_or_none(self) -> int | None:
         return self.pin_retries()
@@ -192,6 +203,12 @@ class FidoSession:
     def change_pin(self, old: str, new: str) -> None:
         with self._errors():
             self._client_pin().change_pin(old, new)
+
+    def on_touch(self) -> None:
+        """The key waits for a touch (it said so with a KEEPALIVE)."""
+        self._events(Event(DeviceEvent.TOUCH_KEY))
+        if self._on_touch is not None:
+            self._on_touch()
 
     def _client(self, origin: str, pin: str | None) -> Fido2Client:
         return Fido2Client(

@@ -15,6 +15,7 @@ import usb.core
 import usb.util
 
 from devices.errors import DeviceTimeout, MalformedNdef, TransportError
+from devices.events import DeviceEvent, Event, EventSink, ignore
 from devices.protocol.apdu import CommandApdu
 from devices.protocol.hid_keyboard import REPORT_SIZE, KeyboardDecoder, Layout
 from devices.protocol.ndef import (
@@ -87,7 +88,9 @@ def find_keyboard_tokens(backends: Iterable[Any]) -> list[KeyboardToken]:
     return found
 
 
-def read_keyboard_otp(token: KeyboardToken, layout: Layout, timeout: float = 30.0) -> str:
+def read_keyboard_otp(
+    token: KeyboardToken, layout: Layout, timeout: float = 30.0, *, events: EventSink = ignore
+) -> str:
     """Wait for the token to type a line (the person touches it) and return it.
 
     Raises ``DeviceTimeout`` when nothing complete arrives in time and ``DeviceRemoved`` when
@@ -103,6 +106,7 @@ def read_keyboard_otp(token: KeyboardToken, layout: Layout, timeout: float = 30.
     except usb.core.USBError as exc:
         raise usb_error(exc, "opening the OTP token") from exc
     decoder = KeyboardDecoder(layout)
+    events(Event(DeviceEvent.TOUCH_KEY))
     deadline = time.monotonic() + timeout
     try:
         usb.util.claim_interface(device, token.interface)

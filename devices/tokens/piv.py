@@ -27,6 +27,7 @@ from devices.errors import (
     PinBlocked,
     ProtocolError,
 )
+from devices.events import EventSink, event_for_error, ignore
 from devices.protocol import tlv
 from devices.protocol.apdu import CommandApdu, ResponseApdu
 from devices.protocol.piv import (
@@ -88,8 +89,9 @@ def _block_cipher(alg: Algorithm, key: bytes) -> Cipher[modes.ECB]:
 class PivSession:
     """One conversation with a PIV card application."""
 
-    def __init__(self, transport: ApduTransport) -> None:
+    def __init__(self, transport: ApduTransport, *, events: EventSink = ignore) -> None:
         self._transport = transport
+        self._events = events
 
     def _send(self, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None) -> bytes:
         return self._transport.transmit(CommandApdu(0x00, ins, p1, p2, data, le=le)).check()
@@ -164,8 +166,13 @@ class PivSession:
         raise ProtocolError(f"unexpected answer {response.sw:04X} to a PIN status query")
 
     def verify_pin(self, pin: str) -> None:
-        """Raises ``InvalidPin(retries_left)`` or ``PinBlocked``."""
-        self._send(Ins.VERIFY, 0x00, KeyRef.PIN, pad_pin(pin))
+        """Raises ``InvalidPin(retries_left)`` or ``PinBlocked`` (and says so to the events)."""
+        try:
+            self._send(Ins.VERIFY, 0x00, KeyRef.PIN, pad_pin(pin))
+        except (InvalidPin, PinBlocked) as exc:
+            self._events(event_for_error(exc))
+            exc.announced = True
+            raise
 
     def change_pin(self, old: str, new: str) -> None:
         self._send(Ins.CHANGE_REFERENCE_DATA, 0x00, KeyRef.PIN, pad_pin(old) + pad_pin(new))

@@ -416,3 +416,47 @@ def test_cli_lists_plugs_touches_and_registers(
     assert process.returncode == 0, err
     assert "registered credential" in out
     assert json.loads(credential.read_text())["rp"] == RP_ID
+
+
+def test_speak_says_touch_your_key_when_the_key_waits(
+    plug_key: PlugKey, tmp_path: Path, usb_bus_dir: Path
+) -> None:
+    key = plug_key()
+    audio = tmp_path / "speech"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "akkreditiv",
+            "devices",
+            "--speak",
+            "--language",
+            "en",
+            "--audio-dir",
+            str(audio),
+            "fido",
+            "register",
+            "--rp",
+            RP_ID,
+            "--user",
+            "fay",
+            "--out",
+            str(tmp_path / "cred.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    said = []
+    while not (line := process.stderr.readline()).startswith("Touch your security key now."):
+        assert line, f"the command ended without asking for a touch: {said}"
+        said.append(line.strip())
+    assert "Touch your security key." in said
+    key.touch()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Done. It worked." in err
+    names = sorted(p.name for p in audio.glob("*.wav"))
+    assert names[0] == "0001-touch_key.wav"
+    assert names[-1].endswith("-done.wav")

@@ -20,6 +20,7 @@ class Model(StrEnum):
     DISPLAY = "otp-display"  # a code display ("kodeviser"): shows TOTP (or HOTP) on a button press
     USB = "otp-usb"  # a USB keyboard token: types its OTP and Enter on touch
     NFC = "otp-nfc"  # an NFC tag: hands out an NDEF URI with a fresh OTP on every read
+    AUDIO = "audio-reader"  # an audio code reader ("kodeoplæser"): speaks TOTP, no display
 
 
 class Algorithm(StrEnum):
@@ -145,7 +146,7 @@ def new_state(
 ) -> OtpTokenState:
     """A freshly manufactured token: random serial and secrets."""
     if algorithm is None:
-        algorithm = Algorithm.TOTP if model is Model.DISPLAY else Algorithm.YUBICO
+        algorithm = Algorithm.TOTP if model in (Model.DISPLAY, Model.AUDIO) else Algorithm.YUBICO
     serial = str(secrets.randbelow(9_000_000_000) + 1_000_000_000)
     if algorithm is Algorithm.YUBICO:
         return OtpTokenState(
