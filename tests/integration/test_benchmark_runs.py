@@ -121,10 +121,11 @@ def test_speech_benchmark_reports_both_languages() -> None:
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert figures["operations"] == {
-        language: {"cold": 2, "warm": 2, "sentence": 2} for language in ("da", "en")
+        language: {"press": 2, "cold": 2, "warm": 2, "sentence": 2} for language in ("da", "en")
     }
     for language in ("da", "en"):
         for key in (
+            "key_press_to_first_speech_ms",
             "cold_time_to_first_speech_ms",
             "warm_time_to_first_speech_ms",
             "sentence_real_time_factor",
