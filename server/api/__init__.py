@@ -1,1 +1,1 @@
-"""server/api."""
+"""HTTP routes and schemas; domain errors become problem+json in one place."""

@@ -1,1 +1,1 @@
-"""server/services."""
+"""Domain logic with no FastAPI imports: identities, credentials, verifiers, audit."""

@@ -1,1 +1,1 @@
-"""server/storage."""
+"""Database tables, the engine factory and repositories (SQLAlchemy 2, Alembic)."""
