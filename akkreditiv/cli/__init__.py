@@ -12,11 +12,12 @@ from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
 from akkreditiv.cli.otp import otp_app
 from akkreditiv.cli.piv import piv_app
+from akkreditiv.cli.serve import serve
 from akkreditiv.cli.sim import sim_app
 
 app = typer.Typer(
     help="akkreditiv: an open eID credential service built around physical credentials.\n\n"
-    "Find and use tokens (devices), run the token simulator (sim).",
+    "Run the service (serve), find and use tokens (devices), run the token simulator (sim).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -25,6 +26,7 @@ devices_app.add_typer(piv_app, name="piv")
 devices_app.add_typer(fido_app, name="fido")
 devices_app.add_typer(otp_app, name="otp")
 app.add_typer(sim_app, name="sim")
+app.command("serve")(serve)
 
 
 @app.callback()

@@ -1,0 +1,26 @@
+"""``akkreditiv serve``: run the service (uvicorn)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (they share the database).")] = 1,
+) -> None:
+    """Run the akkreditiv service. The database is an embedded SQLite file unless
+    AKKREDITIV_DATABASE_URL names PostgreSQL (postgresql+psycopg://...)."""
+    import uvicorn
+
+    uvicorn.run(
+        "server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=False,
+    )

@@ -1,0 +1,84 @@
+"""Every error the API answers is RFC 9457 problem+json, made here and only here: domain errors,
+malformed requests and unexpected failures, none of which reveal secrets or internals."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:akkreditiv:problem:"
+
+
+def problem(
+    status: int, code: str, title: str, detail: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": TYPE_PREFIX + code, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+# Domain error codes -> HTTP status. Codes not listed answer 400.
+STATUS_BY_CODE: dict[str, int] = {
+    "not-found": 404,
+    "conflict": 409,
+    "duplicate-person-number": 409,
+    "rate-limited": 429,
+    "locked": 423,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "verification-failed": 401,
+    "wrong-password": 401,
+    # The server's own faults, not the client's.
+    "secret-unreadable": 500,
+    "key-material-rejected": 500,
+    "password-hash-unreadable": 500,
+    "audit-chain-broken": 500,
+}
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    code = str(getattr(exc, "code", "bad-request"))
+    detail = getattr(exc, "detail", None)
+    status = STATUS_BY_CODE.get(code, 400)
+    return problem(status, code, code.replace("-", " ").capitalize(), detail)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):
+        return await _unexpected(request, exc)
+    # Where and what, never the submitted value: it may be a PIN, a code or a password.
+    errors = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": str(error.get("msg", ""))}
+        for error in exc.errors()
+    ]
+    return problem(422, "invalid-request", "The request is not valid", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):
+        return await _unexpected(request, exc)
+    code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    return problem(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected failure answering %s %s", request.method, request.url.path)
+    return problem(500, "internal", "Something went wrong on our side")
+
+
+def install(app: FastAPI, domain_error: type[Exception]) -> None:
+    """Map errors to problem+json in one place; ``domain_error`` is the services' base."""
+    app.add_exception_handler(domain_error, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

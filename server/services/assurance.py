@@ -1,0 +1,176 @@
+"""Assurance levels (NSIS Low/Substantial/High, as in eIDAS): what a set of authenticators and an
+identity proofing are worth, and the level of assurance of a login."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Set
+from dataclasses import dataclass
+from enum import Enum, IntEnum, StrEnum, unique
+from types import MappingProxyType
+
+from server.services.errors import NoAuthenticator
+
+
+@unique
+class Level(IntEnum):
+    """NSIS assurance levels; ordered, so ``min`` and comparisons work."""
+
+    LOW = 1
+    SUBSTANTIAL = 2
+    HIGH = 3
+
+
+@unique
+class AuthenticatorKind(StrEnum):
+    """The authenticators a login can use (see the domain brief's table)."""
+
+    PASSWORD = "password"  # noqa: S105 - a kind name, not a secret
+    CODE_DISPLAY = "code_display"
+    AUDIO_READER = "audio_reader"
+    OTP_TOKEN = "otp_token"  # noqa: S105 - a kind name, not a secret
+    FIDO2 = "fido2"
+    FIDO2_UV = "fido2_uv"  # the key verified its PIN (or a built-in biometric) for this login
+    PIV = "piv"  # the card verified its PIN before it signed the challenge
+    KEY_CARD = "key_card"
+
+
+@unique
+class Category(Enum):
+    """Factor categories. A PIN or biometric checked on the device counts as knowledge."""
+
+    KNOWLEDGE = "knowledge"
+    POSSESSION = "possession"
+
+
+@dataclass(frozen=True)
+class Properties:
+    """What an authenticator kind proves and how hard it is to copy or phish.
+
+    ``dynamic``: each login proves something new (OTP, signed challenge), so a recording of one
+    login cannot be replayed. ``resists_duplication``: the secret cannot be copied off the device
+    (secure element, on-card PIN with a retry counter); a printed card or an OTP seed shared with
+    the server can. ``manual_otp``: the person reads a code and types it in (NIST SP 800-63B:
+    never phishing resistant).
+    """
+
+    categories: frozenset[Category]
+    dynamic: bool
+    phishing_resistant: bool
+    resists_duplication: bool
+    manual_otp: bool
+
+
+_K = Category.KNOWLEDGE
+_P = Category.POSSESSION
+
+PROPERTIES: Mapping[AuthenticatorKind, Properties] = MappingProxyType(
+    {
+        AuthenticatorKind.PASSWORD: Properties(frozenset({_K}), False, False, False, False),
+        AuthenticatorKind.CODE_DISPLAY: Properties(frozenset({_P}), True, False, False, True),
+        AuthenticatorKind.AUDIO_READER: Properties(frozenset({_P}), True, False, False, True),
+        # The token types its OTP itself, but the OTP can still be relayed, and the AES/HOTP
+        # key is also held by the server, so the token is neither phishing nor copy resistant.
+        AuthenticatorKind.OTP_TOKEN: Properties(frozenset({_P}), True, False, False, False),
+        AuthenticatorKind.FIDO2: Properties(frozenset({_P}), True, True, True, False),
+        AuthenticatorKind.FIDO2_UV: Properties(frozenset({_P, _K}), True, True, True, False),
+        # Phishing resistant on condition that the challenge the card signs is bound to the
+        # relying party (the smartcard verifier's job).
+        AuthenticatorKind.PIV: Properties(frozenset({_P, _K}), True, True, True, False),
+        AuthenticatorKind.KEY_CARD: Properties(frozenset({_P}), True, False, False, True),
+    }
+)
+
+
+def _smartcard_with_pin_on_card(factors: Set[AuthenticatorKind]) -> bool:
+    return AuthenticatorKind.PIV in factors
+
+
+def _security_key_with_uv_and_another_possession(factors: Set[AuthenticatorKind]) -> bool:
+    if AuthenticatorKind.FIDO2_UV not in factors:
+        return False
+    # The second possession factor must itself resist duplication, which rules out every OTP.
+    return any(
+        Category.POSSESSION in PROPERTIES[kind].categories
+        and PROPERTIES[kind].resists_duplication
+        and not PROPERTIES[kind].manual_otp
+        for kind in factors - {AuthenticatorKind.FIDO2_UV}
+    )
+
+
+def _two_categories_one_dynamic(factors: Set[AuthenticatorKind]) -> bool:
+    categories = set().union(*(PROPERTIES[kind].categories for kind in factors))
+    return len(categories) >= 2 and any(PROPERTIES[kind].dynamic for kind in factors)
+
+
+def _one_factor(factors: Set[AuthenticatorKind]) -> bool:
+    return len(factors) >= 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of the NSIS authenticator table: the level a factor set reaches if it holds."""
+
+    level: Level
+    name: str
+    holds: Callable[[Set[AuthenticatorKind]], bool]
+
+
+# Highest first; the first rule that holds gives the level. From the domain brief:
+#   High: two authenticators resistant to duplication and tampering, e.g. smartcard + PIN
+#         verified on card, or security key with PIN/UV + another possession factor.
+#         Manually typed OTPs never reach High.
+#   Substantial: two factors of different categories, dynamic.
+#   Low: user ID + one factor.
+RULES: tuple[Rule, ...] = (
+    Rule(Level.HIGH, "smartcard with PIN verified on the card", _smartcard_with_pin_on_card),
+    Rule(
+        Level.HIGH,
+        "security key with PIN/UV and another copy-resistant possession factor",
+        _security_key_with_uv_and_another_possession,
+    ),
+    Rule(Level.SUBSTANTIAL, "two categories, one dynamic", _two_categories_one_dynamic),
+    Rule(Level.LOW, "one factor", _one_factor),
+)
+
+if set(PROPERTIES) != set(AuthenticatorKind):  # pragma: no cover - a new kind needs a row
+    raise RuntimeError("every AuthenticatorKind needs its Properties")
+
+
+def authenticator_level(factors: Collection[AuthenticatorKind]) -> Level:
+    """The authenticator assurance of a login that used ``factors`` (user ID implied)."""
+    kinds = frozenset(AuthenticatorKind(kind) for kind in factors)
+    if not kinds:
+        raise NoAuthenticator("a login needs at least one authenticator")
+    for rule in RULES:
+        if rule.holds(kinds):
+            return rule.level
+    raise AssertionError("unreachable: the one-factor rule holds for any non-empty set")
+
+
+@unique
+class Proofing(StrEnum):
+    """How a person's identity was established."""
+
+    CPR_QUESTIONS = "cpr_questions"  # knowledge-based questions from the population register
+    PASSPORT_CHIP = "passport_chip"  # the document's chip read and its signature checked
+    IN_PERSON = "in_person"  # at an assisted channel (citizen service centre, bank)
+
+
+def identity_level(method: Proofing, *, approved_by: Collection[str] = ()) -> Level:
+    """The identity assurance a proofing gives.
+
+    Low or Substantial by document check: CPR questions give Low (anyone who knows the facts can
+    answer them), a checked passport chip Substantial. High only in person at an assisted
+    channel with two different staff members approving (``approved_by`` holds their staff ids);
+    in person with fewer approvals counts as a document check, Substantial.
+    """
+    if method is Proofing.CPR_QUESTIONS:
+        return Level.LOW
+    if method is Proofing.IN_PERSON and len(set(approved_by)) >= 2:
+        return Level.HIGH
+    return Level.SUBSTANTIAL
+
+
+def loa(identity_assurance: Level, authenticator_level: Level) -> Level:
+    """The level of assurance of a login: the weaker of the identity and the authenticators."""
+    return min(identity_assurance, authenticator_level)

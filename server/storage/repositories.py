@@ -1,0 +1,283 @@
+"""Repositories over one Session: they flush but never commit; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import case, delete, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
+from server.storage.tables import (
+    AuditEntry,
+    AuthTransaction,
+    Credential,
+    CredentialState,
+    Identity,
+    IdentityStatus,
+    ProofingRecord,
+    RateLimit,
+    UtcDateTime,
+)
+
+# PostgreSQL serialization_failure and deadlock_detected: the other writer won; retry.
+_PG_CONFLICT_STATES = frozenset({"40001", "40P01"})
+
+
+def _is_write_conflict(exc: OperationalError) -> bool:
+    orig = exc.orig
+    # In WAL mode a transaction that read an older snapshot may not write after another
+    # connection committed: SQLite's form of "someone changed it since you read it".
+    if isinstance(orig, sqlite3.OperationalError):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY_SNAPSHOT
+    return getattr(orig, "sqlstate", None) in _PG_CONFLICT_STATES
+
+
+@contextmanager
+def _conflicts_as(kind: str, key: uuid.UUID | str | int | None) -> Iterator[None]:
+    try:
+        yield
+    except StaleDataError as exc:
+        raise StaleWrite(kind, key) from exc
+    except OperationalError as exc:
+        if _is_write_conflict(exc):
+            raise StaleWrite(kind, key) from exc
+        raise
+
+
+class IdentityRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, identity: Identity) -> Identity:
+        """Insert; a taken person number raises DuplicatePersonNumber and leaves the session
+        usable (the insert runs in a savepoint)."""
+        try:
+            with self._session.begin_nested():
+                self._session.add(identity)
+        except IntegrityError as exc:
+            if _violates(exc, "uq_identities_person_number", "identities.person_number"):
+                raise DuplicatePersonNumber from exc
+            raise
+        return identity
+
+    def get(self, identity_id: uuid.UUID) -> Identity:
+        identity = self._session.get(Identity, identity_id)
+        if identity is None:
+            raise NotFound("identity", identity_id)
+        return identity
+
+    def by_person_number(self, person_number: str) -> Identity:
+        identity = self._session.scalar(
+            select(Identity).where(Identity.person_number == person_number)
+        )
+        if identity is None:
+            raise NotFound("identity", "with this person number")
+        return identity
+
+    def set_status(self, identity_id: uuid.UUID, status: IdentityStatus) -> Identity:
+        identity = self.get(identity_id)
+        identity.status = status
+        with _conflicts_as("identity", identity_id):
+            self._session.flush()
+        return identity
+
+    def add_proofing(self, record: ProofingRecord) -> ProofingRecord:
+        self.get(record.identity_id)
+        self._session.add(record)
+        self._session.flush()
+        return record
+
+    def proofing_for(self, identity_id: uuid.UUID) -> list[ProofingRecord]:
+        return list(
+            self._session.scalars(
+                select(ProofingRecord)
+                .where(ProofingRecord.identity_id == identity_id)
+                .order_by(ProofingRecord.created_at, ProofingRecord.id)
+            )
+        )
+
+
+class CredentialRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, credential: Credential) -> Credential:
+        try:
+            with self._session.begin_nested():
+                self._session.add(credential)
+        except IntegrityError as exc:
+            if _violates(exc, "fk_credentials_identity_id_identities", "FOREIGN KEY"):
+                raise NotFound("identity", credential.identity_id) from exc
+            raise
+        return credential
+
+    def get(self, credential_id: uuid.UUID) -> Credential:
+        credential = self._session.get(Credential, credential_id)
+        if credential is None:
+            raise NotFound("credential", credential_id)
+        return credential
+
+    def for_identity(
+        self, identity_id: uuid.UUID, states: Collection[CredentialState] | None = None
+    ) -> list[Credential]:
+        query = select(Credential).where(Credential.identity_id == identity_id)
+        if states is not None:
+            query = query.where(Credential.state.in_(list(states)))
+        return list(self._session.scalars(query.order_by(Credential.created_at, Credential.id)))
+
+    def update(self, credential: Credential, expected_version: int | None = None) -> Credential:
+        """Write the changes made to ``credential``; raises StaleWrite if another writer changed
+        it since it was read (or since ``expected_version``, carried across requests)."""
+        _check_expected("credential", credential.id, credential.version, expected_version)
+        with _conflicts_as("credential", credential.id):
+            self._session.flush()
+        return credential
+
+
+class AuditRepository:
+    """Append-only: there is no update or delete. Hashing is the audit service's job."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        """Insert the next entry; StaleWrite if another writer already appended after
+        ``entry.prev_hash`` (the chain cannot fork: ``prev_hash`` is unique).
+
+        ``seq`` is assigned by the database unless set. A chain whose hash covers ``seq`` sets
+        it to ``last().seq + 1``: PostgreSQL sequences skip numbers after rollbacks.
+        """
+        try:
+            with _conflicts_as("audit chain", None), self._session.begin_nested():
+                self._session.add(entry)
+        except IntegrityError as exc:
+            if _violates(exc, "uq_audit_entries_prev_hash", "audit_entries.prev_hash") or _violates(
+                exc, "pk_audit_entries", "audit_entries.seq"
+            ):
+                raise StaleWrite("audit chain", entry.prev_hash) from exc
+            raise
+        return entry
+
+    def last(self) -> AuditEntry | None:
+        return self._session.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
+
+    def all_in_order(self, after_seq: int = 0) -> list[AuditEntry]:
+        return list(
+            self._session.scalars(
+                select(AuditEntry).where(AuditEntry.seq > after_seq).order_by(AuditEntry.seq)
+            )
+        )
+
+
+class TransactionRepository:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, transaction: AuthTransaction) -> AuthTransaction:
+        self._session.add(transaction)
+        self._session.flush()
+        return transaction
+
+    def get(self, transaction_id: uuid.UUID) -> AuthTransaction:
+        transaction = self._session.get(AuthTransaction, transaction_id)
+        if transaction is None:
+            raise NotFound("transaction", transaction_id)
+        return transaction
+
+    def update(
+        self, transaction: AuthTransaction, expected_version: int | None = None
+    ) -> AuthTransaction:
+        """As CredentialRepository.update: a second completion of one step raises StaleWrite."""
+        _check_expected("transaction", transaction.id, transaction.version, expected_version)
+        with _conflicts_as("transaction", transaction.id):
+            self._session.flush()
+        return transaction
+
+    def delete_expired(self, now: dt.datetime) -> int:
+        result = self._session.execute(
+            delete(AuthTransaction).where(AuthTransaction.expires_at <= now)
+        )
+        return int(getattr(result, "rowcount", 0))
+
+
+class RateLimitRepository:
+    """Failure counters shared by every worker; each update is one atomic upsert."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def record_failure(
+        self,
+        key: str,
+        now: dt.datetime,
+        *,
+        window: dt.timedelta,
+        max_failures: int,
+        lockout: dt.timedelta,
+    ) -> RateLimit:
+        """Count one failure in the window that began within ``window`` of ``now`` (or start
+        a new one); reaching ``max_failures`` sets ``locked_until = now + lockout``."""
+        if max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        table = RateLimit.__table__
+        when = UtcDateTime()
+        expired = table.c.window_start <= literal(now - window, when)
+        failures = case((expired, 1), else_=table.c.failures + 1)
+        locked_until = literal(now + lockout, when)
+        insert = _upsert_insert(self._session).values(
+            key=key,
+            failures=1,
+            window_start=now,
+            locked_until=locked_until if max_failures <= 1 else None,
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "failures": failures,
+                "window_start": case((expired, literal(now, when)), else_=table.c.window_start),
+                "locked_until": case(
+                    (failures >= max_failures, locked_until), else_=table.c.locked_until
+                ),
+            },
+        ).returning(RateLimit)
+        with _conflicts_as("rate limit", key):
+            row = self._session.scalars(
+                statement, execution_options={"populate_existing": True}
+            ).one()
+        return row
+
+    def reset(self, key: str) -> None:
+        self._session.execute(delete(RateLimit).where(RateLimit.key == key))
+
+    def get(self, key: str) -> RateLimit | None:
+        return self._session.get(RateLimit, key, populate_existing=True)
+
+
+def _upsert_insert(session: Session) -> postgresql.Insert | sqlite.Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(RateLimit)
+    if dialect == "sqlite":
+        return sqlite.insert(RateLimit)
+    raise StorageError(f"no upsert for database dialect {dialect!r}")
+
+
+def _check_expected(kind: str, key: uuid.UUID, version: int, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != version:
+        raise StaleWrite(kind, key)
+
+
+def _violates(exc: IntegrityError, constraint: str, sqlite_message: str) -> bool:
+    # PostgreSQL names the violated constraint; SQLite only says what kind and which column.
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if name is not None:
+        return bool(name == constraint)
+    return sqlite_message in str(exc.orig)

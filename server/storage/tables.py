@@ -1,0 +1,221 @@
+"""SQLAlchemy 2 declarative tables; the schema itself is created only by the Alembic migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+)
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy import Enum as _Enum
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Explicit constraint names, so migrations can refer to them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
+Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
+BigIntPk = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: storage only accepts timezone-aware datetimes")
+        value = value.astimezone(dt.UTC)
+        # SQLite compares datetimes as text: keep one naive UTC format so ordering holds.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class IdentityStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class AssuranceLevel(enum.StrEnum):
+    LOW = "low"
+    SUBSTANTIAL = "substantial"
+    HIGH = "high"
+
+
+class ProofingChannel(enum.StrEnum):
+    SELF_SERVICE = "self_service"
+    BANK = "bank"
+    SERVICE_CENTRE = "service_centre"
+
+
+class CredentialKind(enum.StrEnum):
+    PASSWORD = "password"  # noqa: S105 (a kind name, not a secret)
+    CODE_DISPLAY = "code_display"
+    AUDIO_READER = "audio_reader"
+    OTP_TOKEN = "otp_token"  # noqa: S105
+    FIDO2 = "fido2"
+    PIV = "piv"
+    KEY_CARD = "key_card"
+
+
+class CredentialState(enum.StrEnum):
+    ORDERED = "ordered"
+    SHIPPED = "shipped"
+    ACTIVATION_PENDING = "activation_pending"
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    LOST = "lost"
+    REVOKED = "revoked"
+    REPLACED = "replaced"
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> _Enum:
+    # VARCHAR + CHECK rather than a native PG enum: adding a value stays a plain migration.
+    return _Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        validate_strings=True,
+        length=32,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    person_number: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[IdentityStatus] = mapped_column(
+        _enum(IdentityStatus, "identity_status"), default=IdentityStatus.ACTIVE
+    )
+    identity_assurance: Mapped[AssuranceLevel] = mapped_column(
+        _enum(AssuranceLevel, "identity_assurance")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class ProofingRecord(Base):
+    __tablename__ = "proofing_records"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id"), index=True)
+    channel: Mapped[ProofingChannel] = mapped_column(_enum(ProofingChannel, "proofing_channel"))
+    document_kind: Mapped[str] = mapped_column(String(64))
+    # High assurance needs two approving staff members; their ids are kept as a JSON list.
+    operator_ids: Mapped[list[str]] = mapped_column(Json, default=list)
+    level: Mapped[AssuranceLevel] = mapped_column(_enum(AssuranceLevel, "proofing_level"))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Credential(Base):
+    """One authenticator. ``secret_ciphertext`` is sealed by a service; storage never decrypts."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id"), index=True)
+    kind: Mapped[CredentialKind] = mapped_column(_enum(CredentialKind, "credential_kind"))
+    state: Mapped[CredentialState] = mapped_column(
+        _enum(CredentialState, "credential_state"), default=CredentialState.ORDERED
+    )
+    serial: Mapped[str | None] = mapped_column(String(128), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    public_data: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    drift: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_window: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(Integer)
+
+    # The ORM adds "AND version = :old" to every UPDATE and bumps it: optimistic locking.
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class AuditEntry(Base):
+    """Append-only and hash-chained: unique ``prev_hash`` makes a forked chain impossible."""
+
+    __tablename__ = "audit_entries"
+
+    seq: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    event: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuthTransaction(Base):
+    """A persisted authentication flow; its states and transitions belong to the service."""
+
+    __tablename__ = "auth_transactions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    service_provider: Mapped[str] = mapped_column(String(128))
+    min_level: Mapped[AssuranceLevel] = mapped_column(_enum(AssuranceLevel, "min_level"))
+    state: Mapped[str] = mapped_column(String(32))
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
+    factors: Mapped[list[str]] = mapped_column(Json, default=list)
+    challenge: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class RateLimit(Base):
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())

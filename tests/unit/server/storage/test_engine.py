@@ -1,0 +1,203 @@
+"""Engine factory, SQLite pragmas, and the Alembic migrations on both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from server.settings import Settings
+from server.storage.engine import (
+    MIGRATIONS,
+    create_engine_for,
+    create_engine_from_settings,
+    current_revision,
+    migrate,
+    session_factory,
+)
+from server.storage.errors import UnsupportedDatabase
+from server.storage.repositories import IdentityRepository
+from server.storage.tables import AssuranceLevel, Base, Identity
+from tests.unit.server.storage.databases import POSTGRES_URL, postgres_schema
+
+TABLES = {
+    "identities",
+    "proofing_records",
+    "credentials",
+    "audit_entries",
+    "auth_transactions",
+    "rate_limits",
+}
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _schema(engine: Engine) -> dict[str, list[str]]:
+    inspector = inspect(engine)
+    return {
+        table: sorted(column["name"] for column in inspector.get_columns(table))
+        for table in inspector.get_table_names()
+    }
+
+
+def test_migrate_creates_schema_on_empty_database(empty_engine: Engine) -> None:
+    assert _schema(empty_engine) == {}
+    assert current_revision(empty_engine) is None
+
+    migrate(empty_engine)
+
+    assert set(_schema(empty_engine)) == TABLES | {"alembic_version"}
+    assert current_revision(empty_engine) == HEAD
+
+
+def test_migrate_is_noop_when_already_at_head(engine: Engine) -> None:
+    with session_factory(engine).begin() as session:
+        IdentityRepository(session).add(
+            Identity(person_number="0101901234", name="A", identity_assurance=AssuranceLevel.LOW)
+        )
+    before = _schema(engine)
+
+    migrate(engine)
+
+    assert _schema(engine) == before
+    assert current_revision(engine) == HEAD
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM identities")) == 1
+
+
+def test_migrations_match_table_definitions(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("status", "frozen"), ("identity_assurance", "very_high")]
+)
+def test_schema_rejects_unknown_enum_value_when_written_directly(
+    engine: Engine, column: str, value: str
+) -> None:
+    values = {"status": "active", "identity_assurance": "low", column: value}
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO identities (id, person_number, name, status, identity_assurance,"
+                " created_at) VALUES (:id, '1', 'n', :status, :identity_assurance, :at)"
+            ),
+            {"id": uuid.uuid4().hex, "at": dt.datetime.now(dt.UTC), **values},
+        )
+
+
+def test_sqlite_journal_mode_is_wal_when_connected(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite+pysqlite:///{tmp_path / 'wal.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    engine.dispose()
+
+
+def test_sqlite_busy_timeout_follows_settings_when_built_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AKKREDITIV_DATABASE_URL", f"sqlite+pysqlite:///{tmp_path / 's.db'}")
+    monkeypatch.setenv("AKKREDITIV_SQLITE_BUSY_TIMEOUT_MS", "1234")
+    engine = create_engine_from_settings(Settings())
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+    engine.dispose()
+
+
+def test_sqlite_parent_directory_is_created_when_missing(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "nested" / "akkreditiv.db"
+    engine = create_engine_for(f"sqlite+pysqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    assert path.is_file()
+
+
+def test_postgresql_url_without_driver_uses_psycopg() -> None:
+    engine = create_engine_for("postgresql://postgres@127.0.0.1:5432/test")
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+pymysql://u@h/db",
+        "postgresql+psycopg2://u@h/db",
+        "sqlite+pysqlite://",
+        "sqlite+pysqlite:///:memory:",
+        "not a url",
+    ],
+)
+def test_create_engine_raises_unsupported_database_when_url_is_unsupported(url: str) -> None:
+    with pytest.raises(UnsupportedDatabase):
+        create_engine_for(url)
+
+
+def test_committed_data_survives_restart_when_new_engine_opens_same_database(
+    database_url: str,
+) -> None:
+    first = create_engine_for(database_url)
+    migrate(first)
+    with session_factory(first).begin() as session:
+        identity_id = (
+            IdentityRepository(session)
+            .add(Identity(person_number="42", name="B", identity_assurance=AssuranceLevel.HIGH))
+            .id
+        )
+    # A session that never commits stands for a worker killed mid-flow.
+    dying = session_factory(first)()
+    IdentityRepository(dying).add(
+        Identity(person_number="43", name="C", identity_assurance=AssuranceLevel.LOW)
+    )
+    dying.flush()
+    dying.close()
+    first.dispose()
+
+    second = create_engine_for(database_url)
+    migrate(second)
+    with session_factory(second)() as session:
+        repository = IdentityRepository(session)
+        assert repository.get(identity_id).name == "B"
+        assert repository.by_person_number("42").identity_assurance is AssuranceLevel.HIGH
+        assert session.scalar(text("SELECT count(*) FROM identities")) == 1
+    second.dispose()
+
+
+def test_engine_reconnects_when_postgresql_ends_its_connections() -> None:
+    with postgres_schema() as url:
+        engine = create_engine_for(url)
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions() as session:
+            session.execute(text("SELECT 1"))  # a pooled connection now exists
+            application = session.execute(text("SHOW application_name")).scalar()
+        # What a PostgreSQL restart does to the pool: every server-side connection ends.
+        killer = create_engine_for(POSTGRES_URL)
+        with killer.begin() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": application},
+            ).scalar()
+        killer.dispose()
+        assert ended
+
+        with sessions.begin() as session:
+            IdentityRepository(session).add(
+                Identity(person_number="7", name="D", identity_assurance=AssuranceLevel.LOW)
+            )
+        with sessions() as session:
+            assert IdentityRepository(session).by_person_number("7").name == "D"
+        engine.dispose()

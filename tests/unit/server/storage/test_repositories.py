@@ -1,0 +1,401 @@
+"""Repositories on SQLite and PostgreSQL: constraints, optimistic locking, audit order, JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
+from server.storage.repositories import (
+    AuditRepository,
+    CredentialRepository,
+    IdentityRepository,
+    RateLimitRepository,
+    TransactionRepository,
+)
+from server.storage.tables import (
+    AssuranceLevel,
+    AuditEntry,
+    AuthTransaction,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    Identity,
+    IdentityStatus,
+    ProofingChannel,
+    ProofingRecord,
+    RateLimit,
+)
+
+GENESIS = "0" * 64
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _identity(person_number: str = "0101901234") -> Identity:
+    return Identity(
+        person_number=person_number, name="Karen Blixen", identity_assurance=AssuranceLevel.LOW
+    )
+
+
+def _new_identity(sessions: sessionmaker[Session], person_number: str = "0101901234") -> uuid.UUID:
+    with sessions.begin() as session:
+        return IdentityRepository(session).add(_identity(person_number)).id
+
+
+def _new_credential(sessions: sessionmaker[Session]) -> uuid.UUID:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        credential = Credential(
+            identity_id=identity_id, kind=CredentialKind.CODE_DISPLAY, serial="CD-1"
+        )
+        return CredentialRepository(session).add(credential).id
+
+
+def _entry(prev_hash: str, event: str, seq: int | None = None) -> AuditEntry:
+    digest = hashlib.sha256(f"{prev_hash}|{event}".encode()).hexdigest()
+    return AuditEntry(
+        seq=seq, event=event, actor="system", details={"n": event}, prev_hash=prev_hash, hash=digest
+    )
+
+
+def _fail(
+    repository: RateLimitRepository, key: str, now: dt.datetime, max_failures: int = 5
+) -> RateLimit:
+    return repository.record_failure(
+        key,
+        now,
+        window=dt.timedelta(minutes=15),
+        max_failures=max_failures,
+        lockout=dt.timedelta(hours=1),
+    )
+
+
+def test_identity_round_trips_when_added(sessions: sessionmaker[Session]) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions() as session:
+        identity = IdentityRepository(session).get(identity_id)
+        assert identity.status is IdentityStatus.ACTIVE
+        assert identity.identity_assurance is AssuranceLevel.LOW
+        assert identity.created_at.tzinfo == dt.UTC
+        assert IdentityRepository(session).by_person_number("0101901234").id == identity_id
+
+
+def test_add_raises_duplicate_person_number_when_number_taken(
+    sessions: sessionmaker[Session],
+) -> None:
+    _new_identity(sessions)
+    with sessions() as session:
+        repository = IdentityRepository(session)
+        with pytest.raises(DuplicatePersonNumber):
+            repository.add(_identity())
+        # The failed insert ran in a savepoint: the unit of work goes on.
+        repository.add(_identity("0202902345"))
+        session.commit()
+    with sessions() as session:
+        assert session.scalar(text("SELECT count(*) FROM identities")) == 2
+
+
+def test_lookups_raise_not_found_when_missing(session: Session) -> None:
+    with pytest.raises(NotFound):
+        IdentityRepository(session).get(uuid.uuid4())
+    with pytest.raises(NotFound):
+        IdentityRepository(session).by_person_number("nobody")
+    with pytest.raises(NotFound):
+        CredentialRepository(session).get(uuid.uuid4())
+    with pytest.raises(NotFound):
+        TransactionRepository(session).get(uuid.uuid4())
+
+
+def test_set_status_persists_when_committed(sessions: sessionmaker[Session]) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        IdentityRepository(session).set_status(identity_id, IdentityStatus.SUSPENDED)
+    with sessions() as session:
+        assert IdentityRepository(session).get(identity_id).status is IdentityStatus.SUSPENDED
+
+
+def test_proofing_operator_ids_round_trip_when_stored_as_json(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        IdentityRepository(session).add_proofing(
+            ProofingRecord(
+                identity_id=identity_id,
+                channel=ProofingChannel.SERVICE_CENTRE,
+                document_kind="passport",
+                operator_ids=["op-17", "op-23"],
+                level=AssuranceLevel.HIGH,
+            )
+        )
+    with sessions() as session:
+        (record,) = IdentityRepository(session).proofing_for(identity_id)
+        assert record.operator_ids == ["op-17", "op-23"]
+        assert record.level is AssuranceLevel.HIGH
+
+
+def test_credential_add_raises_not_found_when_identity_missing(session: Session) -> None:
+    with pytest.raises(NotFound):
+        CredentialRepository(session).add(
+            Credential(identity_id=uuid.uuid4(), kind=CredentialKind.FIDO2)
+        )
+
+
+def test_credential_columns_round_trip_when_stored(sessions: sessionmaker[Session]) -> None:
+    identity_id = _new_identity(sessions)
+    ciphertext = bytes(range(256)) + b"\x00\x00"  # NULs and high bytes, as AES-GCM output has
+    public_data = {"credential_id": "q83v", "alg": -7, "transports": ["usb", "nfc"], "rk": True}
+    with sessions.begin() as session:
+        credential_id = (
+            CredentialRepository(session)
+            .add(
+                Credential(
+                    identity_id=identity_id,
+                    kind=CredentialKind.FIDO2,
+                    state=CredentialState.ACTIVE,
+                    label="Blå nøgle",
+                    secret_ciphertext=ciphertext,
+                    public_data=public_data,
+                    counter=2**40,
+                    last_used_window=59_000_000,
+                )
+            )
+            .id
+        )
+    with sessions() as session:
+        stored = CredentialRepository(session).get(credential_id)
+        assert stored.secret_ciphertext == ciphertext
+        assert isinstance(stored.secret_ciphertext, bytes)
+        assert stored.public_data == public_data
+        assert (stored.counter, stored.last_used_window, stored.label) == (
+            2**40,
+            59_000_000,
+            "Blå nøgle",
+        )
+        assert stored.version == 1
+
+
+def test_for_identity_filters_by_state_when_states_given(sessions: sessionmaker[Session]) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        repository = CredentialRepository(session)
+        for kind, state in [
+            (CredentialKind.PASSWORD, CredentialState.ACTIVE),
+            (CredentialKind.CODE_DISPLAY, CredentialState.BLOCKED),
+            (CredentialKind.AUDIO_READER, CredentialState.ORDERED),
+        ]:
+            repository.add(Credential(identity_id=identity_id, kind=kind, state=state))
+    with sessions() as session:
+        repository = CredentialRepository(session)
+        assert len(repository.for_identity(identity_id)) == 3
+        usable = repository.for_identity(identity_id, {CredentialState.ACTIVE})
+        assert [credential.kind for credential in usable] == [CredentialKind.PASSWORD]
+
+
+def test_update_bumps_version_when_nobody_else_wrote(sessions: sessionmaker[Session]) -> None:
+    credential_id = _new_credential(sessions)
+    with sessions.begin() as session:
+        repository = CredentialRepository(session)
+        credential = repository.get(credential_id)
+        credential.failures = 1
+        assert repository.update(credential, expected_version=1).version == 2
+    with sessions() as session:
+        assert CredentialRepository(session).get(credential_id).failures == 1
+
+
+def test_update_raises_stale_write_when_two_sessions_update_same_credential(
+    sessions: sessionmaker[Session],
+) -> None:
+    credential_id = _new_credential(sessions)
+    with sessions() as first, sessions() as second:
+        mine = CredentialRepository(first).get(credential_id)
+        theirs = CredentialRepository(second).get(credential_id)
+        theirs.state = CredentialState.BLOCKED
+        CredentialRepository(second).update(theirs)
+        second.commit()
+
+        mine.failures = 1
+        with pytest.raises(StaleWrite):
+            CredentialRepository(first).update(mine)
+        first.rollback()
+    with sessions() as session:
+        stored = CredentialRepository(session).get(credential_id)
+        assert (stored.state, stored.failures, stored.version) == (CredentialState.BLOCKED, 0, 2)
+
+
+def test_update_raises_stale_write_when_version_read_in_earlier_transaction(
+    sessions: sessionmaker[Session],
+) -> None:
+    credential_id = _new_credential(sessions)
+    with sessions() as first:
+        mine = CredentialRepository(first).get(credential_id)
+        first.commit()  # the read ended, as at the end of an HTTP request
+        with sessions.begin() as second:
+            theirs = CredentialRepository(second).get(credential_id)
+            theirs.counter = 5
+            CredentialRepository(second).update(theirs)
+        mine.counter = 4
+        with pytest.raises(StaleWrite):
+            CredentialRepository(first).update(mine)
+
+
+def test_update_raises_stale_write_when_expected_version_differs(session: Session) -> None:
+    identity = IdentityRepository(session).add(_identity())
+    credential = CredentialRepository(session).add(
+        Credential(identity_id=identity.id, kind=CredentialKind.PIV)
+    )
+    with pytest.raises(StaleWrite):
+        CredentialRepository(session).update(credential, expected_version=7)
+
+
+def test_audit_entries_come_back_in_append_order(sessions: sessionmaker[Session]) -> None:
+    events = [f"event-{n}" for n in range(12)]
+    prev = GENESIS
+    for event in events:
+        with sessions.begin() as session:
+            repository = AuditRepository(session)
+            last = repository.last()
+            assert (last.hash if last else GENESIS) == prev
+            prev = repository.append(_entry(prev, event)).hash
+    with sessions() as session:
+        entries = AuditRepository(session).all_in_order()
+        assert [entry.event for entry in entries] == events
+        assert [entry.seq for entry in entries] == sorted(entry.seq for entry in entries)
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
+        assert entries[0].details == {"n": "event-0"}
+        tail = AuditRepository(session).all_in_order(after_seq=entries[9].seq)
+        assert [entry.event for entry in tail] == events[10:]
+
+
+def test_append_raises_stale_write_when_chain_would_fork(sessions: sessionmaker[Session]) -> None:
+    with sessions() as first, sessions() as second:
+        assert AuditRepository(first).last() is None
+        assert AuditRepository(second).last() is None
+        AuditRepository(second).append(_entry(GENESIS, "theirs"))
+        second.commit()
+        with pytest.raises(StaleWrite):
+            AuditRepository(first).append(_entry(GENESIS, "mine"))
+        first.rollback()
+    with sessions() as session:
+        assert [e.event for e in AuditRepository(session).all_in_order()] == ["theirs"]
+
+
+def test_append_raises_stale_write_when_explicit_seq_is_taken(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        first = AuditRepository(session).append(_entry(GENESIS, "one", seq=1))
+    with sessions() as session:
+        with pytest.raises(StaleWrite):
+            AuditRepository(session).append(_entry(GENESIS.replace("0", "1"), "two", seq=1))
+        AuditRepository(session).append(_entry(first.hash, "two", seq=2))
+        session.commit()
+    with sessions() as session:
+        entries = AuditRepository(session).all_in_order()
+        assert [(e.seq, e.event) for e in entries] == [(1, "one"), (2, "two")]
+
+
+def test_transaction_step_raises_stale_write_when_completed_twice(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        transaction_id = (
+            TransactionRepository(session)
+            .add(
+                AuthTransaction(
+                    service_provider="https://sp.example",
+                    min_level=AssuranceLevel.SUBSTANTIAL,
+                    state="pending",
+                    challenge=b"\x00\xffchallenge",
+                    expires_at=NOW + dt.timedelta(minutes=5),
+                )
+            )
+            .id
+        )
+    with sessions() as first, sessions() as second:
+        mine = TransactionRepository(first).get(transaction_id)
+        theirs = TransactionRepository(second).get(transaction_id)
+        for step in (theirs, mine):
+            step.identity_id = identity_id
+            step.factors = [*step.factors, "password"]
+            step.state = "identified"
+        TransactionRepository(second).update(theirs)
+        second.commit()
+        with pytest.raises(StaleWrite):
+            TransactionRepository(first).update(mine)
+        first.rollback()
+    with sessions() as session:
+        stored = TransactionRepository(session).get(transaction_id)
+        assert (stored.state, stored.factors, stored.version) == ("identified", ["password"], 2)
+        assert stored.challenge == b"\x00\xffchallenge"
+        assert stored.expires_at == NOW + dt.timedelta(minutes=5)
+
+
+def test_delete_expired_removes_only_expired_transactions(session: Session) -> None:
+    repository = TransactionRepository(session)
+    for minutes in (-1, 0, 1):
+        repository.add(
+            AuthTransaction(
+                service_provider="sp",
+                min_level=AssuranceLevel.LOW,
+                state="pending",
+                expires_at=NOW + dt.timedelta(minutes=minutes),
+            )
+        )
+    assert repository.delete_expired(NOW) == 2
+
+
+def test_record_failure_locks_when_max_failures_reached(session: Session) -> None:
+    repository = RateLimitRepository(session)
+    limits = {
+        "window": dt.timedelta(minutes=15),
+        "max_failures": 3,
+        "lockout": dt.timedelta(hours=1),
+    }
+    for n in (1, 2):
+        state = repository.record_failure("otp:abc", NOW + dt.timedelta(seconds=n), **limits)
+        assert (state.failures, state.locked_until) == (n, None)
+    state = repository.record_failure("otp:abc", NOW + dt.timedelta(seconds=3), **limits)
+    assert state.failures == 3
+    assert state.locked_until == NOW + dt.timedelta(seconds=3, hours=1)
+    assert state.window_start == NOW + dt.timedelta(seconds=1)
+    stored = repository.get("otp:abc")
+    assert stored is not None
+    assert stored.failures == 3
+
+
+def test_record_failure_starts_new_window_when_window_elapsed(session: Session) -> None:
+    repository = RateLimitRepository(session)
+    limits = {
+        "window": dt.timedelta(minutes=15),
+        "max_failures": 5,
+        "lockout": dt.timedelta(hours=1),
+    }
+    repository.record_failure("pw:x", NOW, **limits)
+    repository.record_failure("pw:x", NOW + dt.timedelta(minutes=1), **limits)
+    later = NOW + dt.timedelta(minutes=16)
+    state = repository.record_failure("pw:x", later, **limits)
+    assert (state.failures, state.window_start) == (1, later)
+
+
+def test_record_failure_locks_at_once_when_max_failures_is_one(session: Session) -> None:
+    state = RateLimitRepository(session).record_failure(
+        "k", NOW, window=dt.timedelta(minutes=1), max_failures=1, lockout=dt.timedelta(minutes=5)
+    )
+    assert state.locked_until == NOW + dt.timedelta(minutes=5)
+
+
+def test_reset_forgets_failures_when_called(session: Session) -> None:
+    repository = RateLimitRepository(session)
+    repository.record_failure(
+        "k", NOW, window=dt.timedelta(minutes=1), max_failures=3, lockout=dt.timedelta(minutes=5)
+    )
+    repository.reset("k")
+    assert repository.get("k") is None
