@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import text
 
 from server.api import problems
+from server.api.deps import build_services
+from server.api.routers import ROUTERS
 from server.services.errors import DomainError
 from server.settings import Settings
 from server.storage.engine import create_engine_for, migrate, session_factory
@@ -46,7 +48,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
+    app.state.services = build_services(settings, app.state.sessions)
     problems.install(app, DomainError)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.middleware("http")
     async def security_headers(

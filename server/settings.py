@@ -24,6 +24,16 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default_factory=_default_database_url)
     kek_file: Path = Field(default_factory=_default_kek_file)
+    # Keys the service makes on first start when the files are missing (mode 0600).
+    pseudonym_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "pseudonym.key")
+    signing_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "signing-key.pem")
+    create_keys: bool = True
+    issuer: str = "http://localhost:8000"
+    assertion_lifetime_s: int = Field(default=300, ge=30, le=3600)
+    transaction_lifetime_s: int = Field(default=600, ge=30, le=3600)
+    # Where FIDO2 ceremonies happen: the relying party id and the origins allowed.
+    rp_id: str = "localhost"
+    rp_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)

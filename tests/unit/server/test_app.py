@@ -16,7 +16,12 @@ from tests.unit.server.storage.databases import postgres_schema
 @pytest.fixture(params=["sqlite", "postgresql"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
     def build(url: str) -> Iterator[TestClient]:
-        settings = Settings(database_url=url, kek_file=tmp_path / "kek.bin")
+        settings = Settings(
+            database_url=url,
+            kek_file=tmp_path / "kek.bin",
+            pseudonym_key_file=tmp_path / "pseudonym.key",
+            signing_key_file=tmp_path / "signing.pem",
+        )
         with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
             yield test_client
 
