@@ -1,0 +1,302 @@
+"""Authentication transactions: begin -> identify -> factors -> complete, persisted between
+steps, with the assurance level computed from the factor set, step-up when it is too low,
+rate limits, and the signed assertion a service provider receives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from server.services.assurance import AuthenticatorKind, Level, authenticator_level, loa
+from server.services.errors import DomainError
+from server.services.pseudonyms import Pseudonyms
+from server.services.tokens_jwt import AssertionSigner
+from server.storage.errors import NotFound
+from server.storage.repositories import (
+    IdentityRepository,
+    RateLimitRepository,
+    TransactionRepository,
+)
+from server.storage.tables import AssuranceLevel, AuthTransaction, IdentityStatus
+
+# The transaction's state machine, checked below at import.
+STARTED, IDENTIFIED, COMPLETED, FAILED = "started", "identified", "completed", "failed"
+TRANSITIONS: dict[str, frozenset[str]] = {
+    STARTED: frozenset({IDENTIFIED, FAILED}),
+    IDENTIFIED: frozenset({IDENTIFIED, COMPLETED, FAILED}),
+    COMPLETED: frozenset(),
+    FAILED: frozenset(),
+}
+assert set().union(*TRANSITIONS.values()) <= TRANSITIONS.keys()  # noqa: S101 - import-time check
+
+ACCOUNT_MAX_FAILURES = 100  # NIST SP 800-63B 5.2.2: at most 100 consecutive failures
+SOURCE_MAX_FAILURES = 20  # per source address and 10 minutes: slows one attacker, locks no one
+SOURCE_WINDOW = dt.timedelta(minutes=10)
+ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
+
+_LEVELS = {
+    Level.LOW: AssuranceLevel.LOW,
+    Level.SUBSTANTIAL: AssuranceLevel.SUBSTANTIAL,
+    Level.HIGH: AssuranceLevel.HIGH,
+}
+_FROM_STORED = {stored: level for level, stored in _LEVELS.items()}
+
+
+class TransactionUnknown(DomainError):
+    code = "not-found"
+
+
+class TransactionExpired(DomainError):
+    code = "transaction-expired"
+
+
+class TransactionClosed(DomainError):
+    code = "conflict"
+
+
+class AuthenticationFailed(DomainError):
+    """One answer for every failed factor, whatever the reason, so an attacker cannot learn
+    whether an account exists or which part was wrong."""
+
+    code = "verification-failed"
+
+
+class Throttled(DomainError):
+    code = "rate-limited"
+
+
+class AccountLocked(DomainError):
+    code = "locked"
+
+
+class StepUpRequired(DomainError):
+    code = "step-up-required"
+
+    def __init__(self, achieved: Level, required: Level) -> None:
+        super().__init__(
+            f"level {achieved.name} below {required.name}",
+            detail=f"this service needs level {required.name.lower()}: add another factor",
+        )
+        self.achieved = achieved
+        self.required = required
+
+
+FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
+"""Verifies one factor for an identity: raises a DomainError, or returns what it proved."""
+
+
+@dataclass(frozen=True)
+class FactorResult:
+    """A factor's result. A failure is returned, not raised, so that the caller commits what
+    the failure changed (counters, rate limits, audit) before it answers."""
+
+    factors: list[str]
+    failure: AuthenticationFailed | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    transaction: AuthTransaction
+    level: Level
+    assertion: str | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class AuthenticationService:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        signer: AssertionSigner,
+        pseudonyms: Pseudonyms,
+        issuer: str,
+        transaction_lifetime: dt.timedelta = dt.timedelta(minutes=10),
+        assertion_lifetime: dt.timedelta = dt.timedelta(minutes=5),
+        audit: Callable[[str, dict[str, Any]], None] = lambda event, details: None,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.session = session
+        self.transactions = TransactionRepository(session)
+        self.identities = IdentityRepository(session)
+        self.limits = RateLimitRepository(session)
+        self.signer = signer
+        self.pseudonyms = pseudonyms
+        self.issuer = issuer
+        self.transaction_lifetime = transaction_lifetime
+        self.assertion_lifetime = assertion_lifetime
+        self.audit = audit
+        self.clock = clock
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def begin(self, provider: str, min_level: Level) -> AuthTransaction:
+        now = self.clock()
+        transaction = AuthTransaction(
+            service_provider=provider,
+            min_level=_LEVELS[min_level],
+            state=STARTED,
+            factors=[],
+            challenge=secrets.token_bytes(32),
+            created_at=now,
+            expires_at=now + self.transaction_lifetime,
+        )
+        self.transactions.add(transaction)
+        self.audit(
+            "authentication.begin", {"transaction": str(transaction.id), "provider": provider}
+        )
+        return transaction
+
+    def _open(self, transaction_id: uuid.UUID) -> AuthTransaction:
+        try:
+            transaction = self.transactions.get(transaction_id)
+        except NotFound as exc:
+            raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        if transaction.state in (COMPLETED, FAILED):
+            raise TransactionClosed("transaction closed", detail="this login is finished")
+        if self.clock() >= transaction.expires_at:
+            raise TransactionExpired("transaction expired", detail="the login took too long")
+        return transaction
+
+    def _move(self, transaction: AuthTransaction, state: str) -> None:
+        if state not in TRANSITIONS[transaction.state]:
+            raise TransactionClosed(f"{transaction.state} -> {state}", detail="not now")
+        transaction.state = state
+
+    def identify(self, transaction_id: uuid.UUID, identity_id: uuid.UUID | None) -> None:
+        """Bind the transaction to the person logging in. ``None`` (no such person) is
+        accepted the same way, so the answer never tells whether an account exists; every
+        factor will then fail."""
+        transaction = self._open(transaction_id)
+        if transaction.factors:
+            raise TransactionClosed("identified already", detail="the login has begun")
+        transaction.identity_id = identity_id
+        self._move(transaction, IDENTIFIED)
+        self.transactions.update(transaction)
+
+    def verify_factor(
+        self,
+        transaction_id: uuid.UUID,
+        check: FactorCheck,
+        submitted: dict[str, Any],
+        *,
+        source: str,
+    ) -> FactorResult:
+        """Check one factor; the result holds the factors proven so far, or the failure."""
+        transaction = self._open(transaction_id)
+        if transaction.state != IDENTIFIED:
+            raise TransactionClosed("not identified", detail="say who is logging in first")
+        now = self.clock()
+        self._throttle(f"source:{source}", now)
+        identity_id = transaction.identity_id
+        if identity_id is not None:
+            self._account_open(identity_id, now)
+        try:
+            if identity_id is None:
+                raise AuthenticationFailed("no such identity")
+            identity = self.identities.get(identity_id)
+            if identity.status is not IdentityStatus.ACTIVE:
+                raise AuthenticationFailed("identity not active")
+            kind = check(self.session, identity_id, submitted)
+        except DomainError as exc:
+            self._failure(transaction, identity_id, source, now, type(exc).__name__)
+            return FactorResult(
+                list(transaction.factors),
+                AuthenticationFailed(
+                    str(exc), detail="the login did not succeed; check what you entered"
+                ),
+            )
+        self.limits.reset(f"account:{identity_id}")
+        transaction.factors = sorted({*transaction.factors, kind.value})
+        self._move(transaction, IDENTIFIED)
+        self.transactions.update(transaction)
+        self.audit(
+            "authentication.factor",
+            {"transaction": str(transaction.id), "factor": kind.value, "result": "ok"},
+        )
+        return FactorResult(list(transaction.factors))
+
+    def complete(self, transaction_id: uuid.UUID) -> Outcome:
+        """The assertion, when the factors reach the level the provider asked for."""
+        transaction = self._open(transaction_id)
+        if transaction.identity_id is None or not transaction.factors:
+            raise StepUpRequired(Level.LOW, _FROM_STORED[transaction.min_level])
+        identity = self.identities.get(transaction.identity_id)
+        factors = {AuthenticatorKind(kind) for kind in transaction.factors}
+        aal = authenticator_level(factors)
+        ial = _FROM_STORED[identity.identity_assurance]
+        level = loa(ial, aal)
+        required = _FROM_STORED[transaction.min_level]
+        if level < required:
+            raise StepUpRequired(level, required)
+        now = self.clock()
+        claims = {
+            "iss": self.issuer,
+            "sub": str(self.pseudonyms.pseudonym(identity.id, transaction.service_provider)),
+            "aud": transaction.service_provider,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.assertion_lifetime).timestamp()),
+            "auth_time": int(now.timestamp()),
+            "loa": level.name.lower(),
+            "ial": ial.name.lower(),
+            "aal": aal.name.lower(),
+            "amr": sorted(transaction.factors),
+            "txn": str(transaction.id),
+            "name": identity.name,
+        }
+        self._move(transaction, COMPLETED)
+        self.transactions.update(transaction)
+        self.audit(
+            "authentication.complete",
+            {"transaction": str(transaction.id), "level": level.name.lower()},
+        )
+        return Outcome(transaction, level, self.signer.sign(claims))
+
+    # --- limits ---------------------------------------------------------------------------
+
+    def _throttle(self, key: str, now: dt.datetime) -> None:
+        limit = self.limits.get(key)
+        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
+            raise Throttled("source throttled", detail="too many attempts; wait and try again")
+
+    def _account_open(self, identity_id: uuid.UUID, now: dt.datetime) -> None:
+        limit = self.limits.get(f"account:{identity_id}")
+        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
+            # The same answer as any failure: a lock must not reveal that the account exists.
+            raise AuthenticationFailed("account locked", detail="the login did not succeed")
+
+    def _failure(
+        self,
+        transaction: AuthTransaction,
+        identity_id: uuid.UUID | None,
+        source: str,
+        now: dt.datetime,
+        reason: str,
+    ) -> None:
+        self.limits.record_failure(
+            f"source:{source}",
+            now,
+            window=SOURCE_WINDOW,
+            max_failures=SOURCE_MAX_FAILURES,
+            lockout=SOURCE_WINDOW,
+        )
+        if identity_id is not None:
+            self.limits.record_failure(
+                f"account:{identity_id}",
+                now,
+                window=ACCOUNT_LOCKOUT * 365,  # consecutive failures: only a success resets
+                max_failures=ACCOUNT_MAX_FAILURES,
+                lockout=ACCOUNT_LOCKOUT,
+            )
+        self.audit(
+            "authentication.factor",
+            {"transaction": str(transaction.id), "result": "failed", "reason": reason},
+        )

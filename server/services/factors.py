@@ -1,0 +1,148 @@
+"""Factor checks for authentication transactions: each finds the identity's active credential
+of its kind, runs the pure verifier on the stored verification state, and saves the state the
+verifier returns (counters, drift, failures, replay window) whatever the outcome.
+
+Stored convention for OTP credentials: the seed (or Yubico AES key) is in ``secret_ciphertext``
+sealed by the SecretBox with context ``credential:<id>``; ``public_data`` holds ``algorithm``
+(totp, hotp, yubico), ``digits``, ``step``, ``hash``, and for Yubico OTP ``public_id`` and
+``private_id`` (hex); ``counter``, ``drift``, ``last_used_window`` and ``failures`` are columns.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from devices.protocol.otp import HashAlg
+from server.services.assurance import AuthenticatorKind
+from server.services.errors import DomainError
+from server.services.secretbox import SecretBox
+from server.services.verifiers import (
+    HotpState,
+    TotpState,
+    VerificationFailed,
+    YubicoState,
+    verify_hotp,
+    verify_totp,
+    verify_yubico,
+)
+from server.storage.repositories import CredentialRepository
+from server.storage.tables import Credential, CredentialKind, CredentialState
+
+OTP_KINDS = {
+    CredentialKind.CODE_DISPLAY: AuthenticatorKind.CODE_DISPLAY,
+    CredentialKind.AUDIO_READER: AuthenticatorKind.AUDIO_READER,
+    CredentialKind.OTP_TOKEN: AuthenticatorKind.OTP_TOKEN,
+}
+
+
+class NoSuchFactor(DomainError):
+    code = "verification-failed"
+
+
+class FactorRejected(DomainError):
+    """A verifier said no; ``reason`` is its stable code (for the audit log, not the user)."""
+
+    code = "verification-failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, detail="the login did not succeed")
+        self.reason = reason
+
+
+def _active(
+    session: Session, identity_id: uuid.UUID, kinds: set[CredentialKind]
+) -> list[Credential]:
+    credentials = CredentialRepository(session).for_identity(
+        identity_id, states=[CredentialState.ACTIVE]
+    )
+    return [c for c in credentials if c.kind in kinds]
+
+
+def _verify_otp(credential: Credential, secret: bytes, code: str, at: float) -> None:
+    data = credential.public_data
+    algorithm = data.get("algorithm", "totp")
+    if algorithm == "totp":
+        totp = verify_totp(
+            TotpState(
+                secret=secret,
+                digits=int(data.get("digits", 6)),
+                step=int(data.get("step", 30)),
+                alg=HashAlg(data.get("hash", "SHA1")),
+                drift_steps=credential.drift,
+                last_window=credential.last_used_window,
+                failures=credential.failures,
+            ),
+            code,
+            at,
+        )
+        credential.drift, credential.last_used_window = totp.drift_steps, totp.last_window
+        credential.failures = totp.failures
+    elif algorithm == "hotp":
+        hotp = verify_hotp(
+            HotpState(
+                secret=secret,
+                digits=int(data.get("digits", 6)),
+                alg=HashAlg(data.get("hash", "SHA1")),
+                counter=credential.counter,
+                failures=credential.failures,
+            ),
+            code,
+        )
+        credential.counter, credential.failures = hotp.counter, hotp.failures
+    else:
+        yubico = verify_yubico(
+            YubicoState(
+                aes_key=secret,
+                public_id=bytes.fromhex(data["public_id"]),
+                private_id=bytes.fromhex(data["private_id"]),
+                usage_counter=credential.counter >> 8,
+                session_counter=credential.counter & 0xFF,
+            ),
+            code,
+        )
+        credential.counter = (yubico.usage_counter << 8) | yubico.session_counter
+
+
+def _save_failure_state(credential: Credential, exc: VerificationFailed[Any]) -> None:
+    state = exc.state
+    for field in ("failures", "counter", "drift_steps", "last_window"):
+        if hasattr(state, field):
+            value = getattr(state, field)
+            column = {"drift_steps": "drift", "last_window": "last_used_window"}.get(field, field)
+            setattr(credential, column, value)
+
+
+def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., AuthenticatorKind]:
+    """A check for ``{"code": "..."}`` against the identity's active OTP credentials."""
+
+    def check(
+        session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AuthenticatorKind:
+        code = str(submitted.get("code", ""))
+        candidates = _active(session, identity_id, set(OTP_KINDS))
+        if not candidates:
+            raise NoSuchFactor("no active OTP credential")
+        repository = CredentialRepository(session)
+        last: VerificationFailed[Any] | None = None
+        for credential in candidates:
+            secret = secrets.open(
+                credential.secret_ciphertext or b"", context=f"credential:{credential.id}"
+            )
+            try:
+                _verify_otp(credential, secret, code, clock())
+            except VerificationFailed as exc:
+                _save_failure_state(credential, exc)
+                if exc.code == "credential-blocked":
+                    credential.state = CredentialState.BLOCKED
+                repository.update(credential)
+                last = exc
+                continue
+            repository.update(credential)
+            return OTP_KINDS[credential.kind]
+        raise FactorRejected(last.code if last else "no-match")
+
+    return check
