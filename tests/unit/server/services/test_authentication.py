@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -34,12 +33,6 @@ from server.storage.tables import (
     Identity,
     IdentityStatus,
 )
-from tests.unit.server.storage.conftest import (  # noqa: F401 - fixtures
-    database_url,
-    empty_engine,
-    engine,
-    sessions,
-)
 
 SEED = b"12345678901234567890"
 START = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
@@ -59,8 +52,8 @@ class Clock:
 @pytest.fixture
 def world(
     sessions: sessionmaker[Session],
-    tmp_path: Path,  # noqa: F811 - fixture
-) -> Iterator[tuple[sessionmaker[Session], uuid.UUID, SecretBox, Clock]]:
+    tmp_path: Path,
+) -> tuple[sessionmaker[Session], uuid.UUID, SecretBox, Clock]:
     box = SecretBox.from_file(tmp_path / "kek.bin", create=True)
     with sessions() as session, session.begin():
         identity = IdentityRepository(session).add(
@@ -84,7 +77,7 @@ def world(
             )
         )
         identity_id = identity.id
-    yield sessions, identity_id, box, Clock()
+    return sessions, identity_id, box, Clock()
 
 
 def service(session: Session, clock: Clock, tmp_path: Path) -> AuthenticationService:
