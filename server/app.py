@@ -16,6 +16,7 @@ from server.api.routers import ROUTERS
 from server.services.errors import DomainError
 from server.settings import Settings
 from server.storage.engine import create_engine_for, migrate, session_factory
+from server.storage.errors import StorageError
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = session_factory(engine)
     app.state.services = build_services(settings, app.state.sessions)
-    problems.install(app, DomainError)
+    problems.install(app, DomainError, StorageError)
     for router in ROUTERS:
         app.include_router(router)
 

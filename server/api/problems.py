@@ -38,6 +38,20 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "verification-failed": 401,
     "wrong-password": 401,
+    # Identity and credential lifecycles (server/services/lifecycle_errors.py).
+    "identity-not-found": 404,
+    "credential-not-found": 404,
+    "token-not-found": 404,
+    "invalid-transition": 409,
+    "identity-not-active": 409,
+    "credential-limit-reached": 409,
+    "conflicting-credential": 409,
+    "duplicate-serial": 409,
+    "concurrent-change": 409,
+    "insufficient-proofing": 422,
+    "unsupported-credential": 422,
+    "invalid-token-batch": 400,
+    "activation-code-rejected": 400,
     # The server's own faults, not the client's.
     "secret-unreadable": 500,
     "key-material-rejected": 500,
@@ -71,14 +85,28 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, str(exc.detail))
 
 
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    # Storage errors carry no public text of their own: answer with fixed words.
+    name = type(exc).__name__
+    if name == "NotFound":
+        return problem(404, "not-found", "Not found")
+    if name == "DuplicatePersonNumber":
+        return problem(409, "duplicate-person-number", "This person is enrolled already")
+    if name == "StaleWrite":
+        return problem(409, "conflict", "Changed by someone else meanwhile; try again")
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected failure answering %s %s", request.method, request.url.path)
     return problem(500, "internal", "Something went wrong on our side")
 
 
-def install(app: FastAPI, domain_error: type[Exception]) -> None:
-    """Map errors to problem+json in one place; ``domain_error`` is the services' base."""
+def install(app: FastAPI, domain_error: type[Exception], storage_error: type[Exception]) -> None:
+    """Map errors to problem+json in one place; ``domain_error`` is the services' base,
+    ``storage_error`` the storage layer's."""
     app.add_exception_handler(domain_error, _domain_error)
+    app.add_exception_handler(storage_error, _storage_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

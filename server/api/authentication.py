@@ -1,0 +1,163 @@
+"""Routes of the authentication transaction (begin, identify, factors, complete) and the JWKS
+a service provider verifies the assertion with."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from server.api.deps import Services, ServicesDep, SessionDep
+from server.api.problems import problem
+from server.services.assurance import Level
+from server.services.authentication import AuthenticationService, StepUpRequired
+from server.services.errors import InvalidPersonNumber
+from server.services.factors import otp_check
+from server.services.person_number import PersonNumber
+from server.storage.errors import NotFound
+from server.storage.repositories import IdentityRepository
+
+router = APIRouter(tags=["authentication"])
+
+LevelName = Literal["low", "substantial", "high"]
+_LEVELS: dict[str, Level] = {"low": Level.LOW, "substantial": Level.SUBSTANTIAL, "high": Level.HIGH}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BeginRequest(Strict):
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    min_level: LevelName = "low"
+
+
+class TransactionView(Strict):
+    id: uuid.UUID
+    state: str
+    expires_at: dt.datetime
+    factors: list[str]
+
+
+class IdentifyRequest(Strict):
+    person_number: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+
+
+class CodeRequest(Strict):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class FactorsView(Strict):
+    factors: list[str]
+
+
+class AssertionView(Strict):
+    assertion: str
+    level: LevelName
+    token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
+
+
+def _service(session: Any, services: Services) -> AuthenticationService:
+    settings = services.settings
+    return AuthenticationService(
+        session,
+        signer=services.signer,
+        pseudonyms=services.pseudonyms,
+        issuer=settings.issuer,
+        transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
+        assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
+    )
+
+
+@router.post("/authentications", status_code=201, response_model=TransactionView)
+def begin(body: BeginRequest, session: SessionDep, services: ServicesDep) -> TransactionView:
+    """A service provider starts a login and says the level it needs."""
+    transaction = _service(session, services).begin(body.provider, _LEVELS[body.min_level])
+    return TransactionView(
+        id=transaction.id,
+        state=transaction.state,
+        expires_at=transaction.expires_at,
+        factors=list(transaction.factors),
+    )
+
+
+@router.post("/authentications/{transaction_id}/identify", response_model=FactorsView)
+def identify(
+    transaction_id: uuid.UUID, body: IdentifyRequest, session: SessionDep, services: ServicesDep
+) -> FactorsView:
+    """Say who logs in. The answer is the same whether or not the person exists."""
+    identity_id = None
+    try:
+        number = PersonNumber.parse(body.person_number)
+    except InvalidPersonNumber:
+        number = None
+    if number is not None:
+        try:
+            identity_id = IdentityRepository(session).by_person_number(number.digits).id
+        except NotFound:
+            identity_id = None
+    _service(session, services).identify(transaction_id, identity_id)
+    return FactorsView(factors=[])
+
+
+@router.post(
+    "/authentications/{transaction_id}/otp",
+    response_model=FactorsView,
+    responses={401: {"description": "the code was not accepted (problem+json)"}},
+)
+def one_time_code(
+    transaction_id: uuid.UUID,
+    body: CodeRequest,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+) -> FactorsView | JSONResponse:
+    """A code from a code display, an audio code reader or an OTP token."""
+    source = request.client.host if request.client else "unknown"
+    result = _service(session, services).verify_factor(
+        transaction_id,
+        otp_check(services.secrets, services.clock),
+        {"code": body.code},
+        source=source,
+    )
+    if result.failure is not None:
+        # Returned, not raised: the failure's counters and limits are committed first.
+        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
+    return FactorsView(factors=result.factors)
+
+
+@router.post(
+    "/authentications/{transaction_id}/complete",
+    response_model=AssertionView,
+    responses={403: {"description": "the factors do not reach the level (step up)"}},
+)
+def complete(
+    transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep
+) -> AssertionView | JSONResponse:
+    """The signed assertion for the service provider, or a request to step up."""
+    try:
+        outcome = _service(session, services).complete(transaction_id)
+    except StepUpRequired as exc:
+        return problem(
+            403,
+            exc.code,
+            "Step up required",
+            exc.detail,
+            achieved=exc.achieved.name.lower(),
+            required=exc.required.name.lower(),
+        )
+    assert outcome.assertion is not None  # noqa: S101 - complete() always signs on success
+    return AssertionView(
+        assertion=outcome.assertion,
+        level=outcome.level.name.lower(),  # type: ignore[arg-type]
+    )
+
+
+@router.get("/.well-known/jwks.json", tags=["discovery"])
+def jwks(services: ServicesDep) -> dict[str, Any]:
+    """The public keys that verify assertions."""
+    return dict(services.signer.jwks())

@@ -1,0 +1,172 @@
+"""The authentication API over HTTP on SQLite and PostgreSQL: a whole login, failures that say
+nothing about accounts, step-up, JWKS, and 4xx (never 500) for malformed requests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from devices.protocol.otp import totp
+from server.app import create_app
+from server.services.secretbox import SecretBox
+from server.settings import Settings
+from server.storage.repositories import CredentialRepository, IdentityRepository
+from server.storage.tables import (
+    AssuranceLevel,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    Identity,
+    IdentityStatus,
+)
+from tests.unit.server.storage.databases import postgres_schema
+
+SEED = b"12345678901234567890"
+PERSON = "0101901234"
+PROVIDER = "https://sp.example"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    def build(url: str) -> Iterator[TestClient]:
+        settings = Settings(
+            database_url=url,
+            kek_file=tmp_path / "kek.bin",
+            pseudonym_key_file=tmp_path / "pseudonym.key",
+            signing_key_file=tmp_path / "signing.pem",
+        )
+        app = create_app(settings)
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            seed_identity(app.state.services.sessions, tmp_path / "kek.bin")
+            yield test_client
+
+    if request.param == "sqlite":
+        yield from build(f"sqlite+pysqlite:///{tmp_path / 'auth.db'}")
+    else:
+        with postgres_schema() as url:
+            yield from build(url)
+
+
+def seed_identity(sessions: Any, kek: Path) -> None:
+    box = SecretBox.from_file(kek)
+    with sessions() as session, session.begin():
+        identity = IdentityRepository(session).add(
+            Identity(
+                person_number=PERSON,
+                name="Test Person",
+                status=IdentityStatus.ACTIVE,
+                identity_assurance=AssuranceLevel.SUBSTANTIAL,
+            )
+        )
+        credential_id = uuid.uuid4()
+        CredentialRepository(session).add(
+            Credential(
+                id=credential_id,
+                identity_id=identity.id,
+                kind=CredentialKind.CODE_DISPLAY,
+                state=CredentialState.ACTIVE,
+                serial="1000000001",
+                secret_ciphertext=box.seal(SEED, context=f"credential:{credential_id}"),
+                public_data={"algorithm": "totp", "digits": 6, "step": 30, "hash": "SHA1"},
+            )
+        )
+
+
+def start(client: TestClient, person: str = PERSON, level: str = "low") -> str:
+    begun = client.post("/authentications", json={"provider": PROVIDER, "min_level": level})
+    assert begun.status_code == 201, begun.text
+    transaction = str(begun.json()["id"])
+    identified = client.post(
+        f"/authentications/{transaction}/identify", json={"person_number": person}
+    )
+    assert identified.status_code == 200, identified.text
+    return transaction
+
+
+def test_whole_login_gives_an_assertion_that_verifies_with_the_jwks(client: TestClient) -> None:
+    transaction = start(client)
+    accepted = client.post(
+        f"/authentications/{transaction}/otp", json={"code": totp(SEED, time.time())}
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json() == {"factors": ["code_display"]}
+    done = client.post(f"/authentications/{transaction}/complete")
+    assert done.status_code == 200, done.text
+    keys = client.get("/.well-known/jwks.json").json()
+    claims = jwt.decode(
+        done.json()["assertion"],
+        jwt.PyJWK(keys["keys"][0]),
+        algorithms=["ES256"],
+        audience=PROVIDER,
+    )
+    assert claims["loa"] == done.json()["level"] == "low"
+    assert claims["amr"] == ["code_display"]
+    # The transaction is finished: it cannot be completed twice.
+    again = client.post(f"/authentications/{transaction}/complete")
+    assert again.status_code == 409
+
+
+def test_wrong_code_and_unknown_person_get_the_same_answer(client: TestClient) -> None:
+    wrong = client.post(f"/authentications/{start(client)}/otp", json={"code": "000000"})
+    unknown = client.post(
+        f"/authentications/{start(client, person='0202024321')}/otp", json={"code": "000000"}
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.headers["content-type"] == "application/problem+json"
+    assert wrong.json() == unknown.json()
+    assert "000000" not in wrong.text
+
+
+def test_level_too_low_asks_to_step_up(client: TestClient) -> None:
+    transaction = start(client, level="substantial")
+    client.post(f"/authentications/{transaction}/otp", json={"code": totp(SEED, time.time())})
+    answer = client.post(f"/authentications/{transaction}/complete")
+    assert answer.status_code == 403
+    assert answer.json()["achieved"] == "low"
+    assert answer.json()["required"] == "substantial"
+
+
+GARBAGE: list[Any] = [
+    None,
+    "not json at all",
+    [],
+    {},
+    {"provider": 5},
+    {"provider": "x" * 1000},
+    {"provider": "ok", "min_level": "ultra"},
+    {"provider": "ok", "extra": True},
+    {"person_number": None},
+    {"code": ""},
+    {"code": "1" * 100},
+]
+
+
+@pytest.mark.parametrize("path", ["begin", "identify", "otp", "complete"])
+@pytest.mark.parametrize("body", GARBAGE)
+def test_malformed_requests_get_a_4xx_never_a_500(client: TestClient, path: str, body: Any) -> None:
+    transaction = start(client)
+    url = {
+        "begin": "/authentications",
+        "identify": f"/authentications/{transaction}/identify",
+        "otp": f"/authentications/{transaction}/otp",
+        "complete": f"/authentications/{transaction}/complete",
+    }[path]
+    if isinstance(body, str):
+        answer = client.post(url, content=body, headers={"content-type": "application/json"})
+    else:
+        answer = client.post(url, json=body)
+    assert 400 <= answer.status_code < 500, answer.text
+
+
+@pytest.mark.parametrize("transaction", ["not-a-uuid", str(uuid.uuid4())])
+def test_unknown_or_malformed_transaction_ids_are_4xx(client: TestClient, transaction: str) -> None:
+    answer = client.post(f"/authentications/{transaction}/otp", json={"code": "123456"})
+    assert answer.status_code in (404, 422)
+    assert answer.headers["content-type"] == "application/problem+json"
