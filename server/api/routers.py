@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from server.api.authentication import router as authentication_router
+
+ROUTERS: list[APIRouter] = [authentication_router]
