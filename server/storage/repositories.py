@@ -34,9 +34,12 @@ _PG_CONFLICT_STATES = frozenset({"40001", "40P01"})
 def _is_write_conflict(exc: OperationalError) -> bool:
     orig = exc.orig
     # In WAL mode a transaction that read an older snapshot may not write after another
-    # connection committed: SQLite's form of "someone changed it since you read it".
+    # connection committed (BUSY_SNAPSHOT): SQLite's form of "someone changed it since you
+    # read it". A reading transaction that wants to write while another holds the write lock
+    # gets plain BUSY at once, without waiting: it must restart just the same.
     if isinstance(orig, sqlite3.OperationalError):
-        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY_SNAPSHOT
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
     return getattr(orig, "sqlstate", None) in _PG_CONFLICT_STATES
 
 

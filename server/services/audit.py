@@ -1,0 +1,213 @@
+"""The audit log service: appends hash-chained events inside the caller's transaction and verifies
+the stored chain (``audit_chain`` does the hashing, ``AuditRepository`` the storage)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.services.audit_chain import (
+    GENESIS,
+    AuditRecord,
+    JsonValue,
+    record_hash,
+    validate_details,
+    verify,
+)
+from server.services.errors import AuditChainBroken, AuditDetailsRefused, Breakage
+from server.storage.errors import StaleWrite
+from server.storage.repositories import AuditRepository
+from server.storage.tables import AuditEntry
+
+# The column widths of ``audit_entries``: PostgreSQL enforces them and SQLite does not, so they
+# are checked here to make both databases refuse the same events.
+FIELD_LIMITS = {"event": 64, "actor": 128, "subject": 128}
+DEFAULT_ATTEMPTS = 5
+
+StoredEntry = tuple[AuditRecord, str, str]
+
+
+def format_at(moment: dt.datetime) -> str:
+    """The one text form of an entry's time that the hash covers: UTC, always microseconds.
+
+    Both databases keep microseconds exactly, so the time read back formats to the same text.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("audit times are timezone-aware")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+class AuditLog:
+    """Appends events to the audit log within the caller's transaction (``session``).
+
+    Concurrency: appends are serialised by the chain itself. Two transactions that both read the
+    same last entry cannot both append after it (``prev_hash`` and ``seq`` are unique), so the
+    later one raises ``StaleWrite`` from ``append`` and its transaction must be rolled back. The
+    caller then retries the *whole* transaction: the event belongs with the change it records,
+    so the audit entry alone is never retried. Events that stand alone use
+    ``append_with_retry``, which opens its own transactions. On SQLite a transaction that read
+    before another one committed an entry also gets ``StaleWrite`` (its snapshot is stale).
+
+    ``clock`` returns seconds since the epoch (``time.time``, as ``Services.clock``).
+    """
+
+    def __init__(self, session: Session, clock: Callable[[], float] = time.time) -> None:
+        self._session = session
+        self._clock = clock
+        self._entries = AuditRepository(session)
+
+    def append(
+        self, event: str, *, actor: str, subject: str, details: Mapping[str, JsonValue]
+    ) -> AuditEntry:
+        """Chain one event after the last entry and add it to the session (flushed).
+
+        Raises ``AuditDetailsRefused`` (nothing is written) when ``details`` holds a
+        secret-looking key or a value that is not plain JSON, ``ValueError`` when a field is
+        longer than its column, and ``StaleWrite`` when another transaction appended first.
+        """
+        validate_details(details)
+        for name, value in (("event", event), ("actor", actor), ("subject", subject)):
+            if len(value) > FIELD_LIMITS[name]:
+                raise ValueError(f"audit {name} is longer than {FIELD_LIMITS[name]} characters")
+        last = self._entries.last()
+        seq = last.seq + 1 if last is not None else 1
+        prev_hash = last.hash if last is not None else GENESIS
+        at = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        record = AuditRecord(
+            seq=seq,
+            at=format_at(at),
+            event=event,
+            actor=actor,
+            subject=subject,
+            details=dict(details),
+        )
+        entry = AuditEntry(
+            seq=seq,
+            at=at,
+            event=event,
+            actor=actor,
+            subject=subject,
+            details=record.details,
+            prev_hash=prev_hash,
+            hash=record_hash(prev_hash, record),
+        )
+        return self._entries.append(entry)
+
+    def tail(self, count: int = 20) -> list[AuditEntry]:
+        """The last ``count`` entries, oldest first."""
+        if count < 1:
+            return []
+        last = self._entries.last()
+        if last is None:
+            return []
+        # append numbers entries without gaps, so the last ``count`` follow ``last.seq - count``.
+        return self._entries.all_in_order(after_seq=max(0, last.seq - count))
+
+
+def append_with_retry(
+    sessions: sessionmaker[Session],
+    event: str,
+    *,
+    actor: str,
+    subject: str,
+    details: Mapping[str, JsonValue],
+    clock: Callable[[], float] = time.time,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> AuditEntry:
+    """Append a standalone event in its own transaction, retrying after ``StaleWrite``.
+
+    Each attempt is a fresh transaction that re-reads the last entry. After ``attempts``
+    conflicts the last ``StaleWrite`` is raised. Refused details are not retried.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for attempt in range(1, attempts + 1):
+        try:
+            with sessions.begin() as session:
+                return AuditLog(session, clock).append(
+                    event, actor=actor, subject=subject, details=details
+                )
+        except StaleWrite:
+            if attempt == attempts:
+                raise
+            # Writers that collided and retried at once would collide again: back off for a
+            # random, growing moment (capped), as any optimistic-concurrency client must.
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def verify_database(session: Session, *, anchor: tuple[int, str] | None = None) -> int:
+    """Verify the whole stored chain; return how many entries it holds.
+
+    Raises ``AuditChainBroken`` with the first broken entry and how it is broken (see
+    ``audit_chain.verify``). ``anchor`` is a ``(seq, hash)`` checkpoint kept outside the
+    database; without one, entries cut off the end cannot be detected.
+    """
+    stored = AuditRepository(session).all_in_order()
+    entries: list[StoredEntry] = []
+    for entry in stored:
+        record = _record_of(entry)
+        if record is None:
+            # A row no append could have written: report any earlier breakage first, then it.
+            _verify(entries, anchor=None)
+            raise AuditChainBroken(entry.seq, Breakage.ALTERED)
+        entries.append((record, entry.prev_hash, entry.hash))
+    _verify(entries, anchor=anchor)
+    return len(entries)
+
+
+def _verify(entries: list[StoredEntry], *, anchor: tuple[int, str] | None) -> None:
+    """``audit_chain.verify``, telling moved entries from altered ones.
+
+    The database returns entries ordered by ``seq``, and the hash covers ``seq``: an entry moved
+    by changing its ``seq`` (two entries swapped, say) fails its hash like an altered one. When
+    its record hashes correctly under the position its ``prev_hash`` links give it, it was
+    moved, not changed, and is reported as REORDERED.
+    """
+    try:
+        verify(entries, anchor=anchor)
+    except AuditChainBroken as broken:
+        if broken.reason is Breakage.ALTERED and _was_moved(entries, broken.seq):
+            raise AuditChainBroken(broken.seq, Breakage.REORDERED) from broken
+        raise
+
+
+def _was_moved(entries: list[StoredEntry], seq: int) -> bool:
+    by_prev = {prev_hash: digest for _, prev_hash, digest in entries}
+    position: dict[str, int] = {}
+    link = GENESIS
+    # Follow the links from the start; stop at a forged cycle.
+    while link in by_prev and by_prev[link] not in position:
+        link = by_prev[link]
+        position[link] = len(position) + 1
+    for record, prev_hash, digest in entries:
+        if record.seq == seq:
+            original = position.get(digest)
+            return (
+                original is not None
+                and original != seq
+                and record_hash(prev_hash, dataclasses.replace(record, seq=original)) == digest
+            )
+    return False
+
+
+def _record_of(entry: AuditEntry) -> AuditRecord | None:
+    """The record an entry's hash covers, or None when the row cannot be one (tampered)."""
+    if entry.subject is None or not isinstance(entry.details, dict):
+        return None
+    try:
+        return AuditRecord(
+            seq=entry.seq,
+            at=format_at(entry.at),
+            event=entry.event,
+            actor=entry.actor,
+            subject=entry.subject,
+            details=entry.details,
+        )
+    except (ValueError, AuditDetailsRefused):
+        return None

@@ -1,0 +1,339 @@
+"""The audit log service on SQLite and PostgreSQL: chained appends, tampering found and named,
+secrets refused, concurrent appends, and the ``akkreditiv audit`` commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from akkreditiv.cli import app
+from server.services.audit import AuditLog, append_with_retry, format_at, verify_database
+from server.services.audit_chain import GENESIS
+from server.services.errors import AuditChainBroken, AuditDetailsRefused, Breakage
+from server.storage.engine import create_engine_for, migrate, session_factory
+from server.storage.errors import StaleWrite
+from server.storage.repositories import AuditRepository
+from tests.unit.server.storage import conftest as storage
+
+# The storage fixtures: every test runs on SQLite and on PostgreSQL.
+database_url = storage.database_url
+empty_engine = storage.empty_engine
+engine = storage.engine
+sessions = storage.sessions
+
+ROOT = Path(__file__).resolve().parents[4]
+# A time with microseconds, so the round trip through both databases is really tested.
+START = 1_777_000_000.123456
+
+
+def _clock() -> Callable[[], float]:
+    ticks = itertools.count()
+    return lambda: START + next(ticks)
+
+
+def _fill(sessions: sessionmaker[Session], count: int) -> None:
+    clock = _clock()
+    for n in range(1, count + 1):
+        with sessions.begin() as session:
+            AuditLog(session, clock).append(
+                "credential.activated",
+                actor="system",
+                subject=f"credential-{n}",
+                details={"n": n, "kind": "piv", "reader": {"name": "vpcd 0", "slots": [0, 1]}},
+            )
+
+
+def _broken(sessions: sessionmaker[Session]) -> AuditChainBroken:
+    with sessions() as session, pytest.raises(AuditChainBroken) as caught:
+        verify_database(session)
+    return caught.value
+
+
+def _execute(sessions: sessionmaker[Session], *statements: str, **params: object) -> None:
+    with sessions.begin() as session:
+        for statement in statements:
+            session.execute(text(statement), params)
+
+
+def test_append_builds_a_chain_that_verifies(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 8)
+    with sessions() as session:
+        entries = AuditRepository(session).all_in_order()
+        assert verify_database(session) == 8
+    assert [entry.seq for entry in entries] == list(range(1, 9))
+    assert entries[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
+    assert format_at(entries[0].at) == "2026-04-24T03:06:40.123456+00:00"
+    assert entries[2].details == {
+        "n": 3,
+        "kind": "piv",
+        "reader": {"name": "vpcd 0", "slots": [0, 1]},
+    }
+
+
+def test_append_chains_several_events_in_one_transaction(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        log = AuditLog(session, _clock())
+        first = log.append("identity.created", actor="operator-7", subject="id-1", details={})
+        second = log.append("credential.ordered", actor="operator-7", subject="id-1", details={})
+        assert (first.seq, second.seq, second.prev_hash) == (1, 2, first.hash)
+    with sessions() as session:
+        assert verify_database(session) == 2
+
+
+def test_verify_database_counts_nothing_when_empty(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        assert verify_database(session) == 0
+
+
+def test_verify_database_finds_altered_details(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 5)
+    statement = (
+        "UPDATE audit_entries SET details = CAST(:details AS JSONB) WHERE seq = 3"
+        if sessions.kw["bind"].dialect.name == "postgresql"
+        else "UPDATE audit_entries SET details = :details WHERE seq = 3"
+    )
+    _execute(sessions, statement, details=json.dumps({"n": 3, "kind": "fido2"}))
+    error = _broken(sessions)
+    assert (error.seq, error.reason) == (3, Breakage.ALTERED)
+
+
+def test_verify_database_finds_a_removed_middle_entry(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 5)
+    _execute(sessions, "DELETE FROM audit_entries WHERE seq = 3")
+    error = _broken(sessions)
+    assert (error.seq, error.reason) == (3, Breakage.REMOVED)
+
+
+def test_verify_database_finds_swapped_entries(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 5)
+    _execute(
+        sessions,
+        "UPDATE audit_entries SET seq = 0 WHERE seq = 2",
+        "UPDATE audit_entries SET seq = 2 WHERE seq = 4",
+        "UPDATE audit_entries SET seq = 4 WHERE seq = 0",
+    )
+    error = _broken(sessions)
+    assert (error.seq, error.reason) == (2, Breakage.REORDERED)
+
+
+def test_verify_database_reports_an_unreadable_row_as_altered(
+    sessions: sessionmaker[Session],
+) -> None:
+    _fill(sessions, 4)
+    _execute(sessions, "UPDATE audit_entries SET subject = NULL WHERE seq = 3")
+    error = _broken(sessions)
+    assert (error.seq, error.reason) == (3, Breakage.ALTERED)
+
+
+def test_verify_database_finds_a_cut_off_end_only_with_an_anchor(
+    sessions: sessionmaker[Session],
+) -> None:
+    _fill(sessions, 4)
+    with sessions() as session:
+        last = AuditRepository(session).last()
+        assert last is not None
+        anchor = (last.seq, last.hash)
+    _execute(sessions, "DELETE FROM audit_entries WHERE seq = 4")
+    with sessions() as session:
+        assert verify_database(session) == 3
+        with pytest.raises(AuditChainBroken) as caught:
+            verify_database(session, anchor=anchor)
+    assert (caught.value.seq, caught.value.reason) == (4, Breakage.REMOVED)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{"user_pin": "1234"}, {"device": {"otpSeed": "c2VlZA=="}}, {"codes": ["123456"]}],
+)
+def test_append_refuses_secret_details_and_writes_nothing(
+    sessions: sessionmaker[Session], details: dict[str, object]
+) -> None:
+    _fill(sessions, 1)
+    with sessions() as session:
+        with pytest.raises(AuditDetailsRefused) as caught:
+            AuditLog(session, _clock()).append(
+                "credential.activated",
+                actor="system",
+                subject="credential-2",
+                details=details,  # type: ignore[arg-type]
+            )
+        assert "1234" not in str(caught.value)
+        assert not session.new
+        session.commit()
+    with pytest.raises(AuditDetailsRefused):
+        append_with_retry(sessions, "pin.changed", actor="x", subject="y", details={"pin": "1"})
+    with sessions() as session:
+        assert verify_database(session) == 1
+
+
+def test_append_refuses_a_field_longer_than_its_column(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session, pytest.raises(ValueError, match="event"):
+        AuditLog(session).append("e" * 65, actor="system", subject="s", details={})
+
+
+def _interloping(sessions: sessionmaker[Session], times: int) -> Callable[[], float]:
+    """A clock that, the first ``times`` it is asked, lets another writer append and commit.
+
+    ``append`` reads the clock after it read the last entry and before it writes, which is
+    exactly where a concurrent writer makes its entry stale.
+    """
+    clock = _clock()
+    remaining = itertools.count(times, -1)
+
+    def now() -> float:
+        if next(remaining) > 0:
+            append_with_retry(sessions, "theirs", actor="other", subject="s", details={})
+        return clock()
+
+    return now
+
+
+def test_append_raises_stale_write_when_another_writer_appended_first(
+    sessions: sessionmaker[Session],
+) -> None:
+    _fill(sessions, 1)
+    with sessions() as session:
+        with pytest.raises(StaleWrite):
+            AuditLog(session, _interloping(sessions, 1)).append(
+                "mine", actor="me", subject="s", details={}
+            )
+        session.rollback()
+    with sessions() as session:
+        assert [e.event for e in AuditRepository(session).all_in_order()][1:] == ["theirs"]
+        assert verify_database(session) == 2
+
+
+def test_append_with_retry_succeeds_after_stale_write(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 1)
+    entry = append_with_retry(
+        sessions, "mine", actor="me", subject="s", details={}, clock=_interloping(sessions, 2)
+    )
+    assert entry.seq == 4
+    with sessions() as session:
+        events = [e.event for e in AuditRepository(session).all_in_order()]
+        assert verify_database(session) == 4
+    assert events[1:] == ["theirs", "theirs", "mine"]
+
+
+def test_append_with_retry_gives_up_after_its_attempts(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(StaleWrite):
+        append_with_retry(
+            sessions,
+            "mine",
+            actor="me",
+            subject="s",
+            details={},
+            clock=_interloping(sessions, 3),
+            attempts=3,
+        )
+    with sessions() as session:
+        assert [e.event for e in AuditRepository(session).all_in_order()] == ["theirs"] * 3
+
+
+def test_concurrent_appends_from_threads_keep_the_chain_linear(
+    sessions: sessionmaker[Session],
+) -> None:
+    per_thread = 15
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for n in range(per_thread):
+                append_with_retry(
+                    sessions, "tick", actor=name, subject=str(n), details={}, attempts=100
+                )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"writer-{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sessions() as session:
+        assert verify_database(session) == 3 * per_thread
+
+
+def _sqlite_busy(error: BaseException) -> bool:
+    orig = getattr(error, "orig", None)
+    return (
+        isinstance(orig, sqlite3.OperationalError) and orig.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    )
+
+
+def test_tail_returns_the_latest_entries_oldest_first(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 6)
+    with sessions() as session:
+        assert [entry.seq for entry in AuditLog(session).tail(4)] == [3, 4, 5, 6]
+        assert len(AuditLog(session).tail(20)) == 6
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+pysqlite:///{tmp_path / 'audit.db'}"
+    database = create_engine_for(url)
+    migrate(database)
+    _fill(session_factory(database), 3)
+    database.dispose()
+    return url
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AKKREDITIV_")}
+    return subprocess.run(
+        [sys.executable, "-m", "akkreditiv", "audit", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_verify_exits_0_when_intact(sqlite_url: str) -> None:
+    result = _cli("verify", "--database-url", sqlite_url)
+    assert (result.returncode, result.stdout) == (0, "audit log intact: 3 entries\n")
+
+
+def test_cli_verify_exits_3_when_tampered(sqlite_url: str) -> None:
+    database = create_engine_for(sqlite_url)
+    _execute(session_factory(database), "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
+    database.dispose()
+    result = _cli("verify", "--database-url", sqlite_url)
+    assert (result.returncode, result.stdout) == (3, "audit log broken at entry 2: altered\n")
+
+
+def test_cli_verify_exits_1_when_the_database_is_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    result = CliRunner().invoke(
+        app, ["audit", "verify", "--database-url", f"sqlite+pysqlite:///{missing}"]
+    )
+    assert result.exit_code == 1
+    assert not missing.exists()
+
+
+def test_cli_tail_prints_the_latest_entries(sqlite_url: str) -> None:
+    result = CliRunner().invoke(app, ["audit", "tail", "-n", "2", "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("2  2026-04-24T03:06:41.123456+00:00  credential.activated")
+    assert "actor=system  subject=credential-2" in lines[0]
+    assert lines[1].endswith(
+        '{"kind": "piv", "n": 3, "reader": {"name": "vpcd 0", "slots": [0, 1]}}'
+    )
