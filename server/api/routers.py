@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from server.api import identities
 from server.api.authentication import router as authentication_router
 
-ROUTERS: list[APIRouter] = [authentication_router]
+ROUTERS: list[APIRouter] = [identities.router, authentication_router]

@@ -1,0 +1,213 @@
+"""Identities: enrolment of one identity per person with its proofing record, and the identity's
+own lifecycle (active, suspended, closed)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from server.services.assurance import Level, Proofing, identity_level
+from server.services.lifecycle_errors import (
+    ConcurrentChange,
+    DuplicateIdentity,
+    IdentityNotFound,
+    InsufficientProofing,
+    InvalidTransition,
+)
+from server.services.person_number import PersonNumber
+from server.services.pseudonyms import Pseudonyms
+from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
+from server.storage.repositories import IdentityRepository
+from server.storage.tables import (
+    AssuranceLevel,
+    Identity,
+    IdentityStatus,
+    ProofingChannel,
+    ProofingRecord,
+)
+
+AuditHook = Callable[[str, dict[str, Any]], None]
+
+
+def no_audit(event: str, details: dict[str, Any]) -> None:
+    """The default audit hook: records nothing (the audit service is wired in by the app)."""
+
+
+# Unassigned tokens from a PSKC batch belong to this reserved identity until assigned:
+# credentials.identity_id is NOT NULL. Its person number is not a valid one, so it can never
+# collide with a real person's; it is closed, so it can never log in.
+STOCK_IDENTITY_ID = uuid.UUID("00000000-0000-0000-0000-000000000000")
+STOCK_PERSON_NUMBER = "token-stock"
+
+
+# What a document check proves; the channel decides whether it was in person.
+DOCUMENT_KINDS: Mapping[str, Proofing] = MappingProxyType(
+    {
+        "cpr_questions": Proofing.CPR_QUESTIONS,
+        "passport_chip": Proofing.PASSPORT_CHIP,
+        "passport": Proofing.IN_PERSON,
+        "driving_licence": Proofing.IN_PERSON,
+        "national_id_card": Proofing.IN_PERSON,
+    }
+)
+_ASSISTED = frozenset({ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE})
+
+# Identity status transitions; closed is final.
+IDENTITY_TRANSITIONS: Mapping[IdentityStatus, frozenset[IdentityStatus]] = MappingProxyType(
+    {
+        IdentityStatus.ACTIVE: frozenset({IdentityStatus.SUSPENDED, IdentityStatus.CLOSED}),
+        IdentityStatus.SUSPENDED: frozenset({IdentityStatus.ACTIVE, IdentityStatus.CLOSED}),
+        IdentityStatus.CLOSED: frozenset(),
+    }
+)
+if set(IDENTITY_TRANSITIONS) != set(IdentityStatus):  # pragma: no cover - checked at import
+    raise RuntimeError("every identity status needs a row in IDENTITY_TRANSITIONS")
+
+_LEVELS = {
+    Level.LOW: AssuranceLevel.LOW,
+    Level.SUBSTANTIAL: AssuranceLevel.SUBSTANTIAL,
+    Level.HIGH: AssuranceLevel.HIGH,
+}
+
+
+def proofing_level(
+    channel: ProofingChannel, document_kind: str, operator_ids: Collection[str]
+) -> AssuranceLevel:
+    """The identity assurance a proofing gives: in person only at an assisted channel, and High
+    only with two different operators approving (``assurance.identity_level``)."""
+    method = DOCUMENT_KINDS.get(document_kind)
+    if method is None:
+        raise InsufficientProofing(
+            f"unknown document kind; expected one of {', '.join(sorted(DOCUMENT_KINDS))}"
+        )
+    if method is Proofing.IN_PERSON and channel not in _ASSISTED:
+        raise InsufficientProofing("a document shown in person needs an assisted channel")
+    if channel in _ASSISTED and not operator_ids:
+        raise InsufficientProofing("a proofing at an assisted channel names its operator")
+    return _LEVELS[identity_level(method, approved_by=operator_ids)]
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    person_number: str
+    name: str
+    channel: ProofingChannel
+    document_kind: str
+    operator_ids: tuple[str, ...] = ()
+    # The level the caller needs; enrolment is refused if the proofing does not reach it.
+    required_level: AssuranceLevel | None = None
+
+
+class IdentityService:
+    """Enrols, reads and changes the status of identities in the caller's transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        pseudonyms: Pseudonyms,
+        *,
+        audit: AuditHook = no_audit,
+        on_close: Callable[[uuid.UUID], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._identities = IdentityRepository(session)
+        self._pseudonyms = pseudonyms
+        self._audit = audit
+        # Called when an identity closes (the credential service revokes what it holds).
+        self._on_close = on_close
+
+    def enrol(self, enrolment: Enrolment) -> Identity:
+        number = PersonNumber.parse(enrolment.person_number)
+        level = proofing_level(enrolment.channel, enrolment.document_kind, enrolment.operator_ids)
+        order = list(AssuranceLevel)
+        if enrolment.required_level is not None and order.index(level) < order.index(
+            enrolment.required_level
+        ):
+            raise InsufficientProofing(
+                f"the proofing reaches {level}, not {enrolment.required_level}; high needs "
+                "two different operators in person at an assisted channel"
+            )
+        identity = Identity(
+            id=uuid.uuid4(),
+            person_number=number.formatted,
+            name=enrolment.name,
+            status=IdentityStatus.ACTIVE,
+            identity_assurance=level,
+        )
+        try:
+            self._identities.add(identity)
+        except DuplicatePersonNumber:
+            raise DuplicateIdentity from None
+        self._identities.add_proofing(
+            ProofingRecord(
+                identity_id=identity.id,
+                channel=enrolment.channel,
+                document_kind=enrolment.document_kind,
+                operator_ids=list(enrolment.operator_ids),
+                level=level,
+            )
+        )
+        self._audit(
+            "identity.enrolled",
+            {
+                "identity_id": str(identity.id),
+                "channel": enrolment.channel.value,
+                "document_kind": enrolment.document_kind,
+                "operator_ids": list(enrolment.operator_ids),
+                "level": level.value,
+            },
+        )
+        return identity
+
+    def get(self, identity_id: uuid.UUID) -> Identity:
+        if identity_id == STOCK_IDENTITY_ID:
+            raise IdentityNotFound
+        try:
+            return self._identities.get(identity_id)
+        except NotFound:
+            raise IdentityNotFound from None
+
+    def proofing(self, identity_id: uuid.UUID) -> list[ProofingRecord]:
+        self.get(identity_id)
+        return self._identities.proofing_for(identity_id)
+
+    def pseudonym(self, identity_id: uuid.UUID, provider: str) -> uuid.UUID:
+        self.get(identity_id)
+        return self._pseudonyms.pseudonym(identity_id, provider)
+
+    def suspend(self, identity_id: uuid.UUID) -> Identity:
+        return self._move(identity_id, IdentityStatus.SUSPENDED, "identity.suspended")
+
+    def resume(self, identity_id: uuid.UUID) -> Identity:
+        return self._move(identity_id, IdentityStatus.ACTIVE, "identity.resumed")
+
+    def close(self, identity_id: uuid.UUID) -> Identity:
+        identity = self._move(identity_id, IdentityStatus.CLOSED, "identity.closed")
+        if self._on_close is not None:
+            self._on_close(identity_id)
+        return identity
+
+    def _move(self, identity_id: uuid.UUID, target: IdentityStatus, event: str) -> Identity:
+        identity = self.get(identity_id)
+        if target not in IDENTITY_TRANSITIONS[identity.status]:
+            raise InvalidTransition("identity", identity.status.value, target.value)
+        previous = identity.status
+        try:
+            self._identities.set_status(identity_id, target)
+        except StaleWrite:
+            raise ConcurrentChange from None
+        self._audit(
+            event,
+            {"identity_id": str(identity_id), "from": previous.value, "to": target.value},
+        )
+        return identity
+
+
+def masked_person_number(stored: str) -> str:
+    """``ddmmyy-****`` for a stored person number."""
+    return PersonNumber.parse(stored).masked
