@@ -16,7 +16,7 @@ from server.api.problems import problem
 from server.services.assurance import Level
 from server.services.authentication import AuthenticationService, StepUpRequired
 from server.services.errors import InvalidPersonNumber
-from server.services.factors import otp_check
+from server.services.factors import PasswordCheck, otp_check
 from server.services.person_number import PersonNumber
 from server.storage.errors import NotFound
 from server.storage.repositories import IdentityRepository
@@ -49,6 +49,10 @@ class IdentifyRequest(Strict):
 
 class CodeRequest(Strict):
     code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class PasswordRequest(Strict):
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class FactorsView(Strict):
@@ -126,6 +130,31 @@ def one_time_code(
     )
     if result.failure is not None:
         # Returned, not raised: the failure's counters and limits are committed first.
+        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
+    return FactorsView(factors=result.factors)
+
+
+@router.post(
+    "/authentications/{transaction_id}/password",
+    response_model=FactorsView,
+    responses={401: {"description": "not accepted (problem+json)"}},
+)
+def password(
+    transaction_id: uuid.UUID,
+    body: PasswordRequest,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+) -> FactorsView | JSONResponse:
+    """The password (paste is never blocked: that is the page's promise, WCAG 3.3.8)."""
+    source = request.client.host if request.client else "unknown"
+    check = PasswordCheck(
+        services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
+    )
+    result = _service(session, services).verify_factor(
+        transaction_id, check, {"password": body.password}, source=source
+    )
+    if result.failure is not None:
         return problem(401, result.failure.code, "Not accepted", result.failure.detail)
     return FactorsView(factors=result.factors)
 

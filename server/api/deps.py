@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.services.factors import PasswordCheck
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
@@ -26,16 +27,19 @@ class Services:
     passwords: Passwords
     pseudonyms: Pseudonyms
     signer: AssertionSigner
+    password_decoy: str
     clock: Callable[[], float] = time.time
 
 
 def build_services(settings: Settings, sessions: sessionmaker[Session]) -> Services:
     create = settings.create_keys
+    passwords = Passwords()
     return Services(
         settings=settings,
         sessions=sessions,
         secrets=SecretBox.from_file(settings.kek_file, create=create),
-        passwords=Passwords(),
+        passwords=passwords,
+        password_decoy=PasswordCheck.make_decoy(passwords),
         pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
         signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
     )

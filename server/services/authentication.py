@@ -201,6 +201,9 @@ class AuthenticationService:
             self._account_open(identity_id, now)
         try:
             if identity_id is None:
+                on_unknown = getattr(check, "on_unknown", None)
+                if on_unknown is not None:
+                    on_unknown(submitted)  # the same work as for a real person: no timing leak
                 raise AuthenticationFailed("no such identity")
             identity = self.identities.get(identity_id)
             if identity.status is not IdentityStatus.ACTIVE:

@@ -10,6 +10,8 @@ sealed by the SecretBox with context ``credential:<id>``; ``public_data`` holds 
 
 from __future__ import annotations
 
+import contextlib
+import secrets as secrets_module
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
 from server.services.assurance import AuthenticatorKind
-from server.services.errors import DomainError
+from server.services.credentials import CredentialService
+from server.services.errors import DomainError, WrongPassword
+from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
 from server.services.verifiers import (
     HotpState,
@@ -146,3 +150,40 @@ def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., A
         raise FactorRejected(last.code if last else "no-match")
 
     return check
+
+
+class PasswordCheck:
+    """A check for ``{"password": "..."}``. For a person who does not exist it still runs one
+    Argon2id verification, so the time taken does not reveal whether an account exists."""
+
+    def __init__(
+        self,
+        secrets: SecretBox,
+        passwords: Passwords,
+        clock: Callable[[], float],
+        *,
+        decoy_hash: str,
+    ) -> None:
+        self.secrets = secrets
+        self.passwords = passwords
+        self.clock = clock
+        self._decoy = decoy_hash  # the hash of a random password: made once per process
+
+    @staticmethod
+    def make_decoy(passwords: Passwords) -> str:
+        return passwords.hash_password(secrets_module.token_urlsafe(24))
+
+    def __call__(
+        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AuthenticatorKind:
+        password = str(submitted.get("password", ""))
+        service = CredentialService(session, self.secrets, self.passwords, clock=self.clock)
+        try:
+            service.check_password(identity_id, password)
+        except WrongPassword as exc:
+            raise FactorRejected("wrong-password") from exc
+        return AuthenticatorKind.PASSWORD
+
+    def on_unknown(self, submitted: dict[str, Any]) -> None:
+        with contextlib.suppress(WrongPassword):
+            self.passwords.verify_password(self._decoy, str(submitted.get("password", "")))

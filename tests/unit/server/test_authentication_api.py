@@ -170,3 +170,44 @@ def test_unknown_or_malformed_transaction_ids_are_4xx(client: TestClient, transa
     answer = client.post(f"/authentications/{transaction}/otp", json={"code": "123456"})
     assert answer.status_code in (404, 422)
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+def _identity_id(client: TestClient) -> str:
+    sessions = client.app.state.services.sessions  # type: ignore[attr-defined]
+    with sessions() as session:
+        return str(IdentityRepository(session).by_person_number(PERSON).id)
+
+
+def test_password_and_code_display_reach_substantial(client: TestClient) -> None:
+    password = "correct horse battery staple"  # noqa: S105 - a test password
+    set_password = client.put(
+        f"/identities/{_identity_id(client)}/password", json={"password": password}
+    )
+    assert set_password.status_code == 200, set_password.text
+    transaction = start(client, level="substantial")
+    first = client.post(f"/authentications/{transaction}/password", json={"password": password})
+    assert first.status_code == 200, first.text
+    second = client.post(
+        f"/authentications/{transaction}/otp", json={"code": totp(SEED, time.time())}
+    )
+    assert second.json() == {"factors": ["code_display", "password"]}
+    done = client.post(f"/authentications/{transaction}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["level"] == "substantial"
+
+
+def test_wrong_password_and_unknown_person_get_the_same_answer(client: TestClient) -> None:
+    client.put(
+        f"/identities/{_identity_id(client)}/password",
+        json={"password": "correct horse battery staple"},
+    )
+    wrong = client.post(
+        f"/authentications/{start(client)}/password", json={"password": "not the password"}
+    )
+    unknown = client.post(
+        f"/authentications/{start(client, person='0202024321')}/password",
+        json={"password": "not the password"},
+    )
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert "not the password" not in wrong.text
