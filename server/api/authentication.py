@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from server.api.deps import Services, ServicesDep, SessionDep
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.problems import problem
 from server.services.assurance import Level
 from server.services.authentication import AuthenticationService, StepUpRequired
@@ -65,7 +65,7 @@ class AssertionView(Strict):
     token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
 
 
-def _service(session: Any, services: Services) -> AuthenticationService:
+def _service(session: Any, services: Services, actor: str = "api") -> AuthenticationService:
     settings = services.settings
     return AuthenticationService(
         session,
@@ -74,6 +74,7 @@ def _service(session: Any, services: Services) -> AuthenticationService:
         issuer=settings.issuer,
         transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
         assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
+        audit=audit_hook(session, services, actor),
     )
 
 

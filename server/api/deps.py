@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.services.audit import AuditLog
 from server.services.factors import PasswordCheck
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
@@ -60,3 +61,25 @@ def get_session(request: Request) -> Iterator[Session]:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+AuditHook = Callable[[str, dict[str, Any]], None]
+_SUBJECT_KEYS = ("identity", "identity_id", "credential", "credential_id", "transaction")
+
+
+def audit_hook(session: Session, services: Services, actor: str) -> AuditHook:
+    """Services report security events through this: each becomes an entry of the hash-
+    chained audit log, in the request's own transaction (so an event and the change it
+    records are committed together or not at all)."""
+    log = AuditLog(session, services.clock)
+
+    def record(event: str, details: dict[str, Any]) -> None:
+        subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
+        log.append(event, actor=actor, subject=subject, details=details)
+
+    return record
+
+
+def actor_of(request: Request) -> str:
+    """Who acts, as far as the API can tell until callers authenticate: the source address."""
+    return f"source:{request.client.host}" if request.client else "source:unknown"

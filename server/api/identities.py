@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import Services, ServicesDep, SessionDep
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.services.credentials import CredentialService
 from server.services.identities import (
     STOCK_IDENTITY_ID,
@@ -136,13 +136,24 @@ class ReplaceIn(_Strict):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def _credentials(session: Session, services: Services) -> CredentialService:
-    return CredentialService(session, services.secrets, services.passwords, clock=services.clock)
+def _credentials(session: Session, services: Services, actor: str = "api") -> CredentialService:
+    return CredentialService(
+        session,
+        services.secrets,
+        services.passwords,
+        clock=services.clock,
+        audit=audit_hook(session, services, actor),
+    )
 
 
-def _identities(session: Session, services: Services) -> IdentityService:
-    credentials = _credentials(session, services)
-    return IdentityService(session, services.pseudonyms, on_close=credentials.revoke_all)
+def _identities(session: Session, services: Services, actor: str = "api") -> IdentityService:
+    credentials = _credentials(session, services, actor)
+    return IdentityService(
+        session,
+        services.pseudonyms,
+        on_close=credentials.revoke_all,
+        audit=audit_hook(session, services, actor),
+    )
 
 
 def _identity_out(

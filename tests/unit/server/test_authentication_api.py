@@ -211,3 +211,26 @@ def test_wrong_password_and_unknown_person_get_the_same_answer(client: TestClien
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert "not the password" not in wrong.text
+
+
+def test_every_step_is_in_the_audit_log_and_the_chain_verifies(client: TestClient) -> None:
+    from server.services.audit import verify_database
+    from server.storage.repositories import AuditRepository
+
+    transaction = start(client)
+    client.post(f"/authentications/{transaction}/otp", json={"code": "000000"})
+    client.post(f"/authentications/{transaction}/otp", json={"code": totp(SEED, time.time())})
+    client.post(f"/authentications/{transaction}/complete")
+    sessions = client.app.state.services.sessions  # type: ignore[attr-defined]
+    with sessions() as session:
+        entries = AuditRepository(session).all_in_order()
+        events = [(entry.event, entry.details.get("result")) for entry in entries]
+        assert verify_database(session) == len(entries)
+    assert events == [
+        ("authentication.begin", None),
+        ("authentication.factor", "failed"),
+        ("authentication.factor", "ok"),
+        ("authentication.complete", None),
+    ]
+    assert all(entry.subject == str(transaction) for entry in entries)
+    assert all("000000" not in str(entry.details) for entry in entries)
