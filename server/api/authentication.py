@@ -102,7 +102,7 @@ def identify(
         number = None
     if number is not None:
         try:
-            identity_id = IdentityRepository(session).by_person_number(number.digits).id
+            identity_id = IdentityRepository(session).by_person_number(number.formatted).id
         except NotFound:
             identity_id = None
     _service(session, services).identify(transaction_id, identity_id)

@@ -53,14 +53,16 @@ def get_services(request: Request) -> Services:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One database transaction per request: committed when the route returns normally,
-    rolled back on any error."""
+    rolled back on any error. It ends *before* the response is sent (scope "function"), so a
+    client that got a 2xx can rely on the change being committed: with FastAPI's default
+    scope the commit ran after the response, and a quick next request missed the write."""
     services = get_services(request)
     with services.sessions() as session, session.begin():
         yield session
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 AuditHook = Callable[[str, dict[str, Any]], None]

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.audit_chain import (
@@ -26,6 +27,7 @@ from server.storage.tables import AuditEntry
 
 # The column widths of ``audit_entries``: PostgreSQL enforces them and SQLite does not, so they
 # are checked here to make both databases refuse the same events.
+AUDIT_LOCK_KEY = 0x61756469  # "audi": the advisory lock that orders appends on PostgreSQL
 FIELD_LIMITS = {"event": 64, "actor": 128, "subject": 128}
 DEFAULT_ATTEMPTS = 5
 
@@ -74,6 +76,7 @@ class AuditLog:
         for name, value in (("event", event), ("actor", actor), ("subject", subject)):
             if len(value) > FIELD_LIMITS[name]:
                 raise ValueError(f"audit {name} is longer than {FIELD_LIMITS[name]} characters")
+        self._serialise()
         last = self._entries.last()
         seq = last.seq + 1 if last is not None else 1
         prev_hash = last.hash if last is not None else GENESIS
@@ -97,6 +100,15 @@ class AuditLog:
             hash=record_hash(prev_hash, record),
         )
         return self._entries.append(entry)
+
+    def _serialise(self) -> None:
+        """One appender at a time on PostgreSQL: a transaction-scoped advisory lock, held to
+        commit, so concurrent requests queue for the chain's end instead of failing on it.
+        (SQLite transactions hold the database's single write lock already.)"""
+        if self._session.get_bind().dialect.name == "postgresql":
+            self._session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY}
+            )
 
     def tail(self, count: int = 20) -> list[AuditEntry]:
         """The last ``count`` entries, oldest first."""

@@ -119,6 +119,10 @@ def _sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock when the transaction starts, waiting up to
+        # busy_timeout for it. A deferred transaction that reads and then writes fails at
+        # once with SQLITE_BUSY when another holds the lock, which under concurrent requests
+        # turned most of them into conflicts. SQLite has one writer either way.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

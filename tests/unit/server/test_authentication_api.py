@@ -30,6 +30,7 @@ from tests.unit.server.storage.databases import postgres_schema
 
 SEED = b"12345678901234567890"
 PERSON = "0101901234"
+PERSON_STORED = "010190-1234"  # as the identity service stores it
 PROVIDER = "https://sp.example"
 
 
@@ -59,7 +60,7 @@ def seed_identity(sessions: Any, kek: Path) -> None:
     with sessions() as session, session.begin():
         identity = IdentityRepository(session).add(
             Identity(
-                person_number=PERSON,
+                person_number=PERSON_STORED,
                 name="Test Person",
                 status=IdentityStatus.ACTIVE,
                 identity_assurance=AssuranceLevel.SUBSTANTIAL,
@@ -175,7 +176,7 @@ def test_unknown_or_malformed_transaction_ids_are_4xx(client: TestClient, transa
 def _identity_id(client: TestClient) -> str:
     sessions = client.app.state.services.sessions  # type: ignore[attr-defined]
     with sessions() as session:
-        return str(IdentityRepository(session).by_person_number(PERSON).id)
+        return str(IdentityRepository(session).by_person_number(PERSON_STORED).id)
 
 
 def test_password_and_code_display_reach_substantial(client: TestClient) -> None:
@@ -234,3 +235,42 @@ def test_every_step_is_in_the_audit_log_and_the_chain_verifies(client: TestClien
     ]
     assert all(entry.subject == str(transaction) for entry in entries)
     assert all("000000" not in str(entry.details) for entry in entries)
+
+
+def test_enrolled_through_the_api_a_person_logs_in_with_an_imported_token(
+    client: TestClient,
+) -> None:
+    from devices.protocol import pskc
+    from devices.protocol.otp import hotp
+    from firmware_sim.tokens import otp_token
+
+    token = otp_token.new_state(otp_token.Model.USB, otp_token.Algorithm.HOTP)
+    imported = client.post(
+        "/token-batches",
+        content=pskc.write_pskc([token.pskc_key()]),
+        headers={"content-type": "application/xml"},
+    )
+    assert imported.status_code == 201, imported.text
+    enrolled = client.post(
+        "/identities",
+        json={
+            "person_number": "150372-2345",
+            "name": "Another Person",
+            "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
+        },
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    assigned = client.post(
+        f"/identities/{enrolled.json()['id']}/tokens", json={"serial": token.serial}
+    )
+    activated = client.post(
+        f"/credentials/{assigned.json()['id']}/activate", json={"code": hotp(token.secret, 0)}
+    )
+    assert activated.status_code == 200, activated.text
+    transaction = start(client, person="1503722345")
+    for counter in (1, 2):
+        answer = client.post(
+            f"/authentications/{transaction}/otp", json={"code": hotp(token.secret, counter)}
+        )
+        assert answer.status_code == 200, answer.text
+    assert answer.json() == {"factors": ["otp_token"]}
