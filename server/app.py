@@ -32,7 +32,9 @@ SECURITY_HEADERS = {
 
 
 def create_app(settings: Settings) -> FastAPI:
-    engine = create_engine_for(settings.database_url)
+    # Nearly every request writes (the audit log at least): SQLite transactions take the
+    # write lock up front and queue for it, instead of failing when they upgrade.
+    engine = create_engine_for(settings.database_url, sqlite_immediate=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

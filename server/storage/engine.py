@@ -29,15 +29,22 @@ def create_engine_for(
     pool_size: int = 5,
     echo: bool = False,
     connect_args: dict[str, Any] | None = None,
+    sqlite_immediate: bool = False,
 ) -> Engine:
     """An engine for a ``sqlite+pysqlite`` file or a ``postgresql+psycopg`` server.
 
     ``postgresql://`` is taken to mean psycopg 3; other drivers raise UnsupportedDatabase.
+    ``sqlite_immediate`` makes every SQLite transaction take the write lock when it starts
+    (waiting up to the busy timeout) instead of at its first write: what a server whose
+    requests nearly all write wants, since a deferred transaction that reads and then writes
+    fails at once with SQLITE_BUSY while another holds the lock.
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed, busy_timeout_ms, echo, connect_args or {})
+        return _sqlite_engine(
+            parsed, busy_timeout_ms, echo, connect_args or {}, immediate=sqlite_immediate
+        )
     if backend == "postgresql":
         if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
             raise UnsupportedDatabase(url, "PostgreSQL is used through psycopg 3")
@@ -93,7 +100,12 @@ def _parse(url: str) -> URL:
 
 
 def _sqlite_engine(
-    url: URL, busy_timeout_ms: int, echo: bool, connect_args: dict[str, Any]
+    url: URL,
+    busy_timeout_ms: int,
+    echo: bool,
+    connect_args: dict[str, Any],
+    *,
+    immediate: bool = False,
 ) -> Engine:
     if url.get_driver_name() != "pysqlite":
         raise UnsupportedDatabase(url.render_as_string(), "SQLite is used through pysqlite")
@@ -119,10 +131,6 @@ def _sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE: take the write lock when the transaction starts, waiting up to
-        # busy_timeout for it. A deferred transaction that reads and then writes fails at
-        # once with SQLITE_BUSY when another holds the lock, which under concurrent requests
-        # turned most of them into conflicts. SQLite has one writer either way.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

@@ -23,7 +23,6 @@ from server.services.audit import AuditLog, append_with_retry, format_at, verify
 from server.services.audit_chain import GENESIS
 from server.services.errors import AuditChainBroken, AuditDetailsRefused, Breakage
 from server.storage.engine import create_engine_for, migrate, session_factory
-from server.storage.errors import StaleWrite
 from server.storage.repositories import AuditRepository
 from tests.unit.server.storage import conftest as storage
 
@@ -182,65 +181,6 @@ def test_append_refuses_secret_details_and_writes_nothing(
 def test_append_refuses_a_field_longer_than_its_column(sessions: sessionmaker[Session]) -> None:
     with sessions() as session, pytest.raises(ValueError, match="event"):
         AuditLog(session).append("e" * 65, actor="system", subject="s", details={})
-
-
-def _interloping(sessions: sessionmaker[Session], times: int) -> Callable[[], float]:
-    """A clock that, the first ``times`` it is asked, lets another writer append and commit.
-
-    ``append`` reads the clock after it read the last entry and before it writes, which is
-    exactly where a concurrent writer makes its entry stale.
-    """
-    clock = _clock()
-    remaining = itertools.count(times, -1)
-
-    def now() -> float:
-        if next(remaining) > 0:
-            append_with_retry(sessions, "theirs", actor="other", subject="s", details={})
-        return clock()
-
-    return now
-
-
-def test_append_raises_stale_write_when_another_writer_appended_first(
-    sessions: sessionmaker[Session],
-) -> None:
-    _fill(sessions, 1)
-    with sessions() as session:
-        with pytest.raises(StaleWrite):
-            AuditLog(session, _interloping(sessions, 1)).append(
-                "mine", actor="me", subject="s", details={}
-            )
-        session.rollback()
-    with sessions() as session:
-        assert [e.event for e in AuditRepository(session).all_in_order()][1:] == ["theirs"]
-        assert verify_database(session) == 2
-
-
-def test_append_with_retry_succeeds_after_stale_write(sessions: sessionmaker[Session]) -> None:
-    _fill(sessions, 1)
-    entry = append_with_retry(
-        sessions, "mine", actor="me", subject="s", details={}, clock=_interloping(sessions, 2)
-    )
-    assert entry.seq == 4
-    with sessions() as session:
-        events = [e.event for e in AuditRepository(session).all_in_order()]
-        assert verify_database(session) == 4
-    assert events[1:] == ["theirs", "theirs", "mine"]
-
-
-def test_append_with_retry_gives_up_after_its_attempts(sessions: sessionmaker[Session]) -> None:
-    with pytest.raises(StaleWrite):
-        append_with_retry(
-            sessions,
-            "mine",
-            actor="me",
-            subject="s",
-            details={},
-            clock=_interloping(sessions, 3),
-            attempts=3,
-        )
-    with sessions() as session:
-        assert [e.event for e in AuditRepository(session).all_in_order()] == ["theirs"] * 3
 
 
 def test_concurrent_appends_from_threads_keep_the_chain_linear(
