@@ -6,5 +6,6 @@ from fastapi import APIRouter
 
 from server.api import identities
 from server.api.authentication import router as authentication_router
+from server.api.fido import router as fido_router
 
-ROUTERS: list[APIRouter] = [identities.router, authentication_router]
+ROUTERS: list[APIRouter] = [identities.router, authentication_router, fido_router]

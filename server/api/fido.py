@@ -1,0 +1,181 @@
+"""Routes of FIDO2 security keys: registration (begin, complete) and the FIDO2 login factor.
+
+Configuration beyond ``Settings`` (``rp_id``, ``rp_origins``), read from the environment by
+``fido_service`` on each request (``settings.py`` has no fields for them yet):
+
+* ``AKKREDITIV_FIDO_TRUSTED_ROOTS``: PEM files (separated by ``os.pathsep``) of the attestation
+  roots to trust. Unset or empty trusts nothing, so no key can be registered: the simulator's
+  root is trusted only where it is configured here.
+* ``AKKREDITIV_FIDO_ALLOWED_AAGUIDS``: optional comma-separated AAGUIDs; unset allows any model
+  whose attestation chains to a trusted root.
+* ``AKKREDITIV_FIDO_ALLOW_UNATTESTED``: ``1``/``true`` accepts self and "none" attestation.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography import x509
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from fido2.webauthn import UserVerificationRequirement
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
+
+from server.api.authentication import FactorsView, _service
+from server.api.deps import Services, ServicesDep, SessionDep
+from server.api.identities import CredentialOut, _credential_out
+from server.api.problems import problem
+from server.services.errors import DomainError, KeyMaterialRejected
+from server.services.fido import FidoService
+
+ROOTS_ENV = "AKKREDITIV_FIDO_TRUSTED_ROOTS"
+AAGUIDS_ENV = "AKKREDITIV_FIDO_ALLOWED_AAGUIDS"
+UNATTESTED_ENV = "AKKREDITIV_FIDO_ALLOW_UNATTESTED"
+
+router = APIRouter(tags=["fido2"])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterBeginIn(_Strict):
+    user_verification: Literal["required", "preferred", "discouraged"] = "discouraged"
+    resident: bool = False
+
+
+class RegisterBeginOut(BaseModel):
+    state_id: uuid.UUID
+    options: dict[str, Any]
+
+
+class ResponseIn(_Strict):
+    response: dict[str, Any]
+
+
+class AuthenticationBeginIn(_Strict):
+    user_verification: Literal["required", "preferred", "discouraged"] = "preferred"
+
+
+class RequestOptionsOut(BaseModel):
+    options: dict[str, Any]
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def trusted_roots() -> list[x509.Certificate]:
+    roots: list[x509.Certificate] = []
+    for name in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
+        if not name.strip():
+            continue
+        try:
+            roots.extend(x509.load_pem_x509_certificates(Path(name.strip()).read_bytes()))
+        except (OSError, ValueError) as exc:
+            raise KeyMaterialRejected(f"{ROOTS_ENV}: {name}: {exc}") from None
+    return roots
+
+
+def allowed_aaguids() -> set[uuid.UUID] | None:
+    value = os.environ.get(AAGUIDS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return {uuid.UUID(part.strip()) for part in value.split(",") if part.strip()}
+    except ValueError as exc:
+        raise KeyMaterialRejected(f"{AAGUIDS_ENV}: {exc}") from None
+
+
+def fido_service(session: Session, services: Services) -> FidoService:
+    settings = services.settings
+    return FidoService(
+        session,
+        rp_id=settings.rp_id,
+        origins=settings.rp_origins,
+        trusted_roots=trusted_roots(),
+        allowed_aaguids=allowed_aaguids(),
+        allow_unattested=os.environ.get(UNATTESTED_ENV, "").lower() in {"1", "true", "yes"},
+        clock=services.clock,
+    )
+
+
+# --- registration -----------------------------------------------------------------------------
+
+
+@router.post("/identities/{identity_id}/fido2/register/begin", status_code=201)
+def register_begin(
+    identity_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    body: RegisterBeginIn | None = None,
+) -> RegisterBeginOut:
+    """Creation options for ``navigator.credentials.create`` and the id of the stored state."""
+    body = body or RegisterBeginIn()
+    options, state_id = fido_service(session, services).register_begin(
+        identity_id,
+        user_verification=UserVerificationRequirement(body.user_verification),
+        resident=body.resident,
+    )
+    return RegisterBeginOut(state_id=state_id, options=options)
+
+
+@router.post("/fido2/registrations/{state_id}/complete", status_code=201)
+def register_complete(
+    state_id: uuid.UUID, body: ResponseIn, session: SessionDep, services: ServicesDep
+) -> CredentialOut:
+    """Verify the key's registration response; the answer is the new active credential."""
+    try:
+        credential = fido_service(session, services).register_complete(state_id, body.response)
+    except DomainError:
+        # The registration is closed even when refused: that must outlive the error answer.
+        session.commit()
+        raise
+    return _credential_out(credential)
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+@router.post("/authentications/{transaction_id}/fido2/begin")
+def authentication_begin(
+    transaction_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    body: AuthenticationBeginIn | None = None,
+) -> RequestOptionsOut:
+    """Request options for ``navigator.credentials.get`` in an identified login."""
+    body = body or AuthenticationBeginIn()
+    options = fido_service(session, services).fido_begin(
+        transaction_id, user_verification=UserVerificationRequirement(body.user_verification)
+    )
+    return RequestOptionsOut(options=options)
+
+
+@router.post(
+    "/authentications/{transaction_id}/fido2",
+    response_model=FactorsView,
+    responses={401: {"description": "the assertion was not accepted (problem+json)"}},
+)
+def assertion(
+    transaction_id: uuid.UUID,
+    body: ResponseIn,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+) -> FactorsView | JSONResponse:
+    """The security key's assertion for the challenge of ``fido2/begin``."""
+    source = request.client.host if request.client else "unknown"
+    result = _service(session, services).verify_factor(
+        transaction_id,
+        fido_service(session, services).fido_check(transaction_id),
+        {"response": body.response},
+        source=source,
+    )
+    if result.failure is not None:
+        # Returned, not raised: the counter, a block and the rate limits are committed first.
+        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
+    return FactorsView(factors=result.factors)

@@ -1,0 +1,497 @@
+"""FIDO2 security keys (WebAuthn L2 §7.1 registration, §7.2 authentication) on python-fido2's
+``Fido2Server``, with an attestation policy and signature-counter clone detection.
+
+Nothing is kept in memory between the steps of a ceremony:
+
+* Registration state lives in an ``AuthTransaction`` row: ``service_provider`` is
+  ``"fido-registration:<identity id>"``, ``state`` is ``"fido-reg:<user verification>"`` while
+  open (then ``"completed"`` or ``"failed"``), ``identity_id`` the identity, ``challenge`` the
+  challenge and ``expires_at`` its deadline. The row's id is the "state id" the client carries.
+  The authentication service never accepts such a row as a login (it is never ``identified``).
+* Authentication state is the login transaction's own ``challenge`` column: ``fido_begin``
+  writes a fresh challenge, and every ``fido_check`` consumes it (success or failure), so an
+  assertion cannot be replayed. The user-verification preference is not enforced at the check:
+  the UV flag decides the factor (``fido2_uv`` or ``fido2``) and the level follows from it.
+
+A FIDO2 credential row: kind ``fido2``, state ``active``, ``serial`` = ``"fido2:"`` + SHA-256
+of the credential id in hex (so a credential id registered anywhere is found without scanning
+JSON), ``counter`` the signature counter and ``public_data`` = ``credential_data`` (websafe
+base64 of the ``AttestedCredentialData``), ``aaguid``, ``fmt`` (the attestation format),
+``attestation`` (``basic``, ``attca``, ``self`` or ``none``) and ``credential_id`` (websafe).
+
+Attestation policy: only ``packed`` and ``fido-u2f`` statements whose x5c chain ends in one of
+``trusted_roots`` (signatures and validity dates checked), and, if ``allowed_aaguids`` is given,
+only those AAGUIDs. Self and "none" attestation are refused unless ``allow_unattested``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fido2.attestation.base import (
+    AttestationResult,
+    AttestationType,
+    AttestationVerifier,
+    InvalidAttestation,
+    NoneAttestation,
+    UntrustedAttestation,
+)
+from fido2.attestation.packed import PackedAttestation
+from fido2.attestation.u2f import FidoU2FAttestation
+from fido2.server import Fido2Server
+from fido2.utils import websafe_decode, websafe_encode
+from fido2.webauthn import (
+    AttestationConveyancePreference,
+    AttestationObject,
+    AttestedCredentialData,
+    AuthenticationResponse,
+    AuthenticatorData,
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
+    RegistrationResponse,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.services.assurance import AuthenticatorKind
+from server.services.authentication import (
+    COMPLETED,
+    FAILED,
+    IDENTIFIED,
+    TransactionClosed,
+    TransactionExpired,
+    TransactionUnknown,
+)
+from server.services.credentials import LIMITS, LIVE_STATES
+from server.services.errors import DomainError
+from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
+from server.services.lifecycle_errors import (
+    CredentialLimitReached,
+    IdentityNotActive,
+    IdentityNotFound,
+)
+from server.storage.repositories import CredentialRepository, TransactionRepository
+from server.storage.tables import (
+    AssuranceLevel,
+    AuthTransaction,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    Identity,
+    IdentityStatus,
+)
+
+REGISTRATION_PREFIX = "fido-registration:"
+_OPEN_PREFIX = "fido-reg:"
+SERIAL_PREFIX = "fido2:"
+REGISTRATION_LIFETIME = dt.timedelta(minutes=5)
+RP_NAME = "akkreditiv"
+
+FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
+
+
+class RegistrationUnknown(DomainError):
+    code = "not-found"
+    default_detail = "there is no such registration"
+
+
+class RegistrationClosed(DomainError):
+    code = "conflict"
+    default_detail = "this registration is finished"
+
+
+class RegistrationExpired(DomainError):
+    code = "transaction-expired"
+    default_detail = "the registration took too long"
+
+
+class RegistrationRejected(DomainError):
+    """The response does not verify (origin, challenge, RP id, flags, format)."""
+
+    code = "registration-rejected"
+    default_detail = "the security key's answer was not accepted"
+
+
+class AttestationRejected(DomainError):
+    """The key's attestation does not satisfy the policy (untrusted, unattested, AAGUID)."""
+
+    code = "attestation-rejected"
+    default_detail = "this security key model is not accepted"
+
+
+class DuplicateFidoCredential(DomainError):
+    code = "conflict"
+    default_detail = "this security key is registered already"
+
+
+class AssertionRejected(DomainError):
+    """One answer for every failed assertion; ``reason`` is for the audit log only."""
+
+    code = "verification-failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, detail="the login did not succeed")
+        self.reason = reason
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _serial(credential_id: bytes) -> str:
+    return SERIAL_PREFIX + hashlib.sha256(credential_id).hexdigest()
+
+
+def credential_data(credential: Credential) -> AttestedCredentialData:
+    """The stored public key of a FIDO2 credential row."""
+    return AttestedCredentialData(websafe_decode(str(credential.public_data["credential_data"])))
+
+
+class AttestationPolicy(AttestationVerifier):
+    """Trusts only ``trusted_roots`` (and, if given, only ``allowed_aaguids``); refuses self and
+    "none" attestation unless ``allow_unattested``."""
+
+    def __init__(
+        self,
+        trusted_roots: Sequence[x509.Certificate],
+        *,
+        allowed_aaguids: set[uuid.UUID] | None = None,
+        allow_unattested: bool = False,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__([PackedAttestation(), FidoU2FAttestation(), NoneAttestation()])
+        self._roots = list(trusted_roots)
+        self._aaguids = allowed_aaguids
+        self._allow_unattested = allow_unattested
+        self._clock = clock
+        self.result: AttestationResult | None = None
+
+    def ca_lookup(
+        self, attestation_result: AttestationResult, auth_data: AuthenticatorData
+    ) -> bytes | None:
+        if not attestation_result.trust_path:
+            return None
+        chain = [x509.load_der_x509_certificate(der) for der in attestation_result.trust_path]
+        now = _utc(self._clock())
+        top = chain[-1]
+        for root in self._roots:
+            if root.subject != top.issuer:
+                continue
+            for cert in [*chain, root]:
+                if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                    raise UntrustedAttestation("a certificate is outside its validity")
+            return root.public_bytes(serialization.Encoding.DER)
+        return None
+
+    def verify_attestation(
+        self, attestation_object: AttestationObject, client_data_hash: bytes
+    ) -> None:
+        auth_data = attestation_object.auth_data
+        if auth_data.credential_data is None:
+            raise InvalidAttestation("no attested credential data")
+        aaguid = uuid.UUID(bytes=bytes(auth_data.credential_data.aaguid))
+        if self._aaguids is not None and aaguid not in self._aaguids:
+            raise UntrustedAttestation(f"AAGUID {aaguid} not allowed")
+        verifier = next(
+            (
+                a
+                for a in self._attestation_types
+                if getattr(a, "FORMAT", None) == attestation_object.fmt
+            ),
+            None,
+        )
+        if verifier is None:
+            raise UntrustedAttestation(f"attestation format {attestation_object.fmt!r} refused")
+        result = verifier.verify(attestation_object.att_stmt, auth_data, client_data_hash)
+        if result.attestation_type in (AttestationType.NONE, AttestationType.SELF):
+            if not self._allow_unattested:
+                raise UntrustedAttestation("unattested keys are not accepted")
+            self.result = result
+            return
+        super().verify_attestation(attestation_object, client_data_hash)
+        self.result = result
+
+
+class FidoService:
+    """FIDO2 registration and the FIDO2 login factor, in the caller's transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        rp_id: str,
+        origins: Sequence[str],
+        trusted_roots: list[x509.Certificate],
+        allowed_aaguids: set[uuid.UUID] | None = None,
+        allow_unattested: bool = False,
+        audit: AuditHook = no_audit,
+        clock: Callable[[], float],
+        registration_lifetime: dt.timedelta = REGISTRATION_LIFETIME,
+    ) -> None:
+        self._session = session
+        self._credentials = CredentialRepository(session)
+        self._transactions = TransactionRepository(session)
+        self._rp_id = rp_id
+        self._origins = frozenset(origins)
+        self._trusted_roots = list(trusted_roots)
+        self._allowed_aaguids = allowed_aaguids
+        self._allow_unattested = allow_unattested
+        self._audit = audit
+        self._clock = clock
+        self._registration_lifetime = registration_lifetime
+
+    def _server(self, verifier: AttestationPolicy | None = None) -> Fido2Server:
+        return Fido2Server(
+            PublicKeyCredentialRpEntity(name=RP_NAME, id=self._rp_id),
+            attestation=AttestationConveyancePreference.DIRECT,
+            verify_origin=lambda origin: origin in self._origins,
+            verify_attestation=verifier,
+        )
+
+    def _now(self) -> dt.datetime:
+        return _utc(self._clock())
+
+    # --- registration -------------------------------------------------------------------
+
+    def register_begin(
+        self,
+        identity_id: uuid.UUID,
+        *,
+        user_verification: UserVerificationRequirement = UserVerificationRequirement.DISCOURAGED,
+        resident: bool = False,
+    ) -> tuple[dict[str, Any], uuid.UUID]:
+        """Creation options (JSON-ready) and the id of the persisted registration state."""
+        identity = self._active_identity(identity_id)
+        live = self._fido_credentials(identity_id, LIVE_STATES)
+        if len(live) >= LIMITS[CredentialKind.FIDO2]:
+            raise CredentialLimitReached(CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2])
+        challenge = secrets.token_bytes(32)
+        options, _state = self._server().register_begin(
+            PublicKeyCredentialUserEntity(
+                name=identity.name, id=identity.id.bytes, display_name=identity.name
+            ),
+            credentials=[credential_data(c) for c in live],
+            resident_key_requirement=(
+                ResidentKeyRequirement.REQUIRED if resident else ResidentKeyRequirement.DISCOURAGED
+            ),
+            user_verification=user_verification,
+            challenge=challenge,
+        )
+        now = self._now()
+        row = self._transactions.add(
+            AuthTransaction(
+                service_provider=REGISTRATION_PREFIX + str(identity_id),
+                min_level=AssuranceLevel.LOW,
+                state=_OPEN_PREFIX + user_verification.value,
+                identity_id=identity_id,
+                factors=[],
+                challenge=challenge,
+                created_at=now,
+                expires_at=now + self._registration_lifetime,
+            )
+        )
+        self._audit(
+            "fido2.registration_begun", {"identity_id": str(identity_id), "state_id": str(row.id)}
+        )
+        return dict(options), row.id
+
+    def register_complete(self, state_id: uuid.UUID, response: Mapping[str, Any]) -> Credential:
+        """Verify the key's answer and store the new active FIDO2 credential. A refused answer
+        closes the registration (the caller commits that before answering)."""
+        row = self._session.get(AuthTransaction, state_id)
+        if row is None or not row.service_provider.startswith(REGISTRATION_PREFIX):
+            raise RegistrationUnknown
+        if not row.state.startswith(_OPEN_PREFIX):
+            raise RegistrationClosed
+        if self._now() >= row.expires_at or row.identity_id is None or row.challenge is None:
+            raise RegistrationExpired
+        identity_id = row.identity_id
+        state = {
+            "challenge": websafe_encode(row.challenge),
+            "user_verification": UserVerificationRequirement(row.state[len(_OPEN_PREFIX) :]),
+        }
+        row.state, row.challenge = FAILED, None
+        self._transactions.update(row)
+        policy = AttestationPolicy(
+            self._trusted_roots,
+            allowed_aaguids=self._allowed_aaguids,
+            allow_unattested=self._allow_unattested,
+            clock=self._clock,
+        )
+        try:
+            registration = RegistrationResponse.from_dict(response)
+            auth_data = self._server(policy).register_complete(state, registration)
+        except InvalidAttestation as exc:
+            self._refused(identity_id, "attestation", str(exc))
+            raise AttestationRejected(str(exc)) from None
+        except Exception as exc:
+            self._refused(identity_id, "response", type(exc).__name__)
+            raise RegistrationRejected(type(exc).__name__) from None
+        attested = auth_data.credential_data
+        if attested is None or policy.result is None:  # pragma: no cover - checked above
+            raise RegistrationRejected("no credential data")
+        self._active_identity(identity_id)
+        serial = _serial(attested.credential_id)
+        if self._session.scalar(select(Credential.id).where(Credential.serial == serial)):
+            raise DuplicateFidoCredential
+        if len(self._fido_credentials(identity_id, LIVE_STATES)) >= LIMITS[CredentialKind.FIDO2]:
+            raise CredentialLimitReached(CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2])
+        credential = self._credentials.add(
+            Credential(
+                id=uuid.uuid4(),
+                identity_id=identity_id,
+                kind=CredentialKind.FIDO2,
+                state=CredentialState.ACTIVE,
+                serial=serial,
+                public_data={
+                    "credential_data": websafe_encode(bytes(attested)),
+                    "credential_id": websafe_encode(attested.credential_id),
+                    "aaguid": str(uuid.UUID(bytes=bytes(attested.aaguid))),
+                    "fmt": registration.response.attestation_object.fmt,
+                    "attestation": policy.result.attestation_type.name.lower(),
+                },
+                counter=auth_data.counter,
+            )
+        )
+        row.state = COMPLETED
+        self._transactions.update(row)
+        self._audit(
+            "credential.registered",
+            {
+                "credential_id": str(credential.id),
+                "identity_id": str(identity_id),
+                "kind": CredentialKind.FIDO2.value,
+                "aaguid": credential.public_data["aaguid"],
+            },
+        )
+        return credential
+
+    def _refused(self, identity_id: uuid.UUID, stage: str, reason: str) -> None:
+        self._audit(
+            "fido2.registration_refused",
+            {"identity_id": str(identity_id), "stage": stage, "reason": reason[:200]},
+        )
+
+    # --- authentication -----------------------------------------------------------------
+
+    def fido_begin(
+        self,
+        transaction_id: uuid.UUID,
+        *,
+        user_verification: UserVerificationRequirement = UserVerificationRequirement.PREFERRED,
+    ) -> dict[str, Any]:
+        """Request options for an identified login; the fresh challenge is stored on the
+        transaction (replacing any earlier one). ``user_verification`` is a wish to the client
+        only: the UV flag of the assertion decides the factor proven."""
+        transaction = self._login(transaction_id)
+        challenge = secrets.token_bytes(32)
+        credentials: list[AttestedCredentialData] = []
+        if transaction.identity_id is not None:
+            credentials = [
+                credential_data(c)
+                for c in self._fido_credentials(transaction.identity_id, {CredentialState.ACTIVE})
+            ]
+        options, _state = self._server().authenticate_begin(
+            credentials or None,
+            user_verification=user_verification,
+            challenge=challenge,
+        )
+        transaction.challenge = challenge
+        self._transactions.update(transaction)
+        return dict(options)
+
+    def fido_check(self, transaction_id: uuid.UUID) -> FactorCheck:
+        """A ``FactorCheck`` for ``{"response": <AuthenticationResponse JSON>}`` against the
+        challenge of ``transaction_id`` (consumed whatever the outcome)."""
+
+        def check(
+            session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+        ) -> AuthenticatorKind:
+            transaction = self._login(transaction_id)
+            challenge, transaction.challenge = transaction.challenge, None
+            self._transactions.update(transaction)
+            if challenge is None:
+                raise AssertionRejected("no-challenge")
+            candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
+            if not candidates:
+                raise AssertionRejected("no-credential")
+            by_id = {credential_data(c).credential_id: c for c in candidates}
+            state = {"challenge": websafe_encode(challenge), "user_verification": None}
+            try:
+                assertion = AuthenticationResponse.from_dict(submitted["response"])
+                matched = self._server().authenticate_complete(
+                    state, [credential_data(c) for c in candidates], assertion
+                )
+            except Exception as exc:
+                raise AssertionRejected(type(exc).__name__) from None
+            credential = by_id[matched.credential_id]
+            auth_data = assertion.response.authenticator_data
+            self._check_counter(credential, auth_data.counter)
+            return (
+                AuthenticatorKind.FIDO2_UV
+                if auth_data.is_user_verified()
+                else AuthenticatorKind.FIDO2
+            )
+
+        return check
+
+    def _check_counter(self, credential: Credential, counter: int) -> None:
+        """WebAuthn L2 §7.2 step 21: a counter that does not grow means a possible clone."""
+        stored = credential.counter
+        if (counter or stored) and counter <= stored:
+            credential.state = CredentialState.BLOCKED
+            self._credentials.update(credential)
+            self._audit(
+                "credential.clone_suspected",
+                {
+                    "credential_id": str(credential.id),
+                    "identity_id": str(credential.identity_id),
+                    "stored_counter": stored,
+                    "received_counter": counter,
+                },
+            )
+            raise AssertionRejected("counter-regression")
+        credential.counter = counter
+        self._credentials.update(credential)
+
+    def _login(self, transaction_id: uuid.UUID) -> AuthTransaction:
+        transaction = self._session.get(AuthTransaction, transaction_id)
+        if transaction is None or transaction.service_provider.startswith(REGISTRATION_PREFIX):
+            raise TransactionUnknown("no such transaction", detail="unknown transaction")
+        if transaction.state in (COMPLETED, FAILED):
+            raise TransactionClosed("transaction closed", detail="this login is finished")
+        if self._now() >= transaction.expires_at:
+            raise TransactionExpired("transaction expired", detail="the login took too long")
+        if transaction.state != IDENTIFIED:
+            raise TransactionClosed("not identified", detail="say who is logging in first")
+        return transaction
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _fido_credentials(
+        self, identity_id: uuid.UUID, states: set[CredentialState] | frozenset[CredentialState]
+    ) -> list[Credential]:
+        return [
+            c
+            for c in self._credentials.for_identity(identity_id, states)
+            if c.kind is CredentialKind.FIDO2
+        ]
+
+    def _active_identity(self, identity_id: uuid.UUID) -> Identity:
+        identity = (
+            None if identity_id == STOCK_IDENTITY_ID else self._session.get(Identity, identity_id)
+        )
+        if identity is None:
+            raise IdentityNotFound
+        if identity.status is not IdentityStatus.ACTIVE:
+            raise IdentityNotActive
+        return identity

@@ -1,0 +1,294 @@
+"""FIDO2 over HTTP on SQLite and PostgreSQL, driven by python-fido2's client over the simulated
+security key: registration under an attestation policy, a whole login with a key, signature
+counter regression (a cloned key) blocking the credential, and 4xx (never 500) for garbage."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from fido2.client import DefaultClientDataCollector, Fido2Client
+from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
+
+from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
+from firmware_sim.tokens.attestation import Manufacturer
+from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
+from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
+from server.app import create_app
+from server.settings import Settings
+from tests.unit.server.storage.databases import postgres_schema
+
+ORIGIN = "http://localhost:8000"
+PROVIDER = "https://sp.example"
+PROBLEM = "application/problem+json"
+_numbers = itertools.count(3000)
+# The simulated key has no PIN set: python-fido2's client refuses "preferred" for such a key.
+DISCOURAGED = {"user_verification": "discouraged"}
+
+
+@pytest.fixture
+def sim_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "sim"
+    monkeypatch.setenv("AKKREDITIV_SIM_HOME", str(home))
+    monkeypatch.delenv(ROOTS_ENV, raising=False)
+    monkeypatch.delenv(AAGUIDS_ENV, raising=False)
+    monkeypatch.delenv(UNATTESTED_ENV, raising=False)
+    return home
+
+
+@pytest.fixture
+def trust_simulator(sim_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "sim-root.pem"
+    root.write_bytes(Manufacturer.load_or_create(sim_home).root_pem())
+    monkeypatch.setenv(ROOTS_ENV, str(root))
+    return root
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def client(request: pytest.FixtureRequest, tmp_path: Path, sim_home: Path) -> Iterator[TestClient]:
+    def build(url: str) -> Iterator[TestClient]:
+        settings = Settings(
+            database_url=url,
+            kek_file=tmp_path / "kek.bin",
+            pseudonym_key_file=tmp_path / "pseudonym.key",
+            signing_key_file=tmp_path / "signing.pem",
+            rp_id="localhost",
+            rp_origins=[ORIGIN],
+        )
+        with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+            yield test_client
+
+    if request.param == "sqlite":
+        yield from build(f"sqlite+pysqlite:///{tmp_path / 'fido.db'}")
+    else:
+        with postgres_schema() as url:
+            yield from build(url)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, sim_home: Path) -> Path:
+    path = tmp_path / "key.json"
+    new_fido_state(path, manufacturer_home=sim_home)
+    return path
+
+
+def fido_client(key_file: Path) -> Fido2Client:
+    device = InProcessCtapDevice(load_authenticator(key_file, AlwaysPresent()))
+    return Fido2Client(device, DefaultClientDataCollector(ORIGIN))
+
+
+def as_json(value: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return result
+
+
+def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = answer.json()
+    if code is not None:
+        assert body["type"] == f"urn:akkreditiv:problem:{code}"
+    return body
+
+
+def enrol(client: TestClient) -> tuple[str, str]:
+    number = f"020385-{next(_numbers)}"
+    answer = client.post(
+        "/identities",
+        json={
+            "person_number": number,
+            "name": "Tove Ditlevsen",
+            "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"]), number
+
+
+def register(client: TestClient, identity: str, key_file: Path) -> Any:
+    begun = client.post(f"/identities/{identity}/fido2/register/begin", json={})
+    assert begun.status_code == 201, begun.text
+    options = CredentialCreationOptions.from_dict(begun.json()["options"])
+    response = fido_client(key_file).make_credential(options.public_key)
+    return client.post(
+        f"/fido2/registrations/{begun.json()['state_id']}/complete",
+        json={"response": as_json(response)},
+    )
+
+
+def login(client: TestClient, number: str) -> str:
+    begun = client.post("/authentications", json={"provider": PROVIDER, "min_level": "low"})
+    assert begun.status_code == 201, begun.text
+    transaction = str(begun.json()["id"])
+    identified = client.post(
+        f"/authentications/{transaction}/identify", json={"person_number": number}
+    )
+    assert identified.status_code == 200, identified.text
+    return transaction
+
+
+def assert_with_key(client: TestClient, transaction: str, key_file: Path) -> Any:
+    begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED)
+    assert begun.status_code == 200, begun.text
+    options = CredentialRequestOptions.from_dict(begun.json()["options"])
+    selection = fido_client(key_file).get_assertion(options.public_key)
+    return client.post(
+        f"/authentications/{transaction}/fido2",
+        json={"response": as_json(selection.get_response(0))},
+    )
+
+
+# --- registration -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_register_with_the_simulator_root_trusted(client: TestClient, key_file: Path) -> None:
+    identity, _ = enrol(client)
+    answer = register(client, identity, key_file)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["kind"] == "fido2"
+    assert body["state"] == "active"
+    assert body["public_data"]["fmt"] == "packed"
+    assert body["public_data"]["attestation"] == "basic"
+    assert body["public_data"]["credential_data"]
+
+
+def test_register_refused_when_no_root_is_trusted(client: TestClient, key_file: Path) -> None:
+    identity, _ = enrol(client)
+    assert_problem(register(client, identity, key_file), 400, "attestation-rejected")
+    assert client.get(f"/identities/{identity}/credentials").json() == []
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_register_refused_for_an_aaguid_not_allowed(
+    client: TestClient, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(AAGUIDS_ENV, "00000000-0000-0000-0000-000000000001")
+    identity, _ = enrol(client)
+    assert_problem(register(client, identity, key_file), 400, "attestation-rejected")
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_a_registration_state_is_used_once(client: TestClient, key_file: Path) -> None:
+    identity, _ = enrol(client)
+    begun = client.post(f"/identities/{identity}/fido2/register/begin").json()
+    options = CredentialCreationOptions.from_dict(begun["options"])
+    response = {"response": as_json(fido_client(key_file).make_credential(options.public_key))}
+    path = f"/fido2/registrations/{begun['state_id']}/complete"
+    assert client.post(path, json=response).status_code == 201
+    assert_problem(client.post(path, json=response), 409, "conflict")
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_login_with_a_security_key(client: TestClient, key_file: Path) -> None:
+    identity, number = enrol(client)
+    assert register(client, identity, key_file).status_code == 201
+    transaction = login(client, number)
+    answer = assert_with_key(client, transaction, key_file)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["factors"] == ["fido2"]
+    done = client.post(f"/authentications/{transaction}/complete")
+    assert done.status_code == 200, done.text
+    claims = jwt.decode(done.json()["assertion"], options={"verify_signature": False})
+    assert claims["amr"] == ["fido2"]
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_a_cloned_key_is_blocked(client: TestClient, key_file: Path, tmp_path: Path) -> None:
+    identity, number = enrol(client)
+    assert register(client, identity, key_file).status_code == 201
+    clone = tmp_path / "clone.json"
+    shutil.copy(key_file, clone)  # a copy with the counter as it was after registration
+    first = assert_with_key(client, login(client, number), key_file)
+    assert first.status_code == 200, first.text
+    assert_problem(
+        assert_with_key(client, login(client, number), clone), 401, "verification-failed"
+    )
+    [credential] = client.get(f"/identities/{identity}/credentials").json()
+    assert credential["state"] == "blocked"
+    # The original key no longer logs in either: a blocked credential is not offered.
+    transaction = login(client, number)
+    begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED)
+    assert "allowCredentials" not in begun.json()["options"]["publicKey"]
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_an_assertion_cannot_be_replayed(client: TestClient, key_file: Path) -> None:
+    identity, number = enrol(client)
+    assert register(client, identity, key_file).status_code == 201
+    transaction = login(client, number)
+    begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED).json()
+    options = CredentialRequestOptions.from_dict(begun["options"])
+    selection = fido_client(key_file).get_assertion(options.public_key)
+    body = {"response": as_json(selection.get_response(0))}
+    assert client.post(f"/authentications/{transaction}/fido2", json=body).status_code == 200
+    assert_problem(
+        client.post(f"/authentications/{transaction}/fido2", json=body),
+        401,
+        "verification-failed",
+    )
+
+
+# --- garbage ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trust_simulator")
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"response": {}},
+        {"response": {"id": "x", "rawId": "!!", "response": {}, "type": "public-key"}},
+        {"response": {"response": {"clientDataJSON": "AAAA", "attestationObject": "AAAA"}}},
+        {"response": "nope"},
+        {"other": 1},
+        [],
+    ],
+)
+def test_malformed_bodies_answer_4xx(client: TestClient, key_file: Path, body: Any) -> None:
+    identity, number = enrol(client)
+    begun = client.post(f"/identities/{identity}/fido2/register/begin").json()
+    answer = client.post(f"/fido2/registrations/{begun['state_id']}/complete", json=body)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert register(client, identity, key_file).status_code == 201
+    transaction = login(client, number)
+    assert (
+        client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED).status_code
+        == 200
+    )
+    answer = client.post(f"/authentications/{transaction}/fido2", json=body)
+    assert 400 <= answer.status_code < 500, answer.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/identities/not-a-uuid/fido2/register/begin",
+        "/identities/00000000-0000-0000-0000-000000000009/fido2/register/begin",
+        "/fido2/registrations/00000000-0000-0000-0000-000000000009/complete",
+        "/authentications/00000000-0000-0000-0000-000000000009/fido2/begin",
+        "/authentications/00000000-0000-0000-0000-000000000009/fido2",
+    ],
+)
+def test_unknown_ids_answer_4xx(client: TestClient, path: str) -> None:
+    answer = client.post(path, content=b"{not json", headers={"content-type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text
+    answer = client.post(path, json={"response": {}})
+    assert 400 <= answer.status_code < 500, answer.text
+
+
+def test_a_registration_state_is_not_a_login(client: TestClient) -> None:
+    identity, _ = enrol(client)
+    state_id = client.post(f"/identities/{identity}/fido2/register/begin").json()["state_id"]
+    assert_problem(client.post(f"/authentications/{state_id}/fido2/begin"), 404)
+    assert client.post(f"/authentications/{state_id}/complete").status_code in {403, 409}
