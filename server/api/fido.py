@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, _service
-from server.api.deps import Services, ServicesDep, SessionDep
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.identities import CredentialOut, _credential_out
 from server.api.problems import problem
 from server.services.errors import DomainError, KeyMaterialRejected
@@ -100,6 +100,7 @@ def fido_service(session: Session, services: Services) -> FidoService:
         allowed_aaguids=allowed_aaguids(),
         allow_unattested=os.environ.get(UNATTESTED_ENV, "").lower() in {"1", "true", "yes"},
         clock=services.clock,
+        audit=audit_hook(session, services, "api"),
     )
 
 
