@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from akkreditiv.cli.audit import audit_app
+from akkreditiv.cli.demo import demo_app
 from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
 from akkreditiv.cli.otp import otp_app
@@ -28,6 +29,7 @@ devices_app.add_typer(fido_app, name="fido")
 devices_app.add_typer(otp_app, name="otp")
 app.add_typer(sim_app, name="sim")
 app.command("serve")(serve)
+app.add_typer(demo_app, name="demo")
 app.add_typer(audit_app, name="audit")
 
 

@@ -212,13 +212,19 @@ def _new_oath(state: Path, psk: str | None) -> None:
 
 
 @sim_app.command("show")
-def sim_show(state: StateOption) -> None:
+def sim_show(
+    state: StateOption,
+    at: Annotated[
+        float | None, typer.Option(help="Test rigs: the display's clock, as a Unix time.")
+    ] = None,
+) -> None:
     """Press the code display's button: print what its display shows."""
     from firmware_sim.state import StateError
     from firmware_sim.tokens import otp_token
 
     try:
-        generator = otp_token.load_generator(state, otp_token.Model.DISPLAY)
+        clock = time.time if at is None else (lambda: at)
+        generator = otp_token.load_generator(state, otp_token.Model.DISPLAY, clock=clock)
         code = generator.next_code()
     except StateError as exc:
         raise fail(str(exc)) from exc
