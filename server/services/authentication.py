@@ -197,8 +197,9 @@ class AuthenticationService:
         now = self.clock()
         self._throttle(f"source:{source}", now)
         identity_id = transaction.identity_id
+        failures_before = 0
         if identity_id is not None:
-            self._account_open(identity_id, now)
+            failures_before = self._account_open(identity_id, now)
         try:
             if identity_id is None:
                 on_unknown = getattr(check, "on_unknown", None)
@@ -217,10 +218,12 @@ class AuthenticationService:
                     str(exc), detail="the login did not succeed; check what you entered"
                 ),
             )
-        self.limits.reset(f"account:{identity_id}")
-        transaction.factors = sorted({*transaction.factors, kind.value})
-        self._move(transaction, IDENTIFIED)
-        self.transactions.update(transaction)
+        if failures_before:
+            self.limits.reset(f"account:{identity_id}")  # a success ends the failure run
+        factors = sorted({*transaction.factors, kind.value})
+        if factors != transaction.factors:
+            transaction.factors = factors
+            self.transactions.update(transaction)
         self.audit(
             "authentication.factor",
             {"transaction": str(transaction.id), "factor": kind.value, "result": "ok"},
@@ -270,11 +273,15 @@ class AuthenticationService:
         if limit is not None and limit.locked_until is not None and limit.locked_until > now:
             raise Throttled("source throttled", detail="too many attempts; wait and try again")
 
-    def _account_open(self, identity_id: uuid.UUID, now: dt.datetime) -> None:
+    def _account_open(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
+        """The account's current run of failures; raises while the account is locked."""
         limit = self.limits.get(f"account:{identity_id}")
-        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
+        if limit is None:
+            return 0
+        if limit.locked_until is not None and limit.locked_until > now:
             # The same answer as any failure: a lock must not reveal that the account exists.
             raise AuthenticationFailed("account locked", detail="the login did not succeed")
+        return limit.failures
 
     def _failure(
         self,
