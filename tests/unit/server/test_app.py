@@ -2,34 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
-
-from server.app import create_app
-from server.settings import Settings
-from tests.unit.server.storage.databases import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    def build(url: str) -> Iterator[TestClient]:
-        settings = Settings(
-            database_url=url,
-            kek_file=tmp_path / "kek.bin",
-            pseudonym_key_file=tmp_path / "pseudonym.key",
-            signing_key_file=tmp_path / "signing.pem",
-        )
-        with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-            yield test_client
-
-    if request.param == "sqlite":
-        yield from build(f"sqlite+pysqlite:///{tmp_path / 'app.db'}")
-    else:
-        with postgres_schema() as url:
-            yield from build(url)
 
 
 def test_health_reports_the_database_after_migrating(client: TestClient) -> None:

@@ -26,7 +26,6 @@ from server.storage.tables import (
     Identity,
     IdentityStatus,
 )
-from tests.unit.server.storage.databases import postgres_schema
 
 SEED = b"12345678901234567890"
 PERSON = "0101901234"
@@ -34,25 +33,13 @@ PERSON_STORED = "010190-1234"  # as the identity service stores it
 PROVIDER = "https://sp.example"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    def build(url: str) -> Iterator[TestClient]:
-        settings = Settings(
-            database_url=url,
-            kek_file=tmp_path / "kek.bin",
-            pseudonym_key_file=tmp_path / "pseudonym.key",
-            signing_key_file=tmp_path / "signing.pem",
-        )
-        app = create_app(settings)
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            seed_identity(app.state.services.sessions, tmp_path / "kek.bin")
-            yield test_client
-
-    if request.param == "sqlite":
-        yield from build(f"sqlite+pysqlite:///{tmp_path / 'auth.db'}")
-    else:
-        with postgres_schema() as url:
-            yield from build(url)
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The app, with one person holding an active code display."""
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        seed_identity(app.state.services.sessions, settings.kek_file)
+        yield test_client
 
 
 def seed_identity(sessions: Any, kek: Path) -> None:

@@ -23,7 +23,6 @@ from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fid
 from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
 from server.app import create_app
 from server.settings import Settings
-from tests.unit.server.storage.databases import postgres_schema
 
 ORIGIN = "http://localhost:8000"
 PROVIDER = "https://sp.example"
@@ -51,25 +50,11 @@ def trust_simulator(sim_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return root
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, tmp_path: Path, sim_home: Path) -> Iterator[TestClient]:
-    def build(url: str) -> Iterator[TestClient]:
-        settings = Settings(
-            database_url=url,
-            kek_file=tmp_path / "kek.bin",
-            pseudonym_key_file=tmp_path / "pseudonym.key",
-            signing_key_file=tmp_path / "signing.pem",
-            rp_id="localhost",
-            rp_origins=[ORIGIN],
-        )
-        with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-            yield test_client
-
-    if request.param == "sqlite":
-        yield from build(f"sqlite+pysqlite:///{tmp_path / 'fido.db'}")
-    else:
-        with postgres_schema() as url:
-            yield from build(url)
+@pytest.fixture
+def client(settings: Settings, sim_home: Path) -> Iterator[TestClient]:
+    """The app, with the simulator's manufacturer in a temporary home."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 @pytest.fixture

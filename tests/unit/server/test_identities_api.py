@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,31 +15,9 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
-from server.app import create_app
-from server.settings import Settings
-from tests.unit.server.storage.databases import postgres_schema
 
 PROBLEM = "application/problem+json"
 _numbers = itertools.count(2000)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    def build(url: str) -> Iterator[TestClient]:
-        settings = Settings(
-            database_url=url,
-            kek_file=tmp_path / "kek.bin",
-            pseudonym_key_file=tmp_path / "pseudonym.key",
-            signing_key_file=tmp_path / "signing.pem",
-        )
-        with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-            yield test_client
-
-    if request.param == "sqlite":
-        yield from build(f"sqlite+pysqlite:///{tmp_path / 'app.db'}")
-    else:
-        with postgres_schema() as url:
-            yield from build(url)
 
 
 def enrolment(person_number: str | None = None, **changes: Any) -> dict[str, Any]:
