@@ -129,6 +129,7 @@ def load(
     seconds: float,
     request: Callable[[httpx.Client, int, int], httpx.Response],
     base: str,
+    minimum: int = 1,
 ) -> dict[str, float]:
     latencies: list[float] = []
     failures = 0
@@ -139,7 +140,7 @@ def load(
         nonlocal failures
         http = httpx.Client(base_url=base, timeout=30)
         n = 0
-        while time.monotonic() < stop:
+        while time.monotonic() < stop or n < minimum:
             started = time.perf_counter()
             answer = request(http, client, n)
             elapsed = time.perf_counter() - started
@@ -172,6 +173,7 @@ def main() -> int:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--minimum", type=int, default=20, help="requests per client at least")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -213,7 +215,7 @@ def main() -> int:
                 return http.post(f"/authentications/{transaction}/otp", json={"code": code})
 
             service_figures = load(
-                args.clients, args.seconds, otp_request, f"http://127.0.0.1:{port}"
+                args.clients, args.seconds, otp_request, f"http://127.0.0.1:{port}", args.minimum
             )
         with serve(baseline, env, f"http://127.0.0.1:{base_port}/docs"):
             base_counters = [0] * args.clients
@@ -225,7 +227,11 @@ def main() -> int:
                 return http.post("/check", json={"client": client, "code": code})
 
             baseline_figures = load(
-                args.clients, args.seconds, baseline_request, f"http://127.0.0.1:{base_port}"
+                args.clients,
+                args.seconds,
+                baseline_request,
+                f"http://127.0.0.1:{base_port}",
+                args.minimum,
             )
 
     results = {

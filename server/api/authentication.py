@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.problems import problem
 from server.services.assurance import Level
-from server.services.authentication import AuthenticationService, StepUpRequired
+from server.services.authentication import AuthenticationService, FactorCheck, StepUpRequired
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.person_number import PersonNumber
@@ -78,6 +78,25 @@ def _service(session: Any, services: Services, actor: str = "api") -> Authentica
     )
 
 
+def verify_and_answer(
+    request: Request,
+    session: Any,
+    services: Services,
+    transaction_id: uuid.UUID,
+    check: FactorCheck,
+    submitted: dict[str, Any],
+) -> FactorsView | JSONResponse:
+    """Check one factor and answer: the factors so far, or a 401 problem. The failure is
+    returned, not raised, so what it changed (counters, blocks, limits, audit) is committed."""
+    source = request.client.host if request.client else "unknown"
+    result = _service(session, services).verify_factor(
+        transaction_id, check, submitted, source=source
+    )
+    if result.failure is not None:
+        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
+    return FactorsView(factors=result.factors)
+
+
 @router.post("/authentications", status_code=201, response_model=TransactionView)
 def begin(body: BeginRequest, session: SessionDep, services: ServicesDep) -> TransactionView:
     """A service provider starts a login and says the level it needs."""
@@ -122,17 +141,8 @@ def one_time_code(
     services: ServicesDep,
 ) -> FactorsView | JSONResponse:
     """A code from a code display, an audio code reader or an OTP token."""
-    source = request.client.host if request.client else "unknown"
-    result = _service(session, services).verify_factor(
-        transaction_id,
-        otp_check(services.secrets, services.clock),
-        {"code": body.code},
-        source=source,
-    )
-    if result.failure is not None:
-        # Returned, not raised: the failure's counters and limits are committed first.
-        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
-    return FactorsView(factors=result.factors)
+    check = otp_check(services.secrets, services.clock)
+    return verify_and_answer(request, session, services, transaction_id, check, {"code": body.code})
 
 
 @router.post(
@@ -148,16 +158,12 @@ def password(
     services: ServicesDep,
 ) -> FactorsView | JSONResponse:
     """The password (paste is never blocked: that is the page's promise, WCAG 3.3.8)."""
-    source = request.client.host if request.client else "unknown"
     check = PasswordCheck(
         services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
     )
-    result = _service(session, services).verify_factor(
-        transaction_id, check, {"password": body.password}, source=source
+    return verify_and_answer(
+        request, session, services, transaction_id, check, {"password": body.password}
     )
-    if result.failure is not None:
-        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
-    return FactorsView(factors=result.factors)
 
 
 @router.post(

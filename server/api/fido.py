@@ -25,10 +25,9 @@ from fido2.webauthn import UserVerificationRequirement
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, _service
+from server.api.authentication import FactorsView, verify_and_answer
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.identities import CredentialOut, _credential_out
-from server.api.problems import problem
 from server.services.errors import DomainError, KeyMaterialRejected
 from server.services.fido import FidoService
 
@@ -169,14 +168,7 @@ def assertion(
     services: ServicesDep,
 ) -> FactorsView | JSONResponse:
     """The security key's assertion for the challenge of ``fido2/begin``."""
-    source = request.client.host if request.client else "unknown"
-    result = _service(session, services).verify_factor(
-        transaction_id,
-        fido_service(session, services).fido_check(transaction_id),
-        {"response": body.response},
-        source=source,
+    check = fido_service(session, services).fido_check(transaction_id)
+    return verify_and_answer(
+        request, session, services, transaction_id, check, {"response": body.response}
     )
-    if result.failure is not None:
-        # Returned, not raised: the counter, a block and the rate limits are committed first.
-        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
-    return FactorsView(factors=result.factors)

@@ -1,4 +1,4 @@
-"""The benchmark script keeps working (its figures are read by people, not asserted here)."""
+"""The benchmark scripts keep working (their figures are read by people, not asserted here)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,19 +15,26 @@ from firmware_sim.attach.pcscd import VpcdReader
 
 pytestmark = pytest.mark.integration
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_piv.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a benchmark for a few operations only and return its JSON figures."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--seconds", "0", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, result.stderr
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
 
 
 def test_piv_benchmark_reports_all_three_rates(free_reader: VpcdReader) -> None:
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARK), "--seconds", "0", "--minimum", "3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+    figures = run_benchmark("bench_piv.py", "--minimum", "3")
     assert figures["operations"] == {"bare": 3, "in_process": 3, "pcscd": 3}
     for key in (
         "bare_ecdsa_p256_sign_per_s",
@@ -37,24 +45,9 @@ def test_piv_benchmark_reports_all_three_rates(free_reader: VpcdReader) -> None:
 
 
 def test_fido_benchmark_reports_all_three_rates(free_reader: VpcdReader, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK.with_name("bench_fido.py")),
-            "--seconds",
-            "0",
-            "--minimum",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "AKKREDITIV_SIM_HOME": str(tmp_path / "home")},
+    figures = run_benchmark(
+        "bench_fido.py", "--minimum", "3", env={"AKKREDITIV_SIM_HOME": str(tmp_path / "home")}
     )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
     assert figures["operations"] == {"in_process": 3, "usb": 3, "nfc": 3}
     for key in (
         "in_process_assertions_per_s",
@@ -65,23 +58,7 @@ def test_fido_benchmark_reports_all_three_rates(free_reader: VpcdReader, tmp_pat
 
 
 def test_otp_benchmark_reports_all_five_rates() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK.with_name("bench_otp.py")),
-            "--seconds",
-            "0",
-            "--minimum",
-            "3",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+    figures = run_benchmark("bench_otp.py", "--minimum", "3")
     assert figures["operations"] == {
         "bare_hmac": 3,
         "hotp": 3,
@@ -103,23 +80,7 @@ def test_otp_benchmark_reports_all_five_rates() -> None:
 
 
 def test_speech_benchmark_reports_both_languages() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK.with_name("bench_speech.py")),
-            "--seconds",
-            "0",
-            "--minimum",
-            "2",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+    figures = run_benchmark("bench_speech.py", "--minimum", "2")
     assert figures["operations"] == {
         language: {"press": 2, "cold": 2, "warm": 2, "sentence": 2} for language in ("da", "en")
     }
@@ -131,3 +92,12 @@ def test_speech_benchmark_reports_both_languages() -> None:
             "sentence_real_time_factor",
         ):
             assert figures[language][key] > 0
+
+
+def test_server_benchmark_reports_service_and_baseline() -> None:
+    figures = run_benchmark("bench_server.py", "--clients", "2", "--minimum", "3")
+    assert figures["database"] == "sqlite"
+    for side in ("service_otp", "baseline_hmac_and_update"):
+        assert figures[side]["requests"] > 0
+        assert figures[side]["failures"] == 0
+    assert figures["throughput_ratio"] > 0
