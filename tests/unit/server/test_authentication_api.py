@@ -17,19 +17,10 @@ from devices.protocol.otp import totp
 from server.app import create_app
 from server.services.secretbox import SecretBox
 from server.settings import Settings
-from server.storage.repositories import CredentialRepository, IdentityRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.repositories import IdentityRepository
+from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
 
-SEED = b"12345678901234567890"
 PERSON = "0101901234"
-PERSON_STORED = "010190-1234"  # as the identity service stores it
 PROVIDER = "https://sp.example"
 
 
@@ -43,28 +34,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 
 def seed_identity(sessions: Any, kek: Path) -> None:
-    box = SecretBox.from_file(kek)
-    with sessions() as session, session.begin():
-        identity = IdentityRepository(session).add(
-            Identity(
-                person_number=PERSON_STORED,
-                name="Test Person",
-                status=IdentityStatus.ACTIVE,
-                identity_assurance=AssuranceLevel.SUBSTANTIAL,
-            )
-        )
-        credential_id = uuid.uuid4()
-        CredentialRepository(session).add(
-            Credential(
-                id=credential_id,
-                identity_id=identity.id,
-                kind=CredentialKind.CODE_DISPLAY,
-                state=CredentialState.ACTIVE,
-                serial="1000000001",
-                secret_ciphertext=box.seal(SEED, context=f"credential:{credential_id}"),
-                public_data={"algorithm": "totp", "digits": 6, "step": 30, "hash": "SHA1"},
-            )
-        )
+    seed_person_with_code_display(sessions, SecretBox.from_file(kek))
 
 
 def start(client: TestClient, person: str = PERSON, level: str = "low") -> str:

@@ -24,17 +24,12 @@ from server.services.factors import otp_check
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey
-from server.storage.repositories import CredentialRepository, IdentityRepository
+from server.storage.repositories import CredentialRepository
 from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
     CredentialState,
-    Identity,
-    IdentityStatus,
 )
+from tests.unit.server.people import SEED, seed_person_with_code_display
 
-SEED = b"12345678901234567890"
 START = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
 
 
@@ -55,28 +50,7 @@ def world(
     tmp_path: Path,
 ) -> tuple[sessionmaker[Session], uuid.UUID, SecretBox, Clock]:
     box = SecretBox.from_file(tmp_path / "kek.bin", create=True)
-    with sessions() as session, session.begin():
-        identity = IdentityRepository(session).add(
-            Identity(
-                person_number="0101901234",
-                name="Test Person",
-                status=IdentityStatus.ACTIVE,
-                identity_assurance=AssuranceLevel.SUBSTANTIAL,
-            )
-        )
-        credential_id = uuid.uuid4()
-        CredentialRepository(session).add(
-            Credential(
-                id=credential_id,
-                identity_id=identity.id,
-                kind=CredentialKind.CODE_DISPLAY,
-                state=CredentialState.ACTIVE,
-                serial="1000000001",
-                secret_ciphertext=box.seal(SEED, context=f"credential:{credential_id}"),
-                public_data={"algorithm": "totp", "digits": 6, "step": 30, "hash": "SHA1"},
-            )
-        )
-        identity_id = identity.id
+    identity_id = seed_person_with_code_display(sessions, box)
     return sessions, identity_id, box, Clock()
 
 

@@ -1,0 +1,49 @@
+"""Test people: an enrolled identity holding an active code display with a known seed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from server.services.secretbox import SecretBox
+from server.storage.repositories import CredentialRepository, IdentityRepository
+from server.storage.tables import (
+    AssuranceLevel,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    Identity,
+    IdentityStatus,
+)
+
+SEED = b"12345678901234567890"  # RFC 6238's SHA-1 seed
+PERSON_STORED = "010190-1234"  # as the identity service stores it
+
+
+def seed_person_with_code_display(
+    sessions: Any, box: SecretBox, person_number: str = PERSON_STORED
+) -> uuid.UUID:
+    """Add the person (identity assurance Substantial) and their code display; return the id."""
+    with sessions() as session, session.begin():
+        identity = IdentityRepository(session).add(
+            Identity(
+                person_number=person_number,
+                name="Test Person",
+                status=IdentityStatus.ACTIVE,
+                identity_assurance=AssuranceLevel.SUBSTANTIAL,
+            )
+        )
+        credential_id = uuid.uuid4()
+        CredentialRepository(session).add(
+            Credential(
+                id=credential_id,
+                identity_id=identity.id,
+                kind=CredentialKind.CODE_DISPLAY,
+                state=CredentialState.ACTIVE,
+                serial="1000000001",
+                secret_ciphertext=box.seal(SEED, context=f"credential:{credential_id}"),
+                public_data={"algorithm": "totp", "digits": 6, "step": 30, "hash": "SHA1"},
+            )
+        )
+        identity_id: uuid.UUID = identity.id
+    return identity_id
