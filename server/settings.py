@@ -27,7 +27,18 @@ class Settings(BaseSettings):
     # Keys the service makes on first start when the files are missing (mode 0600).
     pseudonym_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "pseudonym.key")
     signing_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "signing-key.pem")
+    # The pepper of key-card code digests: outside the database, so a dump alone cannot be
+    # brute-forced (10**6 codes per index); decoy answers use keys derived from it. Default:
+    # beside the key-encryption key (var/keycard-pepper.bin).
+    keycard_pepper_file: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "keycard-pepper.bin"
+    )
+    # The PIV smartcards' CA: its key (0600) and self-signed certificate, made on first use.
+    piv_ca_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "piv-ca-key.pem")
+    piv_ca_cert_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "piv-ca.pem")
     create_keys: bool = True
+    # API keys of operators, supervisors and service providers (``akkreditiv keys add``).
+    api_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "api-keys.json")
     issuer: str = "http://localhost:8000"
     assertion_lifetime_s: int = Field(default=300, ge=30, le=3600)
     transaction_lifetime_s: int = Field(default=600, ge=30, le=3600)

@@ -12,6 +12,7 @@ from akkreditiv.cli.audit import audit_app
 from akkreditiv.cli.demo import demo_app
 from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
+from akkreditiv.cli.keys import keys_app
 from akkreditiv.cli.otp import otp_app
 from akkreditiv.cli.piv import piv_app
 from akkreditiv.cli.serve import serve
@@ -31,6 +32,7 @@ app.add_typer(sim_app, name="sim")
 app.command("serve")(serve)
 app.add_typer(demo_app, name="demo")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

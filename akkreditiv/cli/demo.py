@@ -16,6 +16,7 @@ demo_app = typer.Typer(help="A demo person with simulated tokens, for trying the
 
 DEMO_PERSON = "010180-1234"
 DEMO_PASSWORD = "demo password for akkreditiv"  # noqa: S105 - printed for people to try it
+DEMO_PROVIDER = "https://demo.example"
 
 
 @demo_app.command("seed")
@@ -31,8 +32,24 @@ def seed(
 
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "demo-person.json"
-    with httpx.Client(base_url=url, timeout=30) as http:
+    supervisor = _key(folder / "supervisor.key", "demo-supervisor", "supervisor")
+    headers = {"Authorization": f"Bearer {supervisor}"}
+    _key(folder / "provider.key", DEMO_PROVIDER, "provider")
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
         _seed(http, url, folder, record)
+
+
+def _key(path: Path, name: str, role: str) -> str:
+    """The demo's API key in ``path``, made (in the service's key file) on first use."""
+    from server.services.access import ApiKeys, Role
+    from server.settings import Settings
+
+    if path.exists():
+        return path.read_text(encoding="ascii").strip()
+    _, key = ApiKeys(Settings().api_keys_file).add(name, [Role(role)])
+    path.touch(mode=0o600)
+    path.write_text(key + "\n", encoding="ascii")
+    return key
 
 
 def _seed(http: Any, url: str, folder: Path, record: Path) -> None:
@@ -41,7 +58,7 @@ def _seed(http: Any, url: str, folder: Path, record: Path) -> None:
     from firmware_sim.tokens import otp_token
 
     if record.exists():
-        _instructions(url, json.loads(record.read_text()))
+        _instructions(url, json.loads(record.read_text()), folder)
         return
     display_state = folder / "display.json"
     usb_state = folder / "otp-usb-hotp.json"
@@ -105,7 +122,7 @@ def _seed(http: Any, url: str, folder: Path, record: Path) -> None:
         "otp_usb": str(usb_state),
     }
     record.write_text(json.dumps(details, indent=2) + "\n")
-    _instructions(url, details)
+    _instructions(url, details, folder)
 
 
 def _ok(answer: Any, doing: str) -> dict[str, Any]:
@@ -115,14 +132,15 @@ def _ok(answer: Any, doing: str) -> dict[str, Any]:
     return body
 
 
-def _instructions(url: str, details: dict[str, Any]) -> None:
+def _instructions(url: str, details: dict[str, Any], folder: Path) -> None:
+    provider = f'-H "Authorization: Bearer $(cat {folder / "provider.key"})"'
     typer.echo(
         f"""
 Demo person {details["person_number"]} (password "{DEMO_PASSWORD}"), with a code display
 ({details["display"]}) and a USB OTP token ({details["otp_usb"]}). To log in at level
-substantial (password + code display):
-  curl -s -X POST {url}/authentications -H 'content-type: application/json' \\
-       -d '{{"provider": "https://sp.example", "min_level": "substantial"}}'     # -> id
+substantial (password + code display), as the demo service provider {DEMO_PROVIDER}:
+  curl -s -X POST {url}/authentications {provider} \\
+       -H 'content-type: application/json' -d '{{"min_level": "substantial"}}'  # -> id
   curl -s -X POST {url}/authentications/ID/identify -H 'content-type: application/json' \\
        -d '{{"person_number": "{details["person_number"]}"}}'
   curl -s -X POST {url}/authentications/ID/password -H 'content-type: application/json' \\
@@ -130,6 +148,6 @@ substantial (password + code display):
   .venv/bin/akkreditiv sim show --state {details["display"]}                    # the code
   curl -s -X POST {url}/authentications/ID/otp -H 'content-type: application/json' \\
        -d '{{"code": "CODE"}}'
-  curl -s -X POST {url}/authentications/ID/complete                             # the JWT
+  curl -s -X POST {url}/authentications/ID/complete {provider}      # the JWT
 """
     )

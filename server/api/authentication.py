@@ -7,12 +7,13 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, require
 from server.api.problems import problem
+from server.services.access import Caller, NotPermitted, Permission
 from server.services.assurance import Level
 from server.services.authentication import AuthenticationService, FactorCheck, StepUpRequired
 from server.services.errors import InvalidPersonNumber
@@ -31,8 +32,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Provider = Annotated[Caller, Depends(require(Permission.LOGIN))]
+
+
 class BeginRequest(Strict):
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     min_level: LevelName = "low"
 
 
@@ -98,9 +102,18 @@ def verify_and_answer(
 
 
 @router.post("/authentications", status_code=201, response_model=TransactionView)
-def begin(body: BeginRequest, session: SessionDep, services: ServicesDep) -> TransactionView:
-    """A service provider starts a login and says the level it needs."""
-    transaction = _service(session, services).begin(body.provider, _LEVELS[body.min_level])
+def begin(
+    body: BeginRequest, session: SessionDep, services: ServicesDep, caller: Provider
+) -> TransactionView:
+    """A service provider starts a login and says the level it needs. The provider is the
+    API key's name (``provider``, if sent, must be that name)."""
+    if body.provider is not None and body.provider != caller.name:
+        raise NotPermitted(
+            "provider mismatch", detail="this API key begins logins only for its own provider"
+        )
+    transaction = _service(session, services, caller.actor).begin(
+        caller.name, _LEVELS[body.min_level]
+    )
     return TransactionView(
         id=transaction.id,
         state=transaction.state,
@@ -172,11 +185,14 @@ def password(
     responses={403: {"description": "the factors do not reach the level (step up)"}},
 )
 def complete(
-    transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep
+    transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Provider
 ) -> AssertionView | JSONResponse:
-    """The signed assertion for the service provider, or a request to step up."""
+    """The signed assertion for the service provider that began the login, or a request to
+    step up."""
     try:
-        outcome = _service(session, services).complete(transaction_id)
+        outcome = _service(session, services, caller.actor).complete(
+            transaction_id, provider=caller.name
+        )
     except StepUpRequired as exc:
         return problem(
             403,

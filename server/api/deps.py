@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.services.access import ApiKeys, Caller, NotAuthenticated, Permission
 from server.services.audit import AuditLog
 from server.services.factors import PasswordCheck
 from server.services.passwords import Passwords
@@ -29,6 +31,7 @@ class Services:
     pseudonyms: Pseudonyms
     signer: AssertionSigner
     password_decoy: str
+    api_keys: ApiKeys
     clock: Callable[[], float] = time.time
 
 
@@ -43,6 +46,7 @@ def build_services(settings: Settings, sessions: sessionmaker[Session]) -> Servi
         password_decoy=PasswordCheck.make_decoy(passwords),
         pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
         signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
+        api_keys=ApiKeys(settings.api_keys_file),
     )
 
 
@@ -62,6 +66,34 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: akk_<id>_<secret>")
+
+
+def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller behind the request's API key; 401 without a valid one."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("no API key")
+    caller = get_services(request).api_keys.authenticate(credentials.credentials)
+    if caller is None:
+        raise NotAuthenticated("unknown API key", detail="this API key is not valid")
+    return caller
+
+
+def require(permission: Permission) -> Callable[..., Caller]:
+    """A dependency: the caller, who must hold ``permission`` (403 if not)."""
+
+    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        caller.require(permission)
+        return caller
+
+    dependency.__name__ = f"require_{permission.value}"
+    return dependency
+
+
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, require
+from server.services.access import Caller, NotPermitted, Permission, Role
 from server.services.credentials import CredentialService
 from server.services.identities import (
     STOCK_IDENTITY_ID,
@@ -40,6 +41,14 @@ _SERIAL = r"^[\x20-\x7e]{1,128}$"
 _NOT_SHOWN = frozenset({"private_id"})
 
 router = APIRouter(tags=["identities"])
+
+# Who may do what (server/services/access.py); every route here needs an API key.
+Viewer = Annotated[Caller, Depends(require(Permission.VIEW_IDENTITY))]
+Enroller = Annotated[Caller, Depends(require(Permission.ENROL))]
+Suspender = Annotated[Caller, Depends(require(Permission.SUSPEND))]
+Closer = Annotated[Caller, Depends(require(Permission.CLOSE))]
+CredentialManager = Annotated[Caller, Depends(require(Permission.MANAGE_CREDENTIALS))]
+TokenImporter = Annotated[Caller, Depends(require(Permission.IMPORT_TOKENS))]
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -136,7 +145,7 @@ class ReplaceIn(_Strict):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def _credentials(session: Session, services: Services, actor: str = "api") -> CredentialService:
+def _credentials(session: Session, services: Services, actor: str) -> CredentialService:
     return CredentialService(
         session,
         services.secrets,
@@ -146,7 +155,7 @@ def _credentials(session: Session, services: Services, actor: str = "api") -> Cr
     )
 
 
-def _identities(session: Session, services: Services, actor: str = "api") -> IdentityService:
+def _identities(session: Session, services: Services, actor: str) -> IdentityService:
     credentials = _credentials(session, services, actor)
     return IdentityService(
         session,
@@ -216,10 +225,25 @@ def _psk(value: str | None) -> bytes | None:
 
 
 @router.post("/identities", status_code=201)
-def enrol(body: EnrolmentIn, session: SessionDep, services: ServicesDep) -> IdentityOut:
+def enrol(
+    body: EnrolmentIn, session: SessionDep, services: ServicesDep, caller: Enroller
+) -> IdentityOut:
     """Enrol one identity per person, with its proofing record. A second enrolment of the same
-    person number answers 409 duplicate-person-number."""
-    service = _identities(session, services)
+    person number answers 409 duplicate-person-number. An operator records proofing only on
+    the own channel (a bank operator at the bank) and must be one of the operators named."""
+    channel = body.proofing.channel
+    if channel is not ProofingChannel.SELF_SERVICE and not caller.may_prove_on(channel):
+        raise NotPermitted(
+            f"{caller.actor} may not record {channel} proofing",
+            detail=f"this API key may not record proofing on the {channel.value} channel",
+        )
+    if caller.roles.isdisjoint({Role.SUPERVISOR}) and channel is not ProofingChannel.SELF_SERVICE:
+        if caller.name not in body.proofing.operator_ids:
+            raise NotPermitted(
+                "operator not among operator_ids",
+                detail="the operator recording the proofing must be one of operator_ids",
+            )
+    service = _identities(session, services, caller.actor)
     identity = service.enrol(
         Enrolment(
             person_number=body.person_number,
@@ -238,11 +262,14 @@ def get_identity(
     identity_id: uuid.UUID,
     session: SessionDep,
     services: ServicesDep,
+    caller: Viewer,
     provider: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
 ) -> IdentityOut:
-    """The identity with its person number masked and, with ``provider``, its pseudonym there."""
-    service = _identities(session, services)
+    """The identity with its person number masked and, with ``provider``, its pseudonym there.
+    Every view of a person's data is audited."""
+    service = _identities(session, services, caller.actor)
     identity = service.get(identity_id)
+    audit_hook(session, services, caller.actor)("identity.viewed", {"identity": str(identity_id)})
     pseudonym = None
     if provider is not None:
         pseudonym = PseudonymOut(
@@ -252,21 +279,27 @@ def get_identity(
 
 
 @router.post("/identities/{identity_id}/suspend")
-def suspend(identity_id: uuid.UUID, session: SessionDep, services: ServicesDep) -> IdentityOut:
-    service = _identities(session, services)
+def suspend(
+    identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
+) -> IdentityOut:
+    service = _identities(session, services, caller.actor)
     return _identity_out(service.suspend(identity_id), service.proofing(identity_id))
 
 
 @router.post("/identities/{identity_id}/resume")
-def resume(identity_id: uuid.UUID, session: SessionDep, services: ServicesDep) -> IdentityOut:
-    service = _identities(session, services)
+def resume(
+    identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
+) -> IdentityOut:
+    service = _identities(session, services, caller.actor)
     return _identity_out(service.resume(identity_id), service.proofing(identity_id))
 
 
 @router.post("/identities/{identity_id}/close")
-def close(identity_id: uuid.UUID, session: SessionDep, services: ServicesDep) -> IdentityOut:
-    """Close the identity for good; its live credentials are revoked."""
-    service = _identities(session, services)
+def close(
+    identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Closer
+) -> IdentityOut:
+    """Close the identity for good; its live credentials are revoked (supervisors only)."""
+    service = _identities(session, services, caller.actor)
     return _identity_out(service.close(identity_id), service.proofing(identity_id))
 
 
@@ -275,27 +308,35 @@ def close(identity_id: uuid.UUID, session: SessionDep, services: ServicesDep) ->
 
 @router.get("/identities/{identity_id}/credentials", tags=["credentials"])
 def list_credentials(
-    identity_id: uuid.UUID, session: SessionDep, services: ServicesDep
+    identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: CredentialManager
 ) -> list[CredentialOut]:
-    credentials = _credentials(session, services).for_identity(identity_id)
+    credentials = _credentials(session, services, caller.actor).for_identity(identity_id)
     return [_credential_out(credential) for credential in credentials]
 
 
 @router.post("/identities/{identity_id}/credentials", status_code=201, tags=["credentials"])
 def order_credential(
-    identity_id: uuid.UUID, body: OrderIn, session: SessionDep, services: ServicesDep
+    identity_id: uuid.UUID,
+    body: OrderIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Order a device for the identity (state ordered)."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     return _credential_out(service.order(identity_id, body.kind, body.label))
 
 
 @router.put("/identities/{identity_id}/password", tags=["credentials"])
 def set_password(
-    identity_id: uuid.UUID, body: PasswordIn, session: SessionDep, services: ServicesDep
+    identity_id: uuid.UUID,
+    body: PasswordIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Set the password, or change it with ``current_password``."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     credential = service.set_password(
         identity_id, body.password, current_password=body.current_password
     )
@@ -304,10 +345,14 @@ def set_password(
 
 @router.post("/identities/{identity_id}/tokens", tags=["credentials"])
 def assign_token(
-    identity_id: uuid.UUID, body: AssignIn, session: SessionDep, services: ServicesDep
+    identity_id: uuid.UUID,
+    body: AssignIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Assign the shipped token with this serial; it then awaits activation with a code."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     return _credential_out(service.assign(identity_id, body.serial))
 
 
@@ -326,6 +371,7 @@ def import_token_batch(
     document: Annotated[bytes, Depends(_pskc_body)],
     session: SessionDep,
     services: ServicesDep,
+    caller: TokenImporter,
     kind: CredentialKind | None = None,
     pre_shared_key: Annotated[
         str | None,
@@ -333,24 +379,28 @@ def import_token_batch(
     ] = None,
 ) -> TokenBatchOut:
     """Import a PSKC (RFC 6030) document: every key becomes an unassigned token, shipped."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     tokens = service.import_batch(document, psk=_psk(pre_shared_key), kind=kind)
     return TokenBatchOut(count=len(tokens), tokens=[_credential_out(t) for t in tokens])
 
 
 @router.get("/credentials/{credential_id}", tags=["credentials"])
 def get_credential(
-    credential_id: uuid.UUID, session: SessionDep, services: ServicesDep
+    credential_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: CredentialManager
 ) -> CredentialOut:
-    return _credential_out(_credentials(session, services).get(credential_id))
+    return _credential_out(_credentials(session, services, caller.actor).get(credential_id))
 
 
 @router.post("/credentials/{credential_id}/activate", tags=["credentials"])
 def activate(
-    credential_id: uuid.UUID, body: ActivateIn, session: SessionDep, services: ServicesDep
+    credential_id: uuid.UUID,
+    body: ActivateIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Activate an assigned token with the code it shows now."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     try:
         credential = service.activate(credential_id, body.code)
     except ActivationCodeRejected:
@@ -362,17 +412,25 @@ def activate(
 
 @router.post("/credentials/{credential_id}/state", tags=["credentials"])
 def change_state(
-    credential_id: uuid.UUID, body: StateIn, session: SessionDep, services: ServicesDep
+    credential_id: uuid.UUID,
+    body: StateIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Ship, block, mark lost, revoke or unblock; the transition table decides."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     return _credential_out(service.transition(credential_id, body.state))
 
 
 @router.post("/credentials/{credential_id}/replace", status_code=201, tags=["credentials"])
 def replace(
-    credential_id: uuid.UUID, body: ReplaceIn, session: SessionDep, services: ServicesDep
+    credential_id: uuid.UUID,
+    body: ReplaceIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Replace the credential: it becomes replaced; the answer is the new one."""
-    service = _credentials(session, services)
+    service = _credentials(session, services, caller.actor)
     return _credential_out(service.replace(credential_id, body.serial))

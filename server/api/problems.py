@@ -64,7 +64,10 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     code = str(getattr(exc, "code", "bad-request"))
     detail = getattr(exc, "detail", None)
     status = STATUS_BY_CODE.get(code, 400)
-    return problem(status, code, code.replace("-", " ").capitalize(), detail)
+    answer = problem(status, code, code.replace("-", " ").capitalize(), detail)
+    if status == 401 and code == "unauthenticated":
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="akkreditiv"'
+    return answer
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

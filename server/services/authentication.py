@@ -230,9 +230,13 @@ class AuthenticationService:
         )
         return FactorResult(list(transaction.factors))
 
-    def complete(self, transaction_id: uuid.UUID) -> Outcome:
-        """The assertion, when the factors reach the level the provider asked for."""
+    def complete(self, transaction_id: uuid.UUID, provider: str | None = None) -> Outcome:
+        """The assertion, when the factors reach the level the provider asked for. With
+        ``provider``, only that service provider's own login completes (another's is
+        answered as unknown, so providers cannot probe each other's logins)."""
         transaction = self._open(transaction_id)
+        if provider is not None and transaction.service_provider != provider:
+            raise TransactionUnknown("another provider's login", detail="unknown transaction")
         if transaction.identity_id is None or not transaction.factors:
             raise StepUpRequired(Level.LOW, _FROM_STORED[transaction.min_level])
         identity = self.identities.get(transaction.identity_id)

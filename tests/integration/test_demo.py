@@ -32,6 +32,7 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "AKKREDITIV_KEK_FILE": str(tmp_path / "kek.bin"),
         "AKKREDITIV_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
         "AKKREDITIV_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
+        "AKKREDITIV_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
@@ -81,9 +82,12 @@ def test_demo_person_logs_in_at_substantial(
     again = akkreditiv("demo", "seed", "--url", url, "--folder", str(folder), env=env)
     assert again.returncode == 0, again.stderr  # seeding twice is harmless
 
+    provider = {"Authorization": f"Bearer {(folder / 'provider.key').read_text().strip()}"}
     with httpx.Client(base_url=url, timeout=30) as http:
+        anonymous = http.post("/authentications", json={"min_level": "substantial"})
+        assert anonymous.status_code == 401  # only a service provider begins a login
         transaction = http.post(
-            "/authentications", json={"provider": "https://sp.example", "min_level": "substantial"}
+            "/authentications", json={"min_level": "substantial"}, headers=provider
         ).json()["id"]
         assert (
             http.post(
@@ -105,6 +109,6 @@ def test_demo_person_logs_in_at_substantial(
         assert shown.returncode == 0, shown.stderr
         otp = http.post(f"/authentications/{transaction}/otp", json={"code": shown.stdout.strip()})
         assert otp.status_code == 200, otp.text
-        done = http.post(f"/authentications/{transaction}/complete")
+        done = http.post(f"/authentications/{transaction}/complete", headers=provider)
         assert done.status_code == 200, done.text
         assert done.json()["level"] == "substantial"

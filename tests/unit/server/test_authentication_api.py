@@ -15,20 +15,23 @@ from fastapi.testclient import TestClient
 
 from devices.protocol.otp import totp
 from server.app import create_app
+from server.services.access import Role
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.repositories import IdentityRepository
+from tests.unit.server.conftest import TEST_PROVIDER, make_key
 from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
 
 PERSON = "0101901234"
-PROVIDER = "https://sp.example"
+PROVIDER = TEST_PROVIDER
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app, with one person holding an active code display."""
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    headers = make_key(settings, PROVIDER, Role.SUPERVISOR, Role.PROVIDER)
+    with TestClient(app, raise_server_exceptions=False, headers=headers) as test_client:
         seed_identity(app.state.services.sessions, settings.kek_file)
         yield test_client
 
@@ -95,7 +98,7 @@ GARBAGE: list[Any] = [
     None,
     "not json at all",
     [],
-    {},
+    {"min_level": None},
     {"provider": 5},
     {"provider": "x" * 1000},
     {"provider": "ok", "min_level": "ultra"},
