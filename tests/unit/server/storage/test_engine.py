@@ -14,6 +14,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from server.settings import Settings
+from server.storage import migration_tables  # noqa: F401 - registers the legacy tables
 from server.storage.engine import (
     MIGRATIONS,
     create_engine_for,
@@ -34,6 +35,15 @@ TABLES = {
     "audit_entries",
     "auth_transactions",
     "rate_limits",
+    "legacy_users",
+    "legacy_key_cards",
+    "legacy_code_tokens",
+    "import_runs",
+    "import_rejects",
+    "migration_waves",
+    "migration_invitations",
+    "migration_flows",
+    "migration_events",
 }
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
