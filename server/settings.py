@@ -34,8 +34,13 @@ class Settings(BaseSettings):
         default_factory=lambda data: Path(data["kek_file"]).parent / "keycard-pepper.bin"
     )
     # The PIV smartcards' CA: its key (0600) and self-signed certificate, made on first use.
-    piv_ca_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "piv-ca-key.pem")
-    piv_ca_cert_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "piv-ca.pem")
+    # Default: beside the key-encryption key (var/piv-ca-key.pem, var/piv-ca.pem).
+    piv_ca_key_file: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "piv-ca-key.pem"
+    )
+    piv_ca_cert_file: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "piv-ca.pem"
+    )
     create_keys: bool = True
     # API keys of operators, supervisors and service providers (``akkreditiv keys add``).
     api_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "api-keys.json")

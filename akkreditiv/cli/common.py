@@ -60,3 +60,23 @@ PinStdin = Annotated[
     typer.Option("--pin-stdin", help="Read the PIN (then any new PIN) from standard input lines."),
 ]
 StateOption = Annotated[Path, typer.Option("--state", help="The token's state file.")]
+
+
+API_KEY_ENV = "AKKREDITIV_API_KEY"
+API_KEY_FILE_ENV = "AKKREDITIV_API_KEY_FILE"
+
+
+def api_key_headers() -> dict[str, str]:
+    """The Authorization header for commands that call the service's API, from
+    ``AKKREDITIV_API_KEY`` or the file named by ``AKKREDITIV_API_KEY_FILE`` (the key never
+    goes on a command line, where other users of the machine could read it)."""
+    import os
+
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    key_file = os.environ.get(API_KEY_FILE_ENV, "").strip()
+    if not key and key_file:
+        try:
+            key = Path(key_file).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"{API_KEY_FILE_ENV}: cannot read {key_file}: {exc}") from None
+    return {"Authorization": f"Bearer {key}"} if key else {}

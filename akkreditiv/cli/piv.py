@@ -1,24 +1,35 @@
-"""``akkreditiv devices piv``: use a PIV smartcard: PIN, PUK, signing."""
+"""``akkreditiv devices piv``: use a PIV smartcard: PIN, PUK, signing, and enrolment and login
+with the akkreditiv service."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from akkreditiv.cli.common import Listener, PinStdin, device_errors, fail, secret
-from devices.errors import FileNotFound, NoCard
+from devices.errors import DeviceError, FileNotFound, NoCard
 from devices.events import DeviceEvent, Event
-from devices.protocol.piv import Algorithm, Slot
+from devices.protocol.piv import DEFAULT_MANAGEMENT_KEY, Algorithm, Slot
 from devices.tokens.piv import PivSession, key_algorithm
 from devices.transports.pcsc import PcscConnection, PcscContext
 
-piv_app = typer.Typer(help="Use a PIV smartcard: PIN, PUK, signing.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import httpx
+
+piv_app = typer.Typer(
+    help="Use a PIV smartcard: PIN, PUK, signing; enrol it with the service and log in.",
+    no_args_is_help=True,
+)
 
 ReaderOption = Annotated[
     str | None,
@@ -122,3 +133,184 @@ def piv_unblock(reader: ReaderOption = None, pin_stdin: PinStdin = False) -> Non
     with piv_session(reader) as session:
         session.unblock_pin(puk, new)
         typer.echo("PIN unblocked and set.")
+
+
+# --- enrolment and login with the service -----------------------------------------------------
+
+SERVICE_ERROR = 3  # the service refused or could not be reached (2 is for device problems)
+
+
+class ManagementAlg(StrEnum):
+    tdes = "3des"
+    aes128 = "aes128"
+    aes192 = "aes192"
+    aes256 = "aes256"
+
+    @property
+    def algorithm(self) -> Algorithm:
+        return {
+            "3des": Algorithm.TDES,
+            "aes128": Algorithm.AES128,
+            "aes192": Algorithm.AES192,
+            "aes256": Algorithm.AES256,
+        }[self.value]
+
+
+UrlOption = Annotated[
+    str, typer.Option("--url", help="The akkreditiv service, e.g. http://127.0.0.1:8000.")
+]
+
+
+def service_client(url: str) -> httpx.Client:
+    """The HTTP client of every call these commands make to the service: headers the service
+    needs (such as an API key) are added here, in one place."""
+    import httpx
+
+    from akkreditiv.cli.common import api_key_headers
+
+    return httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=api_key_headers())
+
+
+def _call(http: httpx.Client, path: str, doing: str, body: dict[str, Any] | None = None) -> Any:
+    """POST ``body`` to ``path``; the JSON answer, or exit with the service's reason."""
+    import httpx
+
+    try:
+        answer = http.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise fail(
+            f"{doing}: cannot reach the service at {http.base_url}: {exc}", SERVICE_ERROR
+        ) from exc
+    if answer.status_code >= 300:
+        reason = answer.text
+        try:
+            problem = answer.json()
+        except ValueError:
+            problem = None
+        if isinstance(problem, dict):
+            reason = str(problem.get("detail") or problem.get("title") or reason)
+        raise fail(f"{doing}: the service answered {answer.status_code}: {reason}", SERVICE_ERROR)
+    return answer.json()
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise fail(f"{what} is not an id like 1b4e28ba-2fa1-11d2-883f-0016d3cca427") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@piv_app.command("enrol")
+def piv_enrol(
+    url: UrlOption,
+    identity: Annotated[str, typer.Option(help="The id of the identity the card is for.")],
+    management_key: Annotated[
+        str | None,
+        typer.Option(help="The card's management key as hex (default: the PIV default key)."),
+    ] = None,
+    management_alg: Annotated[
+        ManagementAlg, typer.Option(help="The management key's algorithm.")
+    ] = ManagementAlg.tdes,
+    reader: ReaderOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Enrol the card with the service: a new key made on the card in slot 9A signs the
+    service's challenge (after the PIN), and the certificate the service issues for it is
+    written to the card. Any key and certificate in 9A are replaced."""
+    from server.services.piv import enrol_message
+
+    identity_id = _uuid(identity, "--identity")
+    algorithm = management_alg.algorithm
+    try:
+        key = bytes.fromhex(management_key) if management_key else DEFAULT_MANAGEMENT_KEY
+    except ValueError:
+        raise fail("--management-key takes hex digits") from None
+    if len(key) != algorithm.key_length:
+        raise fail(f"a {management_alg.value} management key is {algorithm.key_length} bytes")
+    with service_client(url) as http, piv_session(reader) as session:
+        card_id = session.chuid().serial
+        session.authenticate(key, algorithm)
+        begun = _call(http, f"/identities/{identity_id}/piv/enrol/begin", "beginning the enrolment")
+        state_id = uuid.UUID(begun["state_id"])
+        challenge = base64.b64decode(begun["challenge"])
+        Listener.emit(Event(DeviceEvent.ENTER_PIN))
+        session.verify_pin(secret("PIN", pin_stdin))
+        public_key = session.generate_key(Slot.AUTHENTICATION)
+        signature = session.sign(
+            Slot.AUTHENTICATION, enrol_message(state_id, challenge), key_algorithm(public_key)
+        )
+        enrolled = _call(
+            http,
+            f"/piv/enrolments/{state_id}/complete",
+            "completing the enrolment",
+            {
+                "public_key": _b64(
+                    public_key.public_bytes(
+                        serialization.Encoding.DER,
+                        serialization.PublicFormat.SubjectPublicKeyInfo,
+                    )
+                ),
+                "signature": _b64(signature),
+                "card_id": card_id,
+            },
+        )
+        certificate = x509.load_der_x509_certificate(base64.b64decode(enrolled["certificate"]))
+        credential = enrolled["credential"]["id"]
+        try:
+            # Authenticated again: some cards forget the management key after a signature.
+            session.authenticate(key, algorithm)
+            session.put_certificate(Slot.AUTHENTICATION, certificate)
+        except DeviceError:
+            typer.secho(
+                f"The service enrolled the card as credential {credential}, but writing its "
+                "certificate to the card failed: mark that credential revoked and enrol again.",
+                err=True,
+            )
+            raise
+    Listener.emit(Event(DeviceEvent.DONE))
+    typer.echo(f"credential: {credential}")
+    typer.echo(f"certificate serial: {certificate.serial_number:040x}")
+    typer.echo(f"subject: {certificate.subject.rfc4514_string()}")
+    typer.echo("The certificate is in slot 9a.")
+
+
+@piv_app.command("login")
+def piv_login(
+    url: UrlOption,
+    transaction: Annotated[str, typer.Option(help="The id of the login (identified already).")],
+    reader: ReaderOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Log in with the card: after the PIN, its 9A key signs the service's challenge for this
+    login, and the service checks the signature, the certificate and that the card is in use.
+    Prints the factors the login has proven so far."""
+    from server.services.piv import login_message
+
+    transaction_id = _uuid(transaction, "--transaction")
+    with service_client(url) as http, piv_session(reader) as session:
+        certificate = session.certificate(Slot.AUTHENTICATION)
+        if certificate is None:
+            raise fail("slot 9a holds no certificate: enrol the card first (devices piv enrol)")
+        algorithm = key_algorithm(certificate.public_key())
+        begun = _call(http, f"/authentications/{transaction_id}/piv/begin", "beginning the login")
+        challenge = base64.b64decode(begun["challenge"])
+        Listener.emit(Event(DeviceEvent.ENTER_PIN))
+        session.verify_pin(secret("PIN", pin_stdin))
+        signature = session.sign(
+            Slot.AUTHENTICATION, login_message(transaction_id, challenge), algorithm
+        )
+        answer = _call(
+            http,
+            f"/authentications/{transaction_id}/piv",
+            "logging in",
+            {
+                "certificate": _b64(certificate.public_bytes(serialization.Encoding.DER)),
+                "signature": _b64(signature),
+            },
+        )
+    Listener.emit(Event(DeviceEvent.DONE))
+    typer.echo("factors: " + " ".join(answer["factors"]))

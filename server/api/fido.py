@@ -9,6 +9,9 @@ Configuration beyond ``Settings`` (``rp_id``, ``rp_origins``), read from the env
 * ``AKKREDITIV_FIDO_ALLOWED_AAGUIDS``: optional comma-separated AAGUIDs; unset allows any model
   whose attestation chains to a trusted root.
 * ``AKKREDITIV_FIDO_ALLOW_UNATTESTED``: ``1``/``true`` accepts self and "none" attestation.
+
+``fido2/begin`` answers decoy credential descriptors for a person who does not exist or has no
+active key (``server.services.fido``), under a key derived from the key-card pepper file.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, verify_and_answer
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
-from server.api.identities import CredentialOut, _credential_out
+from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.api.keycard import SecretsDep
 from server.services.errors import DomainError, KeyMaterialRejected
 from server.services.fido import FidoService
+from server.services.keycard import KeyCardSecrets
 
 ROOTS_ENV = "AKKREDITIV_FIDO_TRUSTED_ROOTS"
 AAGUIDS_ENV = "AKKREDITIV_FIDO_ALLOWED_AAGUIDS"
@@ -89,17 +94,20 @@ def allowed_aaguids() -> set[uuid.UUID] | None:
         raise KeyMaterialRejected(f"{AAGUIDS_ENV}: {exc}") from None
 
 
-def fido_service(session: Session, services: Services) -> FidoService:
+def fido_service(
+    session: Session, services: Services, keys: KeyCardSecrets, actor: str = "api"
+) -> FidoService:
     settings = services.settings
     return FidoService(
         session,
         rp_id=settings.rp_id,
         origins=settings.rp_origins,
         trusted_roots=trusted_roots(),
+        decoy_key=keys.derive("fido2-decoy"),
         allowed_aaguids=allowed_aaguids(),
         allow_unattested=os.environ.get(UNATTESTED_ENV, "").lower() in {"1", "true", "yes"},
         clock=services.clock,
-        audit=audit_hook(session, services, "api"),
+        audit=audit_hook(session, services, actor),
     )
 
 
@@ -111,11 +119,13 @@ def register_begin(
     identity_id: uuid.UUID,
     session: SessionDep,
     services: ServicesDep,
+    keys: SecretsDep,
+    caller: CredentialManager,
     body: RegisterBeginIn | None = None,
 ) -> RegisterBeginOut:
     """Creation options for ``navigator.credentials.create`` and the id of the stored state."""
     body = body or RegisterBeginIn()
-    options, state_id = fido_service(session, services).register_begin(
+    options, state_id = fido_service(session, services, keys, caller.actor).register_begin(
         identity_id,
         user_verification=UserVerificationRequirement(body.user_verification),
         resident=body.resident,
@@ -125,11 +135,17 @@ def register_begin(
 
 @router.post("/fido2/registrations/{state_id}/complete", status_code=201)
 def register_complete(
-    state_id: uuid.UUID, body: ResponseIn, session: SessionDep, services: ServicesDep
+    state_id: uuid.UUID,
+    body: ResponseIn,
+    session: SessionDep,
+    services: ServicesDep,
+    keys: SecretsDep,
+    caller: CredentialManager,
 ) -> CredentialOut:
     """Verify the key's registration response; the answer is the new active credential."""
+    service = fido_service(session, services, keys, caller.actor)
     try:
-        credential = fido_service(session, services).register_complete(state_id, body.response)
+        credential = service.register_complete(state_id, body.response)
     except DomainError:
         # The registration is closed even when refused: that must outlive the error answer.
         session.commit()
@@ -145,11 +161,13 @@ def authentication_begin(
     transaction_id: uuid.UUID,
     session: SessionDep,
     services: ServicesDep,
+    keys: SecretsDep,
     body: AuthenticationBeginIn | None = None,
 ) -> RequestOptionsOut:
-    """Request options for ``navigator.credentials.get`` in an identified login."""
+    """Request options for ``navigator.credentials.get`` in an identified login. A person
+    without an active key (or who does not exist) gets decoy credentials, never none."""
     body = body or AuthenticationBeginIn()
-    options = fido_service(session, services).fido_begin(
+    options = fido_service(session, services, keys).fido_begin(
         transaction_id, user_verification=UserVerificationRequirement(body.user_verification)
     )
     return RequestOptionsOut(options=options)
@@ -166,9 +184,10 @@ def assertion(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
+    keys: SecretsDep,
 ) -> FactorsView | JSONResponse:
     """The security key's assertion for the challenge of ``fido2/begin``."""
-    check = fido_service(session, services).fido_check(transaction_id)
+    check = fido_service(session, services, keys).fido_check(transaction_id)
     return verify_and_answer(
         request, session, services, transaction_id, check, {"response": body.response}
     )

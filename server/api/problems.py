@@ -52,6 +52,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "unsupported-credential": 422,
     "invalid-token-batch": 400,
     "activation-code-rejected": 400,
+    "card-exhausted": 409,
+    "credential-blocked": 409,
     # The server's own faults, not the client's.
     "secret-unreadable": 500,
     "key-material-rejected": 500,

@@ -160,6 +160,9 @@ class AuthenticationService:
             transaction = self.transactions.get(transaction_id)
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        if transaction.state not in TRANSITIONS:
+            # A row of another flow (a FIDO2 registration, a PIV enrolment): not a login.
+            raise TransactionUnknown("not a login transaction", detail="unknown transaction")
         if transaction.state in (COMPLETED, FAILED):
             raise TransactionClosed("transaction closed", detail="this login is finished")
         if self.clock() >= transaction.expires_at:

@@ -286,6 +286,57 @@ class CredentialService:
         for credential in self._credentials.for_identity(identity_id, LIVE_STATES):
             self._move(credential, S.REVOKED)
 
+    # --- devices enrolled with a proof of possession ---
+
+    def check_room(self, identity_id: uuid.UUID, kind: CredentialKind) -> None:
+        """Raise unless the identity is active and may take one more ``kind``: checked when an
+        enrolment begins, so nobody goes through the device steps to be refused at the end.
+        An open order of the kind is the room the new credential fills (see ``add_proven``)."""
+        self._require_active(self._identity(identity_id))
+        live = [
+            c for c in self._credentials.for_identity(identity_id, LIVE_STATES) if c.kind is kind
+        ]
+        if len(live) - any(c.state is S.ORDERED for c in live) >= LIMITS[kind]:
+            raise CredentialLimitReached(kind.value, LIMITS[kind])
+
+    def add_proven(
+        self,
+        identity_id: uuid.UUID,
+        kind: CredentialKind,
+        *,
+        serial: str,
+        public_data: dict[str, Any],
+        label: str = "",
+    ) -> Credential:
+        """Store a device whose possession was just proven (a PIV card's own key signed the
+        service's challenge): active at once, within the kind's limit, for an active identity.
+        It fulfils an open order of its kind, as ``assign`` does for a token."""
+        identity = self._lock_identity(identity_id)
+        self._require_active(identity)
+        if self._session.scalar(select(Credential.id).where(Credential.serial == serial).limit(1)):
+            raise DuplicateSerial
+        data = dict(public_data)
+        for placeholder in self._credentials.for_identity(identity_id, {S.ORDERED}):
+            if placeholder.kind is kind:
+                self._move(placeholder, S.REVOKED, reason="fulfilled")
+                if "replaces" in placeholder.public_data:
+                    data.setdefault("replaces", placeholder.public_data["replaces"])
+                break
+        self._check_limit(identity_id, kind)
+        credential = self._add(
+            Credential(
+                id=uuid.uuid4(),
+                identity_id=identity_id,
+                kind=kind,
+                state=S.ACTIVATION_PENDING,
+                serial=serial,
+                label=label,
+                public_data=data,
+            )
+        )
+        self._move(credential, S.ACTIVE, event="credential.registered")
+        return credential
+
     # --- token batches and activation ---
 
     def import_batch(
@@ -359,6 +410,17 @@ class CredentialService:
         token.identity_id = identity_id
         self._move(token, S.ACTIVATION_PENDING, event="credential.assigned")
         return token
+
+    def activate_proven(self, credential_id: uuid.UUID) -> Credential:
+        """Activate a credential awaiting activation whose holder has just proven it by the
+        kind's own flow (a key card: the code printed beside the key number the service
+        chose), with the identity and kind rules of any activation."""
+        credential = self.get(credential_id)
+        if credential.state is not S.ACTIVATION_PENDING:
+            raise InvalidTransition("credential", credential.state.value, S.ACTIVE.value)
+        self._require_active(self._lock_identity(credential.identity_id))
+        self._move(credential, S.ACTIVE, event="credential.activated")
+        return credential
 
     def activate(self, credential_id: uuid.UUID, code: str) -> Credential:
         """Activate an assigned token with the code it shows now. A rejected code raises

@@ -12,6 +12,11 @@ Nothing is kept in memory between the steps of a ceremony:
   writes a fresh challenge, and every ``fido_check`` consumes it (success or failure), so an
   assertion cannot be replayed. The user-verification preference is not enforced at the check:
   the UV flag decides the factor (``fido2_uv`` or ``fido2``) and the level follows from it.
+* No account enumeration: for a login whose person does not exist, or has no active FIDO2
+  credential, ``fido_begin`` answers decoy credential descriptors (the count, length and
+  format byte of a real key's, the rest an HMAC under ``decoy_key`` of the ``decoy_subject``),
+  so the options look the same; the assertion then fails as a wrong one does, and the
+  challenge is consumed for unknown people too.
 
 A FIDO2 credential row: kind ``fido2``, state ``active``, ``serial`` = ``"fido2:"`` + SHA-256
 of the credential id in hex (so a credential id registered anywhere is found without scanning
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +59,9 @@ from fido2.webauthn import (
     AttestedCredentialData,
     AuthenticationResponse,
     AuthenticatorData,
+    PublicKeyCredentialDescriptor,
     PublicKeyCredentialRpEntity,
+    PublicKeyCredentialType,
     PublicKeyCredentialUserEntity,
     RegistrationResponse,
     ResidentKeyRequirement,
@@ -72,7 +80,7 @@ from server.services.authentication import (
     TransactionUnknown,
 )
 from server.services.credentials import LIMITS, LIVE_STATES
-from server.services.errors import DomainError
+from server.services.errors import DomainError, KeyMaterialRejected
 from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
 from server.services.lifecycle_errors import (
     CredentialLimitReached,
@@ -95,8 +103,16 @@ _OPEN_PREFIX = "fido-reg:"
 SERIAL_PREFIX = "fido2:"
 REGISTRATION_LIFETIME = dt.timedelta(minutes=5)
 RP_NAME = "akkreditiv"
-
-FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
+# The shape of a decoy credential id: that of the keys this service enrols (the simulated key
+# and its model seal the private key into the id: a format byte 01, a 12-byte nonce, the
+# sealed 34 bytes and a 16-byte tag). One descriptor, as most people hold one key.
+DECOY_ID_LENGTH = 63
+DECOY_ID_PREFIX = b"\x01"
+DECOY_COUNT = 1
+MIN_DECOY_KEY_BYTES = 32
+# An identity id no identity has (uuid4 never makes it): lookups for a person who does not
+# exist run against it, so they cost what a real person's lookup costs.
+NOBODY = uuid.UUID(int=1)
 
 
 class RegistrationUnknown(DomainError):
@@ -221,6 +237,75 @@ class AttestationPolicy(AttestationVerifier):
         self.result = result
 
 
+def login_transaction(
+    session: Session, transaction_id: uuid.UUID, now: dt.datetime
+) -> AuthTransaction:
+    """The open, identified login ``transaction_id`` for a challenge-based factor (FIDO2, key
+    card), with the authentication service's errors for anything else."""
+    transaction = session.get(AuthTransaction, transaction_id)
+    if transaction is None or transaction.service_provider.startswith(REGISTRATION_PREFIX):
+        raise TransactionUnknown("no such transaction", detail="unknown transaction")
+    if transaction.state in (COMPLETED, FAILED):
+        raise TransactionClosed("transaction closed", detail="this login is finished")
+    if now >= transaction.expires_at:
+        raise TransactionExpired("transaction expired", detail="the login took too long")
+    if transaction.state != IDENTIFIED:
+        raise TransactionClosed("not identified", detail="say who is logging in first")
+    return transaction
+
+
+def decoy_subject(transaction: AuthTransaction) -> bytes:
+    """What a login's decoy answers are derived from: the identity, so that a person without
+    the factor gets the same decoy in every login, as a real key or card answers the same.
+
+    For a person number that matches no identity the transaction keeps nothing of the number
+    typed (``identify`` stores only the identity), so the login's own id stands in: such decoys
+    differ between two logins for the same number. A keyed digest of the number, persisted by
+    ``identify``, would make them stable too.
+    """
+    if transaction.identity_id is not None:
+        return b"identity:" + transaction.identity_id.bytes
+    return b"transaction:" + transaction.id.bytes
+
+
+def decoy_descriptors(decoy_key: bytes, subject: bytes) -> list[PublicKeyCredentialDescriptor]:
+    """``DECOY_COUNT`` credential descriptors shaped like a real key's: the same for the same
+    ``subject`` under the same key, and unlinkable to the subject without the key."""
+    body = DECOY_ID_LENGTH - len(DECOY_ID_PREFIX)
+    descriptors = []
+    for number in range(DECOY_COUNT):
+        stream = b""
+        block = 0
+        while len(stream) < body:
+            message = b"fido2-decoy|%d|%d|%s" % (number, block, subject)
+            stream += hmac.digest(decoy_key, message, "sha256")
+            block += 1
+        descriptors.append(
+            PublicKeyCredentialDescriptor(
+                type=PublicKeyCredentialType.PUBLIC_KEY, id=DECOY_ID_PREFIX + stream[:body]
+            )
+        )
+    return descriptors
+
+
+class AssertionCheck:
+    """The FIDO2 login factor of one transaction: a ``FactorCheck`` whose ``on_unknown``
+    consumes the challenge for a person who does not exist, as the real check does."""
+
+    def __init__(self, service: FidoService, transaction_id: uuid.UUID) -> None:
+        self._service = service
+        self._transaction_id = transaction_id
+
+    def __call__(
+        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AuthenticatorKind:
+        return self._service.verify_assertion(self._transaction_id, identity_id, submitted)
+
+    def on_unknown(self, submitted: dict[str, Any]) -> None:
+        self._service.take_challenge(self._transaction_id)
+        self._service.active_credentials(NOBODY)  # the lookup a real check makes
+
+
 class FidoService:
     """FIDO2 registration and the FIDO2 login factor, in the caller's transaction."""
 
@@ -231,13 +316,17 @@ class FidoService:
         rp_id: str,
         origins: Sequence[str],
         trusted_roots: list[x509.Certificate],
+        decoy_key: bytes,
         allowed_aaguids: set[uuid.UUID] | None = None,
         allow_unattested: bool = False,
         audit: AuditHook = no_audit,
         clock: Callable[[], float],
         registration_lifetime: dt.timedelta = REGISTRATION_LIFETIME,
     ) -> None:
+        if len(decoy_key) < MIN_DECOY_KEY_BYTES:
+            raise KeyMaterialRejected(f"a decoy key has at least {MIN_DECOY_KEY_BYTES} bytes")
         self._session = session
+        self._decoy_key = decoy_key
         self._credentials = CredentialRepository(session)
         self._transactions = TransactionRepository(session)
         self._rp_id = rp_id
@@ -391,17 +480,22 @@ class FidoService:
     ) -> dict[str, Any]:
         """Request options for an identified login; the fresh challenge is stored on the
         transaction (replacing any earlier one). ``user_verification`` is a wish to the client
-        only: the UV flag of the assertion decides the factor proven."""
-        transaction = self._login(transaction_id)
+        only: the UV flag of the assertion decides the factor proven.
+
+        A person who does not exist or holds no active FIDO2 credential gets decoy descriptors
+        (see the module docstring): an empty ``allowCredentials`` would tell who has a key."""
+        transaction = login_transaction(self._session, transaction_id, self._now())
         challenge = secrets.token_bytes(32)
-        credentials: list[AttestedCredentialData] = []
-        if transaction.identity_id is not None:
-            credentials = [
-                credential_data(c)
-                for c in self._fido_credentials(transaction.identity_id, {CredentialState.ACTIVE})
-            ]
+        credentials: list[AttestedCredentialData | PublicKeyCredentialDescriptor] = [
+            credential_data(c)
+            for c in self._fido_credentials(
+                transaction.identity_id or NOBODY, {CredentialState.ACTIVE}
+            )
+        ]
+        if not credentials:
+            credentials.extend(decoy_descriptors(self._decoy_key, decoy_subject(transaction)))
         options, _state = self._server().authenticate_begin(
-            credentials or None,
+            credentials,
             user_verification=user_verification,
             challenge=challenge,
         )
@@ -409,40 +503,45 @@ class FidoService:
         self._transactions.update(transaction)
         return dict(options)
 
-    def fido_check(self, transaction_id: uuid.UUID) -> FactorCheck:
+    def fido_check(self, transaction_id: uuid.UUID) -> AssertionCheck:
         """A ``FactorCheck`` for ``{"response": <AuthenticationResponse JSON>}`` against the
         challenge of ``transaction_id`` (consumed whatever the outcome)."""
+        return AssertionCheck(self, transaction_id)
 
-        def check(
-            session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-        ) -> AuthenticatorKind:
-            transaction = self._login(transaction_id)
-            challenge, transaction.challenge = transaction.challenge, None
-            self._transactions.update(transaction)
-            if challenge is None:
-                raise AssertionRejected("no-challenge")
-            candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
-            if not candidates:
-                raise AssertionRejected("no-credential")
-            by_id = {credential_data(c).credential_id: c for c in candidates}
-            state = {"challenge": websafe_encode(challenge), "user_verification": None}
-            try:
-                assertion = AuthenticationResponse.from_dict(submitted["response"])
-                matched = self._server().authenticate_complete(
-                    state, [credential_data(c) for c in candidates], assertion
-                )
-            except Exception as exc:
-                raise AssertionRejected(type(exc).__name__) from None
-            credential = by_id[matched.credential_id]
-            auth_data = assertion.response.authenticator_data
-            self._check_counter(credential, auth_data.counter)
-            return (
-                AuthenticatorKind.FIDO2_UV
-                if auth_data.is_user_verified()
-                else AuthenticatorKind.FIDO2
+    def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
+        """The login's pending challenge, cleared in the same step: one try per challenge."""
+        transaction = login_transaction(self._session, transaction_id, self._now())
+        challenge, transaction.challenge = transaction.challenge, None
+        self._transactions.update(transaction)
+        return challenge
+
+    def verify_assertion(
+        self, transaction_id: uuid.UUID, identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AuthenticatorKind:
+        """Check an assertion against the login's challenge (consumed) and the identity's
+        active credentials; raises ``AssertionRejected`` whatever the reason."""
+        challenge = self.take_challenge(transaction_id)
+        if challenge is None:
+            raise AssertionRejected("no-challenge")
+        candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
+        if not candidates:
+            # A person without a key was offered decoys: the same answer as a wrong assertion.
+            raise AssertionRejected("no-credential")
+        by_id = {credential_data(c).credential_id: c for c in candidates}
+        state = {"challenge": websafe_encode(challenge), "user_verification": None}
+        try:
+            assertion = AuthenticationResponse.from_dict(submitted["response"])
+            matched = self._server().authenticate_complete(
+                state, [credential_data(c) for c in candidates], assertion
             )
-
-        return check
+        except Exception as exc:
+            raise AssertionRejected(type(exc).__name__) from None
+        credential = by_id[matched.credential_id]
+        auth_data = assertion.response.authenticator_data
+        self._check_counter(credential, auth_data.counter)
+        return (
+            AuthenticatorKind.FIDO2_UV if auth_data.is_user_verified() else AuthenticatorKind.FIDO2
+        )
 
     def _check_counter(self, credential: Credential, counter: int) -> None:
         """WebAuthn L2 §7.2 step 21: a counter that does not grow means a possible clone."""
@@ -463,19 +562,10 @@ class FidoService:
         credential.counter = counter
         self._credentials.update(credential)
 
-    def _login(self, transaction_id: uuid.UUID) -> AuthTransaction:
-        transaction = self._session.get(AuthTransaction, transaction_id)
-        if transaction is None or transaction.service_provider.startswith(REGISTRATION_PREFIX):
-            raise TransactionUnknown("no such transaction", detail="unknown transaction")
-        if transaction.state in (COMPLETED, FAILED):
-            raise TransactionClosed("transaction closed", detail="this login is finished")
-        if self._now() >= transaction.expires_at:
-            raise TransactionExpired("transaction expired", detail="the login took too long")
-        if transaction.state != IDENTIFIED:
-            raise TransactionClosed("not identified", detail="say who is logging in first")
-        return transaction
-
     # --- reading ------------------------------------------------------------------------
+
+    def active_credentials(self, identity_id: uuid.UUID) -> list[Credential]:
+        return self._fido_credentials(identity_id, {CredentialState.ACTIVE})
 
     def _fido_credentials(
         self, identity_id: uuid.UUID, states: set[CredentialState] | frozenset[CredentialState]

@@ -1,13 +1,14 @@
 """FIDO2 over HTTP on SQLite and PostgreSQL, driven by python-fido2's client over the simulated
 security key: registration under an attestation policy, a whole login with a key, signature
-counter regression (a cloned key) blocking the credential, and 4xx (never 500) for garbage."""
+counter regression (a cloned key) blocking the credential, request options that do not tell who
+has an account or a key, and 4xx (never 500) for garbage."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import shutil
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,14 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 from fido2.client import DefaultClientDataCollector, Fido2Client
+from fido2.utils import websafe_decode, websafe_encode
 from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
 
 from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
-from server.app import create_app
-from server.settings import Settings
+from server.storage.tables import AuthTransaction
 
 ORIGIN = "http://localhost:8000"
 PROVIDER = "https://sp.example"
@@ -32,8 +33,9 @@ _numbers = itertools.count(3000)
 DISCOURAGED = {"user_verification": "discouraged"}
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def sim_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The simulator's manufacturer in a temporary home, and no FIDO policy from outside."""
     home = tmp_path / "sim"
     monkeypatch.setenv("AKKREDITIV_SIM_HOME", str(home))
     monkeypatch.delenv(ROOTS_ENV, raising=False)
@@ -48,13 +50,6 @@ def trust_simulator(sim_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root.write_bytes(Manufacturer.load_or_create(sim_home).root_pem())
     monkeypatch.setenv(ROOTS_ENV, str(root))
     return root
-
-
-@pytest.fixture
-def client(settings: Settings, sim_home: Path) -> Iterator[TestClient]:
-    """The app, with the simulator's manufacturer in a temporary home."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 @pytest.fixture
@@ -123,6 +118,25 @@ def assert_with_key(client: TestClient, transaction: str, key_file: Path) -> Any
     begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED)
     assert begun.status_code == 200, begun.text
     options = CredentialRequestOptions.from_dict(begun.json()["options"])
+    selection = fido_client(key_file).get_assertion(options.public_key)
+    return client.post(
+        f"/authentications/{transaction}/fido2",
+        json={"response": as_json(selection.get_response(0))},
+    )
+
+
+def sign_with(
+    client: TestClient,
+    transaction: str,
+    key_file: Path,
+    credential_id: bytes,
+    begun: dict[str, Any],
+) -> Any:
+    """Sign the challenge of ``begun`` with the key's credential ``credential_id``, whatever the
+    server offered, and submit the assertion: what an attacker holding some key can do."""
+    chosen = {"type": "public-key", "id": websafe_encode(credential_id)}
+    public = {**begun["options"]["publicKey"], "allowCredentials": [chosen]}
+    options = CredentialRequestOptions.from_dict({"publicKey": public})
     selection = fido_client(key_file).get_assertion(options.public_key)
     return client.post(
         f"/authentications/{transaction}/fido2",
@@ -202,10 +216,15 @@ def test_a_cloned_key_is_blocked(client: TestClient, key_file: Path, tmp_path: P
     )
     [credential] = client.get(f"/identities/{identity}/credentials").json()
     assert credential["state"] == "blocked"
-    # The original key no longer logs in either: a blocked credential is not offered.
+    # The original key no longer logs in either: a blocked credential is not offered (decoys
+    # stand in for it, as for anyone without an active key).
     transaction = login(client, number)
     begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED)
-    assert "allowCredentials" not in begun.json()["options"]["publicKey"]
+    offered = [d["id"] for d in begun.json()["options"]["publicKey"]["allowCredentials"]]
+    assert credential["public_data"]["credential_id"] not in offered
+    real_id = websafe_decode(credential["public_data"]["credential_id"])
+    answer = sign_with(client, transaction, key_file, real_id, begun.json())
+    assert_problem(answer, 401, "verification-failed")
 
 
 @pytest.mark.usefixtures("trust_simulator")
@@ -276,4 +295,104 @@ def test_a_registration_state_is_not_a_login(client: TestClient) -> None:
     identity, _ = enrol(client)
     state_id = client.post(f"/identities/{identity}/fido2/register/begin").json()["state_id"]
     assert_problem(client.post(f"/authentications/{state_id}/fido2/begin"), 404)
-    assert client.post(f"/authentications/{state_id}/complete").status_code in {403, 409}
+    assert client.post(f"/authentications/{state_id}/complete").status_code in {403, 404, 409}
+
+
+# --- no account enumeration -------------------------------------------------------------------
+
+
+def begin_options(client: TestClient, number: str) -> tuple[str, dict[str, Any]]:
+    transaction = login(client, number)
+    begun = client.post(f"/authentications/{transaction}/fido2/begin", json=DISCOURAGED)
+    assert begun.status_code == 200, begun.text
+    body: dict[str, Any] = begun.json()
+    return transaction, body
+
+
+def shape(body: dict[str, Any]) -> dict[str, Any]:
+    """Everything an observer can compare across answers, with the random values replaced by
+    their form: the keys, the challenge's length, each descriptor's type, id length and first
+    byte, and every other value as it is."""
+    public = dict(body["options"]["publicKey"])
+    public["challenge"] = len(websafe_decode(public["challenge"]))
+    public["allowCredentials"] = [
+        {
+            **{k: v for k, v in d.items() if k != "id"},
+            "id": (len(websafe_decode(d["id"])), websafe_decode(d["id"])[0]),
+        }
+        for d in public["allowCredentials"]
+    ]
+    return {"keys": sorted(body), "options": sorted(body["options"]), "publicKey": public}
+
+
+def offered_ids(body: dict[str, Any]) -> list[str]:
+    return [d["id"] for d in body["options"]["publicKey"]["allowCredentials"]]
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_begin_looks_the_same_for_a_key_holder_a_person_without_and_nobody(
+    client: TestClient, key_file: Path
+) -> None:
+    holder, holder_number = enrol(client)
+    assert register(client, holder, key_file).status_code == 201
+    _, keyless_number = enrol(client)
+
+    _, real = begin_options(client, holder_number)
+    _, keyless = begin_options(client, keyless_number)
+    _, unknown = begin_options(client, "311299-9999")
+    _, malformed = begin_options(client, "not a person number")
+
+    assert len(offered_ids(real)) == 1
+    assert shape(real) == shape(keyless) == shape(unknown) == shape(malformed)
+    assert len({offered_ids(b)[0] for b in (real, keyless, unknown, malformed)}) == 4
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_decoys_are_the_same_for_a_person_in_every_login_and_differ_between_people(
+    client: TestClient, key_file: Path
+) -> None:
+    holder, holder_number = enrol(client)
+    assert register(client, holder, key_file).status_code == 201
+    _, first_number = enrol(client)
+    _, second_number = enrol(client)
+
+    # A key holder is offered the same id in every login; so must a person without a key be.
+    assert offered_ids(begin_options(client, holder_number)[1]) == offered_ids(
+        begin_options(client, holder_number)[1]
+    )
+    first = offered_ids(begin_options(client, first_number)[1])
+    assert first == offered_ids(begin_options(client, first_number)[1])
+    assert first != offered_ids(begin_options(client, second_number)[1])
+
+
+@pytest.mark.usefixtures("trust_simulator")
+def test_an_assertion_without_a_key_fails_like_a_wrong_one(
+    client: TestClient, key_file: Path, tmp_path: Path
+) -> None:
+    holder, holder_number = enrol(client)
+    assert register(client, holder, key_file).status_code == 201
+    [credential] = client.get(f"/identities/{holder}/credentials").json()
+    real_id = websafe_decode(credential["public_data"]["credential_id"])
+    # Another key's valid assertion: a wrong one for the holder.
+    stranger_key = tmp_path / "stranger.json"
+    new_fido_state(stranger_key, manufacturer_home=tmp_path / "sim")
+    stranger, _ = enrol(client)
+    assert register(client, stranger, stranger_key).status_code == 201
+    [other] = client.get(f"/identities/{stranger}/credentials").json()
+    stranger_id = websafe_decode(other["public_data"]["credential_id"])
+    _, keyless_number = enrol(client)
+
+    answers = []
+    for number, key, credential_id in [
+        (holder_number, stranger_key, stranger_id),  # a real account, the wrong key
+        (keyless_number, key_file, real_id),  # an account without a key
+        ("311299-9999", key_file, real_id),  # nobody
+    ]:
+        transaction, begun = begin_options(client, number)
+        answer = sign_with(client, transaction, key, credential_id, begun)
+        answers.append(assert_problem(answer, 401, "verification-failed"))
+        with client.app.state.services.sessions() as session:  # type: ignore[attr-defined]
+            row = session.get(AuthTransaction, uuid.UUID(transaction))
+            assert row is not None
+            assert row.challenge is None  # consumed by the try, for nobody too
+    assert answers[0] == answers[1] == answers[2]

@@ -34,6 +34,7 @@ from server.storage.tables import (
 )
 
 ORIGIN = "http://localhost:8000"
+DECOY_KEY = b"decoy-key-for-tests-only-32-bytes"
 
 
 class World:
@@ -63,6 +64,7 @@ class World:
             rp_id="localhost",
             origins=[ORIGIN],
             trusted_roots=[self.root],
+            decoy_key=DECOY_KEY,
             allowed_aaguids=None,
             audit=lambda event, details: self.events.append((event, details)),
             clock=lambda: self.now,

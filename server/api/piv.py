@@ -1,0 +1,270 @@
+"""Routes of PIV smartcards: enrolment (begin, complete), the PIV login factor (begin, the
+card's signature) and what the service CA publishes (its certificate and its CRL).
+
+Binary values travel as base64 (standard or URL-safe alphabet, padding optional). The CA is
+loaded from the settings' files on the first request that needs it (made there if missing
+and ``create_keys`` is on) and kept on the app for later requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Annotated
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from sqlalchemy.orm import Session
+
+from server.api.authentication import FactorsView, verify_and_answer
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.services.credentials import CredentialService
+from server.services.errors import DomainError
+from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
+from server.services.piv_ca import ServiceCa
+
+MAX_PUBLIC_KEY_SIZE = 512
+PKIX_CRL = "application/pkix-crl"
+PEM_FILE = "application/x-pem-file"
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+
+router = APIRouter(tags=["piv"])
+_ca_lock = threading.Lock()
+
+
+def _base64_decoder(limit: int) -> Callable[[object], bytes]:
+    """Turns base64 text of at most ``limit`` decoded bytes into bytes (a ValueError, hence a
+    422 answer, otherwise)."""
+
+    def decode(value: object) -> bytes:
+        if not isinstance(value, str):
+            raise ValueError("expected base64 text")
+        if not value or len(value) > _encoded_length(limit) or not _BASE64.fullmatch(value):
+            raise ValueError(f"expected base64 of 1 to {limit} bytes")
+        text = value.rstrip("=").replace("-", "+").replace("_", "/")
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64") from None
+
+    return decode
+
+
+def _encoded_length(limit: int) -> int:
+    return (limit + 2) // 3 * 4
+
+
+def _base64_schema(limit: int, description: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "maxLength": _encoded_length(limit),
+            "description": description,
+        }
+    )
+
+
+PublicKeyDer = Annotated[
+    bytes,
+    BeforeValidator(_base64_decoder(MAX_PUBLIC_KEY_SIZE)),
+    _base64_schema(MAX_PUBLIC_KEY_SIZE, "the new key's SubjectPublicKeyInfo, DER, base64"),
+]
+CertificateDer = Annotated[
+    bytes,
+    BeforeValidator(_base64_decoder(MAX_CERTIFICATE_SIZE)),
+    _base64_schema(MAX_CERTIFICATE_SIZE, "the card's certificate (slot 9A), DER, base64"),
+]
+SignatureDer = Annotated[
+    bytes,
+    BeforeValidator(_base64_decoder(MAX_SIGNATURE_SIZE)),
+    _base64_schema(MAX_SIGNATURE_SIZE, "an ECDSA signature, DER, base64"),
+]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrolBeginOut(BaseModel):
+    state_id: uuid.UUID
+    challenge: str = Field(description="base64; sign ENROL_DOMAIN || state id || challenge")
+    expires_at: dt.datetime
+    slot: str = SLOT
+
+
+class EnrolCompleteIn(_Strict):
+    public_key: PublicKeyDer
+    signature: SignatureDer
+    card_id: str = Field(
+        min_length=2, max_length=64, pattern=r"^[0-9a-f]+$", description="CHUID GUID/FASC-N, hex"
+    )
+
+
+class EnrolCompleteOut(BaseModel):
+    credential: CredentialOut
+    certificate: str = Field(description="the card's new certificate, DER, base64")
+
+
+class ChallengeOut(BaseModel):
+    challenge: str = Field(description="base64; sign LOGIN_DOMAIN || transaction id || challenge")
+
+
+class PivSignatureIn(_Strict):
+    certificate: CertificateDer
+    signature: SignatureDer
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def service_ca(request: Request, services: Services) -> ServiceCa:
+    """The app's PIV CA, loaded (or made) once."""
+    state = request.app.state
+    ca: ServiceCa | None = getattr(state, "piv_ca", None)
+    if ca is None:
+        with _ca_lock:
+            ca = getattr(state, "piv_ca", None)
+            if ca is None:
+                settings = services.settings
+                ca = ServiceCa.from_files(
+                    settings.piv_ca_key_file,
+                    settings.piv_ca_cert_file,
+                    create=settings.create_keys,
+                    clock=lambda: dt.datetime.fromtimestamp(services.clock(), dt.UTC),
+                )
+                state.piv_ca = ca
+    return ca
+
+
+def piv_service(
+    request: Request, session: Session, services: Services, actor: str = "api"
+) -> PivService:
+    """The PIV service of one request; ``actor`` is who the audit log names."""
+    audit = audit_hook(session, services, actor)
+    return PivService(
+        session,
+        ca=service_ca(request, services),
+        credentials=CredentialService(
+            session, services.secrets, services.passwords, clock=services.clock, audit=audit
+        ),
+        pseudonyms=services.pseudonyms,
+        crl_url=services.settings.issuer.rstrip("/") + "/piv/crl",
+        clock=services.clock,
+        audit=audit,
+    )
+
+
+# --- enrolment --------------------------------------------------------------------------------
+
+
+@router.post("/identities/{identity_id}/piv/enrol/begin", status_code=201)
+def enrol_begin(
+    identity_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
+) -> EnrolBeginOut:
+    """A challenge for the card to sign with a key it generates in slot 9A (an operator
+    enrols the card with the person present)."""
+    begun = piv_service(request, session, services, caller.actor).enrol_begin(identity_id)
+    return EnrolBeginOut(
+        state_id=begun.state_id, challenge=_b64(begun.challenge), expires_at=begun.expires_at
+    )
+
+
+@router.post("/piv/enrolments/{state_id}/complete", status_code=201)
+def enrol_complete(
+    state_id: uuid.UUID,
+    body: EnrolCompleteIn,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: CredentialManager,
+) -> EnrolCompleteOut:
+    """The card's public key and its signature over the challenge; the answer is the new
+    active credential and the certificate to write to the card."""
+    try:
+        enrolled = piv_service(request, session, services, caller.actor).enrol_complete(
+            state_id, public_key_der=body.public_key, signature=body.signature, card_id=body.card_id
+        )
+    except DomainError:
+        # The enrolment is closed even when refused: that must outlive the error answer.
+        session.commit()
+        raise
+    return EnrolCompleteOut(
+        credential=_credential_out(enrolled.credential),
+        certificate=_b64(enrolled.certificate.public_bytes(Encoding.DER)),
+    )
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@router.post("/authentications/{transaction_id}/piv/begin")
+def login_begin(
+    transaction_id: uuid.UUID, request: Request, session: SessionDep, services: ServicesDep
+) -> ChallengeOut:
+    """A fresh challenge for the card to sign in an identified login."""
+    challenge = piv_service(request, session, services).login_begin(transaction_id)
+    return ChallengeOut(challenge=_b64(challenge))
+
+
+@router.post(
+    "/authentications/{transaction_id}/piv",
+    response_model=FactorsView,
+    responses={401: {"description": "the card's signature was not accepted (problem+json)"}},
+)
+def login_signature(
+    transaction_id: uuid.UUID,
+    body: PivSignatureIn,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+) -> FactorsView | JSONResponse:
+    """The card's certificate and its signature over the challenge of ``piv/begin``."""
+    check = piv_service(request, session, services).login_check(transaction_id)
+    submitted = {"certificate": body.certificate, "signature": body.signature}
+    return verify_and_answer(request, session, services, transaction_id, check, submitted)
+
+
+# --- publication ------------------------------------------------------------------------------
+
+
+@router.get(
+    "/piv/crl",
+    response_class=Response,
+    tags=["discovery"],
+    responses={200: {"content": {PKIX_CRL: {}}, "description": "the CRL, DER"}},
+)
+def crl(request: Request, session: SessionDep, services: ServicesDep) -> Response:
+    """The CA's certificate revocation list (DER), signed now."""
+    der = piv_service(request, session, services).crl_der()
+    return Response(content=der, media_type=PKIX_CRL)
+
+
+@router.get(
+    "/piv/ca.pem",
+    response_class=Response,
+    tags=["discovery"],
+    responses={200: {"content": {PEM_FILE: {}}, "description": "the CA certificate, PEM"}},
+)
+def ca_certificate(request: Request, services: ServicesDep) -> Response:
+    """The CA certificate that card certificates chain to."""
+    return Response(content=service_ca(request, services).certificate_pem, media_type=PEM_FILE)

@@ -1,0 +1,324 @@
+"""The PIV login end to end through the real stacks: a service started with ``akkreditiv
+serve``, a simulated card attached to pcscd's vpcd reader in its own process, and the
+``akkreditiv devices piv enrol`` and ``devices piv login`` commands run as a person would run
+them (PIN on standard input). The login completes with an ES256 assertion at level high; a
+card pulled mid-login gives a clear error and leaves the service's state as it was."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography import x509
+from sqlalchemy import select
+
+from firmware_sim.tokens import piv as sim_piv
+from server.services.access import ApiKeys, Role
+from server.storage.engine import create_engine_for, session_factory
+from server.storage.tables import RateLimit
+
+from .conftest import AttachedCard, CliRunner
+
+pytestmark = pytest.mark.integration
+
+PROVIDER = "https://sp.example"
+PIN = "123456\n"
+
+Attach = Callable[[Path], AttachedCard]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    url: str
+    database_url: str
+    headers: dict[str, str]
+    cli_env: dict[str, str]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, headers=self.headers)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """``akkreditiv serve`` on a free port, its keys, CA and database in the test's folder."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    database_url = f"sqlite+pysqlite:///{tmp_path / 'piv.db'}"
+    keys_file = tmp_path / "api-keys.json"
+    _, api_key = ApiKeys(keys_file).add(PROVIDER, [Role.SUPERVISOR, Role.PROVIDER])
+    env = {
+        **os.environ,
+        "AKKREDITIV_DATABASE_URL": database_url,
+        "AKKREDITIV_KEK_FILE": str(tmp_path / "kek.bin"),
+        "AKKREDITIV_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
+        "AKKREDITIV_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
+        "AKKREDITIV_PIV_CA_KEY_FILE": str(tmp_path / "piv-ca-key.pem"),
+        "AKKREDITIV_PIV_CA_CERT_FILE": str(tmp_path / "piv-ca.pem"),
+        "AKKREDITIV_API_KEYS_FILE": str(keys_file),
+        "AKKREDITIV_ISSUER": url,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, "the service exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the service did not come up"
+        time.sleep(0.1)  # another process starting to listen: poll, bounded
+    try:
+        yield Service(
+            url,
+            database_url,
+            {"Authorization": f"Bearer {api_key}"},
+            {"AKKREDITIV_API_KEY": api_key},
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+@pytest.fixture
+def card_state(tmp_path: Path) -> Path:
+    """A fresh card: no keys yet, default PIN and management key."""
+    path = tmp_path / "card.json"
+    sim_piv.new_card_state(path)
+    return path
+
+
+def high_person(http: httpx.Client) -> tuple[str, str]:
+    number = "240372-1118"
+    answer = http.post(
+        "/identities",
+        json={
+            "person_number": number,
+            "name": "Karen Blixen",
+            "proofing": {
+                "channel": "service_centre",
+                "document_kind": "passport",
+                "operator_ids": ["op-7", "op-9"],
+            },
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"]), number
+
+
+def identified_login(http: httpx.Client, number: str) -> str:
+    begun = http.post("/authentications", json={"provider": PROVIDER, "min_level": "high"})
+    assert begun.status_code == 201, begun.text
+    transaction = str(begun.json()["id"])
+    identified = http.post(
+        f"/authentications/{transaction}/identify", json={"person_number": number}
+    )
+    assert identified.status_code == 200, identified.text
+    return transaction
+
+
+def enrol(cli: CliRunner, service: Service, card: AttachedCard, identity: str) -> Any:
+    result = cli(
+        "devices",
+        "piv",
+        "enrol",
+        "--url",
+        service.url,
+        "--identity",
+        identity,
+        "--reader",
+        card.reader.name,
+        "--pin-stdin",
+        stdin=PIN,
+        env=service.cli_env,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def login(
+    cli: CliRunner, service: Service, card: AttachedCard, transaction: str
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "devices",
+        "piv",
+        "login",
+        "--url",
+        service.url,
+        "--transaction",
+        transaction,
+        "--reader",
+        card.reader.name,
+        "--pin-stdin",
+        stdin=PIN,
+        env=service.cli_env,
+    )
+
+
+def assert_high_assertion(http: httpx.Client, transaction: str) -> dict[str, Any]:
+    done = http.post(f"/authentications/{transaction}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["level"] == "high"
+    keys = http.get("/.well-known/jwks.json").json()["keys"]
+    token = done.json()["assertion"]
+    assert jwt.get_unverified_header(token)["alg"] == "ES256"
+    claims: dict[str, Any] = jwt.decode(
+        token, jwt.PyJWK(keys[0]).key, algorithms=["ES256"], audience=PROVIDER
+    )
+    assert claims["loa"] == "high"
+    assert claims["amr"] == ["piv"]
+    return claims
+
+
+def test_enrol_and_log_in_at_level_high_through_pcscd(
+    service: Service, attach: Attach, card_state: Path, cli: CliRunner
+) -> None:
+    card = attach(card_state)
+    with service.client() as http:
+        identity, number = high_person(http)
+
+        enrolled = enrol(cli, service, card, identity)
+
+        credentials = http.get(f"/identities/{identity}/credentials").json()
+        assert [(c["kind"], c["state"]) for c in credentials] == [("piv", "active")]
+        issued = x509.load_der_x509_certificate(
+            base64.b64decode(credentials[0]["public_data"]["certificate"])
+        )
+        assert f"certificate serial: {issued.serial_number:040x}" in enrolled.stdout
+        assert credentials[0]["public_data"]["card_id"] == (
+            sim_piv.load_applet(card_state).serial_text()
+        )
+        ca = x509.load_pem_x509_certificate(http.get("/piv/ca.pem").content)
+        issued.verify_directly_issued_by(ca)
+        status = cli("devices", "piv", "status", "--reader", card.reader.name)
+        assert status.returncode == 0, status.stderr
+        assert f"slot 9a: {issued.subject.rfc4514_string()}" in status.stdout
+
+        transaction = identified_login(http, number)
+        result = login(cli, service, card, transaction)
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith("factors: piv")
+        assert "123456" not in result.stdout + result.stderr
+        assert_high_assertion(http, transaction)
+
+
+def test_card_pulled_mid_login_is_a_clear_error_and_the_login_goes_on(
+    service: Service, attach: Attach, card_state: Path, cli: CliRunner
+) -> None:
+    card = attach(card_state)
+    with service.client() as http:
+        identity, number = high_person(http)
+        enrol(cli, service, card, identity)
+        transaction = identified_login(http, number)
+        armed = cli("sim", "fault", "pull", "--state", str(card_state), "--ins", "87")
+        assert armed.returncode == 0, armed.stderr
+
+        pulled = login(cli, service, card, transaction)
+
+        assert pulled.returncode == 2, pulled.stdout + pulled.stderr
+        assert "error:" in pulled.stderr
+        assert "removed" in pulled.stderr.lower()
+        assert "Traceback" not in pulled.stderr
+        assert card.wait_gone() == 0
+        # Nothing reached the service's factor check: no factor, no failure counted.
+        step_up = http.post(f"/authentications/{transaction}/complete")
+        assert step_up.status_code == 403, step_up.text
+        engine = create_engine_for(service.database_url)
+        try:
+            with session_factory(engine)() as session:
+                assert session.scalars(select(RateLimit)).all() == []
+        finally:
+            engine.dispose()
+
+        again = attach(card_state)  # the card back in the reader
+        result = login(cli, service, again, transaction)
+
+        assert result.returncode == 0, result.stderr
+        assert_high_assertion(http, transaction)
+
+
+def test_lost_card_is_published_and_refused(
+    service: Service, attach: Attach, card_state: Path, cli: CliRunner
+) -> None:
+    card = attach(card_state)
+    with service.client() as http:
+        identity, number = high_person(http)
+        enrol(cli, service, card, identity)
+        credential = http.get(f"/identities/{identity}/credentials").json()[0]
+        lost = http.post(f"/credentials/{credential['id']}/state", json={"state": "lost"})
+        assert lost.status_code == 200, lost.text
+
+        crl = x509.load_der_x509_crl(http.get("/piv/crl").content)
+        serial = int(credential["serial"].removeprefix("piv:"), 16)
+        entry = crl.get_revoked_certificate_by_serial_number(serial)
+        assert entry is not None
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        assert reason is x509.ReasonFlags.key_compromise
+
+        transaction = identified_login(http, number)
+        refused = login(cli, service, card, transaction)
+
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "401" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["enrol", "--identity", "not-an-id"], "--identity is not an id"),
+        (
+            [
+                "enrol",
+                "--identity",
+                "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                "--management-key",
+                "zz",
+            ],
+            "--management-key takes hex",
+        ),
+        (
+            [
+                "enrol",
+                "--identity",
+                "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                "--management-key",
+                "00",
+            ],
+            "management key is 24 bytes",
+        ),
+        (["login", "--transaction", "42"], "--transaction is not an id"),
+    ],
+)
+def test_bad_arguments_are_refused_before_the_card_is_touched(
+    cli: CliRunner, args: list[str], message: str
+) -> None:
+    result = cli("devices", "piv", *args, "--url", "http://127.0.0.1:9")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr
