@@ -1,18 +1,23 @@
-"""Pieces every command group shares: exiting with a clear message, device errors, PINs."""
+"""Pieces every command group shares: exiting with a clear message, device errors, PINs, and
+calls to the service's API."""
 
 from __future__ import annotations
 
 import getpass
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from devices.errors import DeviceError
 from devices.events import Event, EventSink, event_for_error, ignore
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Listener:
@@ -80,3 +85,45 @@ def api_key_headers() -> dict[str, str]:
         except (OSError, UnicodeDecodeError) as exc:
             raise fail(f"{API_KEY_FILE_ENV}: cannot read {key_file}: {exc}") from None
     return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+SERVICE_ERROR = 3  # the service refused or could not be reached (2 is for device problems)
+
+
+def service_client(url: str) -> httpx.Client:
+    """The HTTP client of every call these commands make to the service: headers the service
+    needs (such as an API key) are added here, in one place."""
+    import httpx
+
+    return httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=api_key_headers())
+
+
+def call_service(
+    http: httpx.Client, path: str, doing: str, body: dict[str, Any] | None = None
+) -> Any:
+    """POST ``body`` to ``path``; the JSON answer, or exit with the service's reason."""
+    import httpx
+
+    try:
+        answer = http.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise fail(
+            f"{doing}: cannot reach the service at {http.base_url}: {exc}", SERVICE_ERROR
+        ) from exc
+    if answer.status_code >= 300:
+        reason = answer.text
+        try:
+            problem = answer.json()
+        except ValueError:
+            problem = None
+        if isinstance(problem, dict):
+            reason = str(problem.get("detail") or problem.get("title") or reason)
+        raise fail(f"{doing}: the service answered {answer.status_code}: {reason}", SERVICE_ERROR)
+    return answer.json()
+
+
+def parse_id(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise fail(f"{what} is not an id like 1b4e28ba-2fa1-11d2-883f-0016d3cca427") from None

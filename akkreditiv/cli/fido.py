@@ -194,3 +194,126 @@ def fido_authenticate(
     credential.write_text(json.dumps(record, indent=2) + "\n", "utf-8")
     Listener.emit(Event(DeviceEvent.DONE))
     typer.echo(f"authenticated: signature verified, counter {counter}")
+
+
+# --- with the akkreditiv service --------------------------------------------------------------
+
+UrlOption = Annotated[
+    str, typer.Option("--url", help="The akkreditiv service, e.g. http://127.0.0.1:8000.")
+]
+OriginOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The web origin the browser would report (one of the service's rp_origins; "
+        "default: the URL, with 127.0.0.1 written as localhost).",
+        show_default=False,
+    ),
+]
+
+
+def service_origin(url: str, origin: str | None) -> str:
+    """The origin a browser on ``url`` reports: WebAuthn needs a domain, not an IP address."""
+    if origin:
+        return origin
+    return url.rstrip("/").replace("://127.0.0.1", "://localhost")
+
+
+def as_json(value: Any) -> dict[str, Any]:
+    """A python-fido2 response as the plain JSON a browser would post."""
+    result: dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return result
+
+
+def enrol_with_service(
+    http: Any, session: FidoSession, identity: str, origin: str, pin: str | None
+) -> dict[str, Any]:
+    """Register the key for ``identity`` through the service's routes; the new credential."""
+    from fido2.webauthn import CredentialCreationOptions
+
+    from akkreditiv.cli.common import call_service
+
+    verification = "required" if pin else "discouraged"
+    begun = call_service(
+        http,
+        f"/identities/{identity}/fido2/register/begin",
+        "beginning the registration",
+        {"user_verification": verification},
+    )
+    options = CredentialCreationOptions.from_dict(begun["options"]).public_key
+    made = session.make_credential(options, origin=origin, pin=pin)
+    credential: dict[str, Any] = call_service(
+        http,
+        f"/fido2/registrations/{begun['state_id']}/complete",
+        "completing the registration",
+        {"response": as_json(made)},
+    )
+    return credential
+
+
+def login_with_service(
+    http: Any, session: FidoSession, transaction: str, origin: str, pin: str | None
+) -> list[str]:
+    """The FIDO2 factor of an identified login; the factors proven so far."""
+    from fido2.webauthn import CredentialRequestOptions
+
+    from akkreditiv.cli.common import call_service
+
+    verification = "required" if pin else "discouraged"
+    begun = call_service(
+        http,
+        f"/authentications/{transaction}/fido2/begin",
+        "beginning the login",
+        {"user_verification": verification},
+    )
+    options = CredentialRequestOptions.from_dict(begun["options"]).public_key
+    signed = session.get_assertion(options, origin=origin, pin=pin)
+    answer = call_service(
+        http, f"/authentications/{transaction}/fido2", "logging in", {"response": as_json(signed)}
+    )
+    return list(answer["factors"])
+
+
+@fido_app.command("enrol")
+def fido_enrol(
+    url: UrlOption,
+    identity: Annotated[str, typer.Option(help="The id of the identity the key is for.")],
+    with_pin: Annotated[bool, typer.Option("--pin", help="Verify the user with the PIN.")] = False,
+    origin: OriginOption = None,
+    device: DeviceOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Register the key with the akkreditiv service for a person (an operator's API key in
+    AKKREDITIV_API_KEY or AKKREDITIV_API_KEY_FILE): touch the key when asked."""
+    from akkreditiv.cli.common import parse_id, service_client
+
+    identity_id = parse_id(identity, "--identity")
+    pin = secret("PIN", pin_stdin) if with_pin else None
+    with service_client(url) as http, fido_session(device) as session:
+        credential = enrol_with_service(
+            http, session, str(identity_id), service_origin(url, origin), pin
+        )
+    Listener.emit(Event(DeviceEvent.DONE))
+    typer.echo(f"credential: {credential['id']} ({credential['state']})")
+
+
+@fido_app.command("login")
+def fido_login(
+    url: UrlOption,
+    transaction: Annotated[str, typer.Option(help="The id of the login (identified already).")],
+    with_pin: Annotated[bool, typer.Option("--pin", help="Verify the user with the PIN.")] = False,
+    origin: OriginOption = None,
+    device: DeviceOption = None,
+    pin_stdin: PinStdin = False,
+) -> None:
+    """Prove the FIDO2 factor of a login with the key (touch it when asked); prints the
+    factors the login has proven so far."""
+    from akkreditiv.cli.common import parse_id, service_client
+
+    transaction_id = parse_id(transaction, "--transaction")
+    pin = secret("PIN", pin_stdin) if with_pin else None
+    with service_client(url) as http, fido_session(device) as session:
+        factors = login_with_service(
+            http, session, str(transaction_id), service_origin(url, origin), pin
+        )
+    Listener.emit(Event(DeviceEvent.DONE))
+    typer.echo("factors: " + " ".join(factors))

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from cryptography import x509
@@ -16,7 +16,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from akkreditiv.cli.common import Listener, PinStdin, device_errors, fail, secret
+from akkreditiv.cli.common import (
+    Listener,
+    PinStdin,
+    call_service,
+    device_errors,
+    fail,
+    parse_id,
+    secret,
+    service_client,
+)
 from devices.errors import DeviceError, FileNotFound, NoCard
 from devices.events import DeviceEvent, Event
 from devices.protocol.piv import DEFAULT_MANAGEMENT_KEY, Algorithm, Slot
@@ -24,7 +33,7 @@ from devices.tokens.piv import PivSession, key_algorithm
 from devices.transports.pcsc import PcscConnection, PcscContext
 
 if TYPE_CHECKING:
-    import httpx
+    pass
 
 piv_app = typer.Typer(
     help="Use a PIV smartcard: PIN, PUK, signing; enrol it with the service and log in.",
@@ -137,8 +146,6 @@ def piv_unblock(reader: ReaderOption = None, pin_stdin: PinStdin = False) -> Non
 
 # --- enrolment and login with the service -----------------------------------------------------
 
-SERVICE_ERROR = 3  # the service refused or could not be reached (2 is for device problems)
-
 
 class ManagementAlg(StrEnum):
     tdes = "3des"
@@ -159,45 +166,6 @@ class ManagementAlg(StrEnum):
 UrlOption = Annotated[
     str, typer.Option("--url", help="The akkreditiv service, e.g. http://127.0.0.1:8000.")
 ]
-
-
-def service_client(url: str) -> httpx.Client:
-    """The HTTP client of every call these commands make to the service: headers the service
-    needs (such as an API key) are added here, in one place."""
-    import httpx
-
-    from akkreditiv.cli.common import api_key_headers
-
-    return httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=api_key_headers())
-
-
-def _call(http: httpx.Client, path: str, doing: str, body: dict[str, Any] | None = None) -> Any:
-    """POST ``body`` to ``path``; the JSON answer, or exit with the service's reason."""
-    import httpx
-
-    try:
-        answer = http.post(path, json=body)
-    except httpx.HTTPError as exc:
-        raise fail(
-            f"{doing}: cannot reach the service at {http.base_url}: {exc}", SERVICE_ERROR
-        ) from exc
-    if answer.status_code >= 300:
-        reason = answer.text
-        try:
-            problem = answer.json()
-        except ValueError:
-            problem = None
-        if isinstance(problem, dict):
-            reason = str(problem.get("detail") or problem.get("title") or reason)
-        raise fail(f"{doing}: the service answered {answer.status_code}: {reason}", SERVICE_ERROR)
-    return answer.json()
-
-
-def _uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise fail(f"{what} is not an id like 1b4e28ba-2fa1-11d2-883f-0016d3cca427") from None
 
 
 def _b64(data: bytes) -> str:
@@ -223,7 +191,7 @@ def piv_enrol(
     written to the card. Any key and certificate in 9A are replaced."""
     from server.services.piv import enrol_message
 
-    identity_id = _uuid(identity, "--identity")
+    identity_id = parse_id(identity, "--identity")
     algorithm = management_alg.algorithm
     try:
         key = bytes.fromhex(management_key) if management_key else DEFAULT_MANAGEMENT_KEY
@@ -234,7 +202,9 @@ def piv_enrol(
     with service_client(url) as http, piv_session(reader) as session:
         card_id = session.chuid().serial
         session.authenticate(key, algorithm)
-        begun = _call(http, f"/identities/{identity_id}/piv/enrol/begin", "beginning the enrolment")
+        begun = call_service(
+            http, f"/identities/{identity_id}/piv/enrol/begin", "beginning the enrolment"
+        )
         state_id = uuid.UUID(begun["state_id"])
         challenge = base64.b64decode(begun["challenge"])
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
@@ -243,7 +213,7 @@ def piv_enrol(
         signature = session.sign(
             Slot.AUTHENTICATION, enrol_message(state_id, challenge), key_algorithm(public_key)
         )
-        enrolled = _call(
+        enrolled = call_service(
             http,
             f"/piv/enrolments/{state_id}/complete",
             "completing the enrolment",
@@ -290,20 +260,22 @@ def piv_login(
     Prints the factors the login has proven so far."""
     from server.services.piv import login_message
 
-    transaction_id = _uuid(transaction, "--transaction")
+    transaction_id = parse_id(transaction, "--transaction")
     with service_client(url) as http, piv_session(reader) as session:
         certificate = session.certificate(Slot.AUTHENTICATION)
         if certificate is None:
             raise fail("slot 9a holds no certificate: enrol the card first (devices piv enrol)")
         algorithm = key_algorithm(certificate.public_key())
-        begun = _call(http, f"/authentications/{transaction_id}/piv/begin", "beginning the login")
+        begun = call_service(
+            http, f"/authentications/{transaction_id}/piv/begin", "beginning the login"
+        )
         challenge = base64.b64decode(begun["challenge"])
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
         signature = session.sign(
             Slot.AUTHENTICATION, login_message(transaction_id, challenge), algorithm
         )
-        answer = _call(
+        answer = call_service(
             http,
             f"/authentications/{transaction_id}/piv",
             "logging in",

@@ -1,5 +1,7 @@
-"""The front door: a service started with ``akkreditiv serve`` and the demo person from
-``akkreditiv demo seed`` log in with a password and the simulated code display's code."""
+"""The front door: a service started with ``akkreditiv serve`` (trusting the simulator's FIDO
+attestation root, as ``scripts/start`` sets it up), ``akkreditiv demo seed`` with a simulated
+FIDO2 key on the simulated USB bus and a simulated PIV card in pcscd's vpcd reader, and then a
+login with every kind of token the demo people hold, each through its real path."""
 
 from __future__ import annotations
 
@@ -8,13 +10,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from firmware_sim.tokens import piv as sim_piv
+from firmware_sim.tokens.attestation import Manufacturer
+
+from .conftest import AttachedCard
+from .fido_fixtures import PluggedKey
+
 pytestmark = pytest.mark.integration
+
+PERSON = "0101801234"
+AUDIO_PERSON = "0202751236"
+PASSWORD = "demo password for akkreditiv"  # noqa: S105 - the demo's published password
 
 
 def _free_port() -> int:
@@ -23,8 +36,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Demo:
+    url: str
+    env: dict[str, str]
+    folder: Path
+    seed_output: str
+    provider: dict[str, str]
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def demo(
+    tmp_path: Path,
+    sim_home: Path,
+    usb_bus_dir: Path,
+    plug_key: Callable[..., PluggedKey],
+    attach: Callable[..., AttachedCard],
+) -> Iterator[Demo]:
+    root = tmp_path / "sim-root.pem"
+    root.write_bytes(Manufacturer.load_or_create(sim_home).root_pem())
+    key = plug_key()
+    card_state = tmp_path / "piv.json"
+    sim_piv.new_card_state(card_state)
+    card = attach(card_state)
     port = _free_port()
     env = {
         **os.environ,
@@ -33,6 +67,8 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "AKKREDITIV_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
         "AKKREDITIV_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
         "AKKREDITIV_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
+        "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(root),
+        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
@@ -51,8 +87,15 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             pass
         assert time.monotonic() < deadline, "the service did not come up"
         time.sleep(0.1)  # another process starting to listen: poll, bounded
+    folder = tmp_path / "demo"
     try:
-        yield url, env
+        seeded = akkreditiv(
+            "demo", "seed", "--url", url, "--folder", str(folder), "--fido-state",
+            str(key.state), "--piv-reader", card.reader.name, env=env,
+        )  # fmt: skip
+        assert seeded.returncode == 0, seeded.stderr
+        provider = {"Authorization": f"Bearer {(folder / 'provider.key').read_text().strip()}"}
+        yield Demo(url, env, folder, seeded.stdout, provider)
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -60,9 +103,12 @@ def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         process.stderr.close()
 
 
-def akkreditiv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def akkreditiv(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "akkreditiv", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -71,44 +117,105 @@ def akkreditiv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     )
 
 
-def test_demo_person_logs_in_at_substantial(
-    service: tuple[str, dict[str, str]], tmp_path: Path
-) -> None:
-    url, env = service
-    folder = tmp_path / "demo"
-    seeded = akkreditiv("demo", "seed", "--url", url, "--folder", str(folder), env=env)
-    assert seeded.returncode == 0, seeded.stderr
-    assert "010180-1234" in seeded.stdout
-    again = akkreditiv("demo", "seed", "--url", url, "--folder", str(folder), env=env)
-    assert again.returncode == 0, again.stderr  # seeding twice is harmless
+def begin(demo: Demo, http: httpx.Client, person: str, level: str) -> str:
+    transaction = http.post(
+        "/authentications", json={"min_level": level}, headers=demo.provider
+    ).json()["id"]
+    assert (
+        http.post(
+            f"/authentications/{transaction}/identify", json={"person_number": person}
+        ).status_code
+        == 200
+    )
+    return str(transaction)
 
-    provider = {"Authorization": f"Bearer {(folder / 'provider.key').read_text().strip()}"}
-    with httpx.Client(base_url=url, timeout=30) as http:
+
+def password(http: httpx.Client, transaction: str) -> None:
+    answer = http.post(f"/authentications/{transaction}/password", json={"password": PASSWORD})
+    assert answer.status_code == 200, answer.text
+
+
+def complete(demo: Demo, http: httpx.Client, transaction: str) -> dict[str, object]:
+    done = http.post(f"/authentications/{transaction}/complete", headers=demo.provider)
+    assert done.status_code == 200, done.text
+    body: dict[str, object] = done.json()
+    return body
+
+
+def test_demo_people_log_in_with_every_kind_of_token(demo: Demo) -> None:
+    out = demo.seed_output
+    assert "010180-1234" in out
+    assert "020275-1236" in out
+    again = akkreditiv(
+        "demo", "seed", "--url", demo.url, "--folder", str(demo.folder), env=demo.env
+    )
+    assert again.returncode == 0, again.stderr  # seeding twice is harmless
+    api_env = {**demo.env, "AKKREDITIV_API_KEY_FILE": str(demo.folder / "provider.key")}
+
+    with httpx.Client(base_url=demo.url, timeout=60) as http:
         anonymous = http.post("/authentications", json={"min_level": "substantial"})
         assert anonymous.status_code == 401  # only a service provider begins a login
-        transaction = http.post(
-            "/authentications", json={"min_level": "substantial"}, headers=provider
-        ).json()["id"]
-        assert (
-            http.post(
-                f"/authentications/{transaction}/identify", json={"person_number": "0101801234"}
-            ).status_code
-            == 200
-        )
-        password = http.post(
-            f"/authentications/{transaction}/password",
-            json={"password": "demo password for akkreditiv"},
-        )
-        assert password.status_code == 200, password.text
-        # Activation spent this 30 s window's code (a TOTP is accepted once per window), so read
-        # the display as if its clock ran one step ahead: the service learns that drift.
-        at = str(time.time() + 30)
+
+        # Password + code display. Activation spent the previous window's code, so read the
+        # display as if its clock ran one step ahead: the service learns that drift.
+        transaction = begin(demo, http, PERSON, "substantial")
+        password(http, transaction)
         shown = akkreditiv(
-            "sim", "show", "--state", str(folder / "display.json"), "--at", at, env=env
-        )
+            "sim", "show", "--state", str(demo.folder / "display.json"),
+            "--at", str(time.time() + 30), env=demo.env,
+        )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         otp = http.post(f"/authentications/{transaction}/otp", json={"code": shown.stdout.strip()})
         assert otp.status_code == 200, otp.text
-        done = http.post(f"/authentications/{transaction}/complete", headers=provider)
-        assert done.status_code == 200, done.text
-        assert done.json()["level"] == "substantial"
+        assert complete(demo, http, transaction)["level"] == "substantial"
+
+        # Password + key card: the code printed beside the key number the service shows.
+        card = dict(
+            line.split() for line in (demo.folder / "key-card.txt").read_text().splitlines()[1:]
+        )
+        transaction = begin(demo, http, PERSON, "substantial")
+        password(http, transaction)
+        index = http.post(f"/authentications/{transaction}/key-card/begin").json()["index"]
+        coded = http.post(f"/authentications/{transaction}/key-card", json={"code": card[index]})
+        assert coded.status_code == 200, coded.text
+        assert complete(demo, http, transaction)["level"] == "substantial"
+
+        # Password + FIDO2 key through the real driver (the test presses the button).
+        transaction = begin(demo, http, PERSON, "substantial")
+        password(http, transaction)
+        fido = subprocess.Popen(
+            [sys.executable, "-m", "akkreditiv", "devices", "fido", "login", "--url",
+             demo.url, "--transaction", transaction],
+            env=api_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        stdout, stderr = _touch_when_asked(fido, demo)
+        assert fido.returncode == 0, stderr
+        assert "fido2" in stdout
+        assert complete(demo, http, transaction)["level"] == "substantial"
+
+        # The PIV card alone reaches high (PIN on the card, key in the card).
+        transaction = begin(demo, http, PERSON, "high")
+        piv = akkreditiv(
+            "devices", "piv", "login", "--url", demo.url, "--transaction", transaction,
+            "--pin-stdin", env=api_env, stdin="123456\n",
+        )  # fmt: skip
+        assert piv.returncode == 0, piv.stderr
+        assert complete(demo, http, transaction)["level"] == "high"
+
+
+def _touch_when_asked(process: subprocess.Popen[str], demo: Demo) -> tuple[str, str]:
+    """Press the simulated key's button when the command asks for a touch (its prompt on
+    stderr is the signal, as it is for a person), then wait for the command to end."""
+    import json
+
+    state = json.loads((demo.folder / "demo-person.json").read_text())["fido_state"]
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "Touch your security key" in line:
+            touched = akkreditiv("sim", "touch", "--state", state, env=demo.env)
+            assert touched.returncode == 0, touched.stderr
+            break
+    stdout, rest = process.communicate(timeout=60)
+    return stdout, "".join(seen) + rest
