@@ -254,12 +254,23 @@ def piv_login(
     transaction: Annotated[str, typer.Option(help="The id of the login (identified already).")],
     reader: ReaderOption = None,
     pin_stdin: PinStdin = False,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="The service origin to sign for (default: the URL, with 127.0.0.1 written "
+            "as localhost); a relaying site gets a signature for its own origin, which the "
+            "real service refuses.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Log in with the card: after the PIN, its 9A key signs the service's challenge for this
-    login, and the service checks the signature, the certificate and that the card is in use.
-    Prints the factors the login has proven so far."""
+    login and the service's origin, and the service checks the signature, the certificate
+    and that the card is in use. Prints the factors the login has proven so far."""
+    from akkreditiv.cli.fido import service_origin
     from server.services.piv import login_message
 
+    signed_origin = service_origin(url, origin)
     transaction_id = parse_id(transaction, "--transaction")
     with service_client(url) as http, piv_session(reader) as session:
         certificate = session.certificate(Slot.AUTHENTICATION)
@@ -273,7 +284,9 @@ def piv_login(
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
         signature = session.sign(
-            Slot.AUTHENTICATION, login_message(transaction_id, challenge), algorithm
+            Slot.AUTHENTICATION,
+            login_message(transaction_id, challenge, signed_origin),
+            algorithm,
         )
         answer = call_service(
             http,
@@ -282,6 +295,7 @@ def piv_login(
             {
                 "certificate": _b64(certificate.public_bytes(serialization.Encoding.DER)),
                 "signature": _b64(signature),
+                "origin": signed_origin,
             },
         )
     Listener.emit(Event(DeviceEvent.DONE))

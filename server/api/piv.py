@@ -128,6 +128,12 @@ class ChallengeOut(BaseModel):
 class PivSignatureIn(_Strict):
     certificate: CertificateDer
     signature: SignatureDer
+    origin: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="the service origin the client signed for (one of the service's origins)",
+    )
 
 
 # --- wiring -----------------------------------------------------------------------------------
@@ -239,8 +245,13 @@ def login_signature(
     services: ServicesDep,
 ) -> FactorsView | JSONResponse:
     """The card's certificate and its signature over the challenge of ``piv/begin``."""
-    check = piv_service(request, session, services).login_check(transaction_id)
-    submitted = {"certificate": body.certificate, "signature": body.signature}
+    origins = services.settings.rp_origins
+    check = piv_service(request, session, services).login_check(transaction_id, origins)
+    submitted = {
+        "certificate": body.certificate,
+        "signature": body.signature,
+        "origin": body.origin,
+    }
     return verify_and_answer(request, session, services, transaction_id, check, submitted)
 
 

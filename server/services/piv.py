@@ -42,7 +42,7 @@ import datetime as dt
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,9 +161,14 @@ def enrol_message(state_id: uuid.UUID, challenge: bytes) -> bytes:
     return ENROL_DOMAIN + state_id.bytes + challenge
 
 
-def login_message(transaction_id: uuid.UUID, challenge: bytes) -> bytes:
-    """What the card signs to log in."""
-    return LOGIN_DOMAIN + transaction_id.bytes + challenge
+def login_message(transaction_id: uuid.UUID, challenge: bytes, origin: str) -> bytes:
+    """What the card signs to log in: bound to the login, its challenge and the origin the
+    client believes it talks to (as WebAuthn's clientData binds it), so a relaying site
+    cannot pass a signature made for it on to the real service."""
+    encoded = origin.encode("utf-8")
+    return (
+        LOGIN_DOMAIN + len(encoded).to_bytes(2, "big") + encoded + transaction_id.bytes + challenge
+    )
 
 
 def card_serial(certificate: x509.Certificate) -> str:
@@ -338,10 +343,10 @@ class PivService:
         self._transactions.update(transaction)
         return challenge
 
-    def login_check(self, transaction_id: uuid.UUID) -> PivLoginCheck:
-        """A ``FactorCheck`` for ``{"certificate": DER, "signature": DER}`` against the
-        challenge of ``transaction_id``."""
-        return PivLoginCheck(self, transaction_id)
+    def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:
+        """A ``FactorCheck`` for ``{"certificate": DER, "signature": DER, "origin": str}``
+        against the challenge of ``transaction_id``; the origin must be one of ``origins``."""
+        return PivLoginCheck(self, transaction_id, origins)
 
     def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
         """The login's current challenge, removed from it: each is good for one attempt."""
@@ -430,19 +435,25 @@ class PivLoginCheck:
     """The PIV login factor (a ``FactorCheck``). For a person who does not exist it does the
     same signature work, so the time taken does not tell whether an account exists."""
 
-    def __init__(self, service: PivService, transaction_id: uuid.UUID) -> None:
+    def __init__(
+        self, service: PivService, transaction_id: uuid.UUID, origins: Sequence[str] = ()
+    ) -> None:
         self._service = service
         self._transaction_id = transaction_id
+        self._origins = frozenset(origins)
 
     def _verified(self, submitted: dict[str, Any]) -> x509.Certificate:
         challenge = self._service.take_challenge(self._transaction_id)
         if challenge is None:
             raise PivLoginRejected("no-challenge")
+        origin = str(submitted.get("origin", ""))
+        if origin not in self._origins:
+            raise PivLoginRejected("wrong-origin")
         return verify_card_signature(
             self._service.ca,
             bytes(submitted.get("certificate", b"")),
             bytes(submitted.get("signature", b"")),
-            login_message(self._transaction_id, challenge),
+            login_message(self._transaction_id, challenge, origin),
             self._service.now(),
         )
 

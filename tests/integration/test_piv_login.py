@@ -73,6 +73,8 @@ def service(tmp_path: Path) -> Iterator[Service]:
         "AKKREDITIV_PIV_CA_CERT_FILE": str(tmp_path / "piv-ca.pem"),
         "AKKREDITIV_API_KEYS_FILE": str(keys_file),
         "AKKREDITIV_ISSUER": url,
+        # The origin the CLI signs for: the URL it is given, with 127.0.0.1 as localhost.
+        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],

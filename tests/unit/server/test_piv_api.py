@@ -29,6 +29,7 @@ from server.services.piv import enrol_message, login_message
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit
+from tests.unit.server.conftest import ORIGIN
 
 PROVIDER = "https://sp.example"
 PROBLEM = "application/problem+json"
@@ -150,15 +151,19 @@ def begin_piv(client: TestClient, transaction: str) -> bytes:
     return base64.b64decode(begun.json()["challenge"])
 
 
-def card_body(card: PivSession, transaction: str, challenge: bytes) -> dict[str, str]:
-    """What ``akkreditiv devices piv login`` sends: the 9A certificate and the signature."""
+def card_body(
+    card: PivSession, transaction: str, challenge: bytes, origin: str = ORIGIN
+) -> dict[str, str]:
+    """What ``akkreditiv devices piv login`` sends: the 9A certificate, the signature and the
+    origin signed for."""
     certificate = card.certificate(Slot.AUTHENTICATION)
     assert certificate is not None
     card.verify_pin(DEFAULT_PIN)
-    signature = card.sign(Slot.AUTHENTICATION, login_message(uuid.UUID(transaction), challenge))
+    message = login_message(uuid.UUID(transaction), challenge, origin)
     return {
         "certificate": b64(certificate.public_bytes(serialization.Encoding.DER)),
-        "signature": b64(signature),
+        "signature": b64(card.sign(Slot.AUTHENTICATION, message)),
+        "origin": origin,
     }
 
 
@@ -593,14 +598,16 @@ def test_malformed_enrolment_answers_are_4xx(
     [
         ({}, 422),
         ({"certificate": "AAAA"}, 422),
-        ({"certificate": "AAAA", "signature": "AAAA", "pin": "123456"}, 422),
-        ({"certificate": "%%%%", "signature": "AAAA"}, 422),
-        ({"certificate": "A" * 6000, "signature": "AAAA"}, 422),
-        ({"certificate": ["AAAA"], "signature": "AAAA"}, 422),
-        ({"certificate": "AAAA", "signature": ""}, 422),
-        ({"certificate": "AAAA", "signature": "AAAA"}, 401),  # not a certificate
-        ({"certificate": "MIIB", "signature": "AAAA"}, 401),  # a DER header, then nothing
-        ({"certificate": _RSA_SPKI, "signature": "AAAA"}, 401),  # a key, not a certificate
+        ({"certificate": "AAAA", "signature": "AAAA", "origin": ORIGIN, "pin": "1"}, 422),
+        ({"certificate": "AAAA", "signature": "AAAA"}, 422),  # no origin
+        ({"certificate": "AAAA", "signature": "AAAA", "origin": "javascript:x"}, 422),
+        ({"certificate": "%%%%", "signature": "AAAA", "origin": ORIGIN}, 422),
+        ({"certificate": "A" * 6000, "signature": "AAAA", "origin": ORIGIN}, 422),
+        ({"certificate": ["AAAA"], "signature": "AAAA", "origin": ORIGIN}, 422),
+        ({"certificate": "AAAA", "signature": "", "origin": ORIGIN}, 422),
+        ({"certificate": "AAAA", "signature": "AAAA", "origin": ORIGIN}, 401),  # no certificate
+        ({"certificate": "MIIB", "signature": "AAAA", "origin": ORIGIN}, 401),  # DER header only
+        ({"certificate": _RSA_SPKI, "signature": "AAAA", "origin": ORIGIN}, 401),  # a key
     ],
 )
 def test_malformed_login_answers_are_4xx(
@@ -613,6 +620,21 @@ def test_malformed_login_answers_are_4xx(
     assert_problem(client.post(f"/authentications/{transaction}/piv", json=body), status)
 
 
+def test_a_signature_for_another_origin_is_refused(client: TestClient, card: PivSession) -> None:
+    """A relaying site gets the card's signature for its own origin: the service refuses it,
+    whether the relay passes its own origin on or claims the service's."""
+    identity, number = person(client)
+    enrol_card(client, identity, card)
+    transaction = identified_login(client, number)
+    relayed = card_body(card, transaction, begin_piv(client, transaction), "https://evil.example")
+    assert_problem(client.post(f"/authentications/{transaction}/piv", json=relayed), 401)
+    relayed = card_body(card, transaction, begin_piv(client, transaction), "https://evil.example")
+    relayed["origin"] = ORIGIN
+    assert_problem(client.post(f"/authentications/{transaction}/piv", json=relayed), 401)
+    honest = card_body(card, transaction, begin_piv(client, transaction))
+    assert client.post(f"/authentications/{transaction}/piv", json=honest).status_code == 200
+
+
 def test_url_safe_base64_without_padding_is_accepted(client: TestClient, card: PivSession) -> None:
     identity, number = person(client)
     enrol_card(client, identity, card)
@@ -621,6 +643,8 @@ def test_url_safe_base64_without_padding_is_accepted(client: TestClient, card: P
     url_safe = {
         name: base64.urlsafe_b64encode(base64.b64decode(value)).decode().rstrip("=")
         for name, value in body.items()
+        if name != "origin"
     }
+    url_safe["origin"] = body["origin"]
 
     assert client.post(f"/authentications/{transaction}/piv", json=url_safe).status_code == 200
