@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pydantic import Field
@@ -50,6 +51,23 @@ class Settings(BaseSettings):
     # Where FIDO2 ceremonies happen: the relying party id and the origins allowed.
     rp_id: str = "localhost"
     rp_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
+    # The legacy eID: a user id is locked for legacy_lockout_s after legacy_max_failures failed
+    # logins in a row; legacy login ends at the start of legacy_shutdown_date (Danish time);
+    # the providers listed in legacy_new_only_providers accept only the new eID.
+    legacy_max_failures: int = Field(default=5, ge=1, le=100)
+    legacy_lockout_s: int = Field(default=3600, ge=1)
+    legacy_shutdown_date: dt.date | None = None
+    legacy_new_only_providers: list[str] = Field(default_factory=list)
+    # The migration plan (``akkreditiv migration waves remind``, the weekly report): people
+    # invited migration_reminder_after_days ago who have not started, and flows untouched for
+    # migration_idle_reminder_days, are reminded, nobody twice within
+    # migration_reminder_interval_days nor more than migration_max_reminders times; the report
+    # counts a flow idle for migration_abandon_days as dropped at its last step.
+    migration_reminder_after_days: int = Field(default=14, ge=1)
+    migration_idle_reminder_days: int = Field(default=3, ge=1)
+    migration_reminder_interval_days: int = Field(default=7, ge=1)
+    migration_max_reminders: int = Field(default=3, ge=1, le=100)
+    migration_abandon_days: int = Field(default=14, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)

@@ -53,6 +53,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid-token-batch": 400,
     "activation-code-rejected": 400,
     "card-exhausted": 409,
+    "legacy-closed": 410,
+    "new-eid-only": 403,
     "credential-blocked": 409,
     # The server's own faults, not the client's.
     "secret-unreadable": 500,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api import identities, keycard
+from server.api import identities, keycard, legacy
 from server.api.authentication import router as authentication_router
 from server.api.fido import router as fido_router
 from server.api.piv import router as piv_router
@@ -15,4 +15,5 @@ ROUTERS: list[APIRouter] = [
     fido_router,
     piv_router,
     keycard.router,
+    legacy.router,
 ]

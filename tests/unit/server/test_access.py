@@ -38,6 +38,8 @@ PUBLIC_PATHS = {
 def is_public(path: str) -> bool:
     if path in PUBLIC_PATHS:
         return True
+    if path.startswith("/legacy/authentications/{transaction_id}/"):
+        return True  # the legacy login's browser steps (password, key-card code)
     prefix = "/authentications/{transaction_id}/"
     return path.startswith(prefix) and not path.endswith("/complete")
 

@@ -1,0 +1,208 @@
+"""Routes of legacy login: a service provider begins it; the person's browser sends user id and
+password (answered with the key number to show, the same for anyone), then the code (answered
+with a signed assertion marked ``legacy``, or one public failure).
+
+Failures of the code step are answered, not raised, so that what they changed (the failure
+counts, a lock, the audit entry) is committed with the answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from server.api.deps import Services, ServicesDep, SessionDep, actor_of, audit_hook, require
+from server.api.keycard import load_secrets
+from server.api.problems import STATUS_BY_CODE, problem
+from server.services.access import Caller, NotPermitted, Permission
+from server.services.legacy.errors import LegacyError
+from server.services.legacy.login import LegacyLoginService
+from server.services.legacy.store import LegacyPolicy, LegacyStore, Method, closing_time
+from server.settings import Settings
+
+router = APIRouter(tags=["legacy eID"])
+
+Provider = Annotated[Caller, Depends(require(Permission.LOGIN))]
+
+# A legacy user id: printable, no spaces (PostgreSQL refuses NUL in text, so none reaches it).
+_USER_ID = r"^[^\x00-\x20\x7f]{1,64}$"
+# Digits, and the spaces a code may be typed or pasted with; the length is the store's.
+_CODE = r"^[0-9\s]{1,32}$"
+_REPLACEMENT_NOTICE = "You have {left} codes left on your key card. A new key card is on its way."
+_EXHAUSTED_NOTICE = "That was the last code on your key card. A new key card is on its way."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BeginIn(_Strict):
+    provider: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class LegacyTransactionOut(BaseModel):
+    id: uuid.UUID
+    expires_at: dt.datetime
+
+
+class PasswordIn(_Strict):
+    user_id: str = Field(pattern=_USER_ID)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class IndexOut(BaseModel):
+    index: str = Field(description="the key number whose code to type (4 digits)")
+
+
+class CodeIn(_Strict):
+    code: str = Field(pattern=_CODE)
+    method: Method = Field(
+        default=Method.KEY_CARD, description="key_card, or code_token for a legacy code token"
+    )
+
+
+class LegacyAssertionOut(BaseModel):
+    assertion: str
+    level: Literal["substantial"] = "substantial"
+    token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
+    codes_left: int | None = Field(description="codes left on the key card")
+    new_card_due: bool = Field(description="20 codes or fewer are left: a new card is coming")
+    notice: str | None = Field(description="what to tell the person, if anything")
+
+
+def legacy_policy(settings: Settings) -> LegacyPolicy:
+    shutdown = settings.legacy_shutdown_date
+    return LegacyPolicy(
+        max_failures=settings.legacy_max_failures,
+        lockout=dt.timedelta(seconds=settings.legacy_lockout_s),
+        shutdown_at=closing_time(shutdown) if shutdown is not None else None,
+        new_only_providers=frozenset(settings.legacy_new_only_providers),
+    )
+
+
+def legacy_store(session: Session, services: Services, request: Request, actor: str) -> LegacyStore:
+    """The legacy store as the app configures it (also for the migration flow's routes)."""
+    return LegacyStore(
+        session,
+        services.secrets,
+        services.clock,
+        audit_hook(session, services, actor),
+        decoy_key=load_secrets(request.app).derive("legacy-decoy"),
+        policy=legacy_policy(services.settings),
+    )
+
+
+def _service(
+    session: Session, services: Services, request: Request, actor: str
+) -> LegacyLoginService:
+    settings = services.settings
+    return LegacyLoginService(
+        session,
+        legacy_store(session, services, request, actor),
+        services.secrets,
+        signer=services.signer,
+        pseudonyms=services.pseudonyms,
+        issuer=settings.issuer,
+        transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
+        assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
+        audit=audit_hook(session, services, actor),
+    )
+
+
+def _answer(exc: LegacyError) -> JSONResponse:
+    status = STATUS_BY_CODE.get(exc.code, 400)
+    return problem(status, exc.code, exc.code.replace("-", " ").capitalize(), exc.detail)
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/legacy/authentications",
+    status_code=201,
+    response_model=LegacyTransactionOut,
+    responses={
+        400: {"description": "legacy login has closed, or this provider takes only the new eID"}
+    },
+)
+def begin(
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: Provider,
+    body: BeginIn | None = None,
+) -> LegacyTransactionOut | JSONResponse:
+    """A service provider begins a legacy login (the provider is the API key's name)."""
+    if body is not None and body.provider is not None and body.provider != caller.name:
+        raise NotPermitted(
+            "provider mismatch", detail="this API key begins logins only for its own provider"
+        )
+    try:
+        transaction = _service(session, services, request, caller.actor).begin(caller.name)
+    except LegacyError as exc:
+        return _answer(exc)  # answered, so the refusal's audit entry is committed
+    return LegacyTransactionOut(id=transaction.id, expires_at=transaction.expires_at)
+
+
+@router.post("/legacy/authentications/{transaction_id}/password", response_model=IndexOut)
+def password(
+    transaction_id: uuid.UUID,
+    body: PasswordIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+) -> IndexOut | JSONResponse:
+    """User id and password. The answer is the key number to show, whether or not the user id
+    exists or the password is right: the outcome is told at the code step."""
+    try:
+        index = _service(session, services, request, actor_of(request)).password(
+            transaction_id, body.user_id, body.password, source=_source(request)
+        )
+    except LegacyError as exc:
+        return _answer(exc)
+    return IndexOut(index=index)
+
+
+@router.post(
+    "/legacy/authentications/{transaction_id}/code",
+    response_model=LegacyAssertionOut,
+    responses={
+        401: {"description": "not accepted: the same answer for every reason (problem+json)"},
+        409: {"description": "every code on the key card is used"},
+        423: {"description": "too many failed logins: locked for a while"},
+        429: {"description": "too many failures from this address"},
+    },
+)
+def code(
+    transaction_id: uuid.UUID,
+    body: CodeIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+) -> LegacyAssertionOut | JSONResponse:
+    """The code printed beside the key number shown (or the code token's code): on success the
+    signed assertion for the provider that began the login."""
+    service = _service(session, services, request, actor_of(request))
+    try:
+        login = service.code(transaction_id, body.code, method=body.method, source=_source(request))
+    except LegacyError as exc:
+        return _answer(exc)
+    proof = login.proof
+    notice = None
+    if proof.remaining == 0:
+        notice = _EXHAUSTED_NOTICE
+    elif proof.new_card_due:
+        notice = _REPLACEMENT_NOTICE.format(left=proof.remaining)
+    return LegacyAssertionOut(
+        assertion=login.assertion,
+        codes_left=proof.remaining,
+        new_card_due=proof.new_card_due,
+        notice=notice,
+    )

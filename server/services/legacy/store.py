@@ -1,0 +1,779 @@
+"""The legacy store: legacy users, their key cards and code tokens, and the proof of a legacy
+identity (user id + password + the code for a shown key number, or a code token's code), with the
+legacy eID's own rules: five failed logins in a row lock the user id for an hour, failures from
+one source are throttled as the new eID's are, and legacy login ends on a shutdown date.
+
+Two callers prove people with it: the legacy login (``server.services.legacy.login``) and the
+guided migration flow. The proof comes in two steps, because the key number to show is chosen
+before the code is typed:
+
+* ``begin_proof(user_id)`` picks the key number (a random unused position of the user's active
+  card); the caller keeps it (a login transaction, or the flow's ``pending_index``) and passes
+  it back. ``check_password`` does the same and checks the password, leaving a ``PasswordStep``.
+* ``prove(user_id, password, index, code)`` (or ``complete_proof(step, code)``) decides.
+
+Nothing in the first step tells whether the user id exists, the password was right or the card
+has codes left: an unknown user id is shown a key number from a decoy card of its own (derived
+from a keyed digest of the id, so it is the same set of 148 numbers every time, as a real card's
+is), and the password check runs one PBKDF2 with a decoy hash. Every failure of the second step
+is a ``LegacyProofFailed`` with the same public answer; ``reason`` (audit only) tells them apart.
+Unknown user ids are locked after the same failures as real ones (a rate-limit row under their
+digest), so a lock tells nobody who exists.
+
+Failures are written to the session before the error is raised (counters, lock, audit): the
+caller commits them, then answers. Concurrent uses of one code are settled by the ``version``
+columns: of two transactions that read the card before either wrote, the later write raises
+``StaleWrite`` (and one that reads after the other committed sees the code used).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import random
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table, case, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from server.services.authentication import SOURCE_MAX_FAILURES, SOURCE_WINDOW
+from server.services.identities import AuditHook, no_audit
+from server.services.legacy.errors import (
+    LegacyAlreadyMigrated,
+    LegacyCardExhausted,
+    LegacyCodeForOtherIndex,
+    LegacyCodeUsed,
+    LegacyError,
+    LegacyLocked,
+    LegacyMalformedCode,
+    LegacyNewEidOnly,
+    LegacyNoCard,
+    LegacyProofFailed,
+    LegacyShutDown,
+    LegacyThrottled,
+    LegacyTokenRejected,
+    LegacyUnknownIndex,
+    LegacyUnknownUser,
+    LegacyUserClosed,
+    LegacyUserExists,
+    LegacyUserNotFound,
+    LegacyWrongCode,
+    LegacyWrongPassword,
+)
+from server.services.legacy.formats import (
+    CARD_SIZE,
+    CODE_DIGITS,
+    DEFAULT_ITERATIONS,
+    REPLACEMENT_AT,
+    LegacyFormatError,
+    LegacyPasswordHash,
+    bitmap_from_positions,
+    card_indexes,
+    code_for,
+    is_used,
+    mark_used,
+    unused_positions,
+)
+from server.services.person_number import PersonNumber
+from server.services.secretbox import SecretBox
+from server.services.verifiers.errors import (
+    CodeReplayed,
+    CredentialBlocked,
+    MalformedCode,
+    VerificationFailed,
+    WrongCode,
+)
+from server.services.verifiers.otp import (
+    NIST_MAX_FAILURES,
+    HotpState,
+    TotpPolicy,
+    TotpState,
+    normalise_code,
+    verify_hotp,
+    verify_totp,
+)
+from server.storage.migration_tables import (
+    KeyCardStatus,
+    LegacyCodeToken,
+    LegacyKeyCard,
+    LegacyUser,
+    LegacyUserStatus,
+)
+from server.storage.repositories import RateLimitRepository, _conflicts_as
+from server.storage.tables import UtcDateTime
+
+# The legacy eID's lockout rule, and the zone its shutdown date is a date in.
+DEFAULT_MAX_FAILURES = 5
+DEFAULT_LOCKOUT = dt.timedelta(hours=1)
+SHUTDOWN_ZONE = "Europe/Copenhagen"
+# Consecutive failures: only a success (or nothing, for an unknown id) ends the run.
+_FOREVER = dt.timedelta(days=365 * 100)
+# What a legacy user id can be; anything else is looked up as nobody, without a query.
+_USER_ID = re.compile(r"^[^\x00-\x20\x7f]{1,64}$")
+# Legacy users who have no identity yet are known to a provider by a pseudonym of this UUIDv5.
+LEGACY_SUBJECT_NAMESPACE = uuid.UUID("6f0c6a52-3d55-5d0e-9b1e-2f4c8a6e7d11")
+TOKEN_ALGORITHMS = ("totp", "hotp")
+
+_users = cast(Table, LegacyUser.__table__)
+
+
+class Method(StrEnum):
+    """What the person proved possession with, besides the password."""
+
+    KEY_CARD = "key_card"
+    CODE_TOKEN = "code_token"  # noqa: S105 - a method name, not a secret
+
+
+def closing_time(day: dt.date) -> dt.datetime:
+    """The moment legacy login closes for a shutdown date: the start of that day in Denmark."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=ZoneInfo(SHUTDOWN_ZONE))
+
+
+def legacy_subject(user_id: str) -> uuid.UUID:
+    """The id a provider's pseudonym is derived from for a legacy user with no new identity
+    (a version 5 UUID, so it never equals an identity's random id)."""
+    return uuid.uuid5(LEGACY_SUBJECT_NAMESPACE, user_id)
+
+
+@dataclass(frozen=True)
+class LegacyPolicy:
+    """The legacy eID's rules, from settings (``legacy_*``)."""
+
+    max_failures: int = DEFAULT_MAX_FAILURES
+    lockout: dt.timedelta = DEFAULT_LOCKOUT
+    shutdown_at: dt.datetime | None = None
+    new_only_providers: frozenset[str] = frozenset()
+    source_max_failures: int = SOURCE_MAX_FAILURES
+    source_window: dt.timedelta = SOURCE_WINDOW
+    # The decoy password hash's cost: that of the real hashes, so timing does not tell.
+    decoy_iterations: int = DEFAULT_ITERATIONS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_failures <= NIST_MAX_FAILURES:
+            raise ValueError(f"max_failures is 1..{NIST_MAX_FAILURES}")
+        if self.lockout <= dt.timedelta(0) or self.source_window <= dt.timedelta(0):
+            raise ValueError("lockout and source window are positive")
+        if self.shutdown_at is not None and self.shutdown_at.tzinfo is None:
+            raise ValueError("the shutdown time is timezone-aware")
+
+
+@dataclass(frozen=True)
+class PasswordStep:
+    """What the password step leaves for the code step. It says whether the password was
+    right, so it is kept out of the person's reach (sealed, or in the caller's own row).
+
+    ``user_id`` is the legacy user's id, or ``None`` when nobody has the id typed (which is not
+    kept: it may be anything a person typed); ``subject`` is a keyed digest of the typed id,
+    which locks unknown ids and derives their decoy card; ``index`` is the key number shown.
+    """
+
+    user_id: str | None
+    subject: str
+    password_ok: bool
+    index: str | None
+
+    def to_bytes(self) -> bytes:
+        record = {"u": self.user_id, "s": self.subject, "p": self.password_ok, "i": self.index}
+        return json.dumps(record, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PasswordStep:
+        record = json.loads(data)
+        return cls(record["u"], record["s"], bool(record["p"]), record["i"])
+
+
+@dataclass(frozen=True)
+class LegacyProof:
+    """A successful proof. ``new_card_due``: 20 codes or fewer remain on the card, and a new
+    card is on its way (the person is told so)."""
+
+    user: LegacyUser
+    method: Method
+    card_serial: str | None = None
+    remaining: int | None = None
+    new_card_due: bool = False
+
+
+@dataclass
+class _Card:
+    """The card a code is checked against: the holder's, or a decoy with no row."""
+
+    secret: bytes = field(repr=False)
+    row: LegacyKeyCard | None
+
+
+def _now_from(clock: Callable[[], float]) -> dt.datetime:
+    return dt.datetime.fromtimestamp(clock(), dt.UTC)
+
+
+class LegacyStore:
+    """The legacy store over one session (see the module docstring). ``clock`` returns seconds
+    since the epoch, like ``Services.clock``; ``decoy_key`` (32 bytes, from the key-card pepper)
+    keys the decoys and the digests of typed user ids."""
+
+    def __init__(
+        self,
+        session: Session,
+        secrets_box: SecretBox,
+        clock: Callable[[], float] = time.time,
+        audit: AuditHook = no_audit,
+        *,
+        decoy_key: bytes,
+        policy: LegacyPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if len(decoy_key) < 32:
+            raise ValueError("the decoy key has at least 32 bytes")
+        self._session = session
+        self._box = secrets_box
+        self._clock = clock
+        self._audit = audit
+        self._decoy_key = decoy_key
+        self.policy = policy or LegacyPolicy()
+        self._rng = rng or random.SystemRandom()
+        self._limits = RateLimitRepository(session)
+        salt = hmac.digest(decoy_key, b"legacy-password-decoy", "sha256")[:16]
+        self._decoy_hash = LegacyPasswordHash(
+            self.policy.decoy_iterations, salt, secrets.token_bytes(32)
+        )
+
+    def now(self) -> dt.datetime:
+        return _now_from(self._clock)
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def find(self, user_id: str) -> LegacyUser | None:
+        if not _USER_ID.fullmatch(user_id):
+            return None
+        return self._session.get(LegacyUser, user_id)
+
+    def get(self, user_id: str) -> LegacyUser:
+        user = self.find(user_id)
+        if user is None:
+            raise LegacyUserNotFound(f"no legacy user {user_id!r}")
+        return user
+
+    def active_card(self, user_id: str) -> LegacyKeyCard | None:
+        return self._session.scalars(
+            select(LegacyKeyCard)
+            .where(LegacyKeyCard.user_id == user_id, LegacyKeyCard.status == KeyCardStatus.ACTIVE)
+            .order_by(LegacyKeyCard.issued_at.desc())
+            .limit(1)
+        ).first()
+
+    def code_token(self, user_id: str) -> LegacyCodeToken | None:
+        return self._session.scalars(
+            select(LegacyCodeToken)
+            .where(LegacyCodeToken.user_id == user_id)
+            .order_by(LegacyCodeToken.serial)
+            .limit(1)
+        ).first()
+
+    # --- the rules that need no user ------------------------------------------------------------
+
+    def require_open(self, now: dt.datetime | None = None) -> None:
+        """Raise ``LegacyShutDown`` from the shutdown time on."""
+        shutdown = self.policy.shutdown_at
+        if shutdown is not None and (now or self.now()) >= shutdown:
+            raise LegacyShutDown("legacy login is past its shutdown time")
+
+    def check_provider(self, provider: str) -> None:
+        """Raise ``LegacyNewEidOnly`` for a service provider that takes only the new eID."""
+        if provider in self.policy.new_only_providers:
+            raise LegacyNewEidOnly(f"provider {provider!r} accepts only the new eID")
+
+    def _throttle(self, source: str | None, now: dt.datetime) -> None:
+        if source is None:
+            return
+        limit = self._limits.get(f"source:{source}")
+        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
+            raise LegacyThrottled("source throttled")
+
+    # --- the proof ------------------------------------------------------------------------------
+
+    def begin_proof(self, user_id: str) -> str:
+        """The key number to show: a random unused position of the user's active card, or of
+        a decoy card for anyone without one. The caller keeps it and passes it to ``prove``."""
+        self.require_open()
+        user = self.find(user_id)
+        card = self.active_card(user.user_id) if user is not None else None
+        if card is not None:
+            positions = unused_positions(card.used)
+            if positions:
+                indexes = card_indexes(self._open_card(card))
+                return indexes[self._rng.choice(positions)]
+        decoy = card_indexes(self._decoy_secret(self._subject(user_id)))
+        return decoy[self._rng.randrange(CARD_SIZE)]
+
+    def check_password(
+        self, user_id: str, password: str, *, source: str | None = None, index: str | None = None
+    ) -> PasswordStep:
+        """Check the password (one PBKDF2 for anyone) and pick the key number to show, unless
+        the caller chose it already. The outcome is told only by ``complete_proof``."""
+        now = self.now()
+        self.require_open(now)
+        self._throttle(source, now)
+        user = self.find(user_id)
+        password_ok = False
+        if user is None:
+            self._decoy_hash.matches(password)
+        else:
+            try:
+                password_ok = LegacyPasswordHash.parse(user.password_hash).matches(password)
+            except LegacyFormatError:
+                self._decoy_hash.matches(password)
+        if index is None:
+            index = self.begin_proof(user_id)
+        return PasswordStep(
+            user.user_id if user is not None else None, self._subject(user_id), password_ok, index
+        )
+
+    def prove(
+        self,
+        user_id: str,
+        password: str,
+        index: str,
+        code: str,
+        *,
+        source: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> LegacyProof:
+        """Prove a legacy identity with password and the code for ``index`` (the key number
+        ``begin_proof`` gave and the caller kept). Raises ``LegacyProofFailed`` (one public
+        answer, ``reason`` for the audit log), ``LegacyLocked``, ``LegacyThrottled``,
+        ``LegacyShutDown``, ``LegacyCardExhausted`` or ``LegacyNoCard``; the failure's
+        counters and audit entry are in the session, for the caller to commit."""
+        step = self.check_password(user_id, password, source=source, index=index)
+        return self.complete_proof(step, code, source=source, context=context)
+
+    def prove_with_token(
+        self,
+        user_id: str,
+        password: str,
+        code: str,
+        *,
+        source: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> LegacyProof:
+        """As ``prove``, with the code of the user's legacy code token instead of the card."""
+        step = self.check_password(user_id, password, source=source, index="")
+        return self.complete_proof(
+            step, code, method=Method.CODE_TOKEN, source=source, context=context
+        )
+
+    def complete_proof(
+        self,
+        step: PasswordStep,
+        code: str,
+        *,
+        method: Method = Method.KEY_CARD,
+        source: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> LegacyProof:
+        """The second step: the code, against the key number of ``step`` (or the code token).
+        Raises as ``prove`` does."""
+        now = self.now()
+        details: dict[str, Any] = {
+            **(context or {}),
+            "legacy_user": step.user_id,
+            "method": method.value,
+        }
+        try:
+            self.require_open(now)
+            self._throttle(source, now)
+        except (LegacyShutDown, LegacyThrottled) as exc:
+            self._audit("legacy.login", {**details, "result": "refused", "reason": exc.code})
+            raise
+        user = self.find(step.user_id) if step.user_id is not None else None
+        try:
+            self._check_lock(user, step.subject, now)
+        except LegacyLocked:
+            self._count_source(source, now)
+            self._audit("legacy.login", {**details, "result": "locked"})
+            raise
+        try:
+            if method is Method.CODE_TOKEN:
+                proof = self._check_token(user, step, code, now)
+            else:
+                proof = self._check_card(user, step, code)
+        except LegacyProofFailed as exc:
+            locked = self._failed(user, step, exc, source, now)
+            self._audit(
+                "legacy.login",
+                {**details, "result": "failed", "reason": exc.reason, "locked": locked},
+            )
+            raise
+        except LegacyError as exc:
+            self._audit("legacy.login", {**details, "result": "refused", "reason": exc.code})
+            raise
+        if proof.user.failures or proof.user.locked_until is not None:
+            proof.user.failures = 0
+            proof.user.locked_until = None
+        with _conflicts_as("legacy user", proof.user.user_id):
+            self._session.flush()
+        self._audit(
+            "legacy.login",
+            {
+                **details,
+                "result": "ok",
+                "card": proof.card_serial,
+                "remaining": proof.remaining,
+                "identity": str(proof.user.identity_id) if proof.user.identity_id else None,
+            },
+        )
+        return proof
+
+    def _check_card(self, user: LegacyUser | None, step: PasswordStep, code: str) -> LegacyProof:
+        submitted = normalise_code(code, CODE_DIGITS)
+        row = self.active_card(user.user_id) if user is not None else None
+        card = _Card(self._open_card(row), row) if row is not None else None
+        checked = card or _Card(self._decoy_secret(step.subject), None)
+        # Every code of the card is compared, in constant time and without stopping early, for
+        # everyone: the work does not depend on who logs in or which code matched.
+        indexes = card_indexes(checked.secret)
+        typed = (submitted or "").encode("ascii")
+        matches = [
+            hmac.compare_digest(code_for(checked.secret, index).encode("ascii"), typed)
+            for index in indexes
+        ]
+        if submitted is None:
+            raise LegacyMalformedCode
+        user = self._usable(user, step)
+        if card is None or card.row is None:
+            raise self._no_card(user)
+        position = indexes.index(step.index) if step.index in indexes else None
+        if position is None:
+            raise LegacyUnknownIndex
+        bitmap = card.row.used
+        if matches[position]:
+            if is_used(bitmap, position):
+                raise LegacyCodeUsed
+            return self._use(user, card.row, position)
+        if any(hit and is_used(bitmap, p) for p, hit in enumerate(matches)):
+            raise LegacyCodeUsed
+        if any(matches):
+            raise LegacyCodeForOtherIndex
+        raise LegacyWrongCode
+
+    def _use(self, user: LegacyUser, card: LegacyKeyCard, position: int) -> LegacyProof:
+        before = card.remaining
+        card.used = mark_used(card.used, position)
+        card.remaining = len(unused_positions(card.used))
+        if card.remaining == 0:
+            card.status = KeyCardStatus.EXHAUSTED
+        with _conflicts_as("legacy key card", card.serial):
+            self._session.flush()
+        if before > REPLACEMENT_AT >= card.remaining:
+            self._audit(
+                "legacy.card.replacement_due",
+                {"legacy_user": user.user_id, "card": card.serial, "remaining": card.remaining},
+            )
+        if card.remaining == 0:
+            self._audit("legacy.card.exhausted", {"legacy_user": user.user_id, "card": card.serial})
+        return LegacyProof(
+            user,
+            Method.KEY_CARD,
+            card_serial=card.serial,
+            remaining=card.remaining,
+            new_card_due=card.remaining <= REPLACEMENT_AT,
+        )
+
+    def _check_token(
+        self, user: LegacyUser | None, step: PasswordStep, code: str, now: dt.datetime
+    ) -> LegacyProof:
+        token = self.code_token(user.user_id) if user is not None else None
+        secret = (
+            self._box.open(token.sealed_secret, context=f"legacy-token:{token.serial}")
+            if token is not None
+            else self._decoy_secret(step.subject)[:20]
+        )
+        algorithm = token.algorithm if token is not None else "totp"
+        digits = token.digits if token is not None else 6
+        state: TotpState | HotpState
+        try:
+            if algorithm == "hotp":
+                state = HotpState(
+                    secret,
+                    digits,
+                    counter=token.counter if token else 0,
+                    failures=token.failures if token else 0,
+                )
+                state = verify_hotp(state, code, max_failures=NIST_MAX_FAILURES)
+            else:
+                state = TotpState(
+                    secret,
+                    digits,
+                    last_window=token.last_used_window if token else None,
+                    failures=token.failures if token else 0,
+                )
+                policy = TotpPolicy(max_failures=NIST_MAX_FAILURES)
+                state = verify_totp(state, code, now.timestamp(), policy)
+            failure: VerificationFailed[Any] | None = None
+        except (MalformedCode, WrongCode, CodeReplayed, CredentialBlocked) as exc:
+            failure, state = exc, exc.state
+        if isinstance(failure, MalformedCode):
+            raise LegacyMalformedCode
+        user = self._usable(user, step)
+        if token is None:
+            raise LegacyTokenRejected("no code token")
+        self._save_token(token, state)
+        if failure is not None:
+            raise LegacyTokenRejected(f"token: {failure.code}")
+        return LegacyProof(user, Method.CODE_TOKEN)
+
+    def _save_token(self, token: LegacyCodeToken, state: TotpState | HotpState) -> None:
+        token.failures = state.failures
+        if isinstance(state, HotpState):
+            token.counter = state.counter
+        elif state.last_window is not None:
+            token.last_used_window = state.last_window
+        with _conflicts_as("legacy code token", token.serial):
+            self._session.flush()
+
+    def _usable(self, user: LegacyUser | None, step: PasswordStep) -> LegacyUser:
+        """The user, if the proof may go on to the possession factor."""
+        if user is None:
+            raise LegacyUnknownUser
+        if user.status is LegacyUserStatus.CLOSED:
+            raise LegacyUserClosed
+        if not step.password_ok:
+            raise LegacyWrongPassword
+        return user
+
+    def _no_card(self, user: LegacyUser) -> LegacyError:
+        spent = self._session.scalar(
+            select(LegacyKeyCard.serial)
+            .where(
+                LegacyKeyCard.user_id == user.user_id,
+                LegacyKeyCard.status == KeyCardStatus.EXHAUSTED,
+            )
+            .limit(1)
+        )
+        return LegacyCardExhausted() if spent is not None else LegacyNoCard()
+
+    # --- limits ---------------------------------------------------------------------------------
+
+    def _check_lock(self, user: LegacyUser | None, subject: str, now: dt.datetime) -> None:
+        if user is not None:
+            until = user.locked_until
+        else:
+            limit = self._limits.get(f"legacy-user:{subject}")
+            until = limit.locked_until if limit is not None else None
+        if until is not None and until > now:
+            raise LegacyLocked(until)
+
+    def _count_source(self, source: str | None, now: dt.datetime) -> None:
+        if source is not None:
+            self._limits.record_failure(
+                f"source:{source}",
+                now,
+                window=self.policy.source_window,
+                max_failures=self.policy.source_max_failures,
+                lockout=self.policy.source_window,
+            )
+
+    def _failed(
+        self,
+        user: LegacyUser | None,
+        step: PasswordStep,
+        exc: LegacyProofFailed,
+        source: str | None,
+        now: dt.datetime,
+    ) -> bool:
+        """Count a failed proof (a malformed code is not a guess); whether it locked."""
+        if isinstance(exc, LegacyMalformedCode):
+            return False
+        self._count_source(source, now)
+        policy = self.policy
+        if user is None:
+            limit = self._limits.record_failure(
+                f"legacy-user:{step.subject}",
+                now,
+                window=_FOREVER,
+                max_failures=policy.max_failures,
+                lockout=policy.lockout,
+            )
+            return limit.locked_until is not None and limit.locked_until > now
+        # One atomic statement: concurrent failures all count, whatever else changes the row.
+        failures = _users.c.failures + 1
+        until = literal(now + policy.lockout, UtcDateTime())
+        row = self._session.execute(
+            update(_users)
+            .where(_users.c.user_id == user.user_id)
+            .values(
+                failures=failures,
+                locked_until=case(
+                    (failures >= policy.max_failures, until), else_=_users.c.locked_until
+                ),
+                version=_users.c.version + 1,
+            )
+            .returning(_users.c.failures, _users.c.locked_until, _users.c.version)
+        ).one()
+        for name, value in zip(("failures", "locked_until", "version"), row, strict=True):
+            set_committed_value(user, name, value)
+        return row.locked_until is not None and row.locked_until > now
+
+    # --- administration -------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        person_number: str,
+        name: str,
+        birth_year: int,
+        password_hash: str,
+        *,
+        bank: str | None = None,
+        row_digest: str | None = None,
+    ) -> LegacyUser:
+        """Add one legacy user (tests, small imports). The password hash must be in the legacy
+        format (``LegacyFormatError`` if not); the person number is stored as ddmmyy-ssss."""
+        if not _USER_ID.fullmatch(user_id):
+            raise LegacyFormatError("user id: 1-64 characters, no spaces or control characters")
+        LegacyPasswordHash.parse(password_hash)
+        number = PersonNumber.parse(person_number).formatted
+        if row_digest is None:
+            canonical = [user_id, number, name, birth_year, bank, password_hash]
+            row_digest = hashlib.sha256(
+                json.dumps(canonical, ensure_ascii=False).encode("utf-8")
+            ).hexdigest()
+        user = LegacyUser(
+            user_id=user_id,
+            person_number=number,
+            name=name,
+            birth_year=birth_year,
+            bank=bank,
+            password_hash=password_hash,
+            status=LegacyUserStatus.ACTIVE,
+            failures=0,
+            row_digest=row_digest,
+            imported_at=self.now(),
+        )
+        try:
+            with self._session.begin_nested():
+                self._session.add(user)
+        except IntegrityError:
+            raise LegacyUserExists("legacy user id or person number taken") from None
+        return user
+
+    def issue_card(
+        self,
+        user_id: str,
+        secret: bytes,
+        *,
+        serial: str | None = None,
+        used_positions: tuple[int, ...] | list[int] = (),
+    ) -> LegacyKeyCard:
+        """Give the user a key card made from ``secret`` (32 bytes, sealed at once); a card
+        active before is replaced. ``used_positions`` marks codes used already (imports)."""
+        user = self.get(user_id)
+        card_indexes(secret)  # checks the secret's size
+        serial = serial or f"KC{secrets.randbelow(10**10):010d}"
+        for previous in self._session.scalars(
+            select(LegacyKeyCard).where(
+                LegacyKeyCard.user_id == user.user_id,
+                LegacyKeyCard.status == KeyCardStatus.ACTIVE,
+            )
+        ):
+            previous.status = KeyCardStatus.REPLACED
+        bitmap = bitmap_from_positions(list(used_positions))
+        remaining = len(unused_positions(bitmap))
+        card = LegacyKeyCard(
+            serial=serial,
+            user_id=user.user_id,
+            sealed_secret=self._box.seal(secret, context=f"legacy-card:{serial}"),
+            used=bitmap,
+            remaining=remaining,
+            status=KeyCardStatus.ACTIVE if remaining else KeyCardStatus.EXHAUSTED,
+            issued_at=self.now(),
+        )
+        try:
+            with self._session.begin_nested():
+                self._session.add(card)
+        except IntegrityError:
+            raise LegacyUserExists("key card serial taken", detail="this serial is taken") from None
+        return card
+
+    def issue_token(
+        self,
+        user_id: str,
+        secret: bytes,
+        *,
+        algorithm: str = "totp",
+        digits: int = 6,
+        serial: str | None = None,
+        counter: int = 0,
+    ) -> LegacyCodeToken:
+        """Give the user a legacy code token (TOTP or HOTP); its seed is sealed at once."""
+        user = self.get(user_id)
+        if algorithm not in TOKEN_ALGORITHMS:
+            raise LegacyFormatError("code token: algorithm is totp or hotp")
+        # The verifier's own checks: a seed of at least 112 bits, 6 to 8 digits.
+        if algorithm == "totp":
+            TotpState(secret, digits)
+        else:
+            HotpState(secret, digits, counter=counter)
+        serial = serial or f"CT{secrets.randbelow(10**10):010d}"
+        token = LegacyCodeToken(
+            serial=serial,
+            user_id=user.user_id,
+            sealed_secret=self._box.seal(secret, context=f"legacy-token:{serial}"),
+            algorithm=algorithm,
+            digits=digits,
+            counter=counter,
+            failures=0,
+        )
+        try:
+            with self._session.begin_nested():
+                self._session.add(token)
+        except IntegrityError:
+            raise LegacyUserExists(
+                "code token serial taken", detail="this serial is taken"
+            ) from None
+        return token
+
+    def mark_migrated(self, user_id: str, identity_id: uuid.UUID) -> LegacyUser:
+        """Record that the legacy user moved to ``identity_id``. Legacy login keeps working
+        until the shutdown date. Repeating it for the same identity changes nothing."""
+        user = self.get(user_id)
+        if user.status is LegacyUserStatus.MIGRATED:
+            if user.identity_id == identity_id:
+                return user
+            raise LegacyAlreadyMigrated("migrated to another identity")
+        if user.status is LegacyUserStatus.CLOSED:
+            raise LegacyAlreadyMigrated(
+                "legacy user closed", detail="this legacy user ID is closed"
+            )
+        user.status = LegacyUserStatus.MIGRATED
+        user.identity_id = identity_id
+        user.migrated_at = self.now()
+        with _conflicts_as("legacy user", user.user_id):
+            self._session.flush()
+        self._audit(
+            "legacy.user.migrated", {"legacy_user": user.user_id, "identity": str(identity_id)}
+        )
+        return user
+
+    # --- secrets and decoys ---------------------------------------------------------------------
+
+    def _open_card(self, card: LegacyKeyCard) -> bytes:
+        return self._box.open(card.sealed_secret, context=f"legacy-card:{card.serial}")
+
+    def _subject(self, user_id: str) -> str:
+        mac = hmac.digest(self._decoy_key, b"legacy-user|" + user_id.encode("utf-8"), "sha256")
+        return mac[:16].hex()
+
+    def _decoy_secret(self, subject: str) -> bytes:
+        return hmac.digest(self._decoy_key, b"legacy-card-decoy|" + subject.encode(), "sha256")
