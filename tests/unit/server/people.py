@@ -47,3 +47,29 @@ def seed_person_with_code_display(
         )
         identity_id: uuid.UUID = identity.id
     return identity_id
+
+
+PROBLEM = "application/problem+json"
+SELF_SERVICE = {"channel": "self_service", "document_kind": "passport_chip"}
+
+
+def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """The answer is a problem+json with ``status`` (and, if given, the problem ``code``)."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = answer.json()
+    if code is not None:
+        assert body["type"] == f"urn:akkreditiv:problem:{code}"
+    return body
+
+
+def enrol_via_api(
+    client: Any, number: str, name: str, proofing: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Enrol ``number`` through the API; the identity's id and the number."""
+    answer = client.post(
+        "/identities",
+        json={"person_number": number, "name": name, "proofing": proofing or SELF_SERVICE},
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"]), number

@@ -24,10 +24,10 @@ from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
 from server.storage.tables import AuthTransaction
+from tests.unit.server.people import assert_problem, enrol_via_api
 
 ORIGIN = "http://localhost:8000"
 PROVIDER = "https://sp.example"
-PROBLEM = "application/problem+json"
 _numbers = itertools.count(3000)
 # The simulated key has no PIN set: python-fido2's client refuses "preferred" for such a key.
 DISCOURAGED = {"user_verification": "discouraged"}
@@ -69,27 +69,8 @@ def as_json(value: Any) -> dict[str, Any]:
     return result
 
 
-def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = answer.json()
-    if code is not None:
-        assert body["type"] == f"urn:akkreditiv:problem:{code}"
-    return body
-
-
 def enrol(client: TestClient) -> tuple[str, str]:
-    number = f"020385-{next(_numbers)}"
-    answer = client.post(
-        "/identities",
-        json={
-            "person_number": number,
-            "name": "Tove Ditlevsen",
-            "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
-        },
-    )
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"]), number
+    return enrol_via_api(client, f"020385-{next(_numbers)}", "Tove Ditlevsen")
 
 
 def register(client: TestClient, identity: str, key_file: Path) -> Any:

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from tests.unit.server.people import PROBLEM, assert_problem
 
-PROBLEM = "application/problem+json"
 _numbers = itertools.count(2000)
 
 
@@ -49,14 +49,6 @@ def import_tokens(client: TestClient, *tokens: OtpTokenState) -> list[dict[str, 
 
 def code_of(token: OtpTokenState) -> str:
     return OtpGenerator(token, lambda _: None).next_code()
-
-
-def assert_problem(answer: Any, status: int, code: str) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = answer.json()
-    assert body["type"] == f"urn:akkreditiv:problem:{code}"
-    return body
 
 
 # --- identities -----------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from server.services.keycard import KeyCardSecrets, decoy_indexes
 from server.settings import Settings
 from server.storage.tables import AuditEntry, AuthTransaction, Credential
+from tests.unit.server.people import assert_problem, enrol_via_api
 
 PROVIDER = "https://sp.example"
-PROBLEM = "application/problem+json"
 PASSWORD = "kvadratrod af syv og tyve"  # noqa: S105 - a test password
 UNKNOWN = "311299-9999"
 _numbers = itertools.count(4000)
@@ -30,27 +30,8 @@ _numbers = itertools.count(4000)
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = answer.json()
-    if code is not None:
-        assert body["type"] == f"urn:akkreditiv:problem:{code}"
-    return body
-
-
 def enrol(client: TestClient) -> tuple[str, str]:
-    number = f"150372-{next(_numbers)}"
-    answer = client.post(
-        "/identities",
-        json={
-            "person_number": number,
-            "name": "Karen Blixen",
-            "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
-        },
-    )
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"]), number
+    return enrol_via_api(client, f"150372-{next(_numbers)}", "Karen Blixen")
 
 
 def issue(client: TestClient, identity: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -30,9 +30,9 @@ from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit
 from tests.unit.server.conftest import ORIGIN
+from tests.unit.server.people import assert_problem
 
 PROVIDER = "https://sp.example"
-PROBLEM = "application/problem+json"
 PERSON_NAME = "Inger Christensen"
 _numbers = itertools.count(4000)
 
@@ -73,15 +73,6 @@ def card(card_dir: Path) -> PivSession:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = answer.json()
-    if code is not None:
-        assert body["type"] == f"urn:akkreditiv:problem:{code}"
-    return body
 
 
 def person(client: TestClient) -> tuple[str, str]:

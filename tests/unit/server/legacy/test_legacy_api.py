@@ -38,10 +38,10 @@ from server.services.pseudonyms import Pseudonyms
 from server.settings import Settings
 from server.storage.tables import AuditEntry
 from tests.unit.server.conftest import TEST_PROVIDER, make_key
+from tests.unit.server.people import assert_problem
 
 PASSWORD = "blåbærgrød med fløde"  # noqa: S105 - a test password
 WRONG = "forkert"
-PROBLEM = "application/problem+json"
 _serials = itertools.count(2000)
 
 
@@ -136,14 +136,6 @@ def fail(client: TestClient, user_id: str, password: str = WRONG) -> Any:
     transaction = begin(client)
     send_password(client, transaction, user_id, password)
     return send_code(client, transaction, "000000")
-
-
-def assert_problem(answer: Any, status: int, code: str) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = answer.json()
-    assert body["type"] == f"urn:akkreditiv:problem:{code}"
-    return body
 
 
 def audit(client: TestClient, event: str | None = None) -> list[dict[str, Any]]:
