@@ -5,8 +5,6 @@ login with every kind of token the demo people hold, each through its real path.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +20,13 @@ from firmware_sim.tokens.attestation import Manufacturer
 
 from .conftest import AttachedCard
 from .fido_fixtures import PluggedKey
+from .server_process import start_server
 
 pytestmark = pytest.mark.integration
 
 PERSON = "0101801234"
 AUDIO_PERSON = "0202751236"
 PASSWORD = "demo password for akkreditiv"  # noqa: S105 - the demo's published password
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -59,34 +52,13 @@ def demo(
     card_state = tmp_path / "piv.json"
     sim_piv.new_card_state(card_state)
     card = attach(card_state)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AKKREDITIV_DATABASE_URL": f"sqlite+pysqlite:///{tmp_path / 'demo.db'}",
-        "AKKREDITIV_KEK_FILE": str(tmp_path / "kek.bin"),
-        "AKKREDITIV_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
-        "AKKREDITIV_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
-        "AKKREDITIV_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
-        "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(root),
-        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    server = start_server(
+        tmp_path / "service",
+        f"sqlite+pysqlite:///{tmp_path / 'demo.db'}",
+        provider="https://sp.example",
+        extra_env={"AKKREDITIV_FIDO_TRUSTED_ROOTS": str(root)},
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "the service exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the service did not come up"
-        time.sleep(0.1)  # another process starting to listen: poll, bounded
+    url, env = server.url, server.env
     folder = tmp_path / "demo"
     try:
         seeded = akkreditiv(
@@ -97,10 +69,7 @@ def demo(
         provider = {"Authorization": f"Bearer {(folder / 'provider.key').read_text().strip()}"}
         yield Demo(url, env, folder, seeded.stdout, provider)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
-        assert process.stderr is not None
-        process.stderr.close()
+        server.stop()
 
 
 def akkreditiv(

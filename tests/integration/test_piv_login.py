@@ -7,11 +7,7 @@ card pulled mid-login gives a clear error and leaves the service's state as it w
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +20,11 @@ from cryptography import x509
 from sqlalchemy import select
 
 from firmware_sim.tokens import piv as sim_piv
-from server.services.access import ApiKeys, Role
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import RateLimit
 
 from .conftest import AttachedCard, CliRunner
+from .server_process import start_server
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +32,6 @@ PROVIDER = "https://sp.example"
 PIN = "123456\n"
 
 Attach = Callable[[Path], AttachedCard]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -58,52 +48,13 @@ class Service:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
     """``akkreditiv serve`` on a free port, its keys, CA and database in the test's folder."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     database_url = f"sqlite+pysqlite:///{tmp_path / 'piv.db'}"
-    keys_file = tmp_path / "api-keys.json"
-    _, api_key = ApiKeys(keys_file).add(PROVIDER, [Role.SUPERVISOR, Role.PROVIDER])
-    env = {
-        **os.environ,
-        "AKKREDITIV_DATABASE_URL": database_url,
-        "AKKREDITIV_KEK_FILE": str(tmp_path / "kek.bin"),
-        "AKKREDITIV_PSEUDONYM_KEY_FILE": str(tmp_path / "pseudonym.key"),
-        "AKKREDITIV_SIGNING_KEY_FILE": str(tmp_path / "signing.pem"),
-        "AKKREDITIV_PIV_CA_KEY_FILE": str(tmp_path / "piv-ca-key.pem"),
-        "AKKREDITIV_PIV_CA_CERT_FILE": str(tmp_path / "piv-ca.pem"),
-        "AKKREDITIV_API_KEYS_FILE": str(keys_file),
-        "AKKREDITIV_ISSUER": url,
-        # The origin the CLI signs for: the URL it is given, with 127.0.0.1 as localhost.
-        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "the service exited"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the service did not come up"
-        time.sleep(0.1)  # another process starting to listen: poll, bounded
+    server = start_server(tmp_path / "service", database_url, provider=PROVIDER)
+    key = server.headers["Authorization"].removeprefix("Bearer ")
     try:
-        yield Service(
-            url,
-            database_url,
-            {"Authorization": f"Bearer {api_key}"},
-            {"AKKREDITIV_API_KEY": api_key},
-        )
+        yield Service(server.url, database_url, server.headers, {"AKKREDITIV_API_KEY": key})
     finally:
-        process.terminate()
-        process.wait(timeout=15)
-        assert process.stderr is not None
-        process.stderr.close()
+        server.stop()
 
 
 @pytest.fixture

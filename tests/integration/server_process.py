@@ -1,0 +1,119 @@
+"""A real ``akkreditiv serve`` process for integration tests: its own database, key files and
+API keys in a folder, started on a free port, ready once uvicorn says it listens."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from server.services.access import ApiKeys, Role
+
+READY = "Uvicorn running on"
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel's choice)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running service: its ``url``, the environment it was started with, and an API key
+    (``headers``) for the test service provider, which may also enrol and import tokens."""
+
+    url: str
+    env: dict[str, str]
+    headers: dict[str, str]
+    process: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        if self.reader is not None:
+            self.reader.join(timeout=15)  # it ends at the end of the server's output
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+    def output(self) -> str:
+        return "".join(self.log[-50:])
+
+
+def start_server(
+    folder: Path,
+    database_url: str,
+    *,
+    provider: str,
+    timeout: float = 60.0,
+    extra_env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Start ``akkreditiv serve`` with everything it keeps in ``folder``; returns once it
+    listens (uvicorn's own line on stderr, not a poll), or raises with what it printed. Its
+    web origin is ``http://localhost:PORT`` (what the CLI signs for when given the URL)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    keys_file = folder / "api-keys.json"
+    _, key = ApiKeys(keys_file).add(provider, [Role.SUPERVISOR, Role.PROVIDER])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AKKREDITIV_DATABASE_URL": database_url,
+        "AKKREDITIV_KEK_FILE": str(folder / "kek.bin"),
+        "AKKREDITIV_PSEUDONYM_KEY_FILE": str(folder / "pseudonym.key"),
+        "AKKREDITIV_SIGNING_KEY_FILE": str(folder / "signing.pem"),
+        "AKKREDITIV_API_KEYS_FILE": str(keys_file),
+        "AKKREDITIV_ISSUER": url,
+        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
+        **(extra_env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = ServerProcess(url, env, {"Authorization": f"Bearer {key}"}, process)
+    ready = threading.Event()
+
+    def drain() -> None:
+        # Read everything uvicorn says, so a full pipe never blocks the server.
+        assert process.stderr is not None
+        for line in process.stderr:
+            server.log.append(line)
+            if READY in line:
+                ready.set()
+        ready.set()  # the process ended: stop waiting
+
+    server.reader = threading.Thread(target=drain, name=f"serve-{port}-stderr", daemon=True)
+    server.reader.start()
+    if not ready.wait(timeout) or process.poll() is not None:
+        server.stop()
+        raise RuntimeError(f"akkreditiv serve did not start:\n{server.output()}")
+    try:
+        health = httpx.get(f"{url}/health", timeout=10)
+    except httpx.HTTPError as exc:
+        server.stop()
+        raise RuntimeError(f"akkreditiv serve does not answer ({exc}):\n{server.output()}") from exc
+    if health.status_code != 200:
+        server.stop()
+        raise RuntimeError(f"akkreditiv serve is unhealthy: {health.status_code} {health.text}")
+    return server
