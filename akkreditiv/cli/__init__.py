@@ -14,6 +14,7 @@ from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
 from akkreditiv.cli.keys import keys_app
 from akkreditiv.cli.migration import migration_app
+from akkreditiv.cli.migration_flow import flow_app
 from akkreditiv.cli.otp import otp_app
 from akkreditiv.cli.piv import piv_app
 from akkreditiv.cli.serve import serve
@@ -35,6 +36,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(migration_app, name="migration")
+migration_app.add_typer(flow_app, name="flow")
 
 
 @app.callback()

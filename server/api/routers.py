@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api import identities, keycard, legacy
+from server.api import identities, keycard, legacy, migration
 from server.api.authentication import router as authentication_router
 from server.api.fido import router as fido_router
 from server.api.piv import router as piv_router
@@ -16,4 +16,5 @@ ROUTERS: list[APIRouter] = [
     piv_router,
     keycard.router,
     legacy.router,
+    migration.router,
 ]

@@ -40,6 +40,8 @@ def is_public(path: str) -> bool:
         return True
     if path.startswith("/legacy/authentications/{transaction_id}/"):
         return True  # the legacy login's browser steps (password, key-card code)
+    if path == "/migrations" or path.startswith("/migrations/{flow_id}"):
+        return True  # a person's own migration steps (assisted channels are checked inside)
     prefix = "/authentications/{transaction_id}/"
     return path.startswith(prefix) and not path.endswith("/complete")
 

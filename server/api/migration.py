@@ -1,0 +1,442 @@
+"""Routes of the guided migration from the legacy eID: start (by legacy user id), see where a
+flow stands, prove with the legacy credentials, confirm the details, choose and activate the
+new authenticators, record a security key or smartcard enrolled apart, complete.
+
+The flow id is the resume link's capability: the person's own steps need no API key. A flow at
+a bank or a citizen service centre is driven by an operator of that channel, whose API key
+every step of it needs. Failed steps that changed something (failure counters, a lock, the step
+event) are answered, not raised, so that the change is committed with the answer; any other
+error rolls the step back first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from server.api.deps import Services, ServicesDep, SessionDep, actor_of, audit_hook, get_caller
+from server.api.keycard import load_secrets
+from server.api.legacy import legacy_store
+from server.api.problems import STATUS_BY_CODE, problem
+from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
+from server.services.credentials import CredentialService
+from server.services.errors import DomainError
+from server.services.identities import IdentityService
+from server.services.legacy.flow import MigrationFlows
+from server.services.legacy.flow_errors import (
+    ActivationIncomplete,
+    ActivationInputMissing,
+    DetailsMismatch,
+    Recorded,
+    StepNotAvailable,
+)
+from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
+from server.services.legacy.store import Method
+from server.storage.tables import ProofingChannel
+
+router = APIRouter(tags=["migration"])
+
+# The statuses of the flow's own problem types (the rest: server.api.problems).
+FLOW_STATUS: dict[str, int] = {
+    "proof-required": 409,
+    "start-again": 409,
+    "already-migrated": 409,
+    "step-not-available": 409,
+    "activation-incomplete": 409,
+    "credential-not-usable": 409,
+    "details-mismatch": 422,
+    "invalid-choice": 422,
+    "activation-input-missing": 422,
+}
+_ASSISTED = frozenset({ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE})
+
+_USER_ID = r"^[^\x00-\x20\x7f]{1,64}$"
+_CODE = r"^[0-9\s]{1,32}$"
+_OPERATOR = r"^[A-Za-z0-9._@-]{1,64}$"
+_SERIAL = r"^[\x20-\x7e]{1,128}$"
+_TEXT = r"^[^\x00-\x1f\x7f]*$"
+
+_bearer = HTTPBearer(
+    auto_error=False, description="an operator's API key: needed for a bank or service centre"
+)
+
+
+def optional_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller | None:
+    """The caller, if the request carries an API key (which must then be valid)."""
+    if credentials is None:
+        return None
+    return get_caller(request, credentials)
+
+
+MaybeCaller = Annotated[Caller | None, Depends(optional_caller)]
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChecksIn(_Strict):
+    """What the operator checked in person."""
+
+    document_kind: Literal["passport", "driving_licence", "national_id_card"]
+
+
+class StartIn(_Strict):
+    user_id: str = Field(pattern=_USER_ID, description="the legacy user id")
+    channel: ProofingChannel = ProofingChannel.SELF_SERVICE
+    checks: ChecksIn | None = Field(
+        default=None, description="at a bank or service centre: what the operator checked"
+    )
+    operator_ids: list[Annotated[str, Field(pattern=_OPERATOR)]] = Field(
+        default_factory=list, max_length=2, description="the operators present (two for High)"
+    )
+
+
+class ProveIn(_Strict):
+    user_id: str = Field(pattern=_USER_ID, description="the legacy user id, as at the start")
+    password: str = Field(min_length=1, max_length=256)
+    code: str = Field(pattern=_CODE, description="the code beside the key number shown")
+    method: Method = Field(
+        default=Method.KEY_CARD, description="key_card, or code_token for a legacy code token"
+    )
+
+
+class ConfirmIn(_Strict):
+    person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss, typed")
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT, description="as shown")
+
+
+class ChooseIn(_Strict):
+    kinds: list[Authenticator] | None = Field(
+        default=None, max_length=5, description="leave out to take the proposal"
+    )
+
+
+class ActivateIn(_Strict):
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    serial: str | None = Field(default=None, pattern=_SERIAL, description="the token's serial")
+    code: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=_TEXT, description="the token's code"
+    )
+
+
+class CredentialIn(_Strict):
+    credential_id: uuid.UUID
+
+
+class FlowOut(BaseModel):
+    id: uuid.UUID = Field(description="the resume link's capability")
+    state: FlowState
+    step: int = Field(description="the step the person is on, 1..of")
+    of: int
+    next_action: NextAction | None
+    needed: list[str] = Field(description="what the next action needs sent")
+    abandoned: bool
+    channel: ProofingChannel | None
+    name: str | None
+    person_number: str | None = Field(description="masked: ddmmyy-****")
+    proposal: list[Authenticator]
+    chosen: list[Authenticator]
+    still_to_activate: list[Authenticator]
+    identity_id: uuid.UUID | None
+    credential_ids: list[uuid.UUID]
+    completed_at: dt.datetime | None
+
+
+class StartOut(FlowOut):
+    index: str = Field(description="the key number whose code to type (4 digits)")
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def _flows(session: Session, services: Services, request: Request, actor: str) -> MigrationFlows:
+    audit = audit_hook(session, services, actor)
+    credentials = CredentialService(
+        session, services.secrets, services.passwords, clock=services.clock, audit=audit
+    )
+    identities = IdentityService(
+        session, services.pseudonyms, audit=audit, on_close=credentials.revoke_all
+    )
+    return MigrationFlows(
+        session,
+        legacy_store(session, services, request, actor),
+        identities,
+        credentials,
+        decoy_key=load_secrets(request.app).derive("migration-decoy"),
+        clock=services.clock,
+        audit=audit,
+    )
+
+
+def _actor(request: Request, caller: Caller | None) -> str:
+    return caller.actor if caller is not None else actor_of(request)
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _operator(caller: Caller | None, channel: ProofingChannel) -> Caller:
+    """The operator driving a flow at ``channel``: an API key that manages credentials there."""
+    if caller is None:
+        raise NotAuthenticated(
+            "no API key for an assisted flow",
+            detail=f"a migration at the {channel.value} channel needs an operator's API key",
+        )
+    caller.require(Permission.MANAGE_CREDENTIALS)
+    if not caller.may_prove_on(channel):
+        raise NotPermitted(
+            f"{caller.actor} may not act on the {channel} channel",
+            detail=f"this API key may not act on the {channel.value} channel",
+        )
+    return caller
+
+
+def _out(view: FlowView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "state": view.state,
+        "step": view.step,
+        "of": view.of,
+        "next_action": view.next_action,
+        "needed": list(view.needed),
+        "abandoned": view.abandoned,
+        "channel": view.channel,
+        "name": view.name,
+        "person_number": view.person_number,
+        "proposal": list(view.proposal),
+        "chosen": list(view.chosen),
+        "still_to_activate": list(view.still_to_activate),
+        "identity_id": view.identity_id,
+        "credential_ids": list(view.credential_ids),
+        "completed_at": view.completed_at,
+    }
+
+
+def _problem(error: DomainError, **extra: Any) -> JSONResponse:
+    code = error.code
+    status = FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
+    if isinstance(error, StepNotAvailable):
+        extra.setdefault("next_action", error.next_action)
+    elif isinstance(error, ActivationInputMissing | ActivationIncomplete):
+        extra.setdefault("missing", list(error.missing))
+    elif isinstance(error, DetailsMismatch):
+        extra.setdefault("field", error.field)
+    return problem(status, code, code.replace("-", " ").capitalize(), error.detail, **extra)
+
+
+def _run(session: Session, step: Callable[[], FlowView]) -> FlowOut | JSONResponse:
+    try:
+        return FlowOut(**_out(step()))
+    except Recorded as recorded:
+        return _problem(recorded.error, **recorded.extra)  # committed with the answer
+    except DomainError as exc:
+        session.rollback()  # nothing of a refused step is kept
+        return _problem(exc)
+
+
+def _step_flows(
+    flow_id: uuid.UUID,
+    session: Session,
+    services: Services,
+    request: Request,
+    caller: Caller | None,
+) -> MigrationFlows:
+    """The service for a step of ``flow_id``, after checking that a flow at an assisted
+    channel is driven by an operator of that channel."""
+    flows = _flows(session, services, request, _actor(request, caller))
+    channel = flows.channel_of(flow_id)
+    if channel is not None and channel in _ASSISTED:
+        _operator(caller, channel)
+    return flows
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "the legacy proof failed (the same answer for every reason)"},
+    409: {"description": "a step out of order, a concurrent change, or moved already"},
+    422: {"description": "the request or a typed detail is not right"},
+    423: {"description": "too many failed legacy logins: locked for a while"},
+    429: {"description": "too many failures from this address"},
+}
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@router.post("/migrations", status_code=201, response_model=StartOut, responses=_ERRORS)
+def start(
+    body: StartIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> StartOut | JSONResponse:
+    """Start the move to the new eID (or find it again) by legacy user id: the answer is the
+    flow's id and the key number to show, the same for any user id. At a bank or citizen
+    service centre an operator starts it, recording the document checked and the operators
+    present (the caller among them)."""
+    channel = body.channel
+    operators = tuple(body.operator_ids)
+    if channel in _ASSISTED:
+        operator = _operator(caller, channel)
+        if body.checks is None or not operators:
+            raise NotPermitted(
+                "assisted start without checks",
+                detail="an assisted migration records the document checked and the operators",
+            )
+        if Role.SUPERVISOR not in operator.roles and operator.name not in operators:
+            raise NotPermitted(
+                "operator not among operator_ids",
+                detail="the operator starting the migration must be one of operator_ids",
+            )
+    elif body.checks is not None or operators:
+        raise NotPermitted(
+            "self-service start with operator checks",
+            detail="checks and operators belong to a bank or service centre start",
+        )
+    flows = _flows(session, services, request, _actor(request, caller))
+    try:
+        started = flows.start(
+            body.user_id,
+            channel,
+            document_kind=body.checks.document_kind if body.checks else None,
+            operator_ids=operators,
+        )
+    except DomainError as exc:
+        session.rollback()
+        return _problem(exc)
+    return StartOut(**_out(started.view), index=started.index)
+
+
+@router.get("/migrations/{flow_id}", response_model=FlowOut)
+def get_flow(
+    flow_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> FlowOut | JSONResponse:
+    """Where the person is: the state, step k of n, the next action and what it needs. Before
+    the legacy proof every id answers the same."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    return _run(session, lambda: flows.view(flow_id))
+
+
+@router.post("/migrations/{flow_id}/prove", response_model=FlowOut, responses=_ERRORS)
+def prove(
+    flow_id: uuid.UUID,
+    body: ProveIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> FlowOut | JSONResponse:
+    """The legacy proof: user id, password and the code for the key number shown. A failure
+    is one answer for every reason, with a new key number (``index``)."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    return _run(
+        session,
+        lambda: flows.prove(
+            flow_id,
+            body.user_id,
+            body.password,
+            body.code,
+            method=body.method,
+            source=_source(request),
+        ),
+    )
+
+
+@router.post("/migrations/{flow_id}/confirm", response_model=FlowOut, responses=_ERRORS)
+def confirm(
+    flow_id: uuid.UUID,
+    body: ConfirmIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> FlowOut | JSONResponse:
+    """Confirm the person number (typed) and the name (as shown) the legacy eID holds."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    return _run(session, lambda: flows.confirm(flow_id, body.person_number, body.name))
+
+
+@router.post("/migrations/{flow_id}/choose", response_model=FlowOut, responses=_ERRORS)
+def choose(
+    flow_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+    body: ChooseIn | None = None,
+) -> FlowOut | JSONResponse:
+    """Choose the new authenticators; an empty body takes the proposal (code display and
+    password)."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    kinds = body.kinds if body is not None else None
+    return _run(session, lambda: flows.choose(flow_id, kinds))
+
+
+@router.post("/migrations/{flow_id}/activate", response_model=FlowOut, responses=_ERRORS)
+def activate(
+    flow_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+    body: ActivateIn | None = None,
+) -> FlowOut | JSONResponse:
+    """Create the new identity and activate what was chosen: the password, and the token by
+    its serial with the code it shows now. All or nothing; after a failure, try again (another
+    code, another token)."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    given = body or ActivateIn()
+    return _run(
+        session,
+        lambda: flows.activate(
+            flow_id, password=given.password, serial=given.serial, code=given.code
+        ),
+    )
+
+
+@router.post("/migrations/{flow_id}/credentials", response_model=FlowOut, responses=_ERRORS)
+def record_credential(
+    flow_id: uuid.UUID,
+    body: CredentialIn,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> FlowOut | JSONResponse:
+    """Record a security key or smartcard enrolled for the new identity through its own
+    enrolment routes (it must be active)."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    return _run(session, lambda: flows.record_credential(flow_id, body.credential_id))
+
+
+@router.post("/migrations/{flow_id}/complete", response_model=FlowOut, responses=_ERRORS)
+def complete(
+    flow_id: uuid.UUID,
+    session: SessionDep,
+    services: ServicesDep,
+    request: Request,
+    caller: MaybeCaller,
+) -> FlowOut | JSONResponse:
+    """Finish: the legacy user is marked as moved to the new identity."""
+    flows = _step_flows(flow_id, session, services, request, caller)
+    return _run(session, lambda: flows.complete(flow_id))
