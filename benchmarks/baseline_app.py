@@ -27,6 +27,9 @@ def app() -> FastAPI:
     url = os.environ["AKKREDITIV_DATABASE_URL"]
     engine = create_engine(url, pool_size=8, pool_pre_ping=True)
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Workers start together: one creates the table, the others wait and find it.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7)"))
         connection.execute(
             text(
                 "CREATE TABLE IF NOT EXISTS bench_baseline (id INTEGER PRIMARY KEY, counter BIGINT)"

@@ -1,8 +1,18 @@
-"""OTP verification over HTTP against the running service, from this (second) process on
-loopback, and in the same run a bare FastAPI endpoint doing one HMAC code check and one row
-update on the same database: requests per second and p50/p99 latency, and the ratio.
+"""Login factors over HTTP against the running service, from this (second) process on loopback:
+requests per second and p50/p99 latency for each row (OTP verification, FIDO2 assertion), and,
+in the same run, a bare FastAPI endpoint doing one HMAC code check and one row update on the same
+database (the baseline), with each row's throughput as a ratio of the baseline's.
 
     .venv/bin/python benchmarks/bench_server.py [--database sqlite|postgresql] [--seconds 5]
+        [--rows otp,fido2] [--workers N] [--rounds 5] [--json]
+
+A row is a function in ``ROWS``: given the seeded service (one person per client, each with an
+active HOTP token, and an API key), it prepares what its requests need and returns the request
+one client makes over and over. Both servers run at once, under the same uvicorn settings and
+number of workers (``--workers``, ``akkreditiv serve``'s option, 1 by default), measured in
+turns (``--rounds`` slices of ``--seconds`` each), so that a load that comes and goes on a shared
+machine falls on the service and the baseline alike. The servers' CPU time per request (all
+their processes, from /proc) is reported beside the rates: it moves far less than they do.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import socket
 import statistics
@@ -20,17 +31,31 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from fido2.client import DefaultClientDataCollector, Fido2Client
+from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
 
 from devices.protocol import pskc
 from devices.protocol.otp import hotp
+from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens import otp_token
+from firmware_sim.tokens.attestation import Manufacturer
+from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
+from server.services.access import ApiKeys, Role
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PROVIDER = "https://bench.example"  # the API key's name is the service provider's id
+ORIGIN = "http://localhost:8000"
+RP_ID = "localhost"
+
+Request = Callable[[httpx.Client, int, int], httpx.Response]
+"""One measured request of a row: (HTTP client, client index, request number) -> answer."""
 
 
 def free_port() -> int:
@@ -39,7 +64,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -71,21 +96,102 @@ def database(kind: str, folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(command: list[str], env: dict[str, str], health: str) -> Iterator[None]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def serve(
+    command: list[str], env: dict[str, str], health: str, workers: int
+) -> Iterator[subprocess.Popen[str]]:
+    """The server running, with every worker started (not just the first to answer)."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    tail: list[str] = []
+    started = threading.Semaphore(0)
+
+    def drain() -> None:  # read stderr to the end, so the server never blocks on a full pipe
+        assert process.stderr is not None
+        for line in process.stderr:
+            tail[:] = [*tail[-20:], line]
+            if "Application startup complete" in line:
+                started.release()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         wait_healthy(health, process)
-        yield
+        for _ in range(workers):
+            if not started.acquire(timeout=120):
+                raise SystemExit(f"{health}: not every worker started:\n{''.join(tail)}")
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=15)
-        if process.stderr:
-            process.stderr.close()
+        reader.join(timeout=15)
 
 
-def seed(base: str, clients: int) -> list[tuple[str, otp_token.OtpTokenState]]:
-    """An identity with an active HOTP token and an identified login per client."""
-    http = httpx.Client(base_url=base, timeout=30)
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` and its descendants (uvicorn's workers), or None
+    where /proc is not there to ask."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name is in parentheses and may hold spaces: split after it.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            # utime, stime, and cutime, cstime: the time of children already reaped (a worker
+            # that exited moves its time to its parent rather than out of the sum).
+            times[int(entry.name)] = sum(int(field) for field in fields[11:15]) / ticks
+    tree = {pid}
+    grown = True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sum(times.get(member, 0.0) for member in tree)
+
+
+# --- the seeded service -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    number: str
+    identity_id: str
+    token: otp_token.OtpTokenState
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What every row starts from: the service's address and API key, and one person per
+    client (an identity with an active HOTP token)."""
+
+    base: str
+    headers: dict[str, str]
+    folder: Path
+    people: list[Person]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, headers=self.headers, timeout=30)
+
+    def login(self, http: httpx.Client, person: Person) -> str:
+        """A login of ``person``, begun by the provider and identified: factors come next."""
+        begun = http.post("/authentications", json={"provider": PROVIDER})
+        begun.raise_for_status()
+        transaction = str(begun.json()["id"])
+        http.post(
+            f"/authentications/{transaction}/identify", json={"person_number": person.number}
+        ).raise_for_status()
+        return transaction
+
+
+def seed(base: str, headers: dict[str, str], folder: Path, clients: int) -> Seeded:
+    """An identity with an active HOTP token per client."""
+    http = httpx.Client(base_url=base, headers=headers, timeout=30)
     tokens = [
         otp_token.new_state(otp_token.Model.USB, otp_token.Algorithm.HOTP) for _ in range(clients)
     ]
@@ -95,42 +201,132 @@ def seed(base: str, clients: int) -> list[tuple[str, otp_token.OtpTokenState]]:
         headers={"content-type": "application/xml"},
     )
     batch.raise_for_status()
-    logins = []
+    people = []
     for index, token in enumerate(tokens):
-        person = f"0101{90 + index % 10:02d}{1000 + index:04d}"
+        number = f"0101{90 + index % 10:02d}{1000 + index:04d}"
         identity = http.post(
             "/identities",
             json={
-                "person_number": person,
+                "person_number": number,
                 "name": f"Bench Person {index}",
                 "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
             },
         )
         identity.raise_for_status()
-        identity_id = identity.json()["id"]
+        identity_id = str(identity.json()["id"])
         credential = http.post(f"/identities/{identity_id}/tokens", json={"serial": token.serial})
         if credential.status_code != 200:
             raise SystemExit(f"assigning token {token.serial}: {credential.text}")
         http.post(
             f"/credentials/{credential.json()['id']}/activate", json={"code": hotp(token.secret, 0)}
         ).raise_for_status()
-        begun = http.post("/authentications", json={"provider": "https://bench.example"})
-        begun.raise_for_status()
-        transaction = begun.json()["id"]
-        http.post(
-            f"/authentications/{transaction}/identify", json={"person_number": person}
-        ).raise_for_status()
-        logins.append((transaction, token))
-    return logins
+        people.append(Person(number, identity_id, token))
+    http.close()
+    return Seeded(base, headers, folder, people)
+
+
+# --- the rows -----------------------------------------------------------------------------------
+
+
+def otp_row(world: Seeded) -> Request:
+    """POST /authentications/{id}/otp with the token's next HOTP code."""
+    with world.client() as http:
+        logins = [world.login(http, person) for person in world.people]
+    counters = [1] * len(world.people)
+
+    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
+        code = hotp(world.people[client].token.secret, counters[client])
+        counters[client] += 1
+        return http.post(f"/authentications/{logins[client]}/otp", json={"code": code})
+
+    return request
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(json.dumps(dict(value)))
+    return document
+
+
+def fido2_row(world: Seeded) -> Request:
+    """``fido2/begin`` then the assertion (``fido2``) of a simulated security key held in this
+    process (python-fido2's client, as a browser would use it), registered through the API with
+    its packed attestation chained to the simulator's root, which the service trusts. One
+    request of this row is the pair; its time includes the key's signature."""
+    keys: list[Fido2Client] = []
+    with world.client() as http:
+        for index, person in enumerate(world.people):
+            state = world.folder / f"fido-{index}.json"
+            new_fido_state(state, manufacturer_home=world.folder / "sim-home")
+            device = InProcessCtapDevice(load_authenticator(state, AlwaysPresent()))
+            key = Fido2Client(device, DefaultClientDataCollector(ORIGIN))
+            begun = http.post(f"/identities/{person.identity_id}/fido2/register/begin", json={})
+            begun.raise_for_status()
+            options = CredentialCreationOptions.from_dict(begun.json()["options"])
+            made = key.make_credential(options.public_key)
+            http.post(
+                f"/fido2/registrations/{begun.json()['state_id']}/complete",
+                json={"response": _as_json(made)},
+            ).raise_for_status()
+            keys.append(key)
+        logins = [world.login(http, person) for person in world.people]
+
+    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
+        path = f"/authentications/{logins[client]}/fido2"
+        # The simulated key has no PIN, so the client must not ask for user verification.
+        begun = http.post(f"{path}/begin", json={"user_verification": "discouraged"})
+        if begun.status_code != 200:
+            return begun
+        options = CredentialRequestOptions.from_dict(begun.json()["options"])
+        selection = keys[client].get_assertion(options.public_key)
+        return http.post(path, json={"response": _as_json(selection.get_response(0))})
+
+    return request
+
+
+ROWS: dict[str, tuple[str, Callable[[Seeded], Request]]] = {
+    "otp": ("service OTP verification", otp_row),
+    "fido2": ("service FIDO2 begin + assertion", fido2_row),
+    # "piv": ("service PIV challenge + verification", piv_row): the PIV login factor's row.
+}
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """One side's requests over all its turns."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    wall: float = 0.0
+    cpu: float | None = 0.0
+
+    def figures(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+        figures = {
+            "requests": len(ordered),
+            "failures": self.failures,
+            "rps": round(len(ordered) / self.wall, 1),
+            "p50_ms": round(1000 * statistics.median(ordered), 2),
+            "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        }
+        if self.cpu is not None:
+            figures["server_cpu_ms"] = round(1000 * self.cpu / len(ordered), 2)
+        return figures
 
 
 def load(
-    clients: int,
+    tally: Tally | None,
+    https: list[httpx.Client],
     seconds: float,
-    request: Callable[[httpx.Client, int, int], httpx.Response],
-    base: str,
+    request: Request,
     minimum: int = 1,
-) -> dict[str, float]:
+    server: int | None = None,
+) -> None:
+    """One turn: a thread per client (``https``, kept across turns with their connections)
+    making requests for ``seconds`` and at least ``minimum`` each, counted into ``tally``
+    (None: a warm-up, not counted)."""
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
@@ -138,7 +334,7 @@ def load(
 
     def run(client: int) -> None:
         nonlocal failures
-        http = httpx.Client(base_url=base, timeout=30)
+        http = https[client]
         n = 0
         while time.monotonic() < stop or n < minimum:
             started = time.perf_counter()
@@ -149,75 +345,86 @@ def load(
                 if answer.status_code != 200:
                     failures += 1
             n += 1
-        http.close()
 
-    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(len(https))]
+    cpu_before = cpu_seconds(server) if server is not None else None
     begun = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - begun
-    ordered = sorted(latencies)
-    return {
-        "requests": len(latencies),
-        "failures": failures,
-        "rps": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-    }
+    cpu_after = cpu_seconds(server) if server is not None else None
+    if tally is None:
+        return
+    tally.latencies += latencies
+    tally.failures += failures
+    tally.wall += wall
+    if tally.cpu is not None and cpu_before is not None and cpu_after is not None:
+        tally.cpu += cpu_after - cpu_before
+    else:
+        tally.cpu = None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per row, over all rounds")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--minimum", type=int, default=20, help="requests per client at least")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"of {', '.join(ROWS)}")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes of each server (as serve's)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="turns of service and baseline")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    rows = [name.strip() for name in args.rows.split(",") if name.strip()]
+    if unknown := [name for name in rows if name not in ROWS]:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    rounds = max(1, args.rounds)
+    turn = args.seconds / rounds
+    per_turn = math.ceil(args.minimum / rounds)
 
     with (
         tempfile.TemporaryDirectory() as folder_name,
         database(args.database, Path(folder_name)) as url,
     ):
         folder = Path(folder_name)
+        workers = args.workers
+        keys = ApiKeys(folder / "api-keys.json")
+        api_key = keys.add(PROVIDER, [Role.SUPERVISOR, Role.PROVIDER])[1]
+        root = folder / "sim-root.pem"
+        root.write_bytes(Manufacturer.load_or_create(folder / "sim-home").root_pem())
         env = {
             **os.environ,
             "AKKREDITIV_DATABASE_URL": url,
             "AKKREDITIV_KEK_FILE": str(folder / "kek.bin"),
             "AKKREDITIV_PSEUDONYM_KEY_FILE": str(folder / "pseudonym.key"),
             "AKKREDITIV_SIGNING_KEY_FILE": str(folder / "signing.pem"),
+            "AKKREDITIV_API_KEYS_FILE": str(folder / "api-keys.json"),
+            "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(root),
+            "AKKREDITIV_RP_ID": RP_ID,
+            "AKKREDITIV_RP_ORIGINS": json.dumps([ORIGIN]),
         }
+        headers = {"authorization": f"Bearer {api_key}"}
         port, base_port = free_port(), free_port()
+        base, baseline_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{base_port}"
         service = [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)]
+        # The baseline under the same uvicorn settings as ``akkreditiv serve`` (its logging,
+        # no proxy headers) and the same number of workers: only the application differs.
         baseline = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "baseline_app:app",
-            "--port",
-            str(base_port),
-            "--log-level",
-            "warning",
-            "--app-dir",
-            str(BENCH_DIR),
+            *(sys.executable, "-m", "uvicorn", "--factory", "baseline_app:app"),
+            *("--port", str(base_port), "--no-proxy-headers", "--app-dir", str(BENCH_DIR)),
         ]
-        with serve(service, env, f"http://127.0.0.1:{port}/health"):
-            logins = seed(f"http://127.0.0.1:{port}", args.clients)
-            counters = [1] * args.clients
-
-            def otp_request(http: httpx.Client, client: int, n: int) -> httpx.Response:
-                transaction, token = logins[client]
-                code = hotp(token.secret, counters[client])
-                counters[client] += 1
-                return http.post(f"/authentications/{transaction}/otp", json={"code": code})
-
-            service_figures = load(
-                args.clients, args.seconds, otp_request, f"http://127.0.0.1:{port}", args.minimum
-            )
-        with serve(baseline, env, f"http://127.0.0.1:{base_port}/docs"):
+        for command in (service, baseline):
+            command += ["--workers", str(workers)]
+        with (
+            serve(service, env, f"{base}/health", workers) as service_process,
+            serve(baseline, env, f"{baseline_base}/docs", workers) as baseline_process,
+        ):
+            world = seed(base, headers, folder, args.clients)
+            requests = {name: ROWS[name][1](world) for name in rows}
             base_counters = [0] * args.clients
             secret = b"12345678901234567890"
 
@@ -226,33 +433,57 @@ def main() -> int:
                 base_counters[client] += 1
                 return http.post("/check", json={"client": client, "code": code})
 
-            baseline_figures = load(
-                args.clients,
-                args.seconds,
-                baseline_request,
-                f"http://127.0.0.1:{base_port}",
-                args.minimum,
-            )
+            def clients(address: str, side_headers: dict[str, str]) -> list[httpx.Client]:
+                return [
+                    httpx.Client(base_url=address, headers=side_headers, timeout=30)
+                    for _ in range(args.clients)
+                ]
 
-    results = {
+            sides: list[tuple[str, Request, list[httpx.Client], int]] = [
+                *(
+                    (name, requests[name], clients(base, headers), service_process.pid)
+                    for name in rows
+                ),
+                ("baseline", baseline_request, clients(baseline_base, {}), baseline_process.pid),
+            ]
+            tallies = {name: Tally() for name, *_ in sides}
+            for _name, request, https, pid in sides:  # warm-up, not counted
+                load(None, https, 0, request, 5, pid)
+            for _ in range(rounds):
+                for name, request, https, pid in sides:
+                    load(tallies[name], https, turn, request, per_turn, pid)
+            for _name, _request, https, _pid in sides:
+                for http in https:
+                    http.close()
+
+    figures = {name: tally.figures() for name, tally in tallies.items()}
+    baseline_figures = figures.pop("baseline")
+    ratios = {name: round(figures[name]["rps"] / baseline_figures["rps"], 3) for name in rows}
+    results: dict[str, Any] = {
         "database": args.database,
         "clients": args.clients,
-        "service_otp": service_figures,
+        "workers": workers,
+        "rounds": rounds,
+        **{f"service_{name}": figures[name] for name in rows},
         "baseline_hmac_and_update": baseline_figures,
-        "throughput_ratio": round(service_figures["rps"] / baseline_figures["rps"], 3),
+        "ratios": ratios,
     }
+    if "otp" in ratios:
+        results["throughput_ratio"] = ratios["otp"]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for name, figures in (
-            ("service OTP verification", service_figures),
-            ("bare FastAPI HMAC + update", baseline_figures),
+        print(f"{args.database}, {args.clients} clients, {workers} worker(s) per server")
+        for label, row_figures, ratio in (
+            *((ROWS[name][0], figures[name], ratios[name]) for name in rows),
+            ("bare FastAPI HMAC + update", baseline_figures, None),
         ):
             print(
-                f"{name:28} {figures['rps']:8.1f} req/s  p50 {figures['p50_ms']:7.2f} ms  "
-                f"p99 {figures['p99_ms']:7.2f} ms  failures {figures['failures']}"
+                f"{label:34} {row_figures['rps']:8.1f} req/s  p50 {row_figures['p50_ms']:7.2f} ms"
+                f"  p99 {row_figures['p99_ms']:7.2f} ms  server CPU "
+                f"{row_figures.get('server_cpu_ms', float('nan')):5.2f} ms/req  failures "
+                f"{row_figures['failures']}" + (f"  ratio {ratio}" if ratio is not None else "")
             )
-        print(f"throughput ratio (service / baseline): {results['throughput_ratio']}")
     return 0
 
 

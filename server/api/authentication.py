@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, require
+from server.api.deps import (
+    Services,
+    ServicesDep,
+    SessionDep,
+    audit_hook,
+    commit_now,
+    require,
+)
 from server.api.problems import problem
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.assurance import Level
@@ -96,6 +103,7 @@ def verify_and_answer(
     result = _service(session, services).verify_factor(
         transaction_id, check, submitted, source=source
     )
+    commit_now(session)
     if result.failure is not None:
         return problem(401, result.failure.code, "Not accepted", result.failure.detail)
     return FactorsView(factors=result.factors)

@@ -4,11 +4,13 @@ server), and the ``Annotated`` aliases routes use to receive them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,17 +57,55 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One database transaction per request: committed when the route returns normally,
     rolled back on any error. It ends *before* the response is sent (scope "function"), so a
     client that got a 2xx can rely on the change being committed: with FastAPI's default
-    scope the commit ran after the response, and a quick next request missed the write."""
-    services = get_services(request)
-    with services.sessions() as session, session.begin():
+    scope the commit ran after the response, and a quick next request missed the write.
+
+    Async, so that FastAPI does not hand it to the thread pool twice (to enter and to leave):
+    opening the session does no I/O (the connection, and on SQLite ``BEGIN IMMEDIATE``, come
+    with the route's first statement, in the route's thread), and only the end of the
+    transaction, which waits for the database, goes to the pool."""
+    session = get_services(request).sessions()
+    session.begin()
+    try:
         yield session
+    except BaseException:
+        # Shielded: a cancelled request (the client went away) still rolls back and returns
+        # its connection to the pool.
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_end, session, commit=False)
+        raise
+    if session.in_transaction():
+        await run_in_threadpool(_end, session, commit=True)
+    else:
+        session.close()  # the route committed already (``commit_now``): nothing waits here
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+def commit_now(session: Session) -> None:
+    """Commit the request's transaction in the route's own thread, as the route's last use of
+    the database. ``get_session`` then has nothing left to end and skips its hand-off to the
+    thread pool, which costs more than the SQL of a short route (a login factor's)."""
+    session.commit()
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def _services(request: Request) -> Services:
+    # Async for the same reason: a thread-pool hand-off costs more than this lookup.
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: akk_<id>_<secret>")
 

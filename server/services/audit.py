@@ -9,7 +9,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.audit_chain import (
@@ -27,7 +26,6 @@ from server.storage.tables import AuditEntry
 
 # The column widths of ``audit_entries``: PostgreSQL enforces them and SQLite does not, so they
 # are checked here to make both databases refuse the same events.
-AUDIT_LOCK_KEY = 0x61756469  # "audi": the advisory lock that orders appends on PostgreSQL
 FIELD_LIMITS = {"event": 64, "actor": 128, "subject": 128}
 DEFAULT_ATTEMPTS = 5
 
@@ -47,13 +45,23 @@ def format_at(moment: dt.datetime) -> str:
 class AuditLog:
     """Appends events to the audit log within the caller's transaction (``session``).
 
-    Concurrency: appends are serialised by the chain itself. Two transactions that both read the
-    same last entry cannot both append after it (``prev_hash`` and ``seq`` are unique), so the
-    later one raises ``StaleWrite`` from ``append`` and its transaction must be rolled back. The
-    caller then retries the *whole* transaction: the event belongs with the change it records,
-    so the audit entry alone is never retried. Events that stand alone use
-    ``append_with_retry``, which opens its own transactions. On SQLite a transaction that read
-    before another one committed an entry also gets ``StaleWrite`` (its snapshot is stale).
+    Concurrency: an append reads the chain's end from the one-row ``audit_head`` (which a
+    trigger moves with every inserted entry) and locks it to the end of the transaction on
+    PostgreSQL, so concurrent requests queue for the chain's end, one append at a time, and the
+    queue is only as long as the tail of a transaction after its audit event. (A SQLite write
+    transaction holds the whole database; the server begins them ``IMMEDIATE``.) Whatever gets
+    past that still cannot fork the chain: ``prev_hash`` and ``seq`` are unique, so of two
+    transactions that chained after the same entry the later one raises ``StaleWrite`` from
+    ``append`` and must be rolled back. The caller then retries the *whole* transaction: the
+    event belongs with the change it records, so the audit entry alone is never retried. Events
+    that stand alone use ``append_with_retry``, which opens its own transactions. On SQLite a
+    deferred transaction that read before another one committed an entry also gets
+    ``StaleWrite`` (its snapshot is stale).
+
+    The head row also makes a cut-off end visible: entries deleted from the end leave the head
+    where it was, so the next entry chains after the missing ones and ``verify`` reports them
+    REMOVED (unless the head row was rewritten too; only an anchor kept outside the database
+    catches that).
 
     ``clock`` returns seconds since the epoch (``time.time``, as ``Services.clock``).
     """
@@ -66,49 +74,43 @@ class AuditLog:
     def append(
         self, event: str, *, actor: str, subject: str, details: Mapping[str, JsonValue]
     ) -> AuditEntry:
-        """Chain one event after the last entry and add it to the session (flushed).
+        """Chain one event after the last entry, inserted in the session's transaction.
 
         Raises ``AuditDetailsRefused`` (nothing is written) when ``details`` holds a
         secret-looking key or a value that is not plain JSON, ``ValueError`` when a field is
         longer than its column, and ``StaleWrite`` when another transaction appended first.
+        The entry returned is not in the session (it was inserted with one statement).
         """
         validate_details(details)
         for name, value in (("event", event), ("actor", actor), ("subject", subject)):
             if len(value) > FIELD_LIMITS[name]:
                 raise ValueError(f"audit {name} is longer than {FIELD_LIMITS[name]} characters")
-        self._serialise()
-        last = self._entries.last()
-        seq = last.seq + 1 if last is not None else 1
-        prev_hash = last.hash if last is not None else GENESIS
+        # The session's pending changes are written first, so the chain's lock is held for
+        # as little as possible: from here to the end of the transaction. The time is taken
+        # under it, so entries' times follow their order.
+        self._session.flush()
+        last_seq, prev_hash = self._entries.head(lock=True)
         at = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
         record = AuditRecord(
-            seq=seq,
+            seq=last_seq + 1,
             at=format_at(at),
             event=event,
             actor=actor,
             subject=subject,
             details=dict(details),
         )
-        entry = AuditEntry(
-            seq=seq,
-            at=at,
-            event=event,
-            actor=actor,
-            subject=subject,
-            details=record.details,
-            prev_hash=prev_hash,
-            hash=record_hash(prev_hash, record),
-        )
-        return self._entries.append(entry)
-
-    def _serialise(self) -> None:
-        """One appender at a time on PostgreSQL: a transaction-scoped advisory lock, held to
-        commit, so concurrent requests queue for the chain's end instead of failing on it.
-        (SQLite transactions hold the database's single write lock already.)"""
-        if self._session.get_bind().dialect.name == "postgresql":
-            self._session.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY}
-            )
+        values = {
+            "seq": record.seq,
+            "at": at,
+            "event": event,
+            "actor": actor,
+            "subject": subject,
+            "details": record.details,
+            "prev_hash": prev_hash,
+            "hash": record_hash(prev_hash, record),
+        }
+        self._entries.insert_next(values)
+        return AuditEntry(**values)
 
     def tail(self, count: int = 20) -> list[AuditEntry]:
         """The last ``count`` entries, oldest first."""

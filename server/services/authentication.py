@@ -20,6 +20,7 @@ from server.services.tokens_jwt import AssertionSigner
 from server.storage.errors import NotFound
 from server.storage.repositories import (
     IdentityRepository,
+    LimitState,
     RateLimitRepository,
     TransactionRepository,
 )
@@ -160,6 +161,9 @@ class AuthenticationService:
             transaction = self.transactions.get(transaction_id)
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        return self._usable(transaction)
+
+    def _usable(self, transaction: AuthTransaction) -> AuthTransaction:
         if transaction.state not in TRANSITIONS:
             # A row of another flow (a FIDO2 registration, a PIV enrolment): not a login.
             raise TransactionUnknown("not a login transaction", detail="unknown transaction")
@@ -193,28 +197,46 @@ class AuthenticationService:
         *,
         source: str,
     ) -> FactorResult:
-        """Check one factor; the result holds the factors proven so far, or the failure."""
-        transaction = self._open(transaction_id)
+        """Check one factor; the result holds the factors proven so far, or the failure.
+
+        Every login factor comes through here, so it reads what it needs in few statements:
+        the transaction with its identity's status, then both rate-limit rows (source and
+        account) at once; the check reads and writes its credential; the audit entry ends it.
+        """
+        try:
+            transaction, status = self.transactions.get_with_identity_status(transaction_id)
+        except NotFound as exc:
+            raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        self._usable(transaction)
         if transaction.state != IDENTIFIED:
             raise TransactionClosed("not identified", detail="say who is logging in first")
         now = self.clock()
-        self._throttle(f"source:{source}", now)
         identity_id = transaction.identity_id
-        failures_before = 0
-        if identity_id is not None:
-            failures_before = self._account_open(identity_id, now)
+        source_key, account_key = f"source:{source}", f"account:{identity_id}"
+        limits = self.limits.states([source_key, account_key] if identity_id else [source_key])
+        self._throttle(limits.get(source_key), now)
+        account = limits.get(account_key) if identity_id is not None else None
+        failures_before = account.failures if account is not None else 0
+        locked = self._locked(account, now)
         try:
-            if identity_id is None:
+            if identity_id is None or locked:
+                # Neither is checked, and both fail as a wrong factor does, after the same
+                # work: the answer must not tell that the person exists (nor that they are
+                # locked out, which only someone who exists can be).
                 on_unknown = getattr(check, "on_unknown", None)
                 if on_unknown is not None:
-                    on_unknown(submitted)  # the same work as for a real person: no timing leak
+                    on_unknown(submitted)
+                if locked:
+                    raise AccountLocked("account locked")
                 raise AuthenticationFailed("no such identity")
-            identity = self.identities.get(identity_id)
-            if identity.status is not IdentityStatus.ACTIVE:
+            if status is not IdentityStatus.ACTIVE:
                 raise AuthenticationFailed("identity not active")
             kind = check(self.session, identity_id, submitted)
         except DomainError as exc:
-            self._failure(transaction, identity_id, source, now, type(exc).__name__)
+            # A locked account's attempt is counted for its source, but does not extend the
+            # lock: the lock ends 24 hours after the failure that set it.
+            counted = None if locked else identity_id
+            self._failure(transaction, counted, source, now, type(exc).__name__)
             return FactorResult(
                 list(transaction.factors),
                 AuthenticationFailed(
@@ -222,7 +244,7 @@ class AuthenticationService:
                 ),
             )
         if failures_before:
-            self.limits.reset(f"account:{identity_id}")  # a success ends the failure run
+            self.limits.reset(account_key)  # a success ends the failure run
         factors = sorted({*transaction.factors, kind.value})
         if factors != transaction.factors:
             transaction.factors = factors
@@ -275,20 +297,15 @@ class AuthenticationService:
 
     # --- limits ---------------------------------------------------------------------------
 
-    def _throttle(self, key: str, now: dt.datetime) -> None:
-        limit = self.limits.get(key)
+    @staticmethod
+    def _throttle(limit: LimitState | None, now: dt.datetime) -> None:
         if limit is not None and limit.locked_until is not None and limit.locked_until > now:
             raise Throttled("source throttled", detail="too many attempts; wait and try again")
 
-    def _account_open(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
-        """The account's current run of failures; raises while the account is locked."""
-        limit = self.limits.get(f"account:{identity_id}")
-        if limit is None:
-            return 0
-        if limit.locked_until is not None and limit.locked_until > now:
-            # The same answer as any failure: a lock must not reveal that the account exists.
-            raise AuthenticationFailed("account locked", detail="the login did not succeed")
-        return limit.failures
+    @staticmethod
+    def _locked(limit: LimitState | None, now: dt.datetime) -> bool:
+        """Whether the account is locked (after ``ACCOUNT_MAX_FAILURES`` in a row)."""
+        return limit is not None and limit.locked_until is not None and limit.locked_until > now
 
     def _failure(
         self,

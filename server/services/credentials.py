@@ -2,10 +2,11 @@
 import), the rules between kinds, token batches imported from PSKC, token activation with a
 current code, and passwords.
 
-Storage choices: OTP seeds (or a Yubico token's AES key) are sealed with ``SecretBox`` under the
-context ``"credential:<id>"``, and ``public_data`` follows the convention the login factors
-read (``server.services.factors``): ``algorithm`` (totp, hotp, yubico), ``digits``, ``step``,
-``hash``, and for Yubico OTP ``public_id`` and ``private_id`` in hex. A password's Argon2id PHC
+Storage choices: OTP seeds (or a Yubico token's AES key followed by its 6-byte private id, see
+``yubico_secrets``) are sealed with ``SecretBox`` under the context ``"credential:<id>"``, and
+``public_data`` follows the convention the login factors read (``server.services.factors``):
+``algorithm`` (totp, hotp, yubico), ``digits``, ``step``, ``hash``, and for Yubico OTP
+``public_id`` in hex. A password's Argon2id PHC
 string is sealed the same way in ``secret_ciphertext`` (so a database dump alone cannot be used
 to guess passwords offline), with ``public_data = {"hash": "argon2id"}``. Unassigned tokens
 belong to the reserved stock identity (``identities.STOCK_IDENTITY_ID``) until assigned.
@@ -152,10 +153,24 @@ MAX_SERIAL_LENGTH = 128
 _KIND_BY_MODEL = {"otp-display": K.CODE_DISPLAY, "audio-reader": K.AUDIO_READER}
 _ALGORITHMS = {pskc.ALG_TOTP: "totp", pskc.ALG_HOTP: "hotp", pskc.ALG_YUBICO_OTP: "yubico"}
 _YUBICO_KEY = 16
+_YUBICO_PRIVATE_ID = 6
 
 
 def _context(credential_id: uuid.UUID) -> str:
     return f"credential:{credential_id}"
+
+
+def yubico_secrets(secret: bytes, public_data: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """The AES key and private id of a Yubico OTP credential, from its opened secret.
+
+    The private id is part of what an OTP proves (it is checked inside every decrypted OTP),
+    so it is kept as the key is, not in ``public_data`` for any reader of the database: the
+    sealed secret is the 16-byte key followed by the 6-byte private id. A row stored before
+    that holds the key alone and the private id in ``public_data`` (hex); it is still read.
+    """
+    if len(secret) == _YUBICO_KEY + _YUBICO_PRIVATE_ID:
+        return secret[:_YUBICO_KEY], secret[_YUBICO_KEY:]
+    return secret, bytes.fromhex(str(public_data["private_id"]))
 
 
 def _token_fields(key: pskc.PskcKey) -> tuple[bytes, dict[str, Any]]:
@@ -175,8 +190,8 @@ def _token_fields(key: pskc.PskcKey) -> tuple[bytes, dict[str, Any]]:
                 raise InvalidTokenBatch("UserId", "a Yubico OTP key needs its ids and 16 bytes")
             public_id = modhex_decode(key.public_id)
             YubicoState(key.secret, public_id, key.private_id)
-            public.update(public_id=public_id.hex(), private_id=key.private_id.hex())
-            return key.secret, public
+            public.update(public_id=public_id.hex())
+            return key.secret + key.private_id, public
         hash_alg = HashAlg(key.hash_alg or "SHA1")
         digits = key.digits or 6
         public.update(digits=digits, hash=hash_alg.value)
@@ -482,10 +497,11 @@ class CredentialService:
                 )
                 self._store_hotp(credential, verify_hotp(hotp, code))
             elif algorithm == "yubico":
+                aes_key, private_id = yubico_secrets(secret, public)
                 yubico = YubicoState(
-                    secret,
+                    aes_key,
                     bytes.fromhex(str(public["public_id"])),
-                    bytes.fromhex(str(public["private_id"])),
+                    private_id,
                     usage_counter=credential.counter >> 8,
                     session_counter=credential.counter & 0xFF,
                 )

@@ -2,15 +2,17 @@
 of its kind, runs the pure verifier on the stored verification state, and saves the state the
 verifier returns (counters, drift, failures, replay window) whatever the outcome.
 
-Stored convention for OTP credentials: the seed (or Yubico AES key) is in ``secret_ciphertext``
-sealed by the SecretBox with context ``credential:<id>``; ``public_data`` holds ``algorithm``
-(totp, hotp, yubico), ``digits``, ``step``, ``hash``, and for Yubico OTP ``public_id`` and
-``private_id`` (hex); ``counter``, ``drift``, ``last_used_window`` and ``failures`` are columns.
+Stored convention for OTP credentials: the seed (or Yubico AES key and private id, see
+``credentials.yubico_secrets``) is in ``secret_ciphertext`` sealed by the SecretBox with context
+``credential:<id>``; ``public_data`` holds ``algorithm`` (totp, hotp, yubico), ``digits``,
+``step``, ``hash``, and for Yubico OTP ``public_id`` (hex); ``counter``, ``drift``,
+``last_used_window`` and ``failures`` are columns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets as secrets_module
 import uuid
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
 from server.services.assurance import AuthenticatorKind
-from server.services.credentials import CredentialService
+from server.services.credentials import CredentialService, yubico_secrets
 from server.services.errors import DomainError, WrongPassword
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
@@ -33,8 +35,8 @@ from server.services.verifiers import (
     verify_totp,
     verify_yubico,
 )
-from server.storage.repositories import CredentialRepository
-from server.storage.tables import Credential, CredentialKind, CredentialState
+from server.storage.repositories import CredentialRepository, FactorState
+from server.storage.tables import CredentialKind, CredentialState
 
 OTP_KINDS = {
     CredentialKind.CODE_DISPLAY: AuthenticatorKind.CODE_DISPLAY,
@@ -57,16 +59,9 @@ class FactorRejected(DomainError):
         self.reason = reason
 
 
-def _active(
-    session: Session, identity_id: uuid.UUID, kinds: set[CredentialKind]
-) -> list[Credential]:
-    credentials = CredentialRepository(session).for_identity(
-        identity_id, states=[CredentialState.ACTIVE]
-    )
-    return [c for c in credentials if c.kind in kinds]
-
-
-def _verify_otp(credential: Credential, secret: bytes, code: str, at: float) -> None:
+def _verified(credential: FactorState, secret: bytes, code: str, at: float) -> FactorState:
+    """The credential's state after ``code`` was accepted; raises ``VerificationFailed``, whose
+    ``state`` holds what to save after a failure."""
     data = credential.public_data
     algorithm = data.get("algorithm", "totp")
     if algorithm == "totp":
@@ -83,9 +78,13 @@ def _verify_otp(credential: Credential, secret: bytes, code: str, at: float) -> 
             code,
             at,
         )
-        credential.drift, credential.last_used_window = totp.drift_steps, totp.last_window
-        credential.failures = totp.failures
-    elif algorithm == "hotp":
+        return dataclasses.replace(
+            credential,
+            drift=totp.drift_steps,
+            last_used_window=totp.last_window,
+            failures=totp.failures,
+        )
+    if algorithm == "hotp":
         hotp = verify_hotp(
             HotpState(
                 secret=secret,
@@ -96,56 +95,68 @@ def _verify_otp(credential: Credential, secret: bytes, code: str, at: float) -> 
             ),
             code,
         )
-        credential.counter, credential.failures = hotp.counter, hotp.failures
-    else:
-        yubico = verify_yubico(
-            YubicoState(
-                aes_key=secret,
-                public_id=bytes.fromhex(data["public_id"]),
-                private_id=bytes.fromhex(data["private_id"]),
-                usage_counter=credential.counter >> 8,
-                session_counter=credential.counter & 0xFF,
-            ),
-            code,
-        )
-        credential.counter = (yubico.usage_counter << 8) | yubico.session_counter
+        return dataclasses.replace(credential, counter=hotp.counter, failures=hotp.failures)
+    aes_key, private_id = yubico_secrets(secret, data)
+    yubico = verify_yubico(
+        YubicoState(
+            aes_key=aes_key,
+            public_id=bytes.fromhex(data["public_id"]),
+            private_id=private_id,
+            usage_counter=credential.counter >> 8,
+            session_counter=credential.counter & 0xFF,
+        ),
+        code,
+    )
+    return dataclasses.replace(
+        credential, counter=(yubico.usage_counter << 8) | yubico.session_counter
+    )
 
 
-def _save_failure_state(credential: Credential, exc: VerificationFailed[Any]) -> None:
-    state = exc.state
-    for field in ("failures", "counter", "drift_steps", "last_window"):
-        if hasattr(state, field):
-            value = getattr(state, field)
-            column = {"drift_steps": "drift", "last_window": "last_used_window"}.get(field, field)
-            setattr(credential, column, value)
+_FAILURE_FIELDS = {
+    "failures": "failures",
+    "counter": "counter",
+    "drift_steps": "drift",
+    "last_window": "last_used_window",
+}
+
+
+def _after_failure(credential: FactorState, exc: VerificationFailed[Any]) -> FactorState:
+    """The credential's state after a rejected code: the verifier's counters, and blocked
+    when the verifier says so."""
+    changes: dict[str, Any] = {
+        column: getattr(exc.state, field)
+        for field, column in _FAILURE_FIELDS.items()
+        if hasattr(exc.state, field)
+    }
+    if exc.code == "credential-blocked":
+        changes["state"] = CredentialState.BLOCKED
+    return dataclasses.replace(credential, **changes)
 
 
 def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., AuthenticatorKind]:
-    """A check for ``{"code": "..."}`` against the identity's active OTP credentials."""
+    """A check for ``{"code": "..."}`` against the identity's active OTP credentials: one
+    statement reads them, and each one tried is written back only if its state changed."""
 
     def check(
         session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
     ) -> AuthenticatorKind:
         code = str(submitted.get("code", ""))
-        candidates = _active(session, identity_id, set(OTP_KINDS))
+        repository = CredentialRepository(session)
+        candidates = repository.factor_states(identity_id, OTP_KINDS)
         if not candidates:
             raise NoSuchFactor("no active OTP credential")
-        repository = CredentialRepository(session)
         last: VerificationFailed[Any] | None = None
         for credential in candidates:
             secret = secrets.open(
                 credential.secret_ciphertext or b"", context=f"credential:{credential.id}"
             )
             try:
-                _verify_otp(credential, secret, code, clock())
+                verified = _verified(credential, secret, code, clock())
             except VerificationFailed as exc:
-                _save_failure_state(credential, exc)
-                if exc.code == "credential-blocked":
-                    credential.state = CredentialState.BLOCKED
-                repository.update(credential)
+                repository.save_factor_state(credential, _after_failure(credential, exc))
                 last = exc
                 continue
-            repository.update(credential)
+            repository.save_factor_state(credential, verified)
             return OTP_KINDS[credential.kind]
         raise FactorRejected(last.code if last else "no-match")
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -20,6 +23,9 @@ from server.storage.errors import UnsupportedDatabase
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+MIGRATION_LOCK_KEY = 0x616B6D69  # "akmi": one migration of a PostgreSQL database at a time
+# An execution option: this connection's SQLite transactions begin IMMEDIATE.
+_IMMEDIATE = "akkreditiv_sqlite_immediate"
 
 
 def create_engine_for(
@@ -37,7 +43,8 @@ def create_engine_for(
     ``sqlite_immediate`` makes every SQLite transaction take the write lock when it starts
     (waiting up to the busy timeout) instead of at its first write: what a server whose
     requests nearly all write wants, since a deferred transaction that reads and then writes
-    fails at once with SQLITE_BUSY while another holds the lock.
+    fails at once with SQLITE_BUSY while another holds the lock. The engine's own connections
+    then queue for the lock in the process (see ``_WriterQueue``) rather than in SQLite.
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
@@ -75,9 +82,21 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; running it again at that revision changes nothing."""
-    with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), revision)
+    """Bring the schema to ``revision``; running it again at that revision changes nothing.
+
+    Processes may migrate one database at the same time (every worker of ``akkreditiv serve``
+    does when it starts): one migrates while the others wait for it, then find nothing to do.
+    The migration's transaction takes the database's lock first: an advisory lock on
+    PostgreSQL, SQLite's write lock (``BEGIN IMMEDIATE``).
+    """
+    with engine.connect() as connection:
+        connection.execution_options(**{_IMMEDIATE: True})
+        with connection.begin():
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            command.upgrade(_alembic_config(connection), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -114,7 +133,12 @@ def _sqlite_engine(
         # WAL and a shared schema need a file that every pooled connection opens.
         raise UnsupportedDatabase(url.render_as_string(), "SQLite needs a database file path")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
+    queue = _WriterQueue(database, busy_timeout_ms / 1000) if immediate else None
+    if queue is not None:
+        connect_args = {**connect_args, "factory": queue.connection_class}
     engine = create_engine(url, echo=echo, connect_args=connect_args)
+    if queue is not None:
+        event.listen(engine, "engine_disposed", lambda _engine: queue.close())
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
@@ -131,6 +155,98 @@ def _sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if queue is None:
+            asked = connection.get_execution_options().get(_IMMEDIATE, False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if asked else "BEGIN")
+            return
+        driver = connection.connection.driver_connection
+        if not isinstance(driver, queue.connection_class):  # pragma: no cover - set above
+            raise TypeError("an immediate engine's connection must come from its factory")
+        driver.enter_queue()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            driver.leave_queue()
+            raise
 
     return engine
+
+
+class _WriterQueue:
+    """One write transaction at a time, queued for before ``BEGIN IMMEDIATE`` and left when the
+    transaction ends: on a lock among the engine's threads, then on an exclusive ``flock`` of a
+    file beside the database among processes (the workers of ``akkreditiv serve``).
+
+    Without it, concurrent requests wait for SQLite's write lock in SQLite's busy handler,
+    which sleeps and polls (1, 2, 5, 10 ... 100 ms): the lock sits idle while the next writer
+    sleeps, and under load a request waited up to a second. A released lock here wakes the
+    next writer at once. A thread that waits longer than the busy timeout for the lock fails
+    with SQLITE_BUSY, as it would have in SQLite; the file lock waits for the transaction of
+    another worker, which its own busy timeout bounds. Programs that do not queue here (the
+    CLI on the same file) are still ordered by SQLite's lock and busy timeout.
+    """
+
+    def __init__(self, database: str, timeout_s: float) -> None:
+        lock = threading.Lock()
+        path = f"{database}-writers"
+        handle: list[int] = []  # the lock file, opened at first use, closed on dispose
+
+        def lock_file() -> int:
+            if not handle:
+                handle.append(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            return handle[0]
+
+        def close() -> None:
+            # Closing the file also drops a lock still held: a disposed engine queues no one.
+            while handle:
+                os.close(handle.pop())
+
+        class QueuedConnection(sqlite3.Connection):
+            """A pysqlite connection that leaves the queue when its transaction ends."""
+
+            _queued = False
+
+            def enter_queue(self) -> None:
+                if not lock.acquire(timeout=timeout_s):
+                    busy = sqlite3.OperationalError("database is locked (writer queue)")
+                    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                    busy.sqlite_errorname = "SQLITE_BUSY"
+                    raise OperationalError("BEGIN IMMEDIATE", None, busy)
+                try:
+                    fcntl.flock(lock_file(), fcntl.LOCK_EX)
+                except BaseException:
+                    lock.release()
+                    raise
+                self._queued = True
+
+            def leave_queue(self) -> None:
+                if self._queued:
+                    self._queued = False
+                    try:
+                        if handle:
+                            fcntl.flock(handle[0], fcntl.LOCK_UN)
+                    finally:
+                        lock.release()
+
+            def commit(self) -> None:
+                try:
+                    super().commit()
+                finally:
+                    if not self.in_transaction:
+                        self.leave_queue()
+
+            def rollback(self) -> None:
+                try:
+                    super().rollback()
+                finally:
+                    if not self.in_transaction:
+                        self.leave_queue()
+
+            def close(self) -> None:
+                try:
+                    super().close()
+                finally:
+                    self.leave_queue()
+
+        self.connection_class = QueuedConnection
+        self.close = close

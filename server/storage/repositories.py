@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import sqlite3
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import case, delete, literal, select
+from sqlalchemy import Select, Table, bindparam, case, delete, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.elements import BindParameter
 
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
     AuditEntry,
+    AuditHead,
     AuthTransaction,
     Credential,
+    CredentialKind,
     CredentialState,
     Identity,
     IdentityStatus,
@@ -29,6 +35,70 @@ from server.storage.tables import (
 
 # PostgreSQL serialization_failure and deadlock_detected: the other writer won; retry.
 _PG_CONFLICT_STATES = frozenset({"40001", "40P01"})
+
+# The statements every login factor runs, built once: a Core statement skips the ORM's
+# per-row bookkeeping, and a prebuilt one skips building and hashing the statement per call
+# (its SQL is compiled once and cached). They run on the session's connection, inside the
+# session's transaction.
+_credentials = cast(Table, Credential.__table__)
+_rate_limits = cast(Table, RateLimit.__table__)
+_audit_entries = cast(Table, AuditEntry.__table__)
+_audit_head = cast(Table, AuditHead.__table__)
+
+_FACTOR_STATES = (
+    select(
+        _credentials.c.id,
+        _credentials.c.kind,
+        _credentials.c.state,
+        _credentials.c.version,
+        _credentials.c.secret_ciphertext,
+        _credentials.c.public_data,
+        _credentials.c.counter,
+        _credentials.c.failures,
+        _credentials.c.drift,
+        _credentials.c.last_used_window,
+    )
+    .where(
+        _credentials.c.identity_id == bindparam("identity_id"),
+        _credentials.c.state == bindparam("state"),
+    )
+    .order_by(_credentials.c.created_at, _credentials.c.id)
+)
+_SAVE_FACTOR_STATE = (
+    update(_credentials)
+    .where(
+        _credentials.c.id == bindparam("credential_id"),
+        _credentials.c.version == bindparam("read_version"),
+    )
+    .values(
+        state=bindparam("new_state"),
+        counter=bindparam("new_counter"),
+        failures=bindparam("new_failures"),
+        drift=bindparam("new_drift"),
+        last_used_window=bindparam("new_last_used_window"),
+        version=_credentials.c.version + 1,
+    )
+)
+
+
+@functools.cache
+def _limit_states(count: int) -> Select[tuple[str, int, dt.datetime | None]]:
+    # One bound parameter per key rather than an "expanding" IN, whose SQL is rewritten at
+    # every execution.
+    keys: list[BindParameter[str]] = [bindparam(f"key{n}") for n in range(count)]
+    return select(_rate_limits.c.key, _rate_limits.c.failures, _rate_limits.c.locked_until).where(
+        _rate_limits.c.key.in_(keys)
+    )
+
+
+_TRANSACTION_AND_IDENTITY_STATUS = (
+    select(AuthTransaction, Identity.status)
+    .outerjoin(Identity, Identity.id == AuthTransaction.identity_id)
+    .where(AuthTransaction.id == bindparam("transaction_id"))
+)
+_HEAD = select(_audit_head.c.seq, _audit_head.c.hash).where(_audit_head.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+_INSERT_ENTRY = insert(_audit_entries)
 
 
 def _is_write_conflict(exc: OperationalError) -> bool:
@@ -144,6 +214,56 @@ class CredentialRepository:
             self._session.flush()
         return credential
 
+    def factor_states(
+        self, identity_id: uuid.UUID, kinds: Collection[CredentialKind]
+    ) -> list[FactorState]:
+        """The identity's active credentials of ``kinds``, oldest first, as a login factor
+        reads them (one statement, no ORM objects)."""
+        rows = self._session.connection().execute(
+            _FACTOR_STATES, {"identity_id": identity_id, "state": CredentialState.ACTIVE}
+        )
+        # An identity holds a handful of credentials: filtering here keeps the SQL fixed.
+        return [FactorState(**row._mapping) for row in rows if row.kind in kinds]
+
+    def save_factor_state(self, read: FactorState, changed: FactorState) -> None:
+        """Write what a factor check changed (nothing, if it changed nothing) with the same
+        optimistic lock as ``update``: StaleWrite if the row is no longer at the version read.
+        ``updated_at`` follows from the column's own default."""
+        if changed == read:
+            return
+        with _conflicts_as("credential", read.id):
+            result = self._session.connection().execute(
+                _SAVE_FACTOR_STATE,
+                {
+                    "credential_id": read.id,
+                    "read_version": read.version,
+                    "new_state": changed.state,
+                    "new_counter": changed.counter,
+                    "new_failures": changed.failures,
+                    "new_drift": changed.drift,
+                    "new_last_used_window": changed.last_used_window,
+                },
+            )
+        if result.rowcount != 1:
+            raise StaleWrite("credential", read.id)
+
+
+@dataclasses.dataclass
+class FactorState:
+    """What a login factor reads and writes of one credential. A check changes a copy
+    (``dataclasses.replace``) and hands both to ``save_factor_state``."""
+
+    id: uuid.UUID
+    kind: CredentialKind
+    state: CredentialState
+    version: int
+    secret_ciphertext: bytes | None = dataclasses.field(repr=False)
+    public_data: Mapping[str, Any]
+    counter: int
+    failures: int
+    drift: int
+    last_used_window: int | None
+
 
 class AuditRepository:
     """Append-only: there is no update or delete. Hashing is the audit service's job."""
@@ -168,6 +288,30 @@ class AuditRepository:
                 raise StaleWrite("audit chain", entry.prev_hash) from exc
             raise
         return entry
+
+    def head(self, *, lock: bool) -> tuple[int, str]:
+        """The chain's end: the last entry's ``seq`` and ``hash`` (0 and the genesis hash when
+        empty), from the one-row ``audit_head`` that every insert moves. With ``lock`` the row
+        stays locked to the end of the transaction on PostgreSQL, so appends queue for the
+        chain's end here (a SQLite write transaction holds the whole database already)."""
+        row = self._session.connection().execute(_HEAD_LOCKED if lock else _HEAD).first()
+        if row is None:
+            raise StorageError("the audit chain has no head row (is the schema migrated?)")
+        return int(row.seq), str(row.hash)
+
+    def insert_next(self, values: Mapping[str, Any]) -> None:
+        """Insert the entry chained after ``head()``: one statement, no savepoint, no ORM
+        object. StaleWrite if another writer appended first (``seq`` or ``prev_hash`` taken,
+        or a SQLite snapshot gone stale); the transaction must then be rolled back."""
+        try:
+            with _conflicts_as("audit chain", None):
+                self._session.connection().execute(_INSERT_ENTRY, dict(values))
+        except IntegrityError as exc:
+            if _violates(exc, "uq_audit_entries_prev_hash", "audit_entries.prev_hash") or _violates(
+                exc, "pk_audit_entries", "audit_entries.seq"
+            ):
+                raise StaleWrite("audit chain", str(values.get("prev_hash"))) from exc
+            raise
 
     def last(self) -> AuditEntry | None:
         return self._session.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
@@ -195,6 +339,19 @@ class TransactionRepository:
             raise NotFound("transaction", transaction_id)
         return transaction
 
+    def get_with_identity_status(
+        self, transaction_id: uuid.UUID
+    ) -> tuple[AuthTransaction, IdentityStatus | None]:
+        """The transaction and the status of its identity (None when it has none), in one
+        statement."""
+        row = self._session.execute(
+            _TRANSACTION_AND_IDENTITY_STATUS, {"transaction_id": transaction_id}
+        ).first()
+        if row is None:
+            raise NotFound("transaction", transaction_id)
+        transaction, status = row
+        return transaction, status
+
     def update(
         self, transaction: AuthTransaction, expected_version: int | None = None
     ) -> AuthTransaction:
@@ -209,6 +366,11 @@ class TransactionRepository:
             delete(AuthTransaction).where(AuthTransaction.expires_at <= now)
         )
         return int(getattr(result, "rowcount", 0))
+
+
+class LimitState(NamedTuple):
+    failures: int
+    locked_until: dt.datetime | None
 
 
 class RateLimitRepository:
@@ -259,6 +421,13 @@ class RateLimitRepository:
 
     def reset(self, key: str) -> None:
         self._session.execute(delete(RateLimit).where(RateLimit.key == key))
+
+    def states(self, keys: Collection[str]) -> dict[str, LimitState]:
+        """The current counters of ``keys`` that have any, in one statement."""
+        statement = _limit_states(len(keys))
+        parameters = {f"key{n}": key for n, key in enumerate(keys)}
+        rows = self._session.connection().execute(statement, parameters)
+        return {row.key: LimitState(row.failures, row.locked_until) for row in rows}
 
     def get(self, key: str) -> RateLimit | None:
         return self._session.get(RateLimit, key, populate_existing=True)

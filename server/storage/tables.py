@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Dialect,
     ForeignKey,
     Integer,
@@ -191,6 +192,19 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The chain's end in one row (``id`` 1): the last entry's ``seq`` and ``hash``, or 0 and
+    the genesis hash before the first. A trigger on ``audit_entries`` moves it with every
+    insert (migration 0002); an append locks this row and chains after what it holds."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class AuthTransaction(Base):

@@ -94,10 +94,21 @@ def test_speech_benchmark_reports_both_languages() -> None:
             assert figures[language][key] > 0
 
 
-def test_server_benchmark_reports_service_and_baseline() -> None:
+def test_server_benchmark_reports_every_row_and_the_baseline() -> None:
     figures = run_benchmark("bench_server.py", "--clients", "2", "--minimum", "3")
     assert figures["database"] == "sqlite"
-    for side in ("service_otp", "baseline_hmac_and_update"):
-        assert figures[side]["requests"] > 0
+    for side in ("service_otp", "service_fido2", "baseline_hmac_and_update"):
+        assert figures[side]["requests"] >= 2 * 3
         assert figures[side]["failures"] == 0
-    assert figures["throughput_ratio"] > 0
+    assert figures["ratios"].keys() == {"otp", "fido2"}
+    assert figures["throughput_ratio"] == figures["ratios"]["otp"] > 0
+
+
+def test_migration_flow_benchmark_reports_each_variant() -> None:
+    figures = run_benchmark("bench_migration_flows.py", "--minimum", "2")
+    assert figures["database"] == "sqlite"
+    for variant in ("with_password", "code_display_only", "code_display_only_cheap_legacy_hash"):
+        assert figures[variant]["flows"] >= 2
+        assert figures[variant]["flows_per_s"] > 0
+    assert figures["bare_legacy_pbkdf2_per_s"] > 0
+    assert figures["bare_argon2id_hash_per_s"] > 0

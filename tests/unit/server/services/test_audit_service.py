@@ -153,6 +153,46 @@ def test_verify_database_finds_a_cut_off_end_only_with_an_anchor(
     assert (caught.value.seq, caught.value.reason) == (4, Breakage.REMOVED)
 
 
+def test_an_end_cut_off_shows_at_the_next_append(sessions: sessionmaker[Session]) -> None:
+    _fill(sessions, 4)
+    _execute(sessions, "DELETE FROM audit_entries WHERE seq >= 3")
+    with sessions.begin() as session:
+        entry = AuditLog(session, _clock()).append(
+            "after.cut", actor="system", subject="s", details={}
+        )
+    # The head still names entry 4: the next entry chains after it, and the gap shows.
+    assert entry.seq == 5
+    error = _broken(sessions)
+    assert (error.seq, error.reason) == (3, Breakage.REMOVED)
+
+
+def test_concurrent_appends_queue_for_the_head_and_never_conflict(database_url: str) -> None:
+    # As the server runs them: SQLite transactions begin IMMEDIATE; PostgreSQL's lock the head.
+    engine = create_engine_for(database_url, sqlite_immediate=True)
+    migrate(engine)
+    sessions = session_factory(engine)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for n in range(15):
+                append_with_retry(
+                    sessions, "tick", actor=name, subject=str(n), details={}, attempts=1
+                )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"writer-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sessions() as session:
+        assert verify_database(session) == 60
+    engine.dispose()
+
+
 @pytest.mark.parametrize(
     "details",
     [{"user_pin": "1234"}, {"device": {"otpSeed": "c2VlZA=="}}, {"codes": ["123456"]}],

@@ -4,23 +4,33 @@ and the signed assertion."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from argon2 import Parameters, Type
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import totp
 from server.services.assurance import Level
+from server.services.audit import AuditLog, verify_database
 from server.services.authentication import (
+    ACCOUNT_LOCKOUT,
+    ACCOUNT_MAX_FAILURES,
     SOURCE_MAX_FAILURES,
     AuthenticationService,
+    FactorResult,
     StepUpRequired,
     Throttled,
     TransactionExpired,
 )
-from server.services.factors import otp_check
+from server.services.credentials import CredentialService
+from server.services.factors import PasswordCheck, otp_check
+from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey
@@ -186,3 +196,108 @@ def test_an_expired_transaction_is_refused(world: tuple, tmp_path: Path) -> None
     clock.now += dt.timedelta(minutes=11)
     with sessions() as session, session.begin(), pytest.raises(TransactionExpired):
         service(session, clock, tmp_path).identify(transaction_id, identity_id)
+
+
+FAST_ARGON2 = Parameters(
+    type=Type.ID, version=19, salt_len=16, hash_len=32, time_cost=1, memory_cost=8, parallelism=1
+)
+PASSWORD = "an entirely ordinary passphrase"  # noqa: S105 - a test person's password
+
+
+def test_a_locked_account_answers_as_a_person_who_does_not_exist(
+    world: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    sessions, identity_id, box, clock = world
+    passwords = Passwords(FAST_ARGON2)
+    with sessions.begin() as session:
+        CredentialService(session, box, passwords, clock=clock.seconds).set_password(
+            identity_id, PASSWORD
+        )
+    check = PasswordCheck(
+        box, passwords, clock.seconds, decoy_hash=PasswordCheck.make_decoy(passwords)
+    )
+    sources = (f"10.9.{n // 10}.{n % 10}" for n in itertools.count())  # under each source's limit
+
+    def attempt(who: uuid.UUID | None, password: str) -> FactorResult:
+        with sessions() as session, session.begin():
+            auth = service(session, clock, tmp_path)
+            transaction = auth.begin("https://sp.example", Level.LOW)
+            auth.identify(transaction.id, who)
+            return auth.verify_factor(
+                transaction.id, check, {"password": password}, source=next(sources)
+            )
+
+    # 99 failures in a row, then a success ends the run: the account never locks.
+    for _ in range(ACCOUNT_MAX_FAILURES - 1):
+        assert attempt(identity_id, "a wrong passphrase").failure is not None
+    assert attempt(identity_id, PASSWORD).failure is None
+    # 100 in a row lock it: the right password then fails, just as for nobody at all.
+    for _ in range(ACCOUNT_MAX_FAILURES):
+        assert attempt(identity_id, "a wrong passphrase").failure is not None
+    locked, unknown = attempt(identity_id, PASSWORD), attempt(None, PASSWORD)
+    assert locked.failure is not None
+    assert unknown.failure is not None
+    assert (locked.failure.code, locked.failure.detail) == (
+        unknown.failure.code,
+        unknown.failure.detail,
+    )
+    # Tries while locked do not extend the lock: it ends a day after the 100th failure.
+    clock.now += ACCOUNT_LOCKOUT / 2
+    assert attempt(identity_id, PASSWORD).failure is not None
+    clock.now += ACCOUNT_LOCKOUT / 2 + dt.timedelta(seconds=1)
+    assert attempt(identity_id, PASSWORD).failure is None
+
+
+def test_an_otp_check_takes_six_statements(
+    world: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+    engine: Engine,
+) -> None:
+    sessions, identity_id, box, clock = world
+    with sessions() as session, session.begin():
+        auth = service(session, clock, tmp_path)
+        transaction_id = auth.begin("https://sp.example", Level.LOW).id
+        auth.identify(transaction_id, identity_id)
+
+    def verify() -> list[str]:
+        statements: list[str] = []
+
+        def record(*args: Any) -> None:
+            words = str(args[2]).split()
+            if words[0] not in ("BEGIN", "COMMIT"):
+                statements.append(words[0])
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            with sessions() as session, session.begin():
+                log = AuditLog(session, clock.seconds)
+                auth = AuthenticationService(
+                    session,
+                    signer=SigningKey.from_file(tmp_path / "signing.pem", create=True).signer(),
+                    pseudonyms=Pseudonyms.from_file(tmp_path / "pseudonym.key", create=True),
+                    issuer="https://idp.example",
+                    clock=clock,
+                    audit=lambda name, details: log.append(
+                        name, actor="test", subject="-", details=details
+                    ),
+                )
+                result = auth.verify_factor(
+                    transaction_id,
+                    otp_check(box, clock.seconds),
+                    {"code": totp(SEED, clock.seconds())},
+                    source="10.0.0.1",
+                )
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert result.failure is None
+        clock.now += dt.timedelta(seconds=30)  # the next code
+        return statements
+
+    # The transaction with its identity's status, both rate limits, the active credentials,
+    # the credential's new state, (the first time) the factor added to the transaction, the
+    # chain's head and the audit entry.
+    assert verify() == ["SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE", "SELECT", "INSERT"]
+    assert verify() == ["SELECT", "SELECT", "SELECT", "UPDATE", "SELECT", "INSERT"]
+    with sessions() as session:
+        assert verify_database(session) == 2

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Algorithm, Model, OtpGenerator, OtpTokenState
+from server.services.assurance import AuthenticatorKind
 from server.services.credentials import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -25,7 +26,7 @@ from server.services.credentials import (
     validate_transitions,
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword
-from server.services.factors import otp_check
+from server.services.factors import FactorRejected, otp_check
 from server.services.identities import STOCK_IDENTITY_ID, Enrolment, IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
@@ -322,6 +323,52 @@ def test_import_refuses_duplicates_and_garbage(credentials: CredentialService) -
         credentials.import_batch(b"<not-pskc/>")
     with pytest.raises(InvalidTokenBatch):
         credentials.import_batch(pskc.write_pskc([token().pskc_key()], psk=os.urandom(16)))
+
+
+def test_yubico_private_id_is_sealed_with_the_key(
+    credentials: CredentialService, box: SecretBox
+) -> None:
+    usb = token(Model.USB)
+    (credential,) = imported(credentials, usb)
+    assert "private_id" not in credential.public_data
+    assert usb.private_id.hex() not in repr(credential.public_data)
+    blob = credential.secret_ciphertext or b""
+    assert usb.private_id not in blob
+    assert box.open(blob, context=f"credential:{credential.id}") == usb.secret + usb.private_id
+
+
+def test_yubico_row_stored_before_sealing_the_private_id_still_logs_in(
+    identities: IdentityService,
+    credentials: CredentialService,
+    clock: Clock,
+    session: Session,
+    box: SecretBox,
+) -> None:
+    usb = token(Model.USB)
+    identity = enrol(identities)
+    credential_id = uuid.uuid4()
+    CredentialRepository(session).add(
+        Credential(
+            id=credential_id,
+            identity_id=identity.id,
+            kind=K.OTP_TOKEN,
+            state=S.ACTIVE,
+            serial=usb.serial,
+            secret_ciphertext=box.seal(usb.secret, context=f"credential:{credential_id}"),
+            public_data={
+                "algorithm": "yubico",
+                "public_id": usb.public_id.hex(),
+                "private_id": usb.private_id.hex(),
+            },
+        )
+    )
+    codes = generator(usb, clock)
+    check = otp_check(box, clock)
+    code = codes.next_code()
+    assert check(session, identity.id, {"code": code}) is AuthenticatorKind.OTP_TOKEN
+    with pytest.raises(FactorRejected, match="code-replayed"):
+        check(session, identity.id, {"code": code})
+    assert check(session, identity.id, {"code": codes.next_code()}) is AuthenticatorKind.OTP_TOKEN
 
 
 def test_import_with_pre_shared_key(credentials: CredentialService) -> None:

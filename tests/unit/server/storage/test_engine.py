@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
@@ -11,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.settings import Settings
 from server.storage import migration_tables  # noqa: F401 - registers the legacy tables
@@ -33,6 +36,7 @@ TABLES = {
     "proofing_records",
     "credentials",
     "audit_entries",
+    "audit_head",
     "auth_transactions",
     "rate_limits",
     "legacy_users",
@@ -211,3 +215,71 @@ def test_engine_reconnects_when_postgresql_ends_its_connections() -> None:
         with sessions() as session:
             assert IdentityRepository(session).by_person_number("7").name == "D"
         engine.dispose()
+
+
+# --- the writer queue of an immediate SQLite engine --------------------------------------------
+
+
+def _immediate(tmp_path: Path, busy_timeout_ms: int = 5000) -> Engine:
+    engine = create_engine_for(
+        f"sqlite+pysqlite:///{tmp_path / 'queue.db'}",
+        sqlite_immediate=True,
+        busy_timeout_ms=busy_timeout_ms,
+    )
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE tally (n INTEGER NOT NULL)"))
+        connection.execute(text("INSERT INTO tally VALUES (0)"))
+    return engine
+
+
+def test_immediate_writers_from_many_threads_all_commit_and_lose_no_update(
+    tmp_path: Path,
+) -> None:
+    engine = _immediate(tmp_path)
+    sessions = session_factory(engine)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(25):
+                with sessions.begin() as session:
+                    n = session.execute(text("SELECT n FROM tally")).scalar_one()
+                    session.execute(text("UPDATE tally SET n = :n"), {"n": n + 1})
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM tally")).scalar_one() == 150
+    engine.dispose()
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback", "close"])
+def test_immediate_writer_holds_the_queue_until_its_transaction_ends(
+    tmp_path: Path, end: str
+) -> None:
+    # A busy timeout of 0: a writer that finds the queue taken fails at once, as SQLite would.
+    engine = _immediate(tmp_path, busy_timeout_ms=0)
+    sessions = session_factory(engine)
+    holder = sessions()
+    holder.execute(text("UPDATE tally SET n = n + 1"))
+    with sessions() as other, pytest.raises(OperationalError) as busy:
+        other.execute(text("SELECT n FROM tally"))
+    assert getattr(busy.value.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    # Other processes (workers) queue on the lock file beside the database.
+    with (tmp_path / "queue.db-writers").open("rb") as other_process:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        getattr(holder, end)()
+        fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+    with sessions.begin() as session:
+        expected = 1 if end == "commit" else 0
+        assert session.execute(text("SELECT n FROM tally")).scalar_one() == expected
+    holder.close()
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import itertools
@@ -399,3 +400,183 @@ def test_reset_forgets_failures_when_called(session: Session) -> None:
     )
     repository.reset("k")
     assert repository.get("k") is None
+
+
+# --- the login path's statements -------------------------------------------------------------
+
+
+def test_audit_head_follows_every_insert_whoever_inserts(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        assert AuditRepository(session).head(lock=False) == (0, GENESIS)
+        first = AuditRepository(session).append(_entry(GENESIS, "orm"))
+        assert AuditRepository(session).head(lock=True) == (first.seq, first.hash)
+    second = _entry(first.hash, "core", seq=first.seq + 1)
+    with sessions.begin() as session:
+        AuditRepository(session).insert_next(
+            {
+                "seq": second.seq,
+                "at": NOW,
+                "event": second.event,
+                "actor": second.actor,
+                "subject": "-",
+                "details": second.details,
+                "prev_hash": second.prev_hash,
+                "hash": second.hash,
+            }
+        )
+    with sessions() as session:
+        assert AuditRepository(session).head(lock=False) == (second.seq, second.hash)
+        assert [e.event for e in AuditRepository(session).all_in_order()] == ["orm", "core"]
+
+
+def test_audit_head_stays_when_its_insert_is_rolled_back(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        AuditRepository(session).append(_entry(GENESIS, "undone"))
+        assert AuditRepository(session).head(lock=False)[0] == 1
+        session.rollback()
+    with sessions() as session:
+        assert AuditRepository(session).head(lock=False) == (0, GENESIS)
+
+
+def test_insert_next_raises_stale_write_when_seq_taken(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        taken = AuditRepository(session).append(_entry(GENESIS, "one"))
+    values = {
+        "seq": taken.seq,
+        "at": NOW,
+        "event": "two",
+        "actor": "system",
+        "subject": "-",
+        "details": {},
+        "prev_hash": taken.hash,
+        "hash": "1" * 64,
+    }
+    with sessions() as session:
+        with pytest.raises(StaleWrite):
+            AuditRepository(session).insert_next(values)
+        session.rollback()
+
+
+def _active_display(sessions: sessionmaker[Session], **columns: object) -> uuid.UUID:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        for kind, state in (
+            (CredentialKind.PASSWORD, CredentialState.ACTIVE),
+            (CredentialKind.CODE_DISPLAY, CredentialState.BLOCKED),
+            (CredentialKind.CODE_DISPLAY, CredentialState.ACTIVE),
+        ):
+            CredentialRepository(session).add(
+                Credential(identity_id=identity_id, kind=kind, state=state, **columns)
+            )
+    return identity_id
+
+
+def test_factor_states_are_the_active_credentials_of_the_kinds_asked(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _active_display(
+        sessions, secret_ciphertext=b"\x01sealed", public_data={"algorithm": "totp"}, counter=7
+    )
+    with sessions() as session:
+        (state,) = CredentialRepository(session).factor_states(
+            identity_id, {CredentialKind.CODE_DISPLAY, CredentialKind.OTP_TOKEN}
+        )
+    assert (state.kind, state.state, state.version) == (
+        CredentialKind.CODE_DISPLAY,
+        CredentialState.ACTIVE,
+        1,
+    )
+    assert (state.secret_ciphertext, state.public_data) == (b"\x01sealed", {"algorithm": "totp"})
+    assert (state.counter, state.failures, state.drift, state.last_used_window) == (7, 0, 0, None)
+    assert "sealed" not in repr(state)
+
+
+def test_save_factor_state_writes_nothing_when_nothing_changed(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _active_display(sessions)
+    with sessions.begin() as session:
+        repository = CredentialRepository(session)
+        (read,) = repository.factor_states(identity_id, {CredentialKind.CODE_DISPLAY})
+        repository.save_factor_state(read, dataclasses.replace(read))
+    with sessions() as session:
+        (after,) = CredentialRepository(session).factor_states(
+            identity_id, {CredentialKind.CODE_DISPLAY}
+        )
+    assert after == read
+
+
+def test_save_factor_state_writes_changes_and_bumps_the_version(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _active_display(sessions)
+    with sessions.begin() as session:
+        repository = CredentialRepository(session)
+        (read,) = repository.factor_states(identity_id, {CredentialKind.CODE_DISPLAY})
+        changed = dataclasses.replace(read, failures=3, last_used_window=55, drift=-1)
+        repository.save_factor_state(
+            read, dataclasses.replace(changed, state=CredentialState.BLOCKED)
+        )
+    with sessions() as session:
+        stored = CredentialRepository(session).get(read.id)
+    assert (stored.failures, stored.last_used_window, stored.drift) == (3, 55, -1)
+    assert (stored.state, stored.version) == (CredentialState.BLOCKED, read.version + 1)
+
+
+def test_save_factor_state_raises_stale_write_when_another_writer_was_first(
+    sessions: sessionmaker[Session],
+) -> None:
+    identity_id = _active_display(sessions)
+    with sessions() as first, sessions() as second:
+        (mine,) = CredentialRepository(first).factor_states(
+            identity_id, {CredentialKind.CODE_DISPLAY}
+        )
+        theirs = CredentialRepository(second).get(mine.id)
+        theirs.counter = 99
+        CredentialRepository(second).update(theirs)
+        second.commit()
+        with pytest.raises(StaleWrite):
+            CredentialRepository(first).save_factor_state(
+                mine, dataclasses.replace(mine, counter=1)
+            )
+        first.rollback()
+    with sessions() as session:
+        assert CredentialRepository(session).get(mine.id).counter == 99
+
+
+def test_rate_limit_states_reads_several_keys_at_once(session: Session) -> None:
+    repository = RateLimitRepository(session)
+    _fail(repository, "source:a", NOW)
+    _fail(repository, "account:b", NOW, max_failures=1)
+    states = repository.states(["source:a", "account:b", "source:none"])
+    assert states["source:a"] == (1, None)
+    assert states["account:b"] == (1, NOW + dt.timedelta(hours=1))
+    assert "source:none" not in states
+    assert repository.states(["source:a"]) == {"source:a": (1, None)}
+
+
+def test_transaction_comes_with_its_identity_status(sessions: sessionmaker[Session]) -> None:
+    identity_id = _new_identity(sessions)
+    with sessions.begin() as session:
+        IdentityRepository(session).set_status(identity_id, IdentityStatus.SUSPENDED)
+        repository = TransactionRepository(session)
+        ids = [
+            repository.add(
+                AuthTransaction(
+                    service_provider="sp",
+                    min_level=AssuranceLevel.LOW,
+                    state="identified",
+                    identity_id=who,
+                    expires_at=NOW,
+                )
+            ).id
+            for who in (identity_id, None)
+        ]
+    with sessions() as session:
+        repository = TransactionRepository(session)
+        transaction, status = repository.get_with_identity_status(ids[0])
+        assert (transaction.identity_id, status) == (identity_id, IdentityStatus.SUSPENDED)
+        assert repository.get(ids[0]) is transaction  # one object in the session for both
+        assert repository.get_with_identity_status(ids[1])[1] is None
+        with pytest.raises(NotFound):
+            repository.get_with_identity_status(uuid.uuid4())
