@@ -13,6 +13,7 @@ from akkreditiv.cli.demo import demo_app
 from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
 from akkreditiv.cli.keys import keys_app
+from akkreditiv.cli.legacy import legacy_app
 from akkreditiv.cli.migration import migration_app
 from akkreditiv.cli.migration_flow import flow_app
 from akkreditiv.cli.otp import otp_app
@@ -35,6 +36,7 @@ app.command("serve")(serve)
 app.add_typer(demo_app, name="demo")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(legacy_app, name="legacy")
 app.add_typer(migration_app, name="migration")
 migration_app.add_typer(flow_app, name="flow")
 

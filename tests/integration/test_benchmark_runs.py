@@ -104,6 +104,18 @@ def test_server_benchmark_reports_every_row_and_the_baseline() -> None:
     assert figures["throughput_ratio"] == figures["ratios"]["otp"] > 0
 
 
+def test_legacy_import_benchmark_reports_both_sizes_and_the_baseline() -> None:
+    figures = run_benchmark("bench_legacy_import.py", "--minimum", "400")
+    assert (figures["database"], figures["rows"]) == ("sqlite", 400)
+    assert (figures["small"]["rows"], figures["large"]["rows"]) == (40, 400)
+    for size in ("small", "large"):
+        assert figures[size]["rows_per_s"] > 0
+        assert figures[size]["peak_rss_mb"] > 0
+    for key in ("generate_rows_per_s", "baseline_rows_per_s", "import_vs_baseline_ratio"):
+        assert figures[key] > 0
+    assert figures["extrapolated_5m_minutes"] > 0
+
+
 def test_migration_flow_benchmark_reports_each_variant() -> None:
     figures = run_benchmark("bench_migration_flows.py", "--minimum", "2")
     assert figures["database"] == "sqlite"
