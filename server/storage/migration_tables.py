@@ -123,7 +123,7 @@ class ImportRun(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     source: Mapped[str] = mapped_column(String(500))
-    # SHA-256 over the size and the first MiB: a resumed run must read the same file.
+    # SHA-256 over the size, the first and the last MiB: a resumed run reads the same file.
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
     format: Mapped[str] = mapped_column(String(8))  # "jsonl" or "csv"
     byte_offset: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -638,3 +638,34 @@ def test_arbitrary_lines_never_crash_the_importer(
         assert run_of(engine, summary.run_id).status == ImportStatus.COMPLETED
     finally:
         engine.dispose()
+
+
+def test_the_commands_generate_import_and_summarise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from akkreditiv.cli import app
+
+    monkeypatch.setenv("AKKREDITIV_KEK_FILE", str(tmp_path / "kek.bin"))
+    url = f"sqlite+pysqlite:///{tmp_path / 'cli.db'}"
+    export = tmp_path / "people.csv"
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["legacy", "generate", "--count", "40", "--out", str(export), "--bad-every", "20"]
+    )
+    assert made.exit_code == 0, made.output
+    assert "wrote 40 rows (2 bad)" in made.output
+    assert export.read_bytes().startswith(b"user_id,")  # CSV, from the name
+    first = runner.invoke(app, ["legacy", "import", str(export), "--database-url", url])
+    assert first.exit_code == 0, first.output
+    assert "new 38, updated 0, unchanged 0, rejected 2" in first.output
+    assert "line 21: person_number: the day of the person number does not exist" in first.output
+    assert "line 41: person_number: already imported for another user id" in first.output
+    again = runner.invoke(app, ["legacy", "import", str(export), "--database-url", url, "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output)
+    assert (summary["inserted"], summary["unchanged"], summary["rejected"]) == (0, 38, 2)
+    missing = runner.invoke(app, ["legacy", "import", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 1
+    assert "no file at" in missing.output
