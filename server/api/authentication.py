@@ -136,16 +136,19 @@ def identify(
 ) -> FactorsView:
     """Say who logs in. The answer is the same whether or not the person exists."""
     identity_id = None
+    typed = " ".join(body.person_number.split())
     try:
         number = PersonNumber.parse(body.person_number)
     except InvalidPersonNumber:
         number = None
     if number is not None:
+        typed = number.formatted
         try:
             identity_id = IdentityRepository(session).by_person_number(number.formatted).id
         except NotFound:
             identity_id = None
-    _service(session, services).identify(transaction_id, identity_id)
+    digest = services.pseudonyms.subject_digest(typed)
+    _service(session, services).identify(transaction_id, identity_id, digest)
     return FactorsView(factors=[])
 
 

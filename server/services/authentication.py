@@ -178,14 +178,21 @@ class AuthenticationService:
             raise TransactionClosed(f"{transaction.state} -> {state}", detail="not now")
         transaction.state = state
 
-    def identify(self, transaction_id: uuid.UUID, identity_id: uuid.UUID | None) -> None:
+    def identify(
+        self,
+        transaction_id: uuid.UUID,
+        identity_id: uuid.UUID | None,
+        subject_digest: str | None = None,
+    ) -> None:
         """Bind the transaction to the person logging in. ``None`` (no such person) is
         accepted the same way, so the answer never tells whether an account exists; every
-        factor will then fail."""
+        factor will then fail. ``subject_digest`` (a keyed digest of the number typed) lets
+        decoy answers be the same in every login for the same unknown number."""
         transaction = self._open(transaction_id)
         if transaction.factors:
             raise TransactionClosed("identified already", detail="the login has begun")
         transaction.identity_id = identity_id
+        transaction.subject_digest = subject_digest
         self._move(transaction, IDENTIFIED)
         self.transactions.update(transaction)
 

@@ -258,13 +258,14 @@ def decoy_subject(transaction: AuthTransaction) -> bytes:
     """What a login's decoy answers are derived from: the identity, so that a person without
     the factor gets the same decoy in every login, as a real key or card answers the same.
 
-    For a person number that matches no identity the transaction keeps nothing of the number
-    typed (``identify`` stores only the identity), so the login's own id stands in: such decoys
-    differ between two logins for the same number. A keyed digest of the number, persisted by
-    ``identify``, would make them stable too.
+    For a person number that matches no identity, ``identify`` keeps a keyed digest of the
+    number typed, so those decoys are the same in every login too; only a transaction without
+    one (never identified) falls back to its own id.
     """
     if transaction.identity_id is not None:
         return b"identity:" + transaction.identity_id.bytes
+    if transaction.subject_digest:
+        return b"person:" + transaction.subject_digest.encode("ascii")
     return b"transaction:" + transaction.id.bytes
 
 

@@ -45,5 +45,11 @@ class Pseudonyms:
         raw[8] = (raw[8] & 0x3F) | 0x80  # variant 10 (RFC 9562)
         return uuid.UUID(bytes=bytes(raw))
 
+    def subject_digest(self, typed: str) -> str:
+        """A keyed digest of what someone typed to say who they are (a person number that
+        may match no identity): stable for the same input, meaningless without the key, so a
+        login can keep it to answer the same decoys every time without storing the number."""
+        return hmac.new(self._key, b"subject|" + typed.encode("utf-8"), hashlib.sha256).hexdigest()
+
     def __repr__(self) -> str:
         return "Pseudonyms(key=<hidden>)"

@@ -219,6 +219,9 @@ class AuthTransaction(Base):
     identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
     factors: Mapped[list[str]] = mapped_column(Json, default=list)
     challenge: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # A keyed digest of the person number typed at identify (Pseudonyms.subject_digest), so
+    # decoy answers for a number that matches no identity are the same in every login.
+    subject_digest: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
     version: Mapped[int] = mapped_column(Integer)

@@ -344,6 +344,10 @@ def test_decoys_are_the_same_for_a_person_in_every_login_and_differ_between_peop
     first = offered_ids(begin_options(client, first_number)[1])
     assert first == offered_ids(begin_options(client, first_number)[1])
     assert first != offered_ids(begin_options(client, second_number)[1])
+    # So must a person number that matches nobody, typed in any accepted form.
+    unknown = offered_ids(begin_options(client, "311299-9999")[1])
+    assert unknown == offered_ids(begin_options(client, "3112999999")[1])
+    assert unknown != offered_ids(begin_options(client, "301299-9999")[1])
 
 
 @pytest.mark.usefixtures("trust_simulator")

@@ -79,3 +79,13 @@ def test_from_file_create_is_stable(tmp_path: Path) -> None:
     first = Pseudonyms.from_file(path, create=True).pseudonym(IDENTITY, "sp")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Pseudonyms.from_file(path).pseudonym(IDENTITY, "sp") == first
+
+
+def test_subject_digest_is_stable_keyed_and_hides_the_number() -> None:
+    one, other = Pseudonyms(b"k" * 32), Pseudonyms(b"q" * 32)
+    digest = one.subject_digest("311299-9999")
+    assert digest == one.subject_digest("311299-9999")
+    assert digest != one.subject_digest("301299-9999")
+    assert digest != other.subject_digest("311299-9999")
+    assert "311299" not in digest
+    assert len(digest) == 64
