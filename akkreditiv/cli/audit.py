@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from akkreditiv.cli.common import fail
+from akkreditiv.cli.common import database_session
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -87,34 +85,9 @@ def _parse_anchor(text: str) -> tuple[int, str]:
     return int(seq), digest
 
 
-@contextmanager
-def _session(database_url: str | None) -> Iterator[Session]:
+def _session(database_url: str | None) -> AbstractContextManager[Session]:
     """A read-only session on the configured database; errors become one line and exit 1."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
     from server.settings import Settings
-    from server.storage.engine import create_engine_from_settings, session_factory
-    from server.storage.errors import StorageError, UnsupportedDatabase
 
     settings = Settings() if database_url is None else Settings(database_url=database_url)
-    try:
-        url = make_url(settings.database_url)
-    except ArgumentError as exc:
-        raise fail("the database URL is not a database URL") from exc
-    # Opening a missing SQLite file would create an empty database; say it is not there instead.
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise fail(f"no database at {url.database}")
-    try:
-        engine = create_engine_from_settings(settings)
-    except UnsupportedDatabase as exc:
-        # The message would repeat the URL, password included.
-        raise fail(f"unsupported database URL: {exc.reason}") from exc
-    try:
-        with session_factory(engine)() as session:
-            yield session
-    except (SQLAlchemyError, StorageError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise fail(f"could not read the audit log: {reason}") from exc
-    finally:
-        engine.dispose()
+    return database_session(settings, "could not read the audit log")

@@ -18,6 +18,9 @@ from devices.events import Event, EventSink, event_for_error, ignore
 
 if TYPE_CHECKING:
     import httpx
+    from sqlalchemy.orm import Session
+
+    from server.settings import Settings
 
 
 class Listener:
@@ -127,3 +130,35 @@ def parse_id(value: str, what: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise fail(f"{what} is not an id like 1b4e28ba-2fa1-11d2-883f-0016d3cca427") from None
+
+
+@contextmanager
+def database_session(settings: Settings, failure: str) -> Iterator[Session]:
+    """A session on the configured database (which must exist and be migrated: the service
+    does that when it starts); database errors become one line starting ``failure`` and
+    exit 1, never repeating the URL (it may hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from server.storage.engine import create_engine_from_settings, session_factory
+    from server.storage.errors import StorageError, UnsupportedDatabase
+
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError as exc:
+        raise fail("the database URL is not a database URL") from exc
+    # Opening a missing SQLite file would create an empty database; say it is not there instead.
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise fail(f"no database at {url.database}")
+    try:
+        engine = create_engine_from_settings(settings)
+    except UnsupportedDatabase as exc:
+        raise fail(f"unsupported database URL: {exc.reason}") from exc
+    try:
+        with session_factory(engine)() as session:
+            yield session
+    except (SQLAlchemyError, StorageError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise fail(f"{failure}: {reason}") from exc
+    finally:
+        engine.dispose()

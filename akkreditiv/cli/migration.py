@@ -8,14 +8,13 @@ import getpass
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from akkreditiv.cli.common import fail
+from akkreditiv.cli.common import database_session, fail
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -51,36 +50,9 @@ def _settings(database_url: str | None) -> Settings:
     return Settings() if database_url is None else Settings(database_url=database_url)
 
 
-@contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
-    """A session on the configured database (which must exist and be migrated: the service
-    does that when it starts); database errors become one line and exit 1."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from server.storage.engine import create_engine_from_settings, session_factory
-    from server.storage.errors import StorageError, UnsupportedDatabase
-
-    try:
-        url = make_url(settings.database_url)
-    except ArgumentError as exc:
-        raise fail("the database URL is not a database URL") from exc
-    # Opening a missing SQLite file would create an empty database; say it is not there instead.
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise fail(f"no database at {url.database}")
-    try:
-        engine = create_engine_from_settings(settings)
-    except UnsupportedDatabase as exc:
-        # The message would repeat the URL, password included.
-        raise fail(f"unsupported database URL: {exc.reason}") from exc
-    try:
-        with session_factory(engine)() as session:
-            yield session
-    except (SQLAlchemyError, StorageError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise fail(f"database error: {reason}") from exc
-    finally:
-        engine.dispose()
+def _session(settings: Settings) -> AbstractContextManager[Session]:
+    """A session on the configured database; database errors become one line and exit 1."""
+    return database_session(settings, "database error")
 
 
 def _audit(session: Session) -> AuditHook:
