@@ -222,6 +222,12 @@ class AuthTransaction(Base):
     # A keyed digest of the person number typed at identify (Pseudonyms.subject_digest), so
     # decoy answers for a number that matches no identity are the same in every login.
     subject_digest: Mapped[str | None] = mapped_column(String(64))
+    # The browser session that opened the login's pages (a keyed digest of its token): once
+    # claimed, the login's pages answer only that browser, so a login cannot be finished in,
+    # or delivered to, another browser's session.
+    browser_binding: Mapped[str | None] = mapped_column(String(64))
+    # Where the browser goes when the login is done (the provider's page), if it said so.
+    return_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
     version: Mapped[int] = mapped_column(Integer)

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from server.storage import migration_tables  # noqa: F401 - its tables join Base.metadata
+from server.storage import web_tables  # noqa: F401 - its tables join Base.metadata
 from server.storage.tables import Base
 
 

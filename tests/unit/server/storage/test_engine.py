@@ -17,7 +17,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.settings import Settings
-from server.storage import migration_tables  # noqa: F401 - registers the legacy tables
+from server.storage import migration_tables, web_tables  # noqa: F401 - register their tables
 from server.storage.engine import (
     MIGRATIONS,
     create_engine_for,
@@ -48,6 +48,7 @@ TABLES = {
     "migration_invitations",
     "migration_flows",
     "migration_events",
+    "web_sessions",
 }
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
