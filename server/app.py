@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import web
 from server.api import problems
 from server.api.deps import build_services
 from server.api.routers import ROUTERS
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app, DomainError, StorageError)
     for router in ROUTERS:
         app.include_router(router)
+    web.install(app)
 
     app.add_middleware(SecurityHeaders)
 

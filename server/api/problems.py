@@ -56,6 +56,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "legacy-closed": 410,
     "new-eid-only": 403,
     "credential-blocked": 409,
+    "form-rejected": 403,
+    "speech-unavailable": 503,
+    "login-bound-elsewhere": 409,
     # The server's own faults, not the client's.
     "secret-unreadable": 500,
     "key-material-rejected": 500,

@@ -187,6 +187,13 @@ class ApiKeys:
             return None
         return Caller(entry.key_id, entry.name, entry.roles)
 
+    def caller(self, key_id: str) -> Caller | None:
+        """The caller of the key ``key_id`` as the key file says now (None once removed):
+        a console session signed in with a key ends when the key is removed."""
+        self._refresh()
+        entry = self._entries.get(key_id)
+        return None if entry is None else Caller(entry.key_id, entry.name, entry.roles)
+
     def _refresh(self) -> None:
         try:
             stat = self.path.stat()

@@ -5,6 +5,7 @@ rate limits, and the signed assertion a service provider receives."""
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import secrets
 import uuid
 from collections.abc import Callable
@@ -74,6 +75,12 @@ class Throttled(DomainError):
 
 class AccountLocked(DomainError):
     code = "locked"
+
+
+class LoginBoundElsewhere(DomainError):
+    """The login's pages were opened in another browser, which alone may go on with it."""
+
+    code = "login-bound-elsewhere"
 
 
 class StepUpRequired(DomainError):
@@ -173,6 +180,28 @@ class AuthenticationService:
             raise TransactionExpired("transaction expired", detail="the login took too long")
         return transaction
 
+    @staticmethod
+    def _bound(transaction: AuthTransaction, binding: str | None) -> None:
+        """Refuse a step from anyone but the browser that claimed the login (the API's
+        clients included: a login whose pages a browser opened is that browser's alone)."""
+        claimed = transaction.browser_binding
+        if claimed is not None and not hmac.compare_digest(claimed, binding or ""):
+            raise LoginBoundElsewhere(
+                "login claimed by another browser",
+                detail="this login was started in another browser; start again here",
+            )
+
+    def claim(self, transaction_id: uuid.UUID, binding: str) -> AuthTransaction:
+        """The browser session ``binding`` (a digest the pages derive from its cookie) takes
+        the login: the first browser to open its pages keeps it; any other is refused."""
+        transaction = self._open(transaction_id)
+        if transaction.browser_binding is None:
+            transaction.browser_binding = binding
+            self.transactions.update(transaction)
+            self.audit("authentication.claimed", {"transaction": str(transaction.id)})
+        self._bound(transaction, binding)
+        return transaction
+
     def _move(self, transaction: AuthTransaction, state: str) -> None:
         if state not in TRANSITIONS[transaction.state]:
             raise TransactionClosed(f"{transaction.state} -> {state}", detail="not now")
@@ -183,12 +212,15 @@ class AuthenticationService:
         transaction_id: uuid.UUID,
         identity_id: uuid.UUID | None,
         subject_digest: str | None = None,
+        *,
+        binding: str | None = None,
     ) -> None:
         """Bind the transaction to the person logging in. ``None`` (no such person) is
         accepted the same way, so the answer never tells whether an account exists; every
         factor will then fail. ``subject_digest`` (a keyed digest of the number typed) lets
         decoy answers be the same in every login for the same unknown number."""
         transaction = self._open(transaction_id)
+        self._bound(transaction, binding)
         if transaction.factors:
             raise TransactionClosed("identified already", detail="the login has begun")
         transaction.identity_id = identity_id
@@ -203,6 +235,7 @@ class AuthenticationService:
         submitted: dict[str, Any],
         *,
         source: str,
+        binding: str | None = None,
     ) -> FactorResult:
         """Check one factor; the result holds the factors proven so far, or the failure.
 
@@ -215,6 +248,7 @@ class AuthenticationService:
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
         self._usable(transaction)
+        self._bound(transaction, binding)
         if transaction.state != IDENTIFIED:
             raise TransactionClosed("not identified", detail="say who is logging in first")
         now = self.clock()

@@ -36,10 +36,11 @@ class WebSession(Base):
     identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
     # The assurance level the citizen's login reached (low, substantial, high).
     level: Mapped[str | None] = mapped_column(String(16))
-    # An operator's API key id, name and role, as the key said when the operator signed in.
+    # An operator's API key id, name and roles ("+"-joined) when the operator signed in; each
+    # request takes the roles the key has now.
     operator_key: Mapped[str | None] = mapped_column(String(64))
     operator_name: Mapped[str | None] = mapped_column(String(128))
-    operator_role: Mapped[str | None] = mapped_column(String(32))
+    operator_role: Mapped[str | None] = mapped_column(String(128))
     # Small page state: the login a page started, a ceremony's state id, a flash message.
     data: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from server.storage import migration_tables  # noqa: F401 - its tables join Base.metadata
-from server.storage import web_tables  # noqa: F401 - its tables join Base.metadata
+from server.storage import (
+    migration_tables,  # noqa: F401 - its tables join Base.metadata
+    web_tables,  # noqa: F401 - its tables join Base.metadata
+)
 from server.storage.tables import Base
 
 

@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("level", sa.String(16), nullable=True),
         sa.Column("operator_key", sa.String(64), nullable=True),
         sa.Column("operator_name", sa.String(128), nullable=True),
-        sa.Column("operator_role", sa.String(32), nullable=True),
+        sa.Column("operator_role", sa.String(128), nullable=True),
         sa.Column("data", _json(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),

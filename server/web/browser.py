@@ -1,0 +1,316 @@
+"""Browser sessions of the pages: a random token in an HttpOnly, SameSite=Lax cookie (named
+``__Host-akk_session`` and Secure behind TLS), and a server-side row keyed by the token's
+SHA-256 digest, holding the CSRF token of its forms, the language, and who signed in.
+
+A session ends after ``IDLE`` without a request or ``ABSOLUTE`` after it began. Signing in
+(citizen or operator) and signing out always issue a new token (session fixation: a token
+planted before the login is worth nothing after it). Every POST form carries the session's
+CSRF token (synchronizer token pattern) and, when the browser sends one, an Origin header that
+must be the service's own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from server.api.deps import ServicesDep, SessionDep
+from server.services.access import Caller
+from server.services.errors import DomainError
+from server.storage.web_tables import BrowserKind, WebSession
+from server.web.i18n import LANGUAGES, Translator, negotiate, parse_language
+
+COOKIE = "akk_session"
+SECURE_COOKIE = "__Host-akk_session"
+LANG_COOKIE = "akk_lang"
+IDLE = dt.timedelta(minutes=20)
+ABSOLUTE = dt.timedelta(hours=12)
+# A page warns this long before the session ends, offering more time (WCAG 2.2.1).
+WARN_BEFORE = dt.timedelta(minutes=2)
+_EXPIRED_SWEEP = 50  # expired rows removed whenever a session is created
+
+
+class FormRejected(DomainError):
+    """A form without this session's CSRF token, or from another origin."""
+
+    code = "form-rejected"
+
+
+class SignInRequired(DomainError):
+    """A page for a signed-in citizen or operator, opened by a browser that is not."""
+
+    code = "sign-in-required"
+
+    def __init__(self, kind: BrowserKind, detail: str = "sign in first") -> None:
+        super().__init__(f"{kind.value} sign-in required", detail=detail)
+        self.kind = kind
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Browser:
+    """The browser behind a page request, with its session row. Changes to the cookie are
+    kept here and written to the response by ``apply`` (``render`` and ``redirect`` do it)."""
+
+    db: Session
+    row: WebSession
+    secure: bool
+    token: str
+    issued: bool = False  # a new token to send (a new or rotated session)
+    lang_cookie: str | None = None  # a language choice to remember in the browser
+    _closed: bool = field(default=False, repr=False)
+
+    # --- what the pages read ------------------------------------------------------------
+
+    @property
+    def lang(self) -> str:
+        return self.row.lang
+
+    @property
+    def t(self) -> Translator:
+        return Translator(self.row.lang)
+
+    @property
+    def csrf(self) -> str:
+        return self.row.csrf_token
+
+    @property
+    def binding(self) -> str:
+        """What a login this browser opens is bound to: derived from the token (so only
+        this browser has it), distinct from the row's key."""
+        return hashlib.sha256(b"akkreditiv-login-binding\x00" + self.token.encode()).hexdigest()
+
+    @property
+    def identity_id(self) -> uuid.UUID | None:
+        return self.row.identity_id if self.row.kind is BrowserKind.CITIZEN else None
+
+    @property
+    def operator_key(self) -> str | None:
+        """The API key id an operator signed in with (None for anyone else)."""
+        return self.row.operator_key if self.row.kind is BrowserKind.OPERATOR else None
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.row.expires_at
+
+    def data(self, key: str) -> Any:
+        return (self.row.data or {}).get(key)
+
+    # --- what the pages change ----------------------------------------------------------
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep ``value`` (JSON) in the session's page state; None forgets it."""
+        data = dict(self.row.data or {})
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+        self.row.data = data
+
+    def flash(self, key: str, **params: str) -> None:
+        """A message (catalogue key) for the next page to show once."""
+        self.remember("flash", {"key": key, "params": params})
+
+    def take_flash(self) -> dict[str, Any] | None:
+        flash = self.data("flash")
+        if flash is not None:
+            self.remember("flash", None)
+        return flash if isinstance(flash, dict) else None
+
+    def choose_language(self, lang: str) -> None:
+        if lang not in LANGUAGES:
+            raise ValueError(f"unknown language {lang!r}")
+        self.row.lang = lang
+        self.lang_cookie = lang
+
+    def sign_in_citizen(self, identity_id: uuid.UUID, level: str) -> None:
+        self._rotate(BrowserKind.CITIZEN)
+        self.row.identity_id = identity_id
+        self.row.level = level
+
+    def sign_in_operator(self, caller: Caller) -> None:
+        self._rotate(BrowserKind.OPERATOR)
+        self.row.operator_key = caller.key_id
+        self.row.operator_name = caller.name
+        self.row.operator_role = "+".join(sorted(caller.roles))
+
+    def sign_out(self) -> None:
+        self._rotate(BrowserKind.ANONYMOUS)
+
+    def extend(self) -> None:
+        """More time: the idle limit starts again (never past the absolute limit)."""
+        now = _now()
+        self.row.last_seen = now
+        self.row.expires_at = min(now + IDLE, self.row.created_at + ABSOLUTE)
+
+    def _rotate(self, kind: BrowserKind) -> None:
+        old = self.row
+        now = _now()
+        token = secrets.token_urlsafe(32)
+        self.row = WebSession(
+            token_digest=_digest(token),
+            kind=kind,
+            csrf_token=secrets.token_urlsafe(32),
+            lang=old.lang,
+            data={},
+            created_at=now,
+            last_seen=now,
+            expires_at=now + IDLE,
+        )
+        self.db.delete(old)
+        self.db.add(self.row)
+        self.token = token
+        self.issued = True
+
+    def check_form(self, form: FormData, origin: str | None, own_origin: str) -> None:
+        """``FormRejected`` unless the form carries this session's CSRF token and, when the
+        browser said where it comes from, comes from this service."""
+        sent = form.get("csrf")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), self.csrf.encode()):
+            raise FormRejected("CSRF token missing or wrong", detail="the form has expired")
+        if origin is not None and origin != "null" and origin != own_origin:
+            raise FormRejected(f"form from {origin!r}", detail="the form came from elsewhere")
+
+    def apply(self, response: Response) -> Response:
+        """Write the session and language cookies onto ``response``."""
+        if self.issued:
+            response.set_cookie(
+                SECURE_COOKIE if self.secure else COOKIE,
+                self.token,
+                max_age=int(ABSOLUTE.total_seconds()),
+                path="/",
+                secure=self.secure,
+                httponly=True,
+                samesite="lax",
+            )
+        if self.lang_cookie is not None:
+            response.set_cookie(
+                LANG_COOKIE,
+                self.lang_cookie,
+                max_age=365 * 24 * 3600,
+                path="/",
+                secure=self.secure,
+                httponly=True,
+                samesite="lax",
+            )
+        return response
+
+
+def is_secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def own_origin(request: Request) -> str:
+    url = request.url
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    port = f":{url.port}" if url.port is not None and url.port != default else ""
+    return f"{url.scheme}://{url.hostname}{port}"
+
+
+def _load(db: Session, token: str | None, now: dt.datetime) -> WebSession | None:
+    if not token or len(token) > 128:
+        return None
+    row = db.get(WebSession, _digest(token))
+    if row is None or row.expires_at <= now or row.created_at + ABSOLUTE <= now:
+        return None
+    return row
+
+
+def _new_row(db: Session, lang: str, now: dt.datetime) -> tuple[str, WebSession]:
+    expired = select(WebSession.token_digest).where(WebSession.expires_at <= now)
+    stale = list(db.scalars(expired.limit(_EXPIRED_SWEEP)))
+    if stale:
+        db.execute(delete(WebSession).where(WebSession.token_digest.in_(stale)))
+    token = secrets.token_urlsafe(32)
+    row = WebSession(
+        token_digest=_digest(token),
+        kind=BrowserKind.ANONYMOUS,
+        csrf_token=secrets.token_urlsafe(32),
+        lang=lang,
+        data={},
+        created_at=now,
+        last_seen=now,
+        expires_at=now + IDLE,
+    )
+    db.add(row)
+    return token, row
+
+
+def get_browser(request: Request, db: SessionDep) -> Browser:
+    """The request's browser session, made when there is none (or it ended)."""
+    secure = is_secure(request)
+    token = request.cookies.get(SECURE_COOKIE if secure else COOKIE)
+    now = _now()
+    row = _load(db, token, now)
+    chosen = parse_language(request.cookies.get(LANG_COOKIE))
+    if row is None or token is None:
+        lang = chosen or negotiate(request.headers.get("accept-language"))
+        token, row = _new_row(db, lang, now)
+        browser = Browser(db=db, row=row, secure=secure, token=token, issued=True)
+    else:
+        browser = Browser(db=db, row=row, secure=secure, token=token)
+        if chosen is not None and chosen != row.lang:
+            row.lang = chosen
+        browser.extend()
+    # What an error page needs, kept apart from the row (a failed request's rollback
+    # expires the row before the error page is made).
+    request.state.page_lang = browser.lang
+    return browser
+
+
+BrowserDep = Annotated[Browser, Depends(get_browser)]
+
+
+async def _form(request: Request) -> FormData:
+    return await request.form(max_files=0, max_fields=64, max_part_size=64 * 1024)
+
+
+def checked_form(
+    request: Request, browser: BrowserDep, form: Annotated[FormData, Depends(_form)]
+) -> FormData:
+    """The POSTed form, after its CSRF token and origin are checked."""
+    browser.check_form(form, request.headers.get("origin"), own_origin(request))
+    return form
+
+
+CheckedForm = Annotated[FormData, Depends(checked_form)]
+
+
+def citizen(browser: BrowserDep) -> uuid.UUID:
+    """The signed-in citizen's identity id (``SignInRequired`` if none)."""
+    identity_id = browser.identity_id
+    if identity_id is None:
+        raise SignInRequired(BrowserKind.CITIZEN)
+    return identity_id
+
+
+def operator(browser: BrowserDep, services: ServicesDep) -> Caller:
+    """The signed-in operator, with the roles their API key has now: removing the key (or
+    changing its roles) takes effect on the console's next request."""
+    key_id = browser.operator_key
+    caller = services.api_keys.caller(key_id) if key_id is not None else None
+    if caller is None:
+        raise SignInRequired(BrowserKind.OPERATOR)
+    return caller
+
+
+CitizenDep = Annotated[uuid.UUID, Depends(citizen)]
+OperatorDep = Annotated[Caller, Depends(operator)]

@@ -1,0 +1,214 @@
+"""Rendering the pages: one Jinja2 environment (autoescaping, strict undefined), ``page``
+and ``redirect`` that also write the browser's cookies, and the error pages.
+
+Errors of page routes become pages, not problem+json: a router dependency marks the request
+as a page request, and the app's exception handlers (wrapped by ``install_error_pages``) render
+those in the browser's language, with the status the API would answer. The transaction of a
+failed request is rolled back by then, so an error page sets no session cookie.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from server.api.problems import STATUS_BY_CODE
+from server.services.errors import DomainError
+from server.storage.errors import StorageError
+from server.storage.web_tables import BrowserKind
+from server.web.browser import WARN_BEFORE, Browser, SignInRequired
+from server.web.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, parse_language
+
+log = logging.getLogger(__name__)
+
+_TEMPLATES = Path(__file__).parent / "templates"
+ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def mark_page(request: Request) -> None:
+    """Router dependency of every page route: its errors are answered as pages."""
+    request.state.page = True
+
+
+def _clock(value: dt.datetime, lang: str) -> str:
+    local = value.astimezone()
+    return local.strftime("%H.%M" if lang == "da" else "%H:%M")
+
+
+def page(
+    request: Request,
+    browser: Browser,
+    template: str,
+    *,
+    status: int = 200,
+    title: str,
+    **context: Any,
+) -> Response:
+    """``template`` rendered for ``browser`` (its language, CSRF token and cookies).
+
+    ``title`` is the page's own title (a catalogue text); pages with form errors pass
+    ``errors`` (a list of ``(field_id, message)``) and the title says so first (WCAG 3.3.1).
+    """
+    t = browser.t
+    errors: list[tuple[str, str]] = list(context.pop("errors", []) or [])
+    full_title = f"{t('common.error_prefix')} {title}" if errors else title
+    html = ENVIRONMENT.get_template(template).render(
+        t=t,
+        lang=browser.lang,
+        languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+        csrf=browser.csrf,
+        path=request.url.path,
+        here=_here(request),
+        page_title=title,
+        full_title=full_title,
+        errors=errors,
+        flash=browser.take_flash(),
+        signed_in=_signed_in(browser),
+        session_expires=browser.expires_at.isoformat(),
+        session_warn_s=int(WARN_BEFORE.total_seconds()),
+        clock=lambda value: _clock(value, browser.lang),
+        **context,
+    )
+    return browser.apply(HTMLResponse(html, status_code=status))
+
+
+def redirect(browser: Browser, url: str) -> Response:
+    """303 See Other to a local ``url`` (after a POST: the browser GETs the next page)."""
+    if not url.startswith("/") or url.startswith("//"):
+        raise ValueError(f"not a local path: {url!r}")
+    return browser.apply(RedirectResponse(url, status_code=303))
+
+
+def _here(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _signed_in(browser: Browser) -> str | None:
+    kind = browser.row.kind
+    if kind is BrowserKind.CITIZEN:
+        return "citizen"
+    if kind is BrowserKind.OPERATOR:
+        return "operator"
+    return None
+
+
+def local_path(value: str | None, default: str = "/") -> str:
+    """``value`` if it is a path on this site (for ``next=`` parameters), else ``default``."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return default
+    return value
+
+
+# --- error pages ------------------------------------------------------------------------
+
+_SIGN_IN_PAGES: Mapping[BrowserKind, str] = {
+    BrowserKind.CITIZEN: "/account/login",
+    BrowserKind.OPERATOR: "/console/login",
+}
+
+
+def _error_page(request: Request, status: int, code: str) -> Response:
+    lang = (
+        getattr(request.state, "page_lang", None)
+        or parse_language(request.cookies.get("akk_lang"))
+        or negotiate(request.headers.get("accept-language"))
+    )
+    t = Translator(lang)
+    key = f"error.{code}"
+    message = t(key) if t.has(key) else t("error.generic")
+    html = ENVIRONMENT.get_template("error.html").render(
+        t=t,
+        lang=lang,
+        languages=[(c, LANGUAGE_NAMES[c]) for c in LANGUAGES],
+        csrf="",
+        path=request.url.path,
+        here=_here(request),
+        page_title=t("error.title"),
+        full_title=t("error.title"),
+        errors=[],
+        flash=None,
+        signed_in=None,
+        session_expires="",
+        session_warn_s=0,
+        message=message,
+        code=code,
+        status=status,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _code_of(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, DomainError):
+        code = str(getattr(exc, "code", "bad-request"))
+        return STATUS_BY_CODE.get(code, 400), code
+    if isinstance(exc, StorageError):
+        name = type(exc).__name__
+        if name == "NotFound":
+            return 404, "not-found"
+        if name == "StaleWrite":
+            return 409, "conflict"
+        return 500, "internal"
+    if isinstance(exc, RequestValidationError):
+        return 400, "invalid-request"
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, {404: "not-found", 405: "method-not-allowed"}.get(
+            exc.status_code, "http-error"
+        )
+    return 500, "internal"
+
+
+def _wants_page(request: Request) -> bool:
+    if getattr(request.state, "page", False):
+        return True
+    accept = request.headers.get("accept", "")
+    return request.method == "GET" and accept.startswith("text/html")
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """Wrap the app's exception handlers: page requests get error pages."""
+    for cls in (
+        DomainError,
+        StorageError,
+        RequestValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        previous = app.exception_handlers.get(cls)
+        app.add_exception_handler(cls, _page_or(previous))
+
+
+def _page_or(previous: Any) -> Handler:
+    async def handle(request: Request, exc: Exception) -> Response:
+        if not _wants_page(request):
+            if previous is None:
+                raise exc
+            answer: Response = await previous(request, exc)
+            return answer
+        if isinstance(exc, SignInRequired):
+            target = _SIGN_IN_PAGES[exc.kind] + "?next=" + quote(_here(request), safe="/")
+            return RedirectResponse(target, status_code=303)
+        status, code = _code_of(exc)
+        if status >= 500:
+            log.exception("page %s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error_page(request, status, code)
+
+    return handle

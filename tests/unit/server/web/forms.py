@@ -1,0 +1,28 @@
+"""Reading pages as a test browser: the CSRF token of a page's forms, texts without markup."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import httpx
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_TAG = re.compile(r"<[^>]+>")
+
+
+def csrf_of(response: httpx.Response) -> str:
+    found = _CSRF.search(response.text)
+    assert found is not None, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def text_of(response: httpx.Response) -> str:
+    """The page's text, tags removed and whitespace collapsed."""
+    return " ".join(html.unescape(_TAG.sub(" ", response.text)).split())
+
+
+def lang_of(response: httpx.Response) -> str:
+    found = re.search(r'<html lang="([a-z]{2})">', response.text)
+    assert found is not None, "the page does not set its language"
+    return found.group(1)
