@@ -1,5 +1,6 @@
-"""The pages' two languages: Danish (the default) and English, one flat JSON catalogue each
-(``locales/da.json``, ``locales/en.json``) with the same keys, checked when loaded.
+"""The pages' two languages: Danish (the default) and English. Each area of the pages has a
+flat JSON catalogue per language (``locales/<area>.da.json``, ``locales/<area>.en.json``); the
+two languages must have the same keys and no key may be in two areas, checked when loaded.
 
 A text takes ``{name}`` parameters (``str.format_map``); a key missing from the catalogue or a
 parameter missing from the call raises, so a page never shows a raw key or a hole.
@@ -26,19 +27,22 @@ class CatalogueError(ValueError):
 
 @cache
 def catalogues() -> Mapping[str, Mapping[str, str]]:
-    loaded = {
-        lang: json.loads((_LOCALES / f"{lang}.json").read_text(encoding="utf-8"))
-        for lang in LANGUAGES
-    }
+    loaded: dict[str, dict[str, str]] = {lang: {} for lang in LANGUAGES}
+    for lang in LANGUAGES:
+        for path in sorted(_LOCALES.glob(f"*.{lang}.json")):
+            texts = json.loads(path.read_text(encoding="utf-8"))
+            if twice := sorted(set(texts) & set(loaded[lang])):
+                raise CatalogueError(f"{path.name}: {twice} are in another catalogue too")
+            loaded[lang].update(texts)
     keys = {lang: set(texts) for lang, texts in loaded.items()}
     for lang, own in keys.items():
         for other, theirs in keys.items():
             if missing := sorted(theirs - own):
-                raise CatalogueError(f"{lang}.json lacks {missing} (present in {other}.json)")
+                raise CatalogueError(f"{lang} lacks {missing} (present in {other})")
     for lang, texts in loaded.items():
         for key, text in texts.items():
             if not isinstance(text, str) or not text.strip():
-                raise CatalogueError(f"{lang}.json: {key!r} is not a non-empty string")
+                raise CatalogueError(f"{lang}: {key!r} is not a non-empty string")
     return loaded
 
 

@@ -202,22 +202,41 @@ def test_catalogues_have_the_same_keys_and_no_empty_texts() -> None:
     assert all(value.strip() for lang in texts.values() for value in lang.values())
 
 
-def test_a_catalogue_missing_a_key_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for lang in i18n.LANGUAGES:
-        data = json.loads((Path(i18n.__file__).parent / "locales" / f"{lang}.json").read_text())
-        if lang == "en":
-            data.pop("home.title")
-        (tmp_path / f"{lang}.json").write_text(json.dumps(data))
-    monkeypatch.setattr(i18n, "_LOCALES", tmp_path)
+def _copy_catalogues(folder: Path) -> None:
+    for source in (Path(i18n.__file__).parent / "locales").glob("*.json"):
+        (folder / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _catalogue_error(folder: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(i18n, "_LOCALES", folder)
     i18n.catalogues.cache_clear()
     try:
-        with pytest.raises(i18n.CatalogueError, match=r"home\.title"):
+        with pytest.raises(i18n.CatalogueError) as caught:
             i18n.catalogues()
     finally:
         monkeypatch.undo()
         i18n.catalogues.cache_clear()
+    return str(caught.value)
+
+
+def test_a_catalogue_missing_a_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy_catalogues(tmp_path)
+    english = tmp_path / "common.en.json"
+    data = json.loads(english.read_text(encoding="utf-8"))
+    data.pop("home.title")
+    english.write_text(json.dumps(data), encoding="utf-8")
+    assert "home.title" in _catalogue_error(tmp_path, monkeypatch)
+
+
+def test_a_key_in_two_catalogues_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy_catalogues(tmp_path)
+    for lang in i18n.LANGUAGES:
+        (tmp_path / f"zz-extra.{lang}.json").write_text('{"home.title": "x"}', encoding="utf-8")
+    assert "another catalogue" in _catalogue_error(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
