@@ -1,10 +1,11 @@
 """Login factors over HTTP against the running service, from this (second) process on loopback:
-requests per second and p50/p99 latency for each row (OTP verification, FIDO2 assertion), and,
+requests per second and p50/p99 latency for each row (OTP verification, FIDO2 assertion, PIV
+challenge and signature verification), and,
 in the same run, a bare FastAPI endpoint doing one HMAC code check and one row update on the same
 database (the baseline), with each row's throughput as a ratio of the baseline's.
 
     .venv/bin/python benchmarks/bench_server.py [--database sqlite|postgresql] [--seconds 5]
-        [--rows otp,fido2] [--workers N] [--rounds 5] [--json]
+        [--rows otp,fido2,piv] [--workers N] [--rounds 5] [--json]
 
 A row is a function in ``ROWS``: given the seeded service (one person per client, each with an
 active HOTP token, and an API key), it prepares what its requests need and returns the request
@@ -18,6 +19,7 @@ their processes, from /proc) is reported beside the rates: it moves far less tha
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import math
@@ -37,6 +39,9 @@ from typing import Any
 
 import httpx
 import psycopg
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fido2.client import DefaultClientDataCollector, Fido2Client
 from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
 
@@ -47,6 +52,7 @@ from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.services.access import ApiKeys, Role
+from server.services.piv import enrol_message, login_message
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -283,10 +289,62 @@ def fido2_row(world: Seeded) -> Request:
     return request
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def piv_row(world: Seeded) -> Request:
+    """``piv/begin`` (a fresh challenge) then the card's signature over the login message
+    (``piv``): the service checks the origin, the certificate's chain to its CA and validity,
+    the ECDSA P-256 signature, and that the certificate is an active PIV credential of the
+    person. Each card is enrolled through the API (proof of possession, certificate issued by
+    the service CA); its key signs in this process, as the card would, so one request of this
+    row is the pair and its time includes that signature."""
+    cards: list[tuple[ec.EllipticCurvePrivateKey, str]] = []
+    with world.client() as http:
+        for index, person in enumerate(world.people):
+            key = ec.generate_private_key(ec.SECP256R1())
+            begun = http.post(f"/identities/{person.identity_id}/piv/enrol/begin")
+            begun.raise_for_status()
+            state_id = uuid.UUID(begun.json()["state_id"])
+            challenge = base64.b64decode(begun.json()["challenge"])
+            public = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+            done = http.post(
+                f"/piv/enrolments/{state_id}/complete",
+                json={
+                    "public_key": _b64(public),
+                    "signature": _b64(
+                        key.sign(enrol_message(state_id, challenge), ec.ECDSA(hashes.SHA256()))
+                    ),
+                    "card_id": f"{index + 1:032x}",
+                },
+            )
+            done.raise_for_status()
+            cards.append((key, str(done.json()["certificate"])))
+        logins = [world.login(http, person) for person in world.people]
+
+    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
+        path = f"/authentications/{logins[client]}/piv"
+        begun = http.post(f"{path}/begin")
+        if begun.status_code != 200:
+            return begun
+        key, certificate = cards[client]
+        message = login_message(
+            uuid.UUID(logins[client]), base64.b64decode(begun.json()["challenge"]), ORIGIN
+        )
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+        return http.post(
+            path,
+            json={"certificate": certificate, "signature": _b64(signature), "origin": ORIGIN},
+        )
+
+    return request
+
+
 ROWS: dict[str, tuple[str, Callable[[Seeded], Request]]] = {
     "otp": ("service OTP verification", otp_row),
     "fido2": ("service FIDO2 begin + assertion", fido2_row),
-    # "piv": ("service PIV challenge + verification", piv_row): the PIV login factor's row.
+    "piv": ("service PIV challenge + verification", piv_row),
 }
 
 

@@ -97,10 +97,10 @@ def test_speech_benchmark_reports_both_languages() -> None:
 def test_server_benchmark_reports_every_row_and_the_baseline() -> None:
     figures = run_benchmark("bench_server.py", "--clients", "2", "--minimum", "3")
     assert figures["database"] == "sqlite"
-    for side in ("service_otp", "service_fido2", "baseline_hmac_and_update"):
+    for side in ("service_otp", "service_fido2", "service_piv", "baseline_hmac_and_update"):
         assert figures[side]["requests"] >= 2 * 3
         assert figures[side]["failures"] == 0
-    assert figures["ratios"].keys() == {"otp", "fido2"}
+    assert figures["ratios"].keys() == {"otp", "fido2", "piv"}
     assert figures["throughput_ratio"] == figures["ratios"]["otp"] > 0
 
 
