@@ -224,6 +224,24 @@ def _psk(value: str | None) -> bytes | None:
 # --- identities -----------------------------------------------------------------------------
 
 
+def check_proofing_caller(
+    caller: Caller, channel: ProofingChannel, operator_ids: list[str] | tuple[str, ...]
+) -> None:
+    """An operator records proofing only on the own channel (a bank operator at the bank) and
+    must be one of the operators named; supervisors may record for any channel."""
+    if channel is not ProofingChannel.SELF_SERVICE and not caller.may_prove_on(channel):
+        raise NotPermitted(
+            f"{caller.actor} may not record {channel} proofing",
+            detail=f"this API key may not record proofing on the {channel.value} channel",
+        )
+    if caller.roles.isdisjoint({Role.SUPERVISOR}) and channel is not ProofingChannel.SELF_SERVICE:
+        if caller.name not in operator_ids:
+            raise NotPermitted(
+                "operator not among operator_ids",
+                detail="the operator recording the proofing must be one of operator_ids",
+            )
+
+
 @router.post("/identities", status_code=201)
 def enrol(
     body: EnrolmentIn, session: SessionDep, services: ServicesDep, caller: Enroller
@@ -231,18 +249,7 @@ def enrol(
     """Enrol one identity per person, with its proofing record. A second enrolment of the same
     person number answers 409 duplicate-person-number. An operator records proofing only on
     the own channel (a bank operator at the bank) and must be one of the operators named."""
-    channel = body.proofing.channel
-    if channel is not ProofingChannel.SELF_SERVICE and not caller.may_prove_on(channel):
-        raise NotPermitted(
-            f"{caller.actor} may not record {channel} proofing",
-            detail=f"this API key may not record proofing on the {channel.value} channel",
-        )
-    if caller.roles.isdisjoint({Role.SUPERVISOR}) and channel is not ProofingChannel.SELF_SERVICE:
-        if caller.name not in body.proofing.operator_ids:
-            raise NotPermitted(
-                "operator not among operator_ids",
-                detail="the operator recording the proofing must be one of operator_ids",
-            )
+    check_proofing_caller(caller, body.proofing.channel, body.proofing.operator_ids)
     service = _identities(session, services, caller.actor)
     identity = service.enrol(
         Enrolment(
@@ -253,6 +260,25 @@ def enrol(
             operator_ids=tuple(body.proofing.operator_ids),
             required_level=body.level,
         )
+    )
+    return _identity_out(identity, service.proofing(identity.id))
+
+
+@router.post("/identities/{identity_id}/proofing")
+def record_proofing(
+    identity_id: uuid.UUID,
+    body: ProofingIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: Enroller,
+) -> IdentityOut:
+    """Record another identity proofing of an enrolled person (a passport seen in person at a
+    service centre, say): the identity's assurance rises to what it gives, never falls. High
+    needs two different operators in one proofing. Same channel rule as enrolment."""
+    check_proofing_caller(caller, body.channel, body.operator_ids)
+    service = _identities(session, services, caller.actor)
+    identity = service.record_proofing(
+        identity_id, body.channel, body.document_kind, tuple(body.operator_ids)
     )
     return _identity_out(identity, service.proofing(identity.id))
 

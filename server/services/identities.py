@@ -15,6 +15,7 @@ from server.services.assurance import Level, Proofing, identity_level
 from server.services.lifecycle_errors import (
     ConcurrentChange,
     DuplicateIdentity,
+    IdentityNotActive,
     IdentityNotFound,
     InsufficientProofing,
     InvalidTransition,
@@ -160,6 +161,46 @@ class IdentityService:
                 "document_kind": enrolment.document_kind,
                 "operator_ids": list(enrolment.operator_ids),
                 "level": level.value,
+            },
+        )
+        return identity
+
+    def record_proofing(
+        self,
+        identity_id: uuid.UUID,
+        channel: ProofingChannel,
+        document_kind: str,
+        operator_ids: tuple[str, ...],
+    ) -> Identity:
+        """Another proofing of an enrolled, active person: kept as a record, and the identity's
+        assurance raised to the level it gives (a lower proofing lowers nothing)."""
+        identity = self.get(identity_id)
+        if identity.status is not IdentityStatus.ACTIVE:
+            raise IdentityNotActive
+        level = proofing_level(channel, document_kind, operator_ids)
+        self._identities.add_proofing(
+            ProofingRecord(
+                identity_id=identity.id,
+                channel=channel,
+                document_kind=document_kind,
+                operator_ids=list(operator_ids),
+                level=level,
+            )
+        )
+        order = list(AssuranceLevel)
+        before = identity.identity_assurance
+        if order.index(level) > order.index(before):
+            identity = self._identities.raise_assurance(identity.id, level)
+        self._audit(
+            "identity.proofed",
+            {
+                "identity_id": str(identity.id),
+                "channel": channel.value,
+                "document_kind": document_kind,
+                "operator_ids": list(operator_ids),
+                "level": level.value,
+                "assurance_before": before.value,
+                "assurance_after": identity.identity_assurance.value,
             },
         )
         return identity

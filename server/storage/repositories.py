@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
+    AssuranceLevel,
     AuditEntry,
     AuditHead,
     AuthTransaction,
@@ -158,6 +159,13 @@ class IdentityRepository:
     def set_status(self, identity_id: uuid.UUID, status: IdentityStatus) -> Identity:
         identity = self.get(identity_id)
         identity.status = status
+        with _conflicts_as("identity", identity_id):
+            self._session.flush()
+        return identity
+
+    def raise_assurance(self, identity_id: uuid.UUID, level: AssuranceLevel) -> Identity:
+        identity = self.get(identity_id)
+        identity.identity_assurance = level
         with _conflicts_as("identity", identity_id):
             self._session.flush()
         return identity
