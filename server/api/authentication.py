@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
 
 from server.api.deps import (
     Services,
@@ -22,7 +23,12 @@ from server.api.deps import (
 from server.api.problems import problem
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.assurance import Level
-from server.services.authentication import AuthenticationService, FactorCheck, StepUpRequired
+from server.services.authentication import (
+    AuthenticationService,
+    FactorCheck,
+    FactorResult,
+    StepUpRequired,
+)
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.person_number import PersonNumber
@@ -42,9 +48,31 @@ class Strict(BaseModel):
 Provider = Annotated[Caller, Depends(require(Permission.LOGIN))]
 
 
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def check_return_url(value: str) -> str:
+    """An absolute https URL (plain http only on this machine, for development): where the
+    login pages send the browser back, so never a relative or script URL."""
+    parts = urlsplit(value)
+    if not parts.hostname or "@" in parts.netloc or any(ord(ch) <= 32 for ch in value):
+        raise ValueError("return_url must be an absolute URL without user information")
+    if parts.scheme == "https":
+        return value
+    if parts.scheme == "http" and parts.hostname.lower() in _LOOPBACK_HOSTS:
+        return value
+    raise ValueError("return_url must be https (or http on localhost)")
+
+
 class BeginRequest(Strict):
     provider: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     min_level: LevelName = "low"
+    return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+
+    @field_validator("return_url")
+    @classmethod
+    def _return_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_return_url(value)
 
 
 class TransactionView(Strict):
@@ -52,6 +80,7 @@ class TransactionView(Strict):
     state: str
     expires_at: dt.datetime
     factors: list[str]
+    login_url: str  # the login's pages, relative to the service: send the browser there
 
 
 class IdentifyRequest(Strict):
@@ -76,7 +105,9 @@ class AssertionView(Strict):
     token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
 
 
-def _service(session: Any, services: Services, actor: str = "api") -> AuthenticationService:
+def authentication_service(
+    session: Any, services: Services, actor: str = "api"
+) -> AuthenticationService:
     settings = services.settings
     return AuthenticationService(
         session,
@@ -89,6 +120,25 @@ def _service(session: Any, services: Services, actor: str = "api") -> Authentica
     )
 
 
+def run_factor(
+    request: Request,
+    session: Any,
+    services: Services,
+    transaction_id: uuid.UUID,
+    check: FactorCheck,
+    submitted: dict[str, Any],
+    binding: str | None = None,
+) -> FactorResult:
+    """Check one factor (for the browser of ``binding``, if a browser claimed the login) and
+    commit what it changed, failure or not (counters, blocks, limits, audit)."""
+    source = request.client.host if request.client else "unknown"
+    result = authentication_service(session, services).verify_factor(
+        transaction_id, check, submitted, source=source, binding=binding
+    )
+    commit_now(session)
+    return result
+
+
 def verify_and_answer(
     request: Request,
     session: Any,
@@ -99,14 +149,37 @@ def verify_and_answer(
 ) -> FactorsView | JSONResponse:
     """Check one factor and answer: the factors so far, or a 401 problem. The failure is
     returned, not raised, so what it changed (counters, blocks, limits, audit) is committed."""
-    source = request.client.host if request.client else "unknown"
-    result = _service(session, services).verify_factor(
-        transaction_id, check, submitted, source=source
-    )
-    commit_now(session)
+    result = run_factor(request, session, services, transaction_id, check, submitted)
     if result.failure is not None:
         return problem(401, result.failure.code, "Not accepted", result.failure.detail)
     return FactorsView(factors=result.factors)
+
+
+def identify_person(
+    session: Any,
+    services: Services,
+    transaction_id: uuid.UUID,
+    person_number: str,
+    binding: str | None = None,
+) -> None:
+    """Say who logs in: the same work and answer whether or not the person exists (an
+    unknown or malformed number still gets a subject digest, so its decoys are stable)."""
+    identity_id = None
+    typed = " ".join(person_number.split())
+    try:
+        number = PersonNumber.parse(person_number)
+    except InvalidPersonNumber:
+        number = None
+    if number is not None:
+        typed = number.formatted
+        try:
+            identity_id = IdentityRepository(session).by_person_number(number.formatted).id
+        except NotFound:
+            identity_id = None
+    digest = services.pseudonyms.subject_digest(typed)
+    authentication_service(session, services).identify(
+        transaction_id, identity_id, digest, binding=binding
+    )
 
 
 @router.post("/authentications", status_code=201, response_model=TransactionView)
@@ -119,14 +192,15 @@ def begin(
         raise NotPermitted(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
-    transaction = _service(session, services, caller.actor).begin(
-        caller.name, _LEVELS[body.min_level]
+    transaction = authentication_service(session, services, caller.actor).begin(
+        caller.name, _LEVELS[body.min_level], return_url=body.return_url
     )
     return TransactionView(
         id=transaction.id,
         state=transaction.state,
         expires_at=transaction.expires_at,
         factors=list(transaction.factors),
+        login_url=f"/login/{transaction.id}",
     )
 
 
@@ -135,20 +209,7 @@ def identify(
     transaction_id: uuid.UUID, body: IdentifyRequest, session: SessionDep, services: ServicesDep
 ) -> FactorsView:
     """Say who logs in. The answer is the same whether or not the person exists."""
-    identity_id = None
-    typed = " ".join(body.person_number.split())
-    try:
-        number = PersonNumber.parse(body.person_number)
-    except InvalidPersonNumber:
-        number = None
-    if number is not None:
-        typed = number.formatted
-        try:
-            identity_id = IdentityRepository(session).by_person_number(number.formatted).id
-        except NotFound:
-            identity_id = None
-    digest = services.pseudonyms.subject_digest(typed)
-    _service(session, services).identify(transaction_id, identity_id, digest)
+    identify_person(session, services, transaction_id, body.person_number)
     return FactorsView(factors=[])
 
 
@@ -201,7 +262,7 @@ def complete(
     """The signed assertion for the service provider that began the login, or a request to
     step up."""
     try:
-        outcome = _service(session, services, caller.actor).complete(
+        outcome = authentication_service(session, services, caller.actor).complete(
             transaction_id, provider=caller.name
         )
     except StepUpRequired as exc:

@@ -164,7 +164,10 @@ class StartOut(FlowOut):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def _flows(session: Session, services: Services, request: Request, actor: str) -> MigrationFlows:
+def migration_flows(
+    session: Session, services: Services, request: Request, actor: str
+) -> MigrationFlows:
+    """The migration flows as the app configures them (also for the migration pages)."""
     audit = audit_hook(session, services, actor)
     credentials = CredentialService(
         session, services.secrets, services.passwords, clock=services.clock, audit=audit
@@ -259,7 +262,7 @@ def _step_flows(
 ) -> MigrationFlows:
     """The service for a step of ``flow_id``, after checking that a flow at an assisted
     channel is driven by an operator of that channel."""
-    flows = _flows(session, services, request, _actor(request, caller))
+    flows = migration_flows(session, services, request, _actor(request, caller))
     channel = flows.channel_of(flow_id)
     if channel is not None and channel in _ASSISTED:
         _operator(caller, channel)
@@ -309,7 +312,7 @@ def start(
             "self-service start with operator checks",
             detail="checks and operators belong to a bank or service centre start",
         )
-    flows = _flows(session, services, request, _actor(request, caller))
+    flows = migration_flows(session, services, request, _actor(request, caller))
     try:
         started = flows.start(
             body.user_id,

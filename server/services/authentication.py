@@ -41,6 +41,9 @@ ACCOUNT_MAX_FAILURES = 100  # NIST SP 800-63B 5.2.2: at most 100 consecutive fai
 SOURCE_MAX_FAILURES = 20  # per source address and 10 minutes: slows one attacker, locks no one
 SOURCE_WINDOW = dt.timedelta(minutes=10)
 ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
+# A person who needs more time may extend a login this many times, each by its lifetime
+# (WCAG 2.2.1), so a login stays open at most (1 + MAX_EXTENSIONS) lifetimes.
+MAX_EXTENSIONS = 3
 
 _LEVELS = {
     Level.LOW: AssuranceLevel.LOW,
@@ -83,6 +86,12 @@ class LoginBoundElsewhere(DomainError):
     code = "login-bound-elsewhere"
 
 
+class NoMoreTime(DomainError):
+    """The login was extended as often as it may be."""
+
+    code = "no-more-time"
+
+
 class StepUpRequired(DomainError):
     code = "step-up-required"
 
@@ -106,6 +115,21 @@ class FactorResult:
 
     factors: list[str]
     failure: AuthenticationFailed | None = None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a login stands: the level its factors reach so far (None before the first
+    factor) and the level its service provider asked for."""
+
+    transaction: AuthTransaction
+    achieved: Level | None
+    required: Level
+    extensions_left: int = 0
+
+    @property
+    def reached(self) -> bool:
+        return self.achieved is not None and self.achieved >= self.required
 
 
 @dataclass(frozen=True)
@@ -146,7 +170,10 @@ class AuthenticationService:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def begin(self, provider: str, min_level: Level) -> AuthTransaction:
+    def begin(
+        self, provider: str, min_level: Level, return_url: str | None = None
+    ) -> AuthTransaction:
+        """A new login; ``return_url`` is where the pages send the browser when it is done."""
         now = self.clock()
         transaction = AuthTransaction(
             service_provider=provider,
@@ -156,6 +183,7 @@ class AuthenticationService:
             challenge=secrets.token_bytes(32),
             created_at=now,
             expires_at=now + self.transaction_lifetime,
+            return_url=return_url,
         )
         self.transactions.add(transaction)
         self.audit(
@@ -201,6 +229,44 @@ class AuthenticationService:
             self.audit("authentication.claimed", {"transaction": str(transaction.id)})
         self._bound(transaction, binding)
         return transaction
+
+    def standing(self, transaction_id: uuid.UUID, binding: str | None = None) -> Standing:
+        """Where an open login stands (for the pages: whether to offer another factor)."""
+        transaction = self._open(transaction_id)
+        self._bound(transaction, binding)
+        required = _FROM_STORED[transaction.min_level]
+        left = MAX_EXTENSIONS - self._extensions(transaction)
+        if transaction.identity_id is None or not transaction.factors:
+            return Standing(transaction, None, required, left)
+        return Standing(transaction, self._achieved(transaction)[2], required, left)
+
+    def _extensions(self, transaction: AuthTransaction) -> int:
+        """How often the login was extended, from its lifetime (so no column is needed)."""
+        lifetime = transaction.expires_at - transaction.created_at
+        return max(0, round(lifetime / self.transaction_lifetime) - 1)
+
+    def extend(self, transaction_id: uuid.UUID, binding: str | None = None) -> AuthTransaction:
+        """More time for an open login: its expiry moves on by its lifetime, at most
+        ``MAX_EXTENSIONS`` times."""
+        transaction = self._open(transaction_id)
+        self._bound(transaction, binding)
+        if self._extensions(transaction) >= MAX_EXTENSIONS:
+            raise NoMoreTime("extended too often", detail="the login cannot be extended again")
+        transaction.expires_at = transaction.expires_at + self.transaction_lifetime
+        self.transactions.update(transaction)
+        self.audit(
+            "authentication.extended",
+            {"transaction": str(transaction.id), "expires_at": transaction.expires_at.isoformat()},
+        )
+        return transaction
+
+    def _achieved(self, transaction: AuthTransaction) -> tuple[Level, Level, Level]:
+        """The identity assurance, the authenticator assurance and the login's level."""
+        assert transaction.identity_id is not None  # noqa: S101 - callers check it first
+        identity = self.identities.get(transaction.identity_id)
+        aal = authenticator_level({AuthenticatorKind(kind) for kind in transaction.factors})
+        ial = _FROM_STORED[identity.identity_assurance]
+        return ial, aal, loa(ial, aal)
 
     def _move(self, transaction: AuthTransaction, state: str) -> None:
         if state not in TRANSITIONS[transaction.state]:
@@ -306,10 +372,7 @@ class AuthenticationService:
         if transaction.identity_id is None or not transaction.factors:
             raise StepUpRequired(Level.LOW, _FROM_STORED[transaction.min_level])
         identity = self.identities.get(transaction.identity_id)
-        factors = {AuthenticatorKind(kind) for kind in transaction.factors}
-        aal = authenticator_level(factors)
-        ial = _FROM_STORED[identity.identity_assurance]
-        level = loa(ial, aal)
+        ial, aal, level = self._achieved(transaction)
         required = _FROM_STORED[transaction.min_level]
         if level < required:
             raise StepUpRequired(level, required)

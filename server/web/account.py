@@ -1,9 +1,617 @@
-"""Pages: account (being built)."""
+"""Self-service pages of a signed-in citizen: their credentials, adding one (code display,
+audio code reader, security key, smartcard), blocking a lost one, replacing a blocked one and
+changing the password. Every change goes through the services the API uses and is audited
+with the citizen (``citizen:<identity id>``) as the actor.
+
+The rule for sensitive actions: adding a credential, replacing one and changing the password
+need a login at level Substantial, or at the identity's own assurance where that is lower (a
+login never exceeds it, so asking for more would lock the person out). A session below that
+is sent to log in again (``/account/login?next=...``) before the form is shown, and a POST
+below it is refused the same way. Blocking a credential needs no more than being signed in:
+it only takes power away, and a person who lost a credential may have nothing stronger left.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from server.web.render import mark_page
+from fastapi import APIRouter, Depends, Request
+from fido2.webauthn import UserVerificationRequirement
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.fido import fido_service
+from server.api.keycard import SecretsDep
+from server.services.credentials import LIVE_STATES, CredentialService
+from server.services.errors import DomainError, WeakPassword, WrongPassword
+from server.services.identities import IdentityService
+from server.services.lifecycle_errors import (
+    ActivationCodeRejected,
+    ConflictingCredential,
+    CredentialLimitReached,
+    IdentityNotActive,
+    InvalidTransition,
+    TokenNotFound,
+)
+from server.services.passwords import MAX_LENGTH, MIN_LENGTH
+from server.storage.tables import (
+    AssuranceLevel,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    Identity,
+)
+from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
+from server.web.render import mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
+
+K = CredentialKind
+S = CredentialState
+
+LOGIN_PAGE = "/account/login"
+_RANK = {AssuranceLevel.LOW: 1, AssuranceLevel.SUBSTANTIAL: 2, AssuranceLevel.HIGH: 3}
+# What a sensitive change asks of the login, at most (capped by the identity's assurance).
+SENSITIVE_LEVEL = AssuranceLevel.SUBSTANTIAL
+# Kinds added with a serial and the code the device shows or speaks now.
+TOKEN_PAGES = {"code-display": K.CODE_DISPLAY, "audio-reader": K.AUDIO_READER}
+# Kinds that are replaced by a new device of the same kind (sent, or one already at hand).
+REPLACEABLE = frozenset({K.CODE_DISPLAY, K.AUDIO_READER, K.OTP_TOKEN, K.KEY_CARD})
+BLOCKABLE = frozenset({S.ACTIVE, S.ACTIVATION_PENDING})
+BLOCK_REASONS = {"lost": S.LOST, "paused": S.BLOCKED}
+FIDO_STATE = "account.fido_registration"
+MAX_SERIAL = 128
+MAX_CODE = 64
+
+
+class CredentialNotYours(DomainError):
+    """A credential id that is not one of the signed-in citizen's: answered as if it did not
+    exist, so ids of other people's credentials cannot be probed."""
+
+    code = "not-found"
+    default_detail = "there is no such credential"
+
+
+class NotReplaceable(DomainError):
+    """Replacing a credential that is not blocked or lost, or of a kind that is added anew."""
+
+    code = "invalid-transition"
+    default_detail = "this credential cannot be replaced"
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def actor_of(identity_id: uuid.UUID) -> str:
+    """How the audit log names a citizen acting on their own account."""
+    return f"citizen:{identity_id}"
+
+
+@dataclass
+class Account:
+    """What every account route needs: the citizen's identity, the browser and the credential
+    service acting as the citizen."""
+
+    browser: Browser
+    identity: Identity
+    session: Session
+    services: Services
+    credentials: CredentialService
+
+    @property
+    def actor(self) -> str:
+        return actor_of(self.identity.id)
+
+    def own(self, credential_id: uuid.UUID) -> Credential:
+        """The citizen's own credential ``credential_id`` (``CredentialNotYours`` otherwise)."""
+        try:
+            credential = self.credentials.get(credential_id)
+        except DomainError:
+            raise CredentialNotYours from None
+        if credential.identity_id != self.identity.id:
+            raise CredentialNotYours
+        return credential
+
+    def live(self) -> list[Credential]:
+        return [
+            c for c in self.credentials.for_identity(self.identity.id) if c.state in LIVE_STATES
+        ]
+
+    def level_enough(self) -> bool:
+        return level_enough(self.browser.row.level, self.identity.identity_assurance)
+
+
+def required_level(identity_assurance: AssuranceLevel) -> AssuranceLevel:
+    """The login level a sensitive change needs: Substantial, or the identity's assurance
+    where that is lower (no login of that person can reach more)."""
+    return min(SENSITIVE_LEVEL, identity_assurance, key=_RANK.__getitem__)
+
+
+def level_enough(login_level: str | None, identity_assurance: AssuranceLevel) -> bool:
+    """Whether a session signed in at ``login_level`` may make a sensitive change."""
+    try:
+        reached = _RANK[AssuranceLevel(login_level or "")]
+    except ValueError:
+        return False
+    return reached >= _RANK[required_level(identity_assurance)]
+
+
+def _account(
+    browser: BrowserDep, identity_id: CitizenDep, session: SessionDep, services: ServicesDep
+) -> Account:
+    audit = audit_hook(session, services, actor_of(identity_id))
+    credentials = CredentialService(
+        session, services.secrets, services.passwords, clock=services.clock, audit=audit
+    )
+    identity = IdentityService(session, services.pseudonyms, audit=audit).get(identity_id)
+    return Account(browser, identity, session, services, credentials)
+
+
+AccountDep = Annotated[Account, Depends(_account)]
+
+
+def step_up(browser: Browser, request: Request) -> Response:
+    """Send the browser to log in again at the level sensitive changes need, and back here."""
+    target = request.url.path
+    if request.method == "GET" and request.url.query:
+        target += "?" + request.url.query
+    return redirect(browser, f"{LOGIN_PAGE}?next={quote(target, safe='/')}")
+
+
+def _text(form: Any, name: str, limit: int) -> str:
+    value = form.get(name)
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _date(value: dt.datetime, lang: str) -> str:
+    local = value.astimezone()
+    return local.strftime("%d.%m.%Y") if lang == "da" else local.strftime("%d %B %Y")
+
+
+def _last_used(credential: Credential) -> dt.datetime | None:
+    """When a code of a time-based device was last accepted (the only use stored for it)."""
+    step = credential.public_data.get("step")
+    if credential.last_used_window is None or not isinstance(step, int):
+        return None
+    return dt.datetime.fromtimestamp(credential.last_used_window * step, dt.UTC)
+
+
+def _name(credential: Credential) -> str:
+    """What tells one of the citizen's credentials from another: the card's own serial (what
+    the card reader program shows), a label, the device's serial or the key's id."""
+    card_id = credential.public_data.get("card_id")
+    if credential.kind is K.PIV and isinstance(card_id, str):
+        return card_id
+    if credential.label:
+        return credential.label
+    serial = credential.serial or ""
+    if credential.kind is K.FIDO2:
+        return serial.removeprefix("fido2:")[:8].upper()
+    return serial
+
+
+@dataclass(frozen=True)
+class Row:
+    credential: Credential
+    name: str
+    added: str
+    last_used: str | None
+    actions: Sequence[tuple[str, str]]  # (catalogue key of the action, path)
+
+
+def _row(credential: Credential, lang: str) -> Row:
+    actions: list[tuple[str, str]] = []
+    base = f"/account/credentials/{credential.id}"
+    if credential.kind is K.PASSWORD:
+        if credential.state is S.ACTIVE:
+            actions.append(("account.action_change_password", "/account/password"))
+    else:
+        if credential.state is S.ACTIVATION_PENDING and credential.kind in TOKEN_PAGES.values():
+            slug = next(s for s, k in TOKEN_PAGES.items() if k is credential.kind)
+            serial = quote(credential.serial or "", safe="")
+            actions.append(("account.action_activate", f"/account/add/{slug}?serial={serial}"))
+        if credential.state in BLOCKABLE:
+            actions.append(("account.action_block", f"{base}/block"))
+        if credential.state in (S.BLOCKED, S.LOST) and credential.kind in REPLACEABLE:
+            actions.append(("account.action_replace", f"{base}/replace"))
+    last = _last_used(credential)
+    return Row(
+        credential,
+        _name(credential),
+        _date(credential.created_at, lang),
+        _date(last, lang) if last else None,
+        actions,
+    )
+
+
+# --- the overview -----------------------------------------------------------------------------
+
+
+@router.get("/account")
+def overview(request: Request, account: AccountDep) -> Response:
+    browser = account.browser
+    live = account.live()
+    return page(
+        request,
+        browser,
+        "account_home.html",
+        title=browser.t("account.title"),
+        identity=account.identity,
+        login_level=browser.row.level or "",
+        rows=[_row(c, browser.lang) for c in live],
+        has_password=any(c.kind is K.PASSWORD for c in live),
+    )
+
+
+@router.get("/account/add")
+def choose(request: Request, account: AccountDep) -> Response:
+    browser = account.browser
+    live = account.live()
+    return page(
+        request,
+        browser,
+        "account_add.html",
+        title=browser.t("account.add_title"),
+        has_password=any(c.kind is K.PASSWORD and c.state is S.ACTIVE for c in live),
+    )
+
+
+# --- security key -----------------------------------------------------------------------------
+
+
+def _key_page(
+    request: Request,
+    account: Account,
+    keys: SecretsDep,
+    errors: list[tuple[str, str]] | None = None,
+    status: int = 200,
+) -> Response:
+    """Begin a registration (its state id kept in this browser's session only) and show the
+    form that runs it."""
+    browser = account.browser
+    service = fido_service(account.session, account.services, keys, account.actor)
+    options, state_id = service.register_begin(
+        account.identity.id, user_verification=UserVerificationRequirement.PREFERRED
+    )
+    browser.remember(FIDO_STATE, str(state_id))
+    return page(
+        request,
+        browser,
+        "account_security_key.html",
+        title=browser.t("account.key_title"),
+        options=json.dumps(options, separators=(",", ":")).replace("</", "<\\/"),
+        errors=errors or [],
+        status=status,
+    )
+
+
+@router.get("/account/add/security-key")
+def key_form(request: Request, account: AccountDep, keys: SecretsDep) -> Response:
+    if not account.level_enough():
+        return step_up(account.browser, request)
+    try:
+        return _key_page(request, account, keys)
+    except CredentialLimitReached:
+        return page(
+            request,
+            account.browser,
+            "account_security_key.html",
+            title=account.browser.t("account.key_title"),
+            options="",
+            errors=[("", account.browser.t("account.key_limit"))],
+            status=409,
+        )
+
+
+@router.post("/account/add/security-key")
+def key_submit(
+    request: Request, account: AccountDep, keys: SecretsDep, form: CheckedForm
+) -> Response:
+    browser = account.browser
+    if not account.level_enough():
+        return step_up(browser, request)
+    t = browser.t
+    state = browser.data(FIDO_STATE)
+    browser.remember(FIDO_STATE, None)
+    raw = form.get("credential")
+    response: Any = None
+    if isinstance(raw, str) and raw:
+        try:
+            response = json.loads(raw)
+        except ValueError:
+            response = None
+    if not isinstance(state, str) or not isinstance(response, dict):
+        errors = [("register-key", t("account.key_no_answer"))]
+        return _key_page(request, account, keys, errors, status=400)
+    service = fido_service(account.session, account.services, keys, account.actor)
+    try:
+        service.register_complete(uuid.UUID(state), response)
+    except DomainError as exc:
+        key = {
+            "attestation-rejected": "account.key_model_refused",
+            "conflict": "account.key_duplicate",
+            "credential-limit-reached": "account.key_limit",
+            "transaction-expired": "account.key_expired",
+        }.get(str(exc.code), "account.key_failed")
+        return _key_page(request, account, keys, [("register-key", t(key))], status=400)
+    browser.flash("account.key_added")
+    return redirect(browser, "/account")
+
+
+# --- smartcard ----------------------------------------------------------------------------------
+
+
+@router.get("/account/add/smartcard")
+def smartcard(request: Request, account: AccountDep) -> Response:
+    """How to enrol a smartcard (it needs the card reader program and a card reader), and
+    the cards enrolled so far: the page is reloaded to see a card once it is enrolled."""
+    browser = account.browser
+    if not account.level_enough():
+        return step_up(browser, request)
+    cards = [c for c in account.live() if c.kind is K.PIV]
+    command = (
+        f"akkreditiv devices piv enrol --url {own_origin(request)} --identity {account.identity.id}"
+    )
+    return page(
+        request,
+        browser,
+        "account_smartcard.html",
+        title=browser.t("account.card_title"),
+        command=command,
+        cards=[_row(c, browser.lang) for c in cards],
+    )
+
+
+# --- code display and audio code reader ------------------------------------------------------
+
+
+def _token_page(
+    request: Request,
+    account: Account,
+    slug: str,
+    *,
+    serial: str = "",
+    errors: list[tuple[str, str]] | None = None,
+    status: int = 200,
+) -> Response:
+    t = account.browser.t
+    return page(
+        request,
+        account.browser,
+        "account_token.html",
+        title=t(f"account.{slug}_title"),
+        slug=slug,
+        serial=serial,
+        errors=errors or [],
+        status=status,
+    )
+
+
+@router.get("/account/add/{slug}")
+def token_form(request: Request, slug: str, account: AccountDep, serial: str = "") -> Response:
+    if slug not in TOKEN_PAGES:
+        raise CredentialNotYours("no such page")
+    if not account.level_enough():
+        return step_up(account.browser, request)
+    return _token_page(request, account, slug, serial=serial[:MAX_SERIAL])
+
+
+@router.post("/account/add/{slug}")
+def token_submit(request: Request, slug: str, account: AccountDep, form: CheckedForm) -> Response:
+    if slug not in TOKEN_PAGES:
+        raise CredentialNotYours("no such page")
+    if not account.level_enough():
+        return step_up(account.browser, request)
+    kind = TOKEN_PAGES[slug]
+    t = account.browser.t
+    serial = _text(form, "serial", MAX_SERIAL)
+    code = "".join(_text(form, "code", MAX_CODE).split())
+    errors: list[tuple[str, str]] = []
+    if not serial:
+        errors.append(("serial", t(f"account.{slug}_serial_missing")))
+    if not code:
+        errors.append(("code", t(f"account.{slug}_code_missing")))
+    elif not code.isdigit():
+        errors.append(("code", t("account.code_not_digits")))
+    if errors:
+        return _token_page(request, account, slug, serial=serial, errors=errors, status=400)
+    try:
+        credential = _pending_token(account, kind, serial)
+        account.credentials.activate(credential.id, code)
+    except TokenNotFound:
+        errors = [("serial", t(f"account.{slug}_serial_unknown"))]
+    except ActivationCodeRejected as exc:
+        key = "account.code_blocked" if exc.reason == "credential-blocked" else "account.code_wrong"
+        errors = [("code", t(key))]
+    except ConflictingCredential:
+        errors = [("serial", t(f"account.{slug}_conflict"))]
+    except CredentialLimitReached:
+        errors = [("serial", t(f"account.{slug}_limit"))]
+    if errors:
+        # Wrong codes count (three in a row block the device): the request's transaction is
+        # committed with the page, as the API does before it answers.
+        return _token_page(request, account, slug, serial=serial, errors=errors, status=400)
+    account.browser.flash(f"account.{slug}_added", serial=serial)
+    return redirect(account.browser, "/account")
+
+
+def _pending_token(account: Account, kind: CredentialKind, serial: str) -> Credential:
+    """The citizen's device ``serial`` awaiting activation: assigned now from stock if needed.
+    The assignment is kept apart (a savepoint) so a refusal leaves nothing half done."""
+    for credential in account.credentials.for_identity(account.identity.id):
+        if credential.serial == serial and credential.kind is kind:
+            if credential.state is S.ACTIVATION_PENDING:
+                return credential
+    with account.session.begin_nested():
+        return account.credentials.assign(account.identity.id, serial, kind=kind)
+
+
+# --- block and replace --------------------------------------------------------------------------
+
+
+def _block_page(
+    request: Request, account: Account, credential: Credential, errors: list[tuple[str, str]]
+) -> Response:
+    browser = account.browser
+    return page(
+        request,
+        browser,
+        "account_block.html",
+        title=browser.t("account.block_title"),
+        row=_row(credential, browser.lang),
+        replaceable=credential.kind in REPLACEABLE,
+        errors=errors,
+        status=400 if errors else 200,
+    )
+
+
+@router.get("/account/credentials/{credential_id}/block")
+def block_form(request: Request, credential_id: uuid.UUID, account: AccountDep) -> Response:
+    credential = account.own(credential_id)
+    if credential.state not in BLOCKABLE or credential.kind is K.PASSWORD:
+        raise InvalidTransition("credential", credential.state.value, S.BLOCKED.value)
+    return _block_page(request, account, credential, [])
+
+
+@router.post("/account/credentials/{credential_id}/block")
+def block_submit(
+    request: Request, credential_id: uuid.UUID, account: AccountDep, form: CheckedForm
+) -> Response:
+    credential = account.own(credential_id)
+    if credential.kind is K.PASSWORD:
+        raise InvalidTransition("credential", credential.state.value, S.BLOCKED.value)
+    target = BLOCK_REASONS.get(_text(form, "reason", 16))
+    if target is None:
+        error = ("reason-lost", account.browser.t("account.block_reason_missing"))
+        return _block_page(request, account, credential, [error])
+    account.credentials.transition(credential.id, target)
+    account.browser.flash("account.blocked_" + target.value, name=_name(credential))
+    return redirect(account.browser, "/account")
+
+
+def _replace_page(
+    request: Request,
+    account: Account,
+    credential: Credential,
+    errors: list[tuple[str, str]] | None = None,
+    serial: str = "",
+) -> Response:
+    browser = account.browser
+    return page(
+        request,
+        browser,
+        "account_replace.html",
+        title=browser.t("account.replace_title"),
+        row=_row(credential, browser.lang),
+        with_serial=credential.kind in TOKEN_PAGES.values(),
+        serial=serial,
+        errors=errors or [],
+        status=400 if errors else 200,
+    )
+
+
+def _replaceable(account: Account, credential_id: uuid.UUID) -> Credential:
+    credential = account.own(credential_id)
+    if credential.kind not in REPLACEABLE or credential.state not in (S.BLOCKED, S.LOST):
+        raise NotReplaceable
+    return credential
+
+
+@router.get("/account/credentials/{credential_id}/replace")
+def replace_form(request: Request, credential_id: uuid.UUID, account: AccountDep) -> Response:
+    credential = _replaceable(account, credential_id)
+    if not account.level_enough():
+        return step_up(account.browser, request)
+    return _replace_page(request, account, credential)
+
+
+@router.post("/account/credentials/{credential_id}/replace")
+def replace_submit(
+    request: Request, credential_id: uuid.UUID, account: AccountDep, form: CheckedForm
+) -> Response:
+    credential = _replaceable(account, credential_id)
+    browser = account.browser
+    if not account.level_enough():
+        return step_up(browser, request)
+    serial = _text(form, "serial", MAX_SERIAL) if credential.kind in TOKEN_PAGES.values() else ""
+    try:
+        with account.session.begin_nested():
+            new = account.credentials.replace(credential.id, serial or None)
+    except TokenNotFound:
+        error = ("serial", browser.t("account.replace_serial_unknown"))
+        return _replace_page(request, account, credential, [error], serial)
+    if new.state is S.ACTIVATION_PENDING:
+        slug = next(s for s, k in TOKEN_PAGES.items() if k is new.kind)
+        browser.flash("account.replaced_activate")
+        return redirect(browser, f"/account/add/{slug}?serial={quote(serial, safe='')}")
+    browser.flash("account.replaced_ordered")
+    return redirect(browser, "/account")
+
+
+# --- password -----------------------------------------------------------------------------------
+
+
+_PASSWORD_PROBLEMS = {
+    "too_short": "account.password_too_short",
+    "too_long": "account.password_too_long",
+    "repeated_character": "account.password_repeated",
+    "blocklisted": "account.password_common",
+}
+
+
+def _password_page(
+    request: Request, account: Account, errors: list[tuple[str, str]] | None = None
+) -> Response:
+    browser = account.browser
+    has_password = any(c.kind is K.PASSWORD and c.state is S.ACTIVE for c in account.live())
+    return page(
+        request,
+        browser,
+        "account_password.html",
+        title=browser.t("account.password_title" if has_password else "account.password_set_title"),
+        has_password=has_password,
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        errors=errors or [],
+        status=400 if errors else 200,
+    )
+
+
+@router.get("/account/password")
+def password_form(request: Request, account: AccountDep) -> Response:
+    if not account.level_enough():
+        return step_up(account.browser, request)
+    return _password_page(request, account)
+
+
+@router.post("/account/password")
+def password_submit(request: Request, account: AccountDep, form: CheckedForm) -> Response:
+    browser = account.browser
+    if not account.level_enough():
+        return step_up(browser, request)
+    t = browser.t
+    current = form.get("current_password")
+    new = form.get("new_password")
+    current_text = current if isinstance(current, str) and current else None
+    if not isinstance(new, str) or not new:
+        return _password_page(request, account, [("new_password", t("account.password_missing"))])
+    try:
+        account.credentials.set_password(account.identity.id, new, current_password=current_text)
+    except WrongPassword:
+        key = "account.current_missing" if current_text is None else "account.current_wrong"
+        return _password_page(request, account, [("current_password", t(key))])
+    except WeakPassword as exc:
+        key = _PASSWORD_PROBLEMS.get(str(exc.reason), "account.password_common")
+        error = ("new_password", t(key, min=MIN_LENGTH, max=MAX_LENGTH))
+        return _password_page(request, account, [error])
+    except IdentityNotActive:
+        return _password_page(request, account, [("", t("account.identity_not_active"))])
+    browser.flash("account.password_changed")
+    return redirect(browser, "/account")

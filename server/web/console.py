@@ -1,9 +1,365 @@
-"""Pages: console (being built)."""
+"""The operator console of banks and citizen service centres: an operator signs in with their
+API key and finds a person by CPR-nummer, sees the identity and its credentials (every view
+audited, with the operator as actor), enrols a person with in-person proofing (two operators
+for High), orders, blocks and replaces credentials, suspends, resumes or closes an identity, and
+drives an assisted migration from the legacy eID.
+
+Every action goes through the API module's own function with the operator as caller, so the
+same rules hold as for the API; the permission each API route demands in its dependency is
+demanded here before the call. The key's roles are read anew on every request (``OperatorDep``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from server.web.render import mark_page
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from server.api import identities as api
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.services.access import Caller, NotPermitted, Permission
+from server.services.credentials import TRANSITIONS
+from server.services.errors import DomainError, InvalidPersonNumber
+from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
+from server.services.person_number import PersonNumber
+from server.storage.errors import NotFound
+from server.storage.repositories import IdentityRepository
+from server.storage.tables import CredentialKind, CredentialState
+from server.web import console_enrol, console_migration
+from server.web.browser import Browser, BrowserDep, CheckedForm, OperatorDep
+from server.web.console_access import (
+    ConsoleNotFound,
+    channels,
+    check_operator_key,
+    message,
+    status_of,
+)
+from server.web.render import local_path, mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
+
+# What an operator may order for a person: devices (a password is set, a key card is legacy).
+ORDERABLE = tuple(
+    k for k in CredentialKind if k not in (CredentialKind.PASSWORD, CredentialKind.KEY_CARD)
+)
+
+
+@router.get("/console/login")
+def login_page(request: Request, browser: BrowserDep, next: str = "/console") -> Response:
+    return page(
+        request,
+        browser,
+        "console_login.html",
+        title=browser.t("console.login.title"),
+        next=local_path(next, "/console"),
+    )
+
+
+@router.post("/console/login")
+def login(
+    request: Request, browser: BrowserDep, form: CheckedForm, db: SessionDep, services: ServicesDep
+) -> Response:
+    target = local_path(str(form.get("next", "")), "/console")
+    caller, error, status = check_operator_key(
+        request, db, services, str(form.get("api_key", "")), "sign_in"
+    )
+    if caller is None:
+        return page(
+            request,
+            browser,
+            "console_login.html",
+            title=browser.t("console.login.title"),
+            status=status,
+            errors=[("api_key", browser.t(error))],
+            next=target,
+        )
+    browser.sign_in_operator(caller)
+    return redirect(browser, target)
+
+
+# --- finding a person -----------------------------------------------------------------------
+
+
+def _home(
+    request: Request, browser: Browser, caller: Caller, *, status: int = 200, **context: Any
+) -> Response:
+    return page(
+        request,
+        browser,
+        "console_home.html",
+        title=browser.t("console.home.title"),
+        status=status,
+        operator=caller,
+        roles=sorted(caller.roles),
+        may_enrol=caller.may(Permission.ENROL),
+        may_migrate=caller.may(Permission.MANAGE_CREDENTIALS) and bool(channels(caller)),
+        **{"person_number": "", **context},
+    )
+
+
+@router.get("/console")
+def home(request: Request, browser: BrowserDep, caller: OperatorDep) -> Response:
+    return _home(request, browser, caller)
+
+
+@router.post("/console/search")
+def search(
+    request: Request,
+    browser: BrowserDep,
+    form: CheckedForm,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    """Find a person by CPR-nummer (posted, so the number stays out of addresses and logs)."""
+    caller.require(Permission.VIEW_IDENTITY)
+    typed = str(form.get("person_number", ""))[:64]
+    try:
+        number = PersonNumber.parse(typed)
+    except InvalidPersonNumber:
+        error = browser.t("console.search.invalid")
+        return _home(
+            request,
+            browser,
+            caller,
+            status=422,
+            errors=[("person_number", error)],
+            person_number=typed,
+        )
+    audit = audit_hook(db, services, caller.actor)
+    try:
+        identity = IdentityRepository(db).by_person_number(number.formatted)
+    except NotFound:
+        audit("console.person_searched", {"result": "not_found"})
+        error = browser.t("console.search.not_found", number=number.masked)
+        return _home(
+            request,
+            browser,
+            caller,
+            status=404,
+            errors=[("person_number", error)],
+            person_number=typed,
+        )
+    audit("console.person_searched", {"result": "found", "identity": str(identity.id)})
+    return redirect(browser, f"/console/people/{identity.id}")
+
+
+# --- a person ---------------------------------------------------------------------------------
+
+
+def _person(
+    request: Request,
+    browser: Browser,
+    caller: Caller,
+    db: Session,
+    services: Services,
+    identity_id: uuid.UUID,
+    *,
+    status: int = 200,
+    errors: list[tuple[str, str]] | None = None,
+) -> Response:
+    """The person's page; reading it is audited as ``identity.viewed`` (``get_identity``)."""
+    caller.require(Permission.VIEW_IDENTITY)
+    identity = api.get_identity(identity_id, db, services, caller)
+    credentials: list[api.CredentialOut] = []
+    manage = caller.may(Permission.MANAGE_CREDENTIALS)
+    if manage:
+        credentials = api.list_credentials(identity_id, db, services, caller)
+    return page(
+        request,
+        browser,
+        "console_person.html",
+        title=browser.t("console.person.title", name=identity.name),
+        status=status,
+        errors=errors or [],
+        identity=identity,
+        credentials=credentials,
+        may_manage=manage,
+        may_suspend=caller.may(Permission.SUSPEND),
+        may_close=caller.may(Permission.CLOSE),
+        may_block=lambda c: CredentialState.BLOCKED in TRANSITIONS[c.state],
+        may_replace=lambda c: (
+            c.kind is not CredentialKind.PASSWORD
+            and CredentialState.REPLACED in TRANSITIONS[c.state]
+        ),
+        orderable=ORDERABLE,
+    )
+
+
+@router.get("/console/people/{identity_id}")
+def person(
+    identity_id: uuid.UUID,
+    request: Request,
+    browser: BrowserDep,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    return _person(request, browser, caller, db, services, identity_id)
+
+
+def _act(
+    request: Request,
+    browser: Browser,
+    caller: Caller,
+    db: Session,
+    services: Services,
+    identity_id: uuid.UUID,
+    permission: Permission,
+    action: Callable[[], object],
+    done: str,
+    field: str = "",
+) -> Response:
+    """Run one action on a person for ``caller`` (who must hold ``permission``: a forged form
+    is refused 403); a refused action rolls back and shows the person's page with the reason."""
+    caller.require(permission)
+    try:
+        action()
+    except DomainError as exc:
+        if isinstance(exc, NotPermitted | IdentityNotFound | CredentialNotFound):
+            raise
+        db.rollback()
+        errors = [(field, message(browser, exc.code))]
+        return _person(
+            request,
+            browser,
+            caller,
+            db,
+            services,
+            identity_id,
+            status=status_of(exc.code),
+            errors=errors,
+        )
+    browser.flash(done)
+    return redirect(browser, f"/console/people/{identity_id}")
+
+
+def _own_credential(
+    db: Session,
+    services: Services,
+    caller: Caller,
+    identity_id: uuid.UUID,
+    credential_id: uuid.UUID,
+) -> None:
+    """The credential must be this person's: a form cannot reach another person's through the
+    page of this one (and its audit entries name the right person)."""
+    credential = api.get_credential(credential_id, db, services, caller)
+    if credential.identity_id != identity_id:
+        raise CredentialNotFound
+
+
+@router.post("/console/people/{identity_id}/status")
+def change_status(
+    identity_id: uuid.UUID,
+    request: Request,
+    browser: BrowserDep,
+    form: CheckedForm,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    """Suspend or resume (operators) or close (supervisors) the identity."""
+    actions: Mapping[str, tuple[Permission, Callable[..., object]]] = {
+        "suspend": (Permission.SUSPEND, api.suspend),
+        "resume": (Permission.SUSPEND, api.resume),
+        "close": (Permission.CLOSE, api.close),
+    }
+    wanted = str(form.get("action", ""))
+    if wanted not in actions:
+        raise ConsoleNotFound(f"unknown action {wanted!r}", detail="no such action")
+    permission, call = actions[wanted]
+    if wanted == "close" and form.get("confirm_close") != "yes":
+        caller.require(Permission.CLOSE)
+        error = [("confirm_close-yes", browser.t("console.person.close_unconfirmed"))]
+        return _person(
+            request, browser, caller, db, services, identity_id, status=422, errors=error
+        )
+    return _act(
+        request,
+        browser,
+        caller,
+        db,
+        services,
+        identity_id,
+        permission,
+        lambda: call(identity_id, db, services, caller),
+        f"console.person.done_{wanted}",
+    )
+
+
+@router.post("/console/people/{identity_id}/credentials")
+def order(
+    identity_id: uuid.UUID,
+    request: Request,
+    browser: BrowserDep,
+    form: CheckedForm,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    """Order a device for the person (``order_credential``)."""
+    caller.require(Permission.MANAGE_CREDENTIALS)
+    kind = next((k for k in ORDERABLE if k.value == form.get("kind")), None)
+    if kind is None:
+        error = [(f"kind-{ORDERABLE[0].value}", browser.t("console.order.choose"))]
+        return _person(
+            request, browser, caller, db, services, identity_id, status=422, errors=error
+        )
+    body = api.OrderIn(kind=kind)
+    return _act(
+        request,
+        browser,
+        caller,
+        db,
+        services,
+        identity_id,
+        Permission.MANAGE_CREDENTIALS,
+        lambda: api.order_credential(identity_id, body, db, services, caller),
+        "console.person.done_order",
+        field=f"kind-{kind.value}",
+    )
+
+
+@router.post("/console/people/{identity_id}/credentials/{credential_id}/{action}")
+def credential_action(
+    identity_id: uuid.UUID,
+    credential_id: uuid.UUID,
+    action: str,
+    request: Request,
+    browser: BrowserDep,
+    form: CheckedForm,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    """Block or replace one of the person's credentials (``change_state`` / ``replace``)."""
+    if action not in ("block", "replace"):
+        raise ConsoleNotFound(f"unknown action {action!r}", detail="no such action")
+    caller.require(Permission.MANAGE_CREDENTIALS)
+    _own_credential(db, services, caller, identity_id, credential_id)
+
+    def run() -> object:
+        if action == "block":
+            body = api.StateIn(state=CredentialState.BLOCKED)
+            return api.change_state(credential_id, body, db, services, caller)
+        return api.replace(credential_id, api.ReplaceIn(), db, services, caller)
+
+    return _act(
+        request,
+        browser,
+        caller,
+        db,
+        services,
+        identity_id,
+        Permission.MANAGE_CREDENTIALS,
+        run,
+        f"console.person.done_{action}",
+    )
+
+
+router.include_router(console_enrol.router)
+router.include_router(console_migration.router)

@@ -1,0 +1,101 @@
+"""What the console's pages share: the typed operator key check (sign-in and a second
+operator's approval; rate-limited per source address and audited), the operator's channels, and
+how a refused action is told."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from server.api import migration as flows_api
+from server.api.deps import Services, audit_hook
+from server.api.problems import STATUS_BY_CODE
+from server.services.access import Caller, Permission
+from server.services.errors import DomainError
+from server.storage.repositories import RateLimitRepository
+from server.storage.tables import ProofingChannel
+from server.web.browser import Browser
+
+# Failed key entries (sign-in and a second operator's approval) per source address.
+SIGN_IN_WINDOW = dt.timedelta(minutes=15)
+SIGN_IN_MAX_FAILURES = 10
+ASSISTED = (ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE)
+IN_PERSON_DOCUMENTS = ("passport", "driving_licence", "national_id_card")
+# The id an error about the document choice links to: the group's first choice.
+DOCUMENT_FIELD = f"document_kind-{IN_PERSON_DOCUMENTS[0]}"
+
+
+def now_of(services: Services) -> dt.datetime:
+    return dt.datetime.fromtimestamp(services.clock(), dt.UTC)
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def message(browser: Browser, code: str) -> str:
+    """The page text for a refused action (a problem code): the console's own text for the
+    code, else a general one."""
+    key = f"console.error.{code}"
+    return browser.t(key) if browser.t.has(key) else browser.t("console.error.generic")
+
+
+def status_of(code: str) -> int:
+    return flows_api.FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
+
+
+def channels(caller: Caller) -> list[ProofingChannel]:
+    return [channel for channel in ASSISTED if caller.may_prove_on(channel)]
+
+
+def channel_of(form: FormData, caller: Caller) -> ProofingChannel | None:
+    """The channel the form names, if the operator may act there (the only one they have when
+    the form names none)."""
+    own = channels(caller)
+    typed = str(form.get("channel", ""))
+    if not typed and len(own) == 1:
+        return own[0]
+    return next((channel for channel in own if channel.value == typed), None)
+
+
+def check_operator_key(
+    request: Request, db: Session, services: Services, typed: str, purpose: str
+) -> tuple[Caller | None, str, int]:
+    """The operator behind a typed API key, or why not (a catalogue key and a status). Failures
+    count per source address, as the login service counts them, and lock it out for a while;
+    every attempt is audited."""
+    source = source_of(request)
+    limit_key = f"console-key:{source}"
+    now = now_of(services)
+    limits = RateLimitRepository(db)
+    state = limits.states([limit_key]).get(limit_key)
+    anonymous = audit_hook(db, services, f"source:{source}")
+    if state is not None and state.locked_until is not None and state.locked_until > now:
+        anonymous("console.sign_in", {"result": "throttled", "purpose": purpose})
+        return None, "console.login.throttled", 429
+    caller = services.api_keys.authenticate("".join(typed.split()))
+    if caller is None:
+        limits.record_failure(
+            limit_key,
+            now,
+            window=SIGN_IN_WINDOW,
+            max_failures=SIGN_IN_MAX_FAILURES,
+            lockout=SIGN_IN_WINDOW,
+        )
+        anonymous("console.sign_in", {"result": "failed", "purpose": purpose})
+        return None, "console.login.wrong_key", 401
+    audit = audit_hook(db, services, caller.actor)
+    if not caller.may(Permission.VIEW_IDENTITY):
+        audit("console.sign_in", {"result": "refused", "purpose": purpose})
+        return None, "console.login.not_operator", 403
+    audit("console.sign_in", {"result": "ok", "purpose": purpose})
+    return caller, "", 200
+
+
+class ConsoleNotFound(DomainError):
+    """A console page for something that is not there (a flow, a step, a waiting enrolment)."""
+
+    code = "not-found"

@@ -1,0 +1,190 @@
+"""The operator console in the real Chromium: an operator task by keyboard alone (sign in, find
+a person, block a credential), and axe on every console page in Danish and English, with error
+states (a wrong key, a person not found, a form with errors)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from devices.protocol import pskc
+from firmware_sim.tokens import otp_token
+from firmware_sim.tokens.otp_token import Model, OtpGenerator
+from server.services.access import ApiKeys, Role
+
+from . import shots
+from .axe import assert_accessible
+from .conftest import PageFactory, WebServer
+from .keyboard import activate, tab_to, type_into_focused
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.integration
+
+PERSON = "120380-4455"
+
+
+@dataclass(frozen=True)
+class Desk:
+    """What the tests need from the running service: operator keys and a person whose code
+    display is active."""
+
+    url: str
+    bank_key: str
+    centre_key: str
+    identity_id: str
+    serial: str
+
+
+@pytest.fixture(scope="module")
+def desk(web_server: WebServer) -> Desk:
+    keys = ApiKeys(web_server.folder / "service" / "api-keys.json")
+    bank_key = keys.add("bank-op", [Role.OPERATOR_BANK])[1]
+    centre_key = keys.add("centre-op", [Role.OPERATOR_CENTRE])[1]
+    token = otp_token.new_state(Model.DISPLAY)
+    with web_server.process.client() as api:
+        identity = _ok(
+            api.post(
+                "/identities",
+                json={
+                    "person_number": PERSON,
+                    "name": "Inger Christensen",
+                    "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
+                },
+            )
+        )
+        _ok(
+            api.post(
+                "/token-batches",
+                content=pskc.write_pskc([token.pskc_key()]),
+                headers={"content-type": "application/xml"},
+            )
+        )
+        assigned = _ok(
+            api.post(f"/identities/{identity['id']}/tokens", json={"serial": token.serial})
+        )
+        code = OtpGenerator(token, lambda _: None).totp_now()
+        _ok(api.post(f"/credentials/{assigned['id']}/activate", json={"code": code}))
+    return Desk(web_server.url, bank_key, centre_key, str(identity["id"]), token.serial)
+
+
+def _ok(answer: httpx.Response) -> dict[str, str]:
+    assert answer.is_success, answer.text
+    body: dict[str, str] = answer.json()
+    return body
+
+
+def _submit(page: Page, label: str) -> None:
+    """Tab to the button and press Enter, then wait for the next page."""
+    tab_to(page, label)
+    with page.expect_navigation():
+        activate(page)
+
+
+def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Desk) -> None:
+    page.goto(f"{desk.url}/console")
+    assert page.url.startswith(f"{desk.url}/console/login")
+    tab_to(page, "API-nøgle")
+    type_into_focused(page, desk.bank_key)
+    _submit(page, "Log ind")
+    assert page.url == f"{desk.url}/console"
+
+    tab_to(page, "CPR-nummer")
+    type_into_focused(page, PERSON)
+    _submit(page, "Find person")
+    assert page.url == f"{desk.url}/console/people/{desk.identity_id}"
+    assert page.locator("h1").inner_text() == "Inger Christensen"
+
+    _submit(page, f"Spær Kodeviser {desk.serial}")
+    assert page.get_by_role("status").first.inner_text() == "Loginmidlet er spærret."
+    row = page.get_by_role("row", name=re.compile(f"Kodeviser {desk.serial}"))
+    assert "Spærret" in row.inner_text()
+    assert_accessible(page, "console person, da, after blocking")
+
+
+@pytest.mark.parametrize(
+    ("locale", "texts"),
+    [
+        (
+            "da-DK",
+            {
+                "key": "API-nøgle",
+                "sign_in": "Log ind",
+                "number": "CPR-nummer",
+                "find": "Find person",
+                "enrol": "Opret person",
+                "level_high": "Høj (to operatører godkender)",
+            },
+        ),
+        (
+            "en-GB",
+            {
+                "key": "API key",
+                "sign_in": "Sign in",
+                "number": "CPR number",
+                "find": "Find person",
+                "enrol": "Enrol person",
+                "level_high": "High (two operators approve)",
+            },
+        ),
+    ],
+)
+def test_every_console_page_passes_axe(
+    new_page: PageFactory, desk: Desk, locale: str, texts: dict[str, str]
+) -> None:
+    lang = locale[:2]
+    page = new_page(locale=locale)
+    page.goto(f"{desk.url}/console/login")
+    assert page.locator("html").get_attribute("lang") == lang
+    assert_accessible(page, f"console login, {lang}")
+    shots.save(page, f"console-login-{lang}")
+
+    # A wrong key: the error state of the sign-in.
+    page.get_by_label(texts["key"]).fill("akk_not-a-key")
+    page.get_by_role("button", name=texts["sign_in"]).click()
+    assert page.locator("#error-summary").is_visible()
+    assert_accessible(page, f"console login, {lang}, wrong key")
+
+    page.get_by_label(texts["key"]).fill(desk.centre_key)
+    page.get_by_role("button", name=texts["sign_in"]).click()
+    page.wait_for_url(f"{desk.url}/console")
+    assert_accessible(page, f"console home, {lang}")
+    shots.save(page, f"console-home-{lang}")
+
+    page.get_by_label(texts["number"]).fill("010101-0101")
+    page.get_by_role("button", name=texts["find"]).click()
+    assert page.locator("#person_number-error").is_visible()
+    assert_accessible(page, f"console search, {lang}, not found")
+
+    page.goto(f"{desk.url}/console/people/{desk.identity_id}")
+    assert_accessible(page, f"console person, {lang}")
+    shots.save(page, f"console-person-{lang}")
+
+    page.goto(f"{desk.url}/console/enrol")
+    assert_accessible(page, f"console enrol, {lang}")
+    page.get_by_role("button", name=texts["enrol"]).click()
+    assert page.locator("#error-summary").is_visible()
+    assert_accessible(page, f"console enrol, {lang}, errors")
+
+    page.get_by_label(texts["number"]).fill(f"0{'1' if lang == 'da' else '2'}0203-1234")
+    page.get_by_label(texts["level_high"]).check()
+    page.locator("#name").fill("Tove Ditlevsen")
+    page.locator("#document_kind-passport").check()
+    page.get_by_role("button", name=texts["enrol"]).click()
+    page.wait_for_url(f"{desk.url}/console/enrol/second")
+    assert_accessible(page, f"console second operator, {lang}")
+    shots.save(page, f"console-second-operator-{lang}")
+
+    page.goto(f"{desk.url}/console/migrations")
+    assert_accessible(page, f"console migration start, {lang}")
+    page.locator("#user_id").fill("nem-unknown-1")
+    page.locator("#document_kind-passport").check()
+    page.locator("form[action='/console/migrations'] button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/console/migrations/[0-9a-f-]{36}$"))
+    assert_accessible(page, f"console migration flow, {lang}")
+    shots.save(page, f"console-migration-{lang}")

@@ -1,0 +1,400 @@
+"""The login pages without script: a provider's login from the person number to the return
+URL, step-up, failures, more time, the binding of a login to the browser that opened it, and
+the citizen's sign-in to self-service."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from devices.protocol.otp import totp
+from server.app import create_app
+from server.services.access import Role
+from server.services.secretbox import SecretBox
+from server.settings import Settings
+from server.storage.tables import AuthTransaction
+from server.web.browser import COOKIE
+from tests.unit.server.conftest import ORIGIN, make_key
+from tests.unit.server.people import SEED, seed_person_with_code_display
+from tests.unit.server.web.forms import csrf_of, lang_of, text_of
+
+PERSON = "010190-1234"
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
+PROVIDER = "https://sp.example"
+RETURN = "https://sp.example/back?x=1"
+WRONG = "not it"
+
+
+@pytest.fixture
+def app_and_key(settings: Settings) -> tuple[Any, dict[str, str]]:
+    return create_app(settings), make_key(settings, PROVIDER, Role.SUPERVISOR, Role.PROVIDER)
+
+
+@pytest.fixture
+def browser(app_and_key: tuple[Any, dict[str, str]], settings: Settings) -> Iterator[TestClient]:
+    """A browser without script, on an app holding one person with a code display and a
+    password."""
+    app, key = app_and_key
+    with TestClient(app, base_url=ORIGIN, raise_server_exceptions=False) as client:
+        identity = seed_person_with_code_display(
+            app.state.services.sessions, SecretBox.from_file(settings.kek_file)
+        )
+        answer = client.put(
+            f"/identities/{identity}/password", json={"password": PASSWORD}, headers=key
+        )
+        assert answer.status_code == 200, answer.text
+        yield client
+
+
+@pytest.fixture
+def key(app_and_key: tuple[Any, dict[str, str]]) -> dict[str, str]:
+    return app_and_key[1]
+
+
+@pytest.fixture
+def other_browser(app_and_key: tuple[Any, dict[str, str]]) -> Iterator[TestClient]:
+    """Another browser (its own cookie jar) on the same service."""
+    with TestClient(app_and_key[0], base_url=ORIGIN, raise_server_exceptions=False) as client:
+        yield client
+
+
+def begin(client: TestClient, key: dict[str, str], level: str = "low", **extra: Any) -> str:
+    answer = client.post("/authentications", json={"min_level": level, **extra}, headers=key)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["login_url"] == f"/login/{body['id']}"
+    return str(body["id"])
+
+
+def post(client: TestClient, path: str, **data: str) -> httpx.Response:
+    """Submit a form of the page at ``path`` (its CSRF token read from the page first)."""
+    token = csrf_of(client.get(path))
+    return client.post(path, data={"csrf": token, **data}, follow_redirects=False)
+
+
+def identify(client: TestClient, transaction: str, person: str = PERSON) -> None:
+    answer = post(client, f"/login/{transaction}", person_number=person)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == f"/login/{transaction}/choose"
+
+
+def complete(client: TestClient, key: dict[str, str], transaction: str) -> httpx.Response:
+    return client.post(f"/authentications/{transaction}/complete", headers=key)
+
+
+# --- a whole login ---
+
+
+def test_password_and_code_login_steps_up_and_returns_to_the_provider(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key, "substantial", return_url=RETURN)
+    first = browser.get(f"/login/{transaction}")
+    assert first.status_code == 200
+    assert lang_of(first) == "da"
+    text = text_of(first)
+    assert "CPR-nummer" in text
+    assert "https://sp.example beder dig logge ind" in text
+    assert "betydeligt" in text
+    assert "Trin 1 af 3" in text or "1 af 3" in text
+    identify(browser, transaction)
+
+    choice = browser.get(f"/login/{transaction}/choose")
+    assert "Adgangskode" in text_of(choice)
+    assert "Nøglekort" in text_of(choice)
+    chosen = post(browser, f"/login/{transaction}/choose", method="password")
+    assert chosen.headers["location"] == f"/login/{transaction}/password"
+    page = browser.get(f"/login/{transaction}/password")
+    assert 'autocomplete="current-password"' in page.text
+    done = post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    assert done.headers["location"] == f"/login/{transaction}/choose"
+
+    # Level low so far: the page says so and offers the credentials not used yet.
+    step_up = browser.get(f"/login/{transaction}/choose")
+    text = text_of(step_up)
+    assert "sikringsniveau lavt" in text
+    assert "kræver niveau betydeligt" in text
+    assert 'value="password"' not in step_up.text
+    assert 'value="code"' in step_up.text
+    assert complete(browser, key, transaction).status_code == 403  # not yet
+
+    code_page = browser.get(f"/login/{transaction}/code")
+    assert 'autocomplete="one-time-code"' in code_page.text
+    assert "/speech/da/guide.audio_reader.wav" in code_page.text
+    assert "kodeoplæser" in text_of(code_page).lower()
+    answered = post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
+    assert answered.headers["location"] == f"/login/{transaction}/choose"
+    onwards = browser.get(f"/login/{transaction}/choose", follow_redirects=False)
+    assert onwards.headers["location"] == f"/login/{transaction}/done"
+    back = browser.get(f"/login/{transaction}/done", follow_redirects=False)
+    assert back.status_code == 303
+    assert back.headers["location"] == f"https://sp.example/back?x=1&transaction={transaction}"
+
+    assertion = complete(browser, key, transaction)
+    assert assertion.status_code == 200, assertion.text
+    assert assertion.json()["level"] == "substantial"
+
+
+def test_without_a_return_url_the_page_says_the_window_may_close(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    browser.cookies.set("akk_lang", "en")
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    done = browser.get(f"/login/{transaction}/done")
+    assert done.status_code == 200
+    assert lang_of(done) == "en"
+    assert "You may close this window" in text_of(done)
+
+
+def test_the_same_list_of_credentials_whether_or_not_the_person_exists(
+    browser: TestClient, other_browser: TestClient, key: dict[str, str]
+) -> None:
+    known, unknown = begin(browser, key), begin(other_browser, key)
+    identify(browser, known)
+    identify(other_browser, unknown, "020202-4321")
+    mine = _choice_form(browser.get(f"/login/{known}/choose").text)
+    theirs = _choice_form(other_browser.get(f"/login/{unknown}/choose").text)
+    assert 'value="smartcard"' in mine
+    assert mine == theirs
+
+
+def _choice_form(html: str) -> str:
+    """The list of credentials, without what differs between any two logins."""
+    found = re.search(r'<form method="post" action="/login/[^/]+/choose".*?</form>', html, re.S)
+    assert found is not None
+    return re.sub(r'name="csrf" value="[^"]+"', "", found.group(0)).split("/choose", 1)[1]
+
+
+# --- failures ---
+
+
+def test_a_malformed_person_number_is_shown_at_the_field(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key)
+    answer = post(browser, f"/login/{transaction}", person_number="12ab")
+    assert answer.status_code == 400
+    assert 'aria-invalid="true"' in answer.text
+    assert 'href="#person_number"' in answer.text  # the error summary links to the field
+    assert text_of(answer).startswith("Fejl:")  # the title says it first
+
+
+def test_a_wrong_password_is_announced_and_the_same_for_an_unknown_person(
+    browser: TestClient, other_browser: TestClient, key: dict[str, str]
+) -> None:
+    known, unknown = begin(browser, key), begin(other_browser, key)
+    identify(browser, known)
+    identify(other_browser, unknown, "020202-4321")
+    wrong = post(browser, f"/login/{known}/password", password=WRONG)
+    nobody = post(other_browser, f"/login/{unknown}/password", password=WRONG)
+    assert wrong.status_code == nobody.status_code == 401
+    message = "Adgangskoden blev ikke godkendt"
+    assert message in text_of(wrong)
+    assert message in text_of(nobody)
+    assert 'id="password-error"' in wrong.text
+    assert "forsøg tilbage" not in text_of(wrong)  # the service does not tell tries left
+
+
+def test_too_many_failures_from_one_place_say_so(browser: TestClient, key: dict[str, str]) -> None:
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    statuses = [
+        post(browser, f"/login/{transaction}/code", code="000000").status_code for _ in range(21)
+    ]
+    assert statuses[0] == 401
+    assert statuses[-1] == 429
+    last = post(browser, f"/login/{transaction}/code", code="000000")
+    assert "For mange forsøg" in text_of(last)
+
+
+def test_an_empty_field_is_an_error_without_using_a_try(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    answer = post(browser, f"/login/{transaction}/code", code="")
+    assert answer.status_code == 400
+    assert "Skriv koden fra dit loginmiddel" in text_of(answer)
+
+
+def test_the_smartcard_page_shows_the_command_and_rechecks(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key, "high")
+    identify(browser, transaction)
+    shown = browser.get(f"/login/{transaction}/smartcard")
+    assert f"akkreditiv devices piv login --url {ORIGIN} --transaction {transaction}" in text_of(
+        shown
+    )
+    again = post(browser, f"/login/{transaction}/smartcard")
+    assert again.status_code == 400
+    assert "endnu ikke modtaget" in text_of(again)
+
+
+def test_the_key_card_page_names_the_code_number(browser: TestClient, key: dict[str, str]) -> None:
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    shown = text_of(browser.get(f"/login/{transaction}/key-card"))
+    assert "Find kodenummer" in shown
+    assert "på dit nøglekort" in shown
+
+
+def test_the_security_key_page_carries_request_options(
+    browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    shown = browser.get(f"/login/{transaction}/security-key").text
+    assert 'data-webauthn="get"' in shown
+    assert '"challenge"' in shown
+    assert "/static/webauthn.js" in shown
+    refused = post(browser, f"/login/{transaction}/security-key", credential="{}")
+    assert refused.status_code == 401
+
+
+# --- more time and expiry ---
+
+
+def test_more_time_extends_the_login_a_few_times(browser: TestClient, key: dict[str, str]) -> None:
+    transaction = begin(browser, key)
+    before = browser.get(f"/login/{transaction}")
+    assert "Jeg har brug for mere tid" in text_of(before)
+    for _ in range(3):
+        token = csrf_of(browser.get(f"/login/{transaction}"))
+        answer = browser.post(
+            f"/login/{transaction}/extend",
+            data={"csrf": token, "next": f"/login/{transaction}"},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"] == f"/login/{transaction}"
+        assert "fået mere tid" in text_of(browser.get(f"/login/{transaction}"))
+    assert "Jeg har brug for mere tid" not in text_of(browser.get(f"/login/{transaction}"))
+    with browser.app.state.services.sessions() as session:  # type: ignore[attr-defined]
+        row = session.scalars(
+            select(AuthTransaction).where(AuthTransaction.id == uuid.UUID(transaction))
+        ).one()
+        assert (row.expires_at - row.created_at).total_seconds() == 4 * 600
+    refused = browser.post(
+        f"/login/{transaction}/extend",
+        data={"csrf": csrf_of(browser.get("/")), "next": "/"},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 303
+    assert "ikke få mere tid" in text_of(browser.get("/"))
+
+
+def test_an_expired_login_gets_a_clear_page(browser: TestClient, key: dict[str, str]) -> None:
+    transaction = begin(browser, key)
+    sessions = browser.app.state.services.sessions  # type: ignore[attr-defined]
+    with sessions() as session, session.begin():
+        session.execute(
+            update(AuthTransaction)
+            .where(AuthTransaction.id == uuid.UUID(transaction))
+            .values(expires_at=AuthTransaction.created_at)
+        )
+    answer = browser.get(f"/login/{transaction}")
+    assert answer.status_code == 400
+    assert "Login tog for lang tid og er lukket" in text_of(answer)
+
+
+# --- the binding to one browser ---
+
+
+def test_a_second_browser_cannot_take_over_a_login(
+    browser: TestClient, other_browser: TestClient, key: dict[str, str]
+) -> None:
+    transaction = begin(browser, key)
+    identify(browser, transaction)
+    elsewhere = other_browser.get(f"/login/{transaction}/password")
+    assert elsewhere.status_code == 409
+    assert "startet i en anden browser" in text_of(elsewhere)
+    # Its forms are refused too (with its own valid CSRF token).
+    token = csrf_of(other_browser.get("/"))
+    tried = other_browser.post(
+        f"/login/{transaction}/password",
+        data={"csrf": token, "password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert tried.status_code == 409
+    # So are the API's own factor endpoints: the login belongs to the browser.
+    api = browser.post(f"/authentications/{transaction}/password", json={"password": PASSWORD})
+    assert api.status_code == 409
+    assert complete(browser, key, transaction).status_code == 403
+    # The right browser finishes it; then the provider completes.
+    post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    assert complete(browser, key, transaction).status_code == 200
+
+
+def test_every_login_form_needs_the_csrf_token(browser: TestClient, key: dict[str, str]) -> None:
+    transaction = begin(browser, key)
+    browser.get(f"/login/{transaction}")
+    answer = browser.post(
+        f"/login/{transaction}", data={"person_number": PERSON}, follow_redirects=False
+    )
+    assert answer.status_code == 403
+
+
+def test_return_url_must_be_https_or_local(browser: TestClient, key: dict[str, str]) -> None:
+    for bad in ("http://sp.example/", "javascript:alert(1)", "/relative", "https://u@sp.example/"):
+        answer = browser.post(
+            "/authentications", json={"min_level": "low", "return_url": bad}, headers=key
+        )
+        assert answer.status_code == 422, bad
+    assert begin(browser, key, return_url="http://localhost:9000/back")
+
+
+# --- self-service ---
+
+
+def test_citizen_signs_in_to_self_service_and_the_session_rotates(browser: TestClient) -> None:
+    browser.get("/")
+    before = browser.cookies.get(COOKIE)
+    started = browser.get("/account/login?next=/account/security", follow_redirects=False)
+    assert started.status_code == 303
+    location = started.headers["location"]
+    assert location.startswith("/login/")
+    transaction = location.rsplit("/", 1)[1]
+    assert "akkreditivs selvbetjening" in text_of(browser.get(location))
+    identify(browser, transaction)
+    post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
+    done = browser.get(f"/login/{transaction}/done", follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/account/security"
+    after = browser.cookies.get(COOKIE)
+    assert after is not None
+    assert after != before  # session fixation: a new token after the sign-in
+    again = browser.get("/account/login", follow_redirects=False)
+    assert again.headers["location"] == "/account"  # signed in already
+
+
+def test_self_service_next_must_be_local(browser: TestClient) -> None:
+    started = browser.get("/account/login?next=https://evil.example/", follow_redirects=False)
+    transaction = started.headers["location"].rsplit("/", 1)[1]
+    identify(browser, transaction)
+    post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
+    done = browser.get(f"/login/{transaction}/done", follow_redirects=False)
+    assert done.headers["location"] == "/account"
+
+
+def test_english_pages(browser: TestClient, key: dict[str, str]) -> None:
+    browser.cookies.set("akk_lang", "en")
+    transaction = begin(browser, key)
+    first = browser.get(f"/login/{transaction}")
+    assert lang_of(first) == "en"
+    assert "CPR number" in text_of(first)
+    identify(browser, transaction)
+    assert "Which credential do you want to use?" in text_of(
+        browser.get(f"/login/{transaction}/choose")
+    )
