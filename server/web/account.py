@@ -172,7 +172,7 @@ def _text(form: Any, name: str, limit: int) -> str:
 
 def _date(value: dt.datetime, lang: str) -> str:
     local = value.astimezone()
-    return local.strftime("%d.%m.%Y") if lang == "da" else local.strftime("%d %B %Y")
+    return local.strftime("%d.%m.%Y") if lang == "da" else local.strftime("%d %b %Y")
 
 
 def _last_used(credential: Credential) -> dt.datetime | None:

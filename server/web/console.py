@@ -22,14 +22,13 @@ from starlette.responses import Response
 from server.api import identities as api
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.credentials import TRANSITIONS
 from server.services.errors import DomainError, InvalidPersonNumber
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
 from server.storage.errors import NotFound
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import CredentialKind, CredentialState
-from server.web import console_enrol, console_migration
+from server.storage.tables import CredentialState
+from server.web import console_enrol, console_migration, console_proofing
 from server.web.browser import Browser, BrowserDep, CheckedForm, OperatorDep
 from server.web.console_access import (
     ConsoleNotFound,
@@ -38,14 +37,10 @@ from server.web.console_access import (
     message,
     status_of,
 )
+from server.web.console_person import ORDERABLE, person_page
 from server.web.render import local_path, mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
-
-# What an operator may order for a person: devices (a password is set, a key card is legacy).
-ORDERABLE = tuple(
-    k for k in CredentialKind if k not in (CredentialKind.PASSWORD, CredentialKind.KEY_CARD)
-)
 
 
 @router.get("/console/login")
@@ -151,45 +146,6 @@ def search(
 # --- a person ---------------------------------------------------------------------------------
 
 
-def _person(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
-    identity_id: uuid.UUID,
-    *,
-    status: int = 200,
-    errors: list[tuple[str, str]] | None = None,
-) -> Response:
-    """The person's page; reading it is audited as ``identity.viewed`` (``get_identity``)."""
-    caller.require(Permission.VIEW_IDENTITY)
-    identity = api.get_identity(identity_id, db, services, caller)
-    credentials: list[api.CredentialOut] = []
-    manage = caller.may(Permission.MANAGE_CREDENTIALS)
-    if manage:
-        credentials = api.list_credentials(identity_id, db, services, caller)
-    return page(
-        request,
-        browser,
-        "console_person.html",
-        title=browser.t("console.person.title", name=identity.name),
-        status=status,
-        errors=errors or [],
-        identity=identity,
-        credentials=credentials,
-        may_manage=manage,
-        may_suspend=caller.may(Permission.SUSPEND),
-        may_close=caller.may(Permission.CLOSE),
-        may_block=lambda c: CredentialState.BLOCKED in TRANSITIONS[c.state],
-        may_replace=lambda c: (
-            c.kind is not CredentialKind.PASSWORD
-            and CredentialState.REPLACED in TRANSITIONS[c.state]
-        ),
-        orderable=ORDERABLE,
-    )
-
-
 @router.get("/console/people/{identity_id}")
 def person(
     identity_id: uuid.UUID,
@@ -199,7 +155,7 @@ def person(
     db: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    return _person(request, browser, caller, db, services, identity_id)
+    return person_page(request, browser, caller, db, services, identity_id)
 
 
 def _act(
@@ -224,7 +180,7 @@ def _act(
             raise
         db.rollback()
         errors = [(field, message(browser, exc.code))]
-        return _person(
+        return person_page(
             request,
             browser,
             caller,
@@ -275,7 +231,7 @@ def change_status(
     if wanted == "close" and form.get("confirm_close") != "yes":
         caller.require(Permission.CLOSE)
         error = [("confirm_close-yes", browser.t("console.person.close_unconfirmed"))]
-        return _person(
+        return person_page(
             request, browser, caller, db, services, identity_id, status=422, errors=error
         )
     return _act(
@@ -306,7 +262,7 @@ def order(
     kind = next((k for k in ORDERABLE if k.value == form.get("kind")), None)
     if kind is None:
         error = [(f"kind-{ORDERABLE[0].value}", browser.t("console.order.choose"))]
-        return _person(
+        return person_page(
             request, browser, caller, db, services, identity_id, status=422, errors=error
         )
     body = api.OrderIn(kind=kind)
@@ -363,3 +319,4 @@ def credential_action(
 
 router.include_router(console_enrol.router)
 router.include_router(console_migration.router)
+router.include_router(console_proofing.router)

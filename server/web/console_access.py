@@ -5,6 +5,8 @@ how a refused action is told."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy.orm import Session
@@ -15,6 +17,7 @@ from server.api.deps import Services, audit_hook
 from server.api.problems import STATUS_BY_CODE
 from server.services.access import Caller, Permission
 from server.services.errors import DomainError
+from server.services.identities import DOCUMENT_KINDS
 from server.storage.repositories import RateLimitRepository
 from server.storage.tables import ProofingChannel
 from server.web.browser import Browser
@@ -26,6 +29,12 @@ ASSISTED = (ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE)
 IN_PERSON_DOCUMENTS = ("passport", "driving_licence", "national_id_card")
 # The id an error about the document choice links to: the group's first choice.
 DOCUMENT_FIELD = f"document_kind-{IN_PERSON_DOCUMENTS[0]}"
+# What a later proofing of an enrolled person may rest on: every kind the service knows, the
+# documents shown in person first (only they can give High).
+PROOFING_DOCUMENTS = (
+    *IN_PERSON_DOCUMENTS,
+    *(kind for kind in DOCUMENT_KINDS if kind not in IN_PERSON_DOCUMENTS),
+)
 
 
 def now_of(services: Services) -> dt.datetime:
@@ -93,6 +102,42 @@ def check_operator_key(
         return None, "console.login.not_operator", 403
     audit("console.sign_in", {"result": "ok", "purpose": purpose})
     return caller, "", 200
+
+
+def check_second_operator(
+    request: Request,
+    db: Session,
+    services: Services,
+    first: Caller,
+    channel: ProofingChannel,
+    typed: str,
+) -> tuple[Caller | None, str, int]:
+    """The second operator approving a High proofing by typing their own key at the first
+    operator's desk, or why not (a catalogue key and a status): another operator, who may
+    enrol and prove on ``channel``. The key check is rate-limited and audited like a sign-in."""
+    second, error, status = check_operator_key(request, db, services, typed, "second_operator")
+    if second is None:
+        return None, error, status
+    if second.key_id == first.key_id or second.name == first.name:
+        return None, "console.second.same_operator", 422
+    if not (second.may(Permission.ENROL) and second.may_prove_on(channel)):
+        return None, "console.second.wrong_channel", 403
+    return second, "", 200
+
+
+def approval_rows(browser: Browser, pending: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the second operator approves (channel, document, level), as the waiting page's
+    summary rows."""
+    document = str(pending["document_kind"])
+    document_key = f"console.document.{document}"
+    return [
+        (browser.t("console.proofing.channel"), browser.t(f"console.channel.{pending['channel']}")),
+        (
+            browser.t("console.proofing.document"),
+            browser.t(document_key) if browser.t.has(document_key) else document,
+        ),
+        (browser.t("console.proofing.level"), browser.t("console.level.high")),
+    ]
 
 
 class ConsoleNotFound(DomainError):

@@ -23,9 +23,10 @@ from server.web.console_access import (
     DOCUMENT_FIELD,
     IN_PERSON_DOCUMENTS,
     ConsoleNotFound,
+    approval_rows,
     channel_of,
     channels,
-    check_operator_key,
+    check_second_operator,
     message,
     status_of,
 )
@@ -194,8 +195,18 @@ def _second_page(
         title=browser.t("console.second.title"),
         status=status,
         errors=errors or [],
-        pending=pending,
-        masked=PersonNumber.parse(str(pending["person_number"])).masked,
+        waiting=browser.t("console.second.waiting"),
+        action="/console/enrol/second",
+        submit_text=browser.t("console.second.submit"),
+        cancel_text=browser.t("console.second.cancel"),
+        rows=[
+            (browser.t("console.enrol.name"), pending["name"]),
+            (
+                browser.t("console.person.person_number"),
+                PersonNumber.parse(str(pending["person_number"])).masked,
+            ),
+            *approval_rows(browser, pending),
+        ],
     )
 
 
@@ -224,16 +235,10 @@ def second(
         browser.remember(_PENDING, None)
         browser.flash("console.second.cancelled")
         return redirect(browser, "/console")
-    second_op, error, status = check_operator_key(
-        request, db, services, str(form.get("second_key", "")), "second_operator"
-    )
-    if second_op is not None:
-        channel = ProofingChannel(pending["channel"])
-        if second_op.key_id == caller.key_id or second_op.name == caller.name:
-            error, status = "console.second.same_operator", 422
-        elif not (second_op.may(Permission.ENROL) and second_op.may_prove_on(channel)):
-            error, status = "console.second.wrong_channel", 403
-    if second_op is None or error:
+    channel = ProofingChannel(pending["channel"])
+    typed = str(form.get("second_key", ""))
+    second_op, error, status = check_second_operator(request, db, services, caller, channel, typed)
+    if second_op is None:
         errors = [("second_key", browser.t(error))]
         return _second_page(request, browser, pending, status=status, errors=errors)
     return _finish_enrolment(

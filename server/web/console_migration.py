@@ -78,6 +78,36 @@ def _problem(answer: JSONResponse) -> dict[str, Any]:
     return body
 
 
+def _refused_elsewhere(
+    flow_id: uuid.UUID,
+    request: Request,
+    browser: Browser,
+    caller: Caller,
+    db: Session,
+    services: Services,
+) -> Response | None:
+    """A 403 page if the flow runs on a channel that is not the operator's own assisted one
+    (supervisors: any assisted one), so a self-service flow whose id an operator has is not
+    driven from the console; ``None`` when the operator may open it. An id nobody has (the
+    same answer as for any user id before the legacy proof) is not told apart here."""
+    channel = flows_api.migration_flows(db, services, request, caller.actor).channel_of(flow_id)
+    if channel is None or channel in channels(caller):
+        return None
+    audit_hook(db, services, caller.actor)(
+        "console.migration_refused", {"flow": str(flow_id), "channel": channel.value}
+    )
+    return page(
+        request,
+        browser,
+        "error.html",
+        title=browser.t("console.flow.other_channel_title"),
+        status=403,
+        message=browser.t(
+            "console.flow.other_channel", channel=browser.t(f"console.channel.{channel.value}")
+        ),
+    )
+
+
 @router.get("/console/migrations")
 def migration_start_page(request: Request, browser: BrowserDep, caller: OperatorDep) -> Response:
     caller.require(Permission.MANAGE_CREDENTIALS)
@@ -162,6 +192,9 @@ def migration(
 ) -> Response:
     """Where the assisted flow stands, the person's resume link, and its next step."""
     caller.require(Permission.MANAGE_CREDENTIALS)
+    refused = _refused_elsewhere(flow_id, request, browser, caller, db, services)
+    if refused is not None:
+        return refused
     answer = flows_api.get_flow(flow_id, db, services, request, caller)
     if isinstance(answer, JSONResponse):
         raise ConsoleNotFound("no such flow", detail="no such flow")
@@ -231,6 +264,9 @@ def migration_step(
     caller.require(Permission.MANAGE_CREDENTIALS)
     if step not in STEPS:
         raise ConsoleNotFound("no such step", detail="no such step")
+    refused = _refused_elsewhere(flow_id, request, browser, caller, db, services)
+    if refused is not None:
+        return refused
     try:
         body = _step_body(step, form)
     except ValidationError as exc:

@@ -1,6 +1,6 @@
 """The operator console in the real Chromium: an operator task by keyboard alone (sign in, find
 a person, block a credential), and axe on every console page in Danish and English, with error
-states (a wrong key, a person not found, a form with errors)."""
+states (a wrong key, a person not found, a form with errors), the proofing form included."""
 
 from __future__ import annotations
 
@@ -119,6 +119,8 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
                 "find": "Find person",
                 "enrol": "Opret person",
                 "level_high": "Høj (to operatører godkender)",
+                "prove": "Registrér identitetssikring",
+                "approve_high": "Dig og en anden operatør (niveau Høj)",
             },
         ),
         (
@@ -130,6 +132,8 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
                 "find": "Find person",
                 "enrol": "Enrol person",
                 "level_high": "High (two operators approve)",
+                "prove": "Record the proofing",
+                "approve_high": "You and a second operator (High)",
             },
         ),
     ],
@@ -164,6 +168,19 @@ def test_every_console_page_passes_axe(
     page.goto(f"{desk.url}/console/people/{desk.identity_id}")
     assert_accessible(page, f"console person, {lang}")
     shots.save(page, f"console-person-{lang}")
+
+    # The proofing form on the person's page: sent empty (its error state), then High, which
+    # waits for a second operator.
+    page.get_by_role("button", name=texts["prove"]).click()
+    assert page.locator("#error-summary").is_visible()
+    assert page.locator("#level-substantial-error").is_visible()
+    assert_accessible(page, f"console proofing, {lang}, errors")
+    page.locator("#document_kind-passport").check()
+    page.get_by_label(texts["approve_high"]).check()
+    page.get_by_role("button", name=texts["prove"]).click()
+    page.wait_for_url(f"{desk.url}/console/people/{desk.identity_id}/proofing/second")
+    assert_accessible(page, f"console proofing second operator, {lang}")
+    shots.save(page, f"console-proofing-second-{lang}")
 
     page.goto(f"{desk.url}/console/enrol")
     assert_accessible(page, f"console enrol, {lang}")

@@ -28,7 +28,7 @@ from tests.unit.server.legacy.test_migration_api import (
     add_person,
     code_of,
 )
-from tests.unit.server.web.forms import lang_of, text_of
+from tests.unit.server.web.forms import csrf_of, lang_of, text_of
 from tests.unit.server.web.test_console import audit, post_form, services_of, signed_in
 
 _INDEX = re.compile(r'class="code-block">([0-9]{4})<')
@@ -135,7 +135,9 @@ def test_an_operator_of_another_channel_cannot_drive_the_flow(
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     page = start(browser, person)
     signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
-    assert browser.get(page).status_code == 403
+    refused = browser.get(page)
+    assert refused.status_code == 403
+    assert "den kører på: Bank" in text_of(refused)
 
 
 def test_a_start_without_a_document_is_told_at_the_field(
@@ -160,3 +162,52 @@ def test_a_bank_operator_cannot_start_at_the_service_centre(
     data = {"user_id": person.user_id, "document_kind": "passport", "channel": "service_centre"}
     answer = post_form(browser, "/console/migrations", "/console/migrations", **data)
     assert answer.status_code == 403
+
+
+def test_a_self_service_flow_is_refused_for_viewing_and_every_step(
+    browser: TestClient, settings: Settings
+) -> None:
+    person = add_person(browser)
+    started = browser.post("/migrations", json={"user_id": person.user_id})  # no API key
+    assert started.status_code == 201, started.text
+    flow_id = uuid.UUID(started.json()["id"])
+    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
+    page = f"/console/migrations/{flow_id}"
+    shown = browser.get(page)
+    assert shown.status_code == 403
+    assert "ikke kører på din kanal (den kører på: Selvbetjening)" in text_of(shown)
+    code = code_for(person.secret, started.json()["index"])
+    steps = {
+        "prove": {"user_id": person.user_id, "password": PASSWORD, "code": code},
+        "confirm": {"person_number": person.person_number, "name": NAME},
+        "choose": {"kinds": "code_display"},
+        "activate": {"password": NEW_PASSWORD},
+        "complete": {},
+    }
+    csrf = csrf_of(browser.get("/console"))
+    for which, data in steps.items():
+        answer = browser.post(
+            f"{page}/{which}", data={"csrf": csrf, **data}, follow_redirects=False
+        )
+        assert answer.status_code == 403, which
+    with services_of(browser).sessions() as session:
+        flow = session.get(MigrationFlow, flow_id)
+        assert flow is not None
+        assert flow.pending_index is not None  # still waiting for the person's own proof
+    refusals = audit(browser, "console.migration_refused")
+    assert len(refusals) == 1 + len(steps)
+    assert refusals[0].details == {"flow": str(flow_id), "channel": "self_service"}
+
+
+def test_a_supervisor_opens_assisted_flows_but_not_self_service_ones(
+    browser: TestClient, settings: Settings
+) -> None:
+    person = add_person(browser)
+    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
+    assisted = start(browser, person)
+    other = add_person(browser)
+    started = browser.post("/migrations", json={"user_id": other.user_id})
+    assert started.status_code == 201, started.text
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    assert browser.get(assisted).status_code == 200
+    assert browser.get(f"/console/migrations/{started.json()['id']}").status_code == 403
