@@ -263,6 +263,14 @@ def piv_login(
             show_default=False,
         ),
     ] = None,
+    pairing: Annotated[
+        str | None,
+        typer.Option(
+            help="The pairing code the login's smartcard page shows (e.g. ABCD-EFGH-JKLM): "
+            "needed when the login was opened in a browser, which it pairs this program with.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Log in with the card: after the PIN, its 9A key signs the service's challenge for this
     login and the service's origin, and the service checks the signature, the certificate
@@ -272,13 +280,17 @@ def piv_login(
 
     signed_origin = service_origin(url, origin)
     transaction_id = parse_id(transaction, "--transaction")
+    paired = _pairing(pairing)
     with service_client(url) as http, piv_session(reader) as session:
         certificate = session.certificate(Slot.AUTHENTICATION)
         if certificate is None:
             raise fail("slot 9a holds no certificate: enrol the card first (devices piv enrol)")
         algorithm = key_algorithm(certificate.public_key())
         begun = call_service(
-            http, f"/authentications/{transaction_id}/piv/begin", "beginning the login"
+            http,
+            f"/authentications/{transaction_id}/piv/begin",
+            "beginning the login",
+            paired or None,
         )
         challenge = base64.b64decode(begun["challenge"])
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
@@ -296,7 +308,24 @@ def piv_login(
                 "certificate": _b64(certificate.public_bytes(serialization.Encoding.DER)),
                 "signature": _b64(signature),
                 "origin": signed_origin,
+                **paired,
             },
         )
     Listener.emit(Event(DeviceEvent.DONE))
     typer.echo("factors: " + " ".join(answer["factors"]))
+
+
+def _pairing(code: str | None) -> dict[str, str]:
+    """The pairing member of the login's requests (none without ``--pairing``), checked
+    before the card is touched so a mistyped code costs no PIN try."""
+    from server.services.authentication import PAIRING_LENGTH, normalise_pairing
+
+    if code is None:
+        return {}
+    compact = normalise_pairing(code)
+    if len(compact) != PAIRING_LENGTH or not set(compact) <= _BASE32:
+        raise fail(f"--pairing takes the {PAIRING_LENGTH} letters and digits the page shows")
+    return {"pairing": compact}
+
+
+_BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")

@@ -128,12 +128,15 @@ def run_factor(
     check: FactorCheck,
     submitted: dict[str, Any],
     binding: str | None = None,
+    *,
+    pairing: str | None = None,
 ) -> FactorResult:
-    """Check one factor (for the browser of ``binding``, if a browser claimed the login) and
-    commit what it changed, failure or not (counters, blocks, limits, audit)."""
+    """Check one factor (for the browser of ``binding``, or a program paired with it by
+    ``pairing``, if a browser claimed the login) and commit what it changed, failure or not
+    (counters, blocks, limits, audit)."""
     source = request.client.host if request.client else "unknown"
     result = authentication_service(session, services).verify_factor(
-        transaction_id, check, submitted, source=source, binding=binding
+        transaction_id, check, submitted, source=source, binding=binding, pairing=pairing
     )
     commit_now(session)
     return result
@@ -146,10 +149,15 @@ def verify_and_answer(
     transaction_id: uuid.UUID,
     check: FactorCheck,
     submitted: dict[str, Any],
+    *,
+    pairing: str | None = None,
 ) -> FactorsView | JSONResponse:
     """Check one factor and answer: the factors so far, or a 401 problem. The failure is
-    returned, not raised, so what it changed (counters, blocks, limits, audit) is committed."""
-    result = run_factor(request, session, services, transaction_id, check, submitted)
+    returned, not raised, so what it changed (counters, blocks, limits, audit) is committed.
+    ``pairing`` only from the routes of device factors run outside the browser (PIV)."""
+    result = run_factor(
+        request, session, services, transaction_id, check, submitted, pairing=pairing
+    )
     if result.failure is not None:
         return problem(401, result.failure.code, "Not accepted", result.failure.detail)
     return FactorsView(factors=result.factors)

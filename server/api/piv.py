@@ -15,7 +15,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Request, Response
@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, verify_and_answer
+from server.api.authentication import FactorsView, authentication_service, verify_and_answer
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.services.credentials import CredentialService
@@ -125,6 +125,24 @@ class ChallengeOut(BaseModel):
     challenge: str = Field(description="base64; sign LOGIN_DOMAIN || transaction id || challenge")
 
 
+PAIRING_PATTERN = r"^[A-Za-z0-9 -]{12,24}$"
+
+
+def _pairing_field() -> Any:
+    return Field(
+        default=None,
+        min_length=12,
+        max_length=24,
+        pattern=PAIRING_PATTERN,
+        description="the pairing code the login's page shows, when a browser opened the login "
+        "(any case; dashes and spaces ignored)",
+    )
+
+
+class PivBeginIn(_Strict):
+    pairing: str | None = _pairing_field()
+
+
 class PivSignatureIn(_Strict):
     certificate: CertificateDer
     signature: SignatureDer
@@ -134,6 +152,7 @@ class PivSignatureIn(_Strict):
         pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
         description="the service origin the client signed for (one of the service's origins)",
     )
+    pairing: str | None = _pairing_field()
 
 
 # --- wiring -----------------------------------------------------------------------------------
@@ -225,9 +244,17 @@ def enrol_complete(
 
 @router.post("/authentications/{transaction_id}/piv/begin")
 def login_begin(
-    transaction_id: uuid.UUID, request: Request, session: SessionDep, services: ServicesDep
+    transaction_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    services: ServicesDep,
+    body: PivBeginIn | None = None,
 ) -> ChallengeOut:
-    """A fresh challenge for the card to sign in an identified login."""
+    """A fresh challenge for the card to sign in an identified login. A login a browser
+    opened takes it only with that browser's pairing code (its smartcard page shows it), so
+    no one else can replace the challenge the card is about to sign."""
+    pairing = body.pairing if body is not None else None
+    authentication_service(session, services).admit(transaction_id, pairing=pairing)
     challenge = piv_service(request, session, services).login_begin(transaction_id)
     return ChallengeOut(challenge=_b64(challenge))
 
@@ -244,7 +271,8 @@ def login_signature(
     session: SessionDep,
     services: ServicesDep,
 ) -> FactorsView | JSONResponse:
-    """The card's certificate and its signature over the challenge of ``piv/begin``."""
+    """The card's certificate and its signature over the challenge of ``piv/begin`` (with
+    the pairing code when a browser opened the login)."""
     origins = services.settings.rp_origins
     check = piv_service(request, session, services).login_check(transaction_id, origins)
     submitted = {
@@ -252,7 +280,9 @@ def login_signature(
         "signature": body.signature,
         "origin": body.origin,
     }
-    return verify_and_answer(request, session, services, transaction_id, check, submitted)
+    return verify_and_answer(
+        request, session, services, transaction_id, check, submitted, pairing=body.pairing
+    )
 
 
 # --- publication ------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "form-rejected": 403,
     "speech-unavailable": 503,
     "login-bound-elsewhere": 409,
+    "transaction-expired": 410,  # a login, enrolment or registration that took too long
     # The server's own faults, not the client's.
     "secret-unreadable": 500,
     "key-material-rejected": 500,

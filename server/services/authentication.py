@@ -4,7 +4,9 @@ rate limits, and the signed assertion a service provider receives."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import hmac
 import secrets
 import uuid
@@ -44,6 +46,14 @@ ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
 # A person who needs more time may extend a login this many times, each by its lifetime
 # (WCAG 2.2.1), so a login stays open at most (1 + MAX_EXTENSIONS) lifetimes.
 MAX_EXTENSIONS = 3
+
+# The pairing code that lets a program outside the browser (the smartcard's command) go on
+# with a login a browser claimed: 12 characters of base32, 60 bits, typeable and one-way.
+PAIRING_DOMAIN = b"akkreditiv-device-pairing\x00"
+PAIRING_LENGTH = 12
+PAIRING_GROUP = 4
+# Characters people confuse with base32 letters when they type a code they read.
+_TYPED_AS = str.maketrans({"0": "O", "1": "I", "8": "B"})
 
 _LEVELS = {
     Level.LOW: AssuranceLevel.LOW,
@@ -143,6 +153,24 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def pairing_code(binding: str) -> str:
+    """The code that pairs a device program with the browser of ``binding``: shown on the
+    login's pages (to that browser alone) and given to the program, which sends it with its
+    steps. Derived one way, so the code does not reveal the binding (nor the browser's
+    cookie behind it). Grouped for reading, e.g. ``ABCD-EFGH-JKLM``."""
+    digest = hashlib.sha256(PAIRING_DOMAIN + binding.encode("utf-8")).digest()
+    code = base64.b32encode(digest).decode("ascii")[:PAIRING_LENGTH]
+    return "-".join(
+        code[start : start + PAIRING_GROUP] for start in range(0, PAIRING_LENGTH, PAIRING_GROUP)
+    )
+
+
+def normalise_pairing(typed: str) -> str:
+    """A typed pairing code as compared: any case, dashes and spaces ignored, and the digits
+    people type for look-alike letters (0, 1, 8 for O, I, B) read as those letters."""
+    return "".join(typed.split()).replace("-", "").upper().translate(_TYPED_AS)
+
+
 class AuthenticationService:
     def __init__(
         self,
@@ -209,15 +237,26 @@ class AuthenticationService:
         return transaction
 
     @staticmethod
-    def _bound(transaction: AuthTransaction, binding: str | None) -> None:
+    def _bound(
+        transaction: AuthTransaction, binding: str | None, pairing: str | None = None
+    ) -> None:
         """Refuse a step from anyone but the browser that claimed the login (the API's
-        clients included: a login whose pages a browser opened is that browser's alone)."""
+        clients included: a login whose pages a browser opened is that browser's alone), or
+        a program that browser paired with: one showing the pairing code of its binding."""
         claimed = transaction.browser_binding
-        if claimed is not None and not hmac.compare_digest(claimed, binding or ""):
-            raise LoginBoundElsewhere(
-                "login claimed by another browser",
-                detail="this login was started in another browser; start again here",
-            )
+        if claimed is None:
+            return
+        if binding is not None and hmac.compare_digest(claimed.encode(), binding.encode()):
+            return
+        if pairing is not None:
+            expected = pairing_code(claimed).replace("-", "").encode()
+            if hmac.compare_digest(expected, normalise_pairing(pairing).encode("utf-8")):
+                return
+        raise LoginBoundElsewhere(
+            "login claimed by another browser",
+            detail="this login was started in another browser; start again there, or give "
+            "the program the pairing code that browser's page shows",
+        )
 
     def claim(self, transaction_id: uuid.UUID, binding: str) -> AuthTransaction:
         """The browser session ``binding`` (a digest the pages derive from its cookie) takes
@@ -228,6 +267,16 @@ class AuthenticationService:
             self.transactions.update(transaction)
             self.audit("authentication.claimed", {"transaction": str(transaction.id)})
         self._bound(transaction, binding)
+        return transaction
+
+    def admit(
+        self, transaction_id: uuid.UUID, *, binding: str | None = None, pairing: str | None = None
+    ) -> AuthTransaction:
+        """The open login, if the caller may go on with it: anyone while no browser claimed
+        it, else that browser (``binding``) or a program it paired with (``pairing``). For
+        the steps before a factor that change the login (a device's fresh challenge)."""
+        transaction = self._open(transaction_id)
+        self._bound(transaction, binding, pairing)
         return transaction
 
     def standing(self, transaction_id: uuid.UUID, binding: str | None = None) -> Standing:
@@ -302,19 +351,22 @@ class AuthenticationService:
         *,
         source: str,
         binding: str | None = None,
+        pairing: str | None = None,
     ) -> FactorResult:
         """Check one factor; the result holds the factors proven so far, or the failure.
 
         Every login factor comes through here, so it reads what it needs in few statements:
         the transaction with its identity's status, then both rate-limit rows (source and
         account) at once; the check reads and writes its credential; the audit entry ends it.
+        A login a browser claimed takes the step from that browser (``binding``) or from a
+        program it paired with (``pairing``; the routes of device factors alone pass it).
         """
         try:
             transaction, status = self.transactions.get_with_identity_status(transaction_id)
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
         self._usable(transaction)
-        self._bound(transaction, binding)
+        self._bound(transaction, binding, pairing)
         if transaction.state != IDENTIFIED:
             raise TransactionClosed("not identified", detail="say who is logging in first")
         now = self.clock()

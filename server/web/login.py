@@ -4,8 +4,10 @@ credentials until the provider's level is reached, then back to the provider.
 
 The first browser to open a login's pages claims it (``AuthenticationService.claim``): every
 step is checked against that browser's binding, so a second browser, or an API client,
-cannot go on with a login someone is doing here. The pages never tell whether an account
-exists: the same answer for any person number and the same list of credentials for anyone.
+cannot go on with a login someone is doing here. The smartcard, which signs in a program
+outside the browser, is paired with it by the code its page shows (``pairing_code``). The
+pages never tell whether an account exists: the same answer for any person number and the
+same list of credentials for anyone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from server.services.authentication import (
     NoMoreTime,
     Standing,
     Throttled,
+    pairing_code,
 )
 from server.services.errors import DomainError, InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
@@ -69,6 +72,14 @@ _TEMPLATES = {
 }
 
 
+def _local(value: str | None, default: str) -> str:
+    """A ``next`` path on this site (``local_path``), without control characters: they have
+    no place in a path, and a NUL cannot be stored in the session's JSON on PostgreSQL."""
+    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return default
+    return local_path(value, default)
+
+
 def _service(session: Any, services: Services) -> AuthenticationService:
     return authentication_service(session, services, actor="web")
 
@@ -87,7 +98,7 @@ def _used(standing: Standing) -> set[str]:
     return {method for method, kinds in METHODS.items() if kinds & factors}
 
 
-def _context(request: Request, browser: Browser, standing: Standing, step: int) -> dict[str, Any]:
+def _context(browser: Browser, standing: Standing, step: int) -> dict[str, Any]:
     """What every login page shows: who asked, the level, progress and the login's expiry."""
     transaction = standing.transaction
     t = browser.t
@@ -122,7 +133,7 @@ def _show(
         template,
         title=browser.t(title_key),
         status=status,
-        **_context(request, browser, standing, step),
+        **_context(browser, standing, step),
         **context,
     )
 
@@ -246,7 +257,7 @@ def chosen(
         return elsewhere
     method = str(form.get("method", ""))
     if method not in METHODS or method in _used(standing):
-        first = next(m for m in METHODS if m not in _used(standing))
+        first = next((m for m in METHODS if m not in _used(standing)), "password")
         return _choice_page(
             request, browser, standing, [(f"method-{first}", browser.t("login.method_missing"))]
         )
@@ -272,7 +283,7 @@ def extend(
         browser.flash("login.extended")
     except NoMoreTime:
         browser.flash("login.no_more_time")
-    return redirect(browser, local_path(str(form.get("next", "")), f"/login/{transaction_id}"))
+    return redirect(browser, _local(str(form.get("next", "")), f"/login/{transaction_id}"))
 
 
 @router.get("/login/{transaction_id}/done")
@@ -298,7 +309,7 @@ def done(
         outcome = _service(session, services).complete(transaction_id, provider=SELF_SERVICE)
         assert transaction.identity_id is not None  # noqa: S101 - reached implies identified
         browser.sign_in_citizen(transaction.identity_id, outcome.level.name.lower())
-        return redirect(browser, local_path(str(pending.get("next", "")), "/account"))
+        return redirect(browser, _local(str(pending.get("next", "")), "/account"))
     if transaction.return_url:
         return browser.apply(
             RedirectResponse(_with_transaction(transaction.return_url, transaction_id), 303)
@@ -322,7 +333,7 @@ def account_login(
 ) -> Response:
     """Self-service needs level Substantial: a login of its own, begun here (no API key),
     which this browser alone may finish."""
-    target = local_path(next, "/account")
+    target = _local(next, "/account")
     if browser.identity_id is not None:
         return redirect(browser, target)
     transaction = _service(session, services).begin(SELF_SERVICE, Level.SUBSTANTIAL)
@@ -358,7 +369,9 @@ def _method_page(
         # Inside <script type="application/json">: "</" must not end the element early.
         extra["options_json"] = json.dumps(options).replace("</", "<\\/")
     elif method == "smartcard":
+        # The card signs in another program: the code pairs it with this browser's login.
         extra["service_url"] = own_origin(request)
+        extra["pairing"] = pairing_code(browser.binding)
     elif method == "code":
         extra["guide_audio"] = f"/speech/{browser.lang}/guide.audio_reader.wav"
     return _show(

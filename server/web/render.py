@@ -115,6 +115,8 @@ def local_path(value: str | None, default: str = "/") -> str:
     """``value`` if it is a path on this site (for ``next=`` parameters), else ``default``."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return default
+    if any(ord(character) < 0x20 or ord(character) == 0x7F for character in value):
+        return default  # a control character (a NUL, a CR LF header split) is never a path
     return value
 
 

@@ -1,6 +1,12 @@
 """Keyboard-only use of a page, as a person without a mouse: Tab to a control found by its
 accessible name (Chromium's own computation, what a screen reader hears), check that the focus
-is visible, then press Enter or Space or type."""
+is visible, then press Enter or Space or type.
+
+The accessible names come over the page's one DevTools session (:func:`page_session`), which
+the virtual WebAuthn authenticators of tests/browser/webauthn.py share: Chromium (156) ends a
+page's virtual authenticators when any DevTools session of that page detaches, so no session
+of a page is ever closed before the page is.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
     from playwright.sync_api import CDPSession, ElementHandle, Page
@@ -38,6 +45,22 @@ _EDITABLE = """(element) => element !== null && (element.isContentEditable
     && !element.disabled && !element.readOnly"""
 _PAGE_ITSELF = {"BODY", "HTML"}
 _TRANSPARENT = re.compile(r"rgba\(.*,\s*0\)$|^transparent$")
+
+
+# Each page's DevTools session, for as long as the page object lives.
+_SESSIONS: WeakKeyDictionary[Page, CDPSession] = WeakKeyDictionary()
+
+
+def page_session(page: Page) -> CDPSession:
+    """The page's DevTools session: opened on first use and kept, never detached, for the
+    life of the page (across its navigations). Everything in these tests that speaks the
+    protocol to a page uses this one, because detaching a session ends the page's virtual
+    authenticators."""
+    cdp = _SESSIONS.get(page)
+    if cdp is None:
+        cdp = page.context.new_cdp_session(page)
+        _SESSIONS[page] = cdp
+    return cdp
 
 
 class KeyboardError(AssertionError):
@@ -107,23 +130,20 @@ def tab_to(page: Page, target: Target, *, max_tabs: int = 60, backwards: bool = 
     round to an element it already passed."""
     wanted = _describe(target)
     key = "Shift+Tab" if backwards else "Tab"
-    cdp = page.context.new_cdp_session(page)
-    try:
-        visited: list[Focused] = []
-        for _ in range(max_tabs):
-            page.keyboard.press(key)
-            now = focused(page, cdp)
-            if now is None:
-                continue
-            if _matches(target, now):
-                _check_focus_visible(page, now, key)
-                return now
-            if any(item.node_id == now.node_id for item in visited):
-                raise NotReachable(wanted, visited, "focus went round the page")
-            visited.append(now)
-        raise NotReachable(wanted, visited, f"not within {max_tabs} presses")
-    finally:
-        cdp.detach()
+    cdp = page_session(page)
+    visited: list[Focused] = []
+    for _ in range(max_tabs):
+        page.keyboard.press(key)
+        now = focused(page, cdp)
+        if now is None:
+            continue
+        if _matches(target, now):
+            _check_focus_visible(page, now, key)
+            return now
+        if any(item.node_id == now.node_id for item in visited):
+            raise NotReachable(wanted, visited, "focus went round the page")
+        visited.append(now)
+    raise NotReachable(wanted, visited, f"not within {max_tabs} presses")
 
 
 def activate(page: Page, key: Literal["Enter", "Space"] = "Enter") -> None:

@@ -1,7 +1,8 @@
 """The login pages in the real Chromium, by keyboard alone: a password + code login that
-steps up to the provider's level (Danish, with a wrong password on the way), and a login with
-a security key registered through Chromium's virtual authenticator (English). axe checks every
-page in both languages and an error state.
+steps up to the provider's level (Danish, with a wrong password on the way), the citizen's
+sign-in to self-service (Danish), and a login with a security key registered through
+Chromium's virtual authenticator (English). axe checks every page in both languages and an
+error state.
 
 The virtual authenticator's attestation is trusted the way a real key model's would be: its
 certificate (self-signed, made by Chromium) is written to the file that
@@ -196,6 +197,39 @@ def test_password_then_code_by_keyboard_steps_up_and_returns(
     assert completed.json()["level"] == "substantial"
 
 
+def test_self_service_sign_in_by_keyboard(
+    page: Page, web_server: WebServer, api: httpx.Client
+) -> None:
+    """/account/login begins a login of its own at level substantial; the same pages lead
+    back to the account, signed in."""
+    from devices.protocol.otp import hotp
+
+    identity = enrol(api, "0505601234", "Selma Selvbetjening")
+    secret = give_token(api, identity)
+    page.goto(web_server.url + "/account/login")
+    page.wait_for_url(re.compile(r"/login/[0-9a-f-]+$"))
+    assert "akkreditivs selvbetjening" in page.locator("main").inner_text()
+    check(page, "self-service login start, da")
+    tab_to(page, "CPR-nummer")
+    type_into_focused(page, "050560-1234")
+    submit(page)
+    page.wait_for_url(re.compile(r"/choose$"))
+    press_continue(page, "Fortsæt")
+    page.wait_for_url(re.compile(r"/password$"))
+    tab_to(page, "Adgangskode")
+    type_into_focused(page, PASSWORD)
+    submit(page)
+    page.wait_for_url(re.compile(r"/choose$"))
+    press_continue(page, "Fortsæt")
+    page.wait_for_url(re.compile(r"/code$"))
+    tab_to(page, "Kode")
+    type_into_focused(page, hotp(secret, 1))
+    submit(page)
+    page.wait_for_url(f"{web_server.url}/account")
+    assert page.locator("h1").inner_text() == "Dine loginmidler"
+    assert "Selma Selvbetjening" in page.locator("main").inner_text()
+
+
 CREATE = """async (options) => {
     const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
     publicKey.attestation = "direct";
@@ -246,9 +280,8 @@ def test_security_key_login_by_keyboard(
     login = begin(api, "substantial")
     transaction = login.rsplit("/", 1)[1]
     page.goto(web_server.url + login)
-    # Chromium's virtual authenticators end with the document and when any DevTools session
-    # of the page closes: the key is registered here, and put back (the same credential and
-    # private key) on the security key page just before it is used.
+    # The key, registered here, stays with the page (its DevTools session, which tab_to
+    # shares) through the login's pages until it is used on the security key page.
     cdp, authenticator = add_virtual_authenticator(page)
     register_key(page, api, identity, roots_file)
     (key,) = credentials(cdp, authenticator)
@@ -267,13 +300,13 @@ def test_security_key_login_by_keyboard(
     page.wait_for_url(re.compile(r"/security-key$"))
     check(page, "login security key, en", "login-security-key-en")
     tab_to(page, "Use my security key")
-    # After tab_to (whose DevTools session, on closing, ends the virtual authenticators).
-    cdp, authenticator = add_virtual_authenticator(page)
-    cdp.send("WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": key})
     activate(page)
     page.wait_for_url(re.compile(r"/done$"))
+    (used,) = credentials(cdp, authenticator)
+    assert used["credentialId"] == key["credentialId"]
+    assert used["signCount"] > key["signCount"]  # this key signed the login
     assert page.locator("h1").inner_text() == "You are logged in"
-    check(page, "login done, en", "login-done-en")
+    check(page, "login done, en")
 
     completed = api.post(f"/authentications/{transaction}/complete")
     assert completed.status_code == 200, completed.text
@@ -286,15 +319,32 @@ def test_security_key_login_by_keyboard(
 def test_every_login_page_is_accessible(
     page: Page, web_server: WebServer, api: httpx.Client, locale: str
 ) -> None:
-    """The pages the two walks above do not pass through, in each language, with an error
-    state each (the smartcard's "not yet", an empty code, another browser's login)."""
+    """The pages the walks above do not pass through, in each language, with an error
+    state each (the smartcard's "not yet", an empty code, another browser's login), and the
+    "you are logged in" page of a login without a return URL."""
+    lang = locale[:2]
+    number = {"da": "0606501234", "en": "0707501234"}[lang]
+    enrol(api, number, "Alma Axe")
+    page.goto(web_server.url + begin(api, "low"))
+    page.fill("#person_number", number)
+    page.locator("main form button[type=submit]").first.click()
+    page.wait_for_url(re.compile(r"/choose$"))
+    page.goto(page.url.rsplit("/", 1)[0] + "/password")
+    page.fill("#password", PASSWORD)
+    page.locator("main form button[type=submit]").first.click()
+    page.wait_for_url(re.compile(r"/done$"))
+    assert (
+        page.locator("h1").inner_text()
+        == {"da": "Du er logget ind", "en": "You are logged in"}[lang]
+    )
+    check(page, f"login done, {lang}", f"login-done-{lang}")
+
     login = begin(api, "high")
     page.goto(web_server.url + login)
     page.fill("#person_number", "3112991234")
     page.locator("main form button[type=submit]").first.click()
     page.wait_for_url(re.compile(r"/choose$"))
     base = page.url.rsplit("/", 1)[0]
-    lang = locale[:2]
     for method in ("password", "code", "key-card", "security-key", "smartcard"):
         page.goto(f"{base}/{method}")
         check(page, f"login {method}, {lang}", f"login-{method}-{lang}")

@@ -253,3 +253,14 @@ def test_a_key_in_two_catalogues_is_refused(
 )
 def test_negotiate(header: str | None, expected: str) -> None:
     assert i18n.negotiate(header) == expected
+
+
+@pytest.mark.parametrize("target", ["/a\x00b", "/help\r\nSet-Cookie: x=1", "/\x7f"])
+def test_next_paths_with_control_characters_fall_back_to_the_front_page(
+    browser: TestClient, target: str
+) -> None:
+    token = csrf_of(browser.get("/"))
+    answer = browser.post(
+        "/lang", data={"csrf": token, "lang": "en", "next": target}, follow_redirects=False
+    )
+    assert answer.headers["location"] == "/"

@@ -4,6 +4,7 @@ the citizen's sign-in to self-service."""
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 import uuid
@@ -12,19 +13,24 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from devices.protocol.otp import totp
 from server.app import create_app
 from server.services.access import Role
+from server.services.piv import enrol_message, login_message
 from server.services.secretbox import SecretBox
 from server.settings import Settings
+from server.storage.repositories import IdentityRepository
 from server.storage.tables import AuthTransaction
 from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import SEED, seed_person_with_code_display
-from tests.unit.server.web.forms import csrf_of, lang_of, text_of
+from tests.unit.server.web.forms import Page, csrf_of, lang_of, text_of
 
 PERSON = "010190-1234"
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
@@ -227,15 +233,28 @@ def test_an_empty_field_is_an_error_without_using_a_try(
     assert "Skriv koden fra dit loginmiddel" in text_of(answer)
 
 
+def pairing_of(answer: Page) -> str:
+    """The pairing code a smartcard page shows on its own."""
+    found = re.search(r'id="pairing-code"><strong>([A-Z2-7-]+)</strong>', answer.text)
+    assert found is not None, answer.text
+    return found.group(1)
+
+
 def test_the_smartcard_page_shows_the_command_and_rechecks(
-    browser: TestClient, key: dict[str, str]
+    browser: TestClient, other_browser: TestClient, key: dict[str, str]
 ) -> None:
     transaction = begin(browser, key, "high")
     identify(browser, transaction)
     shown = browser.get(f"/login/{transaction}/smartcard")
-    assert f"akkreditiv devices piv login --url {ORIGIN} --transaction {transaction}" in text_of(
-        shown
-    )
+    code = pairing_of(shown)
+    command = f"akkreditiv devices piv login --url {ORIGIN} --transaction {transaction}"
+    assert f"{command} --pairing {code}" in text_of(shown)
+    assert "Parringskoden" in text_of(shown)
+    # The code is this browser's: the same on every page of it, another browser's differs.
+    assert pairing_of(browser.get(f"/login/{transaction}/smartcard")) == code
+    elsewhere = begin(other_browser, key, "high")
+    identify(other_browser, elsewhere, "020202-4321")
+    assert pairing_of(other_browser.get(f"/login/{elsewhere}/smartcard")) != code
     again = post(browser, f"/login/{transaction}/smartcard")
     assert again.status_code == 400
     assert "endnu ikke modtaget" in text_of(again)
@@ -303,7 +322,7 @@ def test_an_expired_login_gets_a_clear_page(browser: TestClient, key: dict[str, 
             .values(expires_at=AuthTransaction.created_at)
         )
     answer = browser.get(f"/login/{transaction}")
-    assert answer.status_code == 400
+    assert answer.status_code == 410
     assert "Login tog for lang tid og er lukket" in text_of(answer)
 
 
@@ -326,6 +345,10 @@ def test_a_second_browser_cannot_take_over_a_login(
         follow_redirects=False,
     )
     assert tried.status_code == 409
+    extended = other_browser.post(
+        f"/login/{transaction}/extend", data={"csrf": token}, follow_redirects=False
+    )
+    assert extended.status_code == 409
     # So are the API's own factor endpoints: the login belongs to the browser.
     api = browser.post(f"/authentications/{transaction}/password", json={"password": PASSWORD})
     assert api.status_code == 409
@@ -333,6 +356,88 @@ def test_a_second_browser_cannot_take_over_a_login(
     # The right browser finishes it; then the provider completes.
     post(browser, f"/login/{transaction}/password", password=PASSWORD)
     assert complete(browser, key, transaction).status_code == 200
+
+
+def enrol_software_card(
+    client: TestClient, key: dict[str, str]
+) -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A P-256 key in this process standing in for a card's: enrolled through the API (the
+    proof of possession, the certificate the service CA issues), as the card program does."""
+    with client.app.state.services.sessions() as session:  # type: ignore[attr-defined]
+        identity = IdentityRepository(session).by_person_number(PERSON).id
+    card_key = ec.generate_private_key(ec.SECP256R1())
+    begun = client.post(f"/identities/{identity}/piv/enrol/begin", headers=key)
+    assert begun.status_code == 201, begun.text
+    state = uuid.UUID(begun.json()["state_id"])
+    message = enrol_message(state, base64.b64decode(begun.json()["challenge"]))
+    public = card_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    done = client.post(
+        f"/piv/enrolments/{state}/complete",
+        headers=key,
+        json={
+            "public_key": _b64(public),
+            "signature": _b64(card_key.sign(message, ec.ECDSA(hashes.SHA256()))),
+            "card_id": "00112233445566778899aabbccddeeff",
+        },
+    )
+    assert done.status_code == 201, done.text
+    return card_key, str(done.json()["certificate"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_a_browser_login_goes_on_with_a_smartcard_paired_by_the_code(
+    browser: TestClient, other_browser: TestClient, key: dict[str, str]
+) -> None:
+    """The card program is another client: a login this browser opened refuses its steps
+    without the code the smartcard page shows, and takes them with it (PIV only)."""
+    card_key, certificate = enrol_software_card(browser, key)
+    transaction = begin(browser, key, "substantial", return_url=RETURN)
+    identify(browser, transaction)
+    code = pairing_of(browser.get(f"/login/{transaction}/smartcard"))
+    program = other_browser  # its own cookies, none of this browser's
+    piv = f"/authentications/{transaction}/piv"
+
+    refused = program.post(f"{piv}/begin")
+    assert refused.status_code == 409
+    assert refused.json()["type"].endswith(":login-bound-elsewhere")
+    assert program.post(f"{piv}/begin", json={"pairing": "AAAA-AAAA-AAAA"}).status_code == 409
+    assert program.post(f"{piv}/begin", json={"pairing": "<script>x</script>"}).status_code == 422
+    begun = program.post(f"{piv}/begin", json={"pairing": code.replace("-", "").lower()})
+    assert begun.status_code == 200, begun.text
+    message = login_message(
+        uuid.UUID(transaction), base64.b64decode(begun.json()["challenge"]), ORIGIN
+    )
+    signed = {
+        "certificate": certificate,
+        "signature": _b64(card_key.sign(message, ec.ECDSA(hashes.SHA256()))),
+        "origin": ORIGIN,
+    }
+    assert program.post(piv, json=signed).status_code == 409  # the signature, without the code
+    assert program.post(piv, json={**signed, "pairing": "AAAA-AAAA-AAAA"}).status_code == 409
+    # Only the device factor run outside the browser takes a code.
+    with_code = {"password": PASSWORD, "pairing": code}
+    assert program.post(f"/authentications/{transaction}/password", json=with_code).status_code == (
+        422
+    )
+    assert complete(browser, key, transaction).status_code == 403
+
+    accepted = program.post(piv, json={**signed, "pairing": code})
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["factors"] == ["piv"]
+    # The person presses "I have used my card": the level is reached, back to the provider.
+    token = csrf_of(browser.get("/"))  # the smartcard page itself now leads on to the end
+    onwards = browser.post(
+        f"/login/{transaction}/smartcard", data={"csrf": token}, follow_redirects=False
+    )
+    assert onwards.headers["location"] == f"/login/{transaction}/done"
+    back = browser.get(f"/login/{transaction}/done", follow_redirects=False)
+    assert back.headers["location"] == f"https://sp.example/back?x=1&transaction={transaction}"
+    assertion = complete(browser, key, transaction)
+    assert assertion.status_code == 200, assertion.text
+    assert assertion.json()["level"] == "substantial"
 
 
 def test_every_login_form_needs_the_csrf_token(browser: TestClient, key: dict[str, str]) -> None:
@@ -380,6 +485,17 @@ def test_citizen_signs_in_to_self_service_and_the_session_rotates(browser: TestC
 
 def test_self_service_next_must_be_local(browser: TestClient) -> None:
     started = browser.get("/account/login?next=https://evil.example/", follow_redirects=False)
+    transaction = started.headers["location"].rsplit("/", 1)[1]
+    identify(browser, transaction)
+    post(browser, f"/login/{transaction}/password", password=PASSWORD)
+    post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
+    done = browser.get(f"/login/{transaction}/done", follow_redirects=False)
+    assert done.headers["location"] == "/account"
+
+
+def test_self_service_next_with_control_characters_is_dropped(browser: TestClient) -> None:
+    started = browser.get("/account/login?next=/account/%00x%0d%0a", follow_redirects=False)
+    assert started.status_code == 303
     transaction = started.headers["location"].rsplit("/", 1)[1]
     identify(browser, transaction)
     post(browser, f"/login/{transaction}/password", password=PASSWORD)
