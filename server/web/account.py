@@ -13,10 +13,8 @@ it only takes power away, and a person who lost a credential may have nothing st
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -48,6 +46,7 @@ from server.storage.tables import (
     CredentialState,
     Identity,
 )
+from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
 from server.web.render import mark_page, page, redirect
 
@@ -60,11 +59,6 @@ LOGIN_PAGE = "/account/login"
 _RANK = {AssuranceLevel.LOW: 1, AssuranceLevel.SUBSTANTIAL: 2, AssuranceLevel.HIGH: 3}
 # What a sensitive change asks of the login, at most (capped by the identity's assurance).
 SENSITIVE_LEVEL = AssuranceLevel.SUBSTANTIAL
-# Kinds added with a serial and the code the device shows or speaks now.
-TOKEN_PAGES = {"code-display": K.CODE_DISPLAY, "audio-reader": K.AUDIO_READER}
-# Kinds that are replaced by a new device of the same kind (sent, or one already at hand).
-REPLACEABLE = frozenset({K.CODE_DISPLAY, K.AUDIO_READER, K.OTP_TOKEN, K.KEY_CARD})
-BLOCKABLE = frozenset({S.ACTIVE, S.ACTIVATION_PENDING})
 BLOCK_REASONS = {"lost": S.LOST, "paused": S.BLOCKED}
 FIDO_STATE = "account.fido_registration"
 MAX_SERIAL = 128
@@ -170,67 +164,6 @@ def _text(form: Any, name: str, limit: int) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-def _date(value: dt.datetime, lang: str) -> str:
-    local = value.astimezone()
-    return local.strftime("%d.%m.%Y") if lang == "da" else local.strftime("%d %b %Y")
-
-
-def _last_used(credential: Credential) -> dt.datetime | None:
-    """When a code of a time-based device was last accepted (the only use stored for it)."""
-    step = credential.public_data.get("step")
-    if credential.last_used_window is None or not isinstance(step, int):
-        return None
-    return dt.datetime.fromtimestamp(credential.last_used_window * step, dt.UTC)
-
-
-def _name(credential: Credential) -> str:
-    """What tells one of the citizen's credentials from another: the card's own serial (what
-    the card reader program shows), a label, the device's serial or the key's id."""
-    card_id = credential.public_data.get("card_id")
-    if credential.kind is K.PIV and isinstance(card_id, str):
-        return card_id
-    if credential.label:
-        return credential.label
-    serial = credential.serial or ""
-    if credential.kind is K.FIDO2:
-        return serial.removeprefix("fido2:")[:8].upper()
-    return serial
-
-
-@dataclass(frozen=True)
-class Row:
-    credential: Credential
-    name: str
-    added: str
-    last_used: str | None
-    actions: Sequence[tuple[str, str]]  # (catalogue key of the action, path)
-
-
-def _row(credential: Credential, lang: str) -> Row:
-    actions: list[tuple[str, str]] = []
-    base = f"/account/credentials/{credential.id}"
-    if credential.kind is K.PASSWORD:
-        if credential.state is S.ACTIVE:
-            actions.append(("account.action_change_password", "/account/password"))
-    else:
-        if credential.state is S.ACTIVATION_PENDING and credential.kind in TOKEN_PAGES.values():
-            slug = next(s for s, k in TOKEN_PAGES.items() if k is credential.kind)
-            serial = quote(credential.serial or "", safe="")
-            actions.append(("account.action_activate", f"/account/add/{slug}?serial={serial}"))
-        if credential.state in BLOCKABLE:
-            actions.append(("account.action_block", f"{base}/block"))
-        if credential.state in (S.BLOCKED, S.LOST) and credential.kind in REPLACEABLE:
-            actions.append(("account.action_replace", f"{base}/replace"))
-    last = _last_used(credential)
-    return Row(
-        credential,
-        _name(credential),
-        _date(credential.created_at, lang),
-        _date(last, lang) if last else None,
-        actions,
-    )
-
-
 # --- the overview -----------------------------------------------------------------------------
 
 
@@ -245,7 +178,7 @@ def overview(request: Request, account: AccountDep) -> Response:
         title=browser.t("account.title"),
         identity=account.identity,
         login_level=browser.row.level or "",
-        rows=[_row(c, browser.lang) for c in live],
+        rows=[row(c, browser.lang) for c in live],
         has_password=any(c.kind is K.PASSWORD for c in live),
     )
 
@@ -365,7 +298,7 @@ def smartcard(request: Request, account: AccountDep) -> Response:
         "account_smartcard.html",
         title=browser.t("account.card_title"),
         command=command,
-        cards=[_row(c, browser.lang) for c in cards],
+        cards=[row(c, browser.lang) for c in cards],
     )
 
 
@@ -465,7 +398,7 @@ def _block_page(
         browser,
         "account_block.html",
         title=browser.t("account.block_title"),
-        row=_row(credential, browser.lang),
+        row=row(credential, browser.lang),
         replaceable=credential.kind in REPLACEABLE,
         errors=errors,
         status=400 if errors else 200,
@@ -492,7 +425,7 @@ def block_submit(
         error = ("reason-lost", account.browser.t("account.block_reason_missing"))
         return _block_page(request, account, credential, [error])
     account.credentials.transition(credential.id, target)
-    account.browser.flash("account.blocked_" + target.value, name=_name(credential))
+    account.browser.flash("account.blocked_" + target.value, name=credential_name(credential))
     return redirect(account.browser, "/account")
 
 
@@ -509,7 +442,7 @@ def _replace_page(
         browser,
         "account_replace.html",
         title=browser.t("account.replace_title"),
-        row=_row(credential, browser.lang),
+        row=row(credential, browser.lang),
         with_serial=credential.kind in TOKEN_PAGES.values(),
         serial=serial,
         errors=errors or [],

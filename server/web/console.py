@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api import identities as api
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
-from server.services.access import Caller, NotPermitted, Permission
+from server.api.deps import ServicesDep, SessionDep
+from server.services.access import Permission
 from server.services.errors import DomainError, InvalidPersonNumber
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
@@ -29,14 +28,8 @@ from server.storage.errors import NotFound
 from server.storage.repositories import IdentityRepository
 from server.storage.tables import CredentialState
 from server.web import console_enrol, console_migration, console_proofing
-from server.web.browser import Browser, BrowserDep, CheckedForm, OperatorDep
-from server.web.console_access import (
-    ConsoleNotFound,
-    channels,
-    check_operator_key,
-    message,
-    status_of,
-)
+from server.web.browser import BrowserDep, CheckedForm
+from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key
 from server.web.console_person import ORDERABLE, person_page
 from server.web.render import local_path, mark_page, page, redirect
 
@@ -79,14 +72,11 @@ def login(
 # --- finding a person -----------------------------------------------------------------------
 
 
-def _home(
-    request: Request, browser: Browser, caller: Caller, *, status: int = 200, **context: Any
-) -> Response:
-    return page(
-        request,
-        browser,
+def _home(desk: Desk, *, status: int = 200, **context: Any) -> Response:
+    caller = desk.caller
+    return desk.page(
         "console_home.html",
-        title=browser.t("console.home.title"),
+        title=desk.browser.t("console.home.title"),
         status=status,
         operator=caller,
         roles=sorted(caller.roles),
@@ -97,49 +87,28 @@ def _home(
 
 
 @router.get("/console")
-def home(request: Request, browser: BrowserDep, caller: OperatorDep) -> Response:
-    return _home(request, browser, caller)
+def home(desk: DeskDep) -> Response:
+    return _home(desk)
 
 
 @router.post("/console/search")
-def search(
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def search(form: CheckedForm, desk: DeskDep) -> Response:
     """Find a person by CPR-nummer (posted, so the number stays out of addresses and logs)."""
-    caller.require(Permission.VIEW_IDENTITY)
+    browser = desk.browser
+    desk.caller.require(Permission.VIEW_IDENTITY)
     typed = str(form.get("person_number", ""))[:64]
     try:
         number = PersonNumber.parse(typed)
     except InvalidPersonNumber:
         error = browser.t("console.search.invalid")
-        return _home(
-            request,
-            browser,
-            caller,
-            status=422,
-            errors=[("person_number", error)],
-            person_number=typed,
-        )
-    audit = audit_hook(db, services, caller.actor)
+        return _home(desk, status=422, errors=[("person_number", error)], person_number=typed)
     try:
-        identity = IdentityRepository(db).by_person_number(number.formatted)
+        identity = IdentityRepository(desk.db).by_person_number(number.formatted)
     except NotFound:
-        audit("console.person_searched", {"result": "not_found"})
+        desk.audit("console.person_searched", {"result": "not_found"})
         error = browser.t("console.search.not_found", number=number.masked)
-        return _home(
-            request,
-            browser,
-            caller,
-            status=404,
-            errors=[("person_number", error)],
-            person_number=typed,
-        )
-    audit("console.person_searched", {"result": "found", "identity": str(identity.id)})
+        return _home(desk, status=404, errors=[("person_number", error)], person_number=typed)
+    desk.audit("console.person_searched", {"result": "found", "identity": str(identity.id)})
     return redirect(browser, f"/console/people/{identity.id}")
 
 
@@ -147,77 +116,40 @@ def search(
 
 
 @router.get("/console/people/{identity_id}")
-def person(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
-    return person_page(request, browser, caller, db, services, identity_id)
+def person(identity_id: uuid.UUID, desk: DeskDep) -> Response:
+    return person_page(desk, identity_id)
 
 
 def _act(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
+    desk: Desk,
     identity_id: uuid.UUID,
     permission: Permission,
     action: Callable[[], object],
     done: str,
     field: str = "",
 ) -> Response:
-    """Run one action on a person for ``caller`` (who must hold ``permission``: a forged form
+    """Run one action on a person for the operator (who must hold ``permission``: a forged form
     is refused 403); a refused action rolls back and shows the person's page with the reason."""
-    caller.require(permission)
+    desk.caller.require(permission)
     try:
         action()
     except DomainError as exc:
-        if isinstance(exc, NotPermitted | IdentityNotFound | CredentialNotFound):
-            raise
-        db.rollback()
-        errors = [(field, message(browser, exc.code))]
-        return person_page(
-            request,
-            browser,
-            caller,
-            db,
-            services,
-            identity_id,
-            status=status_of(exc.code),
-            errors=errors,
-        )
-    browser.flash(done)
-    return redirect(browser, f"/console/people/{identity_id}")
+        status, errors = desk.refusal(exc, field, IdentityNotFound, CredentialNotFound)
+        return person_page(desk, identity_id, status=status, errors=errors)
+    desk.browser.flash(done)
+    return redirect(desk.browser, f"/console/people/{identity_id}")
 
 
-def _own_credential(
-    db: Session,
-    services: Services,
-    caller: Caller,
-    identity_id: uuid.UUID,
-    credential_id: uuid.UUID,
-) -> None:
+def _own_credential(desk: Desk, identity_id: uuid.UUID, credential_id: uuid.UUID) -> None:
     """The credential must be this person's: a form cannot reach another person's through the
     page of this one (and its audit entries name the right person)."""
-    credential = api.get_credential(credential_id, db, services, caller)
+    credential = api.get_credential(credential_id, desk.db, desk.services, desk.caller)
     if credential.identity_id != identity_id:
         raise CredentialNotFound
 
 
 @router.post("/console/people/{identity_id}/status")
-def change_status(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Suspend or resume (operators) or close (supervisors) the identity."""
     actions: Mapping[str, tuple[Permission, Callable[..., object]]] = {
         "suspend": (Permission.SUSPEND, api.suspend),
@@ -229,52 +161,32 @@ def change_status(
         raise ConsoleNotFound(f"unknown action {wanted!r}", detail="no such action")
     permission, call = actions[wanted]
     if wanted == "close" and form.get("confirm_close") != "yes":
-        caller.require(Permission.CLOSE)
-        error = [("confirm_close-yes", browser.t("console.person.close_unconfirmed"))]
-        return person_page(
-            request, browser, caller, db, services, identity_id, status=422, errors=error
-        )
+        desk.caller.require(Permission.CLOSE)
+        error = [("confirm_close-yes", desk.browser.t("console.person.close_unconfirmed"))]
+        return person_page(desk, identity_id, status=422, errors=error)
     return _act(
-        request,
-        browser,
-        caller,
-        db,
-        services,
+        desk,
         identity_id,
         permission,
-        lambda: call(identity_id, db, services, caller),
+        lambda: call(identity_id, desk.db, desk.services, desk.caller),
         f"console.person.done_{wanted}",
     )
 
 
 @router.post("/console/people/{identity_id}/credentials")
-def order(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Order a device for the person (``order_credential``)."""
-    caller.require(Permission.MANAGE_CREDENTIALS)
+    desk.caller.require(Permission.MANAGE_CREDENTIALS)
     kind = next((k for k in ORDERABLE if k.value == form.get("kind")), None)
     if kind is None:
-        error = [(f"kind-{ORDERABLE[0].value}", browser.t("console.order.choose"))]
-        return person_page(
-            request, browser, caller, db, services, identity_id, status=422, errors=error
-        )
+        error = [(f"kind-{ORDERABLE[0].value}", desk.browser.t("console.order.choose"))]
+        return person_page(desk, identity_id, status=422, errors=error)
     body = api.OrderIn(kind=kind)
     return _act(
-        request,
-        browser,
-        caller,
-        db,
-        services,
+        desk,
         identity_id,
         Permission.MANAGE_CREDENTIALS,
-        lambda: api.order_credential(identity_id, body, db, services, caller),
+        lambda: api.order_credential(identity_id, body, desk.db, desk.services, desk.caller),
         "console.person.done_order",
         field=f"kind-{kind.value}",
     )
@@ -282,21 +194,14 @@ def order(
 
 @router.post("/console/people/{identity_id}/credentials/{credential_id}/{action}")
 def credential_action(
-    identity_id: uuid.UUID,
-    credential_id: uuid.UUID,
-    action: str,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
+    identity_id: uuid.UUID, credential_id: uuid.UUID, action: str, form: CheckedForm, desk: DeskDep
 ) -> Response:
     """Block or replace one of the person's credentials (``change_state`` / ``replace``)."""
     if action not in ("block", "replace"):
         raise ConsoleNotFound(f"unknown action {action!r}", detail="no such action")
-    caller.require(Permission.MANAGE_CREDENTIALS)
-    _own_credential(db, services, caller, identity_id, credential_id)
+    desk.caller.require(Permission.MANAGE_CREDENTIALS)
+    _own_credential(desk, identity_id, credential_id)
+    db, services, caller = desk.db, desk.services, desk.caller
 
     def run() -> object:
         if action == "block":
@@ -305,11 +210,7 @@ def credential_action(
         return api.replace(credential_id, api.ReplaceIn(), db, services, caller)
 
     return _act(
-        request,
-        browser,
-        caller,
-        db,
-        services,
+        desk,
         identity_id,
         Permission.MANAGE_CREDENTIALS,
         run,

@@ -1,26 +1,29 @@
-"""What the console's pages share: the typed operator key check (sign-in and a second
+"""What the console's pages share: the operator's desk (the request, browser, operator and
+services every console route works with), the typed operator key check (sign-in and a second
 operator's approval; rate-limited per source address and audited), the operator's channels, and
 how a refused action is told."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
+from starlette.responses import Response
 
 from server.api import migration as flows_api
-from server.api.deps import Services, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.problems import STATUS_BY_CODE
-from server.services.access import Caller, Permission
+from server.services.access import Caller, NotPermitted, Permission
 from server.services.errors import DomainError
 from server.services.identities import DOCUMENT_KINDS
 from server.storage.repositories import RateLimitRepository
 from server.storage.tables import ProofingChannel
-from server.web.browser import Browser
+from server.web.browser import Browser, BrowserDep, OperatorDep
+from server.web.render import page
 
 # Failed key entries (sign-in and a second operator's approval) per source address.
 SIGN_IN_WINDOW = dt.timedelta(minutes=15)
@@ -125,22 +128,68 @@ def check_second_operator(
     return second, "", 200
 
 
-def approval_rows(browser: Browser, pending: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """What the second operator approves (channel, document, level), as the waiting page's
-    summary rows."""
-    document = str(pending["document_kind"])
-    document_key = f"console.document.{document}"
-    return [
-        (browser.t("console.proofing.channel"), browser.t(f"console.channel.{pending['channel']}")),
-        (
-            browser.t("console.proofing.document"),
-            browser.t(document_key) if browser.t.has(document_key) else document,
-        ),
-        (browser.t("console.proofing.level"), browser.t("console.level.high")),
-    ]
-
-
 class ConsoleNotFound(DomainError):
     """A console page for something that is not there (a flow, a step, a waiting enrolment)."""
 
     code = "not-found"
+
+
+@dataclass(frozen=True)
+class Desk:
+    """One console request at an operator's desk: what every console route and page works with,
+    so they pass one thing around instead of five."""
+
+    request: Request
+    browser: Browser
+    caller: Caller
+    db: Session
+    services: Services
+
+    def page(
+        self,
+        template: str,
+        *,
+        title: str,
+        status: int = 200,
+        errors: list[tuple[str, str]] | None = None,
+        **context: Any,
+    ) -> Response:
+        """``template`` for this operator (``errors`` as ``render.page`` takes them)."""
+        return page(
+            self.request,
+            self.browser,
+            template,
+            title=title,
+            status=status,
+            errors=errors or [],
+            **context,
+        )
+
+    def audit(self, event: str, details: dict[str, Any]) -> None:
+        """An audit entry with this operator as actor."""
+        audit_hook(self.db, self.services, self.caller.actor)(event, details)
+
+    def refusal(
+        self, exc: DomainError, field: str, *passing: type[DomainError]
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """The status and error of a refused action, shown on the page again after its changes
+        are rolled back. ``NotPermitted`` and the ``passing`` errors are raised on as they are
+        (their own error page: a forged form, something that is not there)."""
+        if isinstance(exc, (NotPermitted, *passing)):
+            raise exc
+        self.db.rollback()
+        return status_of(exc.code), [(field, message(self.browser, exc.code))]
+
+
+def desk(
+    request: Request,
+    browser: BrowserDep,
+    caller: OperatorDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Desk:
+    return Desk(request, browser, caller, db, services)
+
+
+# A route's desk; after ``CheckedForm`` in a route's parameters, so the form is checked first.
+DeskDep = Annotated[Desk, Depends(desk)]

@@ -8,26 +8,26 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, Response
 
 from server.api import migration as flows_api
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
-from server.services.access import Caller, NotPermitted, Permission
+from server.services.access import NotPermitted, Permission
 from server.services.legacy.flow_model import Authenticator
-from server.web.browser import Browser, BrowserDep, CheckedForm, OperatorDep, own_origin
+from server.web.browser import Browser, CheckedForm, own_origin
 from server.web.console_access import (
     DOCUMENT_FIELD,
     IN_PERSON_DOCUMENTS,
     ConsoleNotFound,
+    Desk,
+    DeskDep,
     channel_of,
     channels,
     message,
 )
-from server.web.render import mark_page, page, redirect
+from server.web.render import mark_page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -39,27 +39,27 @@ _MAX_FLOWS_KEPT = 10
 
 
 def _flow_page(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    flow: flows_api.FlowOut,
+    desk: Desk,
+    flow_id: uuid.UUID,
     *,
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
 ) -> Response:
-    kept = (browser.data(_FLOWS) or {}).get(str(flow.id), {})
-    return page(
-        request,
-        browser,
+    """Where the flow stands now (read through the API's ``get_flow``), with ``errors``."""
+    flow = flows_api.get_flow(flow_id, desk.db, desk.services, desk.request, desk.caller)
+    if isinstance(flow, JSONResponse):
+        raise ConsoleNotFound("no such flow", detail="no such flow")
+    kept = (desk.browser.data(_FLOWS) or {}).get(str(flow.id), {})
+    return desk.page(
         "console_migration.html",
-        title=browser.t("console.flow.title"),
+        title=desk.browser.t("console.flow.title"),
         status=status,
-        errors=errors or [],
+        errors=errors,
         flow=flow,
         index=kept.get("index", ""),
         user_id=kept.get("user_id", ""),
         resume=RESUME_PATH.format(flow_id=flow.id),
-        resume_url=own_origin(request) + RESUME_PATH.format(flow_id=flow.id),
+        resume_url=own_origin(desk.request) + RESUME_PATH.format(flow_id=flow.id),
         authenticators=list(Authenticator),
     )
 
@@ -78,27 +78,18 @@ def _problem(answer: JSONResponse) -> dict[str, Any]:
     return body
 
 
-def _refused_elsewhere(
-    flow_id: uuid.UUID,
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
-) -> Response | None:
+def _refused_elsewhere(desk: Desk, flow_id: uuid.UUID) -> Response | None:
     """A 403 page if the flow runs on a channel that is not the operator's own assisted one
     (supervisors: any assisted one), so a self-service flow whose id an operator has is not
     driven from the console; ``None`` when the operator may open it. An id nobody has (the
     same answer as for any user id before the legacy proof) is not told apart here."""
-    channel = flows_api.migration_flows(db, services, request, caller.actor).channel_of(flow_id)
+    browser, caller = desk.browser, desk.caller
+    flows = flows_api.migration_flows(desk.db, desk.services, desk.request, caller.actor)
+    channel = flows.channel_of(flow_id)
     if channel is None or channel in channels(caller):
         return None
-    audit_hook(db, services, caller.actor)(
-        "console.migration_refused", {"flow": str(flow_id), "channel": channel.value}
-    )
-    return page(
-        request,
-        browser,
+    desk.audit("console.migration_refused", {"flow": str(flow_id), "channel": channel.value})
+    return desk.page(
         "error.html",
         title=browser.t("console.flow.other_channel_title"),
         status=403,
@@ -109,44 +100,34 @@ def _refused_elsewhere(
 
 
 @router.get("/console/migrations")
-def migration_start_page(request: Request, browser: BrowserDep, caller: OperatorDep) -> Response:
-    caller.require(Permission.MANAGE_CREDENTIALS)
-    return _start_page(request, browser, caller)
+def migration_start_page(desk: DeskDep) -> Response:
+    desk.caller.require(Permission.MANAGE_CREDENTIALS)
+    return _start_page(desk)
 
 
 def _start_page(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
+    desk: Desk,
     *,
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
     values: Mapping[str, str] | None = None,
 ) -> Response:
-    return page(
-        request,
-        browser,
+    return desk.page(
         "console_migration_start.html",
-        title=browser.t("console.migrate.title"),
+        title=desk.browser.t("console.migrate.title"),
         status=status,
-        errors=errors or [],
-        channels=channels(caller),
+        errors=errors,
+        channels=channels(desk.caller),
         documents=IN_PERSON_DOCUMENTS,
         values={"user_id": "", "document_kind": "", **(values or {})},
     )
 
 
 @router.post("/console/migrations")
-def migration_start(
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def migration_start(form: CheckedForm, desk: DeskDep) -> Response:
     """Start an assisted migration for a legacy user id on the operator's channel, through the
     API's ``start`` with this operator as caller and as the operator present."""
+    browser, caller = desk.browser, desk.caller
     caller.require(Permission.MANAGE_CREDENTIALS)
     values = {key: str(form.get(key, ""))[:64].strip() for key in ("user_id", "document_kind")}
     channel = channel_of(form, caller)
@@ -168,37 +149,25 @@ def migration_start(
             errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
         if not errors:
             errors.append(("", browser.t("console.enrol.operator_name_invalid")))
-        return _start_page(request, browser, caller, status=422, errors=errors, values=values)
-    answer = flows_api.start(body, db, services, request, caller)
+        return _start_page(desk, status=422, errors=errors, values=values)
+    answer = flows_api.start(body, desk.db, desk.services, desk.request, caller)
     if isinstance(answer, JSONResponse):
         problem = _problem(answer)
         errors = [("user_id", message(browser, problem["code"]))]
-        return _start_page(
-            request, browser, caller, status=answer.status_code, errors=errors, values=values
-        )
-    audit_hook(db, services, caller.actor)("console.migration_started", {"flow": str(answer.id)})
+        return _start_page(desk, status=answer.status_code, errors=errors, values=values)
+    desk.audit("console.migration_started", {"flow": str(answer.id)})
     _keep_flow(browser, answer.id, index=answer.index, user_id=values["user_id"])
     return redirect(browser, f"/console/migrations/{answer.id}")
 
 
 @router.get("/console/migrations/{flow_id}")
-def migration(
-    flow_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def migration(flow_id: uuid.UUID, desk: DeskDep) -> Response:
     """Where the assisted flow stands, the person's resume link, and its next step."""
-    caller.require(Permission.MANAGE_CREDENTIALS)
-    refused = _refused_elsewhere(flow_id, request, browser, caller, db, services)
+    desk.caller.require(Permission.MANAGE_CREDENTIALS)
+    refused = _refused_elsewhere(desk, flow_id)
     if refused is not None:
         return refused
-    answer = flows_api.get_flow(flow_id, db, services, request, caller)
-    if isinstance(answer, JSONResponse):
-        raise ConsoleNotFound("no such flow", detail="no such flow")
-    return _flow_page(request, browser, caller, answer)
+    return _flow_page(desk, flow_id)
 
 
 def _step_body(step: str, form: FormData) -> Any:
@@ -228,15 +197,10 @@ STEPS = ("prove", "confirm", "choose", "activate", "complete")
 
 
 def _run_step(
-    step: str,
-    flow_id: uuid.UUID,
-    body: Any,
-    db: Session,
-    services: Services,
-    request: Request,
-    caller: Caller,
+    desk: Desk, step: str, flow_id: uuid.UUID, body: Any
 ) -> flows_api.FlowOut | JSONResponse:
     """The migration API's route function for ``step``, with this operator as the caller."""
+    db, services, request, caller = desk.db, desk.services, desk.request, desk.caller
     if step == "prove":
         return flows_api.prove(flow_id, body, db, services, request, caller)
     if step == "confirm":
@@ -249,46 +213,30 @@ def _run_step(
 
 
 @router.post("/console/migrations/{flow_id}/{step}")
-def migration_step(
-    flow_id: uuid.UUID,
-    step: str,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def migration_step(flow_id: uuid.UUID, step: str, form: CheckedForm, desk: DeskDep) -> Response:
     """One operator-driven step of the flow, through the API's route function for it (its
     channel check, failure counting and audit); a refused step shows the flow with the reason."""
-    caller.require(Permission.MANAGE_CREDENTIALS)
+    browser = desk.browser
+    desk.caller.require(Permission.MANAGE_CREDENTIALS)
     if step not in STEPS:
         raise ConsoleNotFound("no such step", detail="no such step")
-    refused = _refused_elsewhere(flow_id, request, browser, caller, db, services)
+    refused = _refused_elsewhere(desk, flow_id)
     if refused is not None:
         return refused
     try:
         body = _step_body(step, form)
     except ValidationError as exc:
         field = str(exc.errors()[0].get("loc", ("",))[0]) if exc.errors() else ""
-        answer = flows_api.get_flow(flow_id, db, services, request, caller)
-        if isinstance(answer, JSONResponse):
-            raise ConsoleNotFound("no such flow", detail="no such flow") from None
         errors = [(f"{step}-{field}", browser.t("console.flow.field_invalid"))]
-        return _flow_page(request, browser, caller, answer, status=422, errors=errors)
-    result = _run_step(step, flow_id, body, db, services, request, caller)
+        return _flow_page(desk, flow_id, status=422, errors=errors)
+    result = _run_step(desk, step, flow_id, body)
     if step == "prove":  # after the step: a refused step rolls the session's changes back
         _keep_flow(browser, flow_id, user_id=body.user_id)
     if isinstance(result, JSONResponse):
         problem = _problem(result)
         if problem.get("index"):
             _keep_flow(browser, flow_id, index=str(problem["index"]))
-        current = flows_api.get_flow(flow_id, db, services, request, caller)
-        if isinstance(current, JSONResponse):
-            raise ConsoleNotFound("no such flow", detail="no such flow")
         errors = [("", message(browser, problem["code"]))]
-        return _flow_page(
-            request, browser, caller, current, status=result.status_code, errors=errors
-        )
+        return _flow_page(desk, flow_id, status=result.status_code, errors=errors)
     browser.flash(f"console.flow.done_{step}")
     return redirect(browser, f"/console/migrations/{flow_id}")

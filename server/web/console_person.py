@@ -8,18 +8,13 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 
-from fastapi import Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api import identities as api
-from server.api.deps import Services
-from server.services.access import Caller, Permission
+from server.services.access import Permission
 from server.services.credentials import TRANSITIONS
 from server.storage.tables import CredentialKind, CredentialState
-from server.web.browser import Browser
-from server.web.console_access import PROOFING_DOCUMENTS, channels
-from server.web.render import page
+from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).
 ORDERABLE = tuple(
@@ -36,11 +31,7 @@ def when(value: dt.datetime, lang: str) -> str:
 
 
 def person_page(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
+    desk: Desk,
     identity_id: uuid.UUID,
     *,
     status: int = 200,
@@ -49,6 +40,7 @@ def person_page(
 ) -> Response:
     """The person's page; reading it is audited as ``identity.viewed`` (``get_identity``).
     ``proofing`` holds what the operator chose in the proofing form, shown again on an error."""
+    browser, caller, db, services = desk.browser, desk.caller, desk.db, desk.services
     caller.require(Permission.VIEW_IDENTITY)
     identity = api.get_identity(identity_id, db, services, caller)
     credentials: list[api.CredentialOut] = []
@@ -56,13 +48,11 @@ def person_page(
     if manage:
         credentials = api.list_credentials(identity_id, db, services, caller)
     own = channels(caller)
-    return page(
-        request,
-        browser,
+    return desk.page(
         "console_person.html",
         title=browser.t("console.person.title", name=identity.name),
         status=status,
-        errors=errors or [],
+        errors=errors,
         identity=identity,
         credentials=credentials,
         may_manage=manage,

@@ -8,31 +8,28 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api import identities as api
-from server.api.deps import Services, ServicesDep, SessionDep
-from server.services.access import Caller, NotPermitted, Permission
+from server.services.access import NotPermitted, Permission
 from server.services.errors import DomainError
 from server.services.identities import proofing_level
 from server.services.lifecycle_errors import IdentityNotFound
 from server.storage.tables import AssuranceLevel, ProofingChannel
-from server.web.browser import Browser, BrowserDep, CheckedForm, OperatorDep
+from server.web import console_second
+from server.web.browser import CheckedForm
 from server.web.console_access import (
     DOCUMENT_FIELD,
     PROOFING_DOCUMENTS,
     ConsoleNotFound,
-    approval_rows,
+    Desk,
+    DeskDep,
     channel_of,
-    check_second_operator,
-    message,
-    status_of,
 )
 from server.web.console_person import person_page
-from server.web.render import mark_page, page, redirect
+from server.web.render import mark_page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -48,17 +45,10 @@ def _could_give_high(channel: ProofingChannel, document_kind: str) -> bool:
 
 
 @router.post("/console/people/{identity_id}/proofing")
-def record(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Record a proofing on the operator's own channel (supervisors choose one). Substantial is
     recorded at once; High waits for a second operator (``.../proofing/second``)."""
+    browser, caller = desk.browser, desk.caller
     caller.require(Permission.ENROL)
     values = {key: str(form.get(key, ""))[:64] for key in ("document_kind", "level")}
     channel = channel_of(form, caller)
@@ -73,34 +63,16 @@ def record(
     if values["level"] not in _LEVELS:
         errors.append(("level-substantial", browser.t("console.proofing.level_missing")))
     if errors:
-        return person_page(
-            request,
-            browser,
-            caller,
-            db,
-            services,
-            identity_id,
-            status=422,
-            errors=errors,
-            proofing=values,
-        )
+        return person_page(desk, identity_id, status=422, errors=errors, proofing=values)
     pending = {**values, "identity": str(identity_id), "first": caller.key_id}
     if values["level"] == "high":
-        api.get_identity(identity_id, db, services, caller)  # 404 before anyone waits
+        api.get_identity(identity_id, desk.db, desk.services, caller)  # 404 before anyone waits
         browser.remember(_PENDING, pending)
         return redirect(browser, f"/console/people/{identity_id}/proofing/second")
-    return _finish(request, browser, caller, db, services, pending, [caller.name])
+    return _finish(desk, pending, [caller.name])
 
 
-def _finish(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
-    pending: Mapping[str, Any],
-    operators: list[str],
-) -> Response:
+def _finish(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Response:
     """Record through the API's ``record_proofing`` (its channel and operator rules, its
     audit); a refusal shows the person's page with the reason."""
     identity_id = uuid.UUID(str(pending["identity"]))
@@ -113,37 +85,23 @@ def _finish(
             document_kind=values["document_kind"],
             operator_ids=operators,
         )
-        api.record_proofing(identity_id, body, db, services, caller)
+        api.record_proofing(identity_id, body, desk.db, desk.services, desk.caller)
     except ValidationError:
-        errors = [("", browser.t("console.enrol.operator_name_invalid"))]
+        errors = [("", desk.browser.t("console.enrol.operator_name_invalid"))]
     except DomainError as exc:
-        if isinstance(exc, NotPermitted | IdentityNotFound):
-            raise
-        db.rollback()
-        status = status_of(exc.code)
-        errors = [(DOCUMENT_FIELD, message(browser, exc.code))]
-    browser.remember(_PENDING, None)
+        status, errors = desk.refusal(exc, DOCUMENT_FIELD, IdentityNotFound)
+    desk.browser.remember(_PENDING, None)
     if errors:
-        return person_page(
-            request,
-            browser,
-            caller,
-            db,
-            services,
-            identity_id,
-            status=status,
-            errors=errors,
-            proofing=values,
-        )
-    browser.flash("console.proofing.done")
-    return redirect(browser, f"/console/people/{identity_id}")
+        return person_page(desk, identity_id, status=status, errors=errors, proofing=values)
+    desk.browser.flash("console.proofing.done")
+    return redirect(desk.browser, f"/console/people/{identity_id}")
 
 
-def _pending(browser: Browser, caller: Caller, identity_id: uuid.UUID) -> dict[str, Any]:
-    pending = browser.data(_PENDING)
+def _pending(desk: Desk, identity_id: uuid.UUID) -> dict[str, Any]:
+    pending = desk.browser.data(_PENDING)
     if (
         not isinstance(pending, dict)
-        or pending.get("first") != caller.key_id
+        or pending.get("first") != desk.caller.key_id
         or pending.get("identity") != str(identity_id)
     ):
         raise ConsoleNotFound("no proofing waits", detail="no proofing waits for approval")
@@ -151,75 +109,44 @@ def _pending(browser: Browser, caller: Caller, identity_id: uuid.UUID) -> dict[s
 
 
 def _second_page(
-    request: Request,
-    browser: Browser,
-    caller: Caller,
-    db: Session,
-    services: Services,
+    desk: Desk,
     pending: Mapping[str, Any],
     *,
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
 ) -> Response:
-    identity = api.get_identity(uuid.UUID(str(pending["identity"])), db, services, caller)
-    return page(
-        request,
-        browser,
-        "console_second.html",
-        title=browser.t("console.proofing.second_title"),
+    identity_id = uuid.UUID(str(pending["identity"]))
+    identity = api.get_identity(identity_id, desk.db, desk.services, desk.caller)
+    return console_second.second_page(
+        desk,
+        "console.proofing.second_",
+        f"/console/people/{identity.id}/proofing/second",
+        (identity.name, identity.person_number),
+        pending,
         status=status,
-        errors=errors or [],
-        waiting=browser.t("console.proofing.second_waiting"),
-        action=f"/console/people/{identity.id}/proofing/second",
-        submit_text=browser.t("console.proofing.second_submit"),
-        cancel_text=browser.t("console.proofing.second_cancel"),
-        rows=[
-            (browser.t("console.enrol.name"), identity.name),
-            (browser.t("console.person.person_number"), identity.person_number),
-            *approval_rows(browser, pending),
-        ],
+        errors=errors,
     )
 
 
 @router.get("/console/people/{identity_id}/proofing/second")
-def second_page(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def second_page(identity_id: uuid.UUID, desk: DeskDep) -> Response:
     """The state "waiting for a second operator": what the first operator recorded."""
-    caller.require(Permission.ENROL)
-    pending = _pending(browser, caller, identity_id)
-    return _second_page(request, browser, caller, db, services, pending)
+    desk.caller.require(Permission.ENROL)
+    return _second_page(desk, _pending(desk, identity_id))
 
 
 @router.post("/console/people/{identity_id}/proofing/second")
-def second(
-    identity_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    form: CheckedForm,
-    caller: OperatorDep,
-    db: SessionDep,
-    services: ServicesDep,
-) -> Response:
+def second(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """A second operator of the channel approves with their own key (not the first
     operator's); the proofing is recorded with both as operators. ``cancel`` drops it."""
-    caller.require(Permission.ENROL)
-    pending = _pending(browser, caller, identity_id)
-    if form.get("cancel"):
-        browser.remember(_PENDING, None)
-        browser.flash("console.proofing.cancelled")
-        return redirect(browser, f"/console/people/{identity_id}")
-    channel = ProofingChannel(pending["channel"])
-    typed = str(form.get("second_key", ""))
-    second_op, error, status = check_second_operator(request, db, services, caller, channel, typed)
-    if second_op is None:
-        errors = [("second_key", browser.t(error))]
-        return _second_page(
-            request, browser, caller, db, services, pending, status=status, errors=errors
-        )
-    return _finish(request, browser, caller, db, services, pending, [caller.name, second_op.name])
+    desk.caller.require(Permission.ENROL)
+    pending = _pending(desk, identity_id)
+    return console_second.approve(
+        desk,
+        form,
+        _PENDING,
+        pending,
+        cancelled=("console.proofing.cancelled", f"/console/people/{identity_id}"),
+        again=lambda status, errors: _second_page(desk, pending, status=status, errors=errors),
+        finish=lambda operators: _finish(desk, pending, operators),
+    )

@@ -424,35 +424,32 @@ def method_submit(
     if elsewhere is not None:
         return elsewhere
     t = browser.t
+
+    def again(status: int, field_id: str, key: str, now: Standing = standing) -> Response:
+        """The same credential's page with the error at ``field_id`` and a fresh challenge."""
+        errors = [(field_id, t(key))]
+        return _method_page(
+            request, browser, session, services, keys, now, method, status=status, errors=errors
+        )
+
+    name = method.replace("-", "_")
     if method == "smartcard":
         # The card signed through the command line; the button only looks again.
         if "smartcard" in _used(standing):
             return redirect(browser, f"/login/{transaction_id}/choose")
-        error = [("card-command", t("login.smartcard_not_yet"))]
-        return _method_page(
-            request, browser, session, services, keys, standing, method, status=400, errors=error
-        )
+        return again(400, "card-command", "login.smartcard_not_yet")
     field, check, submitted = _factor(request, session, services, keys, method, form)
     if check is None:
-        errors = [(field, t(f"login.{method.replace('-', '_')}_missing"))]
-        return _method_page(
-            request, browser, session, services, keys, standing, method, status=400, errors=errors
-        )
+        return again(400, field, f"login.{name}_missing")
     try:
         result = run_factor(
             request, session, services, transaction_id, check, submitted, browser.binding
         )
     except Throttled:
-        errors = [(field, t("error.rate-limited"))]
-        return _method_page(
-            request, browser, session, services, keys, standing, method, status=429, errors=errors
-        )
+        return again(429, field, "error.rate-limited")
     if result.failure is not None:
-        errors = [(field, t(f"login.{method.replace('-', '_')}_failed"))]
-        standing = _service(session, services).standing(transaction_id, browser.binding)
-        return _method_page(
-            request, browser, session, services, keys, standing, method, status=401, errors=errors
-        )
+        now = _service(session, services).standing(transaction_id, browser.binding)
+        return again(401, field, f"login.{name}_failed", now)
     return redirect(browser, f"/login/{transaction_id}/choose")
 
 

@@ -15,7 +15,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -25,60 +24,40 @@ from starlette.responses import Response
 from server.api.deps import ServicesDep, SessionDep, actor_of
 from server.api.fido import fido_service
 from server.api.keycard import load_secrets
-from server.api.legacy import legacy_policy
-from server.api.migration import FLOW_STATUS, migration_flows
-from server.api.problems import STATUS_BY_CODE
+from server.api.migration import migration_flows
 from server.services.credentials import CredentialService
-from server.services.errors import DomainError, WeakPassword
-from server.services.legacy.errors import LegacyLocked
-from server.services.legacy.flow import DEFAULT_MAX_STEP_FAILURES, MigrationFlows
+from server.services.errors import DomainError
+from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
-    DetailsMismatch,
     Recorded,
 )
 from server.services.legacy.flow_model import (
     ENROLLED_APART,
     EXCLUSIVE,
-    STEP_OF_STATE,
-    STEPS,
-    TOKENS,
     Authenticator,
-    FlowState,
     FlowView,
     NextAction,
 )
-from server.storage.migration_tables import MigrationFlow
 from server.storage.tables import CredentialKind, CredentialState, ProofingChannel
 from server.web.browser import Browser, BrowserDep, CheckedForm
-from server.web.render import mark_page, page, redirect
+from server.web.migrate_render import (
+    Errors,
+    Explain,
+    Failed,
+    Pages,
+    field_for,
+    memory,
+    remember,
+    status_of,
+)
+from server.web.render import mark_page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
-# The start page is step 1, then the flow's own steps (prove ... finish).
-TOTAL = STEPS + 1
-MEMORY = "migrate"  # browser page state: the flow, its user id and the key number shown
 _USER_ID = re.compile(r"^[^\x00-\x20\x7f]{1,64}$")
 _SERIAL = re.compile(r"^[\x20-\x7e]{1,128}$")
-# The order the choices are offered in: the usual first.
-KINDS = (
-    Authenticator.CODE_DISPLAY,
-    Authenticator.AUDIO_READER,
-    Authenticator.FIDO2,
-    Authenticator.PIV,
-    Authenticator.PASSWORD,
-)
-Errors = list[tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A step that did not go through: ``recorded`` if its record was kept (committed)."""
-
-    error: DomainError
-    extra: dict[str, Any] = field(default_factory=dict)
-    recorded: bool = False
 
 
 def _attempt(db: Session, step: Callable[[], FlowView]) -> FlowView | Failed:
@@ -104,278 +83,6 @@ def _flows(request: Request, db: Session, services: ServicesDep) -> MigrationFlo
 
 def _source(request: Request) -> str:
     return request.client.host if request.client else "unknown"
-
-
-def _status(error: DomainError) -> int:
-    return FLOW_STATUS.get(error.code) or STATUS_BY_CODE.get(error.code, 400)
-
-
-# --- what the browser keeps between steps -------------------------------------------------------
-
-
-def _remember(browser: Browser, flow_id: uuid.UUID, user_id: str, index: str | None) -> None:
-    browser.remember(MEMORY, {"flow": str(flow_id), "user_id": user_id, "index": index})
-
-
-def _memory(browser: Browser, flow_id: uuid.UUID) -> dict[str, Any]:
-    kept = browser.data(MEMORY)
-    if isinstance(kept, dict) and kept.get("flow") == str(flow_id):
-        return kept
-    return {}
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-class Pages:
-    """Renders the page of a flow's current step (or a step's error) for one request."""
-
-    def __init__(self, request: Request, browser: Browser, services: ServicesDep) -> None:
-        self.request = request
-        self.browser = browser
-        self.services = services
-        self.t = browser.t
-
-    def resume_link(self, flow_id: uuid.UUID) -> str:
-        return f"{str(self.request.base_url).rstrip('/')}/migrate/{flow_id}"
-
-    def render(
-        self,
-        template: str,
-        title_key: str,
-        step: int | None,
-        *,
-        flow_id: uuid.UUID | None = None,
-        status: int = 200,
-        errors: Errors | None = None,
-        **context: Any,
-    ) -> Response:
-        return page(
-            self.request,
-            self.browser,
-            template,
-            title=self.t(title_key),
-            status=status,
-            errors=errors or [],
-            step=step,
-            total=TOTAL,
-            flow_id=str(flow_id) if flow_id else None,
-            resume=self.resume_link(flow_id) if flow_id else None,
-            kind_name=lambda kind: self.t(f"migrate.kind.{kind}"),
-            **context,
-        )
-
-    def start(
-        self, *, status: int = 200, errors: Errors | None = None, user_id: str = ""
-    ) -> Response:
-        return self.render(
-            "migrate_start.html",
-            "migrate.start.title",
-            1,
-            status=status,
-            errors=errors,
-            user_id=user_id,
-        )
-
-    def current(
-        self,
-        view: FlowView,
-        *,
-        status: int = 200,
-        errors: Errors | None = None,
-        typed: dict[str, str] | None = None,
-    ) -> Response:
-        """The page of the step ``view`` is due for, with ``errors`` of the last attempt and
-        what was ``typed`` (never a password or code) put back."""
-        typed = typed or {}
-        step = view.step + 1
-        common: dict[str, Any] = {"flow_id": view.id, "status": status, "errors": errors}
-        action = view.next_action
-        if view.state is FlowState.COMPLETED or action is None:
-            return self.render(
-                "migrate_done.html",
-                "migrate.done.title",
-                None,
-                view=view,
-                shutdown=self.shutdown(),
-                already=False,
-                **common,
-            )
-        if action is NextAction.START:
-            return self.render(
-                "migrate_resume.html",
-                "migrate.again.title",
-                step,
-                paused=True,
-                user_id=typed.get("user_id", ""),
-                **common,
-            )
-        if action is NextAction.PROVE:
-            kept = _memory(self.browser, view.id)
-            if not kept.get("index"):
-                return self.render(
-                    "migrate_resume.html",
-                    "migrate.resume.title",
-                    step,
-                    paused=False,
-                    user_id=typed.get("user_id", ""),
-                    **common,
-                )
-            return self.render(
-                "migrate_prove.html",
-                "migrate.prove.title",
-                step,
-                index=kept["index"],
-                user_id=typed.get("user_id", kept.get("user_id", "")),
-                lockout=self.lockout(),
-                **common,
-            )
-        if action is NextAction.CONFIRM:
-            return self.render(
-                "migrate_confirm.html",
-                "migrate.confirm.title",
-                step,
-                view=view,
-                person_number=typed.get("person_number", ""),
-                **common,
-            )
-        if action is NextAction.CHOOSE:
-            return self.choose(view, **common)
-        if action is NextAction.ACTIVATE:
-            tokens = [kind for kind in view.still_to_activate if kind in TOKENS]
-            return self.render(
-                "migrate_activate.html",
-                "migrate.activate.title",
-                step,
-                view=view,
-                token=tokens[0].value if tokens else None,
-                needs_password="password" in view.needed,
-                serial=typed.get("serial", ""),
-                **common,
-            )
-        if action is NextAction.ENROL:
-            return self.enrol(view, **common)
-        return self.render(
-            "migrate_complete.html",
-            "migrate.complete.title",
-            step,
-            view=view,
-            shutdown=self.shutdown(),
-            **common,
-        )
-
-    def choose(self, view: FlowView, **common: Any) -> Response:
-        ticked = [kind.value for kind in (view.chosen or view.proposal)]
-        typed = common.pop("ticked", None)
-        return self.render(
-            "migrate_choose.html",
-            "migrate.choose.title",
-            STEP_OF_STATE[FlowState.DETAILS_CONFIRMED] + 1,
-            view=view,
-            kinds=[kind.value for kind in KINDS],
-            ticked=typed if typed is not None else ticked,
-            **common,
-        )
-
-    def enrol(self, view: FlowView, **common: Any) -> Response:
-        options = None
-        if Authenticator.FIDO2 in view.still_to_activate and view.identity_id is not None:
-            options = self.fido_options(view)
-        return self.render(
-            "migrate_enrol.html",
-            "migrate.enrol.title",
-            view.step + 1,
-            view=view,
-            still=[kind.value for kind in view.still_to_activate],
-            fido_options=options,
-            **common,
-        )
-
-    def fido_options(self, view: FlowView) -> dict[str, Any]:
-        """Creation options for a security key of the new identity; the state's id is kept in
-        the browser session for the answer."""
-        assert view.identity_id is not None  # noqa: S101 - checked by the caller
-        db = self.browser.db
-        service = fido_service(db, self.services, load_secrets(self.request.app))
-        options, state_id = service.register_begin(view.identity_id)
-        kept = dict(self.browser.data(MEMORY) or {})
-        kept.update({"flow": str(view.id), "fido_state": str(state_id)})
-        self.browser.remember(MEMORY, kept)
-        public = options.get("publicKey", options) if isinstance(options, dict) else options
-        return dict(public)
-
-    def shutdown(self) -> str | None:
-        day = self.services.settings.legacy_shutdown_date
-        if day is None:
-            return None
-        return day.strftime("%d.%m.%Y") if self.browser.lang == "da" else day.strftime("%d %B %Y")
-
-    def lockout(self) -> dict[str, int]:
-        policy = legacy_policy(self.services.settings)
-        return {
-            "max": policy.max_failures,
-            "minutes": max(1, int(policy.lockout.total_seconds() // 60)),
-        }
-
-    def clock(self, error: LegacyLocked) -> str:
-        local = error.until.astimezone()
-        return local.strftime("%H.%M" if self.browser.lang == "da" else "%H:%M")
-
-
-# --- error messages -----------------------------------------------------------------------------
-
-
-class Explain:
-    """Turns a failed step into (field, message) pairs in the browser's language."""
-
-    def __init__(self, pages: Pages, db: Session, flow_id: uuid.UUID | None) -> None:
-        self.pages = pages
-        self.t = pages.t
-        self.db = db
-        self.flow_id = flow_id
-
-    def message(self, failed: Failed) -> str:
-        error = failed.error
-        key = f"migrate.error.{error.code}"
-        if isinstance(error, LegacyLocked):
-            return self.t(key, until=self.pages.clock(error))
-        if isinstance(error, WeakPassword):
-            key = f"{key}.{error.reason.value}"
-        if isinstance(error, DetailsMismatch) and error.field != "person_number":
-            key = f"{key}-name"
-        if error.code == "verification-failed":
-            return self.t(key, **{k: str(v) for k, v in self.pages.lockout().items()})
-        if self.t.has(key):
-            return self.t(key)
-        return self.t("migrate.error.generic")
-
-    def attempts_left(self) -> str:
-        """How many wrong tries after the proof are left before it is due again."""
-        flow = self.db.get(MigrationFlow, self.flow_id) if self.flow_id else None
-        failures = flow.failures if flow is not None else 0
-        left = max(0, DEFAULT_MAX_STEP_FAILURES - failures)
-        if left == 1:
-            return self.t("migrate.error.attempts_left_one")
-        return self.t("migrate.error.attempts_left_many", left=str(left))
-
-
-def _field_for(error: DomainError, default: str) -> str:
-    fields = {
-        "verification-failed": "password",
-        "locked": "user_id",
-        "card-exhausted": "code",
-        "no-key-card": "code",
-        "token-not-found": "serial",
-        "duplicate-serial": "serial",
-        "conflicting-credential": "serial",
-        "credential-limit-reached": "serial",
-        "activation-code-rejected": "code",
-        "weak-password": "password",
-        "invalid-person-number": "person_number",
-    }
-    if isinstance(error, DetailsMismatch):
-        return "person_number" if error.field == "person_number" else "name"
-    return fields.get(error.code, default)
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -410,9 +117,9 @@ def start(
     except DomainError as exc:
         savepoint.rollback()  # nothing of a refused start is kept
         message = Explain(pages, db, None).message(Failed(exc))
-        return pages.start(status=_status(exc), errors=[("user_id", message)], user_id=user_id)
+        return pages.start(status=status_of(exc), errors=[("user_id", message)], user_id=user_id)
     savepoint.commit()
-    _remember(browser, started.view.id, user_id, started.index)
+    remember(browser, started.view.id, user_id, started.index)
     return redirect(browser, f"/migrate/{started.view.id}")
 
 
@@ -477,7 +184,7 @@ class Step:
                 "migrate_done.html",
                 "migrate.already.title",
                 None,
-                status=_status(result.error),
+                status=status_of(result.error),
                 view=None,
                 shutdown=self.pages.shutdown(),
                 already=True,
@@ -500,16 +207,27 @@ class Step:
 
     def prove_again(self, failed: Failed) -> Response:
         """Too many wrong tries after the proof: it is due again, with a new key number."""
-        kept = _memory(self.browser, self.flow_id)
-        _remember(self.browser, self.flow_id, str(kept.get("user_id", "")), failed.extra["index"])
+        kept = memory(self.browser, self.flow_id)
+        remember(self.browser, self.flow_id, str(kept.get("user_id", "")), failed.extra["index"])
         view = self.flows.view(self.flow_id)
         message = self.pages.t("migrate.error.proof_again")
         return self.pages.current(
-            view, status=_status(failed.error), errors=[("password", message)]
+            view, status=status_of(failed.error), errors=[("password", message)]
         )
 
     def view(self) -> FlowView:
         return self.flows.view(self.flow_id)
+
+    def refused(
+        self, failure: Failed, field_id: str, message: str | None = None, **context: Any
+    ) -> Response:
+        """The page of the step the flow is due for again, with the failed step's ``message``
+        (by default its own wording) at ``field_id``."""
+        text = self.explain.message(failure) if message is None else message
+        errors = [(field_id, text)]
+        return self.pages.current(
+            self.view(), status=status_of(failure.error), errors=errors, **context
+        )
 
 
 def _step(
@@ -524,7 +242,7 @@ StepDep = Depends(_step)
 @router.post("/migrate/{flow_id}/prove")
 def prove(request: Request, form: CheckedForm, step: Step = StepDep) -> Response:
     """The legacy proof: user id, password and the code beside the key number shown."""
-    kept = _memory(step.browser, step.flow_id)
+    kept = memory(step.browser, step.flow_id)
     user_id = str(form.get("user_id", "")).strip()
     password = str(form.get("password", ""))
     code = str(form.get("code", ""))
@@ -545,17 +263,13 @@ def prove(request: Request, form: CheckedForm, step: Step = StepDep) -> Response
 
     def failed(failure: Failed) -> Response:
         if "index" in failure.extra:  # a new key number after a failed code
-            _remember(step.browser, step.flow_id, user_id, failure.extra["index"])
+            remember(step.browser, step.flow_id, user_id, failure.extra["index"])
         else:
-            _remember(step.browser, step.flow_id, user_id, kept.get("index"))
-        message = step.explain.message(failure)
-        field_id = _field_for(failure.error, "")
-        return step.pages.current(
-            step.view(), status=_status(failure.error), errors=[(field_id, message)], typed=typed
-        )
+            remember(step.browser, step.flow_id, user_id, kept.get("index"))
+        return step.refused(failure, field_for(failure.error, ""), typed=typed)
 
     if isinstance(result, FlowView):
-        _remember(step.browser, step.flow_id, user_id, None)
+        remember(step.browser, step.flow_id, user_id, None)
     return step.done(result, failed)
 
 
@@ -576,9 +290,8 @@ def confirm(form: CheckedForm, step: Step = StepDep) -> Response:
         message = step.explain.message(failure)
         if failure.recorded:
             message = f"{message} {step.explain.attempts_left()}"
-        field_id = _field_for(failure.error, "person_number")
-        return step.pages.current(
-            step.view(), status=_status(failure.error), errors=[(field_id, message)], typed=typed
+        return step.refused(
+            failure, field_for(failure.error, "person_number"), message, typed=typed
         )
 
     return step.done(result, failed)
@@ -595,24 +308,18 @@ def choose(form: CheckedForm, step: Step = StepDep) -> Response:
     def failed(failure: Failed) -> Response:
         chosen = set(kinds)
         if not chosen:
-            key = "migrate.error.choose_none"
+            message = step.pages.t("migrate.error.choose_none")
         elif chosen >= EXCLUSIVE:
-            key = "migrate.error.choose_exclusive"
+            message = step.pages.t("migrate.error.choose_exclusive")
         elif chosen <= {Authenticator.PASSWORD}:
-            key = "migrate.error.choose_password_only"
+            message = step.pages.t("migrate.error.choose_password_only")
         else:
-            return step.pages.choose(
-                step.view(),
-                flow_id=step.flow_id,
-                status=_status(failure.error),
-                errors=[("kind-code_display", step.explain.message(failure))],
-                ticked=ticked,
-            )
+            message = step.explain.message(failure)
         return step.pages.choose(
             step.view(),
             flow_id=step.flow_id,
-            status=_status(failure.error),
-            errors=[("kind-code_display", step.pages.t(key))],
+            status=status_of(failure.error),
+            errors=[("kind-code_display", message)],
             ticked=ticked,
         )
 
@@ -646,10 +353,7 @@ def activate(form: CheckedForm, step: Step = StepDep) -> Response:
         message = step.explain.message(failure)
         if failure.recorded and error.code in ("activation-code-rejected", "token-not-found"):
             message = f"{message} {step.explain.attempts_left()}"
-        field_id = _field_for(error, "code")
-        return step.pages.current(
-            step.view(), status=_status(error), errors=[(field_id, message)], typed=typed
-        )
+        return step.refused(failure, field_for(error, "code"), message, typed=typed)
 
     return step.done(result, failed)
 
@@ -658,7 +362,7 @@ def activate(form: CheckedForm, step: Step = StepDep) -> Response:
 def security_key(form: CheckedForm, step: Step = StepDep) -> Response:
     """The security key's answer to the registration the enrol page began: the key becomes a
     credential of the new identity, recorded in the flow."""
-    kept = _memory(step.browser, step.flow_id)
+    kept = memory(step.browser, step.flow_id)
     state = kept.get("fido_state")
     sent = str(form.get("credential", ""))
     services = step.pages.services
@@ -682,14 +386,7 @@ def security_key(form: CheckedForm, step: Step = StepDep) -> Response:
         return step.pages.current(step.view(), status=422, errors=[("security-key", message)])
     savepoint.commit()
     result = _attempt(step.db, lambda: step.flows.record_credential(step.flow_id, credential.id))
-
-    def failed(failure: Failed) -> Response:
-        message = step.explain.message(failure)
-        return step.pages.current(
-            step.view(), status=_status(failure.error), errors=[("security-key", message)]
-        )
-
-    return step.done(result, failed)
+    return step.done(result, lambda failure: step.refused(failure, "security-key"))
 
 
 @router.post("/migrate/{flow_id}/record")
@@ -725,14 +422,7 @@ def record(form: CheckedForm, step: Step = StepDep) -> Response:
         )
         if isinstance(result, Failed):
             break
-
-    def failed(failure: Failed) -> Response:
-        message = step.explain.message(failure)
-        return step.pages.current(
-            step.view(), status=_status(failure.error), errors=[("record", message)]
-        )
-
-    return step.done(result, failed)
+    return step.done(result, lambda failure: step.refused(failure, "record"))
 
 
 @router.post("/migrate/{flow_id}/complete")
@@ -741,10 +431,8 @@ def complete(form: CheckedForm, step: Step = StepDep) -> Response:
     result = _attempt(step.db, lambda: step.flows.complete(step.flow_id))
 
     def failed(failure: Failed) -> Response:
-        error = failure.error
-        message = step.explain.message(failure)
-        if isinstance(error, ActivationIncomplete):
-            message = step.pages.t("migrate.error.activation-incomplete")
-        return step.pages.current(step.view(), status=_status(error), errors=[("", message)])
+        if isinstance(failure.error, ActivationIncomplete):
+            return step.refused(failure, "", step.pages.t("migrate.error.activation-incomplete"))
+        return step.refused(failure, "")
 
     return step.done(result, failed)

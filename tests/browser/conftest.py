@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from tests.browser.webauthn import unrelated_root
 from tests.integration.server_process import ServerProcess, start_server
 
 if TYPE_CHECKING:
@@ -136,6 +137,16 @@ def web_server_env() -> dict[str, str]:
     """Extra environment for ``web_server``; override this fixture in a test module to start
     the service differently (e.g. with trusted FIDO roots)."""
     return {}
+
+
+@pytest.fixture(scope="module")
+def roots_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's trusted FIDO attestation roots (tests/browser/webauthn.py): at first only an
+    unrelated root, so no key registers until the test trusts its virtual authenticator. A
+    module that uses it passes it to the service in its ``web_server_env``."""
+    path = tmp_path_factory.mktemp("fido-roots") / "roots.pem"
+    path.write_bytes(unrelated_root())
+    return path
 
 
 @pytest.fixture(scope="module")

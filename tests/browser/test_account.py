@@ -5,8 +5,6 @@ is checked with axe."""
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import itertools
 import re
 import time
@@ -16,13 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
-from fido2 import cbor
 
 from devices.protocol.otp import totp
 from server.app import create_app
@@ -34,7 +26,12 @@ from tests.unit.server.people import SEED, seed_person_with_code_display
 from .axe import assert_accessible
 from .conftest import WebServer
 from .keyboard import activate, tab_to, type_into_focused
-from .webauthn import add_virtual_authenticator, credentials
+from .webauthn import (
+    TRUSTED_ROOTS_ENV,
+    add_virtual_authenticator,
+    credentials,
+    trust_virtual_keys,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -47,57 +44,8 @@ _months = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def roots_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The service's trusted attestation roots (``AKKREDITIV_FIDO_TRUSTED_ROOTS``, read on
-    each request): at first a root of our own that signs no key, so nothing registers until
-    the test trusts the virtual authenticator's own self-signed attestation certificate, as
-    an operator trusts a key model's root. Unattested keys stay refused."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated test root")])
-    now = dt.datetime.now(dt.UTC)
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path_factory.mktemp("fido-roots") / "roots.pem"
-    path.write_bytes(root.public_bytes(Encoding.PEM))
-    return path
-
-
-@pytest.fixture(scope="module")
 def web_server_env(roots_file: Path) -> dict[str, str]:
-    return {"AKKREDITIV_FIDO_TRUSTED_ROOTS": str(roots_file)}
-
-
-# A throwaway registration: what the virtual authenticator's attestation certificate is.
-ATTESTATION = """async () => {
-    const credential = await navigator.credentials.create({publicKey: {
-        rp: {name: "attestation probe", id: "localhost"},
-        user: {id: crypto.getRandomValues(new Uint8Array(16)), name: "probe", displayName: "P"},
-        challenge: crypto.getRandomValues(new Uint8Array(32)),
-        pubKeyCredParams: [{type: "public-key", alg: -7}],
-        attestation: "direct",
-    }});
-    return credential.toJSON().response.attestationObject;
-}"""
-
-
-def trust_attestation_of(page: Page, roots_file: Path) -> None:
-    """Add the page's virtual authenticator's self-signed attestation certificate to the
-    trusted roots."""
-    encoded = str(page.evaluate(ATTESTATION))
-    attestation = cbor.decode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    assert isinstance(attestation, dict)
-    top = x509.load_der_x509_certificate(attestation["attStmt"]["x5c"][-1])
-    assert top.issuer == top.subject
-    with roots_file.open("ab") as roots:
-        roots.write(top.public_bytes(Encoding.PEM))
+    return {TRUSTED_ROOTS_ENV: str(roots_file)}
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +140,7 @@ def test_add_a_key_block_a_code_display_and_change_the_password_by_keyboard(
     assert_accessible(page, "security key, model refused (da)")
     tab_to(page, "Tilføj sikkerhedsnøgle")
     cdp, authenticator = add_virtual_authenticator(page)
-    trust_attestation_of(page, roots_file)
+    trust_virtual_keys(page, roots_file)
     probe = len(credentials(cdp, authenticator))
     with page.expect_navigation():
         activate(page)

@@ -12,7 +12,6 @@ that file on each request, and unattested keys stay refused.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -21,15 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from fido2 import cbor
 
 from tests.browser import shots
 from tests.browser.axe import assert_accessible
 from tests.browser.conftest import WebServer
 from tests.browser.keyboard import activate, tab_to, type_into_focused
-from tests.browser.webauthn import add_virtual_authenticator, credentials
+from tests.browser.webauthn import (
+    TRUSTED_ROOTS_ENV,
+    add_virtual_authenticator,
+    credentials,
+    trust_attestation,
+    unb64,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -40,39 +42,8 @@ PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
 
 
 @pytest.fixture(scope="module")
-def roots_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trusted attestation roots: at first only an unrelated root of our own (the file
-    must hold a certificate), so no key registers until its own root is added."""
-    path = tmp_path_factory.mktemp("fido-roots") / "roots.pem"
-    path.write_bytes(_unrelated_root().public_bytes(Encoding.PEM))
-    return path
-
-
-def _unrelated_root() -> x509.Certificate:
-    import datetime as dt
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated test root")])
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-
-
-@pytest.fixture(scope="module")
 def web_server_env(roots_file: Path) -> dict[str, str]:
-    return {"AKKREDITIV_FIDO_TRUSTED_ROOTS": str(roots_file)}
+    return {TRUSTED_ROOTS_ENV: str(roots_file)}
 
 
 @pytest.fixture(scope="module")
@@ -245,13 +216,8 @@ def register_key(page: Page, api: httpx.Client, identity: str, roots_file: Path)
     begun = api.post(f"/identities/{identity}/fido2/register/begin", json={})
     assert begun.status_code == 201, begun.text
     created: dict[str, Any] = page.evaluate(CREATE, begun.json()["options"])
-    attestation = cbor.decode(_unb64(created["response"]["attestationObject"]))
+    attestation = trust_attestation(roots_file, created["response"]["attestationObject"])
     assert attestation["fmt"] == "packed", attestation["fmt"]
-    chain = attestation["attStmt"]["x5c"]
-    top = x509.load_der_x509_certificate(chain[-1])
-    assert top.issuer == top.subject, "the attestation certificate is not self-signed"
-    with roots_file.open("ab") as roots:
-        roots.write(top.public_bytes(Encoding.PEM))
     response = {
         "id": created["id"],
         "rawId": created["rawId"],
@@ -266,10 +232,6 @@ def register_key(page: Page, api: httpx.Client, identity: str, roots_file: Path)
         f"/fido2/registrations/{begun.json()['state_id']}/complete", json={"response": response}
     )
     assert done.status_code == 201, done.text
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @pytest.mark.parametrize("locale", ["en-GB"])
@@ -311,7 +273,7 @@ def test_security_key_login_by_keyboard(
     completed = api.post(f"/authentications/{transaction}/complete")
     assert completed.status_code == 200, completed.text
     assert completed.json()["level"] == "substantial"
-    claims = json.loads(_unb64(completed.json()["assertion"].split(".")[1]))
+    claims = json.loads(unb64(completed.json()["assertion"].split(".")[1]))
     assert claims["amr"] == ["fido2_uv"]
 
 

@@ -3,20 +3,12 @@ every page of the wizard, in both languages and in its error states, checked wit
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
-from fido2 import cbor
 
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
@@ -35,7 +27,12 @@ from tests.unit.server.web.test_migrate_support import (
 from .axe import assert_accessible
 from .conftest import WebServer
 from .keyboard import activate, tab_to, type_into_focused
-from .webauthn import add_virtual_authenticator, credentials
+from .webauthn import (
+    TRUSTED_ROOTS_ENV,
+    add_virtual_authenticator,
+    credentials,
+    trust_virtual_keys,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -44,54 +41,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def roots_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trusted attestation roots, read by the service on each registration: an unrelated
-    root of our own (the file must hold one) until the virtual authenticator's own root is
-    added (``trust_virtual_keys``)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated test root")])
-    now = dt.datetime.now(dt.UTC)
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp_path_factory.mktemp("fido-roots") / "roots.pem"
-    path.write_bytes(root.public_bytes(Encoding.PEM))
-    return path
-
-
-@pytest.fixture(scope="module")
 def web_server_env(roots_file: Path) -> dict[str, str]:
-    return {"AKKREDITIV_FIDO_TRUSTED_ROOTS": str(roots_file)}
-
-
-# A registration outside the service, only to read the virtual authenticator's attestation.
-_PROBE = """async () => {
-    const random = (n) => crypto.getRandomValues(new Uint8Array(n));
-    const credential = await navigator.credentials.create({publicKey: {
-        rp: {id: location.hostname, name: "probe"},
-        user: {id: random(16), name: "probe", displayName: "probe"},
-        challenge: random(32),
-        pubKeyCredParams: [{type: "public-key", alg: -7}],
-        attestation: "direct",
-    }});
-    return credential.toJSON().response.attestationObject;
-}"""
-
-
-def trust_virtual_keys(page: Page, roots_file: Path) -> None:
-    """Add the root of the page's virtual authenticator's attestation to the trusted roots."""
-    encoded = str(page.evaluate(_PROBE))
-    attestation = cbor.decode(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    top = x509.load_der_x509_certificate(attestation["attStmt"]["x5c"][-1])
-    with roots_file.open("ab") as roots:
-        roots.write(top.public_bytes(Encoding.PEM))
+    return {TRUSTED_ROOTS_ENV: str(roots_file)}
 
 
 @pytest.fixture(scope="module")
