@@ -73,3 +73,9 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     database_pool_size: int = Field(default=5, ge=1)
     database_echo: bool = False
+    # The Argon2id cost of password hashes: by default RFC 9106's second recommended option
+    # (t=3 passes over 64 MiB with 4 lanes). Raise the memory where the hardware allows: each
+    # hash records its own cost, so stored hashes still verify. Test suites lower it for speed.
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
+    password_hash_parallelism: int = Field(default=4, ge=1)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.services.access import ApiKeys, Caller, NotAuthenticated, Permission
 from server.services.audit import AuditLog
 from server.services.factors import PasswordCheck
-from server.services.passwords import Passwords
+from server.services.passwords import Passwords, argon2id_parameters
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import AssertionSigner, SigningKey
@@ -39,7 +39,13 @@ class Services:
 
 def build_services(settings: Settings, sessions: sessionmaker[Session]) -> Services:
     create = settings.create_keys
-    passwords = Passwords()
+    passwords = Passwords(
+        argon2id_parameters(
+            settings.password_hash_time_cost,
+            settings.password_hash_memory_kib,
+            settings.password_hash_parallelism,
+        )
+    )
     return Services(
         settings=settings,
         sessions=sessions,

@@ -34,6 +34,22 @@ ARGON2ID_RFC9106_LOW_MEMORY = Parameters(
 )
 
 
+def argon2id_parameters(time_cost: int, memory_kib: int, parallelism: int) -> Parameters:
+    """Argon2id parameters of the given cost, with RFC 9106's 16-byte salt and 32-byte tag (the
+    cost comes from settings, so an operator can raise it to suit the hardware)."""
+    if time_cost < 1 or parallelism < 1 or memory_kib < 8 * parallelism:
+        raise ValueError("Argon2id needs t >= 1, p >= 1 and at least 8 KiB of memory per lane")
+    return Parameters(
+        type=Type.ID,
+        version=19,
+        salt_len=16,
+        hash_len=32,
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=parallelism,
+    )
+
+
 class Passwords:
     """Hashes, verifies and vets passwords.
 

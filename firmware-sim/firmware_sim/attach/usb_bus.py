@@ -238,7 +238,13 @@ class DeviceServer:
             self.unplug()
 
     def stop(self) -> None:
+        """Stop serving. Shutting the listener down wakes ``accept`` at once, so an unplug
+        (SIGTERM) takes effect now rather than at the accept loop's next timeout."""
         self._stop.set()
+        listener = self._listener
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
 
     def pull(self) -> None:
         """Yank the device out now, even in the middle of a transfer: hosts see it vanish."""
@@ -419,6 +425,15 @@ def unplug(state: Path, folder: Path | None = None, timeout: float = 10.0) -> De
     info = find_device(state, folder)
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
+    child = next((c for c in _children if c.pid == info.pid), None)
+    if child is not None:
+        # Plugged by this process: wait for its exit itself rather than polling for it.
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise BusError(
+                f"device {info.address} did not leave the bus within {timeout:.0f} s"
+            ) from None
     delay = 0.01
     while True:
         _reap()

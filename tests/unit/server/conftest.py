@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +24,42 @@ from tests.unit.server.storage.conftest import (  # noqa: F401 - fixtures shared
 ORIGIN = "http://localhost:8000"
 # The default caller of the test client: a supervisor that is also the test service provider.
 TEST_PROVIDER = "https://sp.example"
+# Argon2id at its smallest cost: each app hashes a decoy password when built, and many tests
+# set passwords; at the production cost (test_app checks it) that was a third of these tests'
+# time. What is hashed, verified and refused is the same at any cost.
+CHEAP_PASSWORD_HASHING: dict[str, Any] = {
+    "password_hash_time_cost": 1,
+    "password_hash_memory_kib": 8,
+    "password_hash_parallelism": 1,
+}
+
+# Every server test that takes ``database_url`` runs on SQLite and on PostgreSQL, unless a
+# ``databases`` mark names fewer. The API tests are marked SQLITE_ONLY as a module and
+# BOTH_DATABASES where a case reaches what PostgreSQL does differently: unique constraints,
+# counters under row locks, JSON columns, transactions rolled back, migrating an existing
+# database, and odd strings (NUL characters, over-long values) reaching a column. Request
+# validation, routing and problem documents are the same on both; the storage, service and
+# legacy tests run everything on both.
+SQLITE_ONLY = pytest.mark.databases("sqlite")
+BOTH_DATABASES = pytest.mark.databases("sqlite", "postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (visibly, in the summary) the database variants a ``databases`` mark leaves
+    out; the closest mark wins, so a test's own mark overrides its module's."""
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        mark = item.get_closest_marker("databases")
+        callspec = getattr(item, "callspec", None)
+        database = callspec.params.get("database_url") if callspec is not None else None
+        if mark is not None and database is not None and database not in mark.args:
+            left_out.append(item)
+        else:
+            kept.append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 def make_key(settings: Settings, name: str, *roles: Role) -> dict[str, str]:
@@ -41,6 +78,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:  # noqa: F811 - the
         rp_id="localhost",
         rp_origins=[ORIGIN],
         api_keys_file=tmp_path / "api-keys.json",
+        **CHEAP_PASSWORD_HASHING,
     )
 
 

@@ -19,7 +19,9 @@ from server.services.access import PERMISSIONS, ApiKeys, Permission, Role
 from server.services.errors import KeyMaterialRejected
 from server.settings import Settings
 from server.storage.tables import AuditEntry
-from tests.unit.server.conftest import TEST_PROVIDER, make_key
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, TEST_PROVIDER, make_key
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 # Reached without a key: discovery documents, and the steps a person's browser takes inside a
 # login it was handed (the transaction id, 122 random bits, is the capability).
@@ -204,6 +206,7 @@ def test_operators_suspend_but_only_supervisors_close(
     assert client.post(f"/identities/{identity}/close").status_code == 200  # supervisor
 
 
+@BOTH_DATABASES
 def test_actions_and_views_are_audited_with_the_caller(
     client: TestClient, settings: Settings
 ) -> None:

@@ -19,8 +19,10 @@ from server.services.access import Role
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.repositories import IdentityRepository
-from tests.unit.server.conftest import TEST_PROVIDER, make_key
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, TEST_PROVIDER, make_key
 from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PERSON = "0101901234"
 PROVIDER = TEST_PROVIDER
@@ -51,6 +53,7 @@ def start(client: TestClient, person: str = PERSON, level: str = "low") -> str:
     return transaction
 
 
+@BOTH_DATABASES
 def test_whole_login_gives_an_assertion_that_verifies_with_the_jwks(client: TestClient) -> None:
     transaction = start(client)
     accepted = client.post(
@@ -74,6 +77,7 @@ def test_whole_login_gives_an_assertion_that_verifies_with_the_jwks(client: Test
     assert again.status_code == 409
 
 
+@BOTH_DATABASES
 def test_wrong_code_and_unknown_person_get_the_same_answer(client: TestClient) -> None:
     wrong = client.post(f"/authentications/{start(client)}/otp", json={"code": "000000"})
     unknown = client.post(
@@ -126,7 +130,9 @@ def test_malformed_requests_get_a_4xx_never_a_500(client: TestClient, path: str,
     assert 400 <= answer.status_code < 500, answer.text
 
 
-@pytest.mark.parametrize("transaction", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize(
+    "transaction", ["not-a-uuid", str(uuid.uuid4())], ids=["not-a-uuid", "unknown"]
+)
 def test_unknown_or_malformed_transaction_ids_are_4xx(client: TestClient, transaction: str) -> None:
     answer = client.post(f"/authentications/{transaction}/otp", json={"code": "123456"})
     assert answer.status_code in (404, 422)
@@ -139,6 +145,7 @@ def _identity_id(client: TestClient) -> str:
         return str(IdentityRepository(session).by_person_number(PERSON_STORED).id)
 
 
+@BOTH_DATABASES
 def test_password_and_code_display_reach_substantial(client: TestClient) -> None:
     password = "correct horse battery staple"  # noqa: S105 - a test password
     set_password = client.put(
@@ -174,6 +181,7 @@ def test_wrong_password_and_unknown_person_get_the_same_answer(client: TestClien
     assert "not the password" not in wrong.text
 
 
+@BOTH_DATABASES
 def test_every_step_is_in_the_audit_log_and_the_chain_verifies(client: TestClient) -> None:
     from server.services.audit import verify_database
     from server.storage.repositories import AuditRepository
@@ -197,6 +205,7 @@ def test_every_step_is_in_the_audit_log_and_the_chain_verifies(client: TestClien
     assert all("000000" not in str(entry.details) for entry in entries)
 
 
+@BOTH_DATABASES
 def test_enrolled_through_the_api_a_person_logs_in_with_an_imported_token(
     client: TestClient,
 ) -> None:

@@ -24,7 +24,10 @@ from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
 from server.storage.tables import AuthTransaction
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY
 from tests.unit.server.people import assert_problem, enrol_via_api
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 ORIGIN = "http://localhost:8000"
 PROVIDER = "https://sp.example"
@@ -128,6 +131,7 @@ def sign_with(
 # --- registration -----------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 @pytest.mark.usefixtures("trust_simulator")
 def test_register_with_the_simulator_root_trusted(client: TestClient, key_file: Path) -> None:
     identity, _ = enrol(client)
@@ -156,6 +160,7 @@ def test_register_refused_for_an_aaguid_not_allowed(
     assert_problem(register(client, identity, key_file), 400, "attestation-rejected")
 
 
+@BOTH_DATABASES
 @pytest.mark.usefixtures("trust_simulator")
 def test_a_registration_state_is_used_once(client: TestClient, key_file: Path) -> None:
     identity, _ = enrol(client)
@@ -170,6 +175,7 @@ def test_a_registration_state_is_used_once(client: TestClient, key_file: Path) -
 # --- login ------------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 @pytest.mark.usefixtures("trust_simulator")
 def test_login_with_a_security_key(client: TestClient, key_file: Path) -> None:
     identity, number = enrol(client)
@@ -184,6 +190,7 @@ def test_login_with_a_security_key(client: TestClient, key_file: Path) -> None:
     assert claims["amr"] == ["fido2"]
 
 
+@BOTH_DATABASES
 @pytest.mark.usefixtures("trust_simulator")
 def test_a_cloned_key_is_blocked(client: TestClient, key_file: Path, tmp_path: Path) -> None:
     identity, number = enrol(client)
@@ -208,6 +215,7 @@ def test_a_cloned_key_is_blocked(client: TestClient, key_file: Path, tmp_path: P
     assert_problem(answer, 401, "verification-failed")
 
 
+@BOTH_DATABASES
 @pytest.mark.usefixtures("trust_simulator")
 def test_an_assertion_cannot_be_replayed(client: TestClient, key_file: Path) -> None:
     identity, number = enrol(client)

@@ -15,7 +15,10 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY
 from tests.unit.server.people import PROBLEM, assert_problem
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 _numbers = itertools.count(2000)
 
@@ -54,6 +57,7 @@ def code_of(token: OtpTokenState) -> str:
 # --- identities -----------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_enrol_answers_201_with_a_masked_person_number(client: TestClient) -> None:
     body = enrol(client, person_number="0203851234")
     assert body["person_number"] == "020385-****"
@@ -70,6 +74,7 @@ def test_enrol_answers_201_with_a_masked_person_number(client: TestClient) -> No
     assert "1234" not in got.text
 
 
+@BOTH_DATABASES
 def test_second_enrolment_answers_409_without_the_person_number(client: TestClient) -> None:
     enrol(client, person_number="020385-4321")
     answer = client.post("/identities", json=enrolment("020385-4321"))
@@ -132,6 +137,7 @@ def test_pskc_import_assign_and_activate_with_the_simulator(client: TestClient) 
     assert [c["state"] for c in listed] == ["active"]
 
 
+@BOTH_DATABASES
 def test_pskc_import_with_a_pre_shared_key(client: TestClient) -> None:
     psk = os.urandom(16)
     token = otp_token.new_state(Model.USB)
@@ -149,6 +155,7 @@ def test_pskc_import_with_a_pre_shared_key(client: TestClient) -> None:
     assert_problem(again, 409, "duplicate-serial")
 
 
+@BOTH_DATABASES
 def test_wrong_activation_codes_count_and_block(client: TestClient) -> None:
     token = otp_token.new_state(Model.DISPLAY)
     import_tokens(client, token)
@@ -165,6 +172,7 @@ def test_wrong_activation_codes_count_and_block(client: TestClient) -> None:
     assert_problem(client.post(f"{path}/activate", json={"code": right}), 409, "invalid-transition")
 
 
+@BOTH_DATABASES
 def test_block_and_replace_a_code_display(client: TestClient) -> None:
     first, second = otp_token.new_state(Model.DISPLAY), otp_token.new_state(Model.DISPLAY)
     import_tokens(client, first, second)
@@ -206,6 +214,7 @@ def test_audio_reader_cannot_be_active_with_a_code_display(client: TestClient) -
     assert_problem(answer, 409, "conflicting-credential")
 
 
+@BOTH_DATABASES
 def test_password_set_and_change(client: TestClient) -> None:
     identity = enrol(client)["id"]
     path = f"/identities/{identity}/password"
@@ -223,6 +232,7 @@ def test_password_set_and_change(client: TestClient) -> None:
     assert_problem(client.put(path, json={"password": "x"}), 401, "wrong-password")
 
 
+@BOTH_DATABASES
 def test_credential_limits_answer_409(client: TestClient) -> None:
     identity = enrol(client)["id"]
     for _ in range(2):
@@ -280,6 +290,7 @@ def test_garbage_bodies_answer_4xx_never_500(client: TestClient, method: str, pa
             assert answer.headers["content-type"] == PROBLEM
 
 
+@BOTH_DATABASES
 def test_garbage_on_existing_records_answers_4xx(client: TestClient) -> None:
     token = otp_token.new_state(Model.DISPLAY)
     import_tokens(client, token)

@@ -19,7 +19,10 @@ from sqlalchemy import select
 from server.services.keycard import KeyCardSecrets, decoy_indexes
 from server.settings import Settings
 from server.storage.tables import AuditEntry, AuthTransaction, Credential
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY
 from tests.unit.server.people import assert_problem, enrol_via_api
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PROVIDER = "https://sp.example"
 PASSWORD = "kvadratrod af syv og tyve"  # noqa: S105 - a test password
@@ -127,6 +130,7 @@ def leaves(value: Any) -> Iterator[str]:
 # --- issuance ---------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_issue_answers_the_printable_card_once_and_keeps_no_code(client: TestClient) -> None:
     identity, _ = enrol(client)
     answer = client.post(f"/identities/{identity}/key-cards", json={"label": "post"})
@@ -172,6 +176,7 @@ def test_the_pepper_file_is_made_on_first_start_owner_only(
     assert settings.keycard_pepper_file.parent == settings.kek_file.parent
 
 
+@BOTH_DATABASES
 def test_one_live_card_per_identity_and_replacement_fills_the_new_order(
     client: TestClient,
 ) -> None:
@@ -199,6 +204,7 @@ def test_a_suspended_identity_gets_no_card(client: TestClient) -> None:
 # --- activation -------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_activation_with_the_code_beside_the_chosen_key_number(client: TestClient) -> None:
     identity, _ = enrol(client)
     credential, codes = issue(client, identity)
@@ -252,6 +258,7 @@ def test_a_malformed_activation_code_is_not_counted(client: TestClient) -> None:
 # --- login ------------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_login_with_the_key_card_and_with_a_password(client: TestClient) -> None:
     identity, number, credential, codes = holder(client)
     [activation_index] = credential_row(client, credential).public_data["used"]
@@ -297,6 +304,7 @@ def test_the_key_number_is_spent_by_every_try(client: TestClient) -> None:
     assert send_code(client, transaction, codes[index]).status_code == 200
 
 
+@BOTH_DATABASES
 def test_a_used_code_is_not_accepted_again(client: TestClient) -> None:
     _, number, credential, codes = holder(client)
     first, second = login(client, number), login(client, number)
@@ -313,6 +321,7 @@ def test_a_used_code_is_not_accepted_again(client: TestClient) -> None:
     assert_problem(send_code(client, first, codes[index]), 401, "verification-failed")
 
 
+@BOTH_DATABASES
 def test_three_wrong_codes_block_the_card(client: TestClient) -> None:
     identity, number, credential, codes = holder(client)
     for attempt in range(3):
@@ -342,6 +351,7 @@ def test_three_wrong_codes_block_the_card(client: TestClient) -> None:
     assert_problem(client.post(f"/credentials/{credential}/state", json={"state": "active"}), 409)
 
 
+@BOTH_DATABASES
 def test_replacement_is_due_when_20_codes_remain(client: TestClient) -> None:
     _, number, credential, codes = holder(client)
     [activation_index] = credential_row(client, credential).public_data["used"]
@@ -436,6 +446,7 @@ def test_a_person_without_a_card_is_shown_numbers_of_one_decoy_card(
     assert len(seen) > 1
 
 
+@BOTH_DATABASES
 def test_key_card_failures_count_in_the_rate_limits(client: TestClient) -> None:
     _, number, _, codes = holder(client)
     for _ in range(20):

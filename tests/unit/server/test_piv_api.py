@@ -29,8 +29,10 @@ from server.services.piv import enrol_message, login_message
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit
-from tests.unit.server.conftest import ORIGIN
+from tests.unit.server.conftest import BOTH_DATABASES, ORIGIN, SQLITE_ONLY
 from tests.unit.server.people import assert_problem
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PROVIDER = "https://sp.example"
 PERSON_NAME = "Inger Christensen"
@@ -216,6 +218,7 @@ def other_ca_certificate(public_key: ec.EllipticCurvePublicKey) -> x509.Certific
 # --- enrolment and login ----------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_enrolled_card_logs_in_at_level_high(client: TestClient, card: PivSession) -> None:
     identity, number = person(client)
     enrolled = enrol_card(client, identity, card)
@@ -258,6 +261,7 @@ def test_enrolled_card_logs_in_at_level_high(client: TestClient, card: PivSessio
     assert claims["amr"] == ["piv"]
 
 
+@BOTH_DATABASES
 def test_wrong_signature_is_refused_and_counted(
     client: TestClient, card: PivSession, settings: Settings
 ) -> None:
@@ -284,6 +288,7 @@ def test_wrong_signature_is_refused_and_counted(
     assert_problem(client.post(f"/authentications/{transaction}/piv", json=right), 401)
 
 
+@BOTH_DATABASES
 def test_replayed_signature_is_refused(client: TestClient, card: PivSession) -> None:
     identity, number = person(client)
     enrol_card(client, identity, card)
@@ -390,6 +395,7 @@ def test_card_out_of_use_is_on_the_crl_and_refused(
     assert_problem(piv_login(client, identified_login(client, number), card), 401)
 
 
+@BOTH_DATABASES
 def test_unblocked_card_leaves_the_crl_and_logs_in_again(
     client: TestClient, card: PivSession
 ) -> None:
@@ -405,6 +411,7 @@ def test_unblocked_card_leaves_the_crl_and_logs_in_again(
     assert piv_login(client, identified_login(client, number), card).status_code == 200
 
 
+@BOTH_DATABASES
 def test_replaced_card_is_superseded_and_the_new_card_enrols(
     client: TestClient, card: PivSession, card_dir: Path
 ) -> None:
@@ -429,6 +436,7 @@ def test_replaced_card_is_superseded_and_the_new_card_enrols(
     assert piv_login(client, identified_login(client, number), second_card).status_code == 200
 
 
+@BOTH_DATABASES
 def test_lost_card_presented_is_audited(
     client: TestClient, card: PivSession, settings: Settings
 ) -> None:
@@ -506,6 +514,7 @@ def test_enrolment_of_a_key_that_is_not_the_signers_is_refused(
     )
 
 
+@BOTH_DATABASES
 def test_enrolment_respects_the_card_limit(client: TestClient, card_dir: Path) -> None:
     identity, _ = person(client)
     enrol_card(client, identity, new_card(card_dir))
@@ -539,6 +548,7 @@ def test_a_login_transaction_is_not_an_enrolment(client: TestClient) -> None:
     assert_problem(client.post(f"/piv/enrolments/{transaction}/complete", json=body), 404)
 
 
+@BOTH_DATABASES
 def test_an_enrolment_is_not_a_login(client: TestClient) -> None:
     identity, _ = person(client)
     state_id = client.post(f"/identities/{identity}/piv/enrol/begin").json()["state_id"]

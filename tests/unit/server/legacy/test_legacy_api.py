@@ -37,8 +37,10 @@ from server.services.legacy.store import LegacyStore, closing_time, legacy_subje
 from server.services.pseudonyms import Pseudonyms
 from server.settings import Settings
 from server.storage.tables import AuditEntry
-from tests.unit.server.conftest import TEST_PROVIDER, make_key
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, TEST_PROVIDER, make_key
 from tests.unit.server.people import assert_problem
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PASSWORD = "blåbærgrød med fløde"  # noqa: S105 - a test password
 WRONG = "forkert"
@@ -178,6 +180,7 @@ def app_with(settings: Settings) -> Iterator[Any]:
 # --- the login --------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_a_legacy_login_gives_a_legacy_assertion_that_verifies_with_the_jwks(
     client: TestClient, settings: Settings
 ) -> None:
@@ -224,6 +227,7 @@ def test_a_legacy_login_gives_a_legacy_assertion_that_verifies_with_the_jwks(
     assert code_for(secret, index) not in text
 
 
+@BOTH_DATABASES
 def test_every_failure_gets_the_same_answer_and_its_own_audit_reason(
     client: TestClient,
 ) -> None:
@@ -288,6 +292,7 @@ def test_a_code_token_logs_in_with_its_own_amr(client: TestClient) -> None:
 # --- limits -----------------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_five_failures_lock_for_an_hour_and_a_success_resets(client: TestClient) -> None:
     clock = fake_clock(client)
     user_id, secret = add_person(client)
@@ -311,6 +316,7 @@ def test_five_failures_lock_for_an_hour_and_a_success_resets(client: TestClient)
     assert results == ["failed"] * 4 + ["ok", *failed, "locked", *failed, "locked", "ok"]
 
 
+@BOTH_DATABASES
 def test_failures_from_one_source_throttle_only_that_source(client: TestClient) -> None:
     user_id, secret = add_person(client)
     for number in range(20):  # different user ids: no user's own lock is reached
@@ -364,6 +370,7 @@ def test_a_new_only_provider_is_refused(app_with: Any, settings: Settings) -> No
     assert client.post("/legacy/authentications", headers=other).status_code == 201
 
 
+@BOTH_DATABASES
 def test_a_migrated_user_still_logs_in_and_keeps_the_new_pseudonym(
     client: TestClient,
 ) -> None:

@@ -28,7 +28,9 @@ from server.services.legacy.store import LegacyStore
 from server.settings import Settings
 from server.storage.migration_tables import MigrationEvent
 from server.storage.tables import Identity
-from tests.unit.server.conftest import make_key
+from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, make_key
+
+pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PASSWORD = "rabarbergrød med mælk"  # noqa: S105 - a test legacy password
 NEW_PASSWORD = "Et nyt og langt kodeord 2026"  # noqa: S105 - a test password
@@ -143,6 +145,7 @@ def new_app(settings: Settings) -> Iterator[TestClient]:
 # --- the whole flow ---------------------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_self_service_migration_resumes_on_a_new_app_after_every_step(
     client: TestClient, settings: Settings
 ) -> None:
@@ -275,6 +278,7 @@ def test_only_operators_of_the_channel_start_and_drive_an_assisted_flow(
 # --- idempotency and concurrency --------------------------------------------------------------
 
 
+@BOTH_DATABASES
 def test_every_step_sent_twice_answers_the_same(
     client: TestClient, person_client: TestClient
 ) -> None:
@@ -305,6 +309,7 @@ def test_every_step_sent_twice_answers_the_same(
     ]
 
 
+@BOTH_DATABASES
 def test_a_failed_token_activation_leaves_no_identity_and_can_be_retried(
     client: TestClient, person_client: TestClient
 ) -> None:
