@@ -148,7 +148,7 @@ def _sqlite_engine(
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _ensure_wal(database, cursor)
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -170,6 +170,23 @@ def _sqlite_engine(
             raise
 
     return engine
+
+
+def _ensure_wal(database: str, cursor: sqlite3.Cursor) -> None:
+    """Put the database file in WAL mode (it stays so: the mode is kept in the file).
+
+    Processes opening a new file at once (the workers of ``akkreditiv serve`` on first start)
+    each tried to switch it, and the switch, which needs the file to itself, failed in all but
+    one with "database is locked" instead of waiting. So they take turns on an exclusive
+    ``flock`` of a file beside the database, and only switch when the mode is not WAL yet."""
+    handle = os.open(f"{database}-setup", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        os.close(handle)  # closing drops the lock
 
 
 class _WriterQueue:
