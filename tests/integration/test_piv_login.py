@@ -7,6 +7,7 @@ card pulled mid-login gives a clear error and leaves the service's state as it w
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -275,3 +276,43 @@ def test_bad_arguments_are_refused_before_the_card_is_touched(
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr
+
+
+def test_a_login_a_browser_opened_takes_the_card_with_the_pages_pairing_code(
+    service: Service, attach: Attach, card_state: Path, cli: CliRunner
+) -> None:
+    card = attach(card_state)
+    with service.client() as http:
+        identity, number = high_person(http)
+        enrol(cli, service, card, identity)
+        begun = http.post("/authentications", json={"provider": PROVIDER, "min_level": "high"})
+        transaction = str(begun.json()["id"])
+    # The person's browser opens the login's pages (claiming the login) and says who it is.
+    with httpx.Client(base_url=service.url, headers={"origin": service.url}) as browser:
+        first = browser.get(f"/login/{transaction}")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', first.text)
+        assert csrf is not None
+        said = browser.post(
+            f"/login/{transaction}", data={"csrf": csrf.group(1), "person_number": number}
+        )
+        assert said.status_code == 303, said.text
+        page = browser.get(f"/login/{transaction}/smartcard")
+        shown = re.search(r'id="pairing-code"><strong>([A-Z0-9-]+)</strong>', page.text)
+        assert shown is not None, page.text
+        pairing = shown.group(1)
+        assert f"--pairing {pairing}" in page.text
+
+        # Without the code the card program is refused before the PIN is asked; with it,
+        # the card's signature counts for the browser's login.
+        refused = login(cli, service, card, transaction)
+        assert refused.returncode == 3, refused.stderr
+        assert "another browser" in refused.stderr or "bound" in refused.stderr
+        paired = cli(
+            "devices", "piv", "login", "--url", service.url, "--transaction", transaction,
+            "--reader", card.reader.name, "--pin-stdin", "--pairing", pairing.lower(),
+            stdin=PIN, env=service.cli_env,
+        )  # fmt: skip
+        assert paired.returncode == 0, paired.stderr
+        assert paired.stdout.strip().endswith("factors: piv")
+    with service.client() as http:
+        assert_high_assertion(http, transaction)
