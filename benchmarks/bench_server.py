@@ -472,8 +472,8 @@ def main() -> int:
         # The baseline under the same uvicorn settings as ``akkreditiv serve`` (its logging,
         # no proxy headers) and the same number of workers: only the application differs.
         baseline = [
-            *(sys.executable, "-m", "uvicorn", "--factory", "baseline_app:app"),
-            *("--port", str(base_port), "--no-proxy-headers", "--app-dir", str(BENCH_DIR)),
+            *(sys.executable, "-m", "server.uvicorn_run", "baseline_app:app"),
+            *("--port", str(base_port), "--app-dir", str(BENCH_DIR)),
         ]
         for command in (service, baseline):
             command += ["--workers", str(workers)]

@@ -22,13 +22,8 @@ def serve(
 ) -> None:
     """Run the akkreditiv service. The database is an embedded SQLite file unless
     AKKREDITIV_DATABASE_URL names PostgreSQL (postgresql+psycopg://...)."""
-    import uvicorn
+    from server.uvicorn_run import run
 
-    uvicorn.run(
-        "server.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=False,
-    )
+    status = run("server.app:app_from_environment", host=host, port=port, workers=workers)
+    if status:
+        raise typer.Exit(status)
