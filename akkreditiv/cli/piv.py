@@ -175,7 +175,29 @@ def _b64(data: bytes) -> str:
 @piv_app.command("enrol")
 def piv_enrol(
     url: UrlOption,
-    identity: Annotated[str, typer.Option(help="The id of the identity the card is for.")],
+    identity: Annotated[
+        str | None,
+        typer.Option(
+            help="The id of the identity the card is for (an operator's enrolment: needs "
+            "the operator's API key in AKKREDITIV_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+    enrolment: Annotated[
+        str | None,
+        typer.Option(
+            help="The enrolment a citizen's account page began (its command shows it); "
+            "with --code, no API key is needed.",
+            show_default=False,
+        ),
+    ] = None,
+    code: Annotated[
+        str | None,
+        typer.Option(
+            help="The enrolment code the account page shows (e.g. ABCD-EFGH-JKLM).",
+            show_default=False,
+        ),
+    ] = None,
     management_key: Annotated[
         str | None,
         typer.Option(help="The card's management key as hex (default: the PIV default key)."),
@@ -188,10 +210,12 @@ def piv_enrol(
 ) -> None:
     """Enrol the card with the service: a new key made on the card in slot 9A signs the
     service's challenge (after the PIN), and the certificate the service issues for it is
-    written to the card. Any key and certificate in 9A are replaced."""
-    from server.services.piv import enrol_message
+    written to the card. Any key and certificate in 9A are replaced. An operator names the
+    identity (--identity) and the service begins the enrolment; a citizen gives the
+    enrolment and code their account page shows (--enrolment, --code) instead."""
+    from server.services.piv import code_challenge, enrol_message
 
-    identity_id = parse_id(identity, "--identity")
+    identity_id, begun_by_page, compact = _enrolment_target(identity, enrolment, code)
     algorithm = management_alg.algorithm
     try:
         key = bytes.fromhex(management_key) if management_key else DEFAULT_MANAGEMENT_KEY
@@ -202,11 +226,15 @@ def piv_enrol(
     with service_client(url) as http, piv_session(reader) as session:
         card_id = session.chuid().serial
         session.authenticate(key, algorithm)
-        begun = call_service(
-            http, f"/identities/{identity_id}/piv/enrol/begin", "beginning the enrolment"
-        )
-        state_id = uuid.UUID(begun["state_id"])
-        challenge = base64.b64decode(begun["challenge"])
+        if begun_by_page is None:
+            begun = call_service(
+                http, f"/identities/{identity_id}/piv/enrol/begin", "beginning the enrolment"
+            )
+            state_id = uuid.UUID(begun["state_id"])
+            challenge = base64.b64decode(begun["challenge"])
+        else:
+            # The page began it: its challenge is the code's digest (nothing to ask for).
+            state_id, challenge = begun_by_page, code_challenge(compact)
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
         public_key = session.generate_key(Slot.AUTHENTICATION)
@@ -226,6 +254,7 @@ def piv_enrol(
                 ),
                 "signature": _b64(signature),
                 "card_id": card_id,
+                **({"code": compact} if begun_by_page is not None else {}),
             },
         )
         certificate = x509.load_der_x509_certificate(base64.b64decode(enrolled["certificate"]))
@@ -315,17 +344,39 @@ def piv_login(
     typer.echo("factors: " + " ".join(answer["factors"]))
 
 
+def _enrolment_target(
+    identity: str | None, enrolment: str | None, code: str | None
+) -> tuple[uuid.UUID | None, uuid.UUID | None, str]:
+    """Who or what ``enrol`` enrols: ``(identity, None, "")`` for an operator's enrolment,
+    ``(None, enrolment, code)`` for one a citizen's page began; checked before the card is
+    touched."""
+    if identity is not None:
+        if enrolment is not None or code is not None:
+            raise fail("give either --identity, or --enrolment and --code, not both")
+        return parse_id(identity, "--identity"), None, ""
+    if enrolment is None or code is None:
+        raise fail("give --identity (an operator), or --enrolment and --code from the account page")
+    state_id = parse_id(enrolment, "--enrolment")
+    return None, state_id, _code(code, "--code")
+
+
+def _code(code: str, option: str) -> str:
+    """A code the page shows, as sent: normalised, and checked to be the 12 base32 letters
+    and digits so a mistyped code costs no PIN try."""
+    from server.services.authentication import PAIRING_LENGTH, normalise_pairing
+
+    compact = normalise_pairing(code)
+    if len(compact) != PAIRING_LENGTH or not set(compact) <= _BASE32:
+        raise fail(f"{option} takes the {PAIRING_LENGTH} letters and digits the page shows")
+    return compact
+
+
 def _pairing(code: str | None) -> dict[str, str]:
     """The pairing member of the login's requests (none without ``--pairing``), checked
     before the card is touched so a mistyped code costs no PIN try."""
-    from server.services.authentication import PAIRING_LENGTH, normalise_pairing
-
     if code is None:
         return {}
-    compact = normalise_pairing(code)
-    if len(compact) != PAIRING_LENGTH or not set(compact) <= _BASE32:
-        raise fail(f"--pairing takes the {PAIRING_LENGTH} letters and digits the page shows")
-    return {"pairing": compact}
+    return {"pairing": _code(code, "--pairing")}
 
 
 _BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")

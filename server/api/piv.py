@@ -18,14 +18,16 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, authentication_service, verify_and_answer
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, get_caller
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError
 from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
@@ -108,11 +110,22 @@ class EnrolBeginOut(BaseModel):
     slot: str = SLOT
 
 
+PAIRING_PATTERN = r"^[A-Za-z0-9 -]{12,24}$"
+
+
 class EnrolCompleteIn(_Strict):
     public_key: PublicKeyDer
     signature: SignatureDer
     card_id: str = Field(
         min_length=2, max_length=64, pattern=r"^[0-9a-f]+$", description="CHUID GUID/FASC-N, hex"
+    )
+    code: str | None = Field(
+        default=None,
+        min_length=12,
+        max_length=24,
+        pattern=PAIRING_PATTERN,
+        description="the enrolment code the citizen's account page shows, for an enrolment "
+        "that page began: with it no API key is needed (any case; dashes and spaces ignored)",
     )
 
 
@@ -123,9 +136,6 @@ class EnrolCompleteOut(BaseModel):
 
 class ChallengeOut(BaseModel):
     challenge: str = Field(description="base64; sign LOGIN_DOMAIN || transaction id || challenge")
-
-
-PAIRING_PATTERN = r"^[A-Za-z0-9 -]{12,24}$"
 
 
 def _pairing_field() -> Any:
@@ -214,6 +224,23 @@ def enrol_begin(
     )
 
 
+# The same scheme as the API key's everywhere else; here the key may be left out.
+_optional_bearer = HTTPBearer(auto_error=False, description="an API key: akk_<id>_<secret>")
+
+
+def optional_credential_manager(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+) -> Caller | None:
+    """The caller of an API key that may manage credentials, or None when no key is sent (a
+    key that is sent must be valid and allowed, as on every other route)."""
+    if credentials is None:
+        return None
+    caller = get_caller(request, credentials)
+    caller.require(Permission.MANAGE_CREDENTIALS)
+    return caller
+
+
 @router.post("/piv/enrolments/{state_id}/complete", status_code=201)
 def enrol_complete(
     state_id: uuid.UUID,
@@ -221,13 +248,29 @@ def enrol_complete(
     request: Request,
     session: SessionDep,
     services: ServicesDep,
-    caller: CredentialManager,
+    caller: Annotated[Caller | None, Depends(optional_credential_manager)],
 ) -> EnrolCompleteOut:
     """The card's public key and its signature over the challenge; the answer is the new
-    active credential and the certificate to write to the card."""
+    active credential and the certificate to write to the card. An operator's API key may
+    complete any enrolment; without one, the enrolment code a citizen's account page showed
+    completes the enrolment that page began (a wrong code closes it)."""
+    if caller is None and body.code is None:
+        raise NotAuthenticated(
+            "no API key or enrolment code",
+            detail="send an operator's API key, or the enrolment code the account page shows",
+        )
+    if caller is not None:
+        actor = caller.actor
+    else:
+        # The citizen whose page showed the code (the service checks the code itself).
+        actor = f"citizen:{piv_service(request, session, services).enrolment_owner(state_id)}"
     try:
-        enrolled = piv_service(request, session, services, caller.actor).enrol_complete(
-            state_id, public_key_der=body.public_key, signature=body.signature, card_id=body.card_id
+        enrolled = piv_service(request, session, services, actor).enrol_complete(
+            state_id,
+            public_key_der=body.public_key,
+            signature=body.signature,
+            card_id=body.card_id,
+            code=body.code,
         )
     except DomainError:
         # The enrolment is closed even when refused: that must outlive the error answer.

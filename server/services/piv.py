@@ -9,6 +9,14 @@ Nothing is kept in memory between steps:
   ``"completed"`` or ``"failed"``: one attempt per challenge), ``challenge`` the challenge and
   ``expires_at`` its deadline. The row's id is the state id the client carries. It is never
   ``identified``, so it never counts as a login.
+* An enrolment a citizen's account page begins (``enrol_begin(..., browser_binding=...)``)
+  has an enrolment code, derived one way from the state id and that browser's binding, so
+  only that page can show it. Its challenge is the SHA-256 digest of the code (``code_challenge``)
+  rather than random bytes: the card program, given the code, knows what to sign without an
+  operator's key to call ``enrol/begin``, and the service checks a code it is sent against the
+  row alone, in constant time. A wrong code spends the enrolment like any refused answer, so
+  a code (60 bits) cannot be guessed. An enrolment an operator began has a random challenge,
+  which no code's digest matches.
 * The login challenge is the login transaction's own ``challenge`` column: ``login_begin``
   writes a fresh one, and every check consumes it, accepted or not, so a signature cannot be
   replayed.
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import hmac
 import secrets
 import uuid
@@ -58,9 +67,12 @@ from server.services.authentication import (
     COMPLETED,
     FAILED,
     IDENTIFIED,
+    PAIRING_GROUP,
+    PAIRING_LENGTH,
     TransactionClosed,
     TransactionExpired,
     TransactionUnknown,
+    normalise_pairing,
 )
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError
@@ -88,6 +100,8 @@ ENROLMENT_PREFIX = "piv-enrolment:"
 _OPEN = "piv-enrol"
 SERIAL_PREFIX = "piv:"
 ENROL_DOMAIN = b"akkreditiv-piv-enrol"
+ENROLMENT_CODE_DOMAIN = b"akkreditiv-piv-enrolment-code\x00"
+CODE_CHALLENGE_DOMAIN = b"akkreditiv-piv-enrolment-challenge\x00"
 LOGIN_DOMAIN = b"akkreditiv-piv-login"
 CHALLENGE_SIZE = 32
 ENROLMENT_LIFETIME = dt.timedelta(minutes=5)
@@ -133,6 +147,13 @@ class EnrolmentRejected(DomainError):
         self.reason = reason
 
 
+class EnrolmentCodeRejected(DomainError):
+    """The enrolment code sent is not the one the account page showed for this enrolment."""
+
+    code = "verification-failed"
+    default_detail = "the enrolment code is not right; open the account page again for a new one"
+
+
 class PivLoginRejected(DomainError):
     """One answer for every refused card signature; ``reason`` is for the audit log only."""
 
@@ -148,6 +169,7 @@ class EnrolmentChallenge:
     state_id: uuid.UUID
     challenge: bytes
     expires_at: dt.datetime
+    code: str | None = None  # the enrolment code, when a browser's page began it
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,26 @@ class Enrolled:
 def enrol_message(state_id: uuid.UUID, challenge: bytes) -> bytes:
     """What the card signs to enrol."""
     return ENROL_DOMAIN + state_id.bytes + challenge
+
+
+def enrolment_code(state_id: uuid.UUID, binding: str) -> str:
+    """The code of an enrolment begun by the browser of ``binding``: shown on that browser's
+    account page and given to the card program. Derived one way (as the login's pairing
+    code), so it reveals neither the binding nor the browser's cookie behind it. Grouped for
+    reading, e.g. ``ABCD-EFGH-JKLM``."""
+    digest = hashlib.sha256(
+        ENROLMENT_CODE_DOMAIN + state_id.bytes + binding.encode("utf-8")
+    ).digest()
+    code = base64.b32encode(digest).decode("ascii")[:PAIRING_LENGTH]
+    return "-".join(
+        code[start : start + PAIRING_GROUP] for start in range(0, PAIRING_LENGTH, PAIRING_GROUP)
+    )
+
+
+def code_challenge(code: str) -> bytes:
+    """The challenge of an enrolment with ``code`` (as typed: any case, dashes and spaces
+    ignored): the SHA-256 digest the service stores, and what the card signs for."""
+    return hashlib.sha256(CODE_CHALLENGE_DOMAIN + normalise_pairing(code).encode("utf-8")).digest()
 
 
 def login_message(transaction_id: uuid.UUID, challenge: bytes, origin: str) -> bytes:
@@ -239,14 +281,21 @@ class PivService:
 
     # --- enrolment ------------------------------------------------------------------------
 
-    def enrol_begin(self, identity_id: uuid.UUID) -> EnrolmentChallenge:
+    def enrol_begin(
+        self, identity_id: uuid.UUID, *, browser_binding: str | None = None
+    ) -> EnrolmentChallenge:
         """A challenge for a card to sign with its new key, kept in a new enrolment row. The
-        identity must be active and have room for another card."""
+        identity must be active and have room for another card. With ``browser_binding`` (a
+        citizen's own account page) the enrolment gets a code for that browser, and its
+        challenge is the code's digest (see the module's notes)."""
         self._credentials.check_room(identity_id, CredentialKind.PIV)
-        challenge = secrets.token_bytes(CHALLENGE_SIZE)
+        state_id = uuid.uuid4()
+        code = None if browser_binding is None else enrolment_code(state_id, browser_binding)
+        challenge = secrets.token_bytes(CHALLENGE_SIZE) if code is None else code_challenge(code)
         now = self.now()
         row = self._transactions.add(
             AuthTransaction(
+                id=state_id,
                 service_provider=ENROLMENT_PREFIX + str(identity_id),
                 min_level=AssuranceLevel.LOW,
                 state=_OPEN,
@@ -260,18 +309,44 @@ class PivService:
         self._audit(
             "piv.enrolment_begun", {"identity_id": str(identity_id), "state_id": str(row.id)}
         )
-        return EnrolmentChallenge(row.id, challenge, row.expires_at)
+        return EnrolmentChallenge(row.id, challenge, row.expires_at, code)
 
-    def enrol_complete(
-        self, state_id: uuid.UUID, *, public_key_der: bytes, signature: bytes, card_id: str
-    ) -> Enrolled:
-        """Check the card's signature over the enrolment challenge with the public key it sent,
-        certify that key, and store the card as an active PIV credential. The enrolment is
-        closed by the first answer, accepted or not (the caller commits that before it answers
-        a refusal)."""
+    def enrolment_owner(self, state_id: uuid.UUID) -> uuid.UUID:
+        """The identity an enrolment is for (``EnrolmentUnknown`` if there is none)."""
+        return self._enrolment(state_id)[1]
+
+    def enrolment_open(self, state_id: uuid.UUID, identity_id: uuid.UUID) -> bool:
+        """Whether ``state_id`` is an enrolment of ``identity_id`` that a card may still
+        complete (not answered yet, not expired)."""
+        try:
+            row, owner = self._enrolment(state_id)
+        except EnrolmentUnknown:
+            return False
+        return owner == identity_id and row.state == _OPEN and self.now() < row.expires_at
+
+    def _enrolment(self, state_id: uuid.UUID) -> tuple[AuthTransaction, uuid.UUID]:
         row = self._session.get(AuthTransaction, state_id)
         if row is None or not row.service_provider.startswith(ENROLMENT_PREFIX):
             raise EnrolmentUnknown
+        if row.identity_id is None:
+            raise EnrolmentUnknown
+        return row, row.identity_id
+
+    def enrol_complete(
+        self,
+        state_id: uuid.UUID,
+        *,
+        public_key_der: bytes,
+        signature: bytes,
+        card_id: str,
+        code: str | None = None,
+    ) -> Enrolled:
+        """Check the card's signature over the enrolment challenge with the public key it sent,
+        certify that key, and store the card as an active PIV credential. With ``code`` (a
+        citizen completing the enrolment their page began) the code must be the enrolment's.
+        The enrolment is closed by the first answer, accepted or not (the caller commits that
+        before it answers a refusal)."""
+        row, _ = self._enrolment(state_id)
         if row.state != _OPEN:
             raise EnrolmentClosed
         if self.now() >= row.expires_at or row.identity_id is None or row.challenge is None:
@@ -279,6 +354,9 @@ class PivService:
         identity_id, challenge = row.identity_id, row.challenge
         row.state, row.challenge = FAILED, None
         self._transactions.update(row)
+        if code is not None and not hmac.compare_digest(code_challenge(code), challenge):
+            self._refused(identity_id, state_id, "code")
+            raise EnrolmentCodeRejected
         try:
             public_key = require_card_key(serialization.load_der_public_key(public_key_der))
         except (ValueError, UnsupportedAlgorithm):

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
 from server.api.fido import fido_service
 from server.api.keycard import SecretsDep
+from server.api.piv import piv_service
 from server.services.credentials import LIVE_STATES, CredentialService
 from server.services.errors import DomainError, WeakPassword, WrongPassword
 from server.services.identities import IdentityService
@@ -39,6 +40,7 @@ from server.services.lifecycle_errors import (
     TokenNotFound,
 )
 from server.services.passwords import MAX_LENGTH, MIN_LENGTH
+from server.services.piv import enrolment_code
 from server.storage.tables import (
     AssuranceLevel,
     Credential,
@@ -61,6 +63,7 @@ _RANK = {AssuranceLevel.LOW: 1, AssuranceLevel.SUBSTANTIAL: 2, AssuranceLevel.HI
 SENSITIVE_LEVEL = AssuranceLevel.SUBSTANTIAL
 BLOCK_REASONS = {"lost": S.LOST, "paused": S.BLOCKED}
 FIDO_STATE = "account.fido_registration"
+PIV_STATE = "account.piv_enrolment"
 MAX_SERIAL = 128
 MAX_CODE = 64
 
@@ -283,23 +286,53 @@ def key_submit(
 
 @router.get("/account/add/smartcard")
 def smartcard(request: Request, account: AccountDep) -> Response:
-    """How to enrol a smartcard (it needs the card reader program and a card reader), and
-    the cards enrolled so far: the page is reloaded to see a card once it is enrolled."""
+    """How to enrol a smartcard with the card reader program, and the cards enrolled so far.
+    The page begins the enrolment itself, as the citizen, and shows the command with the
+    enrolment's id and its code (derived from this browser's binding, so only this page can
+    show it): the program then needs no operator's key. The enrolment's id is kept in the
+    browser's session, so reloading the page (to see the card once it is enrolled) shows the
+    same command while it can still be used and a fresh one after."""
     browser = account.browser
     if not account.level_enough():
         return step_up(browser, request)
-    cards = [c for c in account.live() if c.kind is K.PIV]
-    command = (
-        f"akkreditiv devices piv enrol --url {own_origin(request)} --identity {account.identity.id}"
-    )
+    cards = [row(c, browser.lang) for c in account.live() if c.kind is K.PIV]
+    service = piv_service(request, account.session, account.services, account.actor)
+    stored = browser.data(PIV_STATE)
+    state_id = _uuid_or_none(stored)
+    errors: list[tuple[str, str]] = []
+    command = code = ""
+    if state_id is None or not service.enrolment_open(state_id, account.identity.id):
+        try:
+            state_id = service.enrol_begin(
+                account.identity.id, browser_binding=browser.binding
+            ).state_id
+        except CredentialLimitReached:
+            state_id = None
+            errors = [("", browser.t("account.card_limit"))]
+    browser.remember(PIV_STATE, None if state_id is None else str(state_id))
+    if state_id is not None:
+        code = enrolment_code(state_id, browser.binding)
+        command = (
+            f"akkreditiv devices piv enrol --url {own_origin(request)} "
+            f"--enrolment {state_id} --code {code}"
+        )
     return page(
         request,
         browser,
         "account_smartcard.html",
         title=browser.t("account.card_title"),
         command=command,
-        cards=[row(c, browser.lang) for c in cards],
+        code=code,
+        cards=cards,
+        errors=errors,
     )
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 # --- code display and audio code reader ------------------------------------------------------

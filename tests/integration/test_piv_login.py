@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,12 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
+from devices.protocol.otp import totp
 from firmware_sim.tokens import piv as sim_piv
+from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import RateLimit
+from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
 
 from .conftest import AttachedCard, CliRunner
 from .server_process import start_server
@@ -31,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 PROVIDER = "https://sp.example"
 PIN = "123456\n"
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a test person's password
 
 Attach = Callable[[Path], AttachedCard]
 
@@ -316,3 +321,87 @@ def test_a_login_a_browser_opened_takes_the_card_with_the_pages_pairing_code(
         assert paired.stdout.strip().endswith("factors: piv")
     with service.client() as http:
         assert_high_assertion(http, transaction)
+
+
+def test_a_citizen_enrols_a_card_from_the_account_page_without_an_api_key(
+    service: Service, attach: Attach, card_state: Path, cli: CliRunner, tmp_path: Path
+) -> None:
+    card = attach(card_state)
+    engine = create_engine_for(service.database_url)
+    try:
+        box = SecretBox.from_file(tmp_path / "service" / "kek.bin")
+        identity = seed_person_with_code_display(session_factory(engine), box)
+    finally:
+        engine.dispose()
+    with service.client() as http:
+        answer = http.put(f"/identities/{identity}/password", json={"password": PASSWORD})
+        assert answer.status_code == 200, answer.text
+    no_key = {"AKKREDITIV_API_KEY": "", "AKKREDITIV_API_KEY_FILE": ""}
+
+    def enrol_with(enrolment: str, code: str) -> subprocess.CompletedProcess[str]:
+        return cli(
+            "devices", "piv", "enrol", "--url", service.url, "--enrolment", enrolment,
+            "--code", code, "--reader", card.reader.name, "--pin-stdin",
+            stdin=PIN, env=no_key,
+        )  # fmt: skip
+
+    with httpx.Client(
+        base_url=service.url, headers={"origin": service.url}, follow_redirects=True, timeout=30
+    ) as browser:
+        # The citizen signs in through the pages: password, then the code display's code.
+        page = browser.get("/account/login?next=/account/add/smartcard")
+        login = re.search(r"/login/([0-9a-f-]{36})", str(page.url))
+        assert login is not None, page.url
+        base = f"/login/{login.group(1)}"
+        for path, field, value in (
+            (base, "person_number", PERSON_STORED),
+            (f"{base}/password", "password", PASSWORD),
+            (f"{base}/code", "code", totp(SEED, time.time())),
+        ):
+            page = browser.post(path, data={"csrf": csrf(page), field: value})
+            assert page.status_code == 200, page.text
+        assert str(page.url).endswith("/account/add/smartcard"), page.url
+        enrolment, code = shown_command(page, service.url)
+
+        # A wrong code is refused (and spends that enrolment: the page then shows a new one).
+        wrong = "ABCD-EFGH-JKLM" if code != "ABCD-EFGH-JKLM" else "MLKJ-HGFE-DCBA"
+        refused = enrol_with(enrolment, wrong)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "401" in refused.stderr
+        assert "enrolment code is not right" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        page = browser.get("/account/add/smartcard")
+        enrolment, code = shown_command(page, service.url)
+
+        enrolled = enrol_with(enrolment, code)
+
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert "The certificate is in slot 9a." in enrolled.stdout
+        with service.client() as http:
+            credentials = http.get(f"/identities/{identity}/credentials").json()
+        cards = [c for c in credentials if c["kind"] == "piv"]
+        assert [c["state"] for c in cards] == ["active"]
+        card_id = cards[0]["public_data"]["card_id"]
+        assert card_id == sim_piv.load_applet(card_state).serial_text()
+        listed = browser.get("/account/add/smartcard")
+        assert f"Kort {card_id}: Aktiv" in listed.text
+
+
+def csrf(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found is not None, page.text
+    return found.group(1)
+
+
+def shown_command(page: httpx.Response, url: str) -> tuple[str, str]:
+    """The enrolment and code of the command the smartcard page shows."""
+    assert page.status_code == 200, page.text
+    found = re.search(
+        r"akkreditiv devices piv enrol --url (\S+) --enrolment ([0-9a-f-]{36}) "
+        r"--code ([A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})",
+        page.text,
+    )
+    assert found is not None, page.text
+    assert found.group(1) == url
+    assert f"<strong>{found.group(3)}</strong>" in page.text
+    return found.group(2), found.group(3)

@@ -25,7 +25,7 @@ from devices.protocol.piv import DEFAULT_PIN, Slot
 from devices.tokens.piv import PivSession
 from firmware_sim.attach.inprocess import InProcessConnection
 from firmware_sim.tokens.piv import make_card, new_card_state
-from server.services.piv import enrol_message, login_message
+from server.services.piv import code_challenge, enrol_message, enrolment_code, login_message
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit
@@ -649,3 +649,183 @@ def test_url_safe_base64_without_padding_is_accepted(client: TestClient, card: P
     url_safe["origin"] = body["origin"]
 
     assert client.post(f"/authentications/{transaction}/piv", json=url_safe).status_code == 200
+
+
+# --- enrolments a citizen's account page began --------------------------------------------------
+
+
+def page_enrolment(client: TestClient, identity: str, binding: str) -> tuple[uuid.UUID, str]:
+    """An enrolment begun as the account page begins it (``PivService.enrol_begin`` with a
+    browser's binding, through the API module's own wiring): its state id and code."""
+    from starlette.requests import Request
+
+    from server.api.piv import piv_service
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    request = Request({"type": "http", "app": client.app, "headers": []})
+    with services.sessions() as session, session.begin():
+        begun = piv_service(request, session, services, f"citizen:{identity}").enrol_begin(
+            uuid.UUID(identity), browser_binding=binding
+        )
+    assert begun.code is not None
+    return begun.state_id, begun.code
+
+
+def complete_with_code(
+    client: TestClient,
+    state_id: uuid.UUID,
+    code: str,
+    card: PivSession,
+    *,
+    sent_code: str | None = None,
+) -> Any:
+    """What ``akkreditiv devices piv enrol --enrolment S --code C`` sends: the card signs for
+    the code's challenge, and the code (or ``sent_code``) goes with the answer."""
+    card.authenticate()
+    public_key = card.generate_key(Slot.AUTHENTICATION)
+    card.verify_pin(DEFAULT_PIN)
+    signature = card.sign(Slot.AUTHENTICATION, enrol_message(state_id, code_challenge(code)))
+    return client.post(
+        f"/piv/enrolments/{state_id}/complete",
+        json={
+            "public_key": b64(
+                public_key.public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ),
+            "signature": b64(signature),
+            "card_id": card.chuid().serial,
+            "code": code if sent_code is None else sent_code,
+        },
+    )
+
+
+def keyless(client: TestClient) -> TestClient:
+    """The same app, called without an API key (as a citizen's card program calls it)."""
+    return TestClient(client.app, raise_server_exceptions=False)
+
+
+def audit_actors(client: TestClient, event: str) -> list[tuple[str, dict[str, Any]]]:
+    sessions = client.app.state.services.sessions  # type: ignore[attr-defined]
+    with sessions() as session:
+        rows = session.scalars(select(AuditEntry).where(AuditEntry.event == event))
+        return [(row.actor, dict(row.details)) for row in rows]
+
+
+def test_enrolment_code_is_grouped_and_bound_to_the_enrolment_and_the_browser() -> None:
+    state_id, other_state = uuid.uuid4(), uuid.uuid4()
+    code = enrolment_code(state_id, "a" * 64)
+
+    assert len(code) == 14
+    assert code.count("-") == 2
+    assert set(code.replace("-", "")) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+    assert enrolment_code(state_id, "b" * 64) != code
+    assert enrolment_code(other_state, "a" * 64) != code
+    # Typed in any case, with or without dashes, it is the same challenge.
+    assert code_challenge(code.lower().replace("-", " ")) == code_challenge(code)
+    assert code_challenge(enrolment_code(other_state, "a" * 64)) != code_challenge(code)
+
+
+@BOTH_DATABASES
+def test_a_page_enrolment_completes_with_its_code_and_no_api_key(
+    client: TestClient, card: PivSession
+) -> None:
+    identity, number = person(client)
+    state_id, code = page_enrolment(client, identity, "f" * 64)
+
+    with keyless(client) as citizen:
+        answer = complete_with_code(citizen, state_id, code, card)
+
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["credential"]["state"] == "active"
+    certificate = x509.load_der_x509_certificate(base64.b64decode(answer.json()["certificate"]))
+    card.put_certificate(Slot.AUTHENTICATION, certificate)
+    issued = audit_actors(client, "piv.certificate_issued")
+    assert [actor for actor, _ in issued] == [f"citizen:{identity}"]
+    begun = audit_actors(client, "piv.enrolment_begun")
+    assert [actor for actor, _ in begun] == [f"citizen:{identity}"]
+    # The card is in use: it logs in at level high.
+    transaction = identified_login(client, number)
+    assert piv_login(client, transaction, card).json() == {"factors": ["piv"]}
+
+
+def test_a_wrong_code_is_refused_and_spends_the_enrolment(
+    client: TestClient, card_dir: Path
+) -> None:
+    identity, _ = person(client)
+    state_id, code = page_enrolment(client, identity, "f" * 64)
+    wrong = enrolment_code(state_id, "e" * 64)  # the code another browser's page would show
+
+    with keyless(client) as citizen:
+        refused = complete_with_code(citizen, state_id, code, new_card(card_dir), sent_code=wrong)
+        assert_problem(refused, 401, "verification-failed")
+        again = complete_with_code(citizen, state_id, code, new_card(card_dir))
+        assert_problem(again, 409, "conflict")  # one answer per enrolment, right code or not
+
+    assert client.get(f"/identities/{identity}/credentials").json() == []
+    refusals = audit_actors(client, "piv.enrolment_refused")
+    assert [(actor, details["reason"]) for actor, details in refusals] == [
+        (f"citizen:{identity}", "code")
+    ]
+
+
+def test_completing_needs_an_api_key_or_a_code(client: TestClient, card: PivSession) -> None:
+    identity, _ = person(client)
+    begun = client.post(f"/identities/{identity}/piv/enrol/begin").json()
+    state_id = uuid.UUID(begun["state_id"])
+    body = {"public_key": "AAAA", "signature": "AAAA", "card_id": "00ff"}
+
+    with keyless(client) as anyone:
+        assert_problem(
+            anyone.post(f"/piv/enrolments/{state_id}/complete", json=body), 401, "unauthenticated"
+        )
+        # Nor does the API begin an enrolment without a key.
+        assert_problem(anyone.post(f"/identities/{identity}/piv/enrol/begin"), 401)
+        # A key that is sent must be valid, code or not.
+        bad_key = {"Authorization": "Bearer akk_nope_nope"}
+        with_code = {**body, "code": "ABCD-EFGH-JKLM"}
+        assert_problem(
+            anyone.post(f"/piv/enrolments/{state_id}/complete", json=with_code, headers=bad_key),
+            401,
+            "unauthenticated",
+        )
+    # None of that touched the enrolment: the operator's card program completes it.
+    card.authenticate()
+    public_key = card.generate_key(Slot.AUTHENTICATION)
+    card.verify_pin(DEFAULT_PIN)
+    signature = card.sign(
+        Slot.AUTHENTICATION, enrol_message(state_id, base64.b64decode(begun["challenge"]))
+    )
+    done = client.post(
+        f"/piv/enrolments/{state_id}/complete",
+        json={
+            "public_key": b64(
+                public_key.public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ),
+            "signature": b64(signature),
+            "card_id": card.chuid().serial,
+        },
+    )
+    assert done.status_code == 201, done.text
+
+
+def test_an_operators_enrolment_takes_no_code(client: TestClient, card: PivSession) -> None:
+    identity, _ = person(client)
+    begun = client.post(f"/identities/{identity}/piv/enrol/begin").json()
+    state_id = uuid.UUID(begun["state_id"])
+    code = enrolment_code(state_id, "f" * 64)
+
+    with keyless(client) as citizen:
+        refused = complete_with_code(citizen, state_id, code, card)
+
+    assert_problem(refused, 401, "verification-failed")
+    assert client.get(f"/identities/{identity}/credentials").json() == []
+
+
+def test_a_code_for_an_unknown_enrolment_is_not_found(client: TestClient) -> None:
+    body = {"public_key": "AAAA", "signature": "AAAA", "card_id": "00ff", "code": "ABCDEFGHJKLM"}
+    with keyless(client) as citizen:
+        answer = citizen.post(f"/piv/enrolments/{uuid.uuid4()}/complete", json=body)
+    assert_problem(answer, 404)

@@ -5,6 +5,7 @@ citizen's own credentials. The browser signs in through the real login pages."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -23,13 +24,15 @@ from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
 from server.services.access import Role
 from server.services.credentials import CredentialService
 from server.services.errors import WrongPassword
+from server.services.piv import enrolment_code
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.tables import AssuranceLevel, AuditEntry, Credential, CredentialState
 from server.web.account import level_enough
+from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
-from tests.unit.server.test_piv_api import enrol_card, new_card
+from tests.unit.server.test_piv_api import complete_with_code, enrol_card, keyless, new_card
 from tests.unit.server.web.forms import csrf_of, lang_of, text_of
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test person's password
@@ -390,7 +393,7 @@ def test_the_smartcard_page_shows_the_enrol_command_and_the_enrolled_card(
     browser: TestClient, signed_in: Person, tmp_path: Path
 ) -> None:
     answer = browser.get("/account/add/smartcard")
-    command = f"akkreditiv devices piv enrol --url {ORIGIN} --identity {signed_in.identity_id}"
+    command = f"akkreditiv devices piv enrol --url {ORIGIN} --enrolment "
     assert command in text_of(answer)
     assert "Der er ikke tilmeldt noget chipkort endnu." in text_of(answer)
     folder = tmp_path / "cards"
@@ -606,3 +609,113 @@ def test_password_errors_in_english(browser: TestClient, signed_in: Person) -> N
     assert lang_of(answer) == "en"
     assert "<title>Error: Change your password" in answer.text
     assert error_at(answer, "new_password") == "Error: Enter a new password."
+
+
+# --- a smartcard enrolled by the citizen ----------------------------------------------------------
+
+_COMMAND = re.compile(
+    r"akkreditiv devices piv enrol --url (\S+) --enrolment ([0-9a-f-]{36}) "
+    r"--code ([A-Z2-7]{4}-[A-Z2-7]{4}-[A-Z2-7]{4})"
+)
+
+
+def shown_enrolment(answer: Any) -> tuple[uuid.UUID, str]:
+    """The enrolment and code the smartcard page shows: in the command and, the code, on its
+    own line."""
+    assert answer.status_code == 200, text_of(answer)
+    found = _COMMAND.search(answer.text)
+    assert found is not None, text_of(answer)
+    assert found.group(1) == ORIGIN
+    code = found.group(3)
+    assert re.search(rf'id="enrolment-code">[^<]*<strong>{code}</strong>', answer.text)
+    return uuid.UUID(found.group(2)), code
+
+
+def test_the_citizen_enrols_a_card_with_the_pages_code_and_no_api_key(
+    browser: TestClient, signed_in: Person, tmp_path: Path
+) -> None:
+    state_id, code = shown_enrolment(browser.get("/account/add/smartcard"))
+    begun = signed_in.audit("piv.enrolment_begun")
+    assert [(e.actor, e.details["state_id"]) for e in begun] == [
+        (f"citizen:{signed_in.identity_id}", str(state_id))
+    ]
+    # Opened again while it can still be used, the page shows the same command.
+    assert shown_enrolment(browser.get("/account/add/smartcard")) == (state_id, code)
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    card = new_card(folder)
+
+    with keyless(browser) as program:
+        done = complete_with_code(program, state_id, code.lower().replace("-", ""), card)
+
+    assert done.status_code == 201, done.text
+    again = browser.get("/account/add/smartcard")
+    assert f"Kort {card.chuid().serial}: Aktiv" in text_of(again)
+    # That enrolment is spent: the page begins a fresh one for another card.
+    fresh, fresh_code = shown_enrolment(again)
+    assert fresh != state_id
+    assert fresh_code != code
+    issued = signed_in.audit("piv.certificate_issued")
+    assert [e.actor for e in issued] == [f"citizen:{signed_in.identity_id}"]
+
+
+def test_another_browsers_code_does_not_complete_this_pages_enrolment(
+    browser: TestClient, signed_in: Person, tmp_path: Path
+) -> None:
+    state_id, code = shown_enrolment(browser.get("/account/add/smartcard"))
+    token = browser.cookies.get(COOKIE)
+    assert token is not None
+    # The code is this browser's: derived from its session's binding, not from the id alone.
+    binding = hashlib.sha256(b"akkreditiv-login-binding\x00" + token.encode()).hexdigest()
+    assert code == enrolment_code(state_id, binding)
+    other_code = enrolment_code(state_id, hashlib.sha256(b"another browser").hexdigest())
+    folder = tmp_path / "cards"
+    folder.mkdir()
+
+    with keyless(browser) as program:
+        refused = complete_with_code(
+            program, state_id, code, new_card(folder), sent_code=other_code
+        )
+
+    assert refused.status_code == 401, refused.text
+    assert not [c for c in signed_in.credentials() if c.kind.value == "piv"]
+    # The refused enrolment is spent; the page shows a new command.
+    assert shown_enrolment(browser.get("/account/add/smartcard"))[0] != state_id
+
+
+def test_an_expired_enrolment_is_begun_afresh(browser: TestClient, signed_in: Person) -> None:
+    from server.storage.tables import AuthTransaction
+
+    state_id, _ = shown_enrolment(browser.get("/account/add/smartcard"))
+    with signed_in.sessions() as session, session.begin():
+        row = session.get(AuthTransaction, state_id)
+        assert row is not None
+        row.expires_at = row.created_at  # its five minutes are over
+
+    fresh, _ = shown_enrolment(browser.get("/account/add/smartcard"))
+
+    assert fresh != state_id
+
+
+def test_the_smartcard_page_says_when_no_more_cards_fit_in_english(
+    browser: TestClient, signed_in: Person, tmp_path: Path
+) -> None:
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    api = TestClient(browser.app, headers=signed_in.api)
+    enrol_card(api, str(signed_in.identity_id), new_card(folder))
+    enrol_card(api, str(signed_in.identity_id), new_card(folder))
+    switched = browser.post(
+        "/lang",
+        data={"csrf": csrf_of(browser.get("/account")), "lang": "en", "next": "/account"},
+        follow_redirects=True,
+    )
+    assert lang_of(switched) == "en"
+
+    answer = browser.get("/account/add/smartcard")
+
+    assert answer.status_code == 200
+    assert lang_of(answer) == "en"
+    assert "You already have as many smartcards as you can have." in text_of(answer)
+    assert "piv enrol" not in answer.text
+    assert text_of(answer).count(": Active, added") == 2
