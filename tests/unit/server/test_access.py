@@ -44,6 +44,9 @@ def is_public(path: str) -> bool:
         return True  # the legacy login's browser steps (password, key-card code)
     if path == "/migrations" or path.startswith("/migrations/{flow_id}"):
         return True  # a person's own migration steps (assisted channels are checked inside)
+    if path == "/piv/enrolments/{state_id}/complete":
+        return True  # an operator's key, or the enrolment code a citizen's account page shows
+
     prefix = "/authentications/{transaction_id}/"
     return path.startswith(prefix) and not path.endswith("/complete")
 
