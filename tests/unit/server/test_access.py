@@ -1,6 +1,6 @@
 """Access control: API keys (stored hashed, compared in constant time, re-read when the file
-changes), every non-public route refusing a request without a valid key, and what each role
-may do, on SQLite and PostgreSQL."""
+changes), every non-public route refusing a request without a valid key, and what each role may do,
+on SQLite (and PostgreSQL where it behaves differently)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The authentication API over HTTP on SQLite and PostgreSQL: a whole login, failures that say
-nothing about accounts, step-up, JWKS, and 4xx (never 500) for malformed requests."""
+"""The authentication API over HTTP on SQLite (and PostgreSQL where it behaves differently): a
+whole login, failures that say nothing about accounts, step-up, JWKS, and 4xx (never 500) for
+malformed requests."""
 
 from __future__ import annotations
 

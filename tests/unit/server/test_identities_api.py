@@ -1,6 +1,6 @@
-"""The identity and credential API on SQLite and PostgreSQL: enrolment, problem+json answers,
-PSKC import from the simulator, activation with the simulator's codes, block and replace, and
-garbage bodies that must answer 4xx, never 500."""
+"""The identity and credential API on SQLite (and PostgreSQL where it behaves differently):
+enrolment, problem+json answers, PSKC import from the simulator, activation with the simulator's
+codes, block and replace, and garbage bodies that must answer 4xx, never 500."""
 
 from __future__ import annotations
 

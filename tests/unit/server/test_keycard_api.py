@@ -1,7 +1,8 @@
-"""Legacy key cards over HTTP on SQLite and PostgreSQL: issuing a printable card, activation with
-the code for a key number the service picks, the key-card login factor (codes used once, the
-key number spent on every try, blocking, replacement due at 20 left, an exhausted card), answers
-that do not tell who has an account or a card, and 4xx (never 500) for malformed requests."""
+"""Legacy key cards over HTTP on SQLite (and PostgreSQL where it behaves differently): issuing a
+printable card, activation with the code for a key number the service picks, the key-card login
+factor (codes used once, the key number spent on every try, blocking, replacement due at 20 left,
+an exhausted card), answers that do not tell who has an account or a card, and 4xx (never 500) for
+malformed requests."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Legacy login over HTTP on SQLite and PostgreSQL: a provider begins it, the person sends user id
-and password (answered with a key number, the same for anyone), then the code (a signed legacy
-assertion, or one public failure); the lockout, per-source throttling, the shutdown date,
-new-only providers, migrated users, the card's last codes, and 4xx (never 500) for malformed
-requests."""
+"""Legacy login over HTTP on SQLite (and PostgreSQL where it behaves differently): a provider
+begins it, the person sends user id and password (answered with a key number, the same for anyone),
+then the code (a signed legacy assertion, or one public failure); the lockout, per-source
+throttling, the shutdown date, new-only providers, migrated users, the card's last codes, and 4xx
+(never 500) for malformed requests."""
 
 from __future__ import annotations
 

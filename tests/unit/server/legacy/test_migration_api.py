@@ -1,8 +1,9 @@
-"""The guided migration over HTTP on SQLite and PostgreSQL: the whole flow on each channel with a
-new app instance between every two steps (as a restart leaves it), every step sent twice, the
-person's steps without an API key and an assisted flow's only with an operator key of its
-channel, the same answers for a user id nobody has, clear problem+json for every failure, a
-failed token activation with no partial identity, and 4xx (never 500) for malformed bodies."""
+"""The guided migration over HTTP on SQLite (and PostgreSQL where it behaves differently): the
+whole flow on each channel with a new app instance between every two steps (as a restart leaves
+it), every step sent twice, the person's steps without an API key and an assisted flow's only with
+an operator key of its channel, the same answers for a user id nobody has, clear problem+json for
+every failure, a failed token activation with no partial identity, and 4xx (never 500) for
+malformed bodies."""
 
 from __future__ import annotations
 
