@@ -1,7 +1,7 @@
-"""FIDO2 over HTTP on SQLite (and PostgreSQL where it behaves differently), driven by python-
-fido2's client over the simulated security key: registration under an attestation policy, a whole
-login with a key, signature counter regression (a cloned key) blocking the credential, request
-options that do not tell who has an account or a key, and 4xx (never 500) for garbage."""
+"""FIDO2 over HTTP on SQLite (and PostgreSQL where it behaves differently), driven by
+python-fido2's client over the simulated security key: registration under an attestation policy, a
+whole login with a key, signature counter regression (a cloned key) blocking the credential,
+request options that do not tell who has an account or a key, and 4xx (never 500) for garbage."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """PIV smartcards over HTTP on SQLite (and PostgreSQL where it behaves differently), with the
-simulated card driven in process through the real driver (``PivSession``): enrolment with an on-
-card key, a login at level high, refused signatures (wrong, replayed, another CA's, another
+simulated card driven in process through the real driver (``PivSession``): enrolment with an
+on-card key, a login at level high, refused signatures (wrong, replayed, another CA's, another
 person's card), cards taken out of use appearing on the CRL and refused at login, and 4xx (never
 500) for malformed bodies."""
 
