@@ -159,7 +159,12 @@ def pairing_code(binding: str) -> str:
     login's pages (to that browser alone) and given to the program, which sends it with its
     steps. Derived one way, so the code does not reveal the binding (nor the browser's
     cookie behind it). Grouped for reading, e.g. ``ABCD-EFGH-JKLM``."""
-    digest = hashlib.sha256(PAIRING_DOMAIN + binding.encode("utf-8")).digest()
+    return readable_code(hashlib.sha256(PAIRING_DOMAIN + binding.encode("utf-8")).digest())
+
+
+def readable_code(digest: bytes) -> str:
+    """A code people read and type, from a digest: its first base32 letters, in groups
+    (``ABCD-EFGH-JKLM``); ``normalise_pairing`` reads it back."""
     code = base64.b32encode(digest).decode("ascii")[:PAIRING_LENGTH]
     return "-".join(
         code[start : start + PAIRING_GROUP] for start in range(0, PAIRING_LENGTH, PAIRING_GROUP)

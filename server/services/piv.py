@@ -67,12 +67,11 @@ from server.services.authentication import (
     COMPLETED,
     FAILED,
     IDENTIFIED,
-    PAIRING_GROUP,
-    PAIRING_LENGTH,
     TransactionClosed,
     TransactionExpired,
     TransactionUnknown,
     normalise_pairing,
+    readable_code,
 )
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError
@@ -188,12 +187,8 @@ def enrolment_code(state_id: uuid.UUID, binding: str) -> str:
     account page and given to the card program. Derived one way (as the login's pairing
     code), so it reveals neither the binding nor the browser's cookie behind it. Grouped for
     reading, e.g. ``ABCD-EFGH-JKLM``."""
-    digest = hashlib.sha256(
-        ENROLMENT_CODE_DOMAIN + state_id.bytes + binding.encode("utf-8")
-    ).digest()
-    code = base64.b32encode(digest).decode("ascii")[:PAIRING_LENGTH]
-    return "-".join(
-        code[start : start + PAIRING_GROUP] for start in range(0, PAIRING_LENGTH, PAIRING_GROUP)
+    return readable_code(
+        hashlib.sha256(ENROLMENT_CODE_DOMAIN + state_id.bytes + binding.encode("utf-8")).digest()
     )
 
 

@@ -72,14 +72,6 @@ _TEMPLATES = {
 }
 
 
-def _local(value: str | None, default: str) -> str:
-    """A ``next`` path on this site (``local_path``), without control characters: they have
-    no place in a path, and a NUL cannot be stored in the session's JSON on PostgreSQL."""
-    if value is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        return default
-    return local_path(value, default)
-
-
 def _service(session: Any, services: Services) -> AuthenticationService:
     return authentication_service(session, services, actor="web")
 
@@ -283,7 +275,7 @@ def extend(
         browser.flash("login.extended")
     except NoMoreTime:
         browser.flash("login.no_more_time")
-    return redirect(browser, _local(str(form.get("next", "")), f"/login/{transaction_id}"))
+    return redirect(browser, local_path(str(form.get("next", "")), f"/login/{transaction_id}"))
 
 
 @router.get("/login/{transaction_id}/done")
@@ -309,7 +301,7 @@ def done(
         outcome = _service(session, services).complete(transaction_id, provider=SELF_SERVICE)
         assert transaction.identity_id is not None  # noqa: S101 - reached implies identified
         browser.sign_in_citizen(transaction.identity_id, outcome.level.name.lower())
-        return redirect(browser, _local(str(pending.get("next", "")), "/account"))
+        return redirect(browser, local_path(str(pending.get("next", "")), "/account"))
     if transaction.return_url:
         return browser.apply(
             RedirectResponse(_with_transaction(transaction.return_url, transaction_id), 303)
@@ -333,7 +325,7 @@ def account_login(
 ) -> Response:
     """Self-service needs level Substantial: a login of its own, begun here (no API key),
     which this browser alone may finish."""
-    target = _local(next, "/account")
+    target = local_path(next, "/account")
     if browser.identity_id is not None:
         return redirect(browser, target)
     transaction = _service(session, services).begin(SELF_SERVICE, Level.SUBSTANTIAL)

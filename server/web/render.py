@@ -116,7 +116,9 @@ def local_path(value: str | None, default: str = "/") -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return default
     if any(ord(character) < 0x20 or ord(character) == 0x7F for character in value):
-        return default  # a control character (a NUL, a CR LF header split) is never a path
+        # A control character is never a path: a CR LF would split a header, and a NUL cannot
+        # be kept in the session's JSON on PostgreSQL.
+        return default
     return value
 
 

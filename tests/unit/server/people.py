@@ -73,3 +73,26 @@ def enrol_via_api(
     )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"]), number
+
+
+def store_legacy_user(
+    app: Any, user_id: str, person_number: str, secret: bytes, *, name: str, password: str
+) -> None:
+    """A legacy eID user with an active key card (card secret ``secret``, serial
+    ``KC<user id's digits>``), put straight into the app's own database as the import does."""
+    from server.api.keycard import load_secrets
+    from server.services.legacy.formats import hash_legacy_password
+    from server.services.legacy.store import LegacyStore
+
+    services = app.state.services
+    with services.sessions() as session, session.begin():
+        store = LegacyStore(
+            session,
+            services.secrets,
+            services.clock,
+            decoy_key=load_secrets(app).derive("legacy-decoy"),
+        )
+        store.add_user(
+            user_id, person_number, name, 1975, hash_legacy_password(password, iterations=1000)
+        )
+        store.issue_card(user_id, secret, serial="KC" + "".join(filter(str.isdigit, user_id)))

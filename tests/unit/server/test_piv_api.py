@@ -98,27 +98,27 @@ def person(client: TestClient) -> tuple[str, str]:
     return str(answer.json()["id"]), number
 
 
+def card_answer(card: PivSession, state_id: uuid.UUID, challenge: bytes) -> dict[str, str]:
+    """The card's part of an enrolment: a new key in slot 9A and its signature over the
+    enrolment message, as the completion's body."""
+    card.authenticate()
+    public_key = card.generate_key(Slot.AUTHENTICATION)
+    card.verify_pin(DEFAULT_PIN)
+    signature = card.sign(Slot.AUTHENTICATION, enrol_message(state_id, challenge))
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {"public_key": b64(spki), "signature": b64(signature), "card_id": card.chuid().serial}
+
+
 def enrol_card(client: TestClient, identity: str, card: PivSession) -> dict[str, Any]:
     """The client's part of an enrolment, as ``akkreditiv devices piv enrol`` does it."""
     begun = client.post(f"/identities/{identity}/piv/enrol/begin")
     assert begun.status_code == 201, begun.text
     state_id = uuid.UUID(begun.json()["state_id"])
     challenge = base64.b64decode(begun.json()["challenge"])
-    card.authenticate()
-    public_key = card.generate_key(Slot.AUTHENTICATION)
-    card.verify_pin(DEFAULT_PIN)
-    signature = card.sign(Slot.AUTHENTICATION, enrol_message(state_id, challenge))
     answer = client.post(
-        f"/piv/enrolments/{state_id}/complete",
-        json={
-            "public_key": b64(
-                public_key.public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            ),
-            "signature": b64(signature),
-            "card_id": card.chuid().serial,
-        },
+        f"/piv/enrolments/{state_id}/complete", json=card_answer(card, state_id, challenge)
     )
     assert answer.status_code == 201, answer.text
     certificate = x509.load_der_x509_certificate(base64.b64decode(answer.json()["certificate"]))
@@ -682,23 +682,9 @@ def complete_with_code(
 ) -> Any:
     """What ``akkreditiv devices piv enrol --enrolment S --code C`` sends: the card signs for
     the code's challenge, and the code (or ``sent_code``) goes with the answer."""
-    card.authenticate()
-    public_key = card.generate_key(Slot.AUTHENTICATION)
-    card.verify_pin(DEFAULT_PIN)
-    signature = card.sign(Slot.AUTHENTICATION, enrol_message(state_id, code_challenge(code)))
-    return client.post(
-        f"/piv/enrolments/{state_id}/complete",
-        json={
-            "public_key": b64(
-                public_key.public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            ),
-            "signature": b64(signature),
-            "card_id": card.chuid().serial,
-            "code": code if sent_code is None else sent_code,
-        },
-    )
+    answer = card_answer(card, state_id, code_challenge(code))
+    answer["code"] = code if sent_code is None else sent_code
+    return client.post(f"/piv/enrolments/{state_id}/complete", json=answer)
 
 
 def keyless(client: TestClient) -> TestClient:
@@ -791,23 +777,9 @@ def test_completing_needs_an_api_key_or_a_code(client: TestClient, card: PivSess
             "unauthenticated",
         )
     # None of that touched the enrolment: the operator's card program completes it.
-    card.authenticate()
-    public_key = card.generate_key(Slot.AUTHENTICATION)
-    card.verify_pin(DEFAULT_PIN)
-    signature = card.sign(
-        Slot.AUTHENTICATION, enrol_message(state_id, base64.b64decode(begun["challenge"]))
-    )
+    challenge = base64.b64decode(begun["challenge"])
     done = client.post(
-        f"/piv/enrolments/{state_id}/complete",
-        json={
-            "public_key": b64(
-                public_key.public_bytes(
-                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
-            ),
-            "signature": b64(signature),
-            "card_id": card.chuid().serial,
-        },
+        f"/piv/enrolments/{state_id}/complete", json=card_answer(card, state_id, challenge)
     )
     assert done.status_code == 201, done.text
 

@@ -21,15 +21,14 @@ from sqlalchemy import func, select
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
-from server.api.keycard import load_secrets
 from server.app import create_app
 from server.services.access import Role
-from server.services.legacy.formats import code_for, hash_legacy_password, new_card_secret
-from server.services.legacy.store import LegacyStore
+from server.services.legacy.formats import code_for, new_card_secret
 from server.settings import Settings
 from server.storage.migration_tables import MigrationEvent
 from server.storage.tables import Identity
 from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, make_key
+from tests.unit.server.people import store_legacy_user
 
 pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
@@ -64,25 +63,16 @@ def app_of(client: TestClient) -> FastAPI:
 
 def add_person(client: TestClient) -> Person:
     """A legacy user with an active key card, in the app's own database."""
-    app = app_of(client)
-    services = app.state.services
     serial = next(_serials)
     person = Person(f"nem{serial}", f"120375-{serial}", new_card_secret())
-    with services.sessions() as session, session.begin():
-        store = LegacyStore(
-            session,
-            services.secrets,
-            services.clock,
-            decoy_key=load_secrets(app).derive("legacy-decoy"),
-        )
-        store.add_user(
-            person.user_id,
-            person.person_number,
-            NAME,
-            1975,
-            hash_legacy_password(PASSWORD, iterations=1000),
-        )
-        store.issue_card(person.user_id, person.secret, serial=f"KC{serial}")
+    store_legacy_user(
+        app_of(client),
+        person.user_id,
+        person.person_number,
+        person.secret,
+        name=NAME,
+        password=PASSWORD,
+    )
     return person
 
 

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
-from server.api.keycard import load_secrets
-from server.services.legacy.formats import code_for, hash_legacy_password, new_card_secret
-from server.services.legacy.store import LegacyStore
+from server.services.legacy.formats import code_for, new_card_secret
+from tests.unit.server.people import store_legacy_user
 from tests.unit.server.web.forms import csrf_of
 
 PASSWORD = "rabarbergrød med mælk"  # noqa: S105 - a test legacy password
@@ -39,25 +38,16 @@ class Person:
 
 def add_person(client: TestClient) -> Person:
     """A legacy user with an active key card, in the app's own database."""
-    app = cast(FastAPI, client.app)
-    services = app.state.services
     serial = next(_serials)
     person = Person(f"nem{serial}", f"120375-{serial}", new_card_secret())
-    with services.sessions() as session, session.begin():
-        store = LegacyStore(
-            session,
-            services.secrets,
-            services.clock,
-            decoy_key=load_secrets(app).derive("legacy-decoy"),
-        )
-        store.add_user(
-            person.user_id,
-            person.person_number,
-            NAME,
-            1975,
-            hash_legacy_password(PASSWORD, iterations=1000),
-        )
-        store.issue_card(person.user_id, person.secret, serial=f"KC{serial}")
+    store_legacy_user(
+        cast(FastAPI, client.app),
+        person.user_id,
+        person.person_number,
+        person.secret,
+        name=NAME,
+        password=PASSWORD,
+    )
     return person
 
 
