@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.access import ApiKeys, Caller, NotAuthenticated, Permission
 from server.services.audit import AuditLog
+from server.services.credentials import CredentialService
 from server.services.factors import PasswordCheck
 from server.services.passwords import Passwords, argon2id_parameters
 from server.services.pseudonyms import Pseudonyms
@@ -158,6 +159,19 @@ def audit_hook(session: Session, services: Services, actor: str) -> AuditHook:
         log.append(event, actor=actor, subject=subject, details=details)
 
     return record
+
+
+def credential_service(
+    session: Session, services: Services, audit: AuditHook | None = None
+) -> CredentialService:
+    """The credential service of one request, reporting to ``audit`` (see ``audit_hook``)."""
+    return CredentialService(
+        session,
+        services.secrets,
+        services.passwords,
+        clock=services.clock,
+        **({} if audit is None else {"audit": audit}),
+    )
 
 
 def actor_of(request: Request) -> str:

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, require
+from server.api.deps import (
+    Services,
+    ServicesDep,
+    SessionDep,
+    audit_hook,
+    credential_service,
+    require,
+)
 from server.services.access import Caller, NotPermitted, Permission, Role
 from server.services.credentials import CredentialService
 from server.services.identities import (
@@ -146,13 +153,7 @@ class ReplaceIn(_Strict):
 
 
 def _credentials(session: Session, services: Services, actor: str) -> CredentialService:
-    return CredentialService(
-        session,
-        services.secrets,
-        services.passwords,
-        clock=services.clock,
-        audit=audit_hook(session, services, actor),
-    )
+    return credential_service(session, services, audit_hook(session, services, actor))
 
 
 def _identities(session: Session, services: Services, actor: str) -> IdentityService:

@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, verify_and_answer
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, credential_service
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
-from server.services.credentials import CredentialService
 from server.services.keycard import KeyCardSecrets, KeyCardService
 from server.services.lifecycle_errors import ActivationCodeRejected
 from server.settings import Settings
@@ -93,9 +92,7 @@ def keycard_service(
     session: Session, services: Services, keys: KeyCardSecrets, actor: str = "api"
 ) -> KeyCardService:
     audit = audit_hook(session, services, actor)
-    credentials = CredentialService(
-        session, services.secrets, services.passwords, clock=services.clock, audit=audit
-    )
+    credentials = credential_service(session, services, audit)
     return KeyCardService(
         session, services.secrets, credentials, keys, clock=services.clock, audit=audit
     )

@@ -22,12 +22,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import Services, ServicesDep, SessionDep, actor_of, audit_hook, get_caller
+from server.api.deps import (
+    Services,
+    ServicesDep,
+    SessionDep,
+    actor_of,
+    audit_hook,
+    credential_service,
+    get_caller,
+)
 from server.api.keycard import load_secrets
 from server.api.legacy import legacy_store
 from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
-from server.services.credentials import CredentialService
 from server.services.errors import DomainError
 from server.services.identities import IdentityService
 from server.services.legacy.flow import MigrationFlows
@@ -169,9 +176,7 @@ def migration_flows(
 ) -> MigrationFlows:
     """The migration flows as the app configures them (also for the migration pages)."""
     audit = audit_hook(session, services, actor)
-    credentials = CredentialService(
-        session, services.secrets, services.passwords, clock=services.clock, audit=audit
-    )
+    credentials = credential_service(session, services, audit)
     identities = IdentityService(
         session, services.pseudonyms, audit=audit, on_close=credentials.revoke_all
     )

@@ -25,10 +25,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, authentication_service, verify_and_answer
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, get_caller
+from server.api.deps import (
+    Services,
+    ServicesDep,
+    SessionDep,
+    audit_hook,
+    credential_service,
+    get_caller,
+)
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.services.access import Caller, NotAuthenticated, Permission
-from server.services.credentials import CredentialService
 from server.services.errors import DomainError
 from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
 from server.services.piv_ca import ServiceCa
@@ -195,9 +201,7 @@ def piv_service(
     return PivService(
         session,
         ca=service_ca(request, services),
-        credentials=CredentialService(
-            session, services.secrets, services.passwords, clock=services.clock, audit=audit
-        ),
+        credentials=credential_service(session, services, audit),
         pseudonyms=services.pseudonyms,
         crl_url=services.settings.issuer.rstrip("/") + "/piv/crl",
         clock=services.clock,

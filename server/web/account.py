@@ -24,7 +24,7 @@ from fido2.webauthn import UserVerificationRequirement
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, credential_service
 from server.api.fido import fido_service
 from server.api.keycard import SecretsDep
 from server.api.piv import piv_service
@@ -144,9 +144,7 @@ def _account(
     browser: BrowserDep, identity_id: CitizenDep, session: SessionDep, services: ServicesDep
 ) -> Account:
     audit = audit_hook(session, services, actor_of(identity_id))
-    credentials = CredentialService(
-        session, services.secrets, services.passwords, clock=services.clock, audit=audit
-    )
+    credentials = credential_service(session, services, audit)
     identity = IdentityService(session, services.pseudonyms, audit=audit).get(identity_id)
     return Account(browser, identity, session, services, credentials)
 

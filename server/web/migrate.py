@@ -21,11 +21,10 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep, actor_of
+from server.api.deps import ServicesDep, SessionDep, actor_of, credential_service
 from server.api.fido import fido_service
 from server.api.keycard import load_secrets
 from server.api.migration import migration_flows
-from server.services.credentials import CredentialService
 from server.services.errors import DomainError
 from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.flow_errors import (
@@ -402,9 +401,7 @@ def record(form: CheckedForm, step: Step = StepDep) -> Response:
     }
     found = [
         credential.id
-        for credential in CredentialService(
-            step.db, services.secrets, services.passwords, clock=services.clock
-        ).for_identity(view.identity_id)
+        for credential in credential_service(step.db, services).for_identity(view.identity_id)
         if credential.kind in wanted
         and credential.state is CredentialState.ACTIVE
         and credential.id not in view.credential_ids
