@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from sqlalchemy.orm import Session
 
 from server.api.deps import (
     Services,
@@ -18,6 +20,7 @@ from server.api.deps import (
     SessionDep,
     audit_hook,
     commit_now,
+    in_transaction,
     require,
 )
 from server.api.problems import problem
@@ -163,6 +166,26 @@ def verify_and_answer(
     return FactorsView(factors=result.factors)
 
 
+async def answer_factor(
+    request: Request,
+    transaction_id: uuid.UUID,
+    make_check: Callable[[Session, Services], FactorCheck],
+    submitted: dict[str, Any],
+    *,
+    pairing: str | None = None,
+) -> FactorsView | JSONResponse:
+    """The work of a login factor's route, in one transaction of its own (``in_transaction``):
+    make the check, verify the factor, answer (``verify_and_answer``)."""
+
+    def work(session: Session, services: Services) -> FactorsView | JSONResponse:
+        check = make_check(session, services)
+        return verify_and_answer(
+            request, session, services, transaction_id, check, submitted, pairing=pairing
+        )
+
+    return await in_transaction(request, work)
+
+
 def identify_person(
     session: Any,
     services: Services,
@@ -213,11 +236,15 @@ def begin(
 
 
 @router.post("/authentications/{transaction_id}/identify", response_model=FactorsView)
-def identify(
-    transaction_id: uuid.UUID, body: IdentifyRequest, session: SessionDep, services: ServicesDep
+async def identify(
+    transaction_id: uuid.UUID, body: IdentifyRequest, request: Request
 ) -> FactorsView:
     """Say who logs in. The answer is the same whether or not the person exists."""
-    identify_person(session, services, transaction_id, body.person_number)
+
+    def work(session: Session, services: Services) -> None:
+        identify_person(session, services, transaction_id, body.person_number)
+
+    await in_transaction(request, work)
     return FactorsView(factors=[])
 
 
@@ -226,16 +253,15 @@ def identify(
     response_model=FactorsView,
     responses={401: {"description": "the code was not accepted (problem+json)"}},
 )
-def one_time_code(
-    transaction_id: uuid.UUID,
-    body: CodeRequest,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
+async def one_time_code(
+    transaction_id: uuid.UUID, body: CodeRequest, request: Request
 ) -> FactorsView | JSONResponse:
     """A code from a code display, an audio code reader or an OTP token."""
-    check = otp_check(services.secrets, services.clock)
-    return verify_and_answer(request, session, services, transaction_id, check, {"code": body.code})
+
+    def check(_session: Session, services: Services) -> FactorCheck:
+        return otp_check(services.secrets, services.clock)
+
+    return await answer_factor(request, transaction_id, check, {"code": body.code})
 
 
 @router.post(
@@ -243,20 +269,17 @@ def one_time_code(
     response_model=FactorsView,
     responses={401: {"description": "not accepted (problem+json)"}},
 )
-def password(
-    transaction_id: uuid.UUID,
-    body: PasswordRequest,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
+async def password(
+    transaction_id: uuid.UUID, body: PasswordRequest, request: Request
 ) -> FactorsView | JSONResponse:
     """The password (paste is never blocked: that is the page's promise, WCAG 3.3.8)."""
-    check = PasswordCheck(
-        services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
-    )
-    return verify_and_answer(
-        request, session, services, transaction_id, check, {"password": body.password}
-    )
+
+    def check(_session: Session, services: Services) -> FactorCheck:
+        return PasswordCheck(
+            services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
+        )
+
+    return await answer_factor(request, transaction_id, check, {"password": body.password})
 
 
 @router.post(

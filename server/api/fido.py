@@ -28,10 +28,11 @@ from fido2.webauthn import UserVerificationRequirement
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, verify_and_answer
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.authentication import FactorsView, answer_factor
+from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
-from server.api.keycard import SecretsDep
+from server.api.keycard import SecretsDep, load_secrets
+from server.services.authentication import FactorCheck
 from server.services.errors import DomainError, KeyMaterialRejected
 from server.services.fido import FidoService
 from server.services.keycard import KeyCardSecrets
@@ -157,20 +158,18 @@ def register_complete(
 
 
 @router.post("/authentications/{transaction_id}/fido2/begin")
-def authentication_begin(
-    transaction_id: uuid.UUID,
-    session: SessionDep,
-    services: ServicesDep,
-    keys: SecretsDep,
-    body: AuthenticationBeginIn | None = None,
+async def authentication_begin(
+    transaction_id: uuid.UUID, request: Request, body: AuthenticationBeginIn | None = None
 ) -> RequestOptionsOut:
     """Request options for ``navigator.credentials.get`` in an identified login. A person
     without an active key (or who does not exist) gets decoy credentials, never none."""
-    body = body or AuthenticationBeginIn()
-    options = fido_service(session, services, keys).fido_begin(
-        transaction_id, user_verification=UserVerificationRequirement(body.user_verification)
-    )
-    return RequestOptionsOut(options=options)
+    verification = UserVerificationRequirement((body or AuthenticationBeginIn()).user_verification)
+
+    def work(session: Session, services: Services) -> dict[str, Any]:
+        service = fido_service(session, services, load_secrets(request.app))
+        return service.fido_begin(transaction_id, user_verification=verification)
+
+    return RequestOptionsOut(options=await in_transaction(request, work))
 
 
 @router.post(
@@ -178,16 +177,13 @@ def authentication_begin(
     response_model=FactorsView,
     responses={401: {"description": "the assertion was not accepted (problem+json)"}},
 )
-def assertion(
-    transaction_id: uuid.UUID,
-    body: ResponseIn,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
-    keys: SecretsDep,
+async def assertion(
+    transaction_id: uuid.UUID, body: ResponseIn, request: Request
 ) -> FactorsView | JSONResponse:
     """The security key's assertion for the challenge of ``fido2/begin``."""
-    check = fido_service(session, services, keys).fido_check(transaction_id)
-    return verify_and_answer(
-        request, session, services, transaction_id, check, {"response": body.response}
-    )
+
+    def check(session: Session, services: Services) -> FactorCheck:
+        keys = load_secrets(request.app)
+        return fido_service(session, services, keys).fido_check(transaction_id)
+
+    return await answer_factor(request, transaction_id, check, {"response": body.response})

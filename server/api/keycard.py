@@ -17,9 +17,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, verify_and_answer
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, credential_service
+from server.api.authentication import FactorsView, answer_factor
+from server.api.deps import (
+    Services,
+    ServicesDep,
+    SessionDep,
+    audit_hook,
+    credential_service,
+    in_transaction,
+)
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.services.authentication import FactorCheck
 from server.services.keycard import KeyCardSecrets, KeyCardService
 from server.services.lifecycle_errors import ActivationCodeRejected
 from server.settings import Settings
@@ -47,7 +55,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def keycard_secrets(request: Request) -> KeyCardSecrets:
+async def keycard_secrets(request: Request) -> KeyCardSecrets:
+    # Async: a lookup, which a sync dependency would hand to the thread pool.
     return load_secrets(request.app)
 
 
@@ -164,11 +173,14 @@ def activation_complete(
 
 
 @router.post("/authentications/{transaction_id}/key-card/begin", tags=["authentication"])
-def login_begin(
-    transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep, keys: SecretsDep
-) -> IndexOut:
+async def login_begin(transaction_id: uuid.UUID, request: Request) -> IndexOut:
     """The key number to show; a person without a card is shown one too."""
-    return IndexOut(index=keycard_service(session, services, keys).login_begin(transaction_id))
+
+    def work(session: Session, services: Services) -> str:
+        keys = load_secrets(request.app)
+        return keycard_service(session, services, keys).login_begin(transaction_id)
+
+    return IndexOut(index=await in_transaction(request, work))
 
 
 @router.post(
@@ -177,14 +189,13 @@ def login_begin(
     tags=["authentication"],
     responses={401: {"description": "the code was not accepted (problem+json)"}},
 )
-def login_code(
-    transaction_id: uuid.UUID,
-    body: CodeIn,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
-    keys: SecretsDep,
+async def login_code(
+    transaction_id: uuid.UUID, body: CodeIn, request: Request
 ) -> FactorsView | JSONResponse:
     """The code printed beside the key number of ``key-card/begin`` (one try per number)."""
-    check = keycard_service(session, services, keys).login_check(transaction_id)
-    return verify_and_answer(request, session, services, transaction_id, check, {"code": body.code})
+
+    def check(session: Session, services: Services) -> FactorCheck:
+        keys = load_secrets(request.app)
+        return keycard_service(session, services, keys).login_check(transaction_id)
+
+    return await answer_factor(request, transaction_id, check, {"code": body.code})

@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, authentication_service, verify_and_answer
+from server.api.authentication import FactorsView, answer_factor, authentication_service
 from server.api.deps import (
     Services,
     ServicesDep,
@@ -32,9 +32,11 @@ from server.api.deps import (
     audit_hook,
     credential_service,
     get_caller,
+    in_transaction,
 )
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.services.access import Caller, NotAuthenticated, Permission
+from server.services.authentication import FactorCheck
 from server.services.errors import DomainError
 from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
 from server.services.piv_ca import ServiceCa
@@ -290,20 +292,19 @@ def enrol_complete(
 
 
 @router.post("/authentications/{transaction_id}/piv/begin")
-def login_begin(
-    transaction_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
-    body: PivBeginIn | None = None,
+async def login_begin(
+    transaction_id: uuid.UUID, request: Request, body: PivBeginIn | None = None
 ) -> ChallengeOut:
     """A fresh challenge for the card to sign in an identified login. A login a browser
     opened takes it only with that browser's pairing code (its smartcard page shows it), so
     no one else can replace the challenge the card is about to sign."""
     pairing = body.pairing if body is not None else None
-    authentication_service(session, services).admit(transaction_id, pairing=pairing)
-    challenge = piv_service(request, session, services).login_begin(transaction_id)
-    return ChallengeOut(challenge=_b64(challenge))
+
+    def work(session: Session, services: Services) -> bytes:
+        authentication_service(session, services).admit(transaction_id, pairing=pairing)
+        return piv_service(request, session, services).login_begin(transaction_id)
+
+    return ChallengeOut(challenge=_b64(await in_transaction(request, work)))
 
 
 @router.post(
@@ -311,25 +312,22 @@ def login_begin(
     response_model=FactorsView,
     responses={401: {"description": "the card's signature was not accepted (problem+json)"}},
 )
-def login_signature(
-    transaction_id: uuid.UUID,
-    body: PivSignatureIn,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
+async def login_signature(
+    transaction_id: uuid.UUID, body: PivSignatureIn, request: Request
 ) -> FactorsView | JSONResponse:
     """The card's certificate and its signature over the challenge of ``piv/begin`` (with
     the pairing code when a browser opened the login)."""
-    origins = services.settings.rp_origins
-    check = piv_service(request, session, services).login_check(transaction_id, origins)
+
+    def check(session: Session, services: Services) -> FactorCheck:
+        origins = services.settings.rp_origins
+        return piv_service(request, session, services).login_check(transaction_id, origins)
+
     submitted = {
         "certificate": body.certificate,
         "signature": body.signature,
         "origin": body.origin,
     }
-    return verify_and_answer(
-        request, session, services, transaction_id, check, submitted, pairing=body.pairing
-    )
+    return await answer_factor(request, transaction_id, check, submitted, pairing=body.pairing)
 
 
 # --- publication ------------------------------------------------------------------------------
