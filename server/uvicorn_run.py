@@ -7,6 +7,9 @@ whose ``proto`` is 0; asyncio sets ``TCP_NODELAY`` only on accepted sockets whos
 for the client's delayed ACK of the headers, 40 ms on Linux, on every request. One worker was
 not affected (asyncio makes that socket itself). ``TcpConfig`` hands the workers the same
 socket with its protocol named.
+
+uvicorn serves with httptools and uvloop where they are installed (they are dependencies of
+the project): ``tests/unit/server/test_uvicorn_run.py`` checks that ``serve`` gets them.
 """
 
 from __future__ import annotations
