@@ -26,6 +26,8 @@ from server.storage.repositories import (
     LimitState,
     RateLimitRepository,
     TransactionRepository,
+    account_limit_key,
+    source_limit_key,
 )
 from server.storage.tables import AssuranceLevel, AuthTransaction, IdentityStatus
 
@@ -362,25 +364,24 @@ class AuthenticationService:
         """Check one factor; the result holds the factors proven so far, or the failure.
 
         Every login factor comes through here, so it reads what it needs in few statements:
-        the transaction with its identity's status, then both rate-limit rows (source and
-        account) at once; the check reads and writes its credential; the audit entry ends it.
+        the transaction with its identity's status and both rate-limit rows (source and
+        account) in one; the check reads and writes its credential; the audit entry ends it.
         A login a browser claimed takes the step from that browser (``binding``) or from a
         program it paired with (``pairing``; the routes of device factors alone pass it).
         """
         try:
-            transaction, status = self.transactions.get_with_identity_status(transaction_id)
+            context = self.transactions.login_context(transaction_id, source)
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        transaction, status = context.transaction, context.identity_status
         self._usable(transaction)
         self._bound(transaction, binding, pairing)
         if transaction.state != IDENTIFIED:
             raise TransactionClosed("not identified", detail="say who is logging in first")
         now = self.clock()
         identity_id = transaction.identity_id
-        source_key, account_key = f"source:{source}", f"account:{identity_id}"
-        limits = self.limits.states([source_key, account_key] if identity_id else [source_key])
-        self._throttle(limits.get(source_key), now)
-        account = limits.get(account_key) if identity_id is not None else None
+        self._throttle(context.source_limit, now)
+        account = context.account_limit if identity_id is not None else None
         failures_before = account.failures if account is not None else 0
         locked = self._locked(account, now)
         try:
@@ -409,7 +410,7 @@ class AuthenticationService:
                 ),
             )
         if failures_before:
-            self.limits.reset(account_key)  # a success ends the failure run
+            self.limits.reset(account_limit_key(identity_id))  # a success ends the failure run
         factors = sorted({*transaction.factors, kind.value})
         if factors != transaction.factors:
             transaction.factors = factors
@@ -478,7 +479,7 @@ class AuthenticationService:
         reason: str,
     ) -> None:
         self.limits.record_failure(
-            f"source:{source}",
+            source_limit_key(source),
             now,
             window=SOURCE_WINDOW,
             max_failures=SOURCE_MAX_FAILURES,
@@ -486,7 +487,7 @@ class AuthenticationService:
         )
         if identity_id is not None:
             self.limits.record_failure(
-                f"account:{identity_id}",
+                account_limit_key(identity_id),
                 now,
                 window=ACCOUNT_LOCKOUT * 365,  # consecutive failures: only a success resets
                 max_failures=ACCOUNT_MAX_FAILURES,

@@ -11,12 +11,26 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, bindparam, case, delete, insert, literal, select, update
+from sqlalchemy import (
+    Select,
+    String,
+    Table,
+    bindparam,
+    case,
+    delete,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.functions import FunctionElement
 
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
@@ -92,9 +106,61 @@ def _limit_states(count: int) -> Select[tuple[str, int, dt.datetime | None]]:
     )
 
 
-_TRANSACTION_AND_IDENTITY_STATUS = (
-    select(AuthTransaction, Identity.status)
+def source_limit_key(source: str) -> str:
+    """The rate-limit key of the failures from one source (a client address)."""
+    return f"source:{source}"
+
+
+def account_limit_key(identity_id: uuid.UUID) -> str:
+    """The rate-limit key of one person's consecutive login failures."""
+    return f"account:{identity_id}"
+
+
+class _AccountLimitKey(FunctionElement[str]):
+    """``account_limit_key`` of a Uuid column, in SQL: so the login's first statement finds
+    the person's counter with the transaction that names them."""
+
+    type = String()
+    inherit_cache = True
+    name = "account_limit_key"
+
+
+@compiles(_AccountLimitKey)
+def _account_limit_key(element: _AccountLimitKey, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL's uuid as text is str(uuid.UUID): lowercase, hyphenated.
+    (column,) = element.clauses
+    return f"('account:' || CAST({compiler.process(column, **kw)} AS TEXT))"
+
+
+@compiles(_AccountLimitKey, "sqlite")
+def _account_limit_key_sqlite(element: _AccountLimitKey, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLAlchemy keeps a Uuid in SQLite as its 32 lowercase hex digits: hyphenated here as
+    # str(uuid.UUID) does (tests/unit/server/storage checks both against Python).
+    (column,) = element.clauses
+    sql = compiler.process(column, **kw)
+    groups = " || '-' || ".join(
+        f"substr({sql}, {start}, {length})"
+        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+    )
+    return f"('account:' || {groups})"
+
+
+_source_limit = _rate_limits.alias("source_limit")
+_account_limit = _rate_limits.alias("account_limit")
+_LOGIN_CONTEXT = (
+    select(
+        AuthTransaction,
+        Identity.status,
+        _source_limit.c.failures.label("source_failures"),
+        _source_limit.c.locked_until.label("source_locked_until"),
+        _account_limit.c.failures.label("account_failures"),
+        _account_limit.c.locked_until.label("account_locked_until"),
+    )
     .outerjoin(Identity, Identity.id == AuthTransaction.identity_id)
+    .outerjoin(_source_limit, _source_limit.c.key == bindparam("source_key"))
+    .outerjoin(
+        _account_limit, _account_limit.c.key == _AccountLimitKey(AuthTransaction.identity_id)
+    )
     .where(AuthTransaction.id == bindparam("transaction_id"))
 )
 _HEAD = select(_audit_head.c.seq, _audit_head.c.hash).where(_audit_head.c.id == 1)
@@ -347,18 +413,22 @@ class TransactionRepository:
             raise NotFound("transaction", transaction_id)
         return transaction
 
-    def get_with_identity_status(
-        self, transaction_id: uuid.UUID
-    ) -> tuple[AuthTransaction, IdentityStatus | None]:
-        """The transaction and the status of its identity (None when it has none), in one
-        statement."""
+    def login_context(self, transaction_id: uuid.UUID, source: str) -> LoginContext:
+        """What a login factor starts from, in one statement: the transaction, the status of
+        its identity, and the failure counters of ``source`` and of the identity."""
         row = self._session.execute(
-            _TRANSACTION_AND_IDENTITY_STATUS, {"transaction_id": transaction_id}
+            _LOGIN_CONTEXT,
+            {"transaction_id": transaction_id, "source_key": source_limit_key(source)},
         ).first()
         if row is None:
             raise NotFound("transaction", transaction_id)
-        transaction, status = row
-        return transaction, status
+        transaction, status, source_failures, source_until, account_failures, account_until = row
+        return LoginContext(
+            transaction,
+            status,
+            None if source_failures is None else LimitState(source_failures, source_until),
+            None if account_failures is None else LimitState(account_failures, account_until),
+        )
 
     def update(
         self, transaction: AuthTransaction, expected_version: int | None = None
@@ -379,6 +449,13 @@ class TransactionRepository:
 class LimitState(NamedTuple):
     failures: int
     locked_until: dt.datetime | None
+
+
+class LoginContext(NamedTuple):
+    transaction: AuthTransaction
+    identity_status: IdentityStatus | None  # None: the login names no one (yet)
+    source_limit: LimitState | None  # None: no failures counted
+    account_limit: LimitState | None
 
 
 class RateLimitRepository:

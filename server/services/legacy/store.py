@@ -111,7 +111,7 @@ from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,
 )
-from server.storage.repositories import RateLimitRepository, _conflicts_as
+from server.storage.repositories import RateLimitRepository, _conflicts_as, source_limit_key
 from server.storage.tables import UtcDateTime
 
 # The legacy eID's lockout rule, and the zone its shutdown date is a date in.
@@ -297,7 +297,7 @@ class LegacyStore:
     def _throttle(self, source: str | None, now: dt.datetime) -> None:
         if source is None:
             return
-        limit = self._limits.get(f"source:{source}")
+        limit = self._limits.get(source_limit_key(source))
         if limit is not None and limit.locked_until is not None and limit.locked_until > now:
             raise LegacyThrottled("source throttled")
 
@@ -577,7 +577,7 @@ class LegacyStore:
     def _count_source(self, source: str | None, now: dt.datetime) -> None:
         if source is not None:
             self._limits.record_failure(
-                f"source:{source}",
+                source_limit_key(source),
                 now,
                 window=self.policy.source_window,
                 max_failures=self.policy.source_max_failures,

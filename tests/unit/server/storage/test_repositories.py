@@ -9,7 +9,9 @@ import itertools
 import uuid
 
 import pytest
-from sqlalchemy import text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Uuid, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
@@ -19,6 +21,9 @@ from server.storage.repositories import (
     IdentityRepository,
     RateLimitRepository,
     TransactionRepository,
+    _AccountLimitKey,
+    account_limit_key,
+    source_limit_key,
 )
 from server.storage.tables import (
     AssuranceLevel,
@@ -555,10 +560,19 @@ def test_rate_limit_states_reads_several_keys_at_once(session: Session) -> None:
     assert repository.states(["source:a"]) == {"source:a": (1, None)}
 
 
-def test_transaction_comes_with_its_identity_status(sessions: sessionmaker[Session]) -> None:
+def test_login_context_comes_with_identity_status_and_both_counters(
+    sessions: sessionmaker[Session],
+) -> None:
     identity_id = _new_identity(sessions)
+    other = _new_identity(sessions, "0202902345")
     with sessions.begin() as session:
         IdentityRepository(session).set_status(identity_id, IdentityStatus.SUSPENDED)
+        limits = RateLimitRepository(session)
+        _fail(limits, source_limit_key("10.0.0.1"), NOW)
+        _fail(limits, account_limit_key(identity_id), NOW, max_failures=1)
+        # Counters of another source and another person are not this login's.
+        _fail(limits, source_limit_key("10.0.0.2"), NOW, max_failures=1)
+        _fail(limits, account_limit_key(other), NOW)
         repository = TransactionRepository(session)
         ids = [
             repository.add(
@@ -574,9 +588,31 @@ def test_transaction_comes_with_its_identity_status(sessions: sessionmaker[Sessi
         ]
     with sessions() as session:
         repository = TransactionRepository(session)
-        transaction, status = repository.get_with_identity_status(ids[0])
-        assert (transaction.identity_id, status) == (identity_id, IdentityStatus.SUSPENDED)
-        assert repository.get(ids[0]) is transaction  # one object in the session for both
-        assert repository.get_with_identity_status(ids[1])[1] is None
+        context = repository.login_context(ids[0], "10.0.0.1")
+        assert context.transaction.identity_id == identity_id
+        assert context.identity_status is IdentityStatus.SUSPENDED
+        assert context.source_limit == (1, None)
+        assert context.account_limit == (1, NOW + dt.timedelta(hours=1))
+        assert repository.get(ids[0]) is context.transaction  # one object in the session
+        unknown_source = repository.login_context(ids[0], "10.9.9.9")
+        assert (unknown_source.source_limit, unknown_source.account_limit[0]) == (None, 1)
+        nobody = repository.login_context(ids[1], "10.0.0.2")
+        assert nobody.identity_status is None
+        assert nobody.account_limit is None
+        assert nobody.source_limit == (1, NOW + dt.timedelta(hours=1))
         with pytest.raises(NotFound):
-            repository.get_with_identity_status(uuid.uuid4())
+            repository.login_context(uuid.uuid4(), "10.0.0.1")
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(identity_id=st.uuids())
+def test_the_account_key_built_in_sql_is_the_one_built_in_python(
+    session: Session, identity_id: uuid.UUID
+) -> None:
+    # The login's first statement finds a person's counter by a key it builds in SQL from
+    # the id as the database keeps it; the counter is written under account_limit_key. The
+    # two must agree on every database, or a locked account would look unlocked.
+    stored = literal(identity_id, Uuid())  # bound as the column's type keeps it
+    assert session.scalar(select(_AccountLimitKey(stored))) == account_limit_key(identity_id)
