@@ -16,6 +16,7 @@ active key (``server.services.fido``), under a key derived from the key-card pep
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from pathlib import Path
@@ -74,15 +75,25 @@ class RequestOptionsOut(BaseModel):
 
 
 def trusted_roots() -> list[x509.Certificate]:
+    """The certificates of the files ``AKKREDITIV_FIDO_TRUSTED_ROOTS`` names. Read on each
+    request, so a root added to a file counts at once; a file is parsed again only when it
+    changed (``_roots_in``)."""
     roots: list[x509.Certificate] = []
     for name in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
         if not name.strip():
             continue
         try:
-            roots.extend(x509.load_pem_x509_certificates(Path(name.strip()).read_bytes()))
+            found = os.stat(name.strip())
+            roots.extend(_roots_in(name.strip(), found.st_ino, found.st_mtime_ns, found.st_size))
         except (OSError, ValueError) as exc:
             raise KeyMaterialRejected(f"{ROOTS_ENV}: {name}: {exc}") from None
     return roots
+
+
+@functools.lru_cache(maxsize=32)
+def _roots_in(path: str, inode: int, mtime_ns: int, size: int) -> tuple[x509.Certificate, ...]:
+    # Keyed by what changes when the file is replaced, rewritten or appended to.
+    return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
 
 
 def allowed_aaguids() -> set[uuid.UUID] | None:

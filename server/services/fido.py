@@ -32,6 +32,7 @@ only those AAGUIDs. Self and "none" attestation are refused unless ``allow_unatt
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
@@ -170,6 +171,27 @@ def _serial(credential_id: bytes) -> str:
 def credential_data(credential: Credential) -> AttestedCredentialData:
     """The stored public key of a FIDO2 credential row."""
     return AttestedCredentialData(websafe_decode(str(credential.public_data["credential_data"])))
+
+
+def _make_server(
+    rp_id: str, origins: frozenset[str], verifier: AttestationPolicy | None
+) -> Fido2Server:
+    return Fido2Server(
+        PublicKeyCredentialRpEntity(name=RP_NAME, id=rp_id),
+        attestation=AttestationConveyancePreference.DIRECT,
+        verify_origin=origins.__contains__,
+        verify_attestation=verifier,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_server(rp_id: str, origins: frozenset[str]) -> Fido2Server:
+    """The relying party's ``Fido2Server`` without an attestation verifier (what logins and
+    a registration's begin use), built once: a ``Fido2Server`` keeps no state after it is
+    built, and building one (python-fido2 types its option objects as it makes them) took
+    about a tenth of the server's CPU for a FIDO2 login. A registration's completion builds
+    its own, around that request's ``AttestationPolicy`` (which records its result)."""
+    return _make_server(rp_id, origins, None)
 
 
 class AttestationPolicy(AttestationVerifier):
@@ -340,12 +362,9 @@ class FidoService:
         self._registration_lifetime = registration_lifetime
 
     def _server(self, verifier: AttestationPolicy | None = None) -> Fido2Server:
-        return Fido2Server(
-            PublicKeyCredentialRpEntity(name=RP_NAME, id=self._rp_id),
-            attestation=AttestationConveyancePreference.DIRECT,
-            verify_origin=lambda origin: origin in self._origins,
-            verify_attestation=verifier,
-        )
+        if verifier is None:
+            return _shared_server(self._rp_id, frozenset(self._origins))
+        return _make_server(self._rp_id, frozenset(self._origins), verifier)
 
     def _now(self) -> dt.datetime:
         return _utc(self._clock())
