@@ -80,13 +80,14 @@ def trusted_roots() -> list[x509.Certificate]:
     changed (``_roots_in``)."""
     roots: list[x509.Certificate] = []
     for name in os.environ.get(ROOTS_ENV, "").split(os.pathsep):
-        if not name.strip():
+        path = name.strip()
+        if not path:
             continue
         try:
-            found = os.stat(name.strip())
-            roots.extend(_roots_in(name.strip(), found.st_ino, found.st_mtime_ns, found.st_size))
+            found = os.stat(path)
+            roots.extend(_roots_in(path, found.st_ino, found.st_mtime_ns, found.st_size))
         except (OSError, ValueError) as exc:
-            raise KeyMaterialRejected(f"{ROOTS_ENV}: {name}: {exc}") from None
+            raise KeyMaterialRejected(f"{ROOTS_ENV}: {path}: {exc}") from None
     return roots
 
 
