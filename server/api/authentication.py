@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
 from server.api.deps import (
@@ -24,8 +24,8 @@ from server.api.deps import (
     require,
 )
 from server.api.problems import problem
+from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.assurance import Level
 from server.services.authentication import (
     AuthenticationService,
     FactorCheck,
@@ -39,9 +39,6 @@ from server.storage.errors import NotFound
 from server.storage.repositories import IdentityRepository
 
 router = APIRouter(tags=["authentication"])
-
-LevelName = Literal["low", "substantial", "high"]
-_LEVELS: dict[str, Level] = {"low": Level.LOW, "substantial": Level.SUBSTANTIAL, "high": Level.HIGH}
 
 
 class Strict(BaseModel):
@@ -69,7 +66,7 @@ def check_return_url(value: str) -> str:
 
 class BeginRequest(Strict):
     provider: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    min_level: LevelName = "low"
+    min_level: LevelLabel = Field(default="low", validate_default=True)
     return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
 
     @field_validator("return_url")
@@ -104,7 +101,7 @@ class FactorsView(Strict):
 
 class AssertionView(Strict):
     assertion: str
-    level: LevelName
+    level: LevelLabel
     token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
 
 
@@ -224,7 +221,7 @@ def begin(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
     transaction = authentication_service(session, services, caller.actor).begin(
-        caller.name, _LEVELS[body.min_level], return_url=body.return_url
+        caller.name, body.min_level, return_url=body.return_url
     )
     return TransactionView(
         id=transaction.id,
@@ -308,7 +305,7 @@ def complete(
     assert outcome.assertion is not None  # noqa: S101 - complete() always signs on success
     return AssertionView(
         assertion=outcome.assertion,
-        level=outcome.level.name.lower(),  # type: ignore[arg-type]
+        level=outcome.level,
     )
 
 

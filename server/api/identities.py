@@ -19,6 +19,13 @@ from server.api.deps import (
     credential_service,
     require,
 )
+from server.api.schemas import LevelLabel
+from server.domain.model import (
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    ProofingChannel,
+)
 from server.services.access import Caller, NotPermitted, Permission, Role
 from server.services.credentials import CredentialService
 from server.services.identities import (
@@ -28,16 +35,7 @@ from server.services.identities import (
     masked_person_number,
 )
 from server.services.lifecycle_errors import ActivationCodeRejected, InvalidTokenBatch
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-    ProofingChannel,
-    ProofingRecord,
-)
+from server.storage.tables import Credential, Identity, ProofingRecord
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # Printable text without control characters (PostgreSQL refuses NUL in text columns).
@@ -77,7 +75,7 @@ class EnrolmentIn(_Strict):
     person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss")
     name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
     proofing: ProofingIn
-    level: AssuranceLevel | None = Field(
+    level: LevelLabel | None = Field(
         default=None, description="the identity assurance needed; refused if not reached"
     )
 
@@ -86,7 +84,7 @@ class ProofingOut(BaseModel):
     channel: ProofingChannel
     document_kind: str
     operator_ids: list[str]
-    level: AssuranceLevel
+    level: LevelLabel
     created_at: dt.datetime
 
 
@@ -100,7 +98,7 @@ class IdentityOut(BaseModel):
     name: str
     person_number: str = Field(description="masked: ddmmyy-****")
     status: IdentityStatus
-    identity_assurance: AssuranceLevel
+    identity_assurance: LevelLabel
     created_at: dt.datetime
     proofing: list[ProofingOut]
     pseudonym: PseudonymOut | None = None

@@ -34,6 +34,7 @@ from server.api.deps import (
 from server.api.keycard import load_secrets
 from server.api.legacy import legacy_store
 from server.api.problems import STATUS_BY_CODE, problem
+from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
 from server.services.errors import DomainError
 from server.services.identities import IdentityService
@@ -47,7 +48,6 @@ from server.services.legacy.flow_errors import (
 )
 from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
 from server.services.legacy.store import Method
-from server.storage.tables import ProofingChannel
 
 router = APIRouter(tags=["migration"])
 

@@ -5,33 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Set
 from dataclasses import dataclass
-from enum import Enum, IntEnum, StrEnum, unique
+from enum import Enum, StrEnum, unique
 from types import MappingProxyType
 
+from server.domain.model import AuthenticatorKind, Level
 from server.services.errors import NoAuthenticator
-
-
-@unique
-class Level(IntEnum):
-    """NSIS assurance levels; ordered, so ``min`` and comparisons work."""
-
-    LOW = 1
-    SUBSTANTIAL = 2
-    HIGH = 3
-
-
-@unique
-class AuthenticatorKind(StrEnum):
-    """The authenticators a login can use (see the domain brief's table)."""
-
-    PASSWORD = "password"  # noqa: S105 - a kind name, not a secret
-    CODE_DISPLAY = "code_display"
-    AUDIO_READER = "audio_reader"
-    OTP_TOKEN = "otp_token"  # noqa: S105 - a kind name, not a secret
-    FIDO2 = "fido2"
-    FIDO2_UV = "fido2_uv"  # the key verified its PIN (or a built-in biometric) for this login
-    PIV = "piv"  # the card verified its PIN before it signed the challenge
-    KEY_CARD = "key_card"
 
 
 @unique

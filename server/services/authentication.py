@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.services.assurance import AuthenticatorKind, Level, authenticator_level, loa
+from server.domain.model import AuthenticatorKind, IdentityStatus, Level
+from server.services.assurance import authenticator_level, loa
 from server.services.errors import DomainError
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import AssertionSigner
@@ -29,7 +30,7 @@ from server.storage.repositories import (
     account_limit_key,
     source_limit_key,
 )
-from server.storage.tables import AssuranceLevel, AuthTransaction, IdentityStatus
+from server.storage.tables import AuthTransaction
 
 # The transaction's state machine, checked below at import.
 STARTED, IDENTIFIED, COMPLETED, FAILED = "started", "identified", "completed", "failed"
@@ -57,13 +58,6 @@ PAIRING_LENGTH = 12
 PAIRING_GROUP = 4
 # Characters people confuse with base32 letters when they type a code they read.
 _TYPED_AS = str.maketrans({"0": "O", "1": "I", "8": "B"})
-
-_LEVELS = {
-    Level.LOW: AssuranceLevel.LOW,
-    Level.SUBSTANTIAL: AssuranceLevel.SUBSTANTIAL,
-    Level.HIGH: AssuranceLevel.HIGH,
-}
-_FROM_STORED = {stored: level for level, stored in _LEVELS.items()}
 
 
 class TransactionUnknown(DomainError):
@@ -213,7 +207,7 @@ class AuthenticationService:
         now = self.clock()
         transaction = AuthTransaction(
             service_provider=provider,
-            min_level=_LEVELS[min_level],
+            min_level=min_level,
             state=STARTED,
             factors=[],
             challenge=secrets.token_bytes(32),
@@ -291,7 +285,7 @@ class AuthenticationService:
         """Where an open login stands (for the pages: whether to offer another factor)."""
         transaction = self._open(transaction_id)
         self._bound(transaction, binding)
-        required = _FROM_STORED[transaction.min_level]
+        required = transaction.min_level
         left = MAX_EXTENSIONS - self._extensions(transaction)
         if transaction.identity_id is None or not transaction.factors:
             return Standing(transaction, None, required, left)
@@ -322,7 +316,7 @@ class AuthenticationService:
         assert transaction.identity_id is not None  # noqa: S101 - callers check it first
         identity = self.identities.get(transaction.identity_id)
         aal = authenticator_level({AuthenticatorKind(kind) for kind in transaction.factors})
-        ial = _FROM_STORED[identity.identity_assurance]
+        ial = identity.identity_assurance
         return ial, aal, loa(ial, aal)
 
     def _move(self, transaction: AuthTransaction, state: str) -> None:
@@ -429,10 +423,10 @@ class AuthenticationService:
         if provider is not None and transaction.service_provider != provider:
             raise TransactionUnknown("another provider's login", detail="unknown transaction")
         if transaction.identity_id is None or not transaction.factors:
-            raise StepUpRequired(Level.LOW, _FROM_STORED[transaction.min_level])
+            raise StepUpRequired(Level.LOW, transaction.min_level)
         identity = self.identities.get(transaction.identity_id)
         ial, aal, level = self._achieved(transaction)
-        required = _FROM_STORED[transaction.min_level]
+        required = transaction.min_level
         if level < required:
             raise StepUpRequired(level, required)
         now = self.clock()

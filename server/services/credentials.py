@@ -27,6 +27,7 @@ from devices.errors import MalformedOtp, PskcError
 from devices.protocol import pskc
 from devices.protocol.otp import HashAlg
 from devices.protocol.yubiotp import modhex_decode
+from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.errors import WrongPassword
 from server.services.identities import (
     STOCK_IDENTITY_ID,
@@ -63,14 +64,7 @@ from server.services.verifiers import (
 )
 from server.storage.errors import NotFound, StaleWrite
 from server.storage.repositories import CredentialRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.tables import Credential, Identity
 
 K = CredentialKind
 S = CredentialState
@@ -694,7 +688,7 @@ class CredentialService:
             person_number=STOCK_PERSON_NUMBER,
             name="unassigned tokens",
             status=IdentityStatus.CLOSED,
-            identity_assurance=AssuranceLevel.LOW,
+            identity_assurance=Level.LOW,
         )
         try:
             with self._session.begin_nested():

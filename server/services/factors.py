@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
-from server.services.assurance import AuthenticatorKind
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
 from server.services.credentials import CredentialService, yubico_secrets
 from server.services.errors import DomainError, WrongPassword
 from server.services.passwords import Passwords
@@ -36,7 +36,6 @@ from server.services.verifiers import (
     verify_yubico,
 )
 from server.storage.repositories import CredentialRepository, FactorState
-from server.storage.tables import CredentialKind, CredentialState
 
 OTP_KINDS = {
     CredentialKind.CODE_DISPLAY: AuthenticatorKind.CODE_DISPLAY,

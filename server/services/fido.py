@@ -71,7 +71,13 @@ from fido2.webauthn import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.services.assurance import AuthenticatorKind
+from server.domain.model import (
+    AuthenticatorKind,
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+)
 from server.services.authentication import (
     COMPLETED,
     FAILED,
@@ -89,15 +95,7 @@ from server.services.lifecycle_errors import (
     IdentityNotFound,
 )
 from server.storage.repositories import CredentialRepository, TransactionRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    AuthTransaction,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.tables import AuthTransaction, Credential, Identity
 
 REGISTRATION_PREFIX = "fido-registration:"
 _OPEN_PREFIX = "fido-reg:"
@@ -399,7 +397,7 @@ class FidoService:
         row = self._transactions.add(
             AuthTransaction(
                 service_provider=REGISTRATION_PREFIX + str(identity_id),
-                min_level=AssuranceLevel.LOW,
+                min_level=Level.LOW,
                 state=_OPEN_PREFIX + user_verification.value,
                 identity_id=identity_id,
                 factors=[],

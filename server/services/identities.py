@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.services.assurance import Level, Proofing, identity_level
+from server.domain.model import IdentityStatus, Level, ProofingChannel
+from server.services.assurance import Proofing, identity_level
 from server.services.lifecycle_errors import (
     ConcurrentChange,
     DuplicateIdentity,
@@ -24,13 +25,7 @@ from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Identity,
-    IdentityStatus,
-    ProofingChannel,
-    ProofingRecord,
-)
+from server.storage.tables import Identity, ProofingRecord
 
 AuditHook = Callable[[str, dict[str, Any]], None]
 
@@ -69,16 +64,10 @@ IDENTITY_TRANSITIONS: Mapping[IdentityStatus, frozenset[IdentityStatus]] = Mappi
 if set(IDENTITY_TRANSITIONS) != set(IdentityStatus):  # pragma: no cover - checked at import
     raise RuntimeError("every identity status needs a row in IDENTITY_TRANSITIONS")
 
-_LEVELS = {
-    Level.LOW: AssuranceLevel.LOW,
-    Level.SUBSTANTIAL: AssuranceLevel.SUBSTANTIAL,
-    Level.HIGH: AssuranceLevel.HIGH,
-}
-
 
 def proofing_level(
     channel: ProofingChannel, document_kind: str, operator_ids: Collection[str]
-) -> AssuranceLevel:
+) -> Level:
     """The identity assurance a proofing gives: in person only at an assisted channel, and High
     only with two different operators approving (``assurance.identity_level``)."""
     method = DOCUMENT_KINDS.get(document_kind)
@@ -90,7 +79,7 @@ def proofing_level(
         raise InsufficientProofing("a document shown in person needs an assisted channel")
     if channel in _ASSISTED and not operator_ids:
         raise InsufficientProofing("a proofing at an assisted channel names its operator")
-    return _LEVELS[identity_level(method, approved_by=operator_ids)]
+    return identity_level(method, approved_by=operator_ids)
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,7 @@ class Enrolment:
     document_kind: str
     operator_ids: tuple[str, ...] = ()
     # The level the caller needs; enrolment is refused if the proofing does not reach it.
-    required_level: AssuranceLevel | None = None
+    required_level: Level | None = None
 
 
 class IdentityService:
@@ -125,7 +114,7 @@ class IdentityService:
     def enrol(self, enrolment: Enrolment) -> Identity:
         number = PersonNumber.parse(enrolment.person_number)
         level = proofing_level(enrolment.channel, enrolment.document_kind, enrolment.operator_ids)
-        order = list(AssuranceLevel)
+        order = list(Level)
         if enrolment.required_level is not None and order.index(level) < order.index(
             enrolment.required_level
         ):
@@ -160,7 +149,7 @@ class IdentityService:
                 "channel": enrolment.channel.value,
                 "document_kind": enrolment.document_kind,
                 "operator_ids": list(enrolment.operator_ids),
-                "level": level.value,
+                "level": level.label,
             },
         )
         return identity
@@ -187,7 +176,7 @@ class IdentityService:
                 level=level,
             )
         )
-        order = list(AssuranceLevel)
+        order = list(Level)
         before = identity.identity_assurance
         if order.index(level) > order.index(before):
             identity = self._identities.raise_assurance(identity.id, level)
@@ -198,9 +187,9 @@ class IdentityService:
                 "channel": channel.value,
                 "document_kind": document_kind,
                 "operator_ids": list(operator_ids),
-                "level": level.value,
+                "level": level.label,
                 "assurance_before": before.value,
-                "assurance_after": identity.identity_assurance.value,
+                "assurance_after": identity.identity_assurance.label,
             },
         )
         return identity

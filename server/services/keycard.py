@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.services.assurance import AuthenticatorKind
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, IdentityStatus
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError, KeyMaterialRejected, SecretUnreadable
 from server.services.fido import NOBODY, decoy_subject, login_transaction
@@ -56,14 +56,7 @@ from server.services.verifiers import (
 from server.services.verifiers.keycard import CARD_SIZE, INDEX_DIGITS, LEGACY_CODE_DIGITS
 from server.services.verifiers.otp import DEFAULT_MAX_FAILURES
 from server.storage.repositories import CredentialRepository, TransactionRepository
-from server.storage.tables import (
-    AuthTransaction,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.tables import AuthTransaction, Credential, Identity
 
 PEPPER_BYTES = 32
 PENDING_PREFIX = b"key-card:"

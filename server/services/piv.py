@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.services.assurance import AuthenticatorKind
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, Level
 from server.services.authentication import (
     COMPLETED,
     FAILED,
@@ -87,13 +87,7 @@ from server.services.piv_ca import (
 )
 from server.services.pseudonyms import Pseudonyms
 from server.storage.repositories import CredentialRepository, TransactionRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    AuthTransaction,
-    Credential,
-    CredentialKind,
-    CredentialState,
-)
+from server.storage.tables import AuthTransaction, Credential
 
 ENROLMENT_PREFIX = "piv-enrolment:"
 _OPEN = "piv-enrol"
@@ -292,7 +286,7 @@ class PivService:
             AuthTransaction(
                 id=state_id,
                 service_provider=ENROLMENT_PREFIX + str(identity_id),
-                min_level=AssuranceLevel.LOW,
+                min_level=Level.LOW,
                 state=_OPEN,
                 identity_id=identity_id,
                 factors=[],

@@ -25,15 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.storage.tables import (
-    Base,
-    BigIntPk,
-    Json,
-    ProofingChannel,
-    UtcDateTime,
-    _enum,
-    utcnow,
-)
+from server.domain.model import ProofingChannel
+from server.storage.tables import Base, BigIntPk, Json, UtcDateTime, _enum, utcnow
 
 
 class LegacyUserStatus(enum.StrEnum):

@@ -32,17 +32,14 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 
+from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
-    AssuranceLevel,
     AuditEntry,
     AuditHead,
     AuthTransaction,
     Credential,
-    CredentialKind,
-    CredentialState,
     Identity,
-    IdentityStatus,
     ProofingRecord,
     RateLimit,
     UtcDateTime,
@@ -229,7 +226,7 @@ class IdentityRepository:
             self._session.flush()
         return identity
 
-    def raise_assurance(self, identity_id: uuid.UUID, level: AssuranceLevel) -> Identity:
+    def raise_assurance(self, identity_id: uuid.UUID, level: Level) -> Identity:
         identity = self.get(identity_id)
         identity.identity_assurance = level
         with _conflicts_as("identity", identity_id):

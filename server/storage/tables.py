@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +23,14 @@ from sqlalchemy import Enum as _Enum
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from server.domain.model import (
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+    ProofingChannel,
+)
 
 # Explicit constraint names, so migrations can refer to them on both backends.
 NAMING_CONVENTION = {
@@ -68,46 +76,7 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-class IdentityStatus(enum.StrEnum):
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    CLOSED = "closed"
-
-
-class AssuranceLevel(enum.StrEnum):
-    LOW = "low"
-    SUBSTANTIAL = "substantial"
-    HIGH = "high"
-
-
-class ProofingChannel(enum.StrEnum):
-    SELF_SERVICE = "self_service"
-    BANK = "bank"
-    SERVICE_CENTRE = "service_centre"
-
-
-class CredentialKind(enum.StrEnum):
-    PASSWORD = "password"  # noqa: S105 (a kind name, not a secret)
-    CODE_DISPLAY = "code_display"
-    AUDIO_READER = "audio_reader"
-    OTP_TOKEN = "otp_token"  # noqa: S105
-    FIDO2 = "fido2"
-    PIV = "piv"
-    KEY_CARD = "key_card"
-
-
-class CredentialState(enum.StrEnum):
-    ORDERED = "ordered"
-    SHIPPED = "shipped"
-    ACTIVATION_PENDING = "activation_pending"
-    ACTIVE = "active"
-    BLOCKED = "blocked"
-    LOST = "lost"
-    REVOKED = "revoked"
-    REPLACED = "replaced"
-
-
-def _enum(cls: type[enum.StrEnum], name: str) -> _Enum:
+def _enum(cls: type[StrEnum], name: str) -> _Enum:
     # VARCHAR + CHECK rather than a native PG enum: adding a value stays a plain migration.
     return _Enum(
         cls,
@@ -118,6 +87,20 @@ def _enum(cls: type[enum.StrEnum], name: str) -> _Enum:
         length=32,
         values_callable=lambda members: [member.value for member in members],
     )
+
+
+class LevelColumn(TypeDecorator[Level]):
+    """An assurance level stored as its label (``"low"``, ``"substantial"``, ``"high"``),
+    VARCHAR with a CHECK constraint as the other enums, so the stored values never changed."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: Level | None, dialect: Dialect) -> str | None:
+        return None if value is None else Level(value).label
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Level | None:
+        return None if value is None else Level.parse(value)
 
 
 class Base(DeclarativeBase):
@@ -133,9 +116,7 @@ class Identity(Base):
     status: Mapped[IdentityStatus] = mapped_column(
         _enum(IdentityStatus, "identity_status"), default=IdentityStatus.ACTIVE
     )
-    identity_assurance: Mapped[AssuranceLevel] = mapped_column(
-        _enum(AssuranceLevel, "identity_assurance")
-    )
+    identity_assurance: Mapped[Level] = mapped_column(LevelColumn())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
@@ -148,7 +129,7 @@ class ProofingRecord(Base):
     document_kind: Mapped[str] = mapped_column(String(64))
     # High assurance needs two approving staff members; their ids are kept as a JSON list.
     operator_ids: Mapped[list[str]] = mapped_column(Json, default=list)
-    level: Mapped[AssuranceLevel] = mapped_column(_enum(AssuranceLevel, "proofing_level"))
+    level: Mapped[Level] = mapped_column(LevelColumn())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
@@ -214,7 +195,7 @@ class AuthTransaction(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     service_provider: Mapped[str] = mapped_column(String(128))
-    min_level: Mapped[AssuranceLevel] = mapped_column(_enum(AssuranceLevel, "min_level"))
+    min_level: Mapped[Level] = mapped_column(LevelColumn())
     state: Mapped[str] = mapped_column(String(32))
     identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
     factors: Mapped[list[str]] = mapped_column(Json, default=list)

@@ -28,6 +28,7 @@ from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, crede
 from server.api.fido import fido_service
 from server.api.keycard import SecretsDep
 from server.api.piv import piv_service
+from server.domain.model import CredentialKind, CredentialState, Level
 from server.services.credentials import LIVE_STATES, CredentialService
 from server.services.errors import DomainError, WeakPassword, WrongPassword
 from server.services.identities import IdentityService
@@ -41,13 +42,7 @@ from server.services.lifecycle_errors import (
 )
 from server.services.passwords import MAX_LENGTH, MIN_LENGTH
 from server.services.piv import enrolment_code
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-)
+from server.storage.tables import Credential, Identity
 from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
 from server.web.render import mark_page, page, redirect
@@ -58,9 +53,8 @@ K = CredentialKind
 S = CredentialState
 
 LOGIN_PAGE = "/account/login"
-_RANK = {AssuranceLevel.LOW: 1, AssuranceLevel.SUBSTANTIAL: 2, AssuranceLevel.HIGH: 3}
 # What a sensitive change asks of the login, at most (capped by the identity's assurance).
-SENSITIVE_LEVEL = AssuranceLevel.SUBSTANTIAL
+SENSITIVE_LEVEL = Level.SUBSTANTIAL
 BLOCK_REASONS = {"lost": S.LOST, "paused": S.BLOCKED}
 FIDO_STATE = "account.fido_registration"
 PIV_STATE = "account.piv_enrolment"
@@ -125,19 +119,19 @@ class Account:
         return level_enough(self.browser.row.level, self.identity.identity_assurance)
 
 
-def required_level(identity_assurance: AssuranceLevel) -> AssuranceLevel:
+def required_level(identity_assurance: Level) -> Level:
     """The login level a sensitive change needs: Substantial, or the identity's assurance
     where that is lower (no login of that person can reach more)."""
-    return min(SENSITIVE_LEVEL, identity_assurance, key=_RANK.__getitem__)
+    return min(SENSITIVE_LEVEL, identity_assurance)
 
 
-def level_enough(login_level: str | None, identity_assurance: AssuranceLevel) -> bool:
+def level_enough(login_level: str | None, identity_assurance: Level) -> bool:
     """Whether a session signed in at ``login_level`` may make a sensitive change."""
     try:
-        reached = _RANK[AssuranceLevel(login_level or "")]
+        reached = Level.parse(login_level or "")
     except ValueError:
         return False
-    return reached >= _RANK[required_level(identity_assurance)]
+    return reached >= required_level(identity_assurance)
 
 
 def _account(

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from server.storage.tables import Credential, CredentialKind, CredentialState
+from server.domain.model import CredentialKind, CredentialState
+from server.storage.tables import Credential
 
 K = CredentialKind
 S = CredentialState

@@ -20,13 +20,13 @@ from starlette.responses import Response
 
 from server.api import identities as api
 from server.api.deps import ServicesDep, SessionDep
+from server.domain.model import CredentialState
 from server.services.access import Permission
 from server.services.errors import DomainError, InvalidPersonNumber
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
 from server.storage.errors import NotFound
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import CredentialState
 from server.web import console_enrol, console_migration, console_proofing
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key

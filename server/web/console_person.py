@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from server.api import identities as api
+from server.domain.model import CredentialKind, CredentialState
 from server.services.access import Permission
 from server.services.credentials import TRANSITIONS
-from server.storage.tables import CredentialKind, CredentialState
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).

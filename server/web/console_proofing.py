@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from server.api import identities as api
+from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
 from server.services.errors import DomainError
 from server.services.identities import proofing_level
 from server.services.lifecycle_errors import IdentityNotFound
-from server.storage.tables import AssuranceLevel, ProofingChannel
 from server.web import console_second
 from server.web.browser import CheckedForm
 from server.web.console_access import (
@@ -41,7 +41,7 @@ _LEVELS = ("substantial", "high")
 def _could_give_high(channel: ProofingChannel, document_kind: str) -> bool:
     """Whether two operators at ``channel`` with this document reach High (the service's own
     rule, asked with two placeholder operators)."""
-    return proofing_level(channel, document_kind, ("first", "second")) is AssuranceLevel.HIGH
+    return proofing_level(channel, document_kind, ("first", "second")) is Level.HIGH
 
 
 @router.post("/console/people/{identity_id}/proofing")

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from server.storage.tables import ProofingChannel
+from server.domain.model import ProofingChannel
 from server.web.browser import Browser
 from server.web.console_access import Desk, check_second_operator
 from server.web.render import redirect

@@ -26,7 +26,7 @@ from server.api.authentication import authentication_service, identify_person, r
 from server.api.deps import Services, ServicesDep, SessionDep
 from server.api.fido import fido_service
 from server.api.keycard import SecretsDep, keycard_service
-from server.services.assurance import AuthenticatorKind, Level
+from server.domain.model import AuthenticatorKind, Level
 from server.services.authentication import (
     IDENTIFIED,
     STARTED,

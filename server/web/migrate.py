@@ -25,6 +25,7 @@ from server.api.deps import ServicesDep, SessionDep, actor_of, credential_servic
 from server.api.fido import fido_service
 from server.api.keycard import load_secrets
 from server.api.migration import migration_flows
+from server.domain.model import CredentialKind, CredentialState, ProofingChannel
 from server.services.errors import DomainError
 from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.flow_errors import (
@@ -39,7 +40,6 @@ from server.services.legacy.flow_model import (
     FlowView,
     NextAction,
 )
-from server.storage.tables import CredentialKind, CredentialState, ProofingChannel
 from server.web.browser import Browser, BrowserDep, CheckedForm
 from server.web.migrate_render import (
     Errors,

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from server.domain.model import CredentialState
 from server.services.access import ApiKeys, Role
 from server.services.audit import verify_database
 from server.services.legacy.formats import code_for, hash_legacy_password, new_card_secret
@@ -41,7 +42,7 @@ from server.storage.migration_tables import (
     MigrationEvent,
     MigrationFlow,
 )
-from server.storage.tables import Credential, CredentialState, Identity
+from server.storage.tables import Credential, Identity
 
 pytestmark = pytest.mark.integration
 

@@ -33,6 +33,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
+from server.domain.model import (
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+    ProofingChannel,
+)
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError
 from server.services.identities import (
@@ -92,16 +99,7 @@ from server.storage.migration_tables import (
     MigrationInvitation,
 )
 from server.storage.repositories import IdentityRepository, _conflicts_as
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-    ProofingChannel,
-    ProofingRecord,
-)
+from server.storage.tables import Credential, Identity, ProofingRecord
 
 F = FlowState
 # The proofing a legacy proof is recorded as: the legacy eID (password + key card) was issued
@@ -522,7 +520,7 @@ class MigrationFlows:
     ) -> Identity:
         """As ``IdentityService.enrol`` does (one identity per person, its proofing record, the
         same audit event), for the proofing it has no document kind for: the legacy eID."""
-        level = AssuranceLevel.SUBSTANTIAL
+        level = Level.SUBSTANTIAL
         identities = IdentityRepository(self._session)
         identity = Identity(
             id=uuid.uuid4(),
@@ -551,7 +549,7 @@ class MigrationFlows:
                 "channel": channel.value,
                 "document_kind": LEGACY_EID,
                 "operator_ids": list(operators),
-                "level": level.value,
+                "level": level.label,
             },
         )
         return identity

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum, unique
 from types import MappingProxyType
 
-from server.storage.tables import ProofingChannel
+from server.domain.model import ProofingChannel
 
 
 @unique

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.domain.model import Level
 from server.services.authentication import (
     COMPLETED,
     TransactionClosed,
@@ -42,7 +43,7 @@ from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import AssertionSigner
 from server.storage.repositories import TransactionRepository
-from server.storage.tables import AssuranceLevel, AuthTransaction
+from server.storage.tables import AuthTransaction
 
 PREFIX = "legacy-login:"
 BEGUN, CODE_PENDING = "legacy-begun", "legacy-code"
@@ -115,7 +116,7 @@ class LegacyLoginService:
         now = self._store.now()
         transaction = AuthTransaction(
             service_provider=PREFIX + provider,
-            min_level=AssuranceLevel.SUBSTANTIAL,
+            min_level=Level.SUBSTANTIAL,
             state=BEGUN,
             factors=[],
             challenge=None,

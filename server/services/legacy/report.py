@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from server.domain.model import ProofingChannel
 from server.services.errors import DomainError
 from server.services.legacy.waves import PLAN_ZONE, REMINDED, Cohort
 from server.storage.migration_tables import (
@@ -53,7 +54,7 @@ from server.storage.migration_tables import (
     MigrationInvitation,
     MigrationWave,
 )
-from server.storage.tables import ProofingChannel, UtcDateTime
+from server.storage.tables import UtcDateTime
 
 # The steps a flow goes through, in order, and the outcomes its events record.
 STEPS = (

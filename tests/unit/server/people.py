@@ -5,16 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.secretbox import SecretBox
 from server.storage.repositories import CredentialRepository, IdentityRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.tables import Credential, Identity
 
 SEED = b"12345678901234567890"  # RFC 6238's SHA-1 seed
 PERSON_STORED = "010190-1234"  # as the identity service stores it
@@ -30,7 +24,7 @@ def seed_person_with_code_display(
                 person_number=person_number,
                 name="Test Person",
                 status=IdentityStatus.ACTIVE,
-                identity_assurance=AssuranceLevel.SUBSTANTIAL,
+                identity_assurance=Level.SUBSTANTIAL,
             )
         )
         credential_id = uuid.uuid4()

@@ -26,6 +26,7 @@ from akkreditiv.cli import app
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from server.domain.model import CredentialKind, CredentialState, Level, ProofingChannel
 from server.services.audit import AuditLog
 from server.services.credentials import CredentialService
 from server.services.errors import DomainError, InvalidPersonNumber, WeakPassword
@@ -81,16 +82,7 @@ from server.storage.migration_tables import (
     MigrationInvitation,
     MigrationWave,
 )
-from server.storage.tables import (
-    AssuranceLevel,
-    AuditEntry,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    ProofingChannel,
-    ProofingRecord,
-)
+from server.storage.tables import AuditEntry, Credential, Identity, ProofingRecord
 from tests.unit.server.services.test_passwords import FAST
 
 PASSWORD = "hyldeblomst og citron"  # noqa: S105 - a test legacy password
@@ -378,7 +370,7 @@ def test_self_service_flow_makes_a_substantial_identity_step_by_step(env: Env) -
     with env.sessions() as session:
         identity = session.get(Identity, activated.identity_id)
         assert identity is not None
-        assert identity.identity_assurance is AssuranceLevel.SUBSTANTIAL
+        assert identity.identity_assurance is Level.SUBSTANTIAL
         assert identity.person_number == person.person_number
         [proofing] = session.scalars(select(ProofingRecord))
         assert (proofing.channel, proofing.document_kind) == (
@@ -414,14 +406,14 @@ def test_self_service_flow_makes_a_substantial_identity_step_by_step(env: Env) -
 @pytest.mark.parametrize(
     ("channel", "operators", "level"),
     [
-        (ProofingChannel.BANK, ("bank-op",), AssuranceLevel.SUBSTANTIAL),
-        (ProofingChannel.BANK, ("bank-op", "bank-op-2"), AssuranceLevel.SUBSTANTIAL),
-        (ProofingChannel.SERVICE_CENTRE, ("centre-op",), AssuranceLevel.SUBSTANTIAL),
-        (ProofingChannel.SERVICE_CENTRE, ("centre-op", "centre-op-2"), AssuranceLevel.HIGH),
+        (ProofingChannel.BANK, ("bank-op",), Level.SUBSTANTIAL),
+        (ProofingChannel.BANK, ("bank-op", "bank-op-2"), Level.SUBSTANTIAL),
+        (ProofingChannel.SERVICE_CENTRE, ("centre-op",), Level.SUBSTANTIAL),
+        (ProofingChannel.SERVICE_CENTRE, ("centre-op", "centre-op-2"), Level.HIGH),
     ],
 )
 def test_assisted_flows_record_what_the_operators_checked(
-    env: Env, channel: ProofingChannel, operators: tuple[str, ...], level: AssuranceLevel
+    env: Env, channel: ProofingChannel, operators: tuple[str, ...], level: Level
 ) -> None:
     person = env.add_person()
     flow_id = env.migrate(person, channel=channel, document_kind="passport", operator_ids=operators)

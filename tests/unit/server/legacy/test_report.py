@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from akkreditiv.cli import app
+from server.domain.model import ProofingChannel
 from server.services.legacy.report import (
     OUTSIDE_WAVES,
     Forecast,
@@ -32,7 +33,6 @@ from server.services.legacy.report import (
     write_report,
 )
 from server.services.legacy.waves import MigrationPlan
-from server.storage.tables import ProofingChannel
 from tests.unit.server.legacy.test_waves import Clock, add_flow, add_users, user_row
 
 SELF = ProofingChannel.SELF_SERVICE

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import hotp, totp_counter
+from server.domain.model import Level
 from server.services.audit import AuditLog
 from server.services.errors import DomainError, SecretUnreadable
 from server.services.legacy.errors import (
@@ -61,7 +62,7 @@ from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,
 )
-from server.storage.tables import AssuranceLevel, AuditEntry, Identity
+from server.storage.tables import AuditEntry, Identity
 
 PASSWORD = "solsikke og rugbrød"  # noqa: S105 - a test password
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC).timestamp()
@@ -380,7 +381,7 @@ def test_a_migrated_user_still_proves_before_shutdown(session: Session, store: L
     identity = Identity(
         person_number="010170-9999",
         name="Ada Jensen",
-        identity_assurance=AssuranceLevel.SUBSTANTIAL,
+        identity_assurance=Level.SUBSTANTIAL,
     )
     session.add(identity)
     session.flush()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from akkreditiv.cli import app
+from server.domain.model import ProofingChannel
 from server.services.legacy.waves import (
     PLAN_ZONE,
     REMINDER_COLUMNS,
@@ -38,7 +39,7 @@ from server.storage.migration_tables import (
     MigrationInvitation,
     MigrationWave,
 )
-from server.storage.tables import AuditEntry, ProofingChannel, UtcDateTime
+from server.storage.tables import AuditEntry, UtcDateTime
 
 # Monday of 2026-W10, 10:00 in Copenhagen.
 MONDAY = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)

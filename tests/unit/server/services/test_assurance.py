@@ -7,12 +7,11 @@ from itertools import combinations
 
 import pytest
 
+from server.domain.model import AuthenticatorKind, Level
 from server.services.assurance import (
     PROPERTIES,
     RULES,
-    AuthenticatorKind,
     Category,
-    Level,
     Proofing,
     authenticator_level,
     identity_level,

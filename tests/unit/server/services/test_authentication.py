@@ -16,7 +16,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import totp
-from server.services.assurance import Level
+from server.domain.model import CredentialState, Level
 from server.services.audit import AuditLog, verify_database
 from server.services.authentication import (
     ACCOUNT_LOCKOUT,
@@ -35,9 +35,6 @@ from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey
 from server.storage.repositories import CredentialRepository
-from server.storage.tables import (
-    CredentialState,
-)
 from tests.unit.server.people import SEED, seed_person_with_code_display
 
 START = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import totp
-from server.services.assurance import Level
+from server.domain.model import Level
 from server.services.authentication import (
     AuthenticationService,
     FactorResult,

@@ -17,7 +17,14 @@ from sqlalchemy.orm import Session
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Algorithm, Model, OtpGenerator, OtpTokenState
-from server.services.assurance import AuthenticatorKind
+from server.domain.model import (
+    AuthenticatorKind,
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+    ProofingChannel,
+)
 from server.services.credentials import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -45,15 +52,7 @@ from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, migrate, session_factory
 from server.storage.repositories import CredentialRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialKind,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-    ProofingChannel,
-)
+from server.storage.tables import Credential, Identity
 from tests.unit.server.storage.databases import postgres_schema
 
 K = CredentialKind
@@ -239,7 +238,7 @@ def test_enrol_records_proofing_and_refuses_a_second_identity(
 ) -> None:
     identity = enrol(identities, person_number="0101901234")
     assert identity.person_number == "010190-1234"
-    assert identity.identity_assurance is AssuranceLevel.SUBSTANTIAL
+    assert identity.identity_assurance is Level.SUBSTANTIAL
     assert identities.proofing(identity.id)[0].document_kind == "passport_chip"
     with pytest.raises(DuplicateIdentity) as caught:
         enrol(identities, person_number="010190-1234")
@@ -258,15 +257,15 @@ def test_high_assurance_needs_two_different_operators_in_person(
 ) -> None:
     high = {"channel": ProofingChannel.SERVICE_CENTRE, "document_kind": "passport"}
     identity = enrol(identities, operator_ids=("op-1", "op-2"), **high)
-    assert identity.identity_assurance is AssuranceLevel.HIGH
+    assert identity.identity_assurance is Level.HIGH
     one = enrol(identities, operator_ids=("op-1", "op-1"), **high)
-    assert one.identity_assurance is AssuranceLevel.SUBSTANTIAL
+    assert one.identity_assurance is Level.SUBSTANTIAL
     with pytest.raises(InsufficientProofing):
-        enrol(identities, operator_ids=("op-1",), required_level=AssuranceLevel.HIGH, **high)
+        enrol(identities, operator_ids=("op-1",), required_level=Level.HIGH, **high)
     with pytest.raises(InsufficientProofing):
         enrol(identities, channel=ProofingChannel.SELF_SERVICE, document_kind="passport")
     low = enrol(identities, document_kind="cpr_questions")
-    assert low.identity_assurance is AssuranceLevel.LOW
+    assert low.identity_assurance is Level.LOW
 
 
 def test_identity_status_transitions(

@@ -19,19 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
-from server.services.assurance import AuthenticatorKind, Level
+from server.domain.model import AuthenticatorKind, CredentialState, IdentityStatus, Level
 from server.services.authentication import AuthenticationService
 from server.services.fido import AssertionRejected, FidoService, RegistrationExpired
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import SigningKey
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import (
-    AssuranceLevel,
-    Credential,
-    CredentialState,
-    Identity,
-    IdentityStatus,
-)
+from server.storage.tables import Credential, Identity
 
 ORIGIN = "http://localhost:8000"
 DECOY_KEY = b"decoy-key-for-tests-only-32-bytes"
@@ -53,7 +47,7 @@ class World:
                     person_number="010190-1234",
                     name="Test Person",
                     status=IdentityStatus.ACTIVE,
-                    identity_assurance=AssuranceLevel.SUBSTANTIAL,
+                    identity_assurance=Level.SUBSTANTIAL,
                 )
             )
             self.identity_id = identity.id

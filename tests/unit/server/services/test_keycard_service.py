@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.services.assurance import Level
+from server.domain.model import Level
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
@@ -33,7 +33,7 @@ from server.services.tokens_jwt import SigningKey
 from server.services.verifiers import KeyCard
 from server.storage.errors import StaleWrite
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import AssuranceLevel, AuthTransaction, Credential, Identity
+from server.storage.tables import AuthTransaction, Credential, Identity
 
 PEPPER = b"pepper-for-key-card-tests-only-32"
 
@@ -128,7 +128,7 @@ class World:
                 Identity(
                     person_number="010190-1234",
                     name="Test Person",
-                    identity_assurance=AssuranceLevel.SUBSTANTIAL,
+                    identity_assurance=Level.SUBSTANTIAL,
                 )
             )
             self.identity_id = identity.id

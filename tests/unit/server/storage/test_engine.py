@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from server.domain.model import Level
 from server.settings import Settings
 from server.storage import migration_tables, web_tables  # noqa: F401 - register their tables
 from server.storage.engine import (
@@ -28,7 +29,7 @@ from server.storage.engine import (
 )
 from server.storage.errors import UnsupportedDatabase
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import AssuranceLevel, Base, Identity
+from server.storage.tables import Base, Identity
 from tests.unit.server.storage.databases import POSTGRES_URL, postgres_schema
 
 TABLES = {
@@ -74,7 +75,7 @@ def test_migrate_creates_schema_on_empty_database(empty_engine: Engine) -> None:
 def test_migrate_is_noop_when_already_at_head(engine: Engine) -> None:
     with session_factory(engine).begin() as session:
         IdentityRepository(session).add(
-            Identity(person_number="0101901234", name="A", identity_assurance=AssuranceLevel.LOW)
+            Identity(person_number="0101901234", name="A", identity_assurance=Level.LOW)
         )
     before = _schema(engine)
 
@@ -166,13 +167,13 @@ def test_committed_data_survives_restart_when_new_engine_opens_same_database(
     with session_factory(first).begin() as session:
         identity_id = (
             IdentityRepository(session)
-            .add(Identity(person_number="42", name="B", identity_assurance=AssuranceLevel.HIGH))
+            .add(Identity(person_number="42", name="B", identity_assurance=Level.HIGH))
             .id
         )
     # A session that never commits stands for a worker killed mid-flow.
     dying = session_factory(first)()
     IdentityRepository(dying).add(
-        Identity(person_number="43", name="C", identity_assurance=AssuranceLevel.LOW)
+        Identity(person_number="43", name="C", identity_assurance=Level.LOW)
     )
     dying.flush()
     dying.close()
@@ -183,7 +184,7 @@ def test_committed_data_survives_restart_when_new_engine_opens_same_database(
     with session_factory(second)() as session:
         repository = IdentityRepository(session)
         assert repository.get(identity_id).name == "B"
-        assert repository.by_person_number("42").identity_assurance is AssuranceLevel.HIGH
+        assert repository.by_person_number("42").identity_assurance is Level.HIGH
         assert session.scalar(text("SELECT count(*) FROM identities")) == 1
     second.dispose()
 
@@ -211,7 +212,7 @@ def test_engine_reconnects_when_postgresql_ends_its_connections() -> None:
 
         with sessions.begin() as session:
             IdentityRepository(session).add(
-                Identity(person_number="7", name="D", identity_assurance=AssuranceLevel.LOW)
+                Identity(person_number="7", name="D", identity_assurance=Level.LOW)
             )
         with sessions() as session:
             assert IdentityRepository(session).by_person_number("7").name == "D"

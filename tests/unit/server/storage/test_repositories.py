@@ -14,6 +14,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Uuid, literal, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.domain.model import (
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+    ProofingChannel,
+)
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
 from server.storage.repositories import (
     AuditRepository,
@@ -26,15 +33,10 @@ from server.storage.repositories import (
     source_limit_key,
 )
 from server.storage.tables import (
-    AssuranceLevel,
     AuditEntry,
     AuthTransaction,
     Credential,
-    CredentialKind,
-    CredentialState,
     Identity,
-    IdentityStatus,
-    ProofingChannel,
     ProofingRecord,
     RateLimit,
 )
@@ -44,9 +46,7 @@ NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def _identity(person_number: str = "0101901234") -> Identity:
-    return Identity(
-        person_number=person_number, name="Karen Blixen", identity_assurance=AssuranceLevel.LOW
-    )
+    return Identity(person_number=person_number, name="Karen Blixen", identity_assurance=Level.LOW)
 
 
 def _new_identity(sessions: sessionmaker[Session], person_number: str = "0101901234") -> uuid.UUID:
@@ -87,7 +87,7 @@ def test_identity_round_trips_when_added(sessions: sessionmaker[Session]) -> Non
     with sessions() as session:
         identity = IdentityRepository(session).get(identity_id)
         assert identity.status is IdentityStatus.ACTIVE
-        assert identity.identity_assurance is AssuranceLevel.LOW
+        assert identity.identity_assurance is Level.LOW
         assert identity.created_at.tzinfo == dt.UTC
         assert IdentityRepository(session).by_person_number("0101901234").id == identity_id
 
@@ -137,13 +137,13 @@ def test_proofing_operator_ids_round_trip_when_stored_as_json(
                 channel=ProofingChannel.SERVICE_CENTRE,
                 document_kind="passport",
                 operator_ids=["op-17", "op-23"],
-                level=AssuranceLevel.HIGH,
+                level=Level.HIGH,
             )
         )
     with sessions() as session:
         (record,) = IdentityRepository(session).proofing_for(identity_id)
         assert record.operator_ids == ["op-17", "op-23"]
-        assert record.level is AssuranceLevel.HIGH
+        assert record.level is Level.HIGH
 
 
 def test_credential_add_raises_not_found_when_identity_missing(session: Session) -> None:
@@ -317,7 +317,7 @@ def test_transaction_step_raises_stale_write_when_completed_twice(
             .add(
                 AuthTransaction(
                     service_provider="https://sp.example",
-                    min_level=AssuranceLevel.SUBSTANTIAL,
+                    min_level=Level.SUBSTANTIAL,
                     state="pending",
                     challenge=b"\x00\xffchallenge",
                     expires_at=NOW + dt.timedelta(minutes=5),
@@ -350,7 +350,7 @@ def test_delete_expired_removes_only_expired_transactions(session: Session) -> N
         repository.add(
             AuthTransaction(
                 service_provider="sp",
-                min_level=AssuranceLevel.LOW,
+                min_level=Level.LOW,
                 state="pending",
                 expires_at=NOW + dt.timedelta(minutes=minutes),
             )
@@ -578,7 +578,7 @@ def test_login_context_comes_with_identity_status_and_both_counters(
             repository.add(
                 AuthTransaction(
                     service_provider="sp",
-                    min_level=AssuranceLevel.LOW,
+                    min_level=Level.LOW,
                     state="identified",
                     identity_id=who,
                     expires_at=NOW,

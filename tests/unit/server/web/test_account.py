@@ -21,13 +21,14 @@ from devices.protocol import pskc
 from devices.protocol.otp import totp
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from server.domain.model import CredentialState, Level
 from server.services.access import Role
 from server.services.credentials import CredentialService
 from server.services.errors import WrongPassword
 from server.services.piv import enrolment_code
 from server.services.secretbox import SecretBox
 from server.settings import Settings
-from server.storage.tables import AssuranceLevel, AuditEntry, Credential, CredentialState
+from server.storage.tables import AuditEntry, Credential
 from server.web.account import level_enough
 from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
@@ -223,13 +224,13 @@ def test_the_add_page_offers_every_kind(browser: TestClient, signed_in: Person) 
 
 
 def test_a_sensitive_change_needs_substantial_or_the_identitys_own_level() -> None:
-    assert level_enough("substantial", AssuranceLevel.HIGH)
-    assert level_enough("high", AssuranceLevel.HIGH)
-    assert not level_enough("low", AssuranceLevel.HIGH)
-    assert not level_enough("low", AssuranceLevel.SUBSTANTIAL)
-    assert level_enough("low", AssuranceLevel.LOW)
-    assert not level_enough(None, AssuranceLevel.LOW)
-    assert not level_enough("bogus", AssuranceLevel.LOW)
+    assert level_enough("substantial", Level.HIGH)
+    assert level_enough("high", Level.HIGH)
+    assert not level_enough("low", Level.HIGH)
+    assert not level_enough("low", Level.SUBSTANTIAL)
+    assert level_enough("low", Level.LOW)
+    assert not level_enough(None, Level.LOW)
+    assert not level_enough("bogus", Level.LOW)
 
 
 # --- code display and audio code reader ---------------------------------------------------------

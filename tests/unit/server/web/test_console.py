@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from server.api.deps import Services
+from server.domain.model import CredentialState, IdentityStatus
 from server.services.access import ApiKeys, Role
 from server.settings import Settings
-from server.storage.tables import AuditEntry, Credential, CredentialState, Identity, IdentityStatus
+from server.storage.tables import AuditEntry, Credential, Identity
 from server.web.browser import COOKIE
 from server.web.console_access import SIGN_IN_MAX_FAILURES
 from tests.unit.server.people import seed_person_with_code_display

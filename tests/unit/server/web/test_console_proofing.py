@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from server.domain.model import Level
 from server.services.access import Role
 from server.settings import Settings
-from server.storage.tables import AssuranceLevel, Identity, ProofingRecord
+from server.storage.tables import Identity, ProofingRecord
 from tests.unit.server.web.forms import lang_of, text_of
 from tests.unit.server.web.test_console import (
     audit,
@@ -34,7 +35,7 @@ def records(browser: TestClient, identity_id: uuid.UUID) -> list[ProofingRecord]
         return list(session.scalars(query.order_by(ProofingRecord.created_at)))
 
 
-def assurance(browser: TestClient, identity_id: uuid.UUID) -> AssuranceLevel:
+def assurance(browser: TestClient, identity_id: uuid.UUID) -> Level:
     with services_of(browser).sessions() as session:
         identity = session.get(Identity, identity_id)
         assert identity is not None
@@ -138,7 +139,7 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     assert post_form(browser, second_page, second_page, second_key=bank).status_code == 403
     assert post_form(browser, second_page, second_page, second_key="akk_no").status_code == 401
     assert len(records(browser, identity_id)) == before
-    assert assurance(browser, identity_id) is AssuranceLevel.SUBSTANTIAL
+    assert assurance(browser, identity_id) is Level.SUBSTANTIAL
 
     colleague = new_key(settings, "centre-op-2", Role.OPERATOR_CENTRE)
     answer = post_form(browser, second_page, second_page, second_key=colleague)
@@ -148,9 +149,9 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     assert (added.channel.value, added.operator_ids, added.level) == (
         "service_centre",
         ["centre-op", "centre-op-2"],
-        AssuranceLevel.HIGH,
+        Level.HIGH,
     )
-    assert assurance(browser, identity_id) is AssuranceLevel.HIGH
+    assert assurance(browser, identity_id) is Level.HIGH
     assert shown_assurance(browser, identity_id) == "Høj"
     approvals = [e for e in audit(browser, "console.sign_in") if e.details["purpose"] != "sign_in"]
     assert [e.actor for e in approvals][-1] == "operator_centre:centre-op-2"

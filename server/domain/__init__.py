@@ -1,0 +1,1 @@
+"""The server's vocabulary: levels, kinds, states and channels, and the domain errors."""
