@@ -13,12 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import web
 from server.api import problems
-from server.api.deps import build_services
 from server.api.routers import ROUTERS
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.settings import Settings
-from server.storage.engine import create_engine_for, migrate, session_factory
+from server.storage.engine import migrate
 from server.storage.errors import StorageError
+from server.wiring import build_services
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -64,9 +64,8 @@ class SecurityHeaders:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    # Nearly every request writes (the audit log at least): SQLite transactions take the
-    # write lock up front and queue for it, instead of failing when they upgrade.
-    engine = create_engine_for(settings.database_url, sqlite_immediate=True)
+    services = build_services(settings)
+    engine = services.engine
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,8 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessions = session_factory(engine)
-    app.state.services = build_services(settings, app.state.sessions)
+    app.state.sessions = services.sessions
+    app.state.services = services
     problems.install(app, DomainError, StorageError)
     for router in ROUTERS:
         app.include_router(router)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import uuid
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_database_url() -> str:
@@ -51,6 +54,13 @@ class Settings(BaseSettings):
     # Where FIDO2 ceremonies happen: the relying party id and the origins allowed.
     rp_id: str = "localhost"
     rp_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
+    # Which security keys may be registered: PEM files of attestation roots (separated by
+    # os.pathsep in AKKREDITIV_FIDO_TRUSTED_ROOTS; a root added to a file counts at once),
+    # optionally only some models (comma-separated AAGUIDs; unset allows any), and whether a
+    # key without a verifiable attestation (self or "none") is accepted.
+    fido_trusted_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    fido_allowed_aaguids: Annotated[list[uuid.UUID] | None, NoDecode] = None
+    fido_allow_unattested: bool = False
     # The legacy eID: a user id is locked for legacy_lockout_s after legacy_max_failures failed
     # logins in a row; legacy login ends at the start of legacy_shutdown_date (Danish time);
     # the providers listed in legacy_new_only_providers accept only the new eID.
@@ -79,3 +89,18 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
+
+    @field_validator("fido_trusted_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("fido_allowed_aaguids", mode="before")
+    @classmethod
+    def _aaguid_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            return parts or None
+        return value

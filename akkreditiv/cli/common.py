@@ -140,8 +140,9 @@ def database_session(settings: Settings, failure: str) -> Iterator[Session]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from server.storage.engine import create_engine_from_settings, session_factory
+    from server.storage.engine import session_factory
     from server.storage.errors import StorageError, UnsupportedDatabase
+    from server.wiring import engine_for
 
     try:
         url = make_url(settings.database_url)
@@ -151,7 +152,7 @@ def database_session(settings: Settings, failure: str) -> Iterator[Session]:
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         raise fail(f"no database at {url.database}")
     try:
-        engine = create_engine_from_settings(settings)
+        engine = engine_for(settings)
     except UnsupportedDatabase as exc:
         raise fail(f"unsupported database URL: {exc.reason}") from exc
     try:

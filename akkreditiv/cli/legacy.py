@@ -164,20 +164,19 @@ def import_(
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from server.services.errors import DomainError
+    from server.domain.errors import DomainError
     from server.services.legacy.importer import LegacyImporter, default_workers
     from server.services.secretbox import SecretBox
     from server.settings import Settings
-    from server.storage.engine import create_engine_for, migrate
+    from server.storage.engine import migrate
     from server.storage.errors import StorageError, UnsupportedDatabase
+    from server.wiring import engine_for
 
     if not file.is_file():
         raise fail(f"no file at {file}")
     settings = Settings() if database_url is None else Settings(database_url=database_url)
     try:
-        engine = create_engine_for(
-            settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms
-        )
+        engine = engine_for(settings)
     except UnsupportedDatabase as exc:
         raise fail(f"unsupported database URL: {exc.reason}") from exc  # never the URL itself
     try:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from akkreditiv.cli.common import fail
+from akkreditiv.cli.common import database_session
 
 flow_app = typer.Typer(
     help="The guided migration flows: mark the ones left idle as abandoned.",
@@ -49,42 +48,21 @@ def sweep(
     """Mark every flow untouched for the abandonment period as abandoned, with one 'dropped'
     event at the step it stopped at. Run it daily; running it again marks nobody twice. An
     abandoned flow resumes where it stopped when the person starts again."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
     from server.services.audit import AuditLog
     from server.services.legacy.flow_sweep import sweep_abandoned
     from server.settings import Settings
-    from server.storage.engine import create_engine_from_settings, session_factory
-    from server.storage.errors import StorageError, UnsupportedDatabase
 
     settings = Settings() if database_url is None else Settings(database_url=database_url)
     idle = dt.timedelta(days=days or settings.migration_abandon_days)
-    try:
-        url = make_url(settings.database_url)
-    except ArgumentError as exc:
-        raise fail("the database URL is not a database URL") from exc
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
-        raise fail(f"no database at {url.database}")
-    try:
-        engine = create_engine_from_settings(settings)
-    except UnsupportedDatabase as exc:
-        raise fail(f"unsupported database URL: {exc.reason}") from exc
     actor = _actor()
-    try:
-        with session_factory(engine)() as session, session.begin():
-            log = AuditLog(session)
+    with database_session(settings, "database error") as session, session.begin():
+        log = AuditLog(session)
 
-            def audit(event: str, details: dict[str, Any]) -> None:
-                log.append(event, actor=actor, subject="-", details=details)
+        def audit(event: str, details: dict[str, Any]) -> None:
+            log.append(event, actor=actor, subject="-", details=details)
 
-            now = dt.datetime.now(dt.UTC)
-            dropped = sweep_abandoned(session, idle=idle, now=now, audit=audit)
-    except (SQLAlchemyError, StorageError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise fail(f"database error: {reason}") from exc
-    finally:
-        engine.dispose()
+        now = dt.datetime.now(dt.UTC)
+        dropped = sweep_abandoned(session, idle=idle, now=now, audit=audit)
     if as_json:
         typer.echo(json.dumps({"dropped": dropped, "idle_days": idle.days, "at": now.isoformat()}))
     else:

@@ -14,29 +14,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
-from server.api.deps import (
-    Services,
-    ServicesDep,
-    SessionDep,
-    audit_hook,
-    commit_now,
-    in_transaction,
-    require,
-)
+from server.api.deps import ServicesDep, SessionDep, in_transaction, require
 from server.api.problems import problem
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.authentication import (
-    AuthenticationService,
     FactorCheck,
-    FactorResult,
     StepUpRequired,
 )
-from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
-from server.services.person_number import PersonNumber
-from server.storage.errors import NotFound
-from server.storage.repositories import IdentityRepository
+from server.wiring import Services
 
 router = APIRouter(tags=["authentication"])
 
@@ -105,64 +92,6 @@ class AssertionView(Strict):
     token_type: Literal["JWT"] = "JWT"  # noqa: S105 - the token format, not a secret
 
 
-def authentication_service(
-    session: Any, services: Services, actor: str = "api"
-) -> AuthenticationService:
-    settings = services.settings
-    return AuthenticationService(
-        session,
-        signer=services.signer,
-        pseudonyms=services.pseudonyms,
-        issuer=settings.issuer,
-        transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
-        assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
-        audit=audit_hook(session, services, actor),
-    )
-
-
-def run_factor(
-    request: Request,
-    session: Any,
-    services: Services,
-    transaction_id: uuid.UUID,
-    check: FactorCheck,
-    submitted: dict[str, Any],
-    binding: str | None = None,
-    *,
-    pairing: str | None = None,
-) -> FactorResult:
-    """Check one factor (for the browser of ``binding``, or a program paired with it by
-    ``pairing``, if a browser claimed the login) and commit what it changed, failure or not
-    (counters, blocks, limits, audit)."""
-    source = request.client.host if request.client else "unknown"
-    result = authentication_service(session, services).verify_factor(
-        transaction_id, check, submitted, source=source, binding=binding, pairing=pairing
-    )
-    commit_now(session)
-    return result
-
-
-def verify_and_answer(
-    request: Request,
-    session: Any,
-    services: Services,
-    transaction_id: uuid.UUID,
-    check: FactorCheck,
-    submitted: dict[str, Any],
-    *,
-    pairing: str | None = None,
-) -> FactorsView | JSONResponse:
-    """Check one factor and answer: the factors so far, or a 401 problem. The failure is
-    returned, not raised, so what it changed (counters, blocks, limits, audit) is committed.
-    ``pairing`` only from the routes of device factors run outside the browser (PIV)."""
-    result = run_factor(
-        request, session, services, transaction_id, check, submitted, pairing=pairing
-    )
-    if result.failure is not None:
-        return problem(401, result.failure.code, "Not accepted", result.failure.detail)
-    return FactorsView(factors=result.factors)
-
-
 async def answer_factor(
     request: Request,
     transaction_id: uuid.UUID,
@@ -170,44 +99,21 @@ async def answer_factor(
     submitted: dict[str, Any],
     *,
     pairing: str | None = None,
-) -> FactorsView | JSONResponse:
+) -> FactorsView:
     """The work of a login factor's route, in one transaction of its own (``in_transaction``):
-    make the check, verify the factor, answer (``verify_and_answer``)."""
+    make the check, verify the factor, answer with the factors so far. A rejected factor
+    raises ``FactorRejected``, whose record the unit of work commits before it answers 401.
+    ``pairing`` only from the routes of device factors run outside the browser (PIV)."""
+    source = request.client.host if request.client else "unknown"
 
-    def work(session: Session, services: Services) -> FactorsView | JSONResponse:
+    def work(session: Session, services: Services) -> FactorsView:
         check = make_check(session, services)
-        return verify_and_answer(
-            request, session, services, transaction_id, check, submitted, pairing=pairing
+        factors = services.authentication(session).verify_factor(
+            transaction_id, check, submitted, source=source, pairing=pairing
         )
+        return FactorsView(factors=factors)
 
     return await in_transaction(request, work)
-
-
-def identify_person(
-    session: Any,
-    services: Services,
-    transaction_id: uuid.UUID,
-    person_number: str,
-    binding: str | None = None,
-) -> None:
-    """Say who logs in: the same work and answer whether or not the person exists (an
-    unknown or malformed number still gets a subject digest, so its decoys are stable)."""
-    identity_id = None
-    typed = " ".join(person_number.split())
-    try:
-        number = PersonNumber.parse(person_number)
-    except InvalidPersonNumber:
-        number = None
-    if number is not None:
-        typed = number.formatted
-        try:
-            identity_id = IdentityRepository(session).by_person_number(number.formatted).id
-        except NotFound:
-            identity_id = None
-    digest = services.pseudonyms.subject_digest(typed)
-    authentication_service(session, services).identify(
-        transaction_id, identity_id, digest, binding=binding
-    )
 
 
 @router.post("/authentications", status_code=201, response_model=TransactionView)
@@ -220,7 +126,7 @@ def begin(
         raise NotPermitted(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
-    transaction = authentication_service(session, services, caller.actor).begin(
+    transaction = services.authentication(session, caller.actor).begin(
         caller.name, body.min_level, return_url=body.return_url
     )
     return TransactionView(
@@ -239,7 +145,7 @@ async def identify(
     """Say who logs in. The answer is the same whether or not the person exists."""
 
     def work(session: Session, services: Services) -> None:
-        identify_person(session, services, transaction_id, body.person_number)
+        services.authentication(session).identify_person(transaction_id, body.person_number)
 
     await in_transaction(request, work)
     return FactorsView(factors=[])
@@ -252,7 +158,7 @@ async def identify(
 )
 async def one_time_code(
     transaction_id: uuid.UUID, body: CodeRequest, request: Request
-) -> FactorsView | JSONResponse:
+) -> FactorsView:
     """A code from a code display, an audio code reader or an OTP token."""
 
     def check(_session: Session, services: Services) -> FactorCheck:
@@ -268,7 +174,7 @@ async def one_time_code(
 )
 async def password(
     transaction_id: uuid.UUID, body: PasswordRequest, request: Request
-) -> FactorsView | JSONResponse:
+) -> FactorsView:
     """The password (paste is never blocked: that is the page's promise, WCAG 3.3.8)."""
 
     def check(_session: Session, services: Services) -> FactorCheck:
@@ -290,7 +196,7 @@ def complete(
     """The signed assertion for the service provider that began the login, or a request to
     step up."""
     try:
-        outcome = authentication_service(session, services, caller.actor).complete(
+        outcome = services.authentication(session, caller.actor).complete(
             transaction_id, provider=caller.name
         )
     except StepUpRequired as exc:

@@ -1,62 +1,21 @@
-"""The services a request needs, built once per app from settings (the composition of the
-server), and the ``Annotated`` aliases routes use to receive them."""
+"""FastAPI's side of the composition root (``server.wiring``): the app's services, a request's
+transaction, the caller behind an API key, and the ``Annotated`` aliases routes use."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from server.services.access import ApiKeys, Caller, NotAuthenticated, Permission
-from server.services.audit import AuditLog
+from server.domain.errors import DomainError
+from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.credentials import CredentialService
-from server.services.factors import PasswordCheck
-from server.services.passwords import Passwords, argon2id_parameters
-from server.services.pseudonyms import Pseudonyms
-from server.services.secretbox import SecretBox
-from server.services.tokens_jwt import AssertionSigner, SigningKey
-from server.settings import Settings
-
-
-@dataclass
-class Services:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    secrets: SecretBox
-    passwords: Passwords
-    pseudonyms: Pseudonyms
-    signer: AssertionSigner
-    password_decoy: str
-    api_keys: ApiKeys
-    clock: Callable[[], float] = time.time
-
-
-def build_services(settings: Settings, sessions: sessionmaker[Session]) -> Services:
-    create = settings.create_keys
-    passwords = Passwords(
-        argon2id_parameters(
-            settings.password_hash_time_cost,
-            settings.password_hash_memory_kib,
-            settings.password_hash_parallelism,
-        )
-    )
-    return Services(
-        settings=settings,
-        sessions=sessions,
-        secrets=SecretBox.from_file(settings.kek_file, create=create),
-        passwords=passwords,
-        password_decoy=PasswordCheck.make_decoy(passwords),
-        pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
-        signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
-        api_keys=ApiKeys(settings.api_keys_file),
-    )
+from server.wiring import AuditHook, Services
 
 
 def get_services(request: Request) -> Services:
@@ -78,11 +37,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     session.begin()
     try:
         yield session
-    except BaseException:
-        # Shielded: a cancelled request (the client went away) still rolls back and returns
-        # its connection to the pool.
+    except BaseException as exc:
+        # Shielded: a cancelled request (the client went away) still ends its transaction and
+        # returns its connection to the pool. A recorded failure keeps what it wrote.
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end, session, commit=False)
+            await run_in_threadpool(_end, session, commit=keeps_changes(exc))
         raise
     if session.in_transaction():
         await run_in_threadpool(_end, session, commit=True)
@@ -108,18 +67,30 @@ async def in_transaction(request: Request, work: Callable[[Session, Services], T
     whole transaction to the thread pool at once skips the dependency machinery of a sync
     route with ``SessionDep`` (an async generator with its exit stack, a second dependency
     for the services), which took a sixth of an OTP check's time in the server. A client
-    that goes away does not cut the transaction short: the thread runs to its end."""
+    that goes away does not cut the transaction short: the thread runs to its end. A
+    recorded failure (``DomainError.recorded``) is committed before it is raised on."""
     services = get_services(request)
 
     def run() -> T:
         with services.sessions() as session:  # closing rolls back what was not committed
             session.begin()
-            result = work(session, services)
+            try:
+                result = work(session, services)
+            except DomainError as exc:
+                if exc.recorded and session.in_transaction():
+                    session.commit()
+                raise
             if session.in_transaction():  # ``work`` may have committed (``commit_now``)
                 session.commit()
             return result
 
     return await run_in_threadpool(run)
+
+
+def keeps_changes(exc: BaseException) -> bool:
+    """Whether the unit of work commits although ``exc`` ends it: a recorded failure (a
+    rejected factor's counters and audit entry) must outlive the error answer."""
+    return isinstance(exc, DomainError) and exc.recorded
 
 
 def _end(session: Session, *, commit: bool) -> None:
@@ -169,34 +140,14 @@ def require(permission: Permission) -> Callable[..., Caller]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-AuditHook = Callable[[str, dict[str, Any]], None]
-_SUBJECT_KEYS = ("identity", "identity_id", "credential", "credential_id", "transaction")
-
-
 def audit_hook(session: Session, services: Services, actor: str) -> AuditHook:
-    """Services report security events through this: each becomes an entry of the hash-
-    chained audit log, in the request's own transaction (so an event and the change it
-    records are committed together or not at all)."""
-    log = AuditLog(session, services.clock)
-
-    def record(event: str, details: dict[str, Any]) -> None:
-        subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
-        log.append(event, actor=actor, subject=subject, details=details)
-
-    return record
+    return services.audit_hook(session, actor)
 
 
 def credential_service(
     session: Session, services: Services, audit: AuditHook | None = None
 ) -> CredentialService:
-    """The credential service of one request, reporting to ``audit`` (see ``audit_hook``)."""
-    return CredentialService(
-        session,
-        services.secrets,
-        services.passwords,
-        clock=services.clock,
-        **({} if audit is None else {"audit": audit}),
-    )
+    return services.credentials(session, audit)
 
 
 def actor_of(request: Request) -> str:

@@ -11,14 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import (
-    Services,
-    ServicesDep,
-    SessionDep,
-    audit_hook,
-    credential_service,
-    require,
-)
+from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service, require
 from server.api.schemas import LevelLabel
 from server.domain.model import (
     CredentialKind,
@@ -36,6 +29,7 @@ from server.services.identities import (
 )
 from server.services.lifecycle_errors import ActivationCodeRejected, InvalidTokenBatch
 from server.storage.tables import Credential, Identity, ProofingRecord
+from server.wiring import Services
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # Printable text without control characters (PostgreSQL refuses NUL in text columns).

@@ -1,36 +1,24 @@
 """Routes of legacy key cards: issuing a card (its printable codes are in that answer only),
 activating it with the code for a key number the service picks, and the key-card login factor.
 
-The pepper the codes' digests are made under is read from ``Settings.keycard_pepper_file``
-(made on first start, mode 0600) when the app starts, and kept on ``app.state``.
+The pepper the codes' digests are made under (``Settings.keycard_pepper_file``, mode 0600) is
+loaded by the composition root when the service starts.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, answer_factor
-from server.api.deps import (
-    Services,
-    ServicesDep,
-    SessionDep,
-    audit_hook,
-    credential_service,
-    in_transaction,
-)
+from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.services.authentication import FactorCheck
-from server.services.keycard import KeyCardSecrets, KeyCardService
 from server.services.lifecycle_errors import ActivationCodeRejected
-from server.settings import Settings
+from server.wiring import Services
 
 # Printable text without control characters (PostgreSQL refuses NUL in text columns).
 _TEXT = r"^[^\x00-\x1f\x7f]*$"
@@ -38,31 +26,7 @@ _TEXT = r"^[^\x00-\x1f\x7f]*$"
 _CODE = r"^[0-9\s]+$"
 
 
-def load_secrets(app: FastAPI) -> KeyCardSecrets:
-    """The key-card pepper of ``app``, read (and made, where ``create_keys``) once."""
-    keys: KeyCardSecrets | None = getattr(app.state, "keycard_secrets", None)
-    if keys is None:
-        settings: Settings = app.state.settings
-        keys = KeyCardSecrets.from_file(settings.keycard_pepper_file, create=settings.create_keys)
-        app.state.keycard_secrets = keys
-    return keys
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # At start, so a missing or unsafe pepper file stops the service before it answers.
-    load_secrets(app)
-    yield
-
-
-async def keycard_secrets(request: Request) -> KeyCardSecrets:
-    # Async: a lookup, which a sync dependency would hand to the thread pool.
-    return load_secrets(request.app)
-
-
-SecretsDep = Annotated[KeyCardSecrets, Depends(keycard_secrets)]
-
-router = APIRouter(tags=["key cards"], lifespan=_lifespan)
+router = APIRouter(tags=["key cards"])
 
 
 class _Strict(BaseModel):
@@ -97,16 +61,6 @@ class IndexOut(BaseModel):
     index: str = Field(description="the key number whose code to type")
 
 
-def keycard_service(
-    session: Session, services: Services, keys: KeyCardSecrets, actor: str = "api"
-) -> KeyCardService:
-    audit = audit_hook(session, services, actor)
-    credentials = credential_service(session, services, audit)
-    return KeyCardService(
-        session, services.secrets, credentials, keys, clock=services.clock, audit=audit
-    )
-
-
 # --- issuance and activation ------------------------------------------------------------------
 
 
@@ -115,16 +69,13 @@ def issue(
     identity_id: uuid.UUID,
     session: SessionDep,
     services: ServicesDep,
-    keys: SecretsDep,
     caller: CredentialManager,
     body: IssueIn | None = None,
 ) -> IssuedOut:
     """Issue a key card of 148 key numbers and codes: the credential starts shipped, and the
     answer holds the printable card, the only time its codes leave the service."""
     body = body or IssueIn()
-    issued = keycard_service(session, services, keys, caller.actor).issue(
-        identity_id, label=body.label
-    )
+    issued = services.keycards(session, caller.actor).issue(identity_id, label=body.label)
     card = issued.card
     return IssuedOut(
         credential=_credential_out(issued.credential),
@@ -141,11 +92,10 @@ def activation_begin(
     credential_id: uuid.UUID,
     session: SessionDep,
     services: ServicesDep,
-    keys: SecretsDep,
     caller: CredentialManager,
 ) -> IndexOut:
     """The key number whose code activates the mailed card (the same until a code is tried)."""
-    service = keycard_service(session, services, keys, caller.actor)
+    service = services.keycards(session, caller.actor)
     return IndexOut(index=service.activation_begin(credential_id))
 
 
@@ -155,11 +105,10 @@ def activation_complete(
     body: CodeIn,
     session: SessionDep,
     services: ServicesDep,
-    keys: SecretsDep,
     caller: CredentialManager,
 ) -> CredentialOut:
     """Activate the card with the code printed beside the key number asked for."""
-    service = keycard_service(session, services, keys, caller.actor)
+    service = services.keycards(session, caller.actor)
     try:
         credential = service.activation_complete(credential_id, body.code)
     except ActivationCodeRejected:
@@ -177,8 +126,7 @@ async def login_begin(transaction_id: uuid.UUID, request: Request) -> IndexOut:
     """The key number to show; a person without a card is shown one too."""
 
     def work(session: Session, services: Services) -> str:
-        keys = load_secrets(request.app)
-        return keycard_service(session, services, keys).login_begin(transaction_id)
+        return services.keycards(session).login_begin(transaction_id)
 
     return IndexOut(index=await in_transaction(request, work))
 
@@ -189,13 +137,10 @@ async def login_begin(transaction_id: uuid.UUID, request: Request) -> IndexOut:
     tags=["authentication"],
     responses={401: {"description": "the code was not accepted (problem+json)"}},
 )
-async def login_code(
-    transaction_id: uuid.UUID, body: CodeIn, request: Request
-) -> FactorsView | JSONResponse:
+async def login_code(transaction_id: uuid.UUID, body: CodeIn, request: Request) -> FactorsView:
     """The code printed beside the key number of ``key-card/begin`` (one try per number)."""
 
     def check(session: Session, services: Services) -> FactorCheck:
-        keys = load_secrets(request.app)
-        return keycard_service(session, services, keys).login_check(transaction_id)
+        return services.keycards(session).login_check(transaction_id)
 
     return await answer_factor(request, transaction_id, check, {"code": body.code})

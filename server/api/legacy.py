@@ -15,16 +15,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
-from server.api.deps import Services, ServicesDep, SessionDep, actor_of, audit_hook, require
-from server.api.keycard import load_secrets
+from server.api.deps import ServicesDep, SessionDep, actor_of, require
 from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.legacy.errors import LegacyError
-from server.services.legacy.login import LegacyLoginService
-from server.services.legacy.store import LegacyPolicy, LegacyStore, Method, closing_time
-from server.settings import Settings
+from server.services.legacy.store import Method
 
 router = APIRouter(tags=["legacy eID"])
 
@@ -76,45 +72,6 @@ class LegacyAssertionOut(BaseModel):
     notice: str | None = Field(description="what to tell the person, if anything")
 
 
-def legacy_policy(settings: Settings) -> LegacyPolicy:
-    shutdown = settings.legacy_shutdown_date
-    return LegacyPolicy(
-        max_failures=settings.legacy_max_failures,
-        lockout=dt.timedelta(seconds=settings.legacy_lockout_s),
-        shutdown_at=closing_time(shutdown) if shutdown is not None else None,
-        new_only_providers=frozenset(settings.legacy_new_only_providers),
-    )
-
-
-def legacy_store(session: Session, services: Services, request: Request, actor: str) -> LegacyStore:
-    """The legacy store as the app configures it (also for the migration flow's routes)."""
-    return LegacyStore(
-        session,
-        services.secrets,
-        services.clock,
-        audit_hook(session, services, actor),
-        decoy_key=load_secrets(request.app).derive("legacy-decoy"),
-        policy=legacy_policy(services.settings),
-    )
-
-
-def _service(
-    session: Session, services: Services, request: Request, actor: str
-) -> LegacyLoginService:
-    settings = services.settings
-    return LegacyLoginService(
-        session,
-        legacy_store(session, services, request, actor),
-        services.secrets,
-        signer=services.signer,
-        pseudonyms=services.pseudonyms,
-        issuer=settings.issuer,
-        transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
-        assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
-        audit=audit_hook(session, services, actor),
-    )
-
-
 def _answer(exc: LegacyError) -> JSONResponse:
     status = STATUS_BY_CODE.get(exc.code, 400)
     return problem(status, exc.code, exc.code.replace("-", " ").capitalize(), exc.detail)
@@ -145,7 +102,7 @@ def begin(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
     try:
-        transaction = _service(session, services, request, caller.actor).begin(caller.name)
+        transaction = services.legacy_login(session, caller.actor).begin(caller.name)
     except LegacyError as exc:
         return _answer(exc)  # answered, so the refusal's audit entry is committed
     return LegacyTransactionOut(id=transaction.id, expires_at=transaction.expires_at)
@@ -162,7 +119,7 @@ def password(
     """User id and password. The answer is the key number to show, whether or not the user id
     exists or the password is right: the outcome is told at the code step."""
     try:
-        index = _service(session, services, request, actor_of(request)).password(
+        index = services.legacy_login(session, actor_of(request)).password(
             transaction_id, body.user_id, body.password, source=_source(request)
         )
     except LegacyError as exc:
@@ -189,7 +146,7 @@ def code(
 ) -> LegacyAssertionOut | JSONResponse:
     """The code printed beside the key number shown (or the code token's code): on success the
     signed assertion for the provider that began the login."""
-    service = _service(session, services, request, actor_of(request))
+    service = services.legacy_login(session, actor_of(request))
     try:
         login = service.code(transaction_id, body.code, method=body.method, source=_source(request))
     except LegacyError as exc:

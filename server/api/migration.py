@@ -22,22 +22,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import (
-    Services,
-    ServicesDep,
-    SessionDep,
-    actor_of,
-    audit_hook,
-    credential_service,
-    get_caller,
-)
-from server.api.keycard import load_secrets
-from server.api.legacy import legacy_store
+from server.api.deps import ServicesDep, SessionDep, actor_of, get_caller
 from server.api.problems import STATUS_BY_CODE, problem
+from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
-from server.services.errors import DomainError
-from server.services.identities import IdentityService
 from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.flow_errors import (
     ActivationIncomplete,
@@ -48,6 +37,7 @@ from server.services.legacy.flow_errors import (
 )
 from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
 from server.services.legacy.store import Method
+from server.wiring import Services
 
 router = APIRouter(tags=["migration"])
 
@@ -175,20 +165,7 @@ def migration_flows(
     session: Session, services: Services, request: Request, actor: str
 ) -> MigrationFlows:
     """The migration flows as the app configures them (also for the migration pages)."""
-    audit = audit_hook(session, services, actor)
-    credentials = credential_service(session, services, audit)
-    identities = IdentityService(
-        session, services.pseudonyms, audit=audit, on_close=credentials.revoke_all
-    )
-    return MigrationFlows(
-        session,
-        legacy_store(session, services, request, actor),
-        identities,
-        credentials,
-        decoy_key=load_secrets(request.app).derive("migration-decoy"),
-        clock=services.clock,
-        audit=audit,
-    )
+    return services.migration_flows(session, actor)
 
 
 def _actor(request: Request, caller: Caller | None) -> str:

@@ -12,34 +12,24 @@ import base64
 import binascii
 import datetime as dt
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
-from server.api.authentication import FactorsView, answer_factor, authentication_service
-from server.api.deps import (
-    Services,
-    ServicesDep,
-    SessionDep,
-    audit_hook,
-    credential_service,
-    get_caller,
-    in_transaction,
-)
+from server.api.authentication import FactorsView, answer_factor
+from server.api.deps import ServicesDep, SessionDep, get_caller, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.domain.errors import DomainError
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.authentication import FactorCheck
-from server.services.errors import DomainError
-from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
-from server.services.piv_ca import ServiceCa
+from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT
+from server.wiring import Services
 
 MAX_PUBLIC_KEY_SIZE = 512
 PKIX_CRL = "application/pkix-crl"
@@ -47,7 +37,6 @@ PEM_FILE = "application/x-pem-file"
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 
 router = APIRouter(tags=["piv"])
-_ca_lock = threading.Lock()
 
 
 def _base64_decoder(limit: int) -> Callable[[object], bytes]:
@@ -176,41 +165,6 @@ class PivSignatureIn(_Strict):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def service_ca(request: Request, services: Services) -> ServiceCa:
-    """The app's PIV CA, loaded (or made) once."""
-    state = request.app.state
-    ca: ServiceCa | None = getattr(state, "piv_ca", None)
-    if ca is None:
-        with _ca_lock:
-            ca = getattr(state, "piv_ca", None)
-            if ca is None:
-                settings = services.settings
-                ca = ServiceCa.from_files(
-                    settings.piv_ca_key_file,
-                    settings.piv_ca_cert_file,
-                    create=settings.create_keys,
-                    clock=lambda: dt.datetime.fromtimestamp(services.clock(), dt.UTC),
-                )
-                state.piv_ca = ca
-    return ca
-
-
-def piv_service(
-    request: Request, session: Session, services: Services, actor: str = "api"
-) -> PivService:
-    """The PIV service of one request; ``actor`` is who the audit log names."""
-    audit = audit_hook(session, services, actor)
-    return PivService(
-        session,
-        ca=service_ca(request, services),
-        credentials=credential_service(session, services, audit),
-        pseudonyms=services.pseudonyms,
-        crl_url=services.settings.issuer.rstrip("/") + "/piv/crl",
-        clock=services.clock,
-        audit=audit,
-    )
-
-
 # --- enrolment --------------------------------------------------------------------------------
 
 
@@ -224,7 +178,7 @@ def enrol_begin(
 ) -> EnrolBeginOut:
     """A challenge for the card to sign with a key it generates in slot 9A (an operator
     enrols the card with the person present)."""
-    begun = piv_service(request, session, services, caller.actor).enrol_begin(identity_id)
+    begun = services.piv(session, caller.actor).enrol_begin(identity_id)
     return EnrolBeginOut(
         state_id=begun.state_id, challenge=_b64(begun.challenge), expires_at=begun.expires_at
     )
@@ -269,9 +223,9 @@ def enrol_complete(
         actor = caller.actor
     else:
         # The citizen whose page showed the code (the service checks the code itself).
-        actor = f"citizen:{piv_service(request, session, services).enrolment_owner(state_id)}"
+        actor = f"citizen:{services.piv(session).enrolment_owner(state_id)}"
     try:
-        enrolled = piv_service(request, session, services, actor).enrol_complete(
+        enrolled = services.piv(session, actor).enrol_complete(
             state_id,
             public_key_der=body.public_key,
             signature=body.signature,
@@ -301,8 +255,8 @@ async def login_begin(
     pairing = body.pairing if body is not None else None
 
     def work(session: Session, services: Services) -> bytes:
-        authentication_service(session, services).admit(transaction_id, pairing=pairing)
-        return piv_service(request, session, services).login_begin(transaction_id)
+        services.authentication(session).admit(transaction_id, pairing=pairing)
+        return services.piv(session).login_begin(transaction_id)
 
     return ChallengeOut(challenge=_b64(await in_transaction(request, work)))
 
@@ -314,13 +268,13 @@ async def login_begin(
 )
 async def login_signature(
     transaction_id: uuid.UUID, body: PivSignatureIn, request: Request
-) -> FactorsView | JSONResponse:
+) -> FactorsView:
     """The card's certificate and its signature over the challenge of ``piv/begin`` (with
     the pairing code when a browser opened the login)."""
 
     def check(session: Session, services: Services) -> FactorCheck:
         origins = services.settings.rp_origins
-        return piv_service(request, session, services).login_check(transaction_id, origins)
+        return services.piv(session).login_check(transaction_id, origins)
 
     submitted = {
         "certificate": body.certificate,
@@ -341,7 +295,7 @@ async def login_signature(
 )
 def crl(request: Request, session: SessionDep, services: ServicesDep) -> Response:
     """The CA's certificate revocation list (DER), signed now."""
-    der = piv_service(request, session, services).crl_der()
+    der = services.piv(session).crl_der()
     return Response(content=der, media_type=PKIX_CRL)
 
 
@@ -353,4 +307,4 @@ def crl(request: Request, session: SessionDep, services: ServicesDep) -> Respons
 )
 def ca_certificate(request: Request, services: ServicesDep) -> Response:
     """The CA certificate that card certificates chain to."""
-    return Response(content=service_ca(request, services).certificate_pem, media_type=PEM_FILE)
+    return Response(content=services.piv_ca.certificate_pem, media_type=PEM_FILE)

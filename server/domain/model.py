@@ -26,7 +26,7 @@ class Level(IntEnum):
         for level in cls:
             if level.label == label:
                 return level
-        raise ValueError(f"not an assurance level: {label!r}")
+        raise ValueError("not an assurance level (low, substantial or high)")
 
 
 @unique

@@ -29,8 +29,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
-from server.services.errors import DomainError, KeyMaterialRejected
+from server.services.errors import KeyMaterialRejected
 
 KEY_PREFIX = "akk_"
 _KEY_PATTERN = re.compile(r"^akk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")

@@ -16,9 +16,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.domain.errors import DomainError, FactorRejected
 from server.domain.model import AuthenticatorKind, IdentityStatus, Level
 from server.services.assurance import authenticator_level, loa
-from server.services.errors import DomainError
+from server.services.errors import InvalidPersonNumber
+from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import AssertionSigner
 from server.storage.errors import NotFound
@@ -72,13 +74,6 @@ class TransactionClosed(DomainError):
     code = "conflict"
 
 
-class AuthenticationFailed(DomainError):
-    """One answer for every failed factor, whatever the reason, so an attacker cannot learn
-    whether an account exists or which part was wrong."""
-
-    code = "verification-failed"
-
-
 class Throttled(DomainError):
     code = "rate-limited"
 
@@ -113,15 +108,6 @@ class StepUpRequired(DomainError):
 
 FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
 """Verifies one factor for an identity: raises a DomainError, or returns what it proved."""
-
-
-@dataclass(frozen=True)
-class FactorResult:
-    """A factor's result. A failure is returned, not raised, so that the caller commits what
-    the failure changed (counters, rate limits, audit) before it answers."""
-
-    factors: list[str]
-    failure: AuthenticationFailed | None = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +310,27 @@ class AuthenticationService:
             raise TransactionClosed(f"{transaction.state} -> {state}", detail="not now")
         transaction.state = state
 
+    def identify_person(
+        self, transaction_id: uuid.UUID, person_number: str, *, binding: str | None = None
+    ) -> None:
+        """Say who logs in, by the number typed: the same work and answer whether or not the
+        person exists (an unknown or malformed number still gets a subject digest, so its
+        decoys are the same in every login)."""
+        identity_id = None
+        typed = " ".join(person_number.split())
+        try:
+            number = PersonNumber.parse(person_number)
+        except InvalidPersonNumber:
+            number = None
+        if number is not None:
+            typed = number.formatted
+            try:
+                identity_id = self.identities.by_person_number(number.formatted).id
+            except NotFound:
+                identity_id = None
+        digest = self.pseudonyms.subject_digest(typed)
+        self.identify(transaction_id, identity_id, digest, binding=binding)
+
     def identify(
         self,
         transaction_id: uuid.UUID,
@@ -354,8 +361,9 @@ class AuthenticationService:
         source: str,
         binding: str | None = None,
         pairing: str | None = None,
-    ) -> FactorResult:
-        """Check one factor; the result holds the factors proven so far, or the failure.
+    ) -> list[str]:
+        """Check one factor: the factors proven so far, or ``FactorRejected`` (``recorded``:
+        the unit of work commits the counters and the audit entry the failure wrote).
 
         Every login factor comes through here, so it reads what it needs in few statements:
         the transaction with its identity's status and both rate-limit rows (source and
@@ -388,21 +396,16 @@ class AuthenticationService:
                     on_unknown(submitted)
                 if locked:
                     raise AccountLocked("account locked")
-                raise AuthenticationFailed("no such identity")
+                raise FactorRejected("no such identity")
             if status is not IdentityStatus.ACTIVE:
-                raise AuthenticationFailed("identity not active")
+                raise FactorRejected("identity not active")
             kind = check(self.session, identity_id, submitted)
         except DomainError as exc:
             # A locked account's attempt is counted for its source, but does not extend the
             # lock: the lock ends 24 hours after the failure that set it.
             counted = None if locked else identity_id
             self._failure(transaction, counted, source, now, type(exc).__name__)
-            return FactorResult(
-                list(transaction.factors),
-                AuthenticationFailed(
-                    str(exc), detail="the login did not succeed; check what you entered"
-                ),
-            )
+            raise FactorRejected(str(exc)) from None
         if failures_before:
             self.limits.reset(account_limit_key(identity_id))  # a success ends the failure run
         factors = sorted({*transaction.factors, kind.value})
@@ -413,7 +416,7 @@ class AuthenticationService:
             "authentication.factor",
             {"transaction": str(transaction.id), "factor": kind.value, "result": "ok"},
         )
-        return FactorResult(list(transaction.factors))
+        return list(transaction.factors)
 
     def complete(self, transaction_id: uuid.UUID, provider: str | None = None) -> Outcome:
         """The assertion, when the factors reach the level the provider asked for. With

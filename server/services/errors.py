@@ -5,23 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum, unique
-from typing import ClassVar
 
-
-class DomainError(Exception):
-    """Base of every error raised by ``server.services``.
-
-    ``code`` names the problem type (the HTTP layer turns it into a problem+json ``type``).
-    ``detail`` is public text: it never holds a secret, a person number or other input. ``str()``
-    is for operators and logs: it may name files or sequence numbers, never secrets.
-    """
-
-    code: ClassVar[str] = "domain-error"
-    default_detail: ClassVar[str] = "the request could not be completed"
-
-    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
-        self.detail = detail if detail is not None else self.default_detail
-        super().__init__(message if message is not None else self.detail)
+from server.domain.errors import DomainError
 
 
 class KeyMaterialRejected(DomainError):

@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
+from server.domain.errors import DomainError, FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
 from server.services.credentials import CredentialService, yubico_secrets
-from server.services.errors import DomainError, WrongPassword
+from server.services.errors import WrongPassword
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
 from server.services.verifiers import (
@@ -46,16 +47,6 @@ OTP_KINDS = {
 
 class NoSuchFactor(DomainError):
     code = "verification-failed"
-
-
-class FactorRejected(DomainError):
-    """A verifier said no; ``reason`` is its stable code (for the audit log, not the user)."""
-
-    code = "verification-failed"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, detail="the login did not succeed")
-        self.reason = reason
 
 
 def _verified(credential: FactorState, secret: bytes, code: str, at: float) -> FactorState:

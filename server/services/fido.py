@@ -71,6 +71,7 @@ from fido2.webauthn import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.domain.errors import DomainError, recorded_failures
 from server.domain.model import (
     AuthenticatorKind,
     CredentialKind,
@@ -87,7 +88,7 @@ from server.services.authentication import (
     TransactionUnknown,
 )
 from server.services.credentials import LIMITS, LIVE_STATES
-from server.services.errors import DomainError, KeyMaterialRejected
+from server.services.errors import KeyMaterialRejected
 from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
 from server.services.lifecycle_errors import (
     CredentialLimitReached,
@@ -413,7 +414,7 @@ class FidoService:
 
     def register_complete(self, state_id: uuid.UUID, response: Mapping[str, Any]) -> Credential:
         """Verify the key's answer and store the new active FIDO2 credential. A refused answer
-        closes the registration (the caller commits that before answering)."""
+        closes the registration (its error is ``recorded``)."""
         row = self._session.get(AuthTransaction, state_id)
         if row is None or not row.service_provider.startswith(REGISTRATION_PREFIX):
             raise RegistrationUnknown
@@ -428,47 +429,54 @@ class FidoService:
         }
         row.state, row.challenge = FAILED, None
         self._transactions.update(row)
-        policy = AttestationPolicy(
-            self._trusted_roots,
-            allowed_aaguids=self._allowed_aaguids,
-            allow_unattested=self._allow_unattested,
-            clock=self._clock,
-        )
-        try:
-            registration = RegistrationResponse.from_dict(response)
-            auth_data = self._server(policy).register_complete(state, registration)
-        except InvalidAttestation as exc:
-            self._refused(identity_id, "attestation", str(exc))
-            raise AttestationRejected(str(exc)) from None
-        except Exception as exc:
-            self._refused(identity_id, "response", type(exc).__name__)
-            raise RegistrationRejected(type(exc).__name__) from None
-        attested = auth_data.credential_data
-        if attested is None or policy.result is None:  # pragma: no cover - checked above
-            raise RegistrationRejected("no credential data")
-        self._active_identity(identity_id)
-        serial = _serial(attested.credential_id)
-        if self._session.scalar(select(Credential.id).where(Credential.serial == serial)):
-            raise DuplicateFidoCredential
-        if len(self._fido_credentials(identity_id, LIVE_STATES)) >= LIMITS[CredentialKind.FIDO2]:
-            raise CredentialLimitReached(CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2])
-        credential = self._credentials.add(
-            Credential(
-                id=uuid.uuid4(),
-                identity_id=identity_id,
-                kind=CredentialKind.FIDO2,
-                state=CredentialState.ACTIVE,
-                serial=serial,
-                public_data={
-                    "credential_data": websafe_encode(bytes(attested)),
-                    "credential_id": websafe_encode(attested.credential_id),
-                    "aaguid": str(uuid.UUID(bytes=bytes(attested.aaguid))),
-                    "fmt": registration.response.attestation_object.fmt,
-                    "attestation": policy.result.attestation_type.name.lower(),
-                },
-                counter=auth_data.counter,
+        # The registration is closed even when refused: that outlives the error answer.
+        with recorded_failures():
+            policy = AttestationPolicy(
+                self._trusted_roots,
+                allowed_aaguids=self._allowed_aaguids,
+                allow_unattested=self._allow_unattested,
+                clock=self._clock,
             )
-        )
+            try:
+                registration = RegistrationResponse.from_dict(response)
+                auth_data = self._server(policy).register_complete(state, registration)
+            except InvalidAttestation as exc:
+                self._refused(identity_id, "attestation", str(exc))
+                raise AttestationRejected(str(exc)) from None
+            except Exception as exc:
+                self._refused(identity_id, "response", type(exc).__name__)
+                raise RegistrationRejected(type(exc).__name__) from None
+            attested = auth_data.credential_data
+            if attested is None or policy.result is None:  # pragma: no cover - checked above
+                raise RegistrationRejected("no credential data")
+            self._active_identity(identity_id)
+            serial = _serial(attested.credential_id)
+            if self._session.scalar(select(Credential.id).where(Credential.serial == serial)):
+                raise DuplicateFidoCredential
+            if (
+                len(self._fido_credentials(identity_id, LIVE_STATES))
+                >= LIMITS[CredentialKind.FIDO2]
+            ):
+                raise CredentialLimitReached(
+                    CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2]
+                )
+            credential = self._credentials.add(
+                Credential(
+                    id=uuid.uuid4(),
+                    identity_id=identity_id,
+                    kind=CredentialKind.FIDO2,
+                    state=CredentialState.ACTIVE,
+                    serial=serial,
+                    public_data={
+                        "credential_data": websafe_encode(bytes(attested)),
+                        "credential_id": websafe_encode(attested.credential_id),
+                        "aaguid": str(uuid.UUID(bytes=bytes(attested.aaguid))),
+                        "fmt": registration.response.attestation_object.fmt,
+                        "attestation": policy.result.attestation_type.name.lower(),
+                    },
+                    counter=auth_data.counter,
+                )
+            )
         row.state = COMPLETED
         self._transactions.update(row)
         self._audit(

@@ -188,7 +188,7 @@ class IdentityService:
                 "document_kind": document_kind,
                 "operator_ids": list(operator_ids),
                 "level": level.label,
-                "assurance_before": before.value,
+                "assurance_before": before.label,
                 "assurance_after": identity.identity_assurance.label,
             },
         )

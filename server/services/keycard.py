@@ -30,9 +30,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from server.domain.errors import DomainError
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, IdentityStatus
 from server.services.credentials import CredentialService
-from server.services.errors import DomainError, KeyMaterialRejected, SecretUnreadable
+from server.services.errors import KeyMaterialRejected, SecretUnreadable
 from server.services.fido import NOBODY, decoy_subject, login_transaction
 from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
 from server.services.lifecycle_errors import (

@@ -3,7 +3,7 @@ type) and a ``detail`` safe to show the public: never a person number, secret or
 
 from __future__ import annotations
 
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 
 
 class DuplicateIdentity(DomainError):

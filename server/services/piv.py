@@ -62,6 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.domain.errors import DomainError
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, Level
 from server.services.authentication import (
     COMPLETED,
@@ -74,7 +75,6 @@ from server.services.authentication import (
     readable_code,
 )
 from server.services.credentials import CredentialService
-from server.services.errors import DomainError
 from server.services.fido import REGISTRATION_PREFIX as FIDO_REGISTRATION_PREFIX
 from server.services.identities import AuditHook, no_audit
 from server.services.piv_ca import (

@@ -46,7 +46,8 @@ from cryptography.x509 import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.services.errors import DomainError, KeyMaterialRejected
+from server.domain.errors import DomainError
+from server.services.errors import KeyMaterialRejected
 from server.services.secretbox import read_private_file
 
 CA_VALIDITY = dt.timedelta(days=20 * 365)

@@ -18,7 +18,6 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from server.settings import Settings
 from server.storage.errors import UnsupportedDatabase
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -65,15 +64,6 @@ def create_engine_for(
             connect_args=connect_args or {},
         )
     raise UnsupportedDatabase(url, "only SQLite and PostgreSQL are supported")
-
-
-def create_engine_from_settings(settings: Settings) -> Engine:
-    return create_engine_for(
-        settings.database_url,
-        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        pool_size=settings.database_pool_size,
-        echo=settings.database_echo,
-    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

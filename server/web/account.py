@@ -24,13 +24,11 @@ from fido2.webauthn import UserVerificationRequirement
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, credential_service
-from server.api.fido import fido_service
-from server.api.keycard import SecretsDep
-from server.api.piv import piv_service
+from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service
+from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, Level
 from server.services.credentials import LIVE_STATES, CredentialService
-from server.services.errors import DomainError, WeakPassword, WrongPassword
+from server.services.errors import WeakPassword, WrongPassword
 from server.services.identities import IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
@@ -46,6 +44,7 @@ from server.storage.tables import Credential, Identity
 from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
 from server.web.render import mark_page, page, redirect
+from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -197,14 +196,13 @@ def choose(request: Request, account: AccountDep) -> Response:
 def _key_page(
     request: Request,
     account: Account,
-    keys: SecretsDep,
     errors: list[tuple[str, str]] | None = None,
     status: int = 200,
 ) -> Response:
     """Begin a registration (its state id kept in this browser's session only) and show the
     form that runs it."""
     browser = account.browser
-    service = fido_service(account.session, account.services, keys, account.actor)
+    service = account.services.fido(account.session, account.actor)
     options, state_id = service.register_begin(
         account.identity.id, user_verification=UserVerificationRequirement.PREFERRED
     )
@@ -221,11 +219,11 @@ def _key_page(
 
 
 @router.get("/account/add/security-key")
-def key_form(request: Request, account: AccountDep, keys: SecretsDep) -> Response:
+def key_form(request: Request, account: AccountDep) -> Response:
     if not account.level_enough():
         return step_up(account.browser, request)
     try:
-        return _key_page(request, account, keys)
+        return _key_page(request, account)
     except CredentialLimitReached:
         return page(
             request,
@@ -239,9 +237,7 @@ def key_form(request: Request, account: AccountDep, keys: SecretsDep) -> Respons
 
 
 @router.post("/account/add/security-key")
-def key_submit(
-    request: Request, account: AccountDep, keys: SecretsDep, form: CheckedForm
-) -> Response:
+def key_submit(request: Request, account: AccountDep, form: CheckedForm) -> Response:
     browser = account.browser
     if not account.level_enough():
         return step_up(browser, request)
@@ -257,8 +253,8 @@ def key_submit(
             response = None
     if not isinstance(state, str) or not isinstance(response, dict):
         errors = [("register-key", t("account.key_no_answer"))]
-        return _key_page(request, account, keys, errors, status=400)
-    service = fido_service(account.session, account.services, keys, account.actor)
+        return _key_page(request, account, errors, status=400)
+    service = account.services.fido(account.session, account.actor)
     try:
         service.register_complete(uuid.UUID(state), response)
     except DomainError as exc:
@@ -268,7 +264,7 @@ def key_submit(
             "credential-limit-reached": "account.key_limit",
             "transaction-expired": "account.key_expired",
         }.get(str(exc.code), "account.key_failed")
-        return _key_page(request, account, keys, [("register-key", t(key))], status=400)
+        return _key_page(request, account, [("register-key", t(key))], status=400)
     browser.flash("account.key_added")
     return redirect(browser, "/account")
 
@@ -288,7 +284,7 @@ def smartcard(request: Request, account: AccountDep) -> Response:
     if not account.level_enough():
         return step_up(browser, request)
     cards = [row(c, browser.lang) for c in account.live() if c.kind is K.PIV]
-    service = piv_service(request, account.session, account.services, account.actor)
+    service = account.services.piv(account.session, account.actor)
     stored = browser.data(PIV_STATE)
     state_id = _uuid_or_none(stored)
     errors: list[tuple[str, str]] = []

@@ -26,8 +26,8 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep
+from server.domain.errors import DomainError
 from server.services.access import Caller
-from server.services.errors import DomainError
 from server.storage.web_tables import BrowserKind, WebSession
 from server.web.i18n import LANGUAGES, Translator, negotiate, parse_language
 

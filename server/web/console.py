@@ -20,9 +20,10 @@ from starlette.responses import Response
 
 from server.api import identities as api
 from server.api.deps import ServicesDep, SessionDep
+from server.domain.errors import DomainError
 from server.domain.model import CredentialState
 from server.services.access import Permission
-from server.services.errors import DomainError, InvalidPersonNumber
+from server.services.errors import InvalidPersonNumber
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
 from server.storage.errors import NotFound

@@ -15,15 +15,16 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from server.api import migration as flows_api
-from server.api.deps import Services, ServicesDep, SessionDep, audit_hook
+from server.api.deps import ServicesDep, SessionDep, audit_hook
 from server.api.problems import STATUS_BY_CODE
+from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.errors import DomainError
 from server.services.identities import DOCUMENT_KINDS
 from server.storage.repositories import RateLimitRepository
 from server.web.browser import Browser, BrowserDep, OperatorDep
 from server.web.render import page
+from server.wiring import Services
 
 # Failed key entries (sign-in and a second operator's approval) per source address.
 SIGN_IN_WINDOW = dt.timedelta(minutes=15)

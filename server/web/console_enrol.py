@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from server.api import identities as api
+from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
 from server.services.access import NotPermitted, Permission
-from server.services.errors import DomainError, InvalidPersonNumber
+from server.services.errors import InvalidPersonNumber
 from server.services.person_number import PersonNumber
 from server.web import console_second
 from server.web.browser import Browser, CheckedForm

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from server.api import identities as api
+from server.domain.errors import DomainError
 from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
-from server.services.errors import DomainError
 from server.services.identities import proofing_level
 from server.services.lifecycle_errors import IdentityNotFound
 from server.web import console_second

@@ -22,10 +22,8 @@ from fastapi import APIRouter, Depends, Request
 from fido2.webauthn import UserVerificationRequirement
 from starlette.responses import RedirectResponse, Response
 
-from server.api.authentication import authentication_service, identify_person, run_factor
-from server.api.deps import Services, ServicesDep, SessionDep
-from server.api.fido import fido_service
-from server.api.keycard import SecretsDep, keycard_service
+from server.api.deps import ServicesDep, SessionDep
+from server.domain.errors import DomainError, FactorRejected
 from server.domain.model import AuthenticatorKind, Level
 from server.services.authentication import (
     IDENTIFIED,
@@ -37,11 +35,12 @@ from server.services.authentication import (
     Throttled,
     pairing_code,
 )
-from server.services.errors import DomainError, InvalidPersonNumber
+from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
 from server.web.render import local_path, mark_page, page, redirect
+from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -73,7 +72,7 @@ _TEMPLATES = {
 
 
 def _service(session: Any, services: Services) -> AuthenticationService:
-    return authentication_service(session, services, actor="web")
+    return services.authentication(session, actor="web")
 
 
 def _standing(
@@ -179,7 +178,7 @@ def identify(
             typed=typed,
         )
     if standing.transaction.state == STARTED:
-        identify_person(session, services, transaction_id, typed, binding=browser.binding)
+        _service(session, services).identify_person(transaction_id, typed, binding=browser.binding)
     return redirect(browser, f"/login/{transaction_id}/choose")
 
 
@@ -342,7 +341,6 @@ def _method_page(
     browser: Browser,
     session: Any,
     services: Services,
-    keys: Any,
     standing: Standing,
     method: str,
     *,
@@ -353,9 +351,9 @@ def _method_page(
     transaction_id = standing.transaction.id
     extra: dict[str, Any] = {}
     if method == "key-card":
-        extra["index"] = keycard_service(session, services, keys, "web").login_begin(transaction_id)
+        extra["index"] = services.keycards(session, "web").login_begin(transaction_id)
     elif method == "security-key":
-        options = fido_service(session, services, keys, "web").fido_begin(
+        options = services.fido(session, "web").fido_begin(
             transaction_id, user_verification=UserVerificationRequirement.PREFERRED
         )
         # Inside <script type="application/json">: "</" must not end the element early.
@@ -387,14 +385,13 @@ def method_page(
     browser: BrowserDep,
     session: SessionDep,
     services: ServicesDep,
-    keys: SecretsDep,
 ) -> Response:
     if method not in METHODS:
         raise _NoSuchPage("no such login page", detail="no such page")
     standing, elsewhere = _identified(session, services, browser, transaction_id)
     if elsewhere is not None:
         return elsewhere
-    return _method_page(request, browser, session, services, keys, standing, method)
+    return _method_page(request, browser, session, services, standing, method)
 
 
 @router.post("/login/{transaction_id}/{method}")
@@ -405,7 +402,6 @@ def method_submit(
     browser: BrowserDep,
     session: SessionDep,
     services: ServicesDep,
-    keys: SecretsDep,
     form: CheckedForm,
 ) -> Response:
     """One credential tried; on success, on to the choice (which goes to the end when the
@@ -421,7 +417,7 @@ def method_submit(
         """The same credential's page with the error at ``field_id`` and a fresh challenge."""
         errors = [(field_id, t(key))]
         return _method_page(
-            request, browser, session, services, keys, now, method, status=status, errors=errors
+            request, browser, session, services, now, method, status=status, errors=errors
         )
 
     name = method.replace("-", "_")
@@ -430,23 +426,25 @@ def method_submit(
         if "smartcard" in _used(standing):
             return redirect(browser, f"/login/{transaction_id}/choose")
         return again(400, "card-command", "login.smartcard_not_yet")
-    field, check, submitted = _factor(request, session, services, keys, method, form)
+    field, check, submitted = _factor(request, session, services, method, form)
     if check is None:
         return again(400, field, f"login.{name}_missing")
+    source = request.client.host if request.client else "unknown"
     try:
-        result = run_factor(
-            request, session, services, transaction_id, check, submitted, browser.binding
+        _service(session, services).verify_factor(
+            transaction_id, check, submitted, source=source, binding=browser.binding
         )
     except Throttled:
         return again(429, field, "error.rate-limited")
-    if result.failure is not None:
+    except FactorRejected:
+        # The failure's record (counters, audit) is committed with the page's transaction.
         now = _service(session, services).standing(transaction_id, browser.binding)
         return again(401, field, f"login.{name}_failed", now)
     return redirect(browser, f"/login/{transaction_id}/choose")
 
 
 def _factor(
-    request: Request, session: Any, services: Services, keys: Any, method: str, form: Any
+    request: Request, session: Any, services: Services, method: str, form: Any
 ) -> tuple[str, FactorCheck | None, dict[str, Any]]:
     """The field that gets the error, the check (None when nothing was entered) and what
     was entered, for one credential's form."""
@@ -465,11 +463,11 @@ def _factor(
             response = None
         if not isinstance(response, dict):
             return "security-key-button", None, {}
-        check = fido_service(session, services, keys, "web").fido_check(transaction_id)
+        check = services.fido(session, "web").fido_check(transaction_id)
         return "security-key-button", check, {"response": response}
     code = "".join(str(form.get("code", "")).split())
     if method == "key-card":
-        check = keycard_service(session, services, keys, "web").login_check(transaction_id)
+        check = services.keycards(session, "web").login_check(transaction_id)
     else:
         check = otp_check(services.secrets, services.clock)
     return "code", check if code else None, {"code": code}

@@ -22,11 +22,9 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep, actor_of, credential_service
-from server.api.fido import fido_service
-from server.api.keycard import load_secrets
 from server.api.migration import migration_flows
+from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
-from server.services.errors import DomainError
 from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.flow_errors import (
     ActivationIncomplete,
@@ -375,7 +373,7 @@ def security_key(form: CheckedForm, step: Step = StepDep) -> Response:
     if not isinstance(response, dict):
         message = step.pages.t("migrate.error.security_key")
         return step.pages.current(step.view(), status=422, errors=[("security-key", message)])
-    fido = fido_service(step.db, services, load_secrets(step.pages.request.app))
+    fido = services.fido(step.db)
     savepoint = step.db.begin_nested()
     try:
         credential = fido.register_complete(uuid.UUID(state), response)

@@ -13,12 +13,10 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep
-from server.api.fido import fido_service
-from server.api.keycard import load_secrets
-from server.api.legacy import legacy_policy
 from server.api.migration import FLOW_STATUS
 from server.api.problems import STATUS_BY_CODE
-from server.services.errors import DomainError, WeakPassword
+from server.domain.errors import DomainError
+from server.services.errors import WeakPassword
 from server.services.legacy.errors import LegacyLocked
 from server.services.legacy.flow import DEFAULT_MAX_STEP_FAILURES
 from server.services.legacy.flow_errors import DetailsMismatch
@@ -248,7 +246,7 @@ class Pages:
         the browser session for the answer."""
         assert view.identity_id is not None  # noqa: S101 - checked by the caller
         db = self.browser.db
-        service = fido_service(db, self.services, load_secrets(self.request.app))
+        service = self.services.fido(db)
         options, state_id = service.register_begin(view.identity_id)
         kept = dict(self.browser.data(MEMORY) or {})
         kept.update({"flow": str(view.id), "fido_state": str(state_id)})
@@ -263,7 +261,7 @@ class Pages:
         return day.strftime("%d.%m.%Y") if self.browser.lang == "da" else day.strftime("%d %B %Y")
 
     def lockout(self) -> dict[str, int]:
-        policy = legacy_policy(self.services.settings)
+        policy = self.services.legacy_policy()
         return {
             "max": policy.max_failures,
             "minutes": max(1, int(policy.lockout.total_seconds() // 60)),

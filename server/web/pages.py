@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from server.api.deps import ServicesDep
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.i18n import LANGUAGES, Translator, parse_language
 from server.web.render import local_path, mark_page, page, redirect

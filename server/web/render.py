@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.api.problems import STATUS_BY_CODE
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
 from server.web.browser import WARN_BEFORE, Browser, SignInRequired

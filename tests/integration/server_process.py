@@ -64,34 +64,46 @@ def start_server(
     provider: str,
     timeout: float = 60.0,
     extra_env: dict[str, str] | None = None,
+    bare: bool = False,
 ) -> ServerProcess:
     """Start ``akkreditiv serve`` with everything it keeps in ``folder``; returns once it
     listens (uvicorn's own line on stderr, not a poll), or raises with what it printed. Its
-    web origin is ``http://localhost:PORT`` (what the CLI signs for when given the URL)."""
+    web origin is ``http://localhost:PORT`` (what the CLI signs for when given the URL).
+
+    ``bare``: as someone would start it in ``folder`` with only the database URL set (no other
+    ``AKKREDITIV_*`` setting, so every key takes its default place under ``folder/var``, and
+    no API key)."""
     folder.mkdir(parents=True, exist_ok=True)
-    keys_file = folder / "api-keys.json"
-    _, key = ApiKeys(keys_file).add(provider, [Role.SUPERVISOR, Role.PROVIDER])
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "AKKREDITIV_DATABASE_URL": database_url,
-        "AKKREDITIV_KEK_FILE": str(folder / "kek.bin"),
-        "AKKREDITIV_PSEUDONYM_KEY_FILE": str(folder / "pseudonym.key"),
-        "AKKREDITIV_SIGNING_KEY_FILE": str(folder / "signing.pem"),
-        "AKKREDITIV_API_KEYS_FILE": str(keys_file),
-        "AKKREDITIV_ISSUER": url,
-        "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
-        **(extra_env or {}),
-    }
+    if bare:
+        outside = {k: v for k, v in os.environ.items() if not k.startswith("AKKREDITIV_")}
+        env = {**outside, "AKKREDITIV_DATABASE_URL": database_url, **(extra_env or {})}
+        headers: dict[str, str] = {}
+    else:
+        keys_file = folder / "api-keys.json"
+        _, key = ApiKeys(keys_file).add(provider, [Role.SUPERVISOR, Role.PROVIDER])
+        headers = {"Authorization": f"Bearer {key}"}
+        env = {
+            **os.environ,
+            "AKKREDITIV_DATABASE_URL": database_url,
+            "AKKREDITIV_KEK_FILE": str(folder / "kek.bin"),
+            "AKKREDITIV_PSEUDONYM_KEY_FILE": str(folder / "pseudonym.key"),
+            "AKKREDITIV_SIGNING_KEY_FILE": str(folder / "signing.pem"),
+            "AKKREDITIV_API_KEYS_FILE": str(keys_file),
+            "AKKREDITIV_ISSUER": url,
+            "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
+            **(extra_env or {}),
+        }
     process = subprocess.Popen(
         [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
         env=env,
+        cwd=folder if bare else None,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    server = ServerProcess(url, env, {"Authorization": f"Bearer {key}"}, process)
+    server = ServerProcess(url, env, headers, process)
     ready = threading.Event()
 
     def drain() -> None:

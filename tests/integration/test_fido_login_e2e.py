@@ -26,7 +26,6 @@ from devices.errors import DeviceRemoved, NoCredentials
 from devices.tokens.fido import FidoSession
 from firmware_sim.tokens import ctap2
 from firmware_sim.tokens.attestation import Manufacturer
-from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
 from server.app import create_app
 from server.services.access import ApiKeys, Role
 from server.settings import Settings
@@ -34,6 +33,11 @@ from server.storage.tables import AuditEntry
 
 from .conftest import AttachedCard, CliRunner
 from .fido_fixtures import PluggedKey
+
+# The settings of the service's FIDO policy, as the environment gives them.
+ROOTS_ENV = "AKKREDITIV_FIDO_TRUSTED_ROOTS"
+AAGUIDS_ENV = "AKKREDITIV_FIDO_ALLOWED_AAGUIDS"
+UNATTESTED_ENV = "AKKREDITIV_FIDO_ALLOW_UNATTESTED"
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 
 
 class LegacyError(DomainError):

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
+from server.domain.errors import DomainError
 from server.domain.model import (
     CredentialKind,
     CredentialState,
@@ -41,7 +42,6 @@ from server.domain.model import (
     ProofingChannel,
 )
 from server.services.credentials import CredentialService
-from server.services.errors import DomainError
 from server.services.identities import (
     AuditHook,
     Enrolment,

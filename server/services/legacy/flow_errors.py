@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.services.lifecycle_errors import ConcurrentChange
 
 

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, cast
 
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.services.legacy.import_rows import (
     CodeTokenRow,
     HeaderRejected,

@@ -45,8 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
-from server.services.errors import DomainError
 from server.services.legacy.waves import PLAN_ZONE, REMINDED, Cohort
 from server.storage.migration_tables import (
     MigrationEvent,

@@ -40,7 +40,7 @@ from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.services.identities import AuditHook, no_audit
 from server.storage.migration_tables import (
     LegacyUser,

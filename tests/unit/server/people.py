@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from server.domain.errors import FactorRejected
 from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.secretbox import SecretBox
 from server.storage.repositories import CredentialRepository, IdentityRepository
@@ -74,7 +77,6 @@ def store_legacy_user(
 ) -> None:
     """A legacy eID user with an active key card (card secret ``secret``, serial
     ``KC<user id's digits>``), put straight into the app's own database as the import does."""
-    from server.api.keycard import load_secrets
     from server.services.legacy.formats import hash_legacy_password
     from server.services.legacy.store import LegacyStore
 
@@ -84,9 +86,27 @@ def store_legacy_user(
             session,
             services.secrets,
             services.clock,
-            decoy_key=load_secrets(app).derive("legacy-decoy"),
+            decoy_key=services.keycard_secrets.derive("legacy-decoy"),
         )
         store.add_user(
             user_id, person_number, name, 1975, hash_legacy_password(password, iterations=1000)
         )
         store.issue_card(user_id, secret, serial="KC" + "".join(filter(str.isdigit, user_id)))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login factor's outcome as a test looks at it: the factors so far, or the rejection."""
+
+    factors: list[str]
+    failure: FactorRejected | None = None
+
+
+def attempt_factor(verify: Callable[[], list[str]]) -> Attempt:
+    """Run ``verify`` (an ``AuthenticationService.verify_factor`` call) inside the caller's
+    transaction, catching the rejection there as the unit of work does, so that what a failure
+    recorded is committed with the transaction."""
+    try:
+        return Attempt(verify())
+    except FactorRejected as exc:
+        return Attempt([], exc)

@@ -22,10 +22,14 @@ from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
 from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
-from server.api.fido import AAGUIDS_ENV, ROOTS_ENV, UNATTESTED_ENV
 from server.storage.tables import AuthTransaction
 from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY
 from tests.unit.server.people import assert_problem, enrol_via_api
+
+# The settings of the service's FIDO policy, as the environment gives them.
+ROOTS_ENV = "AKKREDITIV_FIDO_TRUSTED_ROOTS"
+AAGUIDS_ENV = "AKKREDITIV_FIDO_ALLOWED_AAGUIDS"
+UNATTESTED_ENV = "AKKREDITIV_FIDO_ALLOW_UNATTESTED"
 
 pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
@@ -151,11 +155,14 @@ def test_register_refused_when_no_root_is_trusted(client: TestClient, key_file: 
     assert client.get(f"/identities/{identity}/credentials").json() == []
 
 
-@pytest.mark.usefixtures("trust_simulator")
-def test_register_refused_for_an_aaguid_not_allowed(
-    client: TestClient, key_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def another_model_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service accepts only another model of key than the simulator's."""
     monkeypatch.setenv(AAGUIDS_ENV, "00000000-0000-0000-0000-000000000001")
+
+
+@pytest.mark.usefixtures("trust_simulator", "another_model_only")
+def test_register_refused_for_an_aaguid_not_allowed(client: TestClient, key_file: Path) -> None:
     identity, _ = enrol(client)
     assert_problem(register(client, identity, key_file), 400, "attestation-rejected")
 

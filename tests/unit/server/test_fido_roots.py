@@ -1,5 +1,5 @@
-"""The FIDO2 attestation roots the service trusts: read from the files the environment names
-on each request, so a root added counts at once, and parsed again only when a file changed;
+"""The FIDO2 attestation roots the service trusts: read from the files its settings name on
+each request, so a root added counts at once, and parsed again only when a file changed;
 and the relying party's ``Fido2Server``, built once for logins."""
 
 from __future__ import annotations
@@ -10,22 +10,20 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from firmware_sim.tokens.attestation import Manufacturer
-from server.api.fido import ROOTS_ENV, _roots_in, trusted_roots
 from server.services.errors import KeyMaterialRejected
 from server.services.fido import _shared_server
+from server.wiring import FidoPolicy, _roots_in
 
 
 def _root(home: Path) -> bytes:
     return Manufacturer.load_or_create(home).root_pem()
 
 
-def test_a_root_added_to_the_file_is_trusted_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_root_added_to_the_file_is_trusted_at_once(tmp_path: Path) -> None:
     first, second = _root(tmp_path / "a"), _root(tmp_path / "b")
     roots = tmp_path / "roots.pem"
     roots.write_bytes(first)
-    monkeypatch.setenv(ROOTS_ENV, str(roots))
+    trusted_roots = FidoPolicy(root_files=(roots,)).trusted_roots
 
     assert [r.public_bytes(Encoding.PEM) for r in trusted_roots()] == [first]
     with roots.open("ab") as more:
@@ -35,12 +33,10 @@ def test_a_root_added_to_the_file_is_trusted_at_once(
     assert [r.public_bytes(Encoding.PEM) for r in trusted_roots()] == [second]
 
 
-def test_an_unchanged_file_is_not_parsed_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unchanged_file_is_not_parsed_again(tmp_path: Path) -> None:
     roots = tmp_path / "roots.pem"
     roots.write_bytes(_root(tmp_path / "a"))
-    monkeypatch.setenv(ROOTS_ENV, str(roots))
+    trusted_roots = FidoPolicy(root_files=(roots,)).trusted_roots
     trusted_roots()
     before = _roots_in.cache_info()
     for _ in range(3):
@@ -49,17 +45,13 @@ def test_an_unchanged_file_is_not_parsed_again(
     assert (after.hits - before.hits, after.misses - before.misses) == (3, 0)
 
 
-def test_a_missing_or_broken_file_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(ROOTS_ENV, str(tmp_path / "missing.pem"))
+def test_a_missing_or_broken_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyMaterialRejected):
-        trusted_roots()
+        FidoPolicy(root_files=(tmp_path / "missing.pem",)).trusted_roots()
     broken = tmp_path / "broken.pem"
     broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
-    monkeypatch.setenv(ROOTS_ENV, str(broken))
     with pytest.raises(KeyMaterialRejected):
-        trusted_roots()
+        FidoPolicy(root_files=(broken,)).trusted_roots()
 
 
 def test_the_login_server_is_built_once_per_relying_party() -> None:

@@ -13,11 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.api.deps import Services, commit_now, in_transaction
+from server.api.deps import commit_now, in_transaction
 from server.app import create_app
-from server.services.errors import DomainError
+from server.domain.errors import DomainError
 from server.settings import Settings
 from server.storage.tables import RateLimit
+from server.wiring import Services
 from tests.unit.server.conftest import BOTH_DATABASES
 
 pytestmark = BOTH_DATABASES

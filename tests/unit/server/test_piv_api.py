@@ -657,15 +657,10 @@ def test_url_safe_base64_without_padding_is_accepted(client: TestClient, card: P
 
 def page_enrolment(client: TestClient, identity: str, binding: str) -> tuple[uuid.UUID, str]:
     """An enrolment begun as the account page begins it (``PivService.enrol_begin`` with a
-    browser's binding, through the API module's own wiring): its state id and code."""
-    from starlette.requests import Request
-
-    from server.api.piv import piv_service
-
+    browser's binding, through the app's composition root): its state id and code."""
     services = client.app.state.services  # type: ignore[attr-defined]
-    request = Request({"type": "http", "app": client.app, "headers": []})
     with services.sessions() as session, session.begin():
-        begun = piv_service(request, session, services, f"citizen:{identity}").enrol_begin(
+        begun = services.piv(session, f"citizen:{identity}").enrol_begin(
             uuid.UUID(identity), browser_binding=binding
         )
     assert begun.code is not None

@@ -26,10 +26,11 @@ from akkreditiv.cli import app
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
+from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, Level, ProofingChannel
 from server.services.audit import AuditLog
 from server.services.credentials import CredentialService
-from server.services.errors import DomainError, InvalidPersonNumber, WeakPassword
+from server.services.errors import InvalidPersonNumber, WeakPassword
 from server.services.identities import IdentityService
 from server.services.legacy.errors import (
     LegacyCodeForOtherIndex,

@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from devices.protocol.otp import hotp
-from server.api.keycard import load_secrets
 from server.app import create_app
 from server.services.access import Role
 from server.services.legacy.formats import (
@@ -74,7 +73,7 @@ def seed_store(client: TestClient) -> Iterator[LegacyStore]:
             session,
             services.secrets,
             services.clock,
-            decoy_key=load_secrets(app).derive("legacy-decoy"),
+            decoy_key=services.keycard_secrets.derive("legacy-decoy"),
         )
 
 

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import hotp, totp_counter
+from server.domain.errors import DomainError
 from server.domain.model import Level
 from server.services.audit import AuditLog
-from server.services.errors import DomainError, SecretUnreadable
+from server.services.errors import SecretUnreadable
 from server.services.legacy.errors import (
     LegacyAlreadyMigrated,
     LegacyCardExhausted,

@@ -23,7 +23,6 @@ from server.services.authentication import (
     ACCOUNT_MAX_FAILURES,
     SOURCE_MAX_FAILURES,
     AuthenticationService,
-    FactorResult,
     StepUpRequired,
     Throttled,
     TransactionExpired,
@@ -35,7 +34,12 @@ from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey
 from server.storage.repositories import CredentialRepository
-from tests.unit.server.people import SEED, seed_person_with_code_display
+from tests.unit.server.people import (
+    SEED,
+    Attempt,
+    attempt_factor,
+    seed_person_with_code_display,
+)
 
 START = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -85,8 +89,10 @@ def login(
         auth = service(session, clock, tmp_path)
         transaction = auth.begin(provider, level)
         auth.identify(transaction.id, identity_id)
-        result = auth.verify_factor(
-            transaction.id, otp_check(box, clock.seconds), {"code": code}, source=source
+        result = attempt_factor(
+            lambda: auth.verify_factor(
+                transaction.id, otp_check(box, clock.seconds), {"code": code}, source=source
+            )
         )
         transaction_id = transaction.id
     return transaction_id, result
@@ -165,8 +171,10 @@ def test_unknown_person_fails_exactly_like_a_wrong_code(world: tuple, tmp_path: 
         auth = service(session, clock, tmp_path)
         transaction = auth.begin("https://sp.example", Level.LOW)
         auth.identify(transaction.id, None)
-        unknown = auth.verify_factor(
-            transaction.id, otp_check(box, clock.seconds), {"code": "123456"}, source="10.0.0.2"
+        unknown = attempt_factor(
+            lambda: auth.verify_factor(
+                transaction.id, otp_check(box, clock.seconds), {"code": "123456"}, source="10.0.0.2"
+            )
         )
     assert wrong.failure is not None
     assert unknown.failure is not None
@@ -216,13 +224,15 @@ def test_a_locked_account_answers_as_a_person_who_does_not_exist(
     )
     sources = (f"10.9.{n // 10}.{n % 10}" for n in itertools.count())  # under each source's limit
 
-    def attempt(who: uuid.UUID | None, password: str) -> FactorResult:
+    def attempt(who: uuid.UUID | None, password: str) -> Attempt:
         with sessions() as session, session.begin():
             auth = service(session, clock, tmp_path)
             transaction = auth.begin("https://sp.example", Level.LOW)
             auth.identify(transaction.id, who)
-            return auth.verify_factor(
-                transaction.id, check, {"password": password}, source=next(sources)
+            return attempt_factor(
+                lambda: auth.verify_factor(
+                    transaction.id, check, {"password": password}, source=next(sources)
+                )
             )
 
     # 99 failures in a row, then a success ends the run: the account never locks.
@@ -279,11 +289,13 @@ def test_an_otp_check_takes_five_statements(
                         name, actor="test", subject="-", details=details
                     ),
                 )
-                result = auth.verify_factor(
-                    transaction_id,
-                    otp_check(box, clock.seconds),
-                    {"code": totp(SEED, clock.seconds())},
-                    source="10.0.0.1",
+                result = attempt_factor(
+                    lambda: auth.verify_factor(
+                        transaction_id,
+                        otp_check(box, clock.seconds),
+                        {"code": totp(SEED, clock.seconds())},
+                        source="10.0.0.1",
+                    )
                 )
         finally:
             event.remove(engine, "before_cursor_execute", record)

@@ -20,7 +20,6 @@ from devices.protocol.otp import totp
 from server.domain.model import Level
 from server.services.authentication import (
     AuthenticationService,
-    FactorResult,
     LoginBoundElsewhere,
     normalise_pairing,
     pairing_code,
@@ -29,7 +28,7 @@ from server.services.factors import otp_check
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey
-from tests.unit.server.people import SEED, seed_person_with_code_display
+from tests.unit.server.people import SEED, Attempt, attempt_factor, seed_person_with_code_display
 
 START = dt.datetime(2026, 11, 28, 12, 0, 0, tzinfo=dt.UTC)
 BROWSER = hashlib.sha256(b"this browser").hexdigest()
@@ -68,20 +67,23 @@ class World:
 
     def code_step(
         self, transaction_id: uuid.UUID, *, binding: str | None = None, pairing: str | None = None
-    ) -> FactorResult:
+    ) -> Attempt:
         """A right code from the person's code display, sent by whoever shows ``binding`` or
         ``pairing`` (each a new time step, so no code is a replay of the one before)."""
         self.now += dt.timedelta(seconds=30)
         code = totp(SEED, self.now.timestamp())
         with self.sessions() as session, session.begin():
             check = otp_check(self.box, lambda: self.now.timestamp())
-            return self.service(session).verify_factor(
-                transaction_id,
-                check,
-                {"code": code},
-                source="10.0.0.1",
-                binding=binding,
-                pairing=pairing,
+            service = self.service(session)
+            return attempt_factor(
+                lambda: service.verify_factor(
+                    transaction_id,
+                    check,
+                    {"code": code},
+                    source="10.0.0.1",
+                    binding=binding,
+                    pairing=pairing,
+                )
             )
 
 

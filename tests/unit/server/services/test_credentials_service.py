@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Algorithm, Model, OtpGenerator, OtpTokenState
+from server.domain.errors import FactorRejected
 from server.domain.model import (
     AuthenticatorKind,
     CredentialKind,
@@ -33,7 +34,7 @@ from server.services.credentials import (
     validate_transitions,
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword
-from server.services.factors import FactorRejected, otp_check
+from server.services.factors import otp_check
 from server.services.identities import STOCK_IDENTITY_ID, Enrolment, IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from server.domain.errors import DomainError
 from server.services import errors
 from server.services.errors import (
     AuditChainBroken,
     Breakage,
-    DomainError,
     InvalidPersonNumber,
     PasswordProblem,
     WeakPassword,

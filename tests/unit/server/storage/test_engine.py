@@ -22,7 +22,6 @@ from server.storage import migration_tables, web_tables  # noqa: F401 - register
 from server.storage.engine import (
     MIGRATIONS,
     create_engine_for,
-    create_engine_from_settings,
     current_revision,
     migrate,
     session_factory,
@@ -30,6 +29,7 @@ from server.storage.engine import (
 from server.storage.errors import UnsupportedDatabase
 from server.storage.repositories import IdentityRepository
 from server.storage.tables import Base, Identity
+from server.wiring import engine_for
 from tests.unit.server.storage.databases import POSTGRES_URL, postgres_schema
 
 TABLES = {
@@ -124,7 +124,7 @@ def test_sqlite_busy_timeout_follows_settings_when_built_from_settings(
 ) -> None:
     monkeypatch.setenv("AKKREDITIV_DATABASE_URL", f"sqlite+pysqlite:///{tmp_path / 's.db'}")
     monkeypatch.setenv("AKKREDITIV_SQLITE_BUSY_TIMEOUT_MS", "1234")
-    engine = create_engine_from_settings(Settings())
+    engine = engine_for(Settings())
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
     engine.dispose()

@@ -14,13 +14,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from server.api.deps import Services
 from server.domain.model import CredentialState, IdentityStatus
 from server.services.access import ApiKeys, Role
 from server.settings import Settings
 from server.storage.tables import AuditEntry, Credential, Identity
 from server.web.browser import COOKIE
 from server.web.console_access import SIGN_IN_MAX_FAILURES
+from server.wiring import Services
 from tests.unit.server.people import seed_person_with_code_display
 from tests.unit.server.web.forms import csrf_of, lang_of, text_of
 

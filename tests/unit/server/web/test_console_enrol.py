@@ -75,7 +75,7 @@ def test_a_bank_operator_enrols_at_substantial_on_the_bank_channel(
     assert found is not None
     identity, record = found
     assert answer.headers["location"] == f"/console/people/{identity.id}"
-    assert identity.identity_assurance.value == "substantial"
+    assert identity.identity_assurance.label == "substantial"
     assert (record.channel.value, record.operator_ids) == ("bank", ["bank-op"])
     [entry] = audit(browser, "identity.enrolled")
     assert entry.actor == "operator_bank:bank-op"
@@ -148,7 +148,7 @@ def test_high_waits_for_a_second_operator_of_the_channel(
     found = enrolled(browser)
     assert found is not None
     identity, record = found
-    assert identity.identity_assurance.value == "high"
+    assert identity.identity_assurance.label == "high"
     assert (record.channel.value, record.operator_ids) == (
         "service_centre",
         ["centre-op", "centre-op-2"],

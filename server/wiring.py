@@ -1,0 +1,295 @@
+"""The server's composition root: built once from ``Settings`` when the app (or a command)
+starts, it holds the engine, every key and policy, and makes each request's services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.services.access import ApiKeys
+from server.services.audit import AuditLog
+from server.services.authentication import AuthenticationService
+from server.services.credentials import CredentialService
+from server.services.errors import KeyMaterialRejected
+from server.services.factors import PasswordCheck
+from server.services.fido import FidoService
+from server.services.identities import IdentityService
+from server.services.keycard import KeyCardSecrets, KeyCardService
+from server.services.legacy.flow import MigrationFlows
+from server.services.legacy.login import LegacyLoginService
+from server.services.legacy.store import LegacyPolicy, LegacyStore, closing_time
+from server.services.passwords import Passwords, argon2id_parameters
+from server.services.piv import PivService
+from server.services.piv_ca import ServiceCa
+from server.services.pseudonyms import Pseudonyms
+from server.services.secretbox import SecretBox
+from server.services.tokens_jwt import AssertionSigner, SigningKey
+from server.settings import Settings
+from server.storage.engine import create_engine_for, session_factory
+
+AuditHook = Callable[[str, dict[str, Any]], None]
+_SUBJECT_KEYS = ("identity", "identity_id", "credential", "credential_id", "transaction")
+
+
+@dataclass(frozen=True)
+class FidoPolicy:
+    """Which security keys may be registered: attestation roots (PEM files), optionally only
+    some models (AAGUIDs), and whether keys without a verifiable attestation are accepted."""
+
+    root_files: tuple[Path, ...] = ()
+    allowed_aaguids: frozenset[uuid.UUID] | None = None
+    allow_unattested: bool = False
+
+    def trusted_roots(self) -> list[x509.Certificate]:
+        """The roots' certificates. The files are read on each call, so a root an operator
+        adds to a file counts at once; a file is parsed again only when it changed."""
+        roots: list[x509.Certificate] = []
+        for path in self.root_files:
+            try:
+                found = os.stat(path)
+                roots.extend(_roots_in(str(path), found.st_ino, found.st_mtime_ns, found.st_size))
+            except (OSError, ValueError) as exc:
+                raise KeyMaterialRejected(f"FIDO trusted roots: {path}: {exc}") from None
+        return roots
+
+
+@functools.lru_cache(maxsize=32)
+def _roots_in(path: str, inode: int, mtime_ns: int, size: int) -> tuple[x509.Certificate, ...]:
+    # Keyed by what changes when the file is replaced, rewritten or appended to.
+    return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+
+
+@dataclass
+class Services:
+    """Everything a request's services are made from, built once (``build_services``), and the
+    factories that make them for one database session."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    secrets: SecretBox
+    passwords: Passwords
+    pseudonyms: Pseudonyms
+    signer: AssertionSigner
+    password_decoy: str
+    api_keys: ApiKeys
+    keycard_secrets: KeyCardSecrets
+    piv_ca: ServiceCa
+    fido_policy: FidoPolicy
+    clock: Callable[[], float] = field(default=time.time)
+
+    # --- per-session factories ------------------------------------------------------------
+
+    def audit_hook(self, session: Session, actor: str) -> AuditHook:
+        """Services report security events through this: each becomes an entry of the hash-
+        chained audit log, in the session's own transaction (so an event and the change it
+        records are committed together or not at all)."""
+        log = AuditLog(session, self.clock)
+
+        def record(event: str, details: dict[str, Any]) -> None:
+            subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
+            log.append(event, actor=actor, subject=subject, details=details)
+
+        return record
+
+    def credentials(self, session: Session, audit: AuditHook | None = None) -> CredentialService:
+        """The credential service of one session, reporting to ``audit``."""
+        return CredentialService(
+            session,
+            self.secrets,
+            self.passwords,
+            clock=self.clock,
+            **({} if audit is None else {"audit": audit}),
+        )
+
+    def identities(self, session: Session, actor: str) -> IdentityService:
+        credentials = self.credentials(session, self.audit_hook(session, actor))
+        return IdentityService(
+            session,
+            self.pseudonyms,
+            on_close=credentials.revoke_all,
+            audit=self.audit_hook(session, actor),
+        )
+
+    def authentication(self, session: Session, actor: str = "api") -> AuthenticationService:
+        settings = self.settings
+        return AuthenticationService(
+            session,
+            signer=self.signer,
+            pseudonyms=self.pseudonyms,
+            issuer=settings.issuer,
+            transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
+            assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
+            audit=self.audit_hook(session, actor),
+        )
+
+    def fido(self, session: Session, actor: str = "api") -> FidoService:
+        settings, policy = self.settings, self.fido_policy
+        return FidoService(
+            session,
+            rp_id=settings.rp_id,
+            origins=settings.rp_origins,
+            trusted_roots=policy.trusted_roots(),
+            decoy_key=self.keycard_secrets.derive("fido2-decoy"),
+            allowed_aaguids=None if policy.allowed_aaguids is None else set(policy.allowed_aaguids),
+            allow_unattested=policy.allow_unattested,
+            clock=self.clock,
+            audit=self.audit_hook(session, actor),
+        )
+
+    def keycards(self, session: Session, actor: str = "api") -> KeyCardService:
+        audit = self.audit_hook(session, actor)
+        return KeyCardService(
+            session,
+            self.secrets,
+            self.credentials(session, audit),
+            self.keycard_secrets,
+            clock=self.clock,
+            audit=audit,
+        )
+
+    def piv(self, session: Session, actor: str = "api") -> PivService:
+        """The PIV service of one session; ``actor`` is who the audit log names."""
+        audit = self.audit_hook(session, actor)
+        return PivService(
+            session,
+            ca=self.piv_ca,
+            credentials=self.credentials(session, audit),
+            pseudonyms=self.pseudonyms,
+            crl_url=self.settings.issuer.rstrip("/") + "/piv/crl",
+            clock=self.clock,
+            audit=audit,
+        )
+
+    def legacy_policy(self) -> LegacyPolicy:
+        settings = self.settings
+        shutdown = settings.legacy_shutdown_date
+        return LegacyPolicy(
+            max_failures=settings.legacy_max_failures,
+            lockout=dt.timedelta(seconds=settings.legacy_lockout_s),
+            shutdown_at=closing_time(shutdown) if shutdown is not None else None,
+            new_only_providers=frozenset(settings.legacy_new_only_providers),
+        )
+
+    def legacy_store(self, session: Session, actor: str) -> LegacyStore:
+        """The legacy eID's store (the legacy login's and the migration flow's)."""
+        return LegacyStore(
+            session,
+            self.secrets,
+            self.clock,
+            self.audit_hook(session, actor),
+            decoy_key=self.keycard_secrets.derive("legacy-decoy"),
+            policy=self.legacy_policy(),
+        )
+
+    def legacy_login(self, session: Session, actor: str) -> LegacyLoginService:
+        settings = self.settings
+        return LegacyLoginService(
+            session,
+            self.legacy_store(session, actor),
+            self.secrets,
+            signer=self.signer,
+            pseudonyms=self.pseudonyms,
+            issuer=settings.issuer,
+            transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
+            assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
+            audit=self.audit_hook(session, actor),
+        )
+
+    def migration_flows(self, session: Session, actor: str) -> MigrationFlows:
+        """The guided migration's flows (the API's and the pages')."""
+        audit = self.audit_hook(session, actor)
+        credentials = self.credentials(session, audit)
+        identities = IdentityService(
+            session, self.pseudonyms, audit=audit, on_close=credentials.revoke_all
+        )
+        return MigrationFlows(
+            session,
+            self.legacy_store(session, actor),
+            identities,
+            credentials,
+            decoy_key=self.keycard_secrets.derive("migration-decoy"),
+            clock=self.clock,
+            audit=audit,
+        )
+
+
+def key_folders(settings: Settings) -> set[Path]:
+    """The folders of every file the service keeps its keys in."""
+    files = (
+        settings.kek_file,
+        settings.pseudonym_key_file,
+        settings.signing_key_file,
+        settings.keycard_pepper_file,
+        settings.piv_ca_key_file,
+        settings.piv_ca_cert_file,
+        settings.api_keys_file,
+    )
+    return {Path(path).parent for path in files}
+
+
+def engine_for(settings: Settings, *, server: bool = False) -> Engine:
+    """The engine from every database setting. ``server``: SQLite transactions take the write
+    lock up front and queue for it (nearly every request writes, the audit log at least)
+    instead of failing when they upgrade."""
+    return create_engine_for(
+        settings.database_url,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        pool_size=settings.database_pool_size,
+        echo=settings.database_echo,
+        sqlite_immediate=server,
+    )
+
+
+def build_services(settings: Settings, engine: Engine | None = None) -> Services:
+    """Load every key (making the missing ones where ``create_keys``; processes starting at
+    once end with one set, see ``secretbox._create_private_file``) and build the services.
+    A missing, unsafe or corrupt key stops the service here, before it answers anyone."""
+    create = settings.create_keys
+    if create:
+        for folder in key_folders(settings):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = engine if engine is not None else engine_for(settings, server=True)
+    passwords = Passwords(
+        argon2id_parameters(
+            settings.password_hash_time_cost,
+            settings.password_hash_memory_kib,
+            settings.password_hash_parallelism,
+        )
+    )
+    services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        secrets=SecretBox.from_file(settings.kek_file, create=create),
+        passwords=passwords,
+        password_decoy=PasswordCheck.make_decoy(passwords),
+        pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
+        signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
+        api_keys=ApiKeys(settings.api_keys_file),
+        keycard_secrets=KeyCardSecrets.from_file(settings.keycard_pepper_file, create=create),
+        piv_ca=ServiceCa.from_files(
+            settings.piv_ca_key_file, settings.piv_ca_cert_file, create=create
+        ),
+        fido_policy=FidoPolicy(
+            root_files=tuple(settings.fido_trusted_roots),
+            allowed_aaguids=(
+                None
+                if settings.fido_allowed_aaguids is None
+                else frozenset(settings.fido_allowed_aaguids)
+            ),
+            allow_unattested=settings.fido_allow_unattested,
+        ),
+    )
+    return services

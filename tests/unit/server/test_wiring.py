@@ -1,0 +1,104 @@
+"""The composition root: every database setting reaches the engine, every key is loaded once
+when the app is built, and the FIDO policy comes from the settings."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
+
+from server.app import create_app
+from server.services.errors import KeyMaterialRejected
+from server.settings import Settings
+from server.wiring import build_services, engine_for
+from tests.unit.server.conftest import CHEAP_PASSWORD_HASHING, SQLITE_ONLY
+
+
+def _settings(database_url: str, folder: Path, **extra: object) -> Settings:
+    return Settings(
+        database_url=database_url,
+        kek_file=folder / "keys" / "kek.bin",
+        pseudonym_key_file=folder / "keys" / "pseudonym.key",
+        signing_key_file=folder / "keys" / "signing.pem",
+        api_keys_file=folder / "api-keys.json",
+        **CHEAP_PASSWORD_HASHING,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_the_database_settings_reach_the_engine(database_url: str, tmp_path: Path) -> None:
+    settings = _settings(
+        database_url,
+        tmp_path,
+        database_pool_size=3,
+        sqlite_busy_timeout_ms=1234,
+        database_echo=True,
+    )
+    engine = create_app(settings).state.services.engine
+    try:
+        assert engine.echo is True
+        with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+            else:
+                assert isinstance(engine.pool, QueuePool)
+                assert engine.pool.size() == 3
+    finally:
+        engine.dispose()
+
+
+@SQLITE_ONLY
+def test_the_app_uses_the_engine_of_its_services(database_url: str, tmp_path: Path) -> None:
+    app = create_app(_settings(database_url, tmp_path))
+    services = app.state.services
+    assert app.state.engine is services.engine
+    assert services.sessions.kw["bind"] is services.engine
+    services.engine.dispose()
+
+
+@SQLITE_ONLY
+def test_keys_are_made_in_their_folder_once_at_start(database_url: str, tmp_path: Path) -> None:
+    settings = _settings(database_url, tmp_path)
+    first = build_services(settings, engine_for(settings))
+    files = sorted(path.name for path in (tmp_path / "keys").iterdir())
+    assert files == sorted(
+        [
+            "kek.bin",
+            "pseudonym.key",
+            "signing.pem",
+            "keycard-pepper.bin",
+            "piv-ca-key.pem",
+            "piv-ca.pem",
+        ]
+    )
+    again = build_services(settings, engine_for(settings))
+    assert again.signer.jwks() == first.signer.jwks()
+    assert again.piv_ca.certificate_pem == first.piv_ca.certificate_pem
+    first.engine.dispose()
+    again.engine.dispose()
+
+
+@SQLITE_ONLY
+def test_a_missing_key_stops_the_app_when_keys_are_not_made(
+    database_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(KeyMaterialRejected):
+        create_app(_settings(database_url, tmp_path, create_keys=False))
+
+
+def test_the_fido_policy_comes_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AKKREDITIV_FIDO_TRUSTED_ROOTS", f"{tmp_path / 'a.pem'}:{tmp_path / 'b.pem'}"
+    )
+    monkeypatch.setenv("AKKREDITIV_FIDO_ALLOWED_AAGUIDS", f"{uuid.UUID(int=1)}, {uuid.UUID(int=2)}")
+    monkeypatch.setenv("AKKREDITIV_FIDO_ALLOW_UNATTESTED", "true")
+    settings = _settings(f"sqlite+pysqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    policy = build_services(settings, engine_for(settings)).fido_policy
+    assert policy.root_files == (tmp_path / "a.pem", tmp_path / "b.pem")
+    assert policy.allowed_aaguids == frozenset({uuid.UUID(int=1), uuid.UUID(int=2)})
+    assert policy.allow_unattested is True
