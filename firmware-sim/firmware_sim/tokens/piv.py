@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.x509.oid import NameOID
 
-from devices.errors import MalformedTlv
 from devices.protocol import tlv
 from devices.protocol.apdu import CommandApdu
+from devices.protocol.errors import MalformedTlv
 from devices.protocol.piv import (
     AID,
     DEFAULT_MANAGEMENT_KEY,
