@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from akkreditiv.cli.pcscd import VpcdReader, ensure_pcscd
 from devices.transports.pcsc import PcscContext
-from firmware_sim.attach.pcscd import VpcdReader, ensure_pcscd
 
 
 def rate(operation: Callable[[], object], seconds: float, minimum: int) -> tuple[float, int]:

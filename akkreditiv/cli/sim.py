@@ -434,7 +434,7 @@ def sim_attestation_root(
 def sim_pcscd() -> None:
     """Make sure pcscd runs with the vpcd virtual reader (starting it if needed) and list the
     readers' card-side ports."""
-    from firmware_sim.attach.pcscd import ensure_pcscd
+    from akkreditiv.cli.pcscd import ensure_pcscd
 
     with device_errors():
         for reader in ensure_pcscd():
@@ -444,7 +444,7 @@ def sim_pcscd() -> None:
 @sim_app.command("free-reader")
 def sim_free_reader() -> None:
     """Print the card-side port and name of the first vpcd reader with no card in it."""
-    from firmware_sim.attach.pcscd import ensure_pcscd
+    from akkreditiv.cli.pcscd import ensure_pcscd
 
     with device_errors():
         readers = ensure_pcscd()

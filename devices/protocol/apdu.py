@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.errors import MalformedApdu
+from devices.protocol.errors import MalformedApdu
 from devices.protocol.sw import SW, error_for_sw
 
 SHORT_MAX_DATA = 255

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from devices.errors import MalformedApdu
 from devices.protocol.apdu import (
     CLA_CHAINING,
     INS_GET_RESPONSE,
@@ -17,6 +16,7 @@ from devices.protocol.apdu import (
     CommandApdu,
     ResponseApdu,
 )
+from devices.protocol.errors import MalformedApdu
 from devices.protocol.sw import SW, bytes_remaining
 
 Send = Callable[[CommandApdu], ResponseApdu]

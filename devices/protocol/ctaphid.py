@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, unique
 
-from devices.errors import ProtocolError
+from devices.protocol.errors import ProtocolError
 
 PACKET_SIZE = 64
 BROADCAST_CID = 0xFFFFFFFF

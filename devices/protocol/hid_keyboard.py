@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag, unique
 from types import MappingProxyType
 
-from devices.errors import MalformedReport, UnknownCharacter, UnknownLayout
+from devices.protocol.errors import MalformedReport, UnknownCharacter, UnknownLayout
 
 REPORT_SIZE = 8
 MAX_KEYS = 6  # a boot report's six key slots (6-key rollover)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, unique
 
-from devices.errors import MalformedNdef
+from devices.protocol.errors import MalformedNdef
 
 NDEF_AID = bytes.fromhex("D2760000850101")  # the NDEF Tag Application, mapping version 2.0+
 CC_FILE_ID = 0xE103

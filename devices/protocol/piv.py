@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum, unique
 
-from devices.errors import MalformedTlv, PinFormatError
 from devices.protocol import tlv
+from devices.protocol.errors import MalformedTlv, PinFormatError
 
 AID = bytes.fromhex("A000000308000010000100")
 AID_PREFIX = AID[:5]  # the RID, which middleware may use to select

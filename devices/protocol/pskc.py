@@ -33,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from devices.errors import MalformedOtp, PskcError
+from devices.protocol.errors import MalformedOtp, PskcError
 from devices.protocol.yubiotp import modhex_decode
 
 ALG_HOTP = "urn:ietf:params:xml:ns:keyprov:pskc:hotp"

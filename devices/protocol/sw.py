@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum, unique
 
-from devices.errors import (
+from devices.protocol.errors import (
     ApduError,
     ConditionsNotSatisfied,
     FileNotFound,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from devices.errors import MalformedTlv
+from devices.protocol.errors import MalformedTlv
 
 # Four length bytes are more than any smartcard object can use; refusing more keeps a
 # corrupt length from being read as a multi-gigabyte promise.

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag, unique
 
-from devices.errors import DeviceError, MalformedTlv, ProtocolError
 from devices.protocol import tlv
+from devices.protocol.errors import DeviceError, MalformedTlv, ProtocolError
 
 AID = bytes.fromhex("A000000527210101")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from devices.errors import InvalidOtp, MalformedOtp
+from devices.protocol.errors import InvalidOtp, MalformedOtp
 
 MODHEX_ALPHABET = "cbdefghijklnrtuv"
 CRC_RESIDUAL = 0xF0B8  # ISO/IEC 13239 CRC-16 over a block that ends in its own complemented CRC

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from akkreditiv.cli.pcscd import VpcdReader, ensure_pcscd
 from devices.errors import DeviceError
 from devices.transports.pcsc import PcscContext
-from firmware_sim.attach.pcscd import VpcdReader, ensure_pcscd
 from tests.integration.fido_fixtures import plug_key, sim_home, usb_bus_dir
 
 __all__ = ["plug_key", "sim_home", "usb_bus_dir"]  # fixtures shared with the FIDO tests

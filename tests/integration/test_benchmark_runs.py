@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from firmware_sim.attach.pcscd import VpcdReader
+from akkreditiv.cli.pcscd import VpcdReader
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from akkreditiv.cli.pcscd import VpcdReader
 from devices.errors import (
     DeviceRemoved,
     InvalidPin,
@@ -33,7 +34,6 @@ from devices.protocol.piv import Algorithm, Slot, certificate_from_object
 from devices.tokens.piv import ManagementKeyRejected, PivSession
 from devices.transports.pcsc import PcscContext
 from firmware_sim import faults
-from firmware_sim.attach.pcscd import VpcdReader
 from firmware_sim.state import load
 from firmware_sim.tokens import piv as sim_piv
 

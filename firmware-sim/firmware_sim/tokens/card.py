@@ -12,9 +12,9 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from devices.errors import MalformedApdu
 from devices.protocol.apdu import INS_GET_RESPONSE, CommandApdu, ResponseApdu
 from devices.protocol.chaining import CommandAssembler, ResponseChunker
+from devices.protocol.errors import MalformedApdu
 from devices.protocol.sw import SW
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from devices.errors import ProtocolError
 from devices.protocol.ctaphid import (
     BROADCAST_CID,
     CTAPHID_PROTOCOL_VERSION,
@@ -31,6 +30,7 @@ from devices.protocol.ctaphid import (
     encode_message,
     parse_packet,
 )
+from devices.protocol.errors import ProtocolError
 from firmware_sim.faults import Action, FaultPlan, Phase
 from firmware_sim.tokens.hid_device import HidDevice
 

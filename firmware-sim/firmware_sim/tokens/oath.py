@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.errors import ProtocolError
 from devices.protocol import tlv
 from devices.protocol.apdu import CommandApdu
+from devices.protocol.errors import ProtocolError
 from devices.protocol.sw import SW
 from devices.protocol.ykoath import (
     AID,

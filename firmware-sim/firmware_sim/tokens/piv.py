@@ -7,26 +7,17 @@ in the middle of a VERIFY cannot give an attacker a free guess.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
-from devices.errors import MalformedTlv
 from devices.protocol import tlv
 from devices.protocol.apdu import CommandApdu
+from devices.protocol.errors import MalformedTlv
 from devices.protocol.piv import (
     AID,
     DEFAULT_MANAGEMENT_KEY,
@@ -36,15 +27,11 @@ from devices.protocol.piv import (
     PIN_TRIES,
     PIX,
     PUK_TRIES,
-    TAG_CHALLENGE,
     TAG_DATA,
     TAG_DYN_AUTH,
     TAG_EC_POINT,
-    TAG_EXPONENTIATION,
     TAG_PUBLIC_KEY,
-    TAG_RESPONSE,
     TAG_TAG_LIST,
-    TAG_WITNESS,
     Algorithm,
     Chuid,
     Ins,
@@ -53,157 +40,25 @@ from devices.protocol.piv import (
     PinPolicy,
     Slot,
     certificate_object,
-    pad_pin,
     unpad_pin,
 )
 from devices.protocol.sw import SW, retries_remaining
 from firmware_sim import state as state_store
+from firmware_sim.tokens import piv_keys
 from firmware_sim.tokens.card import CardError, SimulatedCard, build_atr
+from firmware_sim.tokens.piv_management import ManagementKeyAuth
+from firmware_sim.tokens.piv_state import KIND, PivState, file_persister, hash_secret
 
-KIND = "piv"
 VERSION = (1, 0, 0)
 LABEL = b"akkreditiv PIV"
 ATR = build_atr(b"\x80\x5a" + b"akkreditiv"[:10])
 MAX_OBJECT_SIZE = 3052  # as much as common PIV tokens store per object
-# FASC-N of a non-federal issuer (agency code 9999), the form PIV-compatible cards use.
-DEFAULT_FASCN = bytes.fromhex("d4e739da739ced39ce739d836858210842108421c84210c3eb")
 
-_CURVES: dict[Algorithm, ec.EllipticCurve] = {
-    Algorithm.ECC_P256: ec.SECP256R1(),
-    Algorithm.ECC_P384: ec.SECP384R1(),
-}
-_PREHASH: dict[Algorithm, hashes.SHA256 | hashes.SHA384] = {
-    Algorithm.ECC_P256: hashes.SHA256(),
-    Algorithm.ECC_P384: hashes.SHA384(),
-}
 _READ_NEEDS_PIN = {ObjectId.PRINTED_INFORMATION, ObjectId.FACIAL_IMAGE, ObjectId.FINGERPRINTS}
 _WRITABLE_TAGS = {member.value for member in ObjectId} | {
     bytes((0x5F, 0xC1, n))
     for n in range(0x0D, 0x21)  # retired key certificates
 }
-
-
-def _hash_secret(salt: bytes, secret: bytes) -> str:
-    return hmac.new(salt, secret, hashlib.sha256).hexdigest()
-
-
-@dataclass
-class PivState:
-    """What the card keeps in non-volatile memory."""
-
-    pin_hash: str
-    puk_hash: str
-    salt: bytes
-    pin_tries: int = PIN_TRIES
-    puk_tries: int = PUK_TRIES
-    management_key: bytes = DEFAULT_MANAGEMENT_KEY
-    management_alg: Algorithm = Algorithm.TDES
-    keys: dict[int, dict[str, Any]] = field(default_factory=dict)
-    objects: dict[bytes, bytes] = field(default_factory=dict)
-    serial: int = 0
-
-    @classmethod
-    def new(cls, pin: str = DEFAULT_PIN, puk: str = DEFAULT_PUK) -> PivState:
-        salt = secrets.token_bytes(16)
-        state = cls(
-            pin_hash=_hash_secret(salt, pad_pin(pin)),
-            puk_hash=_hash_secret(salt, pad_pin(puk)),
-            salt=salt,
-            serial=secrets.randbelow(90_000_000) + 10_000_000,
-        )
-        expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5 * 365)).strftime("%Y%m%d")
-        chuid = Chuid(fascn=DEFAULT_FASCN, guid=secrets.token_bytes(16), expiry=expiry)
-        state.objects[ObjectId.CHUID.value] = chuid.encode()
-        state.objects[ObjectId.CCC.value] = tlv.encode_all(
-            [
-                (0xF0, bytes.fromhex("a000000116ff02") + secrets.token_bytes(14)),
-                (0xF1, b"\x21"),
-                (0xF2, b"\x21"),
-                (0xF3, b""),
-                (0xF4, b"\x00"),
-                (0xF5, b"\x10"),
-                (0xF6, b""),
-                (0xF7, b""),
-                (0xFA, b""),
-                (0xFB, b""),
-                (0xFC, b""),
-                (0xFD, b""),
-                (0xFE, b""),
-            ]
-        )
-        # Discovery object: the PIV AID and a PIN usage policy saying the PIV PIN applies.
-        state.objects[ObjectId.DISCOVERY.value] = tlv.encode_all(
-            [(0x4F, AID), (0x5F2F, b"\x40\x00")]
-        )
-        return state
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pin_hash": self.pin_hash,
-            "puk_hash": self.puk_hash,
-            "salt": self.salt.hex(),
-            "pin_tries": self.pin_tries,
-            "puk_tries": self.puk_tries,
-            "management_key": self.management_key.hex(),
-            "management_alg": int(self.management_alg),
-            "keys": {f"{slot:02x}": key for slot, key in self.keys.items()},
-            "objects": {tag.hex(): value.hex() for tag, value in self.objects.items()},
-            "serial": self.serial,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PivState:
-        try:
-            return cls(
-                pin_hash=str(data["pin_hash"]),
-                puk_hash=str(data["puk_hash"]),
-                salt=bytes.fromhex(data["salt"]),
-                pin_tries=int(data["pin_tries"]),
-                puk_tries=int(data["puk_tries"]),
-                management_key=bytes.fromhex(data["management_key"]),
-                management_alg=Algorithm(int(data["management_alg"])),
-                keys={int(slot, 16): dict(key) for slot, key in data["keys"].items()},
-                objects={
-                    bytes.fromhex(tag): bytes.fromhex(value)
-                    for tag, value in data["objects"].items()
-                },
-                serial=int(data["serial"]),
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise state_store.StateError(f"PIV state is damaged: {exc!r}") from exc
-
-    def __post_init__(self) -> None:
-        """Refuse values no card could hold, so a damaged file fails at load, not mid-command."""
-        problems = []
-        if not 0 <= self.pin_tries <= PIN_TRIES:
-            problems.append(f"pin_tries {self.pin_tries} outside 0..{PIN_TRIES}")
-        if not 0 <= self.puk_tries <= PUK_TRIES:
-            problems.append(f"puk_tries {self.puk_tries} outside 0..{PUK_TRIES}")
-        if not self.management_alg.is_symmetric:
-            problems.append(f"management key algorithm {self.management_alg.name}")
-        elif len(self.management_key) != self.management_alg.key_length:
-            problems.append(
-                f"management key of {len(self.management_key)} bytes for {self.management_alg.name}"
-            )
-        if len(self.salt) < 16:
-            problems.append("salt shorter than 16 bytes")
-        for slot, entry in self.keys.items():
-            try:
-                Slot(slot)
-                if not Algorithm(entry["alg"]).is_ec:
-                    problems.append(f"key {slot:02x} is not an EC key")
-                PinPolicy(entry["pin_policy"])
-                bytes.fromhex(entry["pkcs8"])
-            except (KeyError, ValueError, TypeError):
-                problems.append(f"key entry {slot:02x} is damaged")
-        if problems:
-            raise state_store.StateError("PIV state is damaged: " + "; ".join(problems))
-
-
-def _block_encrypt(alg: Algorithm, key: bytes, block: bytes) -> bytes:
-    cipher_alg = TripleDES(key) if alg is Algorithm.TDES else algorithms.AES(key)
-    encryptor = Cipher(cipher_alg, modes.ECB()).encryptor()  # noqa: S305 - one block, per SP 800-73
-    return encryptor.update(block) + encryptor.finalize()
 
 
 class PivApplet:
@@ -222,8 +77,7 @@ class PivApplet:
     def power_reset(self) -> None:
         self.pin_verified = False
         self.pin_fresh = False  # verified since the last PIN-always operation
-        self.management_authenticated = False
-        self._pending: tuple[str, bytes] | None = None
+        self.management = ManagementKeyAuth()
 
     def deselect(self) -> None:
         self.power_reset()
@@ -297,7 +151,7 @@ class PivApplet:
     def _put_data(self, apdu: CommandApdu) -> tuple[bytes, int]:
         if (apdu.p1, apdu.p2) != (0x3F, 0xFF):
             return b"", SW.INCORRECT_P1P2
-        if not self.management_authenticated:
+        if not self.management.authenticated:
             return b"", SW.SECURITY_STATUS_NOT_SATISFIED
         items = tlv.parse_all(apdu.data)
         if len(items) != 2 or items[0].tag != TAG_TAG_LIST:
@@ -328,7 +182,7 @@ class PivApplet:
         setattr(self.state, tries_attr, tries - 1)
         self._save()
         expected = getattr(self.state, f"{which}_hash")
-        given = _hash_secret(self.state.salt, candidate)
+        given = hash_secret(self.state.salt, candidate)
         if hmac.compare_digest(given, expected):
             setattr(self.state, tries_attr, max_tries)
             self._save()
@@ -374,7 +228,7 @@ class PivApplet:
             if which == "pin":
                 self.pin_verified = self.pin_fresh = False
             return b"", sw
-        setattr(self.state, f"{which}_hash", _hash_secret(self.state.salt, new))
+        setattr(self.state, f"{which}_hash", hash_secret(self.state.salt, new))
         self._save()
         if which == "pin":
             self.pin_verified = self.pin_fresh = True
@@ -391,7 +245,7 @@ class PivApplet:
         sw = self._check_secret("puk", apdu.data[:8])
         if sw != SW.SUCCESS:
             return b"", sw
-        self.state.pin_hash = _hash_secret(self.state.salt, new)
+        self.state.pin_hash = hash_secret(self.state.salt, new)
         self.state.pin_tries = PIN_TRIES
         self._save()
         self.pin_verified = self.pin_fresh = False
@@ -411,58 +265,12 @@ class PivApplet:
     def _management_auth(self, alg: int, fields: dict[int, bytes]) -> tuple[bytes, int]:
         if alg != self.state.management_alg:
             return b"", SW.INCORRECT_P1P2
-        algorithm = self.state.management_alg
-        key, size = self.state.management_key, algorithm.block_size
-        pending, self._pending = self._pending, None
-        self.management_authenticated = False
-
-        def encrypt(block: bytes) -> bytes:
-            return _block_encrypt(algorithm, key, block)
-
-        if fields == {TAG_WITNESS: b""}:
-            witness = secrets.token_bytes(size)
-            self._pending = ("witness", witness)
-            return tlv.encode_tlv(
-                TAG_DYN_AUTH, tlv.encode_tlv(TAG_WITNESS, encrypt(witness))
-            ), SW.SUCCESS
-        if set(fields) == {TAG_WITNESS, TAG_CHALLENGE} and fields[TAG_CHALLENGE]:
-            if pending is None or pending[0] != "witness":
-                return b"", SW.CONDITIONS_NOT_SATISFIED
-            if len(fields[TAG_CHALLENGE]) != size or len(fields[TAG_WITNESS]) != size:
-                return b"", SW.WRONG_DATA
-            if not hmac.compare_digest(fields[TAG_WITNESS], pending[1]):
-                return b"", SW.SECURITY_STATUS_NOT_SATISFIED
-            self.management_authenticated = True
-            answer = tlv.encode_tlv(TAG_RESPONSE, encrypt(fields[TAG_CHALLENGE]))
-            return tlv.encode_tlv(TAG_DYN_AUTH, answer), SW.SUCCESS
-        if fields == {TAG_CHALLENGE: b""}:
-            challenge = secrets.token_bytes(size)
-            self._pending = ("challenge", challenge)
-            return tlv.encode_tlv(
-                TAG_DYN_AUTH, tlv.encode_tlv(TAG_CHALLENGE, challenge)
-            ), SW.SUCCESS
-        if set(fields) == {TAG_RESPONSE} and fields[TAG_RESPONSE]:
-            if pending is None or pending[0] != "challenge":
-                return b"", SW.CONDITIONS_NOT_SATISFIED
-            if not hmac.compare_digest(fields[TAG_RESPONSE], encrypt(pending[1])):
-                return b"", SW.SECURITY_STATUS_NOT_SATISFIED
-            self.management_authenticated = True
-            return b"", SW.SUCCESS
-        return b"", SW.WRONG_DATA
-
-    def _private_key(self, slot: Slot) -> tuple[Algorithm, ec.EllipticCurvePrivateKey, PinPolicy]:
-        entry = self.state.keys.get(slot.value)
-        if entry is None:
-            raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
-        key = serialization.load_der_private_key(bytes.fromhex(entry["pkcs8"]), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CardError(SW.NO_PRECISE_DIAGNOSIS)
-        return Algorithm(entry["alg"]), key, PinPolicy(entry["pin_policy"])
+        return self.management.step(self.state.management_alg, self.state.management_key, fields)
 
     def _private_key_operation(
         self, slot: Slot, alg: int, fields: dict[int, bytes]
     ) -> tuple[bytes, int]:
-        algorithm, key, policy = self._private_key(slot)
+        algorithm, key, policy = piv_keys.private_key(self.state.keys, slot)
         if alg != algorithm:
             return b"", SW.INCORRECT_P1P2
         if policy is PinPolicy.ONCE and not self.pin_verified:
@@ -471,31 +279,14 @@ class PivApplet:
             if not self.pin_fresh:
                 return b"", SW.SECURITY_STATUS_NOT_SATISFIED
             self.pin_fresh = False
-        size = algorithm.field_bytes
-        if fields.keys() == {TAG_RESPONSE, TAG_CHALLENGE} and fields[TAG_RESPONSE] == b"":
-            digest = fields[TAG_CHALLENGE]
-            if not 1 <= len(digest) <= size:
-                return b"", SW.WRONG_DATA
-            digest = digest.rjust(size, b"\x00")
-            signature = key.sign(digest, ec.ECDSA(Prehashed(_PREHASH[algorithm])))
-            return tlv.encode_tlv(TAG_DYN_AUTH, tlv.encode_tlv(TAG_RESPONSE, signature)), SW.SUCCESS
-        if fields.keys() == {TAG_RESPONSE, TAG_EXPONENTIATION} and fields[TAG_RESPONSE] == b"":
-            try:
-                peer = ec.EllipticCurvePublicKey.from_encoded_point(
-                    _CURVES[algorithm], fields[TAG_EXPONENTIATION]
-                )
-            except ValueError:
-                return b"", SW.WRONG_DATA
-            shared = key.exchange(ec.ECDH(), peer)
-            return tlv.encode_tlv(TAG_DYN_AUTH, tlv.encode_tlv(TAG_RESPONSE, shared)), SW.SUCCESS
-        return b"", SW.WRONG_DATA
+        return piv_keys.sign_or_exchange(algorithm, key, fields)
 
     # --- key generation ------------------------------------------------------------------
 
     def _generate(self, apdu: CommandApdu) -> tuple[bytes, int]:
         if apdu.p1 != 0x00 or apdu.p2 not in {slot.value for slot in Slot}:
             return b"", SW.INCORRECT_P1P2
-        if not self.management_authenticated:
+        if not self.management.authenticated:
             return b"", SW.SECURITY_STATUS_NOT_SATISFIED
         control = tlv.parse_dict(tlv.parse_one(apdu.data, 0xAC).value)
         raw_alg = control.get(0x80, b"")
@@ -514,21 +305,9 @@ class PivApplet:
 
     def create_key(self, slot: Slot, algorithm: Algorithm, policy: PinPolicy) -> bytes:
         """Make a key pair inside the card; returns the uncompressed public point."""
-        key = ec.generate_private_key(_CURVES[algorithm])
-        pkcs8 = key.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        self.state.keys[slot.value] = {
-            "alg": int(algorithm),
-            "pkcs8": pkcs8.hex(),
-            "pin_policy": int(policy),
-        }
+        point = piv_keys.create_key(self.state.keys, slot, algorithm, policy)
         self._save()
-        return key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
+        return point
 
     # --- vendor and misc ------------------------------------------------------------------
 
@@ -541,7 +320,7 @@ class PivApplet:
         """Data: algorithm, key reference 9B, key length, key (P1 P2 = FF FF)."""
         if (apdu.p1, apdu.p2) != (0xFF, 0xFF):
             return b"", SW.INCORRECT_P1P2
-        if not self.management_authenticated:
+        if not self.management.authenticated:
             return b"", SW.SECURITY_STATUS_NOT_SATISFIED
         data = apdu.data
         if len(data) < 3 or data[1] != KeyRef.MANAGEMENT or len(data) != 3 + data[2]:
@@ -574,51 +353,15 @@ class PivApplet:
         """Factory step: a key in ``slot`` and a self-signed certificate for it, so the card
         is usable at once. Runs inside the card, as personalisation does."""
         self.create_key(slot, algorithm, DEFAULT_PIN_POLICY[slot])
-        _, key, _ = self._private_key(slot)
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, subject),
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, str(self.state.serial)),
-            ]
-        )
-        now = dt.datetime.now(dt.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=3 * 365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=slot is Slot.SIGNATURE,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=slot is Slot.KEY_MANAGEMENT,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, _PREHASH[algorithm])
+        _, key, _ = piv_keys.private_key(self.state.keys, slot)
+        certificate = piv_keys.self_signed_certificate(
+            key, algorithm, slot, subject, self.state.serial
         )
         self.state.objects[slot.object_id.value] = certificate_object(
             certificate.public_bytes(serialization.Encoding.DER)
         )
         self._save()
         return certificate
-
-
-def file_persister(path: Path) -> Callable[[PivState], None]:
-    def persist(state: PivState) -> None:
-        state_store.save(path, KIND, state.to_json())
-
-    return persist
 
 
 def load_applet(path: Path) -> PivApplet:

@@ -2,7 +2,7 @@
 
 pcscd is one daemon per machine (socket /run/pcscd/pcscd.comm). A machine with systemd
 starts it on demand; a container or CI machine has to start it itself, which is what
-``ensure_pcscd`` does.
+``ensure_pcscd`` does for ``akkreditiv sim pcscd``, the integration tests and the benchmarks.
 """
 
 from __future__ import annotations
