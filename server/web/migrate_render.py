@@ -16,8 +16,7 @@ from server.api.deps import ServicesDep
 from server.api.fido import fido_service
 from server.api.keycard import load_secrets
 from server.api.legacy import legacy_policy
-from server.api.migration import FLOW_STATUS
-from server.api.problems import STATUS_BY_CODE
+from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
 from server.services.errors import DomainError, WeakPassword
 from server.services.legacy.errors import LegacyLocked
 from server.services.legacy.flow import DEFAULT_MAX_STEP_FAILURES
