@@ -19,22 +19,20 @@ from server.domain.model import (
     IdentityStatus,
     ProofingChannel,
 )
-from server.services.access import Caller, NotPermitted, Permission, Role
-from server.services.credentials import CredentialService
-from server.services.identities import (
-    STOCK_IDENTITY_ID,
-    Enrolment,
-    IdentityService,
-    masked_person_number,
+from server.services.access import Caller, Permission
+from server.services.identities import STOCK_IDENTITY_ID, masked_person_number
+from server.services.identity_operations import (
+    OPERATOR_ID,
+    TEXT,
+    IdentityOperations,
+    IdentityRecord,
+    Proofing,
 )
 from server.services.lifecycle_errors import ActivationCodeRejected, InvalidTokenBatch
-from server.storage.tables import Credential, Identity, ProofingRecord
+from server.storage.tables import Credential
 from server.wiring import Services
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
-# Printable text without control characters (PostgreSQL refuses NUL in text columns).
-_TEXT = r"^[^\x00-\x1f\x7f]*$"
-_OPERATOR = r"^[A-Za-z0-9._@-]{1,64}$"
 _SERIAL = r"^[\x20-\x7e]{1,128}$"
 # Stored beside the public data for the login factors, but a Yubico private id is not shown.
 _NOT_SHOWN = frozenset({"private_id"})
@@ -60,14 +58,14 @@ class _Strict(BaseModel):
 class ProofingIn(_Strict):
     channel: ProofingChannel
     document_kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")
-    operator_ids: list[Annotated[str, Field(pattern=_OPERATOR)]] = Field(
+    operator_ids: list[Annotated[str, Field(pattern=OPERATOR_ID)]] = Field(
         default_factory=list, max_length=10
     )
 
 
 class EnrolmentIn(_Strict):
     person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss")
-    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
     proofing: ProofingIn
     level: LevelLabel | None = Field(
         default=None, description="the identity assurance needed; refused if not reached"
@@ -117,7 +115,7 @@ class TokenBatchOut(BaseModel):
 
 class OrderIn(_Strict):
     kind: CredentialKind
-    label: str = Field(default="", max_length=200, pattern=_TEXT)
+    label: str = Field(default="", max_length=200, pattern=TEXT)
 
 
 class PasswordIn(_Strict):
@@ -144,23 +142,18 @@ class ReplaceIn(_Strict):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def _credentials(session: Session, services: Services, actor: str) -> CredentialService:
-    return credential_service(session, services, audit_hook(session, services, actor))
+def operations(session: Session, services: Services, caller: Caller) -> IdentityOperations:
+    """The identity and credential operations of ``caller`` in this request."""
+    audit = audit_hook(session, services, caller.actor)
+    credentials = credential_service(session, services, audit)
+    return IdentityOperations.build(session, caller, credentials, services.pseudonyms, audit)
 
 
-def _identities(session: Session, services: Services, actor: str) -> IdentityService:
-    credentials = _credentials(session, services, actor)
-    return IdentityService(
-        session,
-        services.pseudonyms,
-        on_close=credentials.revoke_all,
-        audit=audit_hook(session, services, actor),
-    )
-
-
-def _identity_out(
-    identity: Identity, proofing: list[ProofingRecord], pseudonym: PseudonymOut | None = None
-) -> IdentityOut:
+def _identity_out(record: IdentityRecord) -> IdentityOut:
+    identity = record.identity
+    pseudonym = None
+    if record.provider is not None and record.pseudonym is not None:
+        pseudonym = PseudonymOut(provider=record.provider, pseudonym=record.pseudonym)
     return IdentityOut(
         id=identity.id,
         name=identity.name,
@@ -170,13 +163,13 @@ def _identity_out(
         created_at=identity.created_at,
         proofing=[
             ProofingOut(
-                channel=record.channel,
-                document_kind=record.document_kind,
-                operator_ids=list(record.operator_ids),
-                level=record.level,
-                created_at=record.created_at,
+                channel=proof.channel,
+                document_kind=proof.document_kind,
+                operator_ids=list(proof.operator_ids),
+                level=proof.level,
+                created_at=proof.created_at,
             )
-            for record in proofing
+            for proof in record.proofing
         ],
         pseudonym=pseudonym,
     )
@@ -217,22 +210,8 @@ def _psk(value: str | None) -> bytes | None:
 # --- identities -----------------------------------------------------------------------------
 
 
-def check_proofing_caller(
-    caller: Caller, channel: ProofingChannel, operator_ids: list[str] | tuple[str, ...]
-) -> None:
-    """An operator records proofing only on the own channel (a bank operator at the bank) and
-    must be one of the operators named; supervisors may record for any channel."""
-    if channel is not ProofingChannel.SELF_SERVICE and not caller.may_prove_on(channel):
-        raise NotPermitted(
-            f"{caller.actor} may not record {channel} proofing",
-            detail=f"this API key may not record proofing on the {channel.value} channel",
-        )
-    if caller.roles.isdisjoint({Role.SUPERVISOR}) and channel is not ProofingChannel.SELF_SERVICE:
-        if caller.name not in operator_ids:
-            raise NotPermitted(
-                "operator not among operator_ids",
-                detail="the operator recording the proofing must be one of operator_ids",
-            )
+def _proofing(body: ProofingIn) -> Proofing:
+    return Proofing(body.channel, body.document_kind, tuple(body.operator_ids))
 
 
 @router.post("/identities", status_code=201)
@@ -242,19 +221,10 @@ def enrol(
     """Enrol one identity per person, with its proofing record. A second enrolment of the same
     person number answers 409 duplicate-person-number. An operator records proofing only on
     the own channel (a bank operator at the bank) and must be one of the operators named."""
-    check_proofing_caller(caller, body.proofing.channel, body.proofing.operator_ids)
-    service = _identities(session, services, caller.actor)
-    identity = service.enrol(
-        Enrolment(
-            person_number=body.person_number,
-            name=body.name,
-            channel=body.proofing.channel,
-            document_kind=body.proofing.document_kind,
-            operator_ids=tuple(body.proofing.operator_ids),
-            required_level=body.level,
-        )
+    record = operations(session, services, caller).enrol(
+        body.person_number, body.name, _proofing(body.proofing), body.level
     )
-    return _identity_out(identity, service.proofing(identity.id))
+    return _identity_out(record)
 
 
 @router.post("/identities/{identity_id}/proofing")
@@ -268,12 +238,8 @@ def record_proofing(
     """Record another identity proofing of an enrolled person (a passport seen in person at a
     service centre, say): the identity's assurance rises to what it gives, never falls. High
     needs two different operators in one proofing. Same channel rule as enrolment."""
-    check_proofing_caller(caller, body.channel, body.operator_ids)
-    service = _identities(session, services, caller.actor)
-    identity = service.record_proofing(
-        identity_id, body.channel, body.document_kind, tuple(body.operator_ids)
-    )
-    return _identity_out(identity, service.proofing(identity.id))
+    ops = operations(session, services, caller)
+    return _identity_out(ops.record_proofing(identity_id, _proofing(body)))
 
 
 @router.get("/identities/{identity_id}")
@@ -286,31 +252,21 @@ def get_identity(
 ) -> IdentityOut:
     """The identity with its person number masked and, with ``provider``, its pseudonym there.
     Every view of a person's data is audited."""
-    service = _identities(session, services, caller.actor)
-    identity = service.get(identity_id)
-    audit_hook(session, services, caller.actor)("identity.viewed", {"identity": str(identity_id)})
-    pseudonym = None
-    if provider is not None:
-        pseudonym = PseudonymOut(
-            provider=provider, pseudonym=service.pseudonym(identity_id, provider)
-        )
-    return _identity_out(identity, service.proofing(identity_id), pseudonym)
+    return _identity_out(operations(session, services, caller).view(identity_id, provider))
 
 
 @router.post("/identities/{identity_id}/suspend")
 def suspend(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
 ) -> IdentityOut:
-    service = _identities(session, services, caller.actor)
-    return _identity_out(service.suspend(identity_id), service.proofing(identity_id))
+    return _identity_out(operations(session, services, caller).suspend(identity_id))
 
 
 @router.post("/identities/{identity_id}/resume")
 def resume(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
 ) -> IdentityOut:
-    service = _identities(session, services, caller.actor)
-    return _identity_out(service.resume(identity_id), service.proofing(identity_id))
+    return _identity_out(operations(session, services, caller).resume(identity_id))
 
 
 @router.post("/identities/{identity_id}/close")
@@ -318,8 +274,7 @@ def close(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Closer
 ) -> IdentityOut:
     """Close the identity for good; its live credentials are revoked (supervisors only)."""
-    service = _identities(session, services, caller.actor)
-    return _identity_out(service.close(identity_id), service.proofing(identity_id))
+    return _identity_out(operations(session, services, caller).close(identity_id))
 
 
 # --- credentials ----------------------------------------------------------------------------
@@ -329,7 +284,7 @@ def close(
 def list_credentials(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: CredentialManager
 ) -> list[CredentialOut]:
-    credentials = _credentials(session, services, caller.actor).for_identity(identity_id)
+    credentials = operations(session, services, caller).credentials(identity_id)
     return [_credential_out(credential) for credential in credentials]
 
 
@@ -342,8 +297,8 @@ def order_credential(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Order a device for the identity (state ordered)."""
-    service = _credentials(session, services, caller.actor)
-    return _credential_out(service.order(identity_id, body.kind, body.label))
+    ops = operations(session, services, caller)
+    return _credential_out(ops.order(identity_id, body.kind, body.label))
 
 
 @router.put("/identities/{identity_id}/password", tags=["credentials"])
@@ -355,11 +310,8 @@ def set_password(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Set the password, or change it with ``current_password``."""
-    service = _credentials(session, services, caller.actor)
-    credential = service.set_password(
-        identity_id, body.password, current_password=body.current_password
-    )
-    return _credential_out(credential)
+    ops = operations(session, services, caller)
+    return _credential_out(ops.set_password(identity_id, body.password, body.current_password))
 
 
 @router.post("/identities/{identity_id}/tokens", tags=["credentials"])
@@ -371,8 +323,7 @@ def assign_token(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Assign the shipped token with this serial; it then awaits activation with a code."""
-    service = _credentials(session, services, caller.actor)
-    return _credential_out(service.assign(identity_id, body.serial))
+    return _credential_out(operations(session, services, caller).assign(identity_id, body.serial))
 
 
 @router.post(
@@ -398,8 +349,8 @@ def import_token_batch(
     ] = None,
 ) -> TokenBatchOut:
     """Import a PSKC (RFC 6030) document: every key becomes an unassigned token, shipped."""
-    service = _credentials(session, services, caller.actor)
-    tokens = service.import_batch(document, psk=_psk(pre_shared_key), kind=kind)
+    ops = operations(session, services, caller)
+    tokens = ops.import_batch(document, _psk(pre_shared_key), kind)
     return TokenBatchOut(count=len(tokens), tokens=[_credential_out(t) for t in tokens])
 
 
@@ -407,7 +358,7 @@ def import_token_batch(
 def get_credential(
     credential_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: CredentialManager
 ) -> CredentialOut:
-    return _credential_out(_credentials(session, services, caller.actor).get(credential_id))
+    return _credential_out(operations(session, services, caller).credential(credential_id))
 
 
 @router.post("/credentials/{credential_id}/activate", tags=["credentials"])
@@ -419,9 +370,9 @@ def activate(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Activate an assigned token with the code it shows now."""
-    service = _credentials(session, services, caller.actor)
+    ops = operations(session, services, caller)
     try:
-        credential = service.activate(credential_id, body.code)
+        credential = ops.activate(credential_id, body.code)
     except ActivationCodeRejected:
         # The failure count (and a block) must outlive the error answer.
         session.commit()
@@ -438,8 +389,8 @@ def change_state(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Ship, block, mark lost, revoke or unblock; the transition table decides."""
-    service = _credentials(session, services, caller.actor)
-    return _credential_out(service.transition(credential_id, body.state))
+    ops = operations(session, services, caller)
+    return _credential_out(ops.transition(credential_id, body.state))
 
 
 @router.post("/credentials/{credential_id}/replace", status_code=201, tags=["credentials"])
@@ -451,5 +402,5 @@ def replace(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Replace the credential: it becomes replaced; the answer is the new one."""
-    service = _credentials(session, services, caller.actor)
-    return _credential_out(service.replace(credential_id, body.serial))
+    ops = operations(session, services, caller)
+    return _credential_out(ops.replace(credential_id, body.serial))

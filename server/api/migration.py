@@ -23,11 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from server.api.deps import ServicesDep, SessionDep, actor_of, get_caller
-from server.api.problems import STATUS_BY_CODE, problem
+from server.api.problems import FLOW_STATUS, STATUS_BY_CODE, problem
 from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
-from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
-from server.services.legacy.flow import MigrationFlows
+from server.services.access import Caller
+from server.services.identity_operations import OPERATOR_ID, TEXT
 from server.services.legacy.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
@@ -37,29 +37,20 @@ from server.services.legacy.flow_errors import (
 )
 from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
 from server.services.legacy.store import Method
+from server.services.migration_operations import (
+    ACCESS_ERRORS,
+    CODE,
+    SERIAL,
+    USER_ID,
+    Activation,
+    LegacyProof,
+    MigrationOperations,
+    Start,
+)
 from server.wiring import Services
 
 router = APIRouter(tags=["migration"])
 
-# The statuses of the flow's own problem types (the rest: server.api.problems).
-FLOW_STATUS: dict[str, int] = {
-    "proof-required": 409,
-    "start-again": 409,
-    "already-migrated": 409,
-    "step-not-available": 409,
-    "activation-incomplete": 409,
-    "credential-not-usable": 409,
-    "details-mismatch": 422,
-    "invalid-choice": 422,
-    "activation-input-missing": 422,
-}
-_ASSISTED = frozenset({ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE})
-
-_USER_ID = r"^[^\x00-\x20\x7f]{1,64}$"
-_CODE = r"^[0-9\s]{1,32}$"
-_OPERATOR = r"^[A-Za-z0-9._@-]{1,64}$"
-_SERIAL = r"^[\x20-\x7e]{1,128}$"
-_TEXT = r"^[^\x00-\x1f\x7f]*$"
 
 _bearer = HTTPBearer(
     auto_error=False, description="an operator's API key: needed for a bank or service centre"
@@ -93,20 +84,20 @@ class ChecksIn(_Strict):
 
 
 class StartIn(_Strict):
-    user_id: str = Field(pattern=_USER_ID, description="the legacy user id")
+    user_id: str = Field(pattern=USER_ID, description="the legacy user id")
     channel: ProofingChannel = ProofingChannel.SELF_SERVICE
     checks: ChecksIn | None = Field(
         default=None, description="at a bank or service centre: what the operator checked"
     )
-    operator_ids: list[Annotated[str, Field(pattern=_OPERATOR)]] = Field(
+    operator_ids: list[Annotated[str, Field(pattern=OPERATOR_ID)]] = Field(
         default_factory=list, max_length=2, description="the operators present (two for High)"
     )
 
 
 class ProveIn(_Strict):
-    user_id: str = Field(pattern=_USER_ID, description="the legacy user id, as at the start")
+    user_id: str = Field(pattern=USER_ID, description="the legacy user id, as at the start")
     password: str = Field(min_length=1, max_length=256)
-    code: str = Field(pattern=_CODE, description="the code beside the key number shown")
+    code: str = Field(pattern=CODE, description="the code beside the key number shown")
     method: Method = Field(
         default=Method.KEY_CARD, description="key_card, or code_token for a legacy code token"
     )
@@ -114,7 +105,7 @@ class ProveIn(_Strict):
 
 class ConfirmIn(_Strict):
     person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss, typed")
-    name: str = Field(min_length=1, max_length=200, pattern=_TEXT, description="as shown")
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT, description="as shown")
 
 
 class ChooseIn(_Strict):
@@ -125,9 +116,9 @@ class ChooseIn(_Strict):
 
 class ActivateIn(_Strict):
     password: str | None = Field(default=None, min_length=1, max_length=1024)
-    serial: str | None = Field(default=None, pattern=_SERIAL, description="the token's serial")
+    serial: str | None = Field(default=None, pattern=SERIAL, description="the token's serial")
     code: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=_TEXT, description="the token's code"
+        default=None, min_length=1, max_length=64, pattern=TEXT, description="the token's code"
     )
 
 
@@ -161,35 +152,13 @@ class StartOut(FlowOut):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def migration_flows(
-    session: Session, services: Services, request: Request, actor: str
-) -> MigrationFlows:
-    """The migration flows as the app configures them (also for the migration pages)."""
-    return services.migration_flows(session, actor)
-
-
-def _actor(request: Request, caller: Caller | None) -> str:
-    return caller.actor if caller is not None else actor_of(request)
-
-
-def _source(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _operator(caller: Caller | None, channel: ProofingChannel) -> Caller:
-    """The operator driving a flow at ``channel``: an API key that manages credentials there."""
-    if caller is None:
-        raise NotAuthenticated(
-            "no API key for an assisted flow",
-            detail=f"a migration at the {channel.value} channel needs an operator's API key",
-        )
-    caller.require(Permission.MANAGE_CREDENTIALS)
-    if not caller.may_prove_on(channel):
-        raise NotPermitted(
-            f"{caller.actor} may not act on the {channel} channel",
-            detail=f"this API key may not act on the {channel.value} channel",
-        )
-    return caller
+def operations(
+    session: Session, services: Services, request: Request, caller: Caller | None
+) -> MigrationOperations:
+    """The flows as ``caller`` may drive them, from the request's client address."""
+    actor = caller.actor if caller is not None else actor_of(request)
+    source = request.client.host if request.client else "unknown"
+    return MigrationOperations(services.migration_flows(session, actor), caller, source)
 
 
 def _out(view: FlowView) -> dict[str, Any]:
@@ -230,25 +199,11 @@ def _run(session: Session, step: Callable[[], FlowView]) -> FlowOut | JSONRespon
         return FlowOut(**_out(step()))
     except Recorded as recorded:
         return _problem(recorded.error, **recorded.extra)  # committed with the answer
+    except ACCESS_ERRORS:
+        raise  # the caller's refusal: answered as any other, before the step ran
     except DomainError as exc:
         session.rollback()  # nothing of a refused step is kept
         return _problem(exc)
-
-
-def _step_flows(
-    flow_id: uuid.UUID,
-    session: Session,
-    services: Services,
-    request: Request,
-    caller: Caller | None,
-) -> MigrationFlows:
-    """The service for a step of ``flow_id``, after checking that a flow at an assisted
-    channel is driven by an operator of that channel."""
-    flows = migration_flows(session, services, request, _actor(request, caller))
-    channel = flows.channel_of(flow_id)
-    if channel is not None and channel in _ASSISTED:
-        _operator(caller, channel)
-    return flows
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -275,33 +230,17 @@ def start(
     flow's id and the key number to show, the same for any user id. At a bank or citizen
     service centre an operator starts it, recording the document checked and the operators
     present (the caller among them)."""
-    channel = body.channel
-    operators = tuple(body.operator_ids)
-    if channel in _ASSISTED:
-        operator = _operator(caller, channel)
-        if body.checks is None or not operators:
-            raise NotPermitted(
-                "assisted start without checks",
-                detail="an assisted migration records the document checked and the operators",
-            )
-        if Role.SUPERVISOR not in operator.roles and operator.name not in operators:
-            raise NotPermitted(
-                "operator not among operator_ids",
-                detail="the operator starting the migration must be one of operator_ids",
-            )
-    elif body.checks is not None or operators:
-        raise NotPermitted(
-            "self-service start with operator checks",
-            detail="checks and operators belong to a bank or service centre start",
-        )
-    flows = migration_flows(session, services, request, _actor(request, caller))
+    ops = operations(session, services, request, caller)
+    command = Start(
+        body.user_id,
+        body.channel,
+        document_kind=body.checks.document_kind if body.checks else None,
+        operator_ids=tuple(body.operator_ids),
+    )
     try:
-        started = flows.start(
-            body.user_id,
-            channel,
-            document_kind=body.checks.document_kind if body.checks else None,
-            operator_ids=operators,
-        )
+        started = ops.start(command)
+    except ACCESS_ERRORS:
+        raise
     except DomainError as exc:
         session.rollback()
         return _problem(exc)
@@ -318,8 +257,8 @@ def get_flow(
 ) -> FlowOut | JSONResponse:
     """Where the person is: the state, step k of n, the next action and what it needs. Before
     the legacy proof every id answers the same."""
-    flows = _step_flows(flow_id, session, services, request, caller)
-    return _run(session, lambda: flows.view(flow_id))
+    ops = operations(session, services, request, caller)
+    return _run(session, lambda: ops.view(flow_id))
 
 
 @router.post("/migrations/{flow_id}/prove", response_model=FlowOut, responses=_ERRORS)
@@ -333,18 +272,9 @@ def prove(
 ) -> FlowOut | JSONResponse:
     """The legacy proof: user id, password and the code for the key number shown. A failure
     is one answer for every reason, with a new key number (``index``)."""
-    flows = _step_flows(flow_id, session, services, request, caller)
-    return _run(
-        session,
-        lambda: flows.prove(
-            flow_id,
-            body.user_id,
-            body.password,
-            body.code,
-            method=body.method,
-            source=_source(request),
-        ),
-    )
+    ops = operations(session, services, request, caller)
+    proof = LegacyProof(body.user_id, body.password, body.code, body.method)
+    return _run(session, lambda: ops.prove(flow_id, proof))
 
 
 @router.post("/migrations/{flow_id}/confirm", response_model=FlowOut, responses=_ERRORS)
@@ -357,8 +287,8 @@ def confirm(
     caller: MaybeCaller,
 ) -> FlowOut | JSONResponse:
     """Confirm the person number (typed) and the name (as shown) the legacy eID holds."""
-    flows = _step_flows(flow_id, session, services, request, caller)
-    return _run(session, lambda: flows.confirm(flow_id, body.person_number, body.name))
+    ops = operations(session, services, request, caller)
+    return _run(session, lambda: ops.confirm(flow_id, body.person_number, body.name))
 
 
 @router.post("/migrations/{flow_id}/choose", response_model=FlowOut, responses=_ERRORS)
@@ -372,9 +302,9 @@ def choose(
 ) -> FlowOut | JSONResponse:
     """Choose the new authenticators; an empty body takes the proposal (code display and
     password)."""
-    flows = _step_flows(flow_id, session, services, request, caller)
+    ops = operations(session, services, request, caller)
     kinds = body.kinds if body is not None else None
-    return _run(session, lambda: flows.choose(flow_id, kinds))
+    return _run(session, lambda: ops.choose(flow_id, kinds))
 
 
 @router.post("/migrations/{flow_id}/activate", response_model=FlowOut, responses=_ERRORS)
@@ -389,14 +319,10 @@ def activate(
     """Create the new identity and activate what was chosen: the password, and the token by
     its serial with the code it shows now. All or nothing; after a failure, try again (another
     code, another token)."""
-    flows = _step_flows(flow_id, session, services, request, caller)
+    ops = operations(session, services, request, caller)
     given = body or ActivateIn()
-    return _run(
-        session,
-        lambda: flows.activate(
-            flow_id, password=given.password, serial=given.serial, code=given.code
-        ),
-    )
+    activation = Activation(given.password, given.serial, given.code)
+    return _run(session, lambda: ops.activate(flow_id, activation))
 
 
 @router.post("/migrations/{flow_id}/credentials", response_model=FlowOut, responses=_ERRORS)
@@ -410,8 +336,8 @@ def record_credential(
 ) -> FlowOut | JSONResponse:
     """Record a security key or smartcard enrolled for the new identity through its own
     enrolment routes (it must be active)."""
-    flows = _step_flows(flow_id, session, services, request, caller)
-    return _run(session, lambda: flows.record_credential(flow_id, body.credential_id))
+    ops = operations(session, services, request, caller)
+    return _run(session, lambda: ops.record_credential(flow_id, body.credential_id))
 
 
 @router.post("/migrations/{flow_id}/complete", response_model=FlowOut, responses=_ERRORS)
@@ -423,5 +349,5 @@ def complete(
     caller: MaybeCaller,
 ) -> FlowOut | JSONResponse:
     """Finish: the legacy user is marked as moved to the new identity."""
-    flows = _step_flows(flow_id, session, services, request, caller)
-    return _run(session, lambda: flows.complete(flow_id))
+    ops = operations(session, services, request, caller)
+    return _run(session, lambda: ops.complete(flow_id))

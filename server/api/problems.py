@@ -67,6 +67,20 @@ STATUS_BY_CODE: dict[str, int] = {
     "audit-chain-broken": 500,
 }
 
+# The statuses of the guided migration's own problem types, which its steps answer (not raise)
+# and the migration pages show.
+FLOW_STATUS: dict[str, int] = {
+    "proof-required": 409,
+    "start-again": 409,
+    "already-migrated": 409,
+    "step-not-available": 409,
+    "activation-incomplete": 409,
+    "credential-not-usable": 409,
+    "details-mismatch": 422,
+    "invalid-choice": 422,
+    "activation-input-missing": 422,
+}
+
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     code = str(getattr(exc, "code", "bad-request"))

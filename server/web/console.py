@@ -4,9 +4,9 @@ audited, with the operator as actor), enrols a person with in-person proofing (t
 for High), orders, blocks and replaces credentials, suspends, resumes or closes an identity, and
 drives an assisted migration from the legacy eID.
 
-Every action goes through the API module's own function with the operator as caller, so the
-same rules hold as for the API; the permission each API route demands in its dependency is
-demanded here before the call. The key's roles are read anew on every request (``OperatorDep``).
+Every action goes through the same operations as the API's (``IdentityOperations``) with the
+operator as caller, so the same rules hold; the permission each action needs is demanded here
+before it runs. The key's roles are read anew on every request (``OperatorDep``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from server.api import identities as api
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import DomainError
 from server.domain.model import CredentialState
 from server.services.access import Permission
 from server.services.errors import InvalidPersonNumber
+from server.services.identity_operations import IdentityOperations
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
 from server.storage.errors import NotFound
@@ -125,7 +125,7 @@ def _act(
     desk: Desk,
     identity_id: uuid.UUID,
     permission: Permission,
-    action: Callable[[], object],
+    action: Callable[[IdentityOperations], object],
     done: str,
     field: str = "",
 ) -> Response:
@@ -133,7 +133,7 @@ def _act(
     is refused 403); a refused action rolls back and shows the person's page with the reason."""
     desk.caller.require(permission)
     try:
-        action()
+        action(desk.operations())
     except DomainError as exc:
         status, errors = desk.refusal(exc, field, IdentityNotFound, CredentialNotFound)
         return person_page(desk, identity_id, status=status, errors=errors)
@@ -144,23 +144,26 @@ def _act(
 def _own_credential(desk: Desk, identity_id: uuid.UUID, credential_id: uuid.UUID) -> None:
     """The credential must be this person's: a form cannot reach another person's through the
     page of this one (and its audit entries name the right person)."""
-    credential = api.get_credential(credential_id, desk.db, desk.services, desk.caller)
-    if credential.identity_id != identity_id:
+    if desk.operations().credential(credential_id).identity_id != identity_id:
         raise CredentialNotFound
+
+
+_StatusAction = Callable[[IdentityOperations, uuid.UUID], object]
+# What each status action needs, and what it does.
+_STATUS_ACTIONS: Mapping[str, tuple[Permission, _StatusAction]] = {
+    "suspend": (Permission.SUSPEND, IdentityOperations.suspend),
+    "resume": (Permission.SUSPEND, IdentityOperations.resume),
+    "close": (Permission.CLOSE, IdentityOperations.close),
+}
 
 
 @router.post("/console/people/{identity_id}/status")
 def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Suspend or resume (operators) or close (supervisors) the identity."""
-    actions: Mapping[str, tuple[Permission, Callable[..., object]]] = {
-        "suspend": (Permission.SUSPEND, api.suspend),
-        "resume": (Permission.SUSPEND, api.resume),
-        "close": (Permission.CLOSE, api.close),
-    }
     wanted = str(form.get("action", ""))
-    if wanted not in actions:
+    if wanted not in _STATUS_ACTIONS:
         raise ConsoleNotFound(f"unknown action {wanted!r}", detail="no such action")
-    permission, call = actions[wanted]
+    permission, call = _STATUS_ACTIONS[wanted]
     if wanted == "close" and form.get("confirm_close") != "yes":
         desk.caller.require(Permission.CLOSE)
         error = [("confirm_close-yes", desk.browser.t("console.person.close_unconfirmed"))]
@@ -169,25 +172,24 @@ def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> R
         desk,
         identity_id,
         permission,
-        lambda: call(identity_id, desk.db, desk.services, desk.caller),
+        lambda ops: call(ops, identity_id),
         f"console.person.done_{wanted}",
     )
 
 
 @router.post("/console/people/{identity_id}/credentials")
 def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
-    """Order a device for the person (``order_credential``)."""
+    """Order a device for the person."""
     desk.caller.require(Permission.MANAGE_CREDENTIALS)
     kind = next((k for k in ORDERABLE if k.value == form.get("kind")), None)
     if kind is None:
         error = [(f"kind-{ORDERABLE[0].value}", desk.browser.t("console.order.choose"))]
         return person_page(desk, identity_id, status=422, errors=error)
-    body = api.OrderIn(kind=kind)
     return _act(
         desk,
         identity_id,
         Permission.MANAGE_CREDENTIALS,
-        lambda: api.order_credential(identity_id, body, desk.db, desk.services, desk.caller),
+        lambda ops: ops.order(identity_id, kind),
         "console.person.done_order",
         field=f"kind-{kind.value}",
     )
@@ -197,18 +199,16 @@ def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
 def credential_action(
     identity_id: uuid.UUID, credential_id: uuid.UUID, action: str, form: CheckedForm, desk: DeskDep
 ) -> Response:
-    """Block or replace one of the person's credentials (``change_state`` / ``replace``)."""
+    """Block or replace one of the person's credentials."""
     if action not in ("block", "replace"):
         raise ConsoleNotFound(f"unknown action {action!r}", detail="no such action")
     desk.caller.require(Permission.MANAGE_CREDENTIALS)
     _own_credential(desk, identity_id, credential_id)
-    db, services, caller = desk.db, desk.services, desk.caller
 
-    def run() -> object:
+    def run(ops: IdentityOperations) -> object:
         if action == "block":
-            body = api.StateIn(state=CredentialState.BLOCKED)
-            return api.change_state(credential_id, body, db, services, caller)
-        return api.replace(credential_id, api.ReplaceIn(), db, services, caller)
+            return ops.transition(credential_id, CredentialState.BLOCKED)
+        return ops.replace(credential_id)
 
     return _act(
         desk,

@@ -6,6 +6,8 @@ how a refused action is told."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -14,13 +16,13 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from server.api import migration as flows_api
-from server.api.deps import ServicesDep, SessionDep, audit_hook
-from server.api.problems import STATUS_BY_CODE
+from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service
+from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
 from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.identities import DOCUMENT_KINDS
+from server.services.identity_operations import OPERATOR_ID, IdentityOperations
 from server.storage.repositories import RateLimitRepository
 from server.web.browser import Browser, BrowserDep, OperatorDep
 from server.web.render import page
@@ -57,7 +59,18 @@ def message(browser: Browser, code: str) -> str:
 
 
 def status_of(code: str) -> int:
-    return flows_api.FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
+    return FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
+
+
+def fits(pattern: str, value: str) -> bool:
+    """Whether ``value`` has the shape the API's request models demand (``pattern``)."""
+    return re.fullmatch(pattern, value) is not None
+
+
+def operators_fit(operators: Sequence[str]) -> bool:
+    """Whether the operators' names can be recorded as a proofing's operator ids (a key's name
+    may hold characters an operator id may not)."""
+    return len(operators) <= 10 and all(fits(OPERATOR_ID, name) for name in operators)
 
 
 def channels(caller: Caller) -> list[ProofingChannel]:
@@ -164,6 +177,14 @@ class Desk:
             status=status,
             errors=errors or [],
             **context,
+        )
+
+    def operations(self) -> IdentityOperations:
+        """The identity and credential operations, with this operator as caller and actor."""
+        audit = audit_hook(self.db, self.services, self.caller.actor)
+        credentials = credential_service(self.db, self.services, audit)
+        return IdentityOperations.build(
+            self.db, self.caller, credentials, self.services.pseudonyms, audit
         )
 
     def audit(self, event: str, details: dict[str, Any]) -> None:

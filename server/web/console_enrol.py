@@ -8,14 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from server.api import identities as api
 from server.domain.errors import DomainError
-from server.domain.model import ProofingChannel
+from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
 from server.services.errors import InvalidPersonNumber
+from server.services.identity_operations import TEXT, Proofing
 from server.services.person_number import PersonNumber
 from server.web import console_second
 from server.web.browser import Browser, CheckedForm
@@ -27,6 +26,8 @@ from server.web.console_access import (
     DeskDep,
     channel_of,
     channels,
+    fits,
+    operators_fit,
 )
 from server.web.render import mark_page, redirect
 
@@ -61,31 +62,27 @@ def enrol_page(desk: DeskDep) -> Response:
     return _enrol_page(desk)
 
 
-def _enrolment_errors(browser: Browser, exc: ValidationError) -> list[tuple[str, str]]:
-    fields = {str(error["loc"][0]) for error in exc.errors() if error.get("loc")}
-    errors = []
-    if "name" in fields:
-        errors.append(("name", browser.t("console.enrol.name_invalid")))
-    if "person_number" in fields:
-        errors.append(("person_number", browser.t("console.search.invalid")))
-    if not errors:
-        errors.append(("", browser.t("console.enrol.operator_name_invalid")))
-    return errors
+def _enrolment_errors(
+    browser: Browser, values: Mapping[str, str], operators: list[str]
+) -> list[tuple[str, str]]:
+    """What the API's enrolment request would refuse: the name, else the operators."""
+    name = values["name"]
+    if not (fits(TEXT, name) and 0 < len(name) <= 200):
+        return [("name", browser.t("console.enrol.name_invalid"))]
+    if not operators_fit(operators):
+        return [("", browser.t("console.enrol.operator_name_invalid"))]
+    return []
 
 
 def _enrol(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> uuid.UUID:
-    """Enrol through the API's ``enrol`` (its channel and operator rules, its audit)."""
-    body = api.EnrolmentIn(
-        person_number=pending["person_number"],
-        name=pending["name"],
-        proofing=api.ProofingIn(
-            channel=ProofingChannel(pending["channel"]),
-            document_kind=pending["document_kind"],
-            operator_ids=operators,
-        ),
-        level=pending["level"],
+    """Enrol with the API's rules (channel and operators) and audit."""
+    proofing = Proofing(
+        ProofingChannel(pending["channel"]), pending["document_kind"], tuple(operators)
     )
-    return api.enrol(body, desk.db, desk.services, desk.caller).id
+    record = desk.operations().enrol(
+        pending["person_number"], pending["name"], proofing, Level.parse(pending["level"])
+    )
+    return record.identity.id
 
 
 @router.post("/console/enrol")
@@ -120,11 +117,11 @@ def enrol(form: CheckedForm, desk: DeskDep) -> Response:
 
 def _finish_enrolment(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Response:
     values = {key: str(pending[key]) for key in _FIELDS}
+    errors = _enrolment_errors(desk.browser, values, operators)
+    if errors:
+        return _enrol_page(desk, values=values, status=422, errors=errors)
     try:
         identity_id = _enrol(desk, pending, operators)
-    except ValidationError as exc:
-        errors = _enrolment_errors(desk.browser, exc)
-        return _enrol_page(desk, values=values, status=422, errors=errors)
     except DomainError as exc:
         field = "person_number" if "person" in exc.code else ""
         status, errors = desk.refusal(exc, field)

@@ -1,21 +1,34 @@
 """Console pages: an assisted migration from the legacy eID, started and driven by the
-operator of a bank or citizen service centre through the migration API's route functions."""
+operator of a bank or citizen service centre through the migration operations (the API's
+rules for who may drive a flow, the flow's failure counting and audit)."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends
-from pydantic import ValidationError
 from starlette.datastructures import FormData
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from server.api import migration as flows_api
+# Composition, not a route: moves to server/wiring.py with the migration pages' own use of it.
+from server.domain.errors import DomainError
 from server.services.access import NotPermitted, Permission
-from server.services.legacy.flow_model import Authenticator
+from server.services.identity_operations import TEXT
+from server.services.legacy.flow_errors import Recorded
+from server.services.legacy.flow_model import Authenticator, FlowView
+from server.services.migration_operations import (
+    ACCESS_ERRORS,
+    CODE,
+    SERIAL,
+    USER_ID,
+    Activation,
+    LegacyProof,
+    MigrationOperations,
+    Start,
+)
 from server.web.browser import Browser, CheckedForm, own_origin
 from server.web.console_access import (
     DOCUMENT_FIELD,
@@ -25,7 +38,11 @@ from server.web.console_access import (
     DeskDep,
     channel_of,
     channels,
+    fits,
     message,
+    operators_fit,
+    source_of,
+    status_of,
 )
 from server.web.render import mark_page, redirect
 
@@ -37,6 +54,38 @@ RESUME_PATH = "/migrate/{flow_id}"
 _FLOWS = "console.flows"
 _MAX_FLOWS_KEPT = 10
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A refused step as the page tells it: the status, the problem code and, after a failed
+    legacy proof, the new key number to show."""
+
+    status: int
+    code: str
+    index: str = ""
+
+
+def _operations(desk: Desk) -> MigrationOperations:
+    flows = desk.services.migration_flows(desk.db, desk.caller.actor)
+    return MigrationOperations(flows, desk.caller, source_of(desk.request))
+
+
+def _attempt(desk: Desk, step: Callable[[], T]) -> T | _Refused:
+    """``step``'s result, or why it was refused: a failure the flow recorded is kept (committed
+    with the page); any other rolls the step back. The operator's own refusal is raised on."""
+    try:
+        return step()
+    except Recorded as recorded:
+        code = recorded.error.code
+        return _Refused(status_of(code), code, str(recorded.extra.get("index") or ""))
+    except ACCESS_ERRORS:
+        raise
+    except DomainError as exc:
+        desk.db.rollback()  # nothing of a refused step is kept
+        return _Refused(status_of(exc.code), exc.code)
+
 
 def _flow_page(
     desk: Desk,
@@ -45,9 +94,9 @@ def _flow_page(
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
 ) -> Response:
-    """Where the flow stands now (read through the API's ``get_flow``), with ``errors``."""
-    flow = flows_api.get_flow(flow_id, desk.db, desk.services, desk.request, desk.caller)
-    if isinstance(flow, JSONResponse):
+    """Where the flow stands now, with ``errors``."""
+    flow = _attempt(desk, lambda: _operations(desk).view(flow_id))
+    if not isinstance(flow, FlowView):
         raise ConsoleNotFound("no such flow", detail="no such flow")
     kept = (desk.browser.data(_FLOWS) or {}).get(str(flow.id), {})
     return desk.page(
@@ -72,20 +121,13 @@ def _keep_flow(browser: Browser, flow_id: uuid.UUID, **values: str) -> None:
     browser.remember(_FLOWS, dict(list(kept.items())[-_MAX_FLOWS_KEPT:]))
 
 
-def _problem(answer: JSONResponse) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(bytes(answer.body))
-    body["code"] = str(body.get("type", "")).rsplit(":", 1)[-1]
-    return body
-
-
 def _refused_elsewhere(desk: Desk, flow_id: uuid.UUID) -> Response | None:
     """A 403 page if the flow runs on a channel that is not the operator's own assisted one
     (supervisors: any assisted one), so a self-service flow whose id an operator has is not
     driven from the console; ``None`` when the operator may open it. An id nobody has (the
     same answer as for any user id before the legacy proof) is not told apart here."""
     browser, caller = desk.browser, desk.caller
-    flows = flows_api.migration_flows(desk.db, desk.services, desk.request, caller.actor)
-    channel = flows.channel_of(flow_id)
+    channel = _operations(desk).channel_of(flow_id)
     if channel is None or channel in channels(caller):
         return None
     desk.audit("console.migration_refused", {"flow": str(flow_id), "channel": channel.value})
@@ -123,41 +165,41 @@ def _start_page(
     )
 
 
+def _start_errors(browser: Browser, values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What the API's start request would refuse: the user id and the document, else the
+    operator's name."""
+    errors: list[tuple[str, str]] = []
+    if not fits(USER_ID, values["user_id"]):
+        errors.append(("user_id", browser.t("console.migrate.user_id_invalid")))
+    if values["document_kind"] not in IN_PERSON_DOCUMENTS:
+        errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
+    return errors
+
+
 @router.post("/console/migrations")
 def migration_start(form: CheckedForm, desk: DeskDep) -> Response:
-    """Start an assisted migration for a legacy user id on the operator's channel, through the
-    API's ``start`` with this operator as caller and as the operator present."""
+    """Start an assisted migration for a legacy user id on the operator's channel, with this
+    operator as caller and as the operator present."""
     browser, caller = desk.browser, desk.caller
     caller.require(Permission.MANAGE_CREDENTIALS)
     values = {key: str(form.get(key, ""))[:64].strip() for key in ("user_id", "document_kind")}
     channel = channel_of(form, caller)
     if channel is None:
         raise NotPermitted(f"{caller.actor} may not act here", detail="not your channel")
-    errors: list[tuple[str, str]] = []
-    try:
-        body = flows_api.StartIn(
-            user_id=values["user_id"],
-            channel=channel,
-            checks=flows_api.ChecksIn(document_kind=values["document_kind"]),  # type: ignore[arg-type]
-            operator_ids=[caller.name],
-        )
-    except ValidationError as exc:
-        fields = {str(part) for error in exc.errors() for part in error.get("loc", ())}
-        if "user_id" in fields:
-            errors.append(("user_id", browser.t("console.migrate.user_id_invalid")))
-        if "document_kind" in fields or "checks" in fields:
-            errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
-        if not errors:
-            errors.append(("", browser.t("console.enrol.operator_name_invalid")))
+    errors = _start_errors(browser, values)
+    if not errors and not operators_fit([caller.name]):
+        errors = [("", browser.t("console.enrol.operator_name_invalid"))]
+    if errors:
         return _start_page(desk, status=422, errors=errors, values=values)
-    answer = flows_api.start(body, desk.db, desk.services, desk.request, caller)
-    if isinstance(answer, JSONResponse):
-        problem = _problem(answer)
-        errors = [("user_id", message(browser, problem["code"]))]
-        return _start_page(desk, status=answer.status_code, errors=errors, values=values)
-    desk.audit("console.migration_started", {"flow": str(answer.id)})
-    _keep_flow(browser, answer.id, index=answer.index, user_id=values["user_id"])
-    return redirect(browser, f"/console/migrations/{answer.id}")
+    start = Start(values["user_id"], channel, values["document_kind"], (caller.name,))
+    started = _attempt(desk, lambda: _operations(desk).start(start))
+    if isinstance(started, _Refused):
+        errors = [("user_id", message(browser, started.code))]
+        return _start_page(desk, status=started.status, errors=errors, values=values)
+    flow_id = started.view.id
+    desk.audit("console.migration_started", {"flow": str(flow_id)})
+    _keep_flow(browser, flow_id, index=started.index, user_id=values["user_id"])
+    return redirect(browser, f"/console/migrations/{flow_id}")
 
 
 @router.get("/console/migrations/{flow_id}")
@@ -170,52 +212,75 @@ def migration(flow_id: uuid.UUID, desk: DeskDep) -> Response:
     return _flow_page(desk, flow_id)
 
 
-def _step_body(step: str, form: FormData) -> Any:
-    """The API's body for ``step`` from the form (pydantic checks it)."""
-    text = {key: str(value) for key, value in form.items() if isinstance(value, str)}
+def _length(value: str, most: int) -> bool:
+    return 0 < len(value) <= most
+
+
+def _invalid_field(step: str, text: Mapping[str, str]) -> str | None:
+    """The first of the step's values (in the API request's order) that the API would refuse,
+    or ``None``; only the values a step sends are checked."""
+    checks: dict[str, bool] = {}
     if step == "prove":
-        return flows_api.ProveIn(
-            user_id=text.get("user_id", ""),
-            password=text.get("password", ""),
-            code=text.get("code", ""),
-        )
-    if step == "confirm":
-        return flows_api.ConfirmIn(
-            person_number=text.get("person_number", ""), name=text.get("name", "")
-        )
-    if step == "choose":
-        known = {kind.value: kind for kind in Authenticator}
-        kinds = [known[k] for k in form.getlist("kinds") if isinstance(k, str) and k in known]
-        return flows_api.ChooseIn(kinds=kinds or None)
-    if step == "activate":
+        checks = {
+            "user_id": fits(USER_ID, text.get("user_id", "")),
+            "password": _length(text.get("password", ""), 256),
+            "code": fits(CODE, text.get("code", "")),
+        }
+    elif step == "confirm":
+        name = text.get("name", "")
+        checks = {
+            "person_number": _length(text.get("person_number", ""), 32),
+            "name": _length(name, 200) and fits(TEXT, name),
+        }
+    elif step == "activate":
         given = {key: text[key] for key in ("password", "serial", "code") if text.get(key)}
-        return flows_api.ActivateIn(**given)
-    return None
+        checks = {
+            "password": _length(given.get("password", "-"), 1024),
+            "serial": "serial" not in given or fits(SERIAL, given["serial"]),
+            "code": "code" not in given
+            or (_length(given["code"], 64) and fits(TEXT, given["code"])),
+        }
+    return next((field for field, fine in checks.items() if not fine), None)
+
+
+# The most authenticators a choice may name (the API's limit; each is chosen once anyway).
+MAX_CHOSEN = 5
+
+
+def _chosen(form: FormData) -> list[Authenticator] | None:
+    known = {kind.value: kind for kind in Authenticator}
+    kinds = [known[k] for k in form.getlist("kinds") if isinstance(k, str) and k in known]
+    return kinds or None
 
 
 STEPS = ("prove", "confirm", "choose", "activate", "complete")
 
 
-def _run_step(
-    desk: Desk, step: str, flow_id: uuid.UUID, body: Any
-) -> flows_api.FlowOut | JSONResponse:
-    """The migration API's route function for ``step``, with this operator as the caller."""
-    db, services, request, caller = desk.db, desk.services, desk.request, desk.caller
+def _run_step(desk: Desk, step: str, flow_id: uuid.UUID, form: FormData) -> FlowView | _Refused:
+    """The migration operation for ``step`` from the form, with this operator as the caller:
+    the flow's view, or why the step was refused."""
+    text = {key: str(value) for key, value in form.items() if isinstance(value, str)}
+    ops = _operations(desk)
     if step == "prove":
-        return flows_api.prove(flow_id, body, db, services, request, caller)
+        proof = LegacyProof(text["user_id"], text["password"], text["code"])
+        return _attempt(desk, lambda: ops.prove(flow_id, proof))
     if step == "confirm":
-        return flows_api.confirm(flow_id, body, db, services, request, caller)
+        return _attempt(desk, lambda: ops.confirm(flow_id, text["person_number"], text["name"]))
     if step == "choose":
-        return flows_api.choose(flow_id, db, services, request, caller, body=body)
+        kinds = _chosen(form)
+        return _attempt(desk, lambda: ops.choose(flow_id, kinds))
     if step == "activate":
-        return flows_api.activate(flow_id, db, services, request, caller, body=body)
-    return flows_api.complete(flow_id, db, services, request, caller)
+        given = Activation(
+            text.get("password") or None, text.get("serial") or None, text.get("code") or None
+        )
+        return _attempt(desk, lambda: ops.activate(flow_id, given))
+    return _attempt(desk, lambda: ops.complete(flow_id))
 
 
 @router.post("/console/migrations/{flow_id}/{step}")
 def migration_step(flow_id: uuid.UUID, step: str, form: CheckedForm, desk: DeskDep) -> Response:
-    """One operator-driven step of the flow, through the API's route function for it (its
-    channel check, failure counting and audit); a refused step shows the flow with the reason."""
+    """One operator-driven step of the flow (the API's channel check, the flow's failure
+    counting and audit); a refused step shows the flow with the reason."""
     browser = desk.browser
     desk.caller.require(Permission.MANAGE_CREDENTIALS)
     if step not in STEPS:
@@ -223,20 +288,20 @@ def migration_step(flow_id: uuid.UUID, step: str, form: CheckedForm, desk: DeskD
     refused = _refused_elsewhere(desk, flow_id)
     if refused is not None:
         return refused
-    try:
-        body = _step_body(step, form)
-    except ValidationError as exc:
-        field = str(exc.errors()[0].get("loc", ("",))[0]) if exc.errors() else ""
+    text = {key: str(value) for key, value in form.items() if isinstance(value, str)}
+    field = _invalid_field(step, text)
+    if step == "choose" and len(_chosen(form) or ()) > MAX_CHOSEN:
+        field = "kinds"
+    if field is not None:
         errors = [(f"{step}-{field}", browser.t("console.flow.field_invalid"))]
         return _flow_page(desk, flow_id, status=422, errors=errors)
-    result = _run_step(desk, step, flow_id, body)
+    result = _run_step(desk, step, flow_id, form)
     if step == "prove":  # after the step: a refused step rolls the session's changes back
-        _keep_flow(browser, flow_id, user_id=body.user_id)
-    if isinstance(result, JSONResponse):
-        problem = _problem(result)
-        if problem.get("index"):
-            _keep_flow(browser, flow_id, index=str(problem["index"]))
-        errors = [("", message(browser, problem["code"]))]
-        return _flow_page(desk, flow_id, status=result.status_code, errors=errors)
+        _keep_flow(browser, flow_id, user_id=text["user_id"])
+    if isinstance(result, _Refused):
+        if result.index:
+            _keep_flow(browser, flow_id, index=result.index)
+        errors = [("", message(browser, result.code))]
+        return _flow_page(desk, flow_id, status=result.status, errors=errors)
     browser.flash(f"console.flow.done_{step}")
     return redirect(browser, f"/console/migrations/{flow_id}")

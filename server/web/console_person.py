@@ -7,19 +7,46 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from starlette.responses import Response
 
-from server.api import identities as api
-from server.domain.model import CredentialKind, CredentialState
+from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.access import Permission
 from server.services.credentials import TRANSITIONS
+from server.services.identities import masked_person_number
+from server.services.identity_operations import IdentityRecord
+from server.storage.tables import ProofingRecord
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).
 ORDERABLE = tuple(
     k for k in CredentialKind if k not in (CredentialKind.PASSWORD, CredentialKind.KEY_CARD)
 )
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """What the person's page shows of the identity: the CPR-nummer masked (ddmmyy-****)."""
+
+    id: uuid.UUID
+    name: str
+    person_number: str
+    status: IdentityStatus
+    identity_assurance: Level
+    proofing: list[ProofingRecord]
+
+    @classmethod
+    def of(cls, record: IdentityRecord) -> PersonView:
+        identity = record.identity
+        return cls(
+            identity.id,
+            identity.name,
+            masked_person_number(identity.person_number),
+            identity.status,
+            identity.identity_assurance,
+            record.proofing,
+        )
 
 
 def when(value: dt.datetime, lang: str) -> str:
@@ -38,15 +65,14 @@ def person_page(
     errors: list[tuple[str, str]] | None = None,
     proofing: Mapping[str, str] | None = None,
 ) -> Response:
-    """The person's page; reading it is audited as ``identity.viewed`` (``get_identity``).
+    """The person's page; reading it is audited as ``identity.viewed``.
     ``proofing`` holds what the operator chose in the proofing form, shown again on an error."""
-    browser, caller, db, services = desk.browser, desk.caller, desk.db, desk.services
+    browser, caller = desk.browser, desk.caller
     caller.require(Permission.VIEW_IDENTITY)
-    identity = api.get_identity(identity_id, db, services, caller)
-    credentials: list[api.CredentialOut] = []
+    operations = desk.operations()
+    identity = PersonView.of(operations.view(identity_id))
     manage = caller.may(Permission.MANAGE_CREDENTIALS)
-    if manage:
-        credentials = api.list_credentials(identity_id, db, services, caller)
+    credentials = operations.credentials(identity_id) if manage else []
     own = channels(caller)
     return desk.page(
         "console_person.html",

@@ -9,14 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ValidationError
 from starlette.responses import Response
 
-from server.api import identities as api
 from server.domain.errors import DomainError
 from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
-from server.services.identities import proofing_level
+from server.services.identities import masked_person_number, proofing_level
+from server.services.identity_operations import Proofing
 from server.services.lifecycle_errors import IdentityNotFound
 from server.web import console_second
 from server.web.browser import CheckedForm
@@ -27,6 +26,7 @@ from server.web.console_access import (
     Desk,
     DeskDep,
     channel_of,
+    operators_fit,
 )
 from server.web.console_person import person_page
 from server.web.render import mark_page, redirect
@@ -66,30 +66,29 @@ def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response
         return person_page(desk, identity_id, status=422, errors=errors, proofing=values)
     pending = {**values, "identity": str(identity_id), "first": caller.key_id}
     if values["level"] == "high":
-        api.get_identity(identity_id, desk.db, desk.services, caller)  # 404 before anyone waits
+        desk.operations().view(identity_id)  # 404 before anyone waits
         browser.remember(_PENDING, pending)
         return redirect(browser, f"/console/people/{identity_id}/proofing/second")
     return _finish(desk, pending, [caller.name])
 
 
 def _finish(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Response:
-    """Record through the API's ``record_proofing`` (its channel and operator rules, its
-    audit); a refusal shows the person's page with the reason."""
+    """Record with the API's rules (channel and operators) and audit; a refusal shows the
+    person's page with the reason."""
     identity_id = uuid.UUID(str(pending["identity"]))
     values = {key: str(pending[key]) for key in ("channel", "document_kind", "level")}
     errors: list[tuple[str, str]] = []
     status = 422
-    try:
-        body = api.ProofingIn(
-            channel=ProofingChannel(values["channel"]),
-            document_kind=values["document_kind"],
-            operator_ids=operators,
-        )
-        api.record_proofing(identity_id, body, desk.db, desk.services, desk.caller)
-    except ValidationError:
+    if not operators_fit(operators):
         errors = [("", desk.browser.t("console.enrol.operator_name_invalid"))]
-    except DomainError as exc:
-        status, errors = desk.refusal(exc, DOCUMENT_FIELD, IdentityNotFound)
+    else:
+        proofing = Proofing(
+            ProofingChannel(values["channel"]), values["document_kind"], tuple(operators)
+        )
+        try:
+            desk.operations().record_proofing(identity_id, proofing)
+        except DomainError as exc:
+            status, errors = desk.refusal(exc, DOCUMENT_FIELD, IdentityNotFound)
     desk.browser.remember(_PENDING, None)
     if errors:
         return person_page(desk, identity_id, status=status, errors=errors, proofing=values)
@@ -116,12 +115,12 @@ def _second_page(
     errors: list[tuple[str, str]] | None = None,
 ) -> Response:
     identity_id = uuid.UUID(str(pending["identity"]))
-    identity = api.get_identity(identity_id, desk.db, desk.services, desk.caller)
+    identity = desk.operations().view(identity_id).identity
     return console_second.second_page(
         desk,
         "console.proofing.second_",
         f"/console/people/{identity.id}/proofing/second",
-        (identity.name, identity.person_number),
+        (identity.name, masked_person_number(identity.person_number)),
         pending,
         status=status,
         errors=errors,

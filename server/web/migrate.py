@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep, actor_of, credential_service
-from server.api.migration import migration_flows
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
 from server.services.legacy.flow import MigrationFlows
@@ -75,7 +74,7 @@ def _attempt(db: Session, step: Callable[[], FlowView]) -> FlowView | Failed:
 
 
 def _flows(request: Request, db: Session, services: ServicesDep) -> MigrationFlows:
-    return migration_flows(db, services, request, actor_of(request))
+    return services.migration_flows(db, actor_of(request))
 
 
 def _source(request: Request) -> str:

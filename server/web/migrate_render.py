@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep
-from server.api.migration import FLOW_STATUS
-from server.api.problems import STATUS_BY_CODE
+from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
 from server.domain.errors import DomainError
 from server.services.errors import WeakPassword
 from server.services.legacy.errors import LegacyLocked
