@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
 from server.services.assurance import AuthenticatorKind
-from server.services.credentials import CredentialService, yubico_secrets
+from server.services.credentials import CredentialService
+from server.services.credentials.sealing import yubico_secrets
 from server.services.errors import DomainError, WrongPassword
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox

@@ -28,7 +28,8 @@ from server.api.deps import Services, ServicesDep, SessionDep, audit_hook, crede
 from server.api.fido import fido_service
 from server.api.keycard import SecretsDep
 from server.api.piv import piv_service
-from server.services.credentials import LIVE_STATES, CredentialService
+from server.services.credentials import CredentialService
+from server.services.credentials.rules import LIVE_STATES
 from server.services.errors import DomainError, WeakPassword, WrongPassword
 from server.services.identities import IdentityService
 from server.services.lifecycle_errors import (

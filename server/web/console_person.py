@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from server.api import identities as api
 from server.services.access import Permission
-from server.services.credentials import TRANSITIONS
+from server.services.credentials.rules import TRANSITIONS
 from server.storage.tables import CredentialKind, CredentialState
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 

@@ -18,11 +18,11 @@ from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Algorithm, Model, OtpGenerator, OtpTokenState
 from server.services.assurance import AuthenticatorKind
-from server.services.credentials import (
+from server.services.credentials import CredentialService
+from server.services.credentials.rules import (
     INITIAL_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
-    CredentialService,
     validate_transitions,
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword
