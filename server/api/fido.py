@@ -36,7 +36,7 @@ from server.api.keycard import SecretsDep, load_secrets
 from server.services.authentication import FactorCheck
 from server.services.errors import DomainError, KeyMaterialRejected
 from server.services.fido import FidoService
-from server.services.keycard import KeyCardSecrets
+from server.services.keycard.pepper import KeyCardSecrets
 
 ROOTS_ENV = "AKKREDITIV_FIDO_TRUSTED_ROOTS"
 AAGUIDS_ENV = "AKKREDITIV_FIDO_ALLOWED_AAGUIDS"

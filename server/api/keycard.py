@@ -28,7 +28,8 @@ from server.api.deps import (
 )
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.services.authentication import FactorCheck
-from server.services.keycard import KeyCardSecrets, KeyCardService
+from server.services.keycard.pepper import KeyCardSecrets
+from server.services.keycard.service import KeyCardService
 from server.services.lifecycle_errors import ActivationCodeRejected
 from server.settings import Settings
 

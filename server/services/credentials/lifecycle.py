@@ -157,7 +157,7 @@ class CredentialLifecycle:
         """Raise unless the identity is active and may take one more ``kind``: checked when an
         enrolment begins, so nobody goes through the device steps to be refused at the end.
         An open order of the kind is the room the new credential fills (see ``add_proven``)."""
-        self.require_active(self._identity(identity_id))
+        self.active_identity(identity_id)
         live = [
             c for c in self._credentials.for_identity(identity_id, LIVE_STATES) if c.kind is kind
         ]
@@ -269,6 +269,12 @@ class CredentialLifecycle:
         )
         if identity is None:
             raise IdentityNotFound
+        return identity
+
+    def active_identity(self, identity_id: uuid.UUID) -> Identity:
+        """The identity, if it exists and is active (not locked: for checks before a change)."""
+        identity = self._identity(identity_id)
+        self.require_active(identity)
         return identity
 
     def lock_identity(self, identity_id: uuid.UUID) -> Identity:
