@@ -38,8 +38,10 @@ from server.api.identities import CredentialManager, CredentialOut, _credential_
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.authentication import FactorCheck
 from server.services.errors import DomainError
-from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT, PivService
-from server.services.piv_ca import ServiceCa
+from server.services.piv.ca import ServiceCa
+from server.services.piv.card import SLOT
+from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE
+from server.services.piv.service import PivService
 
 MAX_PUBLIC_KEY_SIZE = 512
 PKIX_CRL = "application/pkix-crl"

@@ -41,7 +41,7 @@ from server.services.lifecycle_errors import (
     TokenNotFound,
 )
 from server.services.passwords import MAX_LENGTH, MIN_LENGTH
-from server.services.piv import enrolment_code
+from server.services.piv.enrolment import enrolment_code
 from server.storage.tables import (
     AssuranceLevel,
     Credential,
