@@ -1,8 +1,5 @@
-"""Credentials, one noun per module: the rules (transition table, limits), the lifecycle, PSKC
-token batches, activation, passwords and how secrets are sealed; ``service`` joins them.
-
-``CredentialService`` is re-exported here: it is the one name most callers need.
-"""
+"""Credentials, one noun per module: rules, lifecycle, PSKC token batches, activation, passwords
+and sealing; ``CredentialService`` (re-exported: most callers need only it) joins them."""
 
 from __future__ import annotations
 

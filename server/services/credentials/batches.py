@@ -1,10 +1,5 @@
 """PSKC token batches: each key of a vendor's PSKC file of token seeds becomes a token in stock
-(shipped, owned by the reserved stock identity until assigned), its secret sealed.
-
-``public_data`` follows the convention the login factors read (``server.services.factors``):
-``algorithm`` (totp, hotp, yubico), ``digits``, ``step``, ``hash``, and for Yubico OTP
-``public_id`` in hex.
-"""
+(shipped, owned by the reserved stock identity until assigned), its secret sealed."""
 
 from __future__ import annotations
 
@@ -53,7 +48,12 @@ _ALGORITHMS = {pskc.ALG_TOTP: "totp", pskc.ALG_HOTP: "hotp", pskc.ALG_YUBICO_OTP
 
 
 def _token_fields(key: pskc.PskcKey) -> tuple[bytes, dict[str, Any]]:
-    """The secret to seal and the public data of one PSKC key; refuses keys we cannot verify."""
+    """The secret to seal and the public data of one PSKC key; refuses keys we cannot verify.
+
+    ``public_data`` follows the convention the login factors read (``server.services.factors``):
+    ``algorithm`` (totp, hotp, yubico), ``digits``, ``step``, ``hash``, and for Yubico OTP
+    ``public_id`` in hex.
+    """
     algorithm = _ALGORITHMS.get(key.algorithm)
     if algorithm is None:
         raise InvalidTokenBatch("Algorithm", "unsupported algorithm")

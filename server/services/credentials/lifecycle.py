@@ -1,9 +1,5 @@
 """The credential lifecycle: ordering, shipping, assigning, blocking, losing, revoking and
-replacing a credential along the transition table of ``rules``, with the rules between kinds.
-
-Unassigned tokens belong to the reserved stock identity (``identities.STOCK_IDENTITY_ID``)
-until assigned.
-"""
+replacing a credential along the transition table of ``rules``, with the rules between kinds."""
 
 from __future__ import annotations
 
@@ -49,7 +45,8 @@ S = CredentialState
 class CredentialLifecycle:
     """Every state change of a credential, in the caller's transaction; each change is audited.
     Token batches, activation and passwords (the other parts of ``CredentialService``) make
-    their changes through ``move``, ``add`` and ``update`` here."""
+    their changes through ``move``, ``add`` and ``update`` here. Unassigned tokens belong to
+    the reserved stock identity (``identities.STOCK_IDENTITY_ID``) until assigned."""
 
     def __init__(self, session: Session, *, audit: AuditHook = no_audit) -> None:
         self._session = session

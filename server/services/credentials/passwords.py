@@ -1,8 +1,5 @@
-"""Password credentials: setting a password, changing it with the current one, and checking it.
-
-A password's Argon2id PHC string is sealed in ``secret_ciphertext`` (see ``sealing``), with
-``public_data = {"hash": "argon2id"}``; the hashing and the policy are ``services.passwords``.
-"""
+"""Password credentials: setting a password, changing it with the current one, and checking it
+(the hashing and the policy are ``services.passwords``)."""
 
 from __future__ import annotations
 
@@ -22,7 +19,8 @@ from server.storage.tables import Credential, CredentialKind, CredentialState
 
 class PasswordCredentials:
     """An identity's one password credential, in the caller's transaction; changes are
-    audited."""
+    audited. Its Argon2id PHC string is sealed in ``secret_ciphertext`` (see ``sealing``), with
+    ``public_data = {"hash": "argon2id"}``."""
 
     def __init__(
         self,

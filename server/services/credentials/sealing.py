@@ -1,10 +1,5 @@
 """How a credential's secret is sealed: the ``SecretBox`` context of a credential, and the
-layout of a Yubico OTP token's sealed secret.
-
-OTP seeds, a Yubico token's key and private id, and a password's Argon2id PHC string are all
-sealed under ``"credential:<id>"``, so a sealed secret moved to another row does not open (and a
-database dump alone cannot be used to guess passwords offline).
-"""
+layout of a Yubico OTP token's sealed secret."""
 
 from __future__ import annotations
 
@@ -17,7 +12,10 @@ YUBICO_PRIVATE_ID_SIZE = 6
 
 
 def secret_context(credential_id: uuid.UUID) -> str:
-    """The ``SecretBox`` context a credential's secret is sealed under."""
+    """The ``SecretBox`` context a credential's secret is sealed under: OTP seeds, a Yubico
+    token's key and private id, a password's Argon2id PHC string and a key card's digests. A
+    sealed secret moved to another row does not open (and a database dump alone cannot be used
+    to guess passwords offline)."""
     return f"credential:{credential_id}"
 
 

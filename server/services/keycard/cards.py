@@ -1,12 +1,5 @@
 """The stored key card: how a ``key_card`` credential holds its card, and reading, checking and
-saving that card's state.
-
-``serial`` is the card's serial; the verifier's digests (peppered HMACs, ``verifiers.keycard``)
-and the card's salt are sealed with the ``SecretBox`` in ``secret_ciphertext`` under
-``credential:<id>``; ``public_data`` holds ``size``, ``code_digits``, ``used`` (the key numbers
-spent, sorted), ``remaining``, ``replacement_due`` and, while an activation is begun,
-``activation_index``; ``failures`` is the count of wrong codes in a row.
-"""
+saving that card's state."""
 
 from __future__ import annotations
 
@@ -80,7 +73,14 @@ def decode_digests(blob: bytes) -> tuple[int, bytes, tuple[tuple[str, bytes], ..
 
 class KeyCards:
     """The key-card credentials, in the caller's transaction: finding a card, opening its
-    state, and checking a code against it (saving what the check changed)."""
+    state, and checking a code against it (saving what the check changed).
+
+    ``serial`` is the card's serial; the verifier's digests (peppered HMACs,
+    ``verifiers.keycard``) and the card's salt are sealed in ``secret_ciphertext`` (see
+    ``encode_digests``); ``public_data`` holds ``size``, ``code_digits``, ``used`` (the key
+    numbers spent, sorted), ``remaining``, ``replacement_due`` and, while an activation is
+    begun, ``activation_index``; ``failures`` is the count of wrong codes in a row.
+    """
 
     def __init__(
         self,

@@ -1,10 +1,5 @@
 """The key-card login factor, with decoy key numbers for people who have no card so that the
-answers do not tell who has an account.
-
-A login keeps its pending key number on the transaction's ``challenge`` column as
-``b"key-card:" + number`` (the FIDO2 factor keeps its challenge there too; beginning one
-factor replaces the other's pending challenge). Every check consumes it, right or wrong.
-"""
+answers do not tell who has an account."""
 
 from __future__ import annotations
 
@@ -65,7 +60,12 @@ def pending_index(challenge: bytes | None) -> str | None:
 
 
 class KeyCardLogin:
-    """The key-card login factor, in the caller's transaction."""
+    """The key-card login factor, in the caller's transaction.
+
+    A login keeps its pending key number on the transaction's ``challenge`` column as
+    ``b"key-card:" + number`` (the FIDO2 factor keeps its challenge there too; beginning one
+    factor replaces the other's pending challenge). Every check consumes it, right or wrong.
+    """
 
     def __init__(
         self,

@@ -1,21 +1,4 @@
-"""A PIV card as the service sees it: the messages its key signs, and its credential row.
-
-What the card signs (its driver hashes with SHA-256 for P-256 keys, SHA-384 for P-384)::
-
-    enrolment  b"akkreditiv-piv-enrol" || state id (16 bytes) || challenge (32 bytes)
-    login      b"akkreditiv-piv-login" || origin length (2) || origin
-               || transaction id (16 bytes) || challenge (32 bytes)
-
-The parts have fixed sizes (or a length before them), so the concatenation is unambiguous, and
-the two prefixes keep an enrolment signature from ever passing as a login signature or the
-other way round.
-
-A PIV credential row: kind ``piv``, state ``active``, ``serial`` = ``"piv:"`` + the certificate
-serial as 40 hex digits, ``public_data`` = ``certificate`` (base64 DER), ``card_id`` (the CHUID
-GUID or FASC-N in hex, as the driver reports it), ``slot`` (``"9a"``), ``algorithm``,
-``issuer_key_id`` (the CA's subject key id in hex) and ``not_after``. No secret is stored: the
-private key never leaves the card.
-"""
+"""A PIV card as the service sees it: the messages its key signs, and its credential's serial."""
 
 from __future__ import annotations
 
@@ -27,6 +10,12 @@ from server.services.piv.ca import serial_hex
 
 SERIAL_PREFIX = "piv:"
 SLOT = "9a"
+# What the card signs (its driver hashes with SHA-256 for P-256 keys, SHA-384 for P-384):
+#   enrolment  ENROL_DOMAIN || state id (16 bytes) || challenge (32 bytes)
+#   login      LOGIN_DOMAIN || origin length (2) || origin || transaction id (16) || challenge (32)
+# The parts have fixed sizes (or a length before them), so the concatenation is unambiguous, and
+# the two prefixes keep an enrolment signature from ever passing as a login signature or the
+# other way round.
 ENROL_DOMAIN = b"akkreditiv-piv-enrol"
 LOGIN_DOMAIN = b"akkreditiv-piv-login"
 CHALLENGE_SIZE = 32
@@ -48,5 +37,5 @@ def login_message(transaction_id: uuid.UUID, challenge: bytes, origin: str) -> b
 
 
 def card_serial(certificate: x509.Certificate) -> str:
-    """The credential serial of a card certificate."""
+    """The credential serial of a card certificate: ``"piv:"`` + its serial as 40 hex digits."""
     return SERIAL_PREFIX + serial_hex(certificate.serial_number)

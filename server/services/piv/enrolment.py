@@ -1,22 +1,5 @@
 """PIV enrolment with a proof of possession: the card's new key signs the service's challenge,
-and the service CA certifies that key.
-
-Nothing is kept in memory between steps:
-
-* Enrolment state is an ``AuthTransaction`` row: ``service_provider`` is
-  ``"piv-enrolment:<identity id>"``, ``state`` is ``"piv-enrol"`` while open (then
-  ``"completed"`` or ``"failed"``: one attempt per challenge), ``challenge`` the challenge and
-  ``expires_at`` its deadline. The row's id is the state id the client carries. It is never
-  ``identified``, so it never counts as a login.
-* An enrolment a citizen's account page begins (``enrol_begin(..., browser_binding=...)``)
-  has an enrolment code, derived one way from the state id and that browser's binding, so
-  only that page can show it. Its challenge is the SHA-256 digest of the code (``code_challenge``)
-  rather than random bytes: the card program, given the code, knows what to sign without an
-  operator's key to call ``enrol/begin``, and the service checks a code it is sent against the
-  row alone, in constant time. A wrong code spends the enrolment like any refused answer, so
-  a code (60 bits) cannot be guessed. An enrolment an operator began has a random challenge,
-  which no code's digest matches.
-"""
+and the service CA certifies that key."""
 
 from __future__ import annotations
 
@@ -119,7 +102,29 @@ def code_challenge(code: str) -> bytes:
 
 
 class PivEnrolment:
-    """PIV enrolment, in the caller's transaction; each step is audited."""
+    """PIV enrolment, in the caller's transaction; each step is audited. Nothing is kept in
+    memory between steps:
+
+    * Enrolment state is an ``AuthTransaction`` row: ``service_provider`` is
+      ``"piv-enrolment:<identity id>"``, ``state`` is ``"piv-enrol"`` while open (then
+      ``"completed"`` or ``"failed"``: one attempt per challenge), ``challenge`` the challenge
+      and ``expires_at`` its deadline. The row's id is the state id the client carries. It is
+      never ``identified``, so it never counts as a login.
+    * An enrolment a citizen's account page begins (``enrol_begin(..., browser_binding=...)``)
+      has an enrolment code, derived one way from the state id and that browser's binding, so
+      only that page can show it. Its challenge is the SHA-256 digest of the code
+      (``code_challenge``) rather than random bytes: the card program, given the code, knows
+      what to sign without an operator's key to call ``enrol/begin``, and the service checks a
+      code it is sent against the row alone, in constant time. A wrong code spends the
+      enrolment like any refused answer, so a code (60 bits) cannot be guessed. An enrolment an
+      operator began has a random challenge, which no code's digest matches.
+
+    The credential it makes: kind ``piv``, state ``active``, ``serial`` from ``card_serial``,
+    ``public_data`` = ``certificate`` (base64 DER), ``card_id`` (the CHUID GUID or FASC-N in
+    hex, as the driver reports it), ``slot`` (``"9a"``), ``algorithm``, ``issuer_key_id`` (the
+    CA's subject key id in hex) and ``not_after``. No secret is stored: the private key never
+    leaves the card.
+    """
 
     def __init__(
         self,

@@ -1,10 +1,4 @@
-"""The PIV login factor: the card's key signs a fresh challenge of an identified login.
-
-The login challenge is the login transaction's own ``challenge`` column: ``login_begin`` writes
-a fresh one, and every check consumes it, accepted or not, so a signature cannot be replayed.
-The login does not read the CRL: it accepts only an *active* PIV credential of the identity
-logging in, so a card is refused from the moment its state changes, whatever a cached CRL says.
-"""
+"""The PIV login factor: the card's key signs a fresh challenge of an identified login."""
 
 from __future__ import annotations
 
@@ -71,7 +65,14 @@ def verify_card_signature(
 
 
 class PivLogin:
-    """The PIV login factor, in the caller's transaction."""
+    """The PIV login factor, in the caller's transaction.
+
+    The login challenge is the login transaction's own ``challenge`` column: ``login_begin``
+    writes a fresh one, and every check consumes it, accepted or not, so a signature cannot be
+    replayed. The login does not read the CRL: it accepts only an *active* PIV credential of
+    the identity logging in, so a card is refused from the moment its state changes, whatever
+    a cached CRL says.
+    """
 
     def __init__(
         self,

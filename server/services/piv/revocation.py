@@ -1,10 +1,4 @@
-"""The revocation list of the PIV cards taken out of use.
-
-The CRL lists the certificates of this CA whose credential is lost (keyCompromise), revoked
-(cessationOfOperation), replaced (superseded) or blocked (certificateHold: a block can be
-lifted, and RFC 5280 lets a held certificate leave the list again). The revocation date is the
-credential's last change.
-"""
+"""The revocation list of the PIV cards taken out of use."""
 
 from __future__ import annotations
 
@@ -16,7 +10,8 @@ from server.services.piv.ca import Revocation, ServiceCa
 from server.services.piv.card import SERIAL_PREFIX
 from server.storage.tables import Credential, CredentialKind, CredentialState
 
-# The CRL reason of each state that takes a card out of use.
+# The CRL reason of each state that takes a card out of use. A block can be lifted, and
+# RFC 5280 lets a held certificate leave the list again.
 REASONS: dict[CredentialState, x509.ReasonFlags] = {
     CredentialState.LOST: x509.ReasonFlags.key_compromise,
     CredentialState.REVOKED: x509.ReasonFlags.cessation_of_operation,
@@ -26,7 +21,8 @@ REASONS: dict[CredentialState, x509.ReasonFlags] = {
 
 
 def revocations(session: Session, ca: ServiceCa) -> list[Revocation]:
-    """The CRL entries: the cards of ``ca`` in a state that takes them out of use."""
+    """The CRL entries: the cards of ``ca`` in a state that takes them out of use, each dated
+    by the credential's last change."""
     rows = session.scalars(
         select(Credential).where(
             Credential.kind == CredentialKind.PIV,
