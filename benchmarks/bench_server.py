@@ -52,7 +52,7 @@ from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.services.access import ApiKeys, Role
-from server.services.piv import enrol_message, login_message
+from server.services.piv.card import enrol_message, login_message
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

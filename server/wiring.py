@@ -25,13 +25,14 @@ from server.services.errors import KeyMaterialRejected
 from server.services.factors import PasswordCheck
 from server.services.fido import FidoService
 from server.services.identities import IdentityService
-from server.services.keycard import KeyCardSecrets, KeyCardService
+from server.services.keycard.pepper import KeyCardSecrets
+from server.services.keycard.service import KeyCardService
 from server.services.legacy.flow import MigrationFlows
 from server.services.legacy.login import LegacyLoginService
 from server.services.legacy.store import LegacyPolicy, LegacyStore, closing_time
 from server.services.passwords import Passwords, argon2id_parameters
-from server.services.piv import PivService
-from server.services.piv_ca import ServiceCa
+from server.services.piv.ca import ServiceCa
+from server.services.piv.service import PivService
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import AssertionSigner, SigningKey

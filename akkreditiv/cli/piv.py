@@ -213,7 +213,8 @@ def piv_enrol(
     written to the card. Any key and certificate in 9A are replaced. An operator names the
     identity (--identity) and the service begins the enrolment; a citizen gives the
     enrolment and code their account page shows (--enrolment, --code) instead."""
-    from server.services.piv import code_challenge, enrol_message
+    from server.services.piv.card import enrol_message
+    from server.services.piv.enrolment import code_challenge
 
     identity_id, begun_by_page, compact = _enrolment_target(identity, enrolment, code)
     algorithm = management_alg.algorithm
@@ -305,7 +306,7 @@ def piv_login(
     login and the service's origin, and the service checks the signature, the certificate
     and that the card is in use. Prints the factors the login has proven so far."""
     from akkreditiv.cli.fido import service_origin
-    from server.services.piv import login_message
+    from server.services.piv.card import login_message
 
     signed_origin = service_origin(url, origin)
     transaction_id = parse_id(transaction, "--transaction")

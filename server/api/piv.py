@@ -28,7 +28,8 @@ from server.api.identities import CredentialManager, CredentialOut, _credential_
 from server.domain.errors import DomainError
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.authentication import FactorCheck
-from server.services.piv import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, SLOT
+from server.services.piv.card import SLOT
+from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE
 from server.wiring import Services
 
 MAX_PUBLIC_KEY_SIZE = 512

@@ -22,7 +22,5 @@ LevelLabel = Annotated[
     Level,
     PlainValidator(_level),
     PlainSerializer(lambda level: level.label, return_type=str),
-    WithJsonSchema(
-        {"type": "string", "enum": [level.label for level in Level], "title": "AssuranceLevel"}
-    ),
+    WithJsonSchema({"type": "string", "enum": [level.label for level in Level], "title": "Level"}),
 ]

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from devices.protocol.otp import HashAlg
 from server.domain.errors import DomainError, FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
-from server.services.credentials import CredentialService, yubico_secrets
+from server.services.credentials import CredentialService
+from server.services.credentials.sealing import yubico_secrets
 from server.services.errors import WrongPassword
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox

@@ -87,7 +87,7 @@ from server.services.authentication import (
     TransactionExpired,
     TransactionUnknown,
 )
-from server.services.credentials import LIMITS, LIVE_STATES
+from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
 from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
 from server.services.lifecycle_errors import (

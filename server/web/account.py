@@ -27,7 +27,8 @@ from starlette.responses import Response
 from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, Level
-from server.services.credentials import LIVE_STATES, CredentialService
+from server.services.credentials import CredentialService
+from server.services.credentials.rules import LIVE_STATES
 from server.services.errors import WeakPassword, WrongPassword
 from server.services.identities import IdentityService
 from server.services.lifecycle_errors import (
@@ -39,7 +40,7 @@ from server.services.lifecycle_errors import (
     TokenNotFound,
 )
 from server.services.passwords import MAX_LENGTH, MIN_LENGTH
-from server.services.piv import enrolment_code
+from server.services.piv.enrolment import enrolment_code
 from server.storage.tables import Credential, Identity
 from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.access import Permission
-from server.services.credentials import TRANSITIONS
+from server.services.credentials.rules import TRANSITIONS
 from server.services.identities import masked_person_number
 from server.services.identity_operations import IdentityRecord
 from server.storage.tables import ProofingRecord

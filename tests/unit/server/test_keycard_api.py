@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from server.services.keycard import KeyCardSecrets, decoy_indexes
+from server.services.keycard.login import decoy_indexes
+from server.services.keycard.pepper import KeyCardSecrets
 from server.settings import Settings
 from server.storage.tables import AuditEntry, AuthTransaction, Credential
 from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY

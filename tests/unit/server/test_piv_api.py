@@ -26,7 +26,8 @@ from devices.protocol.piv import DEFAULT_PIN, Slot
 from devices.tokens.piv import PivSession
 from firmware_sim.attach.inprocess import InProcessConnection
 from firmware_sim.tokens.piv import make_card, new_card_state
-from server.services.piv import code_challenge, enrol_message, enrolment_code, login_message
+from server.services.piv.card import enrol_message, login_message
+from server.services.piv.enrolment import code_challenge, enrolment_code
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit

@@ -26,11 +26,11 @@ from server.domain.model import (
     Level,
     ProofingChannel,
 )
-from server.services.credentials import (
+from server.services.credentials import CredentialService
+from server.services.credentials.rules import (
     INITIAL_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
-    CredentialService,
     validate_transitions,
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword

@@ -18,14 +18,10 @@ from server.domain.model import Level
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
-from server.services.keycard import (
-    KeyCardSecrets,
-    KeyCardService,
-    decode_digests,
-    decoy_indexes,
-    encode_digests,
-    pending_index,
-)
+from server.services.keycard.cards import decode_digests, encode_digests
+from server.services.keycard.login import decoy_indexes, pending_index
+from server.services.keycard.pepper import KeyCardSecrets
+from server.services.keycard.service import KeyCardService
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

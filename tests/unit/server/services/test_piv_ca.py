@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from server.services.errors import KeyMaterialRejected
-from server.services.piv_ca import (
+from server.services.piv.ca import (
     CA_VALIDITY,
     CARD_VALIDITY,
     CRL_LIFETIME,

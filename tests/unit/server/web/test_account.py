@@ -25,7 +25,7 @@ from server.domain.model import CredentialState, Level
 from server.services.access import Role
 from server.services.credentials import CredentialService
 from server.services.errors import WrongPassword
-from server.services.piv import enrolment_code
+from server.services.piv.enrolment import enrolment_code
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.tables import AuditEntry, Credential

@@ -23,7 +23,7 @@ from devices.protocol.otp import totp
 from server.app import create_app
 from server.services.access import Role
 from server.services.authentication import MAX_EXTENSIONS
-from server.services.piv import enrol_message, login_message
+from server.services.piv.card import enrol_message, login_message
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.repositories import IdentityRepository

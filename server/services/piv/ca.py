@@ -1,12 +1,5 @@
-"""The service's own certificate authority for PIV smartcards: it certifies the public keys
-that cards generate, checks that a card's certificate is one of its own, and signs the
-certificate revocation list (RFC 5280) that publishes the cards taken out of use.
-
-The CA key (EC P-256, PKCS#8 PEM, mode 0600) and its self-signed certificate (PEM) live in two
-files, made on first use when missing, like the service's other keys. End-entity certificates
-name the holder only by a pseudonymous id, never by person number or name: a certificate is
-shown to whoever the card is used with.
-"""
+"""The service's own certificate authority for PIV smartcards: it certifies the keys cards
+generate, checks a card's certificate is its own, and signs the revocation list (RFC 5280)."""
 
 from __future__ import annotations
 
@@ -115,7 +108,13 @@ def _public_der(key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 class ServiceCa:
-    """The CA key and certificate, and everything signed with them."""
+    """The CA key and certificate, and everything signed with them.
+
+    The key (EC P-256, PKCS#8 PEM, mode 0600) and its self-signed certificate (PEM) live in two
+    files, made on first use when missing, like the service's other keys. End-entity
+    certificates name the holder only by a pseudonymous id, never by person number or name: a
+    certificate is shown to whoever the card is used with.
+    """
 
     __slots__ = ("_key", "certificate", "key_id")
 

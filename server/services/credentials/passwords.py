@@ -1,0 +1,97 @@
+"""Password credentials: setting a password, changing it with the current one, and checking it
+(the hashing and the policy are ``services.passwords``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.orm import Session
+
+from server.domain.model import CredentialKind, CredentialState
+from server.services.credentials.lifecycle import CredentialLifecycle
+from server.services.credentials.sealing import secret_context
+from server.services.errors import WrongPassword
+from server.services.identities import AuditHook, no_audit
+from server.services.passwords import Passwords
+from server.services.secretbox import SecretBox
+from server.storage.repositories import CredentialRepository
+from server.storage.tables import Credential
+
+
+class PasswordCredentials:
+    """An identity's one password credential, in the caller's transaction; changes are
+    audited. Its Argon2id PHC string is sealed in ``secret_ciphertext`` (see ``sealing``), with
+    ``public_data = {"hash": "argon2id"}``."""
+
+    def __init__(
+        self,
+        session: Session,
+        lifecycle: CredentialLifecycle,
+        secrets: SecretBox,
+        passwords: Passwords,
+        *,
+        audit: AuditHook = no_audit,
+    ) -> None:
+        self._credentials = CredentialRepository(session)
+        self._lifecycle = lifecycle
+        self._secrets = secrets
+        self._passwords = passwords
+        self._audit = audit
+
+    def set_password(
+        self, identity_id: uuid.UUID, password: str, *, current_password: str | None = None
+    ) -> Credential:
+        """Set the identity's password, or change it (proving ``current_password``)."""
+        identity = self._lifecycle.lock_identity(identity_id)
+        self._lifecycle.require_active(identity)
+        existing = self._password_credential(identity_id)
+        if existing is not None:
+            if current_password is None:
+                raise WrongPassword("changing a password needs the current one")
+            self._passwords.verify_password(self._password_hash(existing), current_password)
+        self._passwords.check_policy(password, avoid=identity.name.split())
+        hashed = self._passwords.hash_password(password).encode("utf-8")
+        if existing is not None:
+            existing.secret_ciphertext = self._secrets.seal(
+                hashed, context=secret_context(existing.id)
+            )
+            existing.failures = 0
+            self._lifecycle.update(existing)
+            self._audit(
+                "password.changed",
+                {"credential_id": str(existing.id), "identity_id": str(identity_id)},
+            )
+            return existing
+        self._lifecycle.check_limit(identity_id, CredentialKind.PASSWORD)
+        credential_id = uuid.uuid4()
+        credential = self._lifecycle.add(
+            Credential(
+                id=credential_id,
+                identity_id=identity_id,
+                kind=CredentialKind.PASSWORD,
+                state=CredentialState.ACTIVATION_PENDING,
+                secret_ciphertext=self._secrets.seal(hashed, context=secret_context(credential_id)),
+                public_data={"hash": "argon2id"},
+            )
+        )
+        self._lifecycle.move(credential, CredentialState.ACTIVE, event="password.set")
+        return credential
+
+    def check_password(self, identity_id: uuid.UUID, password: str) -> Credential:
+        """Return the active password credential if ``password`` matches; raise
+        ``WrongPassword`` if not (also when the identity has no password)."""
+        credential = self._password_credential(identity_id)
+        if credential is None:
+            raise WrongPassword("the identity has no active password")
+        self._passwords.verify_password(self._password_hash(credential), password)
+        return credential
+
+    def _password_credential(self, identity_id: uuid.UUID) -> Credential | None:
+        for credential in self._credentials.for_identity(identity_id, {CredentialState.ACTIVE}):
+            if credential.kind is CredentialKind.PASSWORD:
+                return credential
+        return None
+
+    def _password_hash(self, credential: Credential) -> str:
+        blob = credential.secret_ciphertext or b""
+        return self._secrets.open(blob, context=secret_context(credential.id)).decode("utf-8")

@@ -1,0 +1,193 @@
+"""The PIV login factor: the card's key signs a fresh challenge of an identified login."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.domain.errors import FactorRejected
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
+from server.services.authentication import TransactionUnknown
+from server.services.fido import login_transaction
+from server.services.identities import AuditHook, no_audit
+from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
+from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
+from server.services.piv.enrolment import ENROLMENT_PREFIX
+from server.storage.repositories import TransactionRepository
+from server.storage.tables import AuthTransaction, Credential
+
+MAX_CERTIFICATE_SIZE = 4096
+MAX_SIGNATURE_SIZE = 160
+
+
+class PivLoginRejected(FactorRejected):
+    """One answer for every refused card signature; ``reason`` is for the audit log only."""
+
+
+def verify_card_signature(
+    ca: ServiceCa,
+    certificate_der: bytes,
+    signature: bytes,
+    message: bytes,
+    now: dt.datetime,
+) -> x509.Certificate:
+    """The pure part of a PIV login, with no database: the certificate parses, was issued by
+    ``ca`` and is valid at ``now``, and ``signature`` (DER ECDSA) over ``message`` verifies with
+    its key. Returns the certificate; raises ``PivLoginRejected``. Revocation is not checked
+    here (it is the credential's state, see ``PivLoginCheck``)."""
+    if len(certificate_der) > MAX_CERTIFICATE_SIZE or len(signature) > MAX_SIGNATURE_SIZE:
+        raise PivLoginRejected("too-large")
+    try:
+        certificate = x509.load_der_x509_certificate(certificate_der)
+    except ValueError:
+        raise PivLoginRejected("malformed-certificate") from None
+    try:
+        public_key = ca.verify(certificate, now)
+    except CertificateRejected as exc:
+        raise PivLoginRejected(exc.reason) from None
+    try:
+        public_key.verify(signature, message, ec.ECDSA(hash_for(public_key)))
+    except (InvalidSignature, ValueError):
+        raise PivLoginRejected("bad-signature") from None
+    return certificate
+
+
+class PivLogin:
+    """The PIV login factor, in the caller's transaction.
+
+    The login challenge is the login transaction's own ``challenge`` column: ``login_begin``
+    writes a fresh one, and every check consumes it, accepted or not, so a signature cannot be
+    replayed. The login does not read the CRL: it accepts only an *active* PIV credential of
+    the identity logging in, so a card is refused from the moment its state changes, whatever
+    a cached CRL says.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        ca: ServiceCa,
+        clock: Callable[[], float],
+        audit: AuditHook = no_audit,
+    ) -> None:
+        self._session = session
+        self._ca = ca
+        self._transactions = TransactionRepository(session)
+        self._clock = clock
+        self._audit = audit
+
+    @property
+    def ca(self) -> ServiceCa:
+        return self._ca
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+    def login_begin(self, transaction_id: uuid.UUID) -> bytes:
+        """A fresh challenge for an identified login, stored on the transaction (replacing any
+        earlier one). The answer is the same whether or not the person exists or has a card."""
+        transaction = self._login(transaction_id)
+        challenge = secrets.token_bytes(CHALLENGE_SIZE)
+        transaction.challenge = challenge
+        self._transactions.update(transaction)
+        return challenge
+
+    def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:
+        """A ``FactorCheck`` for ``{"certificate": DER, "signature": DER, "origin": str}``
+        against the challenge of ``transaction_id``; the origin must be one of ``origins``."""
+        return PivLoginCheck(self, transaction_id, origins)
+
+    def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
+        """The login's current challenge, removed from it: each is good for one attempt."""
+        transaction = self._login(transaction_id)
+        challenge, transaction.challenge = transaction.challenge, None
+        if challenge is not None:
+            self._transactions.update(transaction)
+        return challenge
+
+    def card_of(self, identity_id: uuid.UUID, certificate: x509.Certificate) -> Credential:
+        """The identity's PIV credential for ``certificate``, which must be active and hold
+        exactly this certificate; a card in any other state is refused (and audited)."""
+        credential = self._session.scalar(
+            select(Credential).where(
+                Credential.serial == card_serial(certificate),
+                Credential.kind == CredentialKind.PIV,
+                Credential.identity_id == identity_id,
+            )
+        )
+        if credential is None:
+            raise PivLoginRejected("unknown-certificate")
+        stored = base64.b64decode(str(credential.public_data.get("certificate", "")))
+        presented = certificate.public_bytes(serialization.Encoding.DER)
+        if not hmac.compare_digest(stored, presented):
+            raise PivLoginRejected("unknown-certificate")
+        if credential.state is not CredentialState.ACTIVE:
+            self._audit(
+                "piv.inactive_card_presented",
+                {
+                    "credential_id": str(credential.id),
+                    "identity_id": str(identity_id),
+                    "state": credential.state.value,
+                },
+            )
+            raise PivLoginRejected(f"card-{credential.state.value}")
+        return credential
+
+    def _login(self, transaction_id: uuid.UUID) -> AuthTransaction:
+        """The open, identified login ``transaction_id``; a PIV enrolment row is no login."""
+        transaction = self._session.get(AuthTransaction, transaction_id)
+        if transaction is not None and transaction.service_provider.startswith(ENROLMENT_PREFIX):
+            raise TransactionUnknown("no such transaction", detail="unknown transaction")
+        return login_transaction(self._session, transaction_id, self.now())
+
+
+class PivLoginCheck:
+    """The PIV login factor (a ``FactorCheck``). For a person who does not exist it does the
+    same signature work, so the time taken does not tell whether an account exists."""
+
+    def __init__(
+        self, service: PivLogin, transaction_id: uuid.UUID, origins: Sequence[str] = ()
+    ) -> None:
+        self._service = service
+        self._transaction_id = transaction_id
+        self._origins = frozenset(origins)
+
+    def _verified(self, submitted: dict[str, Any]) -> x509.Certificate:
+        challenge = self._service.take_challenge(self._transaction_id)
+        if challenge is None:
+            raise PivLoginRejected("no-challenge")
+        origin = str(submitted.get("origin", ""))
+        if origin not in self._origins:
+            raise PivLoginRejected("wrong-origin")
+        return verify_card_signature(
+            self._service.ca,
+            bytes(submitted.get("certificate", b"")),
+            bytes(submitted.get("signature", b"")),
+            login_message(self._transaction_id, challenge, origin),
+            self._service.now(),
+        )
+
+    def __call__(
+        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AuthenticatorKind:
+        certificate = self._verified(submitted)
+        self._service.card_of(identity_id, certificate)
+        return AuthenticatorKind.PIV
+
+    def on_unknown(self, submitted: dict[str, Any]) -> None:
+        try:
+            self._verified(submitted)
+        except PivLoginRejected:
+            pass

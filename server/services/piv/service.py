@@ -1,0 +1,114 @@
+"""``PivService``: PIV enrolment, the PIV login factor and the CRL, as the API and the pages use
+them. Nothing is kept in memory between steps (see ``enrolment`` and ``login``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy.orm import Session
+
+from server.services.credentials import CredentialService
+from server.services.identities import AuditHook, no_audit
+from server.services.piv.ca import Revocation, ServiceCa
+from server.services.piv.enrolment import (
+    ENROLMENT_LIFETIME,
+    Enrolled,
+    EnrolmentChallenge,
+    PivEnrolment,
+)
+from server.services.piv.login import PivLogin, PivLoginCheck
+from server.services.piv.revocation import revocations
+from server.services.pseudonyms import Pseudonyms
+from server.storage.tables import Credential
+
+
+class PivService:
+    """PIV enrolment, the PIV login factor and the CRL, in the caller's transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        ca: ServiceCa,
+        credentials: CredentialService,
+        pseudonyms: Pseudonyms,
+        crl_url: str,
+        clock: Callable[[], float],
+        audit: AuditHook = no_audit,
+        enrolment_lifetime: dt.timedelta = ENROLMENT_LIFETIME,
+    ) -> None:
+        self._session = session
+        self._ca = ca
+        self._enrolment = PivEnrolment(
+            session,
+            ca=ca,
+            credentials=credentials,
+            pseudonyms=pseudonyms,
+            crl_url=crl_url,
+            clock=clock,
+            audit=audit,
+            enrolment_lifetime=enrolment_lifetime,
+        )
+        self._login = PivLogin(session, ca=ca, clock=clock, audit=audit)
+
+    @property
+    def ca(self) -> ServiceCa:
+        return self._ca
+
+    def now(self) -> dt.datetime:
+        return self._login.now()
+
+    # --- enrolment (see ``PivEnrolment``) -------------------------------------------------
+
+    def enrol_begin(
+        self, identity_id: uuid.UUID, *, browser_binding: str | None = None
+    ) -> EnrolmentChallenge:
+        return self._enrolment.enrol_begin(identity_id, browser_binding=browser_binding)
+
+    def enrolment_owner(self, state_id: uuid.UUID) -> uuid.UUID:
+        return self._enrolment.enrolment_owner(state_id)
+
+    def enrolment_open(self, state_id: uuid.UUID, identity_id: uuid.UUID) -> bool:
+        return self._enrolment.enrolment_open(state_id, identity_id)
+
+    def enrol_complete(
+        self,
+        state_id: uuid.UUID,
+        *,
+        public_key_der: bytes,
+        signature: bytes,
+        card_id: str,
+        code: str | None = None,
+    ) -> Enrolled:
+        return self._enrolment.enrol_complete(
+            state_id, public_key_der=public_key_der, signature=signature, card_id=card_id, code=code
+        )
+
+    # --- login (see ``PivLogin``) ---------------------------------------------------------
+
+    def login_begin(self, transaction_id: uuid.UUID) -> bytes:
+        return self._login.login_begin(transaction_id)
+
+    def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:
+        return self._login.login_check(transaction_id, origins)
+
+    def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
+        return self._login.take_challenge(transaction_id)
+
+    def card_of(self, identity_id: uuid.UUID, certificate: x509.Certificate) -> Credential:
+        return self._login.card_of(identity_id, certificate)
+
+    # --- revocation -----------------------------------------------------------------------
+
+    def revocations(self) -> list[Revocation]:
+        """The CRL entries: this CA's cards in a state that takes them out of use."""
+        return revocations(self._session, self._ca)
+
+    def crl_der(self) -> bytes:
+        """The current CRL, DER, signed now."""
+        crl = self._ca.crl(self.revocations(), now=self.now())
+        return crl.public_bytes(serialization.Encoding.DER)
