@@ -53,7 +53,7 @@ def sweep(
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from server.services.audit import AuditLog
-    from server.services.legacy.flow_sweep import sweep_abandoned
+    from server.services.migration.flow_sweep import sweep_abandoned
     from server.settings import Settings
     from server.storage.engine import create_engine_from_settings, session_factory
     from server.storage.errors import StorageError, UnsupportedDatabase

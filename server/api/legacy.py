@@ -21,9 +21,9 @@ from server.api.deps import Services, ServicesDep, SessionDep, actor_of, audit_h
 from server.api.keycard import load_secrets
 from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.legacy.errors import LegacyError
-from server.services.legacy.login import LegacyLoginService
-from server.services.legacy.store import LegacyPolicy, LegacyStore, Method, closing_time
+from server.services.migration.errors import LegacyError
+from server.services.migration.login import LegacyLoginService
+from server.services.migration.store import LegacyPolicy, LegacyStore, Method, closing_time
 from server.settings import Settings
 
 router = APIRouter(tags=["legacy eID"])

@@ -37,16 +37,16 @@ from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
 from server.services.errors import DomainError
 from server.services.identities import IdentityService
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_errors import (
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     DetailsMismatch,
     Recorded,
     StepNotAvailable,
 )
-from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
-from server.services.legacy.store import Method
+from server.services.migration.flow_model import Authenticator, FlowState, FlowView, NextAction
+from server.services.migration.store import Method
 from server.storage.tables import ProofingChannel
 
 router = APIRouter(tags=["migration"])

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from server.api import migration as flows_api
 from server.services.access import NotPermitted, Permission
-from server.services.legacy.flow_model import Authenticator
+from server.services.migration.flow_model import Authenticator
 from server.web.browser import Browser, CheckedForm, own_origin
 from server.web.console_access import (
     DOCUMENT_FIELD,

@@ -26,13 +26,13 @@ from server.api.fido import fido_service
 from server.api.keycard import load_secrets
 from server.api.migration import migration_flows
 from server.services.errors import DomainError
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_errors import (
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     Recorded,
 )
-from server.services.legacy.flow_model import (
+from server.services.migration.flow_model import (
     ENROLLED_APART,
     EXCLUSIVE,
     Authenticator,

@@ -19,10 +19,10 @@ from server.api.legacy import legacy_policy
 from server.api.migration import FLOW_STATUS
 from server.api.problems import STATUS_BY_CODE
 from server.services.errors import DomainError, WeakPassword
-from server.services.legacy.errors import LegacyLocked
-from server.services.legacy.flow import DEFAULT_MAX_STEP_FAILURES
-from server.services.legacy.flow_errors import DetailsMismatch
-from server.services.legacy.flow_model import (
+from server.services.migration.errors import LegacyLocked
+from server.services.migration.flow import DEFAULT_MAX_STEP_FAILURES
+from server.services.migration.flow_errors import DetailsMismatch
+from server.services.migration.flow_model import (
     STEP_OF_STATE,
     STEPS,
     TOKENS,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.protocol.otp import hotp, totp_counter
 from server.services.audit import AuditLog
 from server.services.errors import DomainError, SecretUnreadable
-from server.services.legacy.errors import (
+from server.services.migration.errors import (
     LegacyAlreadyMigrated,
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
@@ -39,7 +39,7 @@ from server.services.legacy.errors import (
     LegacyWrongCode,
     LegacyWrongPassword,
 )
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     LegacyFormatError,
     card_indexes,
@@ -47,7 +47,7 @@ from server.services.legacy.formats import (
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.legacy.store import (
+from server.services.migration.store import (
     LegacyPolicy,
     LegacyProof,
     LegacyStore,

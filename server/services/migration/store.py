@@ -3,7 +3,7 @@ identity (user id + password + the code for a shown key number, or a code token'
 legacy eID's own rules: five failed logins in a row lock the user id for an hour, failures from
 one source are throttled as the new eID's are, and legacy login ends on a shutdown date.
 
-Two callers prove people with it: the legacy login (``server.services.legacy.login``) and the
+Two callers prove people with it: the legacy login (``server.services.migration.login``) and the
 guided migration flow. The proof comes in two steps, because the key number to show is chosen
 before the code is typed:
 
@@ -50,7 +50,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from server.services.authentication import SOURCE_MAX_FAILURES, SOURCE_WINDOW
 from server.services.identities import AuditHook, no_audit
-from server.services.legacy.errors import (
+from server.services.migration.errors import (
     LegacyAlreadyMigrated,
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
@@ -72,7 +72,7 @@ from server.services.legacy.errors import (
     LegacyWrongCode,
     LegacyWrongPassword,
 )
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     CODE_DIGITS,
     DEFAULT_ITERATIONS,

@@ -21,8 +21,8 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Table, delete, insert, select, update
 from sqlalchemy.sql.schema import Column
 
-from server.services.legacy.formats import CARD_SIZE
-from server.services.legacy.import_rows import LegacyRow
+from server.services.migration.formats import CARD_SIZE
+from server.services.migration.import_rows import LegacyRow
 from server.services.secretbox import SecretBox
 from server.storage.migration_tables import (
     KeyCardStatus,

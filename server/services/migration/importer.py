@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from server.services.errors import DomainError
-from server.services.legacy.import_rows import (
+from server.services.migration.import_rows import (
     CodeTokenRow,
     HeaderRejected,
     KeyCardRow,
@@ -46,7 +46,7 @@ from server.services.legacy.import_rows import (
     parse_csv_line,
     parse_json_line,
 )
-from server.services.legacy.import_store import LegacyStore, StoreConflict
+from server.services.migration.import_store import LegacyStore, StoreConflict
 from server.services.secretbox import SecretBox
 from server.storage.migration_tables import ImportReject, ImportRun, ImportStatus
 from server.storage.tables import utcnow

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from akkreditiv.cli import app
-from server.services.legacy.waves import (
+from server.services.migration.waves import (
     PLAN_ZONE,
     REMINDER_COLUMNS,
     Cohort,

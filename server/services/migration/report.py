@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from server.services.errors import DomainError
-from server.services.legacy.waves import PLAN_ZONE, REMINDED, Cohort
+from server.services.migration.waves import PLAN_ZONE, REMINDED, Cohort
 from server.storage.migration_tables import (
     MigrationEvent,
     MigrationFlow,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from akkreditiv.cli import app
-from server.services.legacy.report import (
+from server.services.migration.report import (
     OUTSIDE_WAVES,
     Forecast,
     ForecastStatus,
@@ -31,9 +31,9 @@ from server.services.legacy.report import (
     progress,
     write_report,
 )
-from server.services.legacy.waves import MigrationPlan
+from server.services.migration.waves import MigrationPlan
 from server.storage.tables import ProofingChannel
-from tests.unit.server.legacy.test_waves import Clock, add_flow, add_users, user_row
+from tests.unit.server.migration.test_waves import Clock, add_flow, add_users, user_row
 
 SELF = ProofingChannel.SELF_SERVICE
 BANK = ProofingChannel.BANK

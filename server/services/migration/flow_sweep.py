@@ -16,7 +16,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from server.services.identities import AuditHook, no_audit
-from server.services.legacy.flow_model import FlowState, Outcome, Step
+from server.services.migration.flow_model import FlowState, Outcome, Step
 from server.storage.migration_tables import MigrationEvent, MigrationFlow
 from server.storage.tables import UtcDateTime
 

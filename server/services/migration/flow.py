@@ -42,8 +42,15 @@ from server.services.identities import (
     masked_person_number,
     no_audit,
 )
-from server.services.legacy.errors import LegacyError, LegacyProofFailed
-from server.services.legacy.flow_errors import (
+from server.services.lifecycle_errors import (
+    ActivationCodeRejected,
+    ConcurrentChange,
+    CredentialNotFound,
+    DuplicateIdentity,
+    TokenNotFound,
+)
+from server.services.migration.errors import LegacyError, LegacyProofFailed
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     AlreadyMigrated,
@@ -56,7 +63,7 @@ from server.services.legacy.flow_errors import (
     StartAgain,
     StepNotAvailable,
 )
-from server.services.legacy.flow_model import (
+from server.services.migration.flow_model import (
     DEFAULT_PROPOSAL,
     ENROLLED_APART,
     PROOF_NEEDS,
@@ -74,14 +81,7 @@ from server.services.legacy.flow_model import (
     choice_problem,
     proof_view,
 )
-from server.services.legacy.store import LegacyStore, Method
-from server.services.lifecycle_errors import (
-    ActivationCodeRejected,
-    ConcurrentChange,
-    CredentialNotFound,
-    DuplicateIdentity,
-    TokenNotFound,
-)
+from server.services.migration.store import LegacyStore, Method
 from server.services.person_number import PersonNumber
 from server.storage.errors import DuplicatePersonNumber, StaleWrite
 from server.storage.migration_tables import (

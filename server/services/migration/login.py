@@ -30,8 +30,8 @@ from server.services.authentication import (
     TransactionUnknown,
 )
 from server.services.identities import AuditHook, no_audit
-from server.services.legacy.errors import LegacyError
-from server.services.legacy.store import (
+from server.services.migration.errors import LegacyError
+from server.services.migration.store import (
     LegacyProof,
     LegacyStore,
     Method,
