@@ -51,7 +51,8 @@ from server.services.migration.formats import (
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.migration.store import LegacyPolicy, LegacyStore
+from server.services.migration.legacy_proof import LegacyPolicy
+from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

@@ -114,7 +114,8 @@ def add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Plan a wave: its cohort (birth years, bank or both), start, deadline and quota."""
-    from server.services.migration.waves import Cohort, InvalidWave, MigrationPlan, WaveError
+    from server.services.migration.wave_values import Cohort, InvalidWave, WaveError
+    from server.services.migration.waves import MigrationPlan
 
     years = _parse_years(birth_years) if birth_years is not None else None
     try:
@@ -181,7 +182,8 @@ def invite(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Invite the wave's cohort up to its quota (again: only those not invited yet)."""
-    from server.services.migration.waves import MigrationPlan, WaveError
+    from server.services.migration.wave_values import WaveError
+    from server.services.migration.waves import MigrationPlan
 
     with _session(_settings(database_url)) as session:
         plan = MigrationPlan(session, audit=_audit(session))
@@ -202,7 +204,8 @@ def remind(
     """Remind people invited long ago who have not started, and those whose flow stopped;
     write them as CSV for the mailing system. They count as reminded only once the file is
     safely written."""
-    from server.services.migration.waves import MigrationPlan, ReminderPolicy
+    from server.services.migration.wave_values import ReminderPolicy
+    from server.services.migration.waves import MigrationPlan
 
     settings = _settings(database_url)
     policy = ReminderPolicy(
@@ -233,7 +236,7 @@ def _write_reminders(out: Path, plan: Any, at: dt.datetime) -> int:
     old file or the complete new one."""
     import csv
 
-    from server.services.migration.waves import REMINDER_COLUMNS
+    from server.services.migration.wave_values import REMINDER_COLUMNS
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")

@@ -22,8 +22,9 @@ from server.api.keycard import load_secrets
 from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.migration.errors import LegacyError
+from server.services.migration.legacy_proof import LegacyPolicy, Method, closing_time
 from server.services.migration.login import LegacyLoginService
-from server.services.migration.store import LegacyPolicy, LegacyStore, Method, closing_time
+from server.services.migration.store import LegacyStore
 from server.settings import Settings
 
 router = APIRouter(tags=["legacy eID"])

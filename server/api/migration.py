@@ -46,7 +46,7 @@ from server.services.migration.flow_errors import (
     StepNotAvailable,
 )
 from server.services.migration.flow_model import Authenticator, FlowState, FlowView, NextAction
-from server.services.migration.store import Method
+from server.services.migration.legacy_proof import Method
 from server.storage.tables import ProofingChannel
 
 router = APIRouter(tags=["migration"])

@@ -33,7 +33,8 @@ from server.services.migration.formats import (
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.migration.store import LegacyStore, closing_time, legacy_subject
+from server.services.migration.legacy_proof import closing_time, legacy_subject
+from server.services.migration.store import LegacyStore
 from server.services.pseudonyms import Pseudonyms
 from server.settings import Settings
 from server.storage.tables import AuditEntry

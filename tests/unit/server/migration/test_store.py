@@ -47,12 +47,8 @@ from server.services.migration.formats import (
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.migration.store import (
-    LegacyPolicy,
-    LegacyProof,
-    LegacyStore,
-    closing_time,
-)
+from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, closing_time
+from server.services.migration.store import LegacyStore
 from server.services.secretbox import SecretBox
 from server.storage.errors import StaleWrite
 from server.storage.migration_tables import (
