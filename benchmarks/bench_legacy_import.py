@@ -31,8 +31,8 @@ from typing import Any
 
 import psycopg
 
-from server.services.legacy.generator import generate
-from server.services.legacy.importer import default_workers
+from server.services.migration.generator import generate
+from server.services.migration.importer import default_workers
 from server.storage.engine import create_engine_for, migrate
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -43,15 +43,16 @@ from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
 from server.services.audit import AuditLog
 from server.services.credentials import CredentialService
 from server.services.identities import IdentityService
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_model import Authenticator, FlowState
-from server.services.legacy.formats import (
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_model import Authenticator, FlowState
+from server.services.migration.formats import (
     DEFAULT_ITERATIONS,
     code_for,
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.legacy.store import LegacyPolicy, LegacyStore
+from server.services.migration.legacy_proof import LegacyPolicy
+from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

@@ -27,9 +27,10 @@ from server.services.fido import FidoService
 from server.services.identities import IdentityService
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.keycard.service import KeyCardService
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.login import LegacyLoginService
-from server.services.legacy.store import LegacyPolicy, LegacyStore, closing_time
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.legacy_proof import LegacyPolicy, closing_time
+from server.services.migration.login import LegacyLoginService
+from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords, argon2id_parameters
 from server.services.piv.ca import ServiceCa
 from server.services.piv.service import PivService

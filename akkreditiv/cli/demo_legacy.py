@@ -39,7 +39,7 @@ def legacy(
     import httpx
 
     from firmware_sim.tokens import otp_token
-    from server.services.legacy.formats import (
+    from server.services.migration.formats import (
         hash_legacy_password,
         new_card_secret,
         printed_card,

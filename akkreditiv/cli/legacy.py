@@ -16,7 +16,7 @@ import typer
 from akkreditiv.cli.common import fail
 
 if TYPE_CHECKING:
-    from server.services.legacy.importer import ImportProgress, ImportSummary
+    from server.services.migration.importer import ImportProgress, ImportSummary
 
 legacy_app = typer.Typer(
     help="The legacy eID: make a synthetic population, import the legacy export.",
@@ -102,10 +102,10 @@ def generate(
 
     Valid unique person numbers, Danish names, ages 18-100, banks, key cards (some nearly used
     up), code tokens for about one in ten. Each person's password follows from the seed and
-    the user id (server.services.legacy.generator.synthetic_password).
+    the user id (server.services.migration.generator.synthetic_password).
     """
-    from server.services.legacy.generator import DEFAULT_ITERATIONS
-    from server.services.legacy.generator import generate as make_population
+    from server.services.migration.generator import DEFAULT_ITERATIONS
+    from server.services.migration.generator import generate as make_population
 
     fmt = (file_format or _format_of(out)).value
     with _bar(not quiet, count, "generating") as advance:
@@ -165,7 +165,7 @@ def import_(
     from sqlalchemy.exc import SQLAlchemyError
 
     from server.domain.errors import DomainError
-    from server.services.legacy.importer import LegacyImporter, default_workers
+    from server.services.migration.importer import LegacyImporter, default_workers
     from server.services.secretbox import SecretBox
     from server.settings import Settings
     from server.storage.engine import migrate

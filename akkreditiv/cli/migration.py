@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from server.services.identities import AuditHook
-    from server.services.legacy.report import IsoWeek
+    from server.services.migration.report import IsoWeek
     from server.settings import Settings
 
 migration_app = typer.Typer(
@@ -80,7 +80,7 @@ def _parse_years(text: str) -> tuple[int, int]:
 
 
 def _parse_week(text: str) -> IsoWeek:
-    from server.services.legacy.report import InvalidWeek, IsoWeek
+    from server.services.migration.report import InvalidWeek, IsoWeek
 
     try:
         return IsoWeek.parse(text)
@@ -114,7 +114,8 @@ def add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Plan a wave: its cohort (birth years, bank or both), start, deadline and quota."""
-    from server.services.legacy.waves import Cohort, InvalidWave, MigrationPlan, WaveError
+    from server.services.migration.wave_values import Cohort, InvalidWave, WaveError
+    from server.services.migration.waves import MigrationPlan
 
     years = _parse_years(birth_years) if birth_years is not None else None
     try:
@@ -140,7 +141,7 @@ def list_waves(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Every wave with its plan and how many were invited so far."""
-    from server.services.legacy.waves import MigrationPlan
+    from server.services.migration.waves import MigrationPlan
 
     with _session(_settings(database_url)) as session:
         waves = MigrationPlan(session).list()
@@ -181,7 +182,8 @@ def invite(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Invite the wave's cohort up to its quota (again: only those not invited yet)."""
-    from server.services.legacy.waves import MigrationPlan, WaveError
+    from server.services.migration.wave_values import WaveError
+    from server.services.migration.waves import MigrationPlan
 
     with _session(_settings(database_url)) as session:
         plan = MigrationPlan(session, audit=_audit(session))
@@ -202,7 +204,8 @@ def remind(
     """Remind people invited long ago who have not started, and those whose flow stopped;
     write them as CSV for the mailing system. They count as reminded only once the file is
     safely written."""
-    from server.services.legacy.waves import MigrationPlan, ReminderPolicy
+    from server.services.migration.wave_values import ReminderPolicy
+    from server.services.migration.waves import MigrationPlan
 
     settings = _settings(database_url)
     policy = ReminderPolicy(
@@ -233,7 +236,7 @@ def _write_reminders(out: Path, plan: Any, at: dt.datetime) -> int:
     old file or the complete new one."""
     import csv
 
-    from server.services.legacy.waves import REMINDER_COLUMNS
+    from server.services.migration.wave_values import REMINDER_COLUMNS
 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
@@ -276,7 +279,7 @@ def report(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Write report-YYYY-Www.html with plots, and CSV tables, from the database alone."""
-    from server.services.legacy.report import progress, write_report
+    from server.services.migration.report import progress, write_report
 
     iso_week = _parse_week(week)
     settings = _settings(database_url)

@@ -49,7 +49,7 @@ def sweep(
     event at the step it stopped at. Run it daily; running it again marks nobody twice. An
     abandoned flow resumes where it stopped when the person starts again."""
     from server.services.audit import AuditLog
-    from server.services.legacy.flow_sweep import sweep_abandoned
+    from server.services.migration.flow_sweep import sweep_abandoned
     from server.settings import Settings
 
     settings = Settings() if database_url is None else Settings(database_url=database_url)

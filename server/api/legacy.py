@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from server.api.deps import ServicesDep, SessionDep, actor_of, require
 from server.api.problems import STATUS_BY_CODE, problem
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.legacy.errors import LegacyError
-from server.services.legacy.store import Method
+from server.services.migration.errors import LegacyError
+from server.services.migration.legacy_proof import Method
 
 router = APIRouter(tags=["legacy eID"])
 

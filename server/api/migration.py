@@ -22,21 +22,26 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import ServicesDep, SessionDep, actor_of, get_caller
+from server.api.deps import (
+    ServicesDep,
+    SessionDep,
+    actor_of,
+    get_caller,
+)
 from server.api.problems import FLOW_STATUS, STATUS_BY_CODE, problem
 from server.domain.errors import DomainError
 from server.domain.model import ProofingChannel
 from server.services.access import Caller
 from server.services.identity_operations import OPERATOR_ID, TEXT
-from server.services.legacy.flow_errors import (
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     DetailsMismatch,
     Recorded,
     StepNotAvailable,
 )
-from server.services.legacy.flow_model import Authenticator, FlowState, FlowView, NextAction
-from server.services.legacy.store import Method
+from server.services.migration.flow_model import Authenticator, FlowState, FlowView, NextAction
+from server.services.migration.legacy_proof import Method
 from server.services.migration_operations import (
     ACCESS_ERRORS,
     CODE,

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_model import Authenticator, FlowView, Started
-from server.services.legacy.store import Method
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_model import Authenticator, FlowView, Started
+from server.services.migration.legacy_proof import Method
 
 ASSISTED = frozenset({ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE})
 # The shapes of what a step is sent (the API's request models and the console check them).

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from server.domain.errors import DomainError
 from server.services.access import NotPermitted, Permission
 from server.services.identity_operations import TEXT
-from server.services.legacy.flow_errors import Recorded
-from server.services.legacy.flow_model import Authenticator, FlowView
+from server.services.migration.flow_errors import Recorded
+from server.services.migration.flow_model import Authenticator, FlowView
 from server.services.migration_operations import (
     ACCESS_ERRORS,
     CODE,

@@ -24,13 +24,13 @@ from starlette.responses import Response
 from server.api.deps import ServicesDep, SessionDep, actor_of, credential_service
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_errors import (
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     Recorded,
 )
-from server.services.legacy.flow_model import (
+from server.services.migration.flow_model import (
     ENROLLED_APART,
     EXCLUSIVE,
     Authenticator,

@@ -16,10 +16,10 @@ from server.api.deps import ServicesDep
 from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
 from server.domain.errors import DomainError
 from server.services.errors import WeakPassword
-from server.services.legacy.errors import LegacyLocked
-from server.services.legacy.flow import DEFAULT_MAX_STEP_FAILURES
-from server.services.legacy.flow_errors import DetailsMismatch
-from server.services.legacy.flow_model import (
+from server.services.migration.errors import LegacyLocked
+from server.services.migration.flow import DEFAULT_MAX_STEP_FAILURES
+from server.services.migration.flow_errors import DetailsMismatch
+from server.services.migration.flow_model import (
     STEP_OF_STATE,
     STEPS,
     TOKENS,

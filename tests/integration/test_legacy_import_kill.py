@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from server.services.legacy.generator import generate
-from server.services.legacy.importer import LegacyImporter
+from server.services.migration.generator import generate
+from server.services.migration.importer import LegacyImporter
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, migrate
 from server.storage.migration_tables import ImportReject, ImportRun, ImportStatus, LegacyUser
 from tests.integration.conftest import AKKREDITIV
-from tests.unit.server.legacy.test_importer import legacy_content_digest
+from tests.unit.server.migration.test_importer import legacy_content_digest
 from tests.unit.server.storage.databases import postgres_schema
 
 pytestmark = pytest.mark.integration

@@ -32,8 +32,8 @@ from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
 from server.domain.model import CredentialState
 from server.services.access import ApiKeys, Role
 from server.services.audit import verify_database
-from server.services.legacy.formats import code_for, hash_legacy_password, new_card_secret
-from server.services.legacy.store import LegacyStore
+from server.services.migration.formats import code_for, hash_legacy_password, new_card_secret
+from server.services.migration.store import LegacyStore
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, migrate, session_factory
 from server.storage.migration_tables import (

@@ -77,8 +77,8 @@ def store_legacy_user(
 ) -> None:
     """A legacy eID user with an active key card (card secret ``secret``, serial
     ``KC<user id's digits>``), put straight into the app's own database as the import does."""
-    from server.services.legacy.formats import hash_legacy_password
-    from server.services.legacy.store import LegacyStore
+    from server.services.migration.formats import hash_legacy_password
+    from server.services.migration.store import LegacyStore
 
     services = app.state.services
     with services.sessions() as session, session.begin():

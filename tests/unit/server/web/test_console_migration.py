@@ -15,12 +15,12 @@ from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpTokenState
 from server.services.access import Role
-from server.services.legacy.formats import code_for
+from server.services.migration.formats import code_for
 from server.settings import Settings
 from server.storage.migration_tables import MigrationFlow
 from server.storage.tables import Identity, ProofingRecord
 from tests.unit.server.conftest import make_key
-from tests.unit.server.legacy.test_migration_api import (
+from tests.unit.server.migration.test_migration_api import (
     NAME,
     NEW_PASSWORD,
     PASSWORD,

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.services.legacy.flow_sweep import sweep_abandoned
+from server.services.migration.flow_sweep import sweep_abandoned
 from server.settings import Settings
 from server.storage.migration_tables import LegacyUser, MigrationFlow
 from tests.unit.server.conftest import ORIGIN

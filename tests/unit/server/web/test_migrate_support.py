@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
-from server.services.legacy.formats import code_for, new_card_secret
+from server.services.migration.formats import code_for, new_card_secret
 from tests.unit.server.people import store_legacy_user
 from tests.unit.server.web.forms import csrf_of
 

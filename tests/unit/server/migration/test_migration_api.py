@@ -23,7 +23,7 @@ from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
 from server.app import create_app
 from server.services.access import Role
-from server.services.legacy.formats import code_for, new_card_secret
+from server.services.migration.formats import code_for, new_card_secret
 from server.settings import Settings
 from server.storage.migration_tables import MigrationEvent
 from server.storage.tables import Identity

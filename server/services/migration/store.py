@@ -3,7 +3,7 @@ identity (user id + password + the code for a shown key number, or a code token'
 legacy eID's own rules: five failed logins in a row lock the user id for an hour, failures from
 one source are throttled as the new eID's are, and legacy login ends on a shutdown date.
 
-Two callers prove people with it: the legacy login (``server.services.legacy.login``) and the
+Two callers prove people with it: the legacy login (``login``) and the
 guided migration flow. The proof comes in two steps, because the key number to show is chosen
 before the code is typed:
 
@@ -29,29 +29,18 @@ columns: of two transactions that read the card before either wrote, the later w
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
-import json
 import random
-import re
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, cast
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from sqlalchemy import Table, case, literal, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
-from server.services.authentication import SOURCE_MAX_FAILURES, SOURCE_WINDOW
 from server.services.identities import AuditHook, no_audit
-from server.services.legacy.errors import (
-    LegacyAlreadyMigrated,
+from server.services.migration.errors import (
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
     LegacyCodeUsed,
@@ -67,26 +56,23 @@ from server.services.legacy.errors import (
     LegacyUnknownIndex,
     LegacyUnknownUser,
     LegacyUserClosed,
-    LegacyUserExists,
-    LegacyUserNotFound,
     LegacyWrongCode,
     LegacyWrongPassword,
 )
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     CODE_DIGITS,
-    DEFAULT_ITERATIONS,
     REPLACEMENT_AT,
     LegacyFormatError,
     LegacyPasswordHash,
-    bitmap_from_positions,
     card_indexes,
     code_for,
     is_used,
     mark_used,
     unused_positions,
 )
-from server.services.person_number import PersonNumber
+from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, Method, PasswordStep
+from server.services.migration.legacy_users import LegacyUsers
 from server.services.secretbox import SecretBox
 from server.services.verifiers.errors import (
     CodeReplayed,
@@ -111,99 +97,10 @@ from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,
 )
-from server.storage.repositories import RateLimitRepository, _conflicts_as, source_limit_key
-from server.storage.tables import UtcDateTime
+from server.storage.repositories import RateLimitRepository, source_limit_key
 
-# The legacy eID's lockout rule, and the zone its shutdown date is a date in.
-DEFAULT_MAX_FAILURES = 5
-DEFAULT_LOCKOUT = dt.timedelta(hours=1)
-SHUTDOWN_ZONE = "Europe/Copenhagen"
 # Consecutive failures: only a success (or nothing, for an unknown id) ends the run.
 _FOREVER = dt.timedelta(days=365 * 100)
-# What a legacy user id can be; anything else is looked up as nobody, without a query.
-_USER_ID = re.compile(r"^[^\x00-\x20\x7f]{1,64}$")
-# Legacy users who have no identity yet are known to a provider by a pseudonym of this UUIDv5.
-LEGACY_SUBJECT_NAMESPACE = uuid.UUID("6f0c6a52-3d55-5d0e-9b1e-2f4c8a6e7d11")
-TOKEN_ALGORITHMS = ("totp", "hotp")
-
-_users = cast(Table, LegacyUser.__table__)
-
-
-class Method(StrEnum):
-    """What the person proved possession with, besides the password."""
-
-    KEY_CARD = "key_card"
-    CODE_TOKEN = "code_token"  # noqa: S105 - a method name, not a secret
-
-
-def closing_time(day: dt.date) -> dt.datetime:
-    """The moment legacy login closes for a shutdown date: the start of that day in Denmark."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=ZoneInfo(SHUTDOWN_ZONE))
-
-
-def legacy_subject(user_id: str) -> uuid.UUID:
-    """The id a provider's pseudonym is derived from for a legacy user with no new identity
-    (a version 5 UUID, so it never equals an identity's random id)."""
-    return uuid.uuid5(LEGACY_SUBJECT_NAMESPACE, user_id)
-
-
-@dataclass(frozen=True)
-class LegacyPolicy:
-    """The legacy eID's rules, from settings (``legacy_*``)."""
-
-    max_failures: int = DEFAULT_MAX_FAILURES
-    lockout: dt.timedelta = DEFAULT_LOCKOUT
-    shutdown_at: dt.datetime | None = None
-    new_only_providers: frozenset[str] = frozenset()
-    source_max_failures: int = SOURCE_MAX_FAILURES
-    source_window: dt.timedelta = SOURCE_WINDOW
-    # The decoy password hash's cost: that of the real hashes, so timing does not tell.
-    decoy_iterations: int = DEFAULT_ITERATIONS
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_failures <= NIST_MAX_FAILURES:
-            raise ValueError(f"max_failures is 1..{NIST_MAX_FAILURES}")
-        if self.lockout <= dt.timedelta(0) or self.source_window <= dt.timedelta(0):
-            raise ValueError("lockout and source window are positive")
-        if self.shutdown_at is not None and self.shutdown_at.tzinfo is None:
-            raise ValueError("the shutdown time is timezone-aware")
-
-
-@dataclass(frozen=True)
-class PasswordStep:
-    """What the password step leaves for the code step. It says whether the password was
-    right, so it is kept out of the person's reach (sealed, or in the caller's own row).
-
-    ``user_id`` is the legacy user's id, or ``None`` when nobody has the id typed (which is not
-    kept: it may be anything a person typed); ``subject`` is a keyed digest of the typed id,
-    which locks unknown ids and derives their decoy card; ``index`` is the key number shown.
-    """
-
-    user_id: str | None
-    subject: str
-    password_ok: bool
-    index: str | None
-
-    def to_bytes(self) -> bytes:
-        record = {"u": self.user_id, "s": self.subject, "p": self.password_ok, "i": self.index}
-        return json.dumps(record, separators=(",", ":")).encode("utf-8")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> PasswordStep:
-        record = json.loads(data)
-        return cls(record["u"], record["s"], bool(record["p"]), record["i"])
-
-
-@dataclass(frozen=True)
-class LegacyProof:
-    """A successful proof. ``new_card_due``: 20 codes or fewer remain on the card, and a new
-    card is on its way (the person is told so)."""
-
-    user: LegacyUser
-    method: Method
-    card_serial: str | None = None
-    remaining: int | None = None
-    new_card_due: bool = False
 
 
 @dataclass
@@ -214,11 +111,7 @@ class _Card:
     row: LegacyKeyCard | None
 
 
-def _now_from(clock: Callable[[], float]) -> dt.datetime:
-    return dt.datetime.fromtimestamp(clock(), dt.UTC)
-
-
-class LegacyStore:
+class LegacyStore(LegacyUsers):
     """The legacy store over one session (see the module docstring). ``clock`` returns seconds
     since the epoch, like ``Services.clock``; ``decoy_key`` (32 bytes, from the key-card pepper)
     keys the decoys and the digests of typed user ids."""
@@ -236,10 +129,7 @@ class LegacyStore:
     ) -> None:
         if len(decoy_key) < 32:
             raise ValueError("the decoy key has at least 32 bytes")
-        self._session = session
-        self._box = secrets_box
-        self._clock = clock
-        self._audit = audit
+        super().__init__(session, secrets_box, clock, audit)
         self._decoy_key = decoy_key
         self.policy = policy or LegacyPolicy()
         self._rng = rng or random.SystemRandom()
@@ -248,38 +138,6 @@ class LegacyStore:
         self._decoy_hash = LegacyPasswordHash(
             self.policy.decoy_iterations, salt, secrets.token_bytes(32)
         )
-
-    def now(self) -> dt.datetime:
-        return _now_from(self._clock)
-
-    # --- lookups ------------------------------------------------------------------------------
-
-    def find(self, user_id: str) -> LegacyUser | None:
-        if not _USER_ID.fullmatch(user_id):
-            return None
-        return self._session.get(LegacyUser, user_id)
-
-    def get(self, user_id: str) -> LegacyUser:
-        user = self.find(user_id)
-        if user is None:
-            raise LegacyUserNotFound(f"no legacy user {user_id!r}")
-        return user
-
-    def active_card(self, user_id: str) -> LegacyKeyCard | None:
-        return self._session.scalars(
-            select(LegacyKeyCard)
-            .where(LegacyKeyCard.user_id == user_id, LegacyKeyCard.status == KeyCardStatus.ACTIVE)
-            .order_by(LegacyKeyCard.issued_at.desc())
-            .limit(1)
-        ).first()
-
-    def code_token(self, user_id: str) -> LegacyCodeToken | None:
-        return self._session.scalars(
-            select(LegacyCodeToken)
-            .where(LegacyCodeToken.user_id == user_id)
-            .order_by(LegacyCodeToken.serial)
-            .limit(1)
-        ).first()
 
     # --- the rules that need no user ------------------------------------------------------------
 
@@ -421,8 +279,7 @@ class LegacyStore:
         if proof.user.failures or proof.user.locked_until is not None:
             proof.user.failures = 0
             proof.user.locked_until = None
-        with _conflicts_as("legacy user", proof.user.user_id):
-            self._session.flush()
+        self._users.save("legacy user", proof.user.user_id)
         self._audit(
             "legacy.login",
             {
@@ -473,8 +330,7 @@ class LegacyStore:
         card.remaining = len(unused_positions(card.used))
         if card.remaining == 0:
             card.status = KeyCardStatus.EXHAUSTED
-        with _conflicts_as("legacy key card", card.serial):
-            self._session.flush()
+        self._users.save("legacy key card", card.serial)
         if before > REPLACEMENT_AT >= card.remaining:
             self._audit(
                 "legacy.card.replacement_due",
@@ -539,8 +395,7 @@ class LegacyStore:
             token.counter = state.counter
         elif state.last_window is not None:
             token.last_used_window = state.last_window
-        with _conflicts_as("legacy code token", token.serial):
-            self._session.flush()
+        self._users.save("legacy code token", token.serial)
 
     def _usable(self, user: LegacyUser | None, step: PasswordStep) -> LegacyUser:
         """The user, if the proof may go on to the possession factor."""
@@ -553,15 +408,8 @@ class LegacyStore:
         return user
 
     def _no_card(self, user: LegacyUser) -> LegacyError:
-        spent = self._session.scalar(
-            select(LegacyKeyCard.serial)
-            .where(
-                LegacyKeyCard.user_id == user.user_id,
-                LegacyKeyCard.status == KeyCardStatus.EXHAUSTED,
-            )
-            .limit(1)
-        )
-        return LegacyCardExhausted() if spent is not None else LegacyNoCard()
+        spent = self._users.has_exhausted_card(user.user_id)
+        return LegacyCardExhausted() if spent else LegacyNoCard()
 
     # --- limits ---------------------------------------------------------------------------------
 
@@ -606,170 +454,12 @@ class LegacyStore:
                 lockout=policy.lockout,
             )
             return limit.locked_until is not None and limit.locked_until > now
-        # One atomic statement: concurrent failures all count, whatever else changes the row.
-        failures = _users.c.failures + 1
-        until = literal(now + policy.lockout, UtcDateTime())
-        row = self._session.execute(
-            update(_users)
-            .where(_users.c.user_id == user.user_id)
-            .values(
-                failures=failures,
-                locked_until=case(
-                    (failures >= policy.max_failures, until), else_=_users.c.locked_until
-                ),
-                version=_users.c.version + 1,
-            )
-            .returning(_users.c.failures, _users.c.locked_until, _users.c.version)
-        ).one()
-        for name, value in zip(("failures", "locked_until", "version"), row, strict=True):
-            set_committed_value(user, name, value)
-        return row.locked_until is not None and row.locked_until > now
-
-    # --- administration -------------------------------------------------------------------------
-
-    def add_user(
-        self,
-        user_id: str,
-        person_number: str,
-        name: str,
-        birth_year: int,
-        password_hash: str,
-        *,
-        bank: str | None = None,
-        row_digest: str | None = None,
-    ) -> LegacyUser:
-        """Add one legacy user (tests, small imports). The password hash must be in the legacy
-        format (``LegacyFormatError`` if not); the person number is stored as ddmmyy-ssss."""
-        if not _USER_ID.fullmatch(user_id):
-            raise LegacyFormatError("user id: 1-64 characters, no spaces or control characters")
-        LegacyPasswordHash.parse(password_hash)
-        number = PersonNumber.parse(person_number).formatted
-        if row_digest is None:
-            canonical = [user_id, number, name, birth_year, bank, password_hash]
-            row_digest = hashlib.sha256(
-                json.dumps(canonical, ensure_ascii=False).encode("utf-8")
-            ).hexdigest()
-        user = LegacyUser(
-            user_id=user_id,
-            person_number=number,
-            name=name,
-            birth_year=birth_year,
-            bank=bank,
-            password_hash=password_hash,
-            status=LegacyUserStatus.ACTIVE,
-            failures=0,
-            row_digest=row_digest,
-            imported_at=self.now(),
+        counted = self._users.count_failure(
+            user, now, max_failures=policy.max_failures, lockout=policy.lockout
         )
-        try:
-            with self._session.begin_nested():
-                self._session.add(user)
-        except IntegrityError:
-            raise LegacyUserExists("legacy user id or person number taken") from None
-        return user
-
-    def issue_card(
-        self,
-        user_id: str,
-        secret: bytes,
-        *,
-        serial: str | None = None,
-        used_positions: tuple[int, ...] | list[int] = (),
-    ) -> LegacyKeyCard:
-        """Give the user a key card made from ``secret`` (32 bytes, sealed at once); a card
-        active before is replaced. ``used_positions`` marks codes used already (imports)."""
-        user = self.get(user_id)
-        card_indexes(secret)  # checks the secret's size
-        serial = serial or f"KC{secrets.randbelow(10**10):010d}"
-        for previous in self._session.scalars(
-            select(LegacyKeyCard).where(
-                LegacyKeyCard.user_id == user.user_id,
-                LegacyKeyCard.status == KeyCardStatus.ACTIVE,
-            )
-        ):
-            previous.status = KeyCardStatus.REPLACED
-        bitmap = bitmap_from_positions(list(used_positions))
-        remaining = len(unused_positions(bitmap))
-        card = LegacyKeyCard(
-            serial=serial,
-            user_id=user.user_id,
-            sealed_secret=self._box.seal(secret, context=f"legacy-card:{serial}"),
-            used=bitmap,
-            remaining=remaining,
-            status=KeyCardStatus.ACTIVE if remaining else KeyCardStatus.EXHAUSTED,
-            issued_at=self.now(),
-        )
-        try:
-            with self._session.begin_nested():
-                self._session.add(card)
-        except IntegrityError:
-            raise LegacyUserExists("key card serial taken", detail="this serial is taken") from None
-        return card
-
-    def issue_token(
-        self,
-        user_id: str,
-        secret: bytes,
-        *,
-        algorithm: str = "totp",
-        digits: int = 6,
-        serial: str | None = None,
-        counter: int = 0,
-    ) -> LegacyCodeToken:
-        """Give the user a legacy code token (TOTP or HOTP); its seed is sealed at once."""
-        user = self.get(user_id)
-        if algorithm not in TOKEN_ALGORITHMS:
-            raise LegacyFormatError("code token: algorithm is totp or hotp")
-        # The verifier's own checks: a seed of at least 112 bits, 6 to 8 digits.
-        if algorithm == "totp":
-            TotpState(secret, digits)
-        else:
-            HotpState(secret, digits, counter=counter)
-        serial = serial or f"CT{secrets.randbelow(10**10):010d}"
-        token = LegacyCodeToken(
-            serial=serial,
-            user_id=user.user_id,
-            sealed_secret=self._box.seal(secret, context=f"legacy-token:{serial}"),
-            algorithm=algorithm,
-            digits=digits,
-            counter=counter,
-            failures=0,
-        )
-        try:
-            with self._session.begin_nested():
-                self._session.add(token)
-        except IntegrityError:
-            raise LegacyUserExists(
-                "code token serial taken", detail="this serial is taken"
-            ) from None
-        return token
-
-    def mark_migrated(self, user_id: str, identity_id: uuid.UUID) -> LegacyUser:
-        """Record that the legacy user moved to ``identity_id``. Legacy login keeps working
-        until the shutdown date. Repeating it for the same identity changes nothing."""
-        user = self.get(user_id)
-        if user.status is LegacyUserStatus.MIGRATED:
-            if user.identity_id == identity_id:
-                return user
-            raise LegacyAlreadyMigrated("migrated to another identity")
-        if user.status is LegacyUserStatus.CLOSED:
-            raise LegacyAlreadyMigrated(
-                "legacy user closed", detail="this legacy user ID is closed"
-            )
-        user.status = LegacyUserStatus.MIGRATED
-        user.identity_id = identity_id
-        user.migrated_at = self.now()
-        with _conflicts_as("legacy user", user.user_id):
-            self._session.flush()
-        self._audit(
-            "legacy.user.migrated", {"legacy_user": user.user_id, "identity": str(identity_id)}
-        )
-        return user
+        return counted.locked_until is not None and counted.locked_until > now
 
     # --- secrets and decoys ---------------------------------------------------------------------
-
-    def _open_card(self, card: LegacyKeyCard) -> bytes:
-        return self._box.open(card.sealed_secret, context=f"legacy-card:{card.serial}")
 
     def _subject(self, user_id: str) -> str:
         mac = hmac.digest(self._decoy_key, b"legacy-user|" + user_id.encode("utf-8"), "sha256")

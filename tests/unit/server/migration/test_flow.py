@@ -32,7 +32,8 @@ from server.services.audit import AuditLog
 from server.services.credentials import CredentialService
 from server.services.errors import InvalidPersonNumber, WeakPassword
 from server.services.identities import IdentityService
-from server.services.legacy.errors import (
+from server.services.lifecycle_errors import ActivationCodeRejected, TokenNotFound
+from server.services.migration.errors import (
     LegacyCodeForOtherIndex,
     LegacyCodeUsed,
     LegacyLocked,
@@ -40,8 +41,8 @@ from server.services.legacy.errors import (
     LegacyUnknownUser,
     LegacyWrongPassword,
 )
-from server.services.legacy.flow import MigrationFlows
-from server.services.legacy.flow_errors import (
+from server.services.migration.flow import MigrationFlows
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     AlreadyMigrated,
@@ -54,7 +55,7 @@ from server.services.legacy.flow_errors import (
     StartAgain,
     StepNotAvailable,
 )
-from server.services.legacy.flow_model import (
+from server.services.migration.flow_model import (
     TRANSITIONS,
     Authenticator,
     FlowState,
@@ -63,15 +64,15 @@ from server.services.legacy.flow_model import (
     choice_problem,
     validate_flow_transitions,
 )
-from server.services.legacy.flow_sweep import sweep_abandoned
-from server.services.legacy.formats import (
+from server.services.migration.flow_sweep import sweep_abandoned
+from server.services.migration.formats import (
     card_indexes,
     code_for,
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.legacy.store import LegacyPolicy, LegacyStore
-from server.services.lifecycle_errors import ActivationCodeRejected, TokenNotFound
+from server.services.migration.legacy_proof import LegacyPolicy
+from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

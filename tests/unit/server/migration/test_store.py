@@ -22,7 +22,7 @@ from server.domain.errors import DomainError
 from server.domain.model import Level
 from server.services.audit import AuditLog
 from server.services.errors import SecretUnreadable
-from server.services.legacy.errors import (
+from server.services.migration.errors import (
     LegacyAlreadyMigrated,
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
@@ -41,7 +41,7 @@ from server.services.legacy.errors import (
     LegacyWrongCode,
     LegacyWrongPassword,
 )
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     LegacyFormatError,
     card_indexes,
@@ -49,12 +49,8 @@ from server.services.legacy.formats import (
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.legacy.store import (
-    LegacyPolicy,
-    LegacyProof,
-    LegacyStore,
-    closing_time,
-)
+from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, closing_time
+from server.services.migration.store import LegacyStore
 from server.services.secretbox import SecretBox
 from server.storage.errors import StaleWrite
 from server.storage.migration_tables import (

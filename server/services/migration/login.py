@@ -31,17 +31,13 @@ from server.services.authentication import (
     TransactionUnknown,
 )
 from server.services.identities import AuditHook, no_audit
-from server.services.legacy.errors import LegacyError
-from server.services.legacy.store import (
-    LegacyProof,
-    LegacyStore,
-    Method,
-    PasswordStep,
-    legacy_subject,
-)
+from server.services.migration.errors import LegacyError
+from server.services.migration.legacy_proof import LegacyProof, Method, PasswordStep, legacy_subject
+from server.services.migration.store import LegacyStore
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import AssertionSigner
+from server.storage.errors import NotFound
 from server.storage.repositories import TransactionRepository
 from server.storage.tables import AuthTransaction
 
@@ -91,7 +87,6 @@ class LegacyLoginService:
         assertion_lifetime: dt.timedelta = dt.timedelta(minutes=5),
         audit: AuditHook = no_audit,
     ) -> None:
-        self._session = session
         self._store = store
         self._box = secrets_box
         self._transactions = TransactionRepository(session)
@@ -187,7 +182,10 @@ class LegacyLoginService:
     # --- the transaction ------------------------------------------------------------------------
 
     def _open(self, transaction_id: uuid.UUID, state: str) -> AuthTransaction:
-        transaction = self._session.get(AuthTransaction, transaction_id)
+        try:
+            transaction = self._transactions.get(transaction_id)
+        except NotFound:
+            transaction = None
         if transaction is None or not transaction.service_provider.startswith(PREFIX):
             raise TransactionUnknown("no such legacy login", detail="unknown transaction")
         if transaction.state not in TRANSITIONS or not TRANSITIONS[transaction.state]:

@@ -28,83 +28,58 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import flag_modified
 
 from server.domain.errors import DomainError
 from server.domain.model import (
-    CredentialKind,
     CredentialState,
-    IdentityStatus,
-    Level,
     ProofingChannel,
 )
 from server.services.credentials import CredentialService
-from server.services.identities import (
-    AuditHook,
-    Enrolment,
-    IdentityService,
-    masked_person_number,
-    no_audit,
+from server.services.identities import AuditHook, IdentityService, no_audit
+from server.services.lifecycle_errors import (
+    ActivationCodeRejected,
+    ConcurrentChange,
+    CredentialNotFound,
+    TokenNotFound,
 )
-from server.services.legacy.errors import LegacyError, LegacyProofFailed
-from server.services.legacy.flow_errors import (
+from server.services.migration.errors import LegacyError, LegacyProofFailed
+from server.services.migration.flow_enrolment import FlowEnrolment
+from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
     AlreadyMigrated,
     CredentialNotUsable,
     DetailsMismatch,
-    FlowChanged,
     InvalidChoice,
     ProofRequired,
     Recorded,
     StartAgain,
     StepNotAvailable,
 )
-from server.services.legacy.flow_model import (
+from server.services.migration.flow_model import (
     DEFAULT_PROPOSAL,
     ENROLLED_APART,
-    PROOF_NEEDS,
     STEP_OF_STATE,
-    STEPS,
-    TRANSITIONS,
     Authenticator,
+    EventOutcome,
+    EventStep,
     FlowState,
     FlowView,
-    NextAction,
-    Outcome,
     Started,
-    Step,
     activation_inputs,
     choice_problem,
     proof_view,
 )
-from server.services.legacy.store import LegacyStore, Method
-from server.services.lifecycle_errors import (
-    ActivationCodeRejected,
-    ConcurrentChange,
-    CredentialNotFound,
-    DuplicateIdentity,
-    TokenNotFound,
-)
+from server.services.migration.flow_record import FlowRecord
+from server.services.migration.legacy_proof import Method
+from server.services.migration.store import LegacyStore
 from server.services.person_number import PersonNumber
-from server.storage.errors import DuplicatePersonNumber, StaleWrite
-from server.storage.migration_tables import (
-    LegacyUser,
-    LegacyUserStatus,
-    MigrationEvent,
-    MigrationFlow,
-    MigrationInvitation,
-)
-from server.storage.repositories import IdentityRepository, _conflicts_as
-from server.storage.tables import Credential, Identity, ProofingRecord
+from server.storage.migration_repositories import MigrationFlowRepository
+from server.storage.migration_tables import LegacyUser, LegacyUserStatus, MigrationFlow
+from server.storage.tables import Credential
 
 F = FlowState
-# The proofing a legacy proof is recorded as: the legacy eID (password + key card) was issued
-# at Substantial, so the identity it proves gets Substantial.
-LEGACY_EID = "legacy_eid"
 # Wrong codes, unknown token serials or mismatched details in a row after a proof: then the
 # flow wants the legacy proof again (a key-card code each), so guessing costs the guesser.
 DEFAULT_MAX_STEP_FAILURES = 3
@@ -140,17 +115,18 @@ class MigrationFlows:
             raise ValueError("the decoy key has at least 32 bytes")
         if max_step_failures < 1:
             raise ValueError("max_step_failures is at least 1")
-        self._session = session
+        self._flows = MigrationFlowRepository(session)
         self._store = store
-        self._identities = identities
         self._credentials = credentials
         self._decoy_key = decoy_key
-        self._clock = clock
         self._audit = audit
-        self._max_failures = max_step_failures
+        self._record = FlowRecord(
+            self._flows, store, clock=clock, audit=audit, max_failures=max_step_failures
+        )
+        self._enrolment = FlowEnrolment(session, identities, credentials, audit)
 
     def now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        return self._record.now()
 
     def decoy_id(self, user_id: str) -> uuid.UUID:
         """The flow id answered for a user id nobody has: the same every time, like a real
@@ -162,14 +138,14 @@ class MigrationFlows:
 
     def view(self, flow_id: uuid.UUID) -> FlowView:
         """Where the flow stands; before its legacy proof, the same as for any other id."""
-        flow = self._session.get(MigrationFlow, flow_id)
+        flow = self._record.get(flow_id)
         if flow is None or flow.pending_index is not None:
             return proof_view(flow_id)
-        return self._view(flow)
+        return self._record.view(flow)
 
     def channel_of(self, flow_id: uuid.UUID) -> ProofingChannel | None:
         """The channel a flow runs on (``None`` for an id nobody has), for access checks."""
-        flow = self._session.get(MigrationFlow, flow_id)
+        flow = self._record.get(flow_id)
         return flow.channel if flow is not None else None
 
     # --- start -----------------------------------------------------------------------------------
@@ -196,7 +172,7 @@ class MigrationFlows:
             )
             return Started(proof_view(flow_id), index)
         checks: dict[str, Any] = {"document_kind": document_kind} if document_kind else {}
-        flow = self._flow_of(user.user_id)
+        flow = self._record.of_user(user.user_id)
         if flow is None:
             flow = self._create(user, channel, checks, operator_ids, index)
         else:
@@ -219,11 +195,7 @@ class MigrationFlows:
         flow = MigrationFlow(
             id=uuid.uuid4(),
             user_id=user.user_id,
-            wave_id=self._session.scalar(
-                select(MigrationInvitation.wave_id).where(
-                    MigrationInvitation.user_id == user.user_id
-                )
-            ),
+            wave_id=self._flows.invited_wave(user.user_id),
             channel=channel,
             state=F.STARTED.value,
             operator_ids=list(operator_ids),
@@ -235,18 +207,13 @@ class MigrationFlows:
             started_at=now,
             updated_at=now,
         )
-        try:
-            with self._session.begin_nested():
-                self._session.add(flow)
-        except IntegrityError:
+        stored = self._flows.add_or_existing(flow)
+        if stored is not flow:
             # A concurrent start made the flow first (one per legacy user): use that one.
-            existing = self._flow_of(user.user_id)
-            if existing is None:
-                raise
-            self._rearm(existing, channel, checks, operator_ids, index)
-            return existing
-        self._event(flow, Step.STARTED, Outcome.OK)
-        self._save(flow)
+            self._rearm(stored, channel, checks, operator_ids, index)
+            return stored
+        self._record.event(flow, EventStep.STARTED, EventOutcome.OK)
+        self._record.save(flow)
         return flow
 
     def _rearm(
@@ -266,7 +233,7 @@ class MigrationFlows:
             flow.updated_at = self.now()
         flow.pending_index = index
         flow.failures = 0
-        self._save(flow)
+        self._record.save(flow)
 
     # --- prove -----------------------------------------------------------------------------------
 
@@ -283,14 +250,14 @@ class MigrationFlows:
         """The legacy proof: password and the code for the key number shown (or the legacy
         code token's code). Failures go through the legacy store (its counters, lockout and
         per-source throttle) and come as ``Recorded`` with a new key number."""
-        flow = self._session.get(MigrationFlow, flow_id)
+        flow = self._record.get(flow_id)
         context = {"purpose": "migration", "flow": str(flow_id)}
         if flow is None or not _same(flow.user_id, user_id):
             return self._prove_for_nobody(user_id, password, code, source, context)
         if flow.pending_index is None:
             if flow.abandoned_at is not None:
                 raise StartAgain
-            return self._view(flow)  # proven before: the same answer
+            return self._record.view(flow)  # proven before: the same answer
         try:
             if method is Method.CODE_TOKEN:
                 proof = self._store.prove_with_token(
@@ -308,29 +275,29 @@ class MigrationFlows:
         except LegacyProofFailed as exc:
             # As legacy login does: a failed code is followed by a new key number.
             flow.pending_index = self._store.begin_proof(flow.user_id)
-            self._failed(flow, Step.LEGACY_PROVEN, counts=False)
+            self._record.failed(flow, EventStep.LEGACY_PROVEN, counts=False)
             raise Recorded(exc, index=flow.pending_index) from None
         except LegacyError as exc:
-            self._failed(flow, Step.LEGACY_PROVEN, counts=False)
+            self._record.failed(flow, EventStep.LEGACY_PROVEN, counts=False)
             raise Recorded(exc) from None
         flow.pending_index = None
         flow.failures = 0
         flow.updated_at = self.now()
         if F(flow.state) is F.COMPLETED or proof.user.status is LegacyUserStatus.MIGRATED:
-            self._save(flow)
+            self._record.save(flow)
             self._audit("migration.flow.refused", {"flow": str(flow.id), "reason": "migrated"})
             raise Recorded(AlreadyMigrated())
         if F(flow.state) is F.STARTED:
-            self._move(flow, F.LEGACY_PROVEN)
+            self._record.move(flow, F.LEGACY_PROVEN)
         resumed = flow.abandoned_at is not None
         flow.abandoned_at = None
-        self._event(flow, Step.LEGACY_PROVEN, Outcome.OK)
-        self._save(flow)
+        self._record.event(flow, EventStep.LEGACY_PROVEN, EventOutcome.OK)
+        self._record.save(flow)
         self._audit(
             "migration.flow.proven",
             {"flow": str(flow.id), "legacy_user": flow.user_id, "resumed": resumed},
         )
-        return self._view(flow)
+        return self._record.view(flow)
 
     def _prove_for_nobody(
         self,
@@ -355,26 +322,26 @@ class MigrationFlows:
     def confirm(self, flow_id: uuid.UUID, person_number: str, name: str) -> FlowView:
         """The person confirms who the legacy eID says they are: their person number (typed)
         and name (as shown). A mismatch creates nothing and counts as a failed step."""
-        flow = self._proven(flow_id)
-        user = self._user(flow)
+        flow = self._record.proven(flow_id)
+        user = self._record.user(flow)
         typed = PersonNumber.parse(person_number).formatted
         state = F(flow.state)
         if STEP_OF_STATE[state] < STEP_OF_STATE[F.LEGACY_PROVEN]:
-            raise StepNotAvailable("confirm", self._next(flow)[0])
+            raise StepNotAvailable("confirm", self._record.next(flow)[0])
         mismatch = self._mismatch(user, typed, name)
         if state is not F.LEGACY_PROVEN:
             if mismatch is not None:
                 raise DetailsMismatch(mismatch)
-            return self._view(flow)  # confirmed before: the same answer
-        self._claim(flow)
+            return self._record.view(flow)  # confirmed before: the same answer
+        self._record.claim(flow)
         if mismatch is not None:
-            extra = self._failed(flow, Step.DETAILS_CONFIRMED, counts=True)
+            extra = self._record.failed(flow, EventStep.DETAILS_CONFIRMED, counts=True)
             raise Recorded(DetailsMismatch(mismatch), **extra)
-        self._move(flow, F.DETAILS_CONFIRMED)
-        self._event(flow, Step.DETAILS_CONFIRMED, Outcome.OK)
-        self._save(flow)
+        self._record.move(flow, F.DETAILS_CONFIRMED)
+        self._record.event(flow, EventStep.DETAILS_CONFIRMED, EventOutcome.OK)
+        self._record.save(flow)
         self._audit("migration.flow.confirmed", {"flow": str(flow.id)})
-        return self._view(flow)
+        return self._record.view(flow)
 
     @staticmethod
     def _mismatch(user: LegacyUser, typed_number: str, name: str) -> str | None:
@@ -390,7 +357,7 @@ class MigrationFlows:
     def choose(self, flow_id: uuid.UUID, kinds: Sequence[Authenticator] | None = None) -> FlowView:
         """Choose the new authenticators; ``None`` takes the proposal (code display and
         password), the one decision most people need to make."""
-        flow = self._proven(flow_id)
+        flow = self._record.proven(flow_id)
         chosen = tuple(kinds) if kinds is not None else DEFAULT_PROPOSAL
         problem = choice_problem(chosen)
         if problem is not None:
@@ -399,21 +366,21 @@ class MigrationFlows:
         current = tuple(Authenticator(kind) for kind in flow.chosen)
         if state in (F.AUTHENTICATOR_CHOSEN, F.ACTIVATION_PENDING, F.COMPLETED):
             if set(chosen) == set(current):
-                return self._view(flow)  # chosen before: the same answer
+                return self._record.view(flow)  # chosen before: the same answer
         if state not in (F.DETAILS_CONFIRMED, F.AUTHENTICATOR_CHOSEN, F.ACTIVATION_PENDING):
-            raise StepNotAvailable("choose", self._next(flow)[0])
-        self._claim(flow)
+            raise StepNotAvailable("choose", self._record.next(flow)[0])
+        self._record.claim(flow)
         if state is not F.AUTHENTICATOR_CHOSEN:
-            self._move(flow, F.AUTHENTICATOR_CHOSEN)
+            self._record.move(flow, F.AUTHENTICATOR_CHOSEN)
         flow.chosen = [kind.value for kind in chosen]
         for kind in chosen:
-            self._event(flow, Step.AUTHENTICATOR_CHOSEN, Outcome.OK, kind)
-        self._save(flow)
+            self._record.event(flow, EventStep.AUTHENTICATOR_CHOSEN, EventOutcome.OK, kind)
+        self._record.save(flow)
         self._audit(
             "migration.flow.chosen",
             {"flow": str(flow.id), "kinds": flow.chosen, "proposal": kinds is None},
         )
-        return self._view(flow)
+        return self._record.view(flow)
 
     # --- activate --------------------------------------------------------------------------------
 
@@ -430,50 +397,53 @@ class MigrationFlows:
         are made together or not at all; a failure keeps the flow at activation pending, to be
         tried again with another code or another token. A security key or smartcard is
         enrolled afterwards through its own routes (``record_credential``)."""
-        flow = self._proven(flow_id)
+        flow = self._record.proven(flow_id)
         state = F(flow.state)
         if state is F.COMPLETED:
-            return self._view(flow)
+            return self._record.view(flow)
         if state not in (F.AUTHENTICATOR_CHOSEN, F.ACTIVATION_PENDING):
-            raise StepNotAvailable("activate", self._next(flow)[0])
-        todo = [kind for kind in self._still_to_activate(flow) if kind not in ENROLLED_APART]
+            raise StepNotAvailable("activate", self._record.next(flow)[0])
+        todo = [kind for kind in self._record.still_to_activate(flow) if kind not in ENROLLED_APART]
         if flow.identity_id is not None and not todo:
             if state is F.AUTHENTICATOR_CHOSEN:
-                self._claim(flow)
-                self._move(flow, F.ACTIVATION_PENDING)
-                self._save(flow)
-            return self._view(flow)  # activated before: the same answer
+                self._record.claim(flow)
+                self._record.move(flow, F.ACTIVATION_PENDING)
+                self._record.save(flow)
+            return self._record.view(flow)  # activated before: the same answer
         given = {"password": password, "serial": serial, "code": code}
         missing = tuple(need for need in activation_inputs(todo) if not given[need])
         if missing:
             raise ActivationInputMissing(missing)
-        self._claim(flow)
+        self._record.claim(flow)
         if state is F.AUTHENTICATOR_CHOSEN:
-            self._move(flow, F.ACTIVATION_PENDING)
-            self._save(flow)
-        user = self._user(flow)
+            self._record.move(flow, F.ACTIVATION_PENDING)
+            self._record.save(flow)
+        user = self._record.user(flow)
         failing: Authenticator | None = None
         made: list[tuple[Authenticator, Credential]] = []
         try:
-            with self._session.begin_nested():
-                identity_id = flow.identity_id or self._enrol(flow, user).id
+            with self._flows.savepoint():
+                identity_id = flow.identity_id or self._enrolment.enrol(flow, user).id
                 for kind in todo:
                     failing = kind
                     made.append(
-                        (kind, self._activate_one(identity_id, kind, password, serial, code))
+                        (
+                            kind,
+                            self._enrolment.activate_one(identity_id, kind, password, serial, code),
+                        )
                     )
         except ConcurrentChange:
             raise
         except DomainError as exc:
             guessed = isinstance(exc, ActivationCodeRejected | TokenNotFound)
-            extra = self._failed(flow, Step.ACTIVATED, counts=guessed, kind=failing)
+            extra = self._record.failed(flow, EventStep.ACTIVATED, counts=guessed, kind=failing)
             raise Recorded(exc, **extra) from None
         flow.identity_id = identity_id
         flow.credential_ids = [*flow.credential_ids, *(str(c.id) for _, c in made)]
         flow.failures = 0
         for kind, _ in made:
-            self._event(flow, Step.ACTIVATED, Outcome.OK, kind)
-        self._save(flow)
+            self._record.event(flow, EventStep.ACTIVATED, EventOutcome.OK, kind)
+        self._record.save(flow)
         self._audit(
             "migration.flow.activated",
             {
@@ -482,88 +452,18 @@ class MigrationFlows:
                 "kinds": [kind.value for kind, _ in made],
             },
         )
-        return self._view(flow)
-
-    def _activate_one(
-        self,
-        identity_id: uuid.UUID,
-        kind: Authenticator,
-        password: str | None,
-        serial: str | None,
-        code: str | None,
-    ) -> Credential:
-        if kind is Authenticator.PASSWORD:
-            return self._credentials.set_password(identity_id, password or "")
-        token = self._credentials.assign(identity_id, serial or "", kind=CredentialKind(kind.value))
-        return self._credentials.activate(token.id, code or "")
-
-    def _enrol(self, flow: MigrationFlow, user: LegacyUser) -> Identity:
-        """The new identity, at the level the proof allows: in person at a citizen service
-        centre, with the document the operators checked (High with two of them); else the
-        legacy proof itself, Substantial."""
-        operators = tuple(flow.operator_ids)
-        document = flow.checks.get("document_kind")
-        if flow.channel is ProofingChannel.SERVICE_CENTRE and isinstance(document, str):
-            return self._identities.enrol(
-                Enrolment(
-                    person_number=user.person_number,
-                    name=user.name,
-                    channel=flow.channel,
-                    document_kind=document,
-                    operator_ids=operators,
-                )
-            )
-        return self._enrol_by_legacy_proof(flow.channel, user, operators)
-
-    def _enrol_by_legacy_proof(
-        self, channel: ProofingChannel, user: LegacyUser, operators: tuple[str, ...]
-    ) -> Identity:
-        """As ``IdentityService.enrol`` does (one identity per person, its proofing record, the
-        same audit event), for the proofing it has no document kind for: the legacy eID."""
-        level = Level.SUBSTANTIAL
-        identities = IdentityRepository(self._session)
-        identity = Identity(
-            id=uuid.uuid4(),
-            person_number=PersonNumber.parse(user.person_number).formatted,
-            name=user.name,
-            status=IdentityStatus.ACTIVE,
-            identity_assurance=level,
-        )
-        try:
-            identities.add(identity)
-        except DuplicatePersonNumber:
-            raise DuplicateIdentity from None
-        identities.add_proofing(
-            ProofingRecord(
-                identity_id=identity.id,
-                channel=channel,
-                document_kind=LEGACY_EID,
-                operator_ids=list(operators),
-                level=level,
-            )
-        )
-        self._audit(
-            "identity.enrolled",
-            {
-                "identity_id": str(identity.id),
-                "channel": channel.value,
-                "document_kind": LEGACY_EID,
-                "operator_ids": list(operators),
-                "level": level.label,
-            },
-        )
-        return identity
+        return self._record.view(flow)
 
     # --- devices enrolled apart, and completion ---------------------------------------------------
 
     def record_credential(self, flow_id: uuid.UUID, credential_id: uuid.UUID) -> FlowView:
         """Record a security key or smartcard enrolled for the new identity through its own
         routes: it must be an active credential of that identity, of a kind chosen."""
-        flow = self._proven(flow_id)
+        flow = self._record.proven(flow_id)
         if str(credential_id) in flow.credential_ids:
-            return self._view(flow)  # recorded before: the same answer
+            return self._record.view(flow)  # recorded before: the same answer
         if F(flow.state) is not F.ACTIVATION_PENDING or flow.identity_id is None:
-            raise StepNotAvailable("credentials", self._next(flow)[0])
+            raise StepNotAvailable("credentials", self._record.next(flow)[0])
         try:
             credential = self._credentials.get(credential_id)
         except CredentialNotFound:
@@ -574,10 +474,12 @@ class MigrationFlows:
             or credential.kind.value not in flow.chosen
         ):
             raise CredentialNotUsable
-        self._claim(flow)
+        self._record.claim(flow)
         flow.credential_ids = [*flow.credential_ids, str(credential.id)]
-        self._event(flow, Step.ACTIVATED, Outcome.OK, Authenticator(credential.kind.value))
-        self._save(flow)
+        self._record.event(
+            flow, EventStep.ACTIVATED, EventOutcome.OK, Authenticator(credential.kind.value)
+        )
+        self._record.save(flow)
         self._audit(
             "migration.flow.activated",
             {
@@ -586,190 +488,28 @@ class MigrationFlows:
                 "kinds": [credential.kind.value],
             },
         )
-        return self._view(flow)
+        return self._record.view(flow)
 
     def complete(self, flow_id: uuid.UUID) -> FlowView:
         """Finish: the legacy user is marked migrated to the new identity (legacy login keeps
         working until the shutdown date). Every chosen authenticator must be active."""
-        flow = self._proven(flow_id)
+        flow = self._record.proven(flow_id)
         state = F(flow.state)
         if state is F.COMPLETED:
-            return self._view(flow)
+            return self._record.view(flow)
         if state is not F.ACTIVATION_PENDING or flow.identity_id is None:
-            raise StepNotAvailable("complete", self._next(flow)[0])
-        still = self._still_to_activate(flow)
+            raise StepNotAvailable("complete", self._record.next(flow)[0])
+        still = self._record.still_to_activate(flow)
         if still:
             raise ActivationIncomplete(tuple(kind.value for kind in still))
-        self._claim(flow)
+        self._record.claim(flow)
         self._store.mark_migrated(flow.user_id, flow.identity_id)
-        self._move(flow, F.COMPLETED)
+        self._record.move(flow, F.COMPLETED)
         flow.completed_at = self.now()
-        self._event(flow, Step.COMPLETED, Outcome.OK)
-        self._save(flow)
+        self._record.event(flow, EventStep.COMPLETED, EventOutcome.OK)
+        self._record.save(flow)
         self._audit(
             "migration.flow.completed",
             {"flow": str(flow.id), "identity": str(flow.identity_id), "kinds": flow.chosen},
         )
-        return self._view(flow)
-
-    # --- the flow's record -----------------------------------------------------------------------
-
-    def _flow_of(self, user_id: str) -> MigrationFlow | None:
-        return self._session.scalar(select(MigrationFlow).where(MigrationFlow.user_id == user_id))
-
-    def _user(self, flow: MigrationFlow) -> LegacyUser:
-        user = self._session.get(LegacyUser, flow.user_id)
-        if user is None:  # pragma: no cover - a foreign key holds it
-            raise ProofRequired
-        return user
-
-    def _proven(self, flow_id: uuid.UUID) -> MigrationFlow:
-        """The flow, if its legacy proof holds: otherwise the same answer as for an id nobody
-        has (an abandoned flow, whose holder knows it exists, is told to start again)."""
-        flow = self._session.get(MigrationFlow, flow_id)
-        if flow is None or flow.pending_index is not None:
-            raise ProofRequired
-        if flow.abandoned_at is not None:
-            raise StartAgain
-        return flow
-
-    def _move(self, flow: MigrationFlow, target: FlowState) -> None:
-        current = F(flow.state)
-        if target not in TRANSITIONS[current]:
-            raise StepNotAvailable(target.value, self._next(flow)[0])
-        flow.state = target.value
-
-    def _claim(self, flow: MigrationFlow) -> None:
-        """Bump the flow's version before anything else changes: a concurrent attempt that read
-        the same version fails here (PostgreSQL: waits for the first, then fails), before it
-        could create an identity."""
-        flow.updated_at = self.now()
-        flag_modified(flow, "updated_at")  # an UPDATE (and a new version) even at the same time
-        self._save(flow)
-
-    def _save(self, flow: MigrationFlow) -> None:
-        flow_id = flow.id  # read now: after a failed flush the session needs a rollback
-        try:
-            with _conflicts_as("migration flow", flow_id):
-                self._session.flush()
-        except StaleWrite:
-            raise FlowChanged(f"migration flow {flow_id} changed concurrently") from None
-
-    def _event(
-        self,
-        flow: MigrationFlow,
-        step: Step,
-        outcome: Outcome,
-        kind: Authenticator | None = None,
-    ) -> None:
-        self._session.add(
-            MigrationEvent(
-                flow_id=flow.id,
-                wave_id=flow.wave_id,
-                at=self.now(),
-                step=step.value,
-                outcome=outcome.value,
-                channel=flow.channel,
-                kind=kind.value if kind is not None else None,
-            )
-        )
-
-    def _failed(
-        self,
-        flow: MigrationFlow,
-        step: Step,
-        *,
-        counts: bool,
-        kind: Authenticator | None = None,
-    ) -> dict[str, Any]:
-        """Record a failed step (its event; if it ``counts``, one more failure in a row: at the
-        limit the flow wants the legacy proof again). Returns what the answer adds: the new key
-        number, if the proof is due again."""
-        flow.updated_at = self.now()
-        self._event(flow, step, Outcome.FAILED, kind)
-        extra: dict[str, Any] = {}
-        if counts:
-            flow.failures += 1
-            if flow.failures >= self._max_failures:
-                flow.failures = 0
-                flow.pending_index = self._store.begin_proof(flow.user_id)
-                extra = {"index": flow.pending_index, "proof_required": True}
-        self._save(flow)
-        self._audit(
-            "migration.flow.step_failed",
-            {
-                "flow": str(flow.id),
-                "step": step.value,
-                "kind": kind.value if kind is not None else None,
-                "proof_required": bool(extra),
-            },
-        )
-        return extra
-
-    # --- where a flow stands ---------------------------------------------------------------------
-
-    def _active_kinds(self, flow: MigrationFlow) -> set[Authenticator]:
-        ids = [uuid.UUID(value) for value in flow.credential_ids]
-        if not ids:
-            return set()
-        kinds = self._session.scalars(
-            select(Credential.kind).where(
-                Credential.id.in_(ids), Credential.state == CredentialState.ACTIVE
-            )
-        )
-        known = {kind.value for kind in Authenticator}
-        return {Authenticator(kind.value) for kind in kinds if kind.value in known}
-
-    def _still_to_activate(self, flow: MigrationFlow) -> tuple[Authenticator, ...]:
-        active = self._active_kinds(flow)
-        return tuple(kind for kind in (Authenticator(k) for k in flow.chosen) if kind not in active)
-
-    def _next(
-        self, flow: MigrationFlow, still: tuple[Authenticator, ...] | None = None
-    ) -> tuple[NextAction | None, tuple[str, ...], int]:
-        """The next action, what it needs, and the step (1..STEPS) the person is on; ``still``
-        is what remains to activate, if the caller has it already."""
-        state = F(flow.state)
-        step = STEP_OF_STATE[state]
-        if state is F.COMPLETED:
-            return None, (), step
-        if flow.abandoned_at is not None:
-            return NextAction.START, ("user_id",), step
-        if state is F.STARTED:
-            return NextAction.PROVE, PROOF_NEEDS, step
-        if state is F.LEGACY_PROVEN:
-            return NextAction.CONFIRM, ("person_number", "name"), step
-        if state is F.DETAILS_CONFIRMED:
-            return NextAction.CHOOSE, (), step
-        if still is None:
-            still = self._still_to_activate(flow)
-        in_flow = [kind for kind in still if kind not in ENROLLED_APART]
-        if in_flow or flow.identity_id is None or state is F.AUTHENTICATOR_CHOSEN:
-            return NextAction.ACTIVATE, activation_inputs(in_flow), step
-        if still:
-            return NextAction.ENROL, tuple(kind.value for kind in still), step
-        return NextAction.COMPLETE, (), STEPS
-
-    def _view(self, flow: MigrationFlow) -> FlowView:
-        user = self._user(flow)
-        still = self._still_to_activate(flow) if flow.chosen else ()
-        action, needed, step = self._next(flow, still)
-        state = F(flow.state)
-        return FlowView(
-            id=flow.id,
-            state=state,
-            step=step,
-            of=STEPS,
-            next_action=action,
-            needed=needed,
-            abandoned=flow.abandoned_at is not None and state is not F.COMPLETED,
-            channel=flow.channel,
-            name=user.name,
-            person_number=masked_person_number(user.person_number),
-            proposal=DEFAULT_PROPOSAL if state is F.DETAILS_CONFIRMED else (),
-            chosen=tuple(Authenticator(kind) for kind in flow.chosen),
-            still_to_activate=still,
-            identity_id=flow.identity_id,
-            credential_ids=tuple(uuid.UUID(value) for value in flow.credential_ids),
-            completed_at=flow.completed_at,
-        )
+        return self._record.view(flow)

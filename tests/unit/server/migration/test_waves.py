@@ -20,17 +20,17 @@ from typer.testing import CliRunner
 
 from akkreditiv.cli import app
 from server.domain.model import ProofingChannel
-from server.services.legacy.waves import (
+from server.services.migration.wave_values import (
     PLAN_ZONE,
     REMINDER_COLUMNS,
     Cohort,
     InvalidWave,
-    MigrationPlan,
     ReminderPolicy,
     WaveExists,
     WaveNotFound,
     WaveNotStarted,
 )
+from server.services.migration.waves import MigrationPlan
 from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,

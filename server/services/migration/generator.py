@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from server.services.legacy.formats import CARD_SIZE, SECRET_BYTES, hash_legacy_password
-from server.services.legacy.import_rows import CSV_COLUMNS
-from server.services.legacy.importer import worker_pool
+from server.services.migration.formats import CARD_SIZE, SECRET_BYTES, hash_legacy_password
+from server.services.migration.import_rows import CSV_COLUMNS
+from server.services.migration.worker_pool import worker_pool
 from server.services.person_number import century
 
 # Ages are counted from this year, not today, so a seed makes the same file in any year.

@@ -25,14 +25,15 @@ from sqlalchemy import select
 from devices.protocol.otp import hotp
 from server.app import create_app
 from server.services.access import Role
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     card_indexes,
     code_for,
     hash_legacy_password,
     new_card_secret,
 )
-from server.services.legacy.store import LegacyStore, closing_time, legacy_subject
+from server.services.migration.legacy_proof import closing_time, legacy_subject
+from server.services.migration.store import LegacyStore
 from server.services.pseudonyms import Pseudonyms
 from server.settings import Settings
 from server.storage.tables import AuditEntry

@@ -18,53 +18,40 @@ writes in batches, and can be killed at any moment and run again.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import hashlib
-import multiprocessing
 import os
-import signal
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from server.domain.errors import DomainError
-from server.services.legacy.import_rows import (
-    CodeTokenRow,
-    HeaderRejected,
-    KeyCardRow,
-    LegacyRow,
-    RowRejected,
-    csv_columns,
-    parse_csv_line,
-    parse_json_line,
+from server.services.migration.import_batch import ImportBatchWriter
+from server.services.migration.import_lines import (
+    BOM,
+    MAX_LINE_BYTES,
+    chunked,
+    parse_chunk,
+    parse_in_pool,
+    read_lines,
 )
-from server.services.legacy.import_store import LegacyStore, StoreConflict
+from server.services.migration.import_rows import HeaderRejected, LegacyRow, csv_columns
 from server.services.secretbox import SecretBox
-from server.storage.migration_tables import ImportReject, ImportRun, ImportStatus
+from server.storage.import_run_repositories import ImportRunRepository
+from server.storage.legacy_import_repositories import StoreConflict
 from server.storage.tables import utcnow
 
-RUNS = cast(Table, ImportRun.__table__)
-REJECTS = cast(Table, ImportReject.__table__)
 FORMATS = ("jsonl", "csv")
 DEFAULT_BATCH = 5000
-MAX_LINE_BYTES = 64 * 1024
-PARSE_CHUNK = 1000  # lines handed to a parsing worker at a time
 # Below this much left to read, worker processes cost more to start than they save.
 POOL_MIN_BYTES = 8 * 1024 * 1024
 FINGERPRINT_SPAN = 1024 * 1024
-MAX_REASON = 500
 FIRST_REJECTS = 10
 _ATTEMPTS = 5
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_BOM = b"\xef\xbb\xbf"
 
 
 class ImportFailed(DomainError):
@@ -223,45 +210,19 @@ class LegacyImporter:
         """The unfinished run of this file (made running again), or a new one."""
         now = self._clock()
         with self._engine.begin() as connection:
-            found = connection.execute(
-                select(RUNS.c.id, RUNS.c.format, RUNS.c.byte_offset, RUNS.c.line_number)
-                .where(
-                    RUNS.c.fingerprint == file_print,
-                    RUNS.c.status.in_([ImportStatus.RUNNING, ImportStatus.FAILED]),
-                )
-                .order_by(RUNS.c.started_at.desc())
-                .limit(1)
-            ).first()
+            runs = ImportRunRepository(connection)
+            found = runs.unfinished(file_print)
             if found is not None:
                 run_id, run_format, offset, line = found
                 if run_format != fmt:
                     raise ImportFailed(
                         f"an unfinished import of this file reads it as {run_format}, not {fmt}"
                     )
-                connection.execute(
-                    update(RUNS)
-                    .where(RUNS.c.id == run_id)
-                    .values(status=ImportStatus.RUNNING, updated_at=now)
-                )
+                runs.reopen(run_id, now)
                 resumed = True
             else:
                 run_id, offset, line, resumed = uuid.uuid4(), 0, 0, False
-                connection.execute(
-                    insert(RUNS).values(
-                        id=run_id,
-                        source=str(path.resolve())[-500:],
-                        fingerprint=file_print,
-                        format=fmt,
-                        byte_offset=0,
-                        line_number=0,
-                        rows_imported=0,
-                        rows_unchanged=0,
-                        rows_rejected=0,
-                        status=ImportStatus.RUNNING,
-                        started_at=now,
-                        updated_at=now,
-                    )
-                )
+                runs.create(run_id, str(path.resolve())[-500:], file_print, fmt, now)
         summary = ImportSummary(
             run_id=run_id,
             source=str(path),
@@ -276,31 +237,16 @@ class LegacyImporter:
         resume alike)."""
         try:
             with self._engine.begin() as connection:
-                connection.execute(
-                    update(RUNS)
-                    .where(RUNS.c.id == run_id, RUNS.c.status == ImportStatus.RUNNING)
-                    .values(status=ImportStatus.FAILED, updated_at=self._clock())
-                )
+                ImportRunRepository(connection).mark_failed(run_id, self._clock())
         except Exception:  # noqa: S110 - the original error is the one to report
             pass
 
     def _totals(self, summary: ImportSummary) -> None:
         with self._engine.connect() as connection:
-            totals = connection.execute(
-                select(RUNS.c.rows_imported, RUNS.c.rows_unchanged, RUNS.c.rows_rejected).where(
-                    RUNS.c.id == summary.run_id
-                )
-            ).one()
+            runs = ImportRunRepository(connection)
+            totals = runs.totals(summary.run_id)
             summary.run_imported, summary.run_unchanged, summary.run_rejected = totals
-            summary.first_rejects = [
-                (int(line), str(reason))
-                for line, reason in connection.execute(
-                    select(REJECTS.c.line_number, REJECTS.c.reason)
-                    .where(REJECTS.c.run_id == summary.run_id)
-                    .order_by(REJECTS.c.line_number)
-                    .limit(FIRST_REJECTS)
-                )
-            ]
+            summary.first_rejects = runs.first_rejects(summary.run_id, FIRST_REJECTS)
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -320,7 +266,7 @@ class LegacyImporter:
             if fmt == "csv":
                 header = handle.readline(MAX_LINE_BYTES + 1)
                 try:
-                    text = header.removeprefix(_BOM).rstrip(b"\r\n").decode("utf-8")
+                    text = header.removeprefix(BOM).rstrip(b"\r\n").decode("utf-8")
                     columns = csv_columns(text)
                 except UnicodeDecodeError:
                     raise ImportFailed(f"{path}: the CSV header is not UTF-8") from None
@@ -335,12 +281,12 @@ class LegacyImporter:
                 if handle.read(1) != b"\n":
                     raise ImportFailed(f"{path} changed since its import stopped: start again")
             handle.seek(offset)
-            lines = _lines(handle, offset, line)
+            lines = read_lines(handle, offset, line)
             workers = self._workers if size - offset >= self._pool_min_bytes else 0
             parsed = (
-                _parse_in_pool(lines, fmt, columns, workers)
+                parse_in_pool(lines, fmt, columns, workers)
                 if workers
-                else (_parse_chunk(fmt, columns, chunk) for chunk in _chunked(lines))
+                else (parse_chunk(fmt, columns, chunk) for chunk in chunked(lines))
             )
             batch = _Batch(committed, offset, line)
             started = time.perf_counter()
@@ -377,35 +323,27 @@ class LegacyImporter:
         on_progress: Callable[[ImportProgress], None] | None,
     ) -> None:
         """Write the batch and move the run's offset past it, in one transaction; after a
-        conflict, again, with every owner looked up (see ``LegacyStore.write``)."""
+        conflict, again, with every owner looked up (see ``ImportBatchWriter.write``)."""
         started = time.perf_counter()
         for attempt in range(_ATTEMPTS):
             now = self._clock()
             try:
                 with self._engine.begin() as connection:
                     self._claim(connection, summary.run_id, batch.start_offset, now)
-                    store = LegacyStore(connection, self._box)
-                    outcome = store.write(batch.rows, now, careful=attempt > 0)
+                    writer = ImportBatchWriter(connection, self._box)
+                    outcome = writer.write(batch.rows, now, careful=attempt > 0)
                     rejects = sorted(batch.rejects + outcome.rejects)
+                    runs = ImportRunRepository(connection)
                     if rejects:
-                        connection.execute(
-                            insert(REJECTS),
-                            [
-                                {"run_id": summary.run_id, "line_number": n, "reason": r}
-                                for n, r in rejects
-                            ],
-                        )
-                    connection.execute(
-                        update(RUNS)
-                        .where(RUNS.c.id == summary.run_id)
-                        .values(
-                            byte_offset=batch.end_offset,
-                            line_number=batch.end_line,
-                            rows_imported=RUNS.c.rows_imported + outcome.inserted + outcome.updated,
-                            rows_unchanged=RUNS.c.rows_unchanged + outcome.unchanged,
-                            rows_rejected=RUNS.c.rows_rejected + len(rejects),
-                            updated_at=now,
-                        )
+                        runs.add_rejects(summary.run_id, rejects)
+                    runs.advance(
+                        summary.run_id,
+                        batch.end_offset,
+                        batch.end_line,
+                        imported=outcome.inserted + outcome.updated,
+                        unchanged=outcome.unchanged,
+                        rejected=len(rejects),
+                        now=now,
                     )
                 break
             except StoreConflict:
@@ -429,16 +367,7 @@ class LegacyImporter:
         the look-ups and the writes see one state; on PostgreSQL it locks the row, so two
         importers of one file queue. Either way, a run moved on by another importer since
         ``offset`` stops this one."""
-        result = connection.execute(
-            update(RUNS)
-            .where(
-                RUNS.c.id == run_id,
-                RUNS.c.byte_offset == offset,
-                RUNS.c.status == ImportStatus.RUNNING,
-            )
-            .values(updated_at=now)
-        )
-        if result.rowcount != 1:
+        if not ImportRunRepository(connection).claim(run_id, offset, now):
             raise ImportFailed("another importer is working on this file at the same time")
 
     def _complete(self, summary: ImportSummary, batch: _Batch) -> None:
@@ -446,172 +375,6 @@ class LegacyImporter:
         now = self._clock()
         with self._engine.begin() as connection:
             self._claim(connection, summary.run_id, batch.start_offset, now)
-            connection.execute(
-                update(RUNS)
-                .where(RUNS.c.id == summary.run_id)
-                .values(
-                    byte_offset=batch.end_offset,
-                    line_number=batch.end_line,
-                    status=ImportStatus.COMPLETED,
-                    finished_at=now,
-                )
+            ImportRunRepository(connection).complete(
+                summary.run_id, batch.end_offset, batch.end_line, now
             )
-
-
-# A line: (number, offset just after it, the bytes to parse or None, why it is refused).
-_Line = tuple[int, int, bytes | None, str | None]
-# A parsed line: (number, offset just after it, the row or why it is refused).
-_Parsed = tuple[int, int, LegacyRow | str]
-
-
-def _lines(handle: BinaryIO, offset: int, line: int) -> Iterator[_Line]:
-    """The file's lines from ``offset`` (line ``line + 1`` on), an overlong one refused here so
-    that no more than ``MAX_LINE_BYTES`` of a line is ever held."""
-    while True:
-        raw = handle.readline(MAX_LINE_BYTES + 1)
-        if not raw:
-            return
-        line += 1
-        offset += len(raw)
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            offset += _skip_rest_of_line(handle)
-            yield line, offset, None, f"line longer than {MAX_LINE_BYTES // 1024} KiB"
-        else:
-            yield line, offset, raw, None
-
-
-def _chunked(lines: Iterator[_Line]) -> Iterator[list[_Line]]:
-    chunk: list[_Line] = []
-    for item in lines:
-        chunk.append(item)
-        if len(chunk) == PARSE_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _parse_line(raw: bytes, fmt: str, columns: tuple[str, ...], *, first: bool) -> LegacyRow:
-    if first:
-        raw = raw.removeprefix(_BOM)
-    try:
-        text = raw.rstrip(b"\r\n").decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RowRejected(f"not UTF-8 (byte {exc.start + 1})") from None
-    if not text.strip():
-        raise RowRejected("empty line")
-    return parse_csv_line(text, columns) if fmt == "csv" else parse_json_line(text)
-
-
-def _parse_chunk(fmt: str, columns: tuple[str, ...], chunk: list[_Line]) -> list[_Parsed]:
-    """Parse a chunk of lines (in this process or a worker): each becomes a row or a reason."""
-    parsed: list[_Parsed] = []
-    for line, end, raw, reason in chunk:
-        if raw is None:
-            parsed.append((line, end, reason or "unreadable"))
-            continue
-        try:
-            parsed.append((line, end, _parse_line(raw, fmt, columns, first=line == 1)))
-        except RowRejected as exc:
-            parsed.append((line, end, exc.reason[:MAX_REASON]))
-    return parsed
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for CPU-bound work beside this process (the importer's parsing, the
-    generator's rows).
-
-    Forked: "spawn" and "forkserver" run the main module again in each worker, and
-    ``python -m akkreditiv`` as a main module runs the command. The workers compute only;
-    they touch no connection, lock or thread of the parent. Each dies with the parent: a
-    forked worker holds both ends of its task pipe, so it would otherwise wait for work
-    forever after a kill of the parent, holding the parent's output pipes open.
-    """
-    return ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_die_with_parent,
-        initargs=(os.getpid(),),
-    )
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:  # pragma: no cover - Linux only
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
-def _pack(row: LegacyRow) -> tuple[object, ...]:
-    """A row as plain values: pickled ten times faster than the dataclasses."""
-    card, token = row.key_card, row.code_token
-    return (
-        row.user_id,
-        row.person_number,
-        row.name,
-        row.birth_year,
-        row.bank,
-        row.password_hash,
-        None if card is None else (card.serial, card.secret, card.used, card.remaining),
-        None if token is None else (token.serial, token.seed, token.algorithm, token.digits),
-        row.digest,
-    )
-
-
-def _unpack(values: tuple[Any, ...]) -> LegacyRow:
-    user_id, number, name, year, bank, password_hash, card, token, digest = values
-    return LegacyRow(
-        user_id=user_id,
-        person_number=number,
-        name=name,
-        birth_year=year,
-        bank=bank,
-        password_hash=password_hash,
-        key_card=None if card is None else KeyCardRow(*card),
-        code_token=None if token is None else CodeTokenRow(*token),
-        digest=digest,
-    )
-
-
-def _parse_packed(
-    fmt: str, columns: tuple[str, ...], chunk: list[_Line]
-) -> list[tuple[int, int, tuple[object, ...] | str]]:
-    """``_parse_chunk`` in a worker, its rows packed for the way back."""
-    return [
-        (line, end, _pack(result) if isinstance(result, LegacyRow) else result)
-        for line, end, result in _parse_chunk(fmt, columns, chunk)
-    ]
-
-
-def _parse_in_pool(
-    lines: Iterator[_Line], fmt: str, columns: tuple[str, ...], workers: int
-) -> Iterator[list[_Parsed]]:
-    """Chunks parsed by ``workers`` processes while this one writes, in file order, with at
-    most two chunks per worker in flight (memory stays bounded). Parsing is most of the CPU
-    an import takes; the database writes stay in this process, which alone decides what is
-    committed, so resuming works as without the pool."""
-    with worker_pool(workers) as pool:
-        pending: deque[Future[list[tuple[int, int, tuple[object, ...] | str]]]] = deque()
-        for chunk in _chunked(lines):
-            pending.append(pool.submit(_parse_packed, fmt, columns, chunk))
-            while len(pending) >= 2 * workers or (pending and pending[0].done()):
-                yield [
-                    (line, end, result if isinstance(result, str) else _unpack(result))
-                    for line, end, result in pending.popleft().result()
-                ]
-        while pending:
-            yield [
-                (line, end, result if isinstance(result, str) else _unpack(result))
-                for line, end, result in pending.popleft().result()
-            ]
-
-
-def _skip_rest_of_line(handle: BinaryIO) -> int:
-    """Read past the end of an overlong line, a bounded piece at a time; the bytes skipped."""
-    skipped = 0
-    while True:
-        piece = handle.readline(MAX_LINE_BYTES)
-        skipped += len(piece)
-        if not piece or piece.endswith(b"\n"):
-            return skipped

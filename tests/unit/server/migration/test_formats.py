@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     CARD_SIZE,
     LegacyFormatError,
     LegacyPasswordHash,

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from server.services.legacy.formats import (
+from server.services.migration.formats import (
     BITMAP_BYTES,
     CARD_SIZE,
     SECRET_BYTES,

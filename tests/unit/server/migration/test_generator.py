@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.services.legacy.formats import REPLACEMENT_AT, LegacyPasswordHash, code_for
-from server.services.legacy.generator import (
+from server.services.migration.formats import REPLACEMENT_AT, LegacyPasswordHash, code_for
+from server.services.migration.generator import (
     BANKS,
     CHUNK_ROWS,
     MAX_AGE,
@@ -22,7 +22,7 @@ from server.services.legacy.generator import (
     iter_lines,
     synthetic_password,
 )
-from server.services.legacy.import_rows import (
+from server.services.migration.import_rows import (
     LegacyRow,
     RowRejected,
     csv_columns,

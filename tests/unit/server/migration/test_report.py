@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from akkreditiv.cli import app
 from server.domain.model import ProofingChannel
-from server.services.legacy.report import (
+from server.services.migration.report import (
     OUTSIDE_WAVES,
     Forecast,
     ForecastStatus,
@@ -32,8 +32,8 @@ from server.services.legacy.report import (
     progress,
     write_report,
 )
-from server.services.legacy.waves import MigrationPlan
-from tests.unit.server.legacy.test_waves import Clock, add_flow, add_users, user_row
+from server.services.migration.waves import MigrationPlan
+from tests.unit.server.migration.test_waves import Clock, add_flow, add_users, user_row
 
 SELF = ProofingChannel.SELF_SERVICE
 BANK = ProofingChannel.BANK

@@ -16,15 +16,15 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select, update
 
 from server.services.errors import InvalidPersonNumber, SecretUnreadable
-from server.services.legacy.formats import bitmap_from_positions, hash_legacy_password
-from server.services.legacy.generator import iter_lines
-from server.services.legacy.import_rows import (
+from server.services.migration.formats import bitmap_from_positions, hash_legacy_password
+from server.services.migration.generator import iter_lines
+from server.services.migration.import_rows import (
     CSV_COLUMNS,
     RowRejected,
     parse_csv_line,
     parse_json_line,
 )
-from server.services.legacy.importer import (
+from server.services.migration.importer import (
     ImportFailed,
     ImportProgress,
     ImportSummary,

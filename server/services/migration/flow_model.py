@@ -127,7 +127,7 @@ def choice_problem(kinds: Collection[Authenticator]) -> str | None:
 
 
 @unique
-class Step(StrEnum):
+class EventStep(StrEnum):
     """The ``step`` of a ``migration_events`` row."""
 
     STARTED = "started"
@@ -139,7 +139,7 @@ class Step(StrEnum):
 
 
 @unique
-class Outcome(StrEnum):
+class EventOutcome(StrEnum):
     """The ``outcome`` of a ``migration_events`` row (``reminded`` is written by the plan)."""
 
     OK = "ok"
