@@ -31,10 +31,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from server.domain.errors import DomainError
-from server.domain.model import (
-    CredentialState,
-    ProofingChannel,
-)
+from server.domain.model import CredentialState, ProofingChannel
 from server.services.credentials import CredentialService
 from server.services.identities import AuditHook, IdentityService, no_audit
 from server.services.lifecycle_errors import (
@@ -76,7 +73,7 @@ from server.services.migration.legacy_proof import Method
 from server.services.migration.store import LegacyStore
 from server.services.person_number import PersonNumber
 from server.storage.migration_repositories import MigrationFlowRepository
-from server.storage.migration_tables import LegacyUser, LegacyUserStatus, MigrationFlow
+from server.storage.migration_tables import LegacyUser, LegacyUserStatus
 from server.storage.tables import Credential
 
 F = FlowState
@@ -174,66 +171,14 @@ class MigrationFlows:
         checks: dict[str, Any] = {"document_kind": document_kind} if document_kind else {}
         flow = self._record.of_user(user.user_id)
         if flow is None:
-            flow = self._create(user, channel, checks, operator_ids, index)
+            flow = self._record.create(user, channel, checks, operator_ids, index)
         else:
-            self._rearm(flow, channel, checks, operator_ids, index)
+            self._record.rearm(flow, channel, checks, operator_ids, index)
         self._audit(
             "migration.flow.start",
             {"flow": str(flow.id), "legacy_user": user.user_id, "channel": channel.value},
         )
         return Started(proof_view(flow.id), index)
-
-    def _create(
-        self,
-        user: LegacyUser,
-        channel: ProofingChannel,
-        checks: dict[str, Any],
-        operator_ids: Sequence[str],
-        index: str,
-    ) -> MigrationFlow:
-        now = self.now()
-        flow = MigrationFlow(
-            id=uuid.uuid4(),
-            user_id=user.user_id,
-            wave_id=self._flows.invited_wave(user.user_id),
-            channel=channel,
-            state=F.STARTED.value,
-            operator_ids=list(operator_ids),
-            checks=checks,
-            chosen=[],
-            credential_ids=[],
-            pending_index=index,
-            failures=0,
-            started_at=now,
-            updated_at=now,
-        )
-        stored = self._flows.add_or_existing(flow)
-        if stored is not flow:
-            # A concurrent start made the flow first (one per legacy user): use that one.
-            self._rearm(stored, channel, checks, operator_ids, index)
-            return stored
-        self._record.event(flow, EventStep.STARTED, EventOutcome.OK)
-        self._record.save(flow)
-        return flow
-
-    def _rearm(
-        self,
-        flow: MigrationFlow,
-        channel: ProofingChannel,
-        checks: dict[str, Any],
-        operator_ids: Sequence[str],
-        index: str,
-    ) -> None:
-        """A new start of an existing flow: the proof is due again (with a new key number), and
-        the person may have moved to another channel (home, then the bank)."""
-        if F(flow.state) is not F.COMPLETED:
-            flow.channel = channel
-            flow.checks = checks
-            flow.operator_ids = list(operator_ids)
-            flow.updated_at = self.now()
-        flow.pending_index = index
-        flow.failures = 0
-        self._record.save(flow)
 
     # --- prove -----------------------------------------------------------------------------------
 

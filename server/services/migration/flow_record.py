@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from server.domain.model import ProofingChannel
 from server.services.identities import AuditHook, masked_person_number
 from server.services.migration.flow_errors import (
     FlowChanged,
@@ -65,6 +66,60 @@ class FlowRecord:
 
     def of_user(self, user_id: str) -> MigrationFlow | None:
         return self._flows.of_user(user_id)
+
+    def create(
+        self,
+        user: LegacyUser,
+        channel: ProofingChannel,
+        checks: dict[str, Any],
+        operator_ids: Sequence[str],
+        index: str,
+    ) -> MigrationFlow:
+        """The new flow of ``user``, started, waiting for the proof of key number ``index``
+        (or the flow a concurrent start made, re-armed)."""
+        now = self.now()
+        flow = MigrationFlow(
+            id=uuid.uuid4(),
+            user_id=user.user_id,
+            wave_id=self._flows.invited_wave(user.user_id),
+            channel=channel,
+            state=F.STARTED.value,
+            operator_ids=list(operator_ids),
+            checks=checks,
+            chosen=[],
+            credential_ids=[],
+            pending_index=index,
+            failures=0,
+            started_at=now,
+            updated_at=now,
+        )
+        stored = self._flows.add_or_existing(flow)
+        if stored is not flow:
+            # A concurrent start made the flow first (one per legacy user): use that one.
+            self.rearm(stored, channel, checks, operator_ids, index)
+            return stored
+        self.event(flow, EventStep.STARTED, EventOutcome.OK)
+        self.save(flow)
+        return flow
+
+    def rearm(
+        self,
+        flow: MigrationFlow,
+        channel: ProofingChannel,
+        checks: dict[str, Any],
+        operator_ids: Sequence[str],
+        index: str,
+    ) -> None:
+        """A new start of an existing flow: the proof is due again (with a new key number), and
+        the person may have moved to another channel (home, then the bank)."""
+        if F(flow.state) is not F.COMPLETED:
+            flow.channel = channel
+            flow.checks = checks
+            flow.operator_ids = list(operator_ids)
+            flow.updated_at = self.now()
+        flow.pending_index = index
+        flow.failures = 0
+        self.save(flow)
 
     def user(self, flow: MigrationFlow) -> LegacyUser:
         user = self._flows.legacy_user(flow.user_id)
