@@ -14,10 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import web
 from server.api import problems
 from server.api.routers import ROUTERS
-from server.domain.errors import DomainError
 from server.settings import Settings
 from server.storage.engine import migrate
-from server.storage.errors import StorageError
 from server.wiring import build_services
 
 SECURITY_HEADERS = {
@@ -83,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = services.sessions
     app.state.services = services
-    problems.install(app, DomainError, StorageError)
+    problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
     web.install(app)

@@ -364,7 +364,7 @@ def _enrolment_target(
 def _code(code: str, option: str) -> str:
     """A code the page shows, as sent: normalised, and checked to be the 12 base32 letters
     and digits so a mistyped code costs no PIN try."""
-    from server.services.authentication import PAIRING_LENGTH, normalise_pairing
+    from server.services.login.gate import PAIRING_LENGTH, normalise_pairing
 
     compact = normalise_pairing(code)
     if len(compact) != PAIRING_LENGTH or not set(compact) <= _BASE32:

@@ -10,17 +10,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
 from server.api.deps import ServicesDep, SessionDep, in_transaction, require
-from server.api.problems import problem
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.authentication import (
     FactorCheck,
-    StepUpRequired,
 )
 from server.services.factors import PasswordCheck, otp_check
 from server.wiring import Services
@@ -192,22 +189,12 @@ async def password(
 )
 def complete(
     transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Provider
-) -> AssertionView | JSONResponse:
+) -> AssertionView:
     """The signed assertion for the service provider that began the login, or a request to
     step up."""
-    try:
-        outcome = services.authentication(session, caller.actor).complete(
-            transaction_id, provider=caller.name
-        )
-    except StepUpRequired as exc:
-        return problem(
-            403,
-            exc.code,
-            "Step up required",
-            exc.detail,
-            achieved=exc.achieved.name.lower(),
-            required=exc.required.name.lower(),
-        )
+    outcome = services.authentication(session, caller.actor).complete(
+        transaction_id, provider=caller.name
+    )
     assert outcome.assertion is not None  # noqa: S101 - complete() always signs on success
     return AssertionView(
         assertion=outcome.assertion,

@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.errors import DomainError
 from server.services.access import Caller, NotAuthenticated, Permission
-from server.services.credentials import CredentialService
-from server.wiring import AuditHook, Services
+from server.wiring import Services
 
 
 def get_services(request: Request) -> Services:
@@ -46,14 +45,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     if session.in_transaction():
         await run_in_threadpool(_end, session, commit=True)
     else:
-        session.close()  # the route committed already (``commit_now``): nothing waits here
-
-
-def commit_now(session: Session) -> None:
-    """Commit the request's transaction in the route's own thread, as the route's last use of
-    the database. ``get_session`` then has nothing left to end and skips its hand-off to the
-    thread pool, which costs more than the SQL of a short route (a login factor's)."""
-    session.commit()
+        session.close()  # the route committed already: nothing waits here
 
 
 T = TypeVar("T")
@@ -80,7 +72,7 @@ async def in_transaction(request: Request, work: Callable[[Session, Services], T
                 if exc.recorded and session.in_transaction():
                     session.commit()
                 raise
-            if session.in_transaction():  # ``work`` may have committed (``commit_now``)
+            if session.in_transaction():  # ``work`` may have committed itself
                 session.commit()
             return result
 
@@ -138,16 +130,6 @@ def require(permission: Permission) -> Callable[..., Caller]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-def audit_hook(session: Session, services: Services, actor: str) -> AuditHook:
-    return services.audit_hook(session, actor)
-
-
-def credential_service(
-    session: Session, services: Services, audit: AuditHook | None = None
-) -> CredentialService:
-    return services.credentials(session, audit)
 
 
 def actor_of(request: Request) -> str:

@@ -15,23 +15,20 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fido2.webauthn import UserVerificationRequirement
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.api.schemas import StrictModel
 from server.services.authentication import FactorCheck
 from server.wiring import Services
 
 router = APIRouter(tags=["fido2"])
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RegisterBeginIn(_Strict):
+class RegisterBeginIn(StrictModel):
     user_verification: Literal["required", "preferred", "discouraged"] = "discouraged"
     resident: bool = False
 
@@ -41,11 +38,11 @@ class RegisterBeginOut(BaseModel):
     options: dict[str, Any]
 
 
-class ResponseIn(_Strict):
+class ResponseIn(StrictModel):
     response: dict[str, Any]
 
 
-class AuthenticationBeginIn(_Strict):
+class AuthenticationBeginIn(StrictModel):
     user_verification: Literal["required", "preferred", "discouraged"] = "preferred"
 
 

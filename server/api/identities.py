@@ -8,11 +8,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service, require
-from server.api.schemas import LevelLabel
+from server.api.deps import ServicesDep, SessionDep, require
+from server.api.schemas import LevelLabel, StrictModel
 from server.domain.model import (
     CredentialKind,
     CredentialState,
@@ -26,9 +26,9 @@ from server.services.identity_operations import (
     TEXT,
     IdentityOperations,
     IdentityRecord,
-    Proofing,
+    ProofingCommand,
 )
-from server.services.lifecycle_errors import ActivationCodeRejected, InvalidTokenBatch
+from server.services.lifecycle_errors import InvalidTokenBatch
 from server.storage.tables import Credential
 from server.wiring import Services
 
@@ -51,11 +51,7 @@ TokenImporter = Annotated[Caller, Depends(require(Permission.IMPORT_TOKENS))]
 # --- schemas --------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ProofingIn(_Strict):
+class ProofingIn(StrictModel):
     channel: ProofingChannel
     document_kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")
     operator_ids: list[Annotated[str, Field(pattern=OPERATOR_ID)]] = Field(
@@ -63,7 +59,7 @@ class ProofingIn(_Strict):
     )
 
 
-class EnrolmentIn(_Strict):
+class EnrolmentIn(StrictModel):
     person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss")
     name: str = Field(min_length=1, max_length=200, pattern=TEXT)
     proofing: ProofingIn
@@ -113,29 +109,29 @@ class TokenBatchOut(BaseModel):
     tokens: list[CredentialOut]
 
 
-class OrderIn(_Strict):
+class OrderIn(StrictModel):
     kind: CredentialKind
     label: str = Field(default="", max_length=200, pattern=TEXT)
 
 
-class PasswordIn(_Strict):
+class SetPasswordIn(StrictModel):
     password: str = Field(min_length=1, max_length=1024)
     current_password: str | None = Field(default=None, max_length=1024)
 
 
-class AssignIn(_Strict):
+class AssignIn(StrictModel):
     serial: str = Field(pattern=_SERIAL)
 
 
-class ActivateIn(_Strict):
+class TokenActivateIn(StrictModel):
     code: str = Field(min_length=1, max_length=64)
 
 
-class StateIn(_Strict):
+class StateIn(StrictModel):
     state: CredentialState
 
 
-class ReplaceIn(_Strict):
+class ReplaceIn(StrictModel):
     serial: str | None = Field(default=None, pattern=_SERIAL)
 
 
@@ -144,8 +140,8 @@ class ReplaceIn(_Strict):
 
 def operations(session: Session, services: Services, caller: Caller) -> IdentityOperations:
     """The identity and credential operations of ``caller`` in this request."""
-    audit = audit_hook(session, services, caller.actor)
-    credentials = credential_service(session, services, audit)
+    audit = services.audit_hook(session, caller.actor)
+    credentials = services.credentials(session, audit)
     return IdentityOperations.build(session, caller, credentials, services.pseudonyms, audit)
 
 
@@ -210,8 +206,8 @@ def _psk(value: str | None) -> bytes | None:
 # --- identities -----------------------------------------------------------------------------
 
 
-def _proofing(body: ProofingIn) -> Proofing:
-    return Proofing(body.channel, body.document_kind, tuple(body.operator_ids))
+def _proofing(body: ProofingIn) -> ProofingCommand:
+    return ProofingCommand(body.channel, body.document_kind, tuple(body.operator_ids))
 
 
 @router.post("/identities", status_code=201)
@@ -304,7 +300,7 @@ def order_credential(
 @router.put("/identities/{identity_id}/password", tags=["credentials"])
 def set_password(
     identity_id: uuid.UUID,
-    body: PasswordIn,
+    body: SetPasswordIn,
     session: SessionDep,
     services: ServicesDep,
     caller: CredentialManager,
@@ -364,20 +360,14 @@ def get_credential(
 @router.post("/credentials/{credential_id}/activate", tags=["credentials"])
 def activate(
     credential_id: uuid.UUID,
-    body: ActivateIn,
+    body: TokenActivateIn,
     session: SessionDep,
     services: ServicesDep,
     caller: CredentialManager,
 ) -> CredentialOut:
     """Activate an assigned token with the code it shows now."""
     ops = operations(session, services, caller)
-    try:
-        credential = ops.activate(credential_id, body.code)
-    except ActivationCodeRejected:
-        # The failure count (and a block) must outlive the error answer.
-        session.commit()
-        raise
-    return _credential_out(credential)
+    return _credential_out(ops.activate(credential_id, body.code))
 
 
 @router.post("/credentials/{credential_id}/state", tags=["credentials"])

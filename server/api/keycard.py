@@ -10,14 +10,14 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
+from server.api.schemas import StrictModel
 from server.services.authentication import FactorCheck
-from server.services.lifecycle_errors import ActivationCodeRejected
 from server.wiring import Services
 
 # Printable text without control characters (PostgreSQL refuses NUL in text columns).
@@ -29,15 +29,11 @@ _CODE = r"^[0-9\s]+$"
 router = APIRouter(tags=["key cards"])
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class IssueIn(_Strict):
+class IssueIn(StrictModel):
     label: str = Field(default="", max_length=200, pattern=_TEXT)
 
 
-class CodeIn(_Strict):
+class KeyCardCodeIn(StrictModel):
     code: str = Field(min_length=1, max_length=32, pattern=_CODE)
 
 
@@ -57,7 +53,7 @@ class IssuedOut(BaseModel):
     card: PrintableCardOut = Field(description="for the print shop: never shown again")
 
 
-class IndexOut(BaseModel):
+class KeyCardIndexOut(BaseModel):
     index: str = Field(description="the key number whose code to type")
 
 
@@ -93,28 +89,24 @@ def activation_begin(
     session: SessionDep,
     services: ServicesDep,
     caller: CredentialManager,
-) -> IndexOut:
+) -> KeyCardIndexOut:
     """The key number whose code activates the mailed card (the same until a code is tried)."""
     service = services.keycards(session, caller.actor)
-    return IndexOut(index=service.activation_begin(credential_id))
+    return KeyCardIndexOut(index=service.activation_begin(credential_id))
 
 
 @router.post("/credentials/{credential_id}/key-card/activation/complete", tags=["credentials"])
 def activation_complete(
     credential_id: uuid.UUID,
-    body: CodeIn,
+    body: KeyCardCodeIn,
     session: SessionDep,
     services: ServicesDep,
     caller: CredentialManager,
 ) -> CredentialOut:
     """Activate the card with the code printed beside the key number asked for."""
-    service = services.keycards(session, caller.actor)
-    try:
-        credential = service.activation_complete(credential_id, body.code)
-    except ActivationCodeRejected:
-        # The spent turn, the failure count and a block must outlive the error answer.
-        session.commit()
-        raise
+    credential = services.keycards(session, caller.actor).activation_complete(
+        credential_id, body.code
+    )
     return _credential_out(credential)
 
 
@@ -122,13 +114,13 @@ def activation_complete(
 
 
 @router.post("/authentications/{transaction_id}/key-card/begin", tags=["authentication"])
-async def login_begin(transaction_id: uuid.UUID, request: Request) -> IndexOut:
+async def login_begin(transaction_id: uuid.UUID, request: Request) -> KeyCardIndexOut:
     """The key number to show; a person without a card is shown one too."""
 
     def work(session: Session, services: Services) -> str:
         return services.keycards(session).login_begin(transaction_id)
 
-    return IndexOut(index=await in_transaction(request, work))
+    return KeyCardIndexOut(index=await in_transaction(request, work))
 
 
 @router.post(
@@ -137,7 +129,9 @@ async def login_begin(transaction_id: uuid.UUID, request: Request) -> IndexOut:
     tags=["authentication"],
     responses={401: {"description": "the code was not accepted (problem+json)"}},
 )
-async def login_code(transaction_id: uuid.UUID, body: CodeIn, request: Request) -> FactorsView:
+async def login_code(
+    transaction_id: uuid.UUID, body: KeyCardCodeIn, request: Request
+) -> FactorsView:
     """The code printed beside the key number of ``key-card/begin`` (one try per number)."""
 
     def check(session: Session, services: Services) -> FactorCheck:

@@ -13,13 +13,11 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from server.api.deps import ServicesDep, SessionDep, actor_of, require
-from server.api.problems import STATUS_BY_CODE, problem
+from server.api.schemas import StrictModel
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.migration.errors import LegacyError
 from server.services.migration.legacy_proof import Method
 
 router = APIRouter(tags=["legacy eID"])
@@ -34,11 +32,7 @@ _REPLACEMENT_NOTICE = "You have {left} codes left on your key card. A new key ca
 _EXHAUSTED_NOTICE = "That was the last code on your key card. A new key card is on its way."
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BeginIn(_Strict):
+class BeginIn(StrictModel):
     provider: str | None = Field(default=None, min_length=1, max_length=128)
 
 
@@ -47,16 +41,16 @@ class LegacyTransactionOut(BaseModel):
     expires_at: dt.datetime
 
 
-class PasswordIn(_Strict):
+class LegacyPasswordIn(StrictModel):
     user_id: str = Field(pattern=_USER_ID)
     password: str = Field(min_length=1, max_length=256)
 
 
-class IndexOut(BaseModel):
+class LegacyIndexOut(BaseModel):
     index: str = Field(description="the key number whose code to type (4 digits)")
 
 
-class CodeIn(_Strict):
+class LegacyCodeIn(StrictModel):
     code: str = Field(pattern=_CODE)
     method: Method = Field(
         default=Method.KEY_CARD, description="key_card, or code_token for a legacy code token"
@@ -70,11 +64,6 @@ class LegacyAssertionOut(BaseModel):
     codes_left: int | None = Field(description="codes left on the key card")
     new_card_due: bool = Field(description="20 codes or fewer are left: a new card is coming")
     notice: str | None = Field(description="what to tell the person, if anything")
-
-
-def _answer(exc: LegacyError) -> JSONResponse:
-    status = STATUS_BY_CODE.get(exc.code, 400)
-    return problem(status, exc.code, exc.code.replace("-", " ").capitalize(), exc.detail)
 
 
 def _source(request: Request) -> str:
@@ -95,36 +84,31 @@ def begin(
     request: Request,
     caller: Provider,
     body: BeginIn | None = None,
-) -> LegacyTransactionOut | JSONResponse:
+) -> LegacyTransactionOut:
     """A service provider begins a legacy login (the provider is the API key's name)."""
     if body is not None and body.provider is not None and body.provider != caller.name:
         raise NotPermitted(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
-    try:
-        transaction = services.legacy_login(session, caller.actor).begin(caller.name)
-    except LegacyError as exc:
-        return _answer(exc)  # answered, so the refusal's audit entry is committed
+    # A refusal's audit entry is committed with it (the service's errors are recorded).
+    transaction = services.legacy_login(session, caller.actor).begin(caller.name)
     return LegacyTransactionOut(id=transaction.id, expires_at=transaction.expires_at)
 
 
-@router.post("/legacy/authentications/{transaction_id}/password", response_model=IndexOut)
+@router.post("/legacy/authentications/{transaction_id}/password", response_model=LegacyIndexOut)
 def password(
     transaction_id: uuid.UUID,
-    body: PasswordIn,
+    body: LegacyPasswordIn,
     session: SessionDep,
     services: ServicesDep,
     request: Request,
-) -> IndexOut | JSONResponse:
+) -> LegacyIndexOut:
     """User id and password. The answer is the key number to show, whether or not the user id
     exists or the password is right: the outcome is told at the code step."""
-    try:
-        index = services.legacy_login(session, actor_of(request)).password(
-            transaction_id, body.user_id, body.password, source=_source(request)
-        )
-    except LegacyError as exc:
-        return _answer(exc)
-    return IndexOut(index=index)
+    index = services.legacy_login(session, actor_of(request)).password(
+        transaction_id, body.user_id, body.password, source=_source(request)
+    )
+    return LegacyIndexOut(index=index)
 
 
 @router.post(
@@ -139,18 +123,15 @@ def password(
 )
 def code(
     transaction_id: uuid.UUID,
-    body: CodeIn,
+    body: LegacyCodeIn,
     session: SessionDep,
     services: ServicesDep,
     request: Request,
-) -> LegacyAssertionOut | JSONResponse:
+) -> LegacyAssertionOut:
     """The code printed beside the key number shown (or the code token's code): on success the
     signed assertion for the provider that began the login."""
     service = services.legacy_login(session, actor_of(request))
-    try:
-        login = service.code(transaction_id, body.code, method=body.method, source=_source(request))
-    except LegacyError as exc:
-        return _answer(exc)
+    login = service.code(transaction_id, body.code, method=body.method, source=_source(request))
     proof = login.proof
     notice = None
     if proof.remaining == 0:

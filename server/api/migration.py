@@ -17,9 +17,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from server.api.deps import (
@@ -28,28 +27,19 @@ from server.api.deps import (
     actor_of,
     get_caller,
 )
-from server.api.problems import FLOW_STATUS, STATUS_BY_CODE, problem
-from server.domain.errors import DomainError
+from server.api.schemas import StrictModel
 from server.domain.model import ProofingChannel
 from server.services.access import Caller
 from server.services.identity_operations import OPERATOR_ID, TEXT
-from server.services.migration.flow_errors import (
-    ActivationIncomplete,
-    ActivationInputMissing,
-    DetailsMismatch,
-    Recorded,
-    StepNotAvailable,
-)
 from server.services.migration.flow_model import Authenticator, FlowState, FlowView, NextAction
 from server.services.migration.legacy_proof import Method
 from server.services.migration_operations import (
-    ACCESS_ERRORS,
     CODE,
     SERIAL,
     USER_ID,
-    Activation,
-    LegacyProof,
+    ActivationCommand,
     MigrationOperations,
+    ProofCommand,
     Start,
 )
 from server.wiring import Services
@@ -78,17 +68,13 @@ MaybeCaller = Annotated[Caller | None, Depends(optional_caller)]
 # --- schemas --------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ChecksIn(_Strict):
+class ChecksIn(StrictModel):
     """What the operator checked in person."""
 
     document_kind: Literal["passport", "driving_licence", "national_id_card"]
 
 
-class StartIn(_Strict):
+class StartIn(StrictModel):
     user_id: str = Field(pattern=USER_ID, description="the legacy user id")
     channel: ProofingChannel = ProofingChannel.SELF_SERVICE
     checks: ChecksIn | None = Field(
@@ -99,7 +85,7 @@ class StartIn(_Strict):
     )
 
 
-class ProveIn(_Strict):
+class ProveIn(StrictModel):
     user_id: str = Field(pattern=USER_ID, description="the legacy user id, as at the start")
     password: str = Field(min_length=1, max_length=256)
     code: str = Field(pattern=CODE, description="the code beside the key number shown")
@@ -108,18 +94,18 @@ class ProveIn(_Strict):
     )
 
 
-class ConfirmIn(_Strict):
+class ConfirmIn(StrictModel):
     person_number: str = Field(min_length=1, max_length=32, description="ddmmyy-ssss, typed")
     name: str = Field(min_length=1, max_length=200, pattern=TEXT, description="as shown")
 
 
-class ChooseIn(_Strict):
+class ChooseIn(StrictModel):
     kinds: list[Authenticator] | None = Field(
         default=None, max_length=5, description="leave out to take the proposal"
     )
 
 
-class ActivateIn(_Strict):
+class FlowActivateIn(StrictModel):
     password: str | None = Field(default=None, min_length=1, max_length=1024)
     serial: str | None = Field(default=None, pattern=SERIAL, description="the token's serial")
     code: str | None = Field(
@@ -127,7 +113,7 @@ class ActivateIn(_Strict):
     )
 
 
-class CredentialIn(_Strict):
+class CredentialIn(StrictModel):
     credential_id: uuid.UUID
 
 
@@ -187,28 +173,10 @@ def _out(view: FlowView) -> dict[str, Any]:
     }
 
 
-def _problem(error: DomainError, **extra: Any) -> JSONResponse:
-    code = error.code
-    status = FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
-    if isinstance(error, StepNotAvailable):
-        extra.setdefault("next_action", error.next_action)
-    elif isinstance(error, ActivationInputMissing | ActivationIncomplete):
-        extra.setdefault("missing", list(error.missing))
-    elif isinstance(error, DetailsMismatch):
-        extra.setdefault("field", error.field)
-    return problem(status, code, code.replace("-", " ").capitalize(), error.detail, **extra)
-
-
-def _run(session: Session, step: Callable[[], FlowView]) -> FlowOut | JSONResponse:
-    try:
-        return FlowOut(**_out(step()))
-    except Recorded as recorded:
-        return _problem(recorded.error, **recorded.extra)  # committed with the answer
-    except ACCESS_ERRORS:
-        raise  # the caller's refusal: answered as any other, before the step ran
-    except DomainError as exc:
-        session.rollback()  # nothing of a refused step is kept
-        return _problem(exc)
+def _run(step: Callable[[], FlowView]) -> FlowOut:
+    # A refused step raises: the unit of work keeps what a recorded failure wrote (counters,
+    # a lock, the step's event) and rolls back the rest; the problem answer carries its members.
+    return FlowOut(**_out(step()))
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -230,7 +198,7 @@ def start(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> StartOut | JSONResponse:
+) -> StartOut:
     """Start the move to the new eID (or find it again) by legacy user id: the answer is the
     flow's id and the key number to show, the same for any user id. At a bank or citizen
     service centre an operator starts it, recording the document checked and the operators
@@ -242,13 +210,7 @@ def start(
         document_kind=body.checks.document_kind if body.checks else None,
         operator_ids=tuple(body.operator_ids),
     )
-    try:
-        started = ops.start(command)
-    except ACCESS_ERRORS:
-        raise
-    except DomainError as exc:
-        session.rollback()
-        return _problem(exc)
+    started = ops.start(command)
     return StartOut(**_out(started.view), index=started.index)
 
 
@@ -259,11 +221,11 @@ def get_flow(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """Where the person is: the state, step k of n, the next action and what it needs. Before
     the legacy proof every id answers the same."""
     ops = operations(session, services, request, caller)
-    return _run(session, lambda: ops.view(flow_id))
+    return _run(lambda: ops.view(flow_id))
 
 
 @router.post("/migrations/{flow_id}/prove", response_model=FlowOut, responses=_ERRORS)
@@ -274,12 +236,12 @@ def prove(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """The legacy proof: user id, password and the code for the key number shown. A failure
     is one answer for every reason, with a new key number (``index``)."""
     ops = operations(session, services, request, caller)
-    proof = LegacyProof(body.user_id, body.password, body.code, body.method)
-    return _run(session, lambda: ops.prove(flow_id, proof))
+    proof = ProofCommand(body.user_id, body.password, body.code, body.method)
+    return _run(lambda: ops.prove(flow_id, proof))
 
 
 @router.post("/migrations/{flow_id}/confirm", response_model=FlowOut, responses=_ERRORS)
@@ -290,10 +252,10 @@ def confirm(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """Confirm the person number (typed) and the name (as shown) the legacy eID holds."""
     ops = operations(session, services, request, caller)
-    return _run(session, lambda: ops.confirm(flow_id, body.person_number, body.name))
+    return _run(lambda: ops.confirm(flow_id, body.person_number, body.name))
 
 
 @router.post("/migrations/{flow_id}/choose", response_model=FlowOut, responses=_ERRORS)
@@ -304,12 +266,12 @@ def choose(
     request: Request,
     caller: MaybeCaller,
     body: ChooseIn | None = None,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """Choose the new authenticators; an empty body takes the proposal (code display and
     password)."""
     ops = operations(session, services, request, caller)
     kinds = body.kinds if body is not None else None
-    return _run(session, lambda: ops.choose(flow_id, kinds))
+    return _run(lambda: ops.choose(flow_id, kinds))
 
 
 @router.post("/migrations/{flow_id}/activate", response_model=FlowOut, responses=_ERRORS)
@@ -319,15 +281,15 @@ def activate(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-    body: ActivateIn | None = None,
-) -> FlowOut | JSONResponse:
+    body: FlowActivateIn | None = None,
+) -> FlowOut:
     """Create the new identity and activate what was chosen: the password, and the token by
     its serial with the code it shows now. All or nothing; after a failure, try again (another
     code, another token)."""
     ops = operations(session, services, request, caller)
-    given = body or ActivateIn()
-    activation = Activation(given.password, given.serial, given.code)
-    return _run(session, lambda: ops.activate(flow_id, activation))
+    given = body or FlowActivateIn()
+    activation = ActivationCommand(given.password, given.serial, given.code)
+    return _run(lambda: ops.activate(flow_id, activation))
 
 
 @router.post("/migrations/{flow_id}/credentials", response_model=FlowOut, responses=_ERRORS)
@@ -338,11 +300,11 @@ def record_credential(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """Record a security key or smartcard enrolled for the new identity through its own
     enrolment routes (it must be active)."""
     ops = operations(session, services, request, caller)
-    return _run(session, lambda: ops.record_credential(flow_id, body.credential_id))
+    return _run(lambda: ops.record_credential(flow_id, body.credential_id))
 
 
 @router.post("/migrations/{flow_id}/complete", response_model=FlowOut, responses=_ERRORS)
@@ -352,7 +314,7 @@ def complete(
     services: ServicesDep,
     request: Request,
     caller: MaybeCaller,
-) -> FlowOut | JSONResponse:
+) -> FlowOut:
     """Finish: the legacy user is marked as moved to the new identity."""
     ops = operations(session, services, request, caller)
-    return _run(session, lambda: ops.complete(flow_id))
+    return _run(lambda: ops.complete(flow_id))

@@ -19,13 +19,13 @@ from typing import Annotated, Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, get_caller, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
-from server.domain.errors import DomainError
+from server.api.schemas import StrictModel
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.authentication import FactorCheck
 from server.services.piv.card import SLOT
@@ -97,10 +97,6 @@ def _b64(data: bytes) -> str:
 # --- schemas --------------------------------------------------------------------------------
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class EnrolBeginOut(BaseModel):
     state_id: uuid.UUID
     challenge: str = Field(description="base64; sign ENROL_DOMAIN || state id || challenge")
@@ -111,7 +107,7 @@ class EnrolBeginOut(BaseModel):
 PAIRING_PATTERN = r"^[A-Za-z0-9 -]{12,24}$"
 
 
-class EnrolCompleteIn(_Strict):
+class EnrolCompleteIn(StrictModel):
     public_key: PublicKeyDer
     signature: SignatureDer
     card_id: str = Field(
@@ -147,11 +143,11 @@ def _pairing_field() -> Any:
     )
 
 
-class PivBeginIn(_Strict):
+class PivBeginIn(StrictModel):
     pairing: str | None = _pairing_field()
 
 
-class PivSignatureIn(_Strict):
+class PivSignatureIn(StrictModel):
     certificate: CertificateDer
     signature: SignatureDer
     origin: str = Field(
@@ -225,18 +221,13 @@ def enrol_complete(
     else:
         # The citizen whose page showed the code (the service checks the code itself).
         actor = f"citizen:{services.piv(session).enrolment_owner(state_id)}"
-    try:
-        enrolled = services.piv(session, actor).enrol_complete(
-            state_id,
-            public_key_der=body.public_key,
-            signature=body.signature,
-            card_id=body.card_id,
-            code=body.code,
-        )
-    except DomainError:
-        # The enrolment is closed even when refused: that must outlive the error answer.
-        session.commit()
-        raise
+    enrolled = services.piv(session, actor).enrol_complete(
+        state_id,
+        public_key_der=body.public_key,
+        signature=body.signature,
+        card_id=body.card_id,
+        code=body.code,
+    )
     return EnrolCompleteOut(
         credential=_credential_out(enrolled.credential),
         certificate=_b64(enrolled.certificate.public_bytes(Encoding.DER)),

@@ -4,12 +4,30 @@ malformed requests and unexpected failures, none of which reveal secrets or inte
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.domain.errors import (
+    ConflictingState,
+    DomainError,
+    Expired,
+    Locked,
+    Refused,
+    ServiceFault,
+    TooManyAttempts,
+    Unavailable,
+    UnknownSubject,
+    Unprocessable,
+    Unverified,
+)
+from server.services.access import NotAuthenticated
+from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -27,69 +45,63 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-# Domain error codes -> HTTP status. Codes not listed answer 400.
-STATUS_BY_CODE: dict[str, int] = {
-    "not-found": 404,
-    "conflict": 409,
-    "duplicate-person-number": 409,
-    "rate-limited": 429,
-    "locked": 423,
-    "unauthenticated": 401,
-    "forbidden": 403,
-    "verification-failed": 401,
-    "wrong-password": 401,
-    # Identity and credential lifecycles (server/services/lifecycle_errors.py).
-    "identity-not-found": 404,
-    "credential-not-found": 404,
-    "token-not-found": 404,
-    "invalid-transition": 409,
-    "identity-not-active": 409,
-    "credential-limit-reached": 409,
-    "conflicting-credential": 409,
-    "duplicate-serial": 409,
-    "concurrent-change": 409,
-    "insufficient-proofing": 422,
-    "unsupported-credential": 422,
-    "invalid-token-batch": 400,
-    "activation-code-rejected": 400,
-    "card-exhausted": 409,
-    "legacy-closed": 410,
-    "new-eid-only": 403,
-    "credential-blocked": 409,
-    "form-rejected": 403,
-    "speech-unavailable": 503,
-    "login-bound-elsewhere": 409,
-    "transaction-expired": 410,  # a login, enrolment or registration that took too long
-    # The server's own faults, not the client's.
-    "secret-unreadable": 500,
-    "key-material-rejected": 500,
-    "password-hash-unreadable": 500,
-    "audit-chain-broken": 500,
-}
+# Every error a request can end with, by kind -> its HTTP status. A domain error's kind is a
+# base class (``server.domain.errors``); the most specific listed class in its MRO wins, and a
+# domain error of no listed kind answers 400 (the request was wrong).
+STATUS_BY_KIND: Mapping[type[Exception], int] = MappingProxyType(
+    {
+        UnknownSubject: 404,
+        ConflictingState: 409,
+        Expired: 410,
+        Refused: 403,
+        Unverified: 401,
+        TooManyAttempts: 429,
+        Locked: 423,
+        Unprocessable: 422,
+        ServiceFault: 500,
+        Unavailable: 503,
+        DomainError: 400,
+        # The storage layer's conflicts, which a request may meet (its other errors are ours).
+        NotFound: 404,
+        DuplicatePersonNumber: 409,
+        StaleWrite: 409,
+    }
+)
+# Storage errors carry no public text of their own: they are answered with these words.
+_STORAGE_ANSWERS: Mapping[type[StorageError], tuple[str, str]] = MappingProxyType(
+    {
+        NotFound: ("not-found", "Not found"),
+        DuplicatePersonNumber: ("duplicate-person-number", "This person is enrolled already"),
+        StaleWrite: ("conflict", "Changed by someone else meanwhile; try again"),
+    }
+)
 
-# The statuses of the guided migration's own problem types, which its steps answer (not raise)
-# and the migration pages show.
-FLOW_STATUS: dict[str, int] = {
-    "proof-required": 409,
-    "start-again": 409,
-    "already-migrated": 409,
-    "step-not-available": 409,
-    "activation-incomplete": 409,
-    "credential-not-usable": 409,
-    "details-mismatch": 422,
-    "invalid-choice": 422,
-    "activation-input-missing": 422,
-}
+
+def status_of(error: BaseException) -> int:
+    """The HTTP status of ``error``: that of the first class of its MRO in ``STATUS_BY_KIND``;
+    500 for anything else (a fault of the service's own)."""
+    for kind in type(error).__mro__:
+        status = STATUS_BY_KIND.get(kind)
+        if status is not None:
+            return status
+    return 500
+
+
+def answer_of(error: DomainError) -> JSONResponse:
+    """The problem document of a domain error: its kind's status, its code as the type, its
+    public detail and the members it adds (never the input)."""
+    status = status_of(error)
+    title = error.title or error.code.replace("-", " ").capitalize()
+    answer = problem(status, error.code, title, error.detail, **error.extensions())
+    if isinstance(error, NotAuthenticated):
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="akkreditiv"'
+    return answer
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    code = str(getattr(exc, "code", "bad-request"))
-    detail = getattr(exc, "detail", None)
-    status = STATUS_BY_CODE.get(code, 400)
-    answer = problem(status, code, code.replace("-", " ").capitalize(), detail)
-    if status == 401 and code == "unauthenticated":
-        answer.headers["WWW-Authenticate"] = 'Bearer realm="akkreditiv"'
-    return answer
+    if not isinstance(exc, DomainError):
+        return await _unexpected(request, exc)
+    return answer_of(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -111,14 +123,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
-    # Storage errors carry no public text of their own: answer with fixed words.
-    name = type(exc).__name__
-    if name == "NotFound":
-        return problem(404, "not-found", "Not found")
-    if name == "DuplicatePersonNumber":
-        return problem(409, "duplicate-person-number", "This person is enrolled already")
-    if name == "StaleWrite":
-        return problem(409, "conflict", "Changed by someone else meanwhile; try again")
+    for kind, (code, title) in _STORAGE_ANSWERS.items():
+        if isinstance(exc, kind):
+            return problem(status_of(exc), code, title)
     return await _unexpected(request, exc)
 
 
@@ -127,11 +134,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal", "Something went wrong on our side")
 
 
-def install(app: FastAPI, domain_error: type[Exception], storage_error: type[Exception]) -> None:
-    """Map errors to problem+json in one place; ``domain_error`` is the services' base,
-    ``storage_error`` the storage layer's."""
-    app.add_exception_handler(domain_error, _domain_error)
-    app.add_exception_handler(storage_error, _storage_error)
+def install(app: FastAPI) -> None:
+    """Map errors to problem+json in one place."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

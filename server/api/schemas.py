@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator, WithJsonSchema
 
 from server.domain.model import Level
 
@@ -24,3 +24,9 @@ LevelLabel = Annotated[
     PlainSerializer(lambda level: level.label, return_type=str),
     WithJsonSchema({"type": "string", "enum": [level.label for level in Level], "title": "Level"}),
 ]
+
+
+class StrictModel(BaseModel):
+    """A request body that refuses members it does not know (a typo is an error, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -82,3 +82,13 @@ class ProofingChannel(StrEnum):
     SELF_SERVICE = "self_service"
     BANK = "bank"
     SERVICE_CENTRE = "service_centre"
+
+
+@unique
+class CeremonyKind(StrEnum):
+    """What a ceremony row is: each kind has its own steps, and no step takes another's row."""
+
+    LOGIN = "login"
+    LEGACY_LOGIN = "legacy_login"
+    FIDO_REGISTRATION = "fido_registration"
+    PIV_ENROLMENT = "piv_enrolment"

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from server.domain.errors import DomainError
+from server.domain.errors import Refused, Unverified
 from server.domain.model import ProofingChannel
 from server.services.errors import KeyMaterialRejected
 
@@ -83,12 +83,12 @@ CHANNEL_OF_ROLE: Mapping[Role, ProofingChannel] = MappingProxyType(
 )
 
 
-class NotAuthenticated(DomainError):
+class NotAuthenticated(Unverified):
     code = "unauthenticated"
     default_detail = "this needs an API key: send 'Authorization: Bearer akk_...'"
 
 
-class NotPermitted(DomainError):
+class NotPermitted(Refused):
     code = "forbidden"
     default_detail = "this API key's role does not allow that"
 

@@ -4,10 +4,7 @@ rate limits, and the signed assertion a service provider receives."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 import uuid
 from collections.abc import Callable
@@ -16,10 +13,25 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.errors import DomainError, FactorRejected
+from server.domain.errors import (
+    DomainError,
+    FactorRejected,
+    Locked,
+    Refused,
+    TooManyAttempts,
+)
 from server.domain.model import AuthenticatorKind, IdentityStatus, Level
 from server.services.assurance import authenticator_level, loa
 from server.services.errors import InvalidPersonNumber
+from server.services.login.gate import (
+    COMPLETED,
+    IDENTIFIED,
+    STARTED,
+    TRANSITIONS,
+    LoginTransactions,
+    TransactionClosed,
+    TransactionUnknown,
+)
 from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import AssertionSigner
@@ -34,16 +46,6 @@ from server.storage.repositories import (
 )
 from server.storage.tables import AuthTransaction
 
-# The transaction's state machine, checked below at import.
-STARTED, IDENTIFIED, COMPLETED, FAILED = "started", "identified", "completed", "failed"
-TRANSITIONS: dict[str, frozenset[str]] = {
-    STARTED: frozenset({IDENTIFIED, FAILED}),
-    IDENTIFIED: frozenset({IDENTIFIED, COMPLETED, FAILED}),
-    COMPLETED: frozenset(),
-    FAILED: frozenset(),
-}
-assert set().union(*TRANSITIONS.values()) <= TRANSITIONS.keys()  # noqa: S101 - import-time check
-
 ACCOUNT_MAX_FAILURES = 100  # NIST SP 800-63B 5.2.2: at most 100 consecutive failures
 SOURCE_MAX_FAILURES = 20  # per source address and 10 minutes: slows one attacker, locks no one
 SOURCE_WINDOW = dt.timedelta(minutes=10)
@@ -53,39 +55,13 @@ ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
 # lifetimes (110 minutes at the default 10), long enough for anyone, short of forever.
 MAX_EXTENSIONS = 10
 
-# The pairing code that lets a program outside the browser (the smartcard's command) go on
-# with a login a browser claimed: 12 characters of base32, 60 bits, typeable and one-way.
-PAIRING_DOMAIN = b"akkreditiv-device-pairing\x00"
-PAIRING_LENGTH = 12
-PAIRING_GROUP = 4
-# Characters people confuse with base32 letters when they type a code they read.
-_TYPED_AS = str.maketrans({"0": "O", "1": "I", "8": "B"})
 
-
-class TransactionUnknown(DomainError):
-    code = "not-found"
-
-
-class TransactionExpired(DomainError):
-    code = "transaction-expired"
-
-
-class TransactionClosed(DomainError):
-    code = "conflict"
-
-
-class Throttled(DomainError):
+class Throttled(TooManyAttempts):
     code = "rate-limited"
 
 
-class AccountLocked(DomainError):
+class AccountLocked(Locked):
     code = "locked"
-
-
-class LoginBoundElsewhere(DomainError):
-    """The login's pages were opened in another browser, which alone may go on with it."""
-
-    code = "login-bound-elsewhere"
 
 
 class NoMoreTime(DomainError):
@@ -94,8 +70,11 @@ class NoMoreTime(DomainError):
     code = "no-more-time"
 
 
-class StepUpRequired(DomainError):
+class StepUpRequired(Refused):
+    """The factors so far do not reach the level the provider asked for."""
+
     code = "step-up-required"
+    title = "Step up required"
 
     def __init__(self, achieved: Level, required: Level) -> None:
         super().__init__(
@@ -104,6 +83,9 @@ class StepUpRequired(DomainError):
         )
         self.achieved = achieved
         self.required = required
+
+    def extensions(self) -> dict[str, Any]:
+        return {"achieved": self.achieved.label, "required": self.required.label, **self.extra}
 
 
 FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
@@ -136,29 +118,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def pairing_code(binding: str) -> str:
-    """The code that pairs a device program with the browser of ``binding``: shown on the
-    login's pages (to that browser alone) and given to the program, which sends it with its
-    steps. Derived one way, so the code does not reveal the binding (nor the browser's
-    cookie behind it). Grouped for reading, e.g. ``ABCD-EFGH-JKLM``."""
-    return readable_code(hashlib.sha256(PAIRING_DOMAIN + binding.encode("utf-8")).digest())
-
-
-def readable_code(digest: bytes) -> str:
-    """A code people read and type, from a digest: its first base32 letters, in groups
-    (``ABCD-EFGH-JKLM``); ``normalise_pairing`` reads it back."""
-    code = base64.b32encode(digest).decode("ascii")[:PAIRING_LENGTH]
-    return "-".join(
-        code[start : start + PAIRING_GROUP] for start in range(0, PAIRING_LENGTH, PAIRING_GROUP)
-    )
-
-
-def normalise_pairing(typed: str) -> str:
-    """A typed pairing code as compared: any case, dashes and spaces ignored, and the digits
-    people type for look-alike letters (0, 1, 8 for O, I, B) read as those letters."""
-    return "".join(typed.split()).replace("-", "").upper().translate(_TYPED_AS)
-
-
 class AuthenticationService:
     def __init__(
         self,
@@ -174,6 +133,7 @@ class AuthenticationService:
     ) -> None:
         self.session = session
         self.transactions = TransactionRepository(session)
+        self.logins = LoginTransactions(session, clock)
         self.identities = IdentityRepository(session)
         self.limits = RateLimitRepository(session)
         self.signer = signer
@@ -207,54 +167,15 @@ class AuthenticationService:
         )
         return transaction
 
-    def _open(self, transaction_id: uuid.UUID) -> AuthTransaction:
-        try:
-            transaction = self.transactions.get(transaction_id)
-        except NotFound as exc:
-            raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
-        return self._usable(transaction)
-
-    def _usable(self, transaction: AuthTransaction) -> AuthTransaction:
-        if transaction.state not in TRANSITIONS:
-            # A row of another flow (a FIDO2 registration, a PIV enrolment): not a login.
-            raise TransactionUnknown("not a login transaction", detail="unknown transaction")
-        if transaction.state in (COMPLETED, FAILED):
-            raise TransactionClosed("transaction closed", detail="this login is finished")
-        if self.clock() >= transaction.expires_at:
-            raise TransactionExpired("transaction expired", detail="the login took too long")
-        return transaction
-
-    @staticmethod
-    def _bound(
-        transaction: AuthTransaction, binding: str | None, pairing: str | None = None
-    ) -> None:
-        """Refuse a step from anyone but the browser that claimed the login (the API's
-        clients included: a login whose pages a browser opened is that browser's alone), or
-        a program that browser paired with: one showing the pairing code of its binding."""
-        claimed = transaction.browser_binding
-        if claimed is None:
-            return
-        if binding is not None and hmac.compare_digest(claimed.encode(), binding.encode()):
-            return
-        if pairing is not None:
-            expected = pairing_code(claimed).replace("-", "").encode()
-            if hmac.compare_digest(expected, normalise_pairing(pairing).encode("utf-8")):
-                return
-        raise LoginBoundElsewhere(
-            "login claimed by another browser",
-            detail="this login was started in another browser; start again there, or give "
-            "the program the pairing code that browser's page shows",
-        )
-
     def claim(self, transaction_id: uuid.UUID, binding: str) -> AuthTransaction:
         """The browser session ``binding`` (a digest the pages derive from its cookie) takes
         the login: the first browser to open its pages keeps it; any other is refused."""
-        transaction = self._open(transaction_id)
+        transaction = self.logins.open(transaction_id)
         if transaction.browser_binding is None:
             transaction.browser_binding = binding
             self.transactions.update(transaction)
             self.audit("authentication.claimed", {"transaction": str(transaction.id)})
-        self._bound(transaction, binding)
+        self.logins.check_bound(transaction, binding)
         return transaction
 
     def admit(
@@ -263,14 +184,14 @@ class AuthenticationService:
         """The open login, if the caller may go on with it: anyone while no browser claimed
         it, else that browser (``binding``) or a program it paired with (``pairing``). For
         the steps before a factor that change the login (a device's fresh challenge)."""
-        transaction = self._open(transaction_id)
-        self._bound(transaction, binding, pairing)
+        transaction = self.logins.open(transaction_id)
+        self.logins.check_bound(transaction, binding, pairing)
         return transaction
 
     def standing(self, transaction_id: uuid.UUID, binding: str | None = None) -> Standing:
         """Where an open login stands (for the pages: whether to offer another factor)."""
-        transaction = self._open(transaction_id)
-        self._bound(transaction, binding)
+        transaction = self.logins.open(transaction_id)
+        self.logins.check_bound(transaction, binding)
         required = transaction.min_level
         left = MAX_EXTENSIONS - self._extensions(transaction)
         if transaction.identity_id is None or not transaction.factors:
@@ -285,8 +206,8 @@ class AuthenticationService:
     def extend(self, transaction_id: uuid.UUID, binding: str | None = None) -> AuthTransaction:
         """More time for an open login: its expiry moves on by its lifetime, at most
         ``MAX_EXTENSIONS`` times."""
-        transaction = self._open(transaction_id)
-        self._bound(transaction, binding)
+        transaction = self.logins.open(transaction_id)
+        self.logins.check_bound(transaction, binding)
         if self._extensions(transaction) >= MAX_EXTENSIONS:
             raise NoMoreTime("extended too often", detail="the login cannot be extended again")
         transaction.expires_at = transaction.expires_at + self.transaction_lifetime
@@ -343,8 +264,8 @@ class AuthenticationService:
         accepted the same way, so the answer never tells whether an account exists; every
         factor will then fail. ``subject_digest`` (a keyed digest of the number typed) lets
         decoy answers be the same in every login for the same unknown number."""
-        transaction = self._open(transaction_id)
-        self._bound(transaction, binding)
+        transaction = self.logins.open(transaction_id)
+        self.logins.check_bound(transaction, binding)
         if transaction.factors:
             raise TransactionClosed("identified already", detail="the login has begun")
         transaction.identity_id = identity_id
@@ -376,10 +297,9 @@ class AuthenticationService:
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
         transaction, status = context.transaction, context.identity_status
-        self._usable(transaction)
-        self._bound(transaction, binding, pairing)
-        if transaction.state != IDENTIFIED:
-            raise TransactionClosed("not identified", detail="say who is logging in first")
+        self.logins.usable(transaction)
+        self.logins.check_bound(transaction, binding, pairing)
+        self.logins.require_identified(transaction)
         now = self.clock()
         identity_id = transaction.identity_id
         self._throttle(context.source_limit, now)
@@ -422,7 +342,7 @@ class AuthenticationService:
         """The assertion, when the factors reach the level the provider asked for. With
         ``provider``, only that service provider's own login completes (another's is
         answered as unknown, so providers cannot probe each other's logins)."""
-        transaction = self._open(transaction_id)
+        transaction = self.logins.open(transaction_id)
         if provider is not None and transaction.service_provider != provider:
             raise TransactionUnknown("another provider's login", detail="unknown transaction")
         if transaction.identity_id is None or not transaction.factors:

@@ -6,31 +6,31 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum, unique
 
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, ServiceFault, Unverified
 
 
-class KeyMaterialRejected(DomainError):
+class KeyMaterialRejected(ServiceFault):
     """A key file or key value the server will not use (wrong size, mode, curve or format)."""
 
     code = "key-material-rejected"
     default_detail = "the service is not configured correctly"
 
 
-class SecretUnreadable(DomainError):
+class SecretUnreadable(ServiceFault):
     """A sealed secret failed authentication: tampered, moved to another context or unknown key."""
 
     code = "secret-unreadable"
     default_detail = "a stored secret could not be read"
 
 
-class WrongPassword(DomainError):
+class WrongPassword(Unverified):
     """The password does not match the stored hash."""
 
     code = "wrong-password"
     default_detail = "the user ID or password is wrong"
 
 
-class PasswordHashUnreadable(DomainError):
+class PasswordHashUnreadable(ServiceFault):
     """The stored password hash is not a hash this service can check (corrupt or foreign)."""
 
     code = "password-hash-unreadable"
@@ -88,7 +88,7 @@ class Breakage(StrEnum):
     DUPLICATED = "duplicated"
 
 
-class AuditChainBroken(DomainError):
+class AuditChainBroken(ServiceFault):
     """The audit log fails verification at ``seq``; ``reason`` tells the kind of breakage."""
 
     code = "audit-chain-broken"

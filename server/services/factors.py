@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from devices.protocol.otp import HashAlg
-from server.domain.errors import DomainError, FactorRejected
+from server.domain.errors import FactorRejected, Unverified
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
 from server.services.credentials import CredentialService
 from server.services.credentials.sealing import yubico_secrets
@@ -46,7 +46,7 @@ OTP_KINDS = {
 }
 
 
-class NoSuchFactor(DomainError):
+class NoSuchFactor(Unverified):
     code = "verification-failed"
 
 

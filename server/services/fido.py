@@ -3,15 +3,15 @@
 
 Nothing is kept in memory between the steps of a ceremony:
 
-* Registration state lives in an ``AuthTransaction`` row: ``service_provider`` is
-  ``"fido-registration:<identity id>"``, ``state`` is ``"fido-reg:<user verification>"`` while
-  open (then ``"completed"`` or ``"failed"``), ``identity_id`` the identity, ``challenge`` the
-  challenge and ``expires_at`` its deadline. The row's id is the "state id" the client carries.
-  The authentication service never accepts such a row as a login (it is never ``identified``).
-* Authentication state is the login transaction's own ``challenge`` column: ``fido_begin``
-  writes a fresh challenge, and every ``fido_check`` consumes it (success or failure), so an
-  assertion cannot be replayed. The user-verification preference is not enforced at the check:
-  the UV flag decides the factor (``fido2_uv`` or ``fido2``) and the level follows from it.
+* A registration is a ceremony row of kind ``fido_registration``: ``identity_id`` the identity,
+  ``state`` ``open`` (then ``completed`` or ``failed``), ``ceremony_state`` python-fido2's
+  registration state as it gave it, ``expires_at`` its deadline. The row's id is the "state
+  id" the client carries. The login gate never takes such a row as a login.
+* An authentication's state is python-fido2's, kept on the login (``ceremony_state``) with its
+  challenge in the login's one ``challenge`` column: ``fido_begin`` writes both, and every
+  ``fido_check`` spends them (success or failure), so an assertion cannot be replayed, and a
+  later challenge of another factor makes it stale. The UV flag of the assertion decides the
+  factor (``fido2_uv`` or ``fido2``) and the level follows from it.
 * No account enumeration: for a login whose person does not exist, or has no active FIDO2
   credential, ``fido_begin`` answers decoy credential descriptors (the count, length and
   format byte of a real key's, the rest an HMAC under ``decoy_key`` of the ``decoy_subject``),
@@ -71,21 +71,21 @@ from fido2.webauthn import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.domain.errors import DomainError, recorded_failures
+from server.domain.errors import (
+    ConflictingState,
+    DomainError,
+    Expired,
+    UnknownSubject,
+    Unverified,
+    recorded_failures,
+)
 from server.domain.model import (
     AuthenticatorKind,
+    CeremonyKind,
     CredentialKind,
     CredentialState,
     IdentityStatus,
     Level,
-)
-from server.services.authentication import (
-    COMPLETED,
-    FAILED,
-    IDENTIFIED,
-    TransactionClosed,
-    TransactionExpired,
-    TransactionUnknown,
 )
 from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
@@ -95,11 +95,15 @@ from server.services.lifecycle_errors import (
     IdentityNotActive,
     IdentityNotFound,
 )
+from server.services.login.gate import (
+    COMPLETED,
+    FAILED,
+    OPEN,
+    LoginTransactions,
+)
 from server.storage.repositories import CredentialRepository, TransactionRepository
 from server.storage.tables import AuthTransaction, Credential, Identity
 
-REGISTRATION_PREFIX = "fido-registration:"
-_OPEN_PREFIX = "fido-reg:"
 SERIAL_PREFIX = "fido2:"
 REGISTRATION_LIFETIME = dt.timedelta(minutes=5)
 RP_NAME = "akkreditiv"
@@ -115,17 +119,17 @@ MIN_DECOY_KEY_BYTES = 32
 NOBODY = uuid.UUID(int=1)
 
 
-class RegistrationUnknown(DomainError):
+class RegistrationUnknown(UnknownSubject):
     code = "not-found"
     default_detail = "there is no such registration"
 
 
-class RegistrationClosed(DomainError):
+class RegistrationClosed(ConflictingState):
     code = "conflict"
     default_detail = "this registration is finished"
 
 
-class RegistrationExpired(DomainError):
+class RegistrationExpired(Expired):
     code = "transaction-expired"
     default_detail = "the registration took too long"
 
@@ -144,12 +148,12 @@ class AttestationRejected(DomainError):
     default_detail = "this security key model is not accepted"
 
 
-class DuplicateFidoCredential(DomainError):
+class DuplicateFidoCredential(ConflictingState):
     code = "conflict"
     default_detail = "this security key is registered already"
 
 
-class AssertionRejected(DomainError):
+class AssertionRejected(Unverified):
     """One answer for every failed assertion; ``reason`` is for the audit log only."""
 
     code = "verification-failed"
@@ -258,23 +262,6 @@ class AttestationPolicy(AttestationVerifier):
         self.result = result
 
 
-def login_transaction(
-    session: Session, transaction_id: uuid.UUID, now: dt.datetime
-) -> AuthTransaction:
-    """The open, identified login ``transaction_id`` for a challenge-based factor (FIDO2, key
-    card), with the authentication service's errors for anything else."""
-    transaction = session.get(AuthTransaction, transaction_id)
-    if transaction is None or transaction.service_provider.startswith(REGISTRATION_PREFIX):
-        raise TransactionUnknown("no such transaction", detail="unknown transaction")
-    if transaction.state in (COMPLETED, FAILED):
-        raise TransactionClosed("transaction closed", detail="this login is finished")
-    if now >= transaction.expires_at:
-        raise TransactionExpired("transaction expired", detail="the login took too long")
-    if transaction.state != IDENTIFIED:
-        raise TransactionClosed("not identified", detail="say who is logging in first")
-    return transaction
-
-
 def decoy_subject(transaction: AuthTransaction) -> bytes:
     """What a login's decoy answers are derived from: the identity, so that a person without
     the factor gets the same decoy in every login, as a real key or card answers the same.
@@ -324,7 +311,7 @@ class AssertionCheck:
         return self._service.verify_assertion(self._transaction_id, identity_id, submitted)
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
-        self._service.take_challenge(self._transaction_id)
+        self._service.take_state(self._transaction_id)
         self._service.active_credentials(NOBODY)  # the lookup a real check makes
 
 
@@ -383,7 +370,7 @@ class FidoService:
         if len(live) >= LIMITS[CredentialKind.FIDO2]:
             raise CredentialLimitReached(CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2])
         challenge = secrets.token_bytes(32)
-        options, _state = self._server().register_begin(
+        options, state = self._server().register_begin(
             PublicKeyCredentialUserEntity(
                 name=identity.name, id=identity.id.bytes, display_name=identity.name
             ),
@@ -397,12 +384,13 @@ class FidoService:
         now = self._now()
         row = self._transactions.add(
             AuthTransaction(
-                service_provider=REGISTRATION_PREFIX + str(identity_id),
+                kind=CeremonyKind.FIDO_REGISTRATION,
+                service_provider="",
                 min_level=Level.LOW,
-                state=_OPEN_PREFIX + user_verification.value,
+                state=OPEN,
                 identity_id=identity_id,
                 factors=[],
-                challenge=challenge,
+                ceremony_state=dict(state),
                 created_at=now,
                 expires_at=now + self._registration_lifetime,
             )
@@ -416,18 +404,15 @@ class FidoService:
         """Verify the key's answer and store the new active FIDO2 credential. A refused answer
         closes the registration (its error is ``recorded``)."""
         row = self._session.get(AuthTransaction, state_id)
-        if row is None or not row.service_provider.startswith(REGISTRATION_PREFIX):
+        if row is None or row.kind is not CeremonyKind.FIDO_REGISTRATION:
             raise RegistrationUnknown
-        if not row.state.startswith(_OPEN_PREFIX):
+        if row.state != OPEN:
             raise RegistrationClosed
-        if self._now() >= row.expires_at or row.identity_id is None or row.challenge is None:
+        state = row.ceremony_state
+        if self._now() >= row.expires_at or row.identity_id is None or state is None:
             raise RegistrationExpired
         identity_id = row.identity_id
-        state = {
-            "challenge": websafe_encode(row.challenge),
-            "user_verification": UserVerificationRequirement(row.state[len(_OPEN_PREFIX) :]),
-        }
-        row.state, row.challenge = FAILED, None
+        row.state, row.ceremony_state = FAILED, None
         self._transactions.update(row)
         # The registration is closed even when refused: that outlives the error answer.
         with recorded_failures():
@@ -510,7 +495,7 @@ class FidoService:
 
         A person who does not exist or holds no active FIDO2 credential gets decoy descriptors
         (see the module docstring): an empty ``allowCredentials`` would tell who has a key."""
-        transaction = login_transaction(self._session, transaction_id, self._now())
+        transaction = LoginTransactions(self._session, self._now).identified(transaction_id)
         challenge = secrets.token_bytes(32)
         credentials: list[AttestedCredentialData | PublicKeyCredentialDescriptor] = [
             credential_data(c)
@@ -520,13 +505,14 @@ class FidoService:
         ]
         if not credentials:
             credentials.extend(decoy_descriptors(self._decoy_key, decoy_subject(transaction)))
-        options, _state = self._server().authenticate_begin(
+        options, state = self._server().authenticate_begin(
             credentials,
             user_verification=user_verification,
             challenge=challenge,
         )
-        transaction.challenge = challenge
-        self._transactions.update(transaction)
+        LoginTransactions(self._session, self._now).set_pending(
+            transaction, CredentialKind.FIDO2, challenge=challenge, state=state
+        )
         return dict(options)
 
     def fido_check(self, transaction_id: uuid.UUID) -> AssertionCheck:
@@ -534,27 +520,26 @@ class FidoService:
         challenge of ``transaction_id`` (consumed whatever the outcome)."""
         return AssertionCheck(self, transaction_id)
 
-    def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
-        """The login's pending challenge, cleared in the same step: one try per challenge."""
-        transaction = login_transaction(self._session, transaction_id, self._now())
-        challenge, transaction.challenge = transaction.challenge, None
-        self._transactions.update(transaction)
-        return challenge
+    def take_state(self, transaction_id: uuid.UUID) -> dict[str, Any] | None:
+        """The login's pending authentication state, spent in the same step (one try per
+        challenge); None when there is none, or another factor's challenge came after it."""
+        logins = LoginTransactions(self._session, self._now)
+        pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.FIDO2)
+        return None if pending is None or pending.challenge is None else pending.state
 
     def verify_assertion(
         self, transaction_id: uuid.UUID, identity_id: uuid.UUID, submitted: dict[str, Any]
     ) -> AuthenticatorKind:
         """Check an assertion against the login's challenge (consumed) and the identity's
         active credentials; raises ``AssertionRejected`` whatever the reason."""
-        challenge = self.take_challenge(transaction_id)
-        if challenge is None:
+        state = self.take_state(transaction_id)
+        if state is None:
             raise AssertionRejected("no-challenge")
         candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
         if not candidates:
             # A person without a key was offered decoys: the same answer as a wrong assertion.
             raise AssertionRejected("no-credential")
         by_id = {credential_data(c).credential_id: c for c in candidates}
-        state = {"challenge": websafe_encode(challenge), "user_verification": None}
         try:
             assertion = AuthenticationResponse.from_dict(submitted["response"])
             matched = self._server().authenticate_complete(

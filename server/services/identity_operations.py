@@ -24,7 +24,7 @@ OPERATOR_ID = r"^[A-Za-z0-9._@-]{1,64}$"
 
 
 @dataclass(frozen=True)
-class Proofing:
+class ProofingCommand:
     """An identity proofing as the caller records it: where, on what document, by whom."""
 
     channel: ProofingChannel
@@ -43,7 +43,7 @@ class IdentityRecord:
     pseudonym: uuid.UUID | None = None
 
 
-def check_proofing_caller(caller: Caller, proofing: Proofing) -> None:
+def check_proofing_caller(caller: Caller, proofing: ProofingCommand) -> None:
     """An operator records proofing only on the own channel (a bank operator at the bank) and
     must be one of the operators named; supervisors may record for any channel."""
     channel = proofing.channel
@@ -98,7 +98,7 @@ class IdentityOperations:
     # --- identities ---------------------------------------------------------------------------
 
     def enrol(
-        self, person_number: str, name: str, proofing: Proofing, required_level: Level | None
+        self, person_number: str, name: str, proofing: ProofingCommand, required_level: Level | None
     ) -> IdentityRecord:
         """Enrol one identity per person, with its proofing record."""
         self.caller.require(Permission.ENROL)
@@ -115,7 +115,7 @@ class IdentityOperations:
         )
         return self._record(identity)
 
-    def record_proofing(self, identity_id: uuid.UUID, proofing: Proofing) -> IdentityRecord:
+    def record_proofing(self, identity_id: uuid.UUID, proofing: ProofingCommand) -> IdentityRecord:
         """Another proofing of an enrolled person; the same channel rule as enrolment."""
         self.caller.require(Permission.ENROL)
         check_proofing_caller(self.caller, proofing)

@@ -3,34 +3,34 @@ type) and a ``detail`` safe to show the public: never a person number, secret or
 
 from __future__ import annotations
 
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState, DomainError, UnknownSubject, Unprocessable
 
 
-class DuplicateIdentity(DomainError):
+class DuplicateIdentity(ConflictingState):
     """A person who already has an identity was enrolled again."""
 
     code = "duplicate-person-number"
     default_detail = "an identity with this person number already exists"
 
 
-class IdentityNotFound(DomainError):
+class IdentityNotFound(UnknownSubject):
     code = "identity-not-found"
     default_detail = "there is no such identity"
 
 
-class CredentialNotFound(DomainError):
+class CredentialNotFound(UnknownSubject):
     code = "credential-not-found"
     default_detail = "there is no such credential"
 
 
-class TokenNotFound(DomainError):
+class TokenNotFound(UnknownSubject):
     """No unassigned token in stock has this serial."""
 
     code = "token-not-found"
     default_detail = "there is no unassigned token with this serial number"
 
 
-class InvalidTransition(DomainError):
+class InvalidTransition(ConflictingState):
     """A lifecycle step the transition table (or a kind's rule) does not allow from the current
     state; ``current`` and ``target`` are state names, never personal data."""
 
@@ -47,14 +47,14 @@ class InvalidTransition(DomainError):
         )
 
 
-class IdentityNotActive(DomainError):
+class IdentityNotActive(ConflictingState):
     """Credentials of a suspended or closed identity cannot be issued or activated."""
 
     code = "identity-not-active"
     default_detail = "the identity is suspended or closed"
 
 
-class CredentialLimitReached(DomainError):
+class CredentialLimitReached(ConflictingState):
     code = "credential-limit-reached"
 
     def __init__(self, kind: str, limit: int) -> None:
@@ -65,7 +65,7 @@ class CredentialLimitReached(DomainError):
         )
 
 
-class ConflictingCredential(DomainError):
+class ConflictingCredential(ConflictingState):
     """An exclusivity rule: one active code display; a code display and an audio reader are
     never active together."""
 
@@ -75,7 +75,7 @@ class ConflictingCredential(DomainError):
         super().__init__(detail=detail)
 
 
-class InsufficientProofing(DomainError):
+class InsufficientProofing(Unprocessable):
     """The proofing given does not reach the identity assurance level asked for (High needs two
     different staff members, in person, at an assisted channel)."""
 
@@ -100,7 +100,7 @@ class InvalidTokenBatch(DomainError):
         )
 
 
-class DuplicateSerial(DomainError):
+class DuplicateSerial(ConflictingState):
     code = "duplicate-serial"
     default_detail = "a token with this serial number is already registered"
 
@@ -110,20 +110,21 @@ class ActivationCodeRejected(DomainError):
     (wrong-code, malformed-code, code-replayed, credential-blocked, wrong-token)."""
 
     code = "activation-code-rejected"
+    recorded = True  # the spent turn, the failure count and a block outlive the refusal
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         super().__init__(f"activation code rejected: {reason}", detail=detail)
 
 
-class ConcurrentChange(DomainError):
+class ConcurrentChange(ConflictingState):
     """Someone else changed the same record at the same time; read it again and retry."""
 
     code = "concurrent-change"
     default_detail = "the record was changed at the same time by someone else; try again"
 
 
-class UnsupportedCredential(DomainError):
+class UnsupportedCredential(Unprocessable):
     """A request that this credential kind does not take (e.g. a code for a security key)."""
 
     code = "unsupported-credential"

@@ -35,7 +35,7 @@ class Start:
 
 
 @dataclass(frozen=True)
-class LegacyProof:
+class ProofCommand:
     """The legacy credentials: user id, password and the code for the key number shown."""
 
     user_id: str
@@ -45,7 +45,7 @@ class LegacyProof:
 
 
 @dataclass(frozen=True)
-class Activation:
+class ActivationCommand:
     """What the activation step may need: the new password, a token's serial and its code."""
 
     password: str | None = None
@@ -125,7 +125,7 @@ class MigrationOperations:
         self._admit(flow_id)
         return self._flows.view(flow_id)
 
-    def prove(self, flow_id: uuid.UUID, proof: LegacyProof) -> FlowView:
+    def prove(self, flow_id: uuid.UUID, proof: ProofCommand) -> FlowView:
         self._admit(flow_id)
         return self._flows.prove(
             flow_id,
@@ -145,7 +145,7 @@ class MigrationOperations:
         self._admit(flow_id)
         return self._flows.choose(flow_id, kinds)
 
-    def activate(self, flow_id: uuid.UUID, given: Activation) -> FlowView:
+    def activate(self, flow_id: uuid.UUID, given: ActivationCommand) -> FlowView:
         self._admit(flow_id)
         return self._flows.activate(
             flow_id, password=given.password, serial=given.serial, code=given.code

@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from server.domain.model import (
+    CeremonyKind,
     CredentialKind,
     CredentialState,
     IdentityStatus,
@@ -189,17 +190,24 @@ class AuditHead(Base):
 
 
 class AuthTransaction(Base):
-    """A persisted authentication flow; its states and transitions belong to the service."""
+    """A persisted ceremony (a login, a legacy login, a FIDO2 registration, a PIV enrolment):
+    its ``kind`` says which; its states and transitions belong to the service of that kind."""
 
     __tablename__ = "auth_transactions"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[CeremonyKind] = mapped_column(
+        _enum(CeremonyKind, "ceremony_kind"), default=CeremonyKind.LOGIN
+    )
+    # The provider a login is for ("" for a registration or an enrolment: the identity's own).
     service_provider: Mapped[str] = mapped_column(String(128))
     min_level: Mapped[Level] = mapped_column(LevelColumn())
     state: Mapped[str] = mapped_column(String(32))
     identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
     factors: Mapped[list[str]] = mapped_column(Json, default=list)
     challenge: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # What a library keeps between a ceremony's steps, as it gave it (python-fido2's state).
+    ceremony_state: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # A keyed digest of the person number typed at identify (Pseudonyms.subject_digest), so
     # decoy answers for a number that matches no identity are the same in every login.
     subject_digest: Mapped[str | None] = mapped_column(String(64))

@@ -24,8 +24,8 @@ from fido2.webauthn import UserVerificationRequirement
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service
-from server.domain.errors import DomainError
+from server.api.deps import ServicesDep, SessionDep
+from server.domain.errors import ConflictingState, DomainError, UnknownSubject
 from server.domain.model import CredentialKind, CredentialState, Level
 from server.services.credentials import CredentialService
 from server.services.credentials.rules import LIVE_STATES
@@ -62,7 +62,7 @@ MAX_SERIAL = 128
 MAX_CODE = 64
 
 
-class CredentialNotYours(DomainError):
+class CredentialNotYours(UnknownSubject):
     """A credential id that is not one of the signed-in citizen's: answered as if it did not
     exist, so ids of other people's credentials cannot be probed."""
 
@@ -70,7 +70,7 @@ class CredentialNotYours(DomainError):
     default_detail = "there is no such credential"
 
 
-class NotReplaceable(DomainError):
+class NotReplaceable(ConflictingState):
     """Replacing a credential that is not blocked or lost, or of a kind that is added anew."""
 
     code = "invalid-transition"
@@ -137,8 +137,8 @@ def level_enough(login_level: str | None, identity_assurance: Level) -> bool:
 def _account(
     browser: BrowserDep, identity_id: CitizenDep, session: SessionDep, services: ServicesDep
 ) -> Account:
-    audit = audit_hook(session, services, actor_of(identity_id))
-    credentials = credential_service(session, services, audit)
+    audit = services.audit_hook(session, actor_of(identity_id))
+    credentials = services.credentials(session, audit)
     identity = IdentityService(session, services.pseudonyms, audit=audit).get(identity_id)
     return Account(browser, identity, session, services, credentials)
 

@@ -26,7 +26,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, Refused
 from server.services.access import Caller
 from server.storage.web_tables import BrowserKind, WebSession
 from server.web.i18n import LANGUAGES, Translator, negotiate, parse_language
@@ -41,7 +41,7 @@ WARN_BEFORE = dt.timedelta(minutes=2)
 _EXPIRED_SWEEP = 50  # expired rows removed whenever a session is created
 
 
-class FormRejected(DomainError):
+class FormRejected(Refused):
     """A form without this session's CSRF token, or from another origin."""
 
     code = "form-rejected"

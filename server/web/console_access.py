@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep, audit_hook, credential_service
-from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
-from server.domain.errors import DomainError
+from server.api.deps import ServicesDep, SessionDep
+from server.api.problems import status_of
+from server.domain.errors import DomainError, UnknownSubject
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.identities import DOCUMENT_KINDS
@@ -58,10 +58,6 @@ def message(browser: Browser, code: str) -> str:
     return browser.t(key) if browser.t.has(key) else browser.t("console.error.generic")
 
 
-def status_of(code: str) -> int:
-    return FLOW_STATUS.get(code) or STATUS_BY_CODE.get(code, 400)
-
-
 def fits(pattern: str, value: str) -> bool:
     """Whether ``value`` has the shape the API's request models demand (``pattern``)."""
     return re.fullmatch(pattern, value) is not None
@@ -98,7 +94,7 @@ def check_operator_key(
     now = now_of(services)
     limits = RateLimitRepository(db)
     state = limits.states([limit_key]).get(limit_key)
-    anonymous = audit_hook(db, services, f"source:{source}")
+    anonymous = services.audit_hook(db, f"source:{source}")
     if state is not None and state.locked_until is not None and state.locked_until > now:
         anonymous("console.sign_in", {"result": "throttled", "purpose": purpose})
         return None, "console.login.throttled", 429
@@ -113,7 +109,7 @@ def check_operator_key(
         )
         anonymous("console.sign_in", {"result": "failed", "purpose": purpose})
         return None, "console.login.wrong_key", 401
-    audit = audit_hook(db, services, caller.actor)
+    audit = services.audit_hook(db, caller.actor)
     if not caller.may(Permission.VIEW_IDENTITY):
         audit("console.sign_in", {"result": "refused", "purpose": purpose})
         return None, "console.login.not_operator", 403
@@ -142,7 +138,7 @@ def check_second_operator(
     return second, "", 200
 
 
-class ConsoleNotFound(DomainError):
+class ConsoleNotFound(UnknownSubject):
     """A console page for something that is not there (a flow, a step, a waiting enrolment)."""
 
     code = "not-found"
@@ -181,15 +177,15 @@ class Desk:
 
     def operations(self) -> IdentityOperations:
         """The identity and credential operations, with this operator as caller and actor."""
-        audit = audit_hook(self.db, self.services, self.caller.actor)
-        credentials = credential_service(self.db, self.services, audit)
+        audit = self.services.audit_hook(self.db, self.caller.actor)
+        credentials = self.services.credentials(self.db, audit)
         return IdentityOperations.build(
             self.db, self.caller, credentials, self.services.pseudonyms, audit
         )
 
     def audit(self, event: str, details: dict[str, Any]) -> None:
         """An audit entry with this operator as actor."""
-        audit_hook(self.db, self.services, self.caller.actor)(event, details)
+        self.services.audit_hook(self.db, self.caller.actor)(event, details)
 
     def refusal(
         self, exc: DomainError, field: str, *passing: type[DomainError]
@@ -200,7 +196,7 @@ class Desk:
         if isinstance(exc, (NotPermitted, *passing)):
             raise exc
         self.db.rollback()
-        return status_of(exc.code), [(field, message(self.browser, exc.code))]
+        return status_of(exc), [(field, message(self.browser, exc.code))]
 
 
 def desk(

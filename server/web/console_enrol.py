@@ -14,7 +14,7 @@ from server.domain.errors import DomainError
 from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
 from server.services.errors import InvalidPersonNumber
-from server.services.identity_operations import TEXT, Proofing
+from server.services.identity_operations import TEXT, ProofingCommand
 from server.services.person_number import PersonNumber
 from server.web import console_second
 from server.web.browser import Browser, CheckedForm
@@ -76,7 +76,7 @@ def _enrolment_errors(
 
 def _enrol(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> uuid.UUID:
     """Enrol with the API's rules (channel and operators) and audit."""
-    proofing = Proofing(
+    proofing = ProofingCommand(
         ProofingChannel(pending["channel"]), pending["document_kind"], tuple(operators)
     )
     record = desk.operations().enrol(

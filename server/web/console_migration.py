@@ -14,19 +14,19 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 # Composition, not a route: moves to server/wiring.py with the migration pages' own use of it.
+from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.services.access import NotPermitted, Permission
 from server.services.identity_operations import TEXT
-from server.services.migration.flow_errors import Recorded
 from server.services.migration.flow_model import Authenticator, FlowView
 from server.services.migration_operations import (
     ACCESS_ERRORS,
     CODE,
     SERIAL,
     USER_ID,
-    Activation,
-    LegacyProof,
+    ActivationCommand,
     MigrationOperations,
+    ProofCommand,
     Start,
 )
 from server.web.browser import Browser, CheckedForm, own_origin
@@ -42,7 +42,6 @@ from server.web.console_access import (
     message,
     operators_fit,
     source_of,
-    status_of,
 )
 from server.web.render import mark_page, redirect
 
@@ -77,14 +76,13 @@ def _attempt(desk: Desk, step: Callable[[], T]) -> T | _Refused:
     with the page); any other rolls the step back. The operator's own refusal is raised on."""
     try:
         return step()
-    except Recorded as recorded:
-        code = recorded.error.code
-        return _Refused(status_of(code), code, str(recorded.extra.get("index") or ""))
     except ACCESS_ERRORS:
         raise
     except DomainError as exc:
+        if exc.recorded:
+            return _Refused(status_of(exc), exc.code, str(exc.extra.get("index") or ""))
         desk.db.rollback()  # nothing of a refused step is kept
-        return _Refused(status_of(exc.code), exc.code)
+        return _Refused(status_of(exc), exc.code)
 
 
 def _flow_page(
@@ -262,7 +260,7 @@ def _run_step(desk: Desk, step: str, flow_id: uuid.UUID, form: FormData) -> Flow
     text = {key: str(value) for key, value in form.items() if isinstance(value, str)}
     ops = _operations(desk)
     if step == "prove":
-        proof = LegacyProof(text["user_id"], text["password"], text["code"])
+        proof = ProofCommand(text["user_id"], text["password"], text["code"])
         return _attempt(desk, lambda: ops.prove(flow_id, proof))
     if step == "confirm":
         return _attempt(desk, lambda: ops.confirm(flow_id, text["person_number"], text["name"]))
@@ -270,7 +268,7 @@ def _run_step(desk: Desk, step: str, flow_id: uuid.UUID, form: FormData) -> Flow
         kinds = _chosen(form)
         return _attempt(desk, lambda: ops.choose(flow_id, kinds))
     if step == "activate":
-        given = Activation(
+        given = ActivationCommand(
             text.get("password") or None, text.get("serial") or None, text.get("code") or None
         )
         return _attempt(desk, lambda: ops.activate(flow_id, given))

@@ -15,7 +15,7 @@ from server.domain.errors import DomainError
 from server.domain.model import Level, ProofingChannel
 from server.services.access import NotPermitted, Permission
 from server.services.identities import masked_person_number, proofing_level
-from server.services.identity_operations import Proofing
+from server.services.identity_operations import ProofingCommand
 from server.services.lifecycle_errors import IdentityNotFound
 from server.web import console_second
 from server.web.browser import CheckedForm
@@ -82,7 +82,7 @@ def _finish(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Res
     if not operators_fit(operators):
         errors = [("", desk.browser.t("console.enrol.operator_name_invalid"))]
     else:
-        proofing = Proofing(
+        proofing = ProofingCommand(
             ProofingChannel(values["channel"]), values["document_kind"], tuple(operators)
         )
         try:

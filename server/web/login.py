@@ -23,20 +23,18 @@ from fido2.webauthn import UserVerificationRequirement
 from starlette.responses import RedirectResponse, Response
 
 from server.api.deps import ServicesDep, SessionDep
-from server.domain.errors import DomainError, FactorRejected
+from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, Level
 from server.services.authentication import (
-    IDENTIFIED,
-    STARTED,
     AuthenticationService,
     FactorCheck,
     NoMoreTime,
     Standing,
     Throttled,
-    pairing_code,
 )
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
+from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
 from server.web.render import local_path, mark_page, page, redirect
@@ -473,5 +471,5 @@ def _factor(
     return "code", check if code else None, {"code": code}
 
 
-class _NoSuchPage(DomainError):
+class _NoSuchPage(UnknownSubject):
     code = "not-found"

@@ -21,14 +21,14 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep, actor_of, credential_service
+from server.api.deps import ServicesDep, SessionDep, actor_of
+from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
 from server.services.migration.flow import MigrationFlows
 from server.services.migration.flow_errors import (
     ActivationIncomplete,
     ActivationInputMissing,
-    Recorded,
 )
 from server.services.migration.flow_model import (
     ENROLLED_APART,
@@ -46,7 +46,6 @@ from server.web.migrate_render import (
     field_for,
     memory,
     remember,
-    status_of,
 )
 from server.web.render import mark_page, redirect
 
@@ -60,10 +59,10 @@ def _attempt(db: Session, step: Callable[[], FlowView]) -> FlowView | Failed:
     savepoint = db.begin_nested()
     try:
         view = step()
-    except Recorded as recorded:
-        savepoint.commit()  # counters, lock and step event stay with the answer
-        return Failed(recorded.error, recorded.extra, recorded=True)
     except DomainError as exc:
+        if exc.recorded:
+            savepoint.commit()  # counters, lock and step event stay with the answer
+            return Failed(exc, dict(exc.extra), recorded=True)
         savepoint.rollback()  # nothing of a refused step is kept
         return Failed(exc)
     except BaseException:
@@ -398,7 +397,7 @@ def record(form: CheckedForm, step: Step = StepDep) -> Response:
     }
     found = [
         credential.id
-        for credential in credential_service(step.db, services).for_identity(view.identity_id)
+        for credential in services.credentials(step.db).for_identity(view.identity_id)
         if credential.kind in wanted
         and credential.state is CredentialState.ACTIVE
         and credential.id not in view.credential_ids

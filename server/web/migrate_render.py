@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep
-from server.api.problems import FLOW_STATUS, STATUS_BY_CODE
 from server.domain.errors import DomainError
 from server.services.errors import WeakPassword
 from server.services.migration.errors import LegacyLocked
@@ -53,10 +52,6 @@ class Failed:
     error: DomainError
     extra: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
-
-
-def status_of(error: DomainError) -> int:
-    return FLOW_STATUS.get(error.code) or STATUS_BY_CODE.get(error.code, 400)
 
 
 # --- what the browser keeps between steps -------------------------------------------------------

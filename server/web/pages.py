@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from server.api.deps import ServicesDep
-from server.domain.errors import DomainError
+from server.domain.errors import Unavailable, UnknownSubject
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.i18n import LANGUAGES, Translator, parse_language
 from server.web.render import local_path, mark_page, page, redirect
@@ -27,7 +27,7 @@ SPEECH_PREFIX = "guide."
 SPEECH_TIMEOUT_S = 60
 
 
-class SpeechNotAvailable(DomainError):
+class SpeechNotAvailable(Unavailable):
     """Speech could not be made (espeak-ng missing or failing); the text is on the page."""
 
     code = "speech-unavailable"
@@ -98,7 +98,7 @@ def speech(lang: str, key: str, services: ServicesDep) -> Response:
     return response
 
 
-class SpeechNotFound(DomainError):
+class SpeechNotFound(UnknownSubject):
     code = "not-found"
 
 

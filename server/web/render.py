@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from server.api.problems import STATUS_BY_CODE
+from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
@@ -162,15 +162,10 @@ def _error_page(request: Request, status: int, code: str) -> Response:
 
 def _code_of(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, DomainError):
-        code = str(getattr(exc, "code", "bad-request"))
-        return STATUS_BY_CODE.get(code, 400), code
+        return status_of(exc), exc.code
     if isinstance(exc, StorageError):
-        name = type(exc).__name__
-        if name == "NotFound":
-            return 404, "not-found"
-        if name == "StaleWrite":
-            return 409, "conflict"
-        return 500, "internal"
+        status = status_of(exc)
+        return status, {404: "not-found", 409: "conflict"}.get(status, "internal")
     if isinstance(exc, RequestValidationError):
         return 400, "invalid-request"
     if isinstance(exc, StarletteHTTPException):

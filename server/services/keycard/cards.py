@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState
 from server.domain.model import CredentialKind, CredentialState
 from server.services.credentials import CredentialService
 from server.services.credentials.sealing import secret_context
@@ -33,14 +33,14 @@ _DIGEST_BYTES = 32
 _ENTRY_BYTES = INDEX_DIGITS + _DIGEST_BYTES
 
 
-class KeyCardExhausted(DomainError):
+class KeyCardExhausted(ConflictingState):
     """Every code on the card is used: the holder needs the new card."""
 
     code = "card-exhausted"
     default_detail = "every code on this key card has been used; use your new key card"
 
 
-class KeyCardBlocked(DomainError):
+class KeyCardBlocked(ConflictingState):
     """Too many wrong codes in a row blocked the card; it is replaced, never unblocked."""
 
     code = "credential-blocked"

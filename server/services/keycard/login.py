@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from server.domain.errors import FactorRejected
-from server.domain.model import AuthenticatorKind, CredentialState
-from server.services.fido import NOBODY, decoy_subject, login_transaction
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
+from server.services.fido import NOBODY, decoy_subject
 from server.services.keycard.cards import KeyCardBlocked, KeyCardExhausted, KeyCards
 from server.services.keycard.pepper import KeyCardSecrets
+from server.services.login.gate import LoginTransactions
 from server.services.verifiers import (
     CardExhausted,
     CredentialBlocked,
@@ -24,10 +25,7 @@ from server.services.verifiers import (
     challenge,
 )
 from server.services.verifiers.keycard import CARD_SIZE, INDEX_DIGITS
-from server.storage.repositories import TransactionRepository
 from server.storage.tables import AuthTransaction
-
-PENDING_PREFIX = b"key-card:"
 
 
 class KeyCardRejected(FactorRejected):
@@ -52,19 +50,12 @@ def decoy_indexes(decoy_key: bytes, subject: bytes, size: int = CARD_SIZE) -> li
     return list(found)
 
 
-def pending_index(challenge: bytes | None) -> str | None:
-    """The key number a login waits for, if its pending challenge is a key card's."""
-    if challenge is None or not challenge.startswith(PENDING_PREFIX):
-        return None
-    return challenge[len(PENDING_PREFIX) :].decode("ascii", "replace")
-
-
 class KeyCardLogin:
     """The key-card login factor, in the caller's transaction.
 
-    A login keeps its pending key number on the transaction's ``challenge`` column as
-    ``b"key-card:" + number`` (the FIDO2 factor keeps its challenge there too; beginning one
-    factor replaces the other's pending challenge). Every check consumes it, right or wrong.
+    A login keeps its pending key number as what it waits for (the login gate's ``Pending``:
+    beginning another factor replaces it, as it replaces theirs). Every check spends it, right
+    or wrong.
     """
 
     def __init__(
@@ -79,7 +70,6 @@ class KeyCardLogin:
     ) -> None:
         self._session = session
         self._cards = cards
-        self._transactions = TransactionRepository(session)
         self._keys = keys
         self._decoy_key = keys.derive("key-card-decoy")
         self._clock = clock
@@ -92,13 +82,13 @@ class KeyCardLogin:
         decoy number from a fixed decoy card of their own, and every code then fails as a wrong
         one does. Only once the login has proven another factor is an exhausted or blocked
         card said to be so: before that, it would tell who has an account."""
-        transaction = login_transaction(self._session, transaction_id, self._now())
-        pending = pending_index(transaction.challenge)
+        logins = LoginTransactions(self._session, self._now)
+        transaction = logins.identified(transaction_id)
+        pending = logins.pending(transaction, CredentialKind.KEY_CARD)
         if pending is not None:
-            return pending
+            return str(pending.state["index"])
         index = self._login_index(transaction)
-        transaction.challenge = PENDING_PREFIX + index.encode("ascii")
-        self._transactions.update(transaction)
+        logins.set_pending(transaction, CredentialKind.KEY_CARD, state={"index": index})
         return index
 
     def login_check(self, transaction_id: uuid.UUID) -> KeyCardCheck:
@@ -107,12 +97,9 @@ class KeyCardLogin:
 
     def take_index(self, transaction_id: uuid.UUID) -> str | None:
         """The login's pending key number, cleared in the same step: one try per number."""
-        transaction = login_transaction(self._session, transaction_id, self._now())
-        index = pending_index(transaction.challenge)
-        if transaction.challenge is not None:
-            transaction.challenge = None
-            self._transactions.update(transaction)
-        return index
+        logins = LoginTransactions(self._session, self._now)
+        pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.KEY_CARD)
+        return None if pending is None else str(pending.state["index"])
 
     def verify_login(self, transaction_id: uuid.UUID, identity_id: uuid.UUID, code: str) -> None:
         """Check the code for the login's pending key number (consumed whatever the outcome)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState
 from server.domain.model import CredentialKind, CredentialState
 from server.services.credentials import CredentialService
 from server.services.credentials.sealing import secret_context
@@ -42,7 +42,7 @@ from server.storage.repositories import CredentialRepository
 from server.storage.tables import Credential
 
 
-class ActivationNotBegun(DomainError):
+class ActivationNotBegun(ConflictingState):
     """A code was sent for an activation without a key number asked for first."""
 
     code = "conflict"

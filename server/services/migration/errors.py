@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from server.domain.errors import DomainError
+from server.domain.errors import (
+    ConflictingState,
+    DomainError,
+    Expired,
+    Locked,
+    Refused,
+    TooManyAttempts,
+    UnknownSubject,
+    Unverified,
+)
 
 
 class LegacyError(DomainError):
@@ -24,7 +33,7 @@ class LegacyError(DomainError):
 # --- the one public answer for a failed proof ----------------------------------------------
 
 
-class LegacyProofFailed(LegacyError):
+class LegacyProofFailed(LegacyError, Unverified):
     """The legacy credentials were not accepted. ``reason`` names the cause for the audit log;
     the public ``detail`` is the same for every cause."""
 
@@ -87,7 +96,7 @@ class LegacyTokenRejected(LegacyProofFailed):
 # --- answers that may differ -----------------------------------------------------------------
 
 
-class LegacyLocked(LegacyError):
+class LegacyLocked(LegacyError, Locked):
     """Too many failed logins in a row: legacy login for this user id is locked until
     ``until``. Unknown user ids lock the same way, so the answer tells nobody who exists."""
 
@@ -101,21 +110,21 @@ class LegacyLocked(LegacyError):
         self.until = until
 
 
-class LegacyThrottled(LegacyError):
+class LegacyThrottled(LegacyError, TooManyAttempts):
     """Too many failures from one source address in a short time."""
 
     code = "rate-limited"
     default_detail = "too many attempts; wait and try again"
 
 
-class LegacyShutDown(LegacyError):
+class LegacyShutDown(LegacyError, Expired):
     """The legacy eID closed on its shutdown date."""
 
     code = "legacy-closed"
     default_detail = "the legacy eID has closed; log in with the new eID"
 
 
-class LegacyNewEidOnly(LegacyError):
+class LegacyNewEidOnly(LegacyError, Refused):
     """The service provider accepts only the new eID."""
 
     code = "new-eid-only"
@@ -125,7 +134,7 @@ class LegacyNewEidOnly(LegacyError):
     )
 
 
-class LegacyCardExhausted(LegacyError):
+class LegacyCardExhausted(LegacyError, ConflictingState):
     """Every code of the holder's card is used (told only after the password was right)."""
 
     code = "card-exhausted"
@@ -144,17 +153,17 @@ class LegacyNoCard(LegacyError):
 # --- administration --------------------------------------------------------------------------
 
 
-class LegacyUserNotFound(LegacyError):
+class LegacyUserNotFound(LegacyError, UnknownSubject):
     code = "not-found"
     default_detail = "there is no such legacy user"
 
 
-class LegacyUserExists(LegacyError):
+class LegacyUserExists(LegacyError, ConflictingState):
     code = "conflict"
     default_detail = "a legacy user with this user ID or person number exists already"
 
 
-class LegacyAlreadyMigrated(LegacyError):
+class LegacyAlreadyMigrated(LegacyError, ConflictingState):
     """The legacy user was moved to another identity already."""
 
     code = "conflict"

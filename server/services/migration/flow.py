@@ -50,7 +50,6 @@ from server.services.migration.flow_errors import (
     DetailsMismatch,
     InvalidChoice,
     ProofRequired,
-    Recorded,
     StartAgain,
     StepNotAvailable,
 )
@@ -194,7 +193,7 @@ class MigrationFlows:
     ) -> FlowView:
         """The legacy proof: password and the code for the key number shown (or the legacy
         code token's code). Failures go through the legacy store (its counters, lockout and
-        per-source throttle) and come as ``Recorded`` with a new key number."""
+        per-source throttle) and are ``recorded``, with a new key number."""
         flow = self._record.get(flow_id)
         context = {"purpose": "migration", "flow": str(flow_id)}
         if flow is None or not _same(flow.user_id, user_id):
@@ -221,17 +220,17 @@ class MigrationFlows:
             # As legacy login does: a failed code is followed by a new key number.
             flow.pending_index = self._store.begin_proof(flow.user_id)
             self._record.failed(flow, EventStep.LEGACY_PROVEN, counts=False)
-            raise Recorded(exc, index=flow.pending_index) from None
+            raise exc.record(index=flow.pending_index) from None
         except LegacyError as exc:
             self._record.failed(flow, EventStep.LEGACY_PROVEN, counts=False)
-            raise Recorded(exc) from None
+            raise exc.record() from None
         flow.pending_index = None
         flow.failures = 0
         flow.updated_at = self.now()
         if F(flow.state) is F.COMPLETED or proof.user.status is LegacyUserStatus.MIGRATED:
             self._record.save(flow)
             self._audit("migration.flow.refused", {"flow": str(flow.id), "reason": "migrated"})
-            raise Recorded(AlreadyMigrated())
+            raise AlreadyMigrated().record()
         if F(flow.state) is F.STARTED:
             self._record.move(flow, F.LEGACY_PROVEN)
         resumed = flow.abandoned_at is not None
@@ -257,9 +256,9 @@ class MigrationFlows:
         try:
             self._store.prove(user_id, password, "", code, source=source, context=context)
         except LegacyProofFailed as exc:
-            raise Recorded(exc, index=self._store.begin_proof(user_id)) from None
+            raise exc.record(index=self._store.begin_proof(user_id)) from None
         except LegacyError as exc:
-            raise Recorded(exc) from None
+            raise exc.record() from None
         raise ProofRequired  # pragma: no cover - no card has the key number ""
 
     # --- confirm ---------------------------------------------------------------------------------
@@ -281,7 +280,7 @@ class MigrationFlows:
         self._record.claim(flow)
         if mismatch is not None:
             extra = self._record.failed(flow, EventStep.DETAILS_CONFIRMED, counts=True)
-            raise Recorded(DetailsMismatch(mismatch), **extra)
+            raise DetailsMismatch(mismatch).record(**extra)
         self._record.move(flow, F.DETAILS_CONFIRMED)
         self._record.event(flow, EventStep.DETAILS_CONFIRMED, EventOutcome.OK)
         self._record.save(flow)
@@ -382,7 +381,7 @@ class MigrationFlows:
         except DomainError as exc:
             guessed = isinstance(exc, ActivationCodeRejected | TokenNotFound)
             extra = self._record.failed(flow, EventStep.ACTIVATED, counts=guessed, kind=failing)
-            raise Recorded(exc, **extra) from None
+            raise exc.record(**extra) from None
         flow.identity_id = identity_id
         flow.credential_ids = [*flow.credential_ids, *(str(c.id) for _, c in made)]
         flow.failures = 0

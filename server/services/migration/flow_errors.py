@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState, DomainError, Unprocessable
 from server.services.lifecycle_errors import ConcurrentChange
 
 
@@ -16,7 +16,7 @@ class FlowError(DomainError):
     code = "migration-error"
 
 
-class ProofRequired(FlowError):
+class ProofRequired(FlowError, ConflictingState):
     """The step needs the legacy proof first: the flow waits for it (as every flow does before
     the proof, and one started again does), or the id is nobody's."""
 
@@ -27,7 +27,7 @@ class ProofRequired(FlowError):
     )
 
 
-class StartAgain(FlowError):
+class StartAgain(FlowError, ConflictingState):
     """The flow was left idle too long (or its proof was used up): a new legacy proof resumes
     it where it stopped."""
 
@@ -38,14 +38,14 @@ class StartAgain(FlowError):
     )
 
 
-class AlreadyMigrated(FlowError):
+class AlreadyMigrated(FlowError, ConflictingState):
     """The person has moved to the new eID already (told only after the legacy proof)."""
 
     code = "already-migrated"
     default_detail = "you have moved to the new eID already; log in with it"
 
 
-class StepNotAvailable(FlowError):
+class StepNotAvailable(FlowError, ConflictingState):
     """A step out of order; ``next_action`` says which step is due."""
 
     code = "step-not-available"
@@ -55,8 +55,11 @@ class StepNotAvailable(FlowError):
         due = f"the next step is {next_action!r}" if next_action else "the migration is complete"
         super().__init__(f"{step} not available; {due}", detail=f"not available now: {due}")
 
+    def extensions(self) -> dict[str, Any]:
+        return {"next_action": self.next_action, **self.extra}
 
-class DetailsMismatch(FlowError):
+
+class DetailsMismatch(FlowError, Unprocessable):
     """The person number (or name) typed is not the one the legacy eID holds; ``field`` says
     which, never the value."""
 
@@ -73,15 +76,18 @@ class DetailsMismatch(FlowError):
             ),
         )
 
+    def extensions(self) -> dict[str, Any]:
+        return {"field": self.field, **self.extra}
 
-class InvalidChoice(FlowError):
+
+class InvalidChoice(FlowError, Unprocessable):
     code = "invalid-choice"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail=detail)
 
 
-class ActivationInputMissing(FlowError):
+class ActivationInputMissing(FlowError, Unprocessable):
     """The activation step lacks what the chosen authenticators need."""
 
     code = "activation-input-missing"
@@ -90,8 +96,11 @@ class ActivationInputMissing(FlowError):
         self.missing = missing
         super().__init__(detail=f"to activate what you chose, send: {', '.join(missing)}")
 
+    def extensions(self) -> dict[str, Any]:
+        return {"missing": list(self.missing), **self.extra}
 
-class ActivationIncomplete(FlowError):
+
+class ActivationIncomplete(FlowError, ConflictingState):
     """Completion before every chosen authenticator is active."""
 
     code = "activation-incomplete"
@@ -100,8 +109,11 @@ class ActivationIncomplete(FlowError):
         self.missing = missing
         super().__init__(detail=f"still to activate: {', '.join(missing)}")
 
+    def extensions(self) -> dict[str, Any]:
+        return {"missing": list(self.missing), **self.extra}
 
-class CredentialNotUsable(FlowError):
+
+class CredentialNotUsable(FlowError, ConflictingState):
     """A credential recorded for the flow that is not an active one of the new identity, of a
     kind the person chose."""
 
@@ -109,21 +121,10 @@ class CredentialNotUsable(FlowError):
     default_detail = "this is not an active security key or smartcard of the new identity"
 
 
-class FlowChanged(ConcurrentChange):
+class FlowChanged(ConcurrentChange, ConflictingState):
     """Another request changed the flow since this one read it (a second browser)."""
 
     default_detail = (
         "this migration was changed at the same moment elsewhere (another browser or window?); "
         "reload it and continue there"
     )
-
-
-class Recorded(Exception):
-    """A failed step whose record (failure counters, a lock, the step event, the audit entry)
-    is in the session: the caller commits it, then answers with ``error``. ``extra`` goes into
-    the answer (the new key number after a failed proof)."""
-
-    def __init__(self, error: DomainError, **extra: Any) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.extra = extra

@@ -2,12 +2,12 @@
 answer is the key number to show, the same for anyone) -> code (the code for that key number, or
 a code token's) -> a signed assertion marked ``legacy``.
 
-The login is an ``AuthTransaction`` row whose ``service_provider`` is ``"legacy-login:"`` + the
-provider, in states of its own (``legacy-begun``, ``legacy-code``, then ``completed``), which the
-new eID's login routes refuse as unknown. Between the two steps the row keeps the
-``PasswordStep`` (whether the password was right, the key number shown) sealed in ``challenge``
-under ``legacy-login:<transaction id>``. A failed code sends the login back to the password step
-with a new key number; the lockout and throttling rules end guessing.
+The login is a ceremony row of kind ``legacy_login`` for the provider, in states of its own
+(``legacy-begun``, ``legacy-code``, then ``completed``); the login gate refuses it as unknown.
+Between the two steps the row keeps the ``PasswordStep`` (whether the password was right, the
+key number shown) sealed in ``challenge`` under ``legacy-login:<transaction id>``. A failed
+code sends the login back to the password step with a new key number; the lockout and
+throttling rules end guessing.
 
 The assertion's ``sub`` is the provider's pseudonym of the person's new identity once they have
 migrated (so a provider sees one person before and after), else a pseudonym of the legacy user.
@@ -23,14 +23,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.model import Level
-from server.services.authentication import (
+from server.domain.errors import recorded_failures
+from server.domain.model import CeremonyKind, Level
+from server.services.identities import AuditHook, no_audit
+from server.services.login.gate import (
     COMPLETED,
     TransactionClosed,
     TransactionExpired,
     TransactionUnknown,
 )
-from server.services.identities import AuditHook, no_audit
 from server.services.migration.errors import LegacyError
 from server.services.migration.legacy_proof import LegacyProof, Method, PasswordStep, legacy_subject
 from server.services.migration.store import LegacyStore
@@ -41,7 +42,6 @@ from server.storage.errors import NotFound
 from server.storage.repositories import TransactionRepository
 from server.storage.tables import AuthTransaction
 
-PREFIX = "legacy-login:"
 BEGUN, CODE_PENDING = "legacy-begun", "legacy-code"
 # The login's state machine, checked at import: a failed code goes back to the password step.
 TRANSITIONS: Mapping[str, frozenset[str]] = {
@@ -56,7 +56,7 @@ AMR: Mapping[Method, tuple[str, ...]] = {
     Method.KEY_CARD: ("legacy_password", "legacy_key_card"),
     Method.CODE_TOKEN: ("legacy_password", "legacy_code_token"),
 }
-MAX_PROVIDER = 128 - len(PREFIX)
+MAX_PROVIDER = 115  # the provider ids legacy login has always taken (its row once prefixed them)
 
 
 class ProviderNameTooLong(LegacyError):
@@ -97,6 +97,7 @@ class LegacyLoginService:
         self._assertion_lifetime = assertion_lifetime
         self._audit = audit
 
+    @recorded_failures(LegacyError)
     def begin(self, provider: str) -> AuthTransaction:
         """A legacy login for ``provider``; refused for new-only providers and after the
         shutdown date."""
@@ -110,7 +111,8 @@ class LegacyLoginService:
             raise
         now = self._store.now()
         transaction = AuthTransaction(
-            service_provider=PREFIX + provider,
+            kind=CeremonyKind.LEGACY_LOGIN,
+            service_provider=provider,
             min_level=Level.SUBSTANTIAL,
             state=BEGUN,
             factors=[],
@@ -124,6 +126,7 @@ class LegacyLoginService:
         )
         return transaction
 
+    @recorded_failures(LegacyError)
     def password(
         self, transaction_id: uuid.UUID, user_id: str, password: str, *, source: str | None
     ) -> str:
@@ -145,6 +148,7 @@ class LegacyLoginService:
         assert step.index is not None  # noqa: S101 - check_password picks one when not given
         return step.index
 
+    @recorded_failures(LegacyError)
     def code(
         self,
         transaction_id: uuid.UUID,
@@ -186,7 +190,7 @@ class LegacyLoginService:
             transaction = self._transactions.get(transaction_id)
         except NotFound:
             transaction = None
-        if transaction is None or not transaction.service_provider.startswith(PREFIX):
+        if transaction is None or transaction.kind is not CeremonyKind.LEGACY_LOGIN:
             raise TransactionUnknown("no such legacy login", detail="unknown transaction")
         if transaction.state not in TRANSITIONS or not TRANSITIONS[transaction.state]:
             raise TransactionClosed("legacy login finished", detail="this login is finished")
@@ -209,7 +213,7 @@ class LegacyLoginService:
 
     @staticmethod
     def _provider(transaction: AuthTransaction) -> str:
-        return transaction.service_provider[len(PREFIX) :]
+        return transaction.service_provider
 
     @staticmethod
     def _context(transaction: AuthTransaction) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState, DomainError, UnknownSubject
 
 # The plan's dates are Danish dates: a wave starts at midnight in Copenhagen, not in UTC.
 PLAN_ZONE = ZoneInfo("Europe/Copenhagen")
@@ -41,12 +41,12 @@ class InvalidWave(WaveError):
         super().__init__(f"wave refused: {field}: {detail}", detail=f"{field}: {detail}")
 
 
-class WaveNotFound(WaveError):
+class WaveNotFound(WaveError, UnknownSubject):
     code = "not-found"
     default_detail = "there is no migration wave with this name"
 
 
-class WaveExists(WaveError):
+class WaveExists(WaveError, ConflictingState):
     code = "conflict"
     default_detail = "a migration wave with this name exists already"
 

@@ -18,19 +18,24 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session
 
-from server.domain.errors import DomainError
-from server.domain.model import CredentialKind, Level
-from server.services.authentication import COMPLETED, FAILED, normalise_pairing, readable_code
+from server.domain.errors import (
+    ConflictingState,
+    DomainError,
+    Expired,
+    UnknownSubject,
+    Unverified,
+    recorded_failures,
+)
+from server.domain.model import CeremonyKind, CredentialKind, Level
 from server.services.credentials import CredentialService
 from server.services.identities import AuditHook, no_audit
+from server.services.login.gate import COMPLETED, FAILED, OPEN, normalise_pairing, readable_code
 from server.services.piv.ca import ServiceCa, hash_for, require_card_key, serial_hex
 from server.services.piv.card import CHALLENGE_SIZE, SLOT, card_serial, enrol_message
 from server.services.pseudonyms import Pseudonyms
 from server.storage.repositories import TransactionRepository
 from server.storage.tables import AuthTransaction, Credential
 
-ENROLMENT_PREFIX = "piv-enrolment:"
-_OPEN = "piv-enrol"
 ENROLMENT_CODE_DOMAIN = b"akkreditiv-piv-enrolment-code\x00"
 CODE_CHALLENGE_DOMAIN = b"akkreditiv-piv-enrolment-challenge\x00"
 ENROLMENT_LIFETIME = dt.timedelta(minutes=5)
@@ -39,17 +44,17 @@ ENROLMENT_LIFETIME = dt.timedelta(minutes=5)
 PSEUDONYM_SCOPE = "piv certificate"
 
 
-class EnrolmentUnknown(DomainError):
+class EnrolmentUnknown(UnknownSubject):
     code = "not-found"
     default_detail = "there is no such enrolment"
 
 
-class EnrolmentClosed(DomainError):
+class EnrolmentClosed(ConflictingState):
     code = "conflict"
     default_detail = "this enrolment is finished; begin a new one"
 
 
-class EnrolmentExpired(DomainError):
+class EnrolmentExpired(Expired):
     code = "transaction-expired"
     default_detail = "the enrolment took too long; begin a new one"
 
@@ -65,7 +70,7 @@ class EnrolmentRejected(DomainError):
         self.reason = reason
 
 
-class EnrolmentCodeRejected(DomainError):
+class EnrolmentCodeRejected(Unverified):
     """The enrolment code sent is not the one the account page showed for this enrolment."""
 
     code = "verification-failed"
@@ -106,11 +111,10 @@ class PivEnrolment:
     """PIV enrolment, in the caller's transaction; each step is audited. Nothing is kept in
     memory between steps:
 
-    * Enrolment state is an ``AuthTransaction`` row: ``service_provider`` is
-      ``"piv-enrolment:<identity id>"``, ``state`` is ``"piv-enrol"`` while open (then
-      ``"completed"`` or ``"failed"``: one attempt per challenge), ``challenge`` the challenge
-      and ``expires_at`` its deadline. The row's id is the state id the client carries. It is
-      never ``identified``, so it never counts as a login.
+    * An enrolment is a ceremony row of kind ``piv_enrolment``: ``identity_id`` the identity,
+      ``state`` ``open`` (then ``completed`` or ``failed``: one attempt per challenge),
+      ``challenge`` the challenge and ``expires_at`` its deadline. The row's id is the state id
+      the client carries. The login gate never takes it for a login.
     * An enrolment a citizen's account page begins (``enrol_begin(..., browser_binding=...)``)
       has an enrolment code, derived one way from the state id and that browser's binding, so
       only that page can show it. Its challenge is the SHA-256 digest of the code
@@ -167,9 +171,10 @@ class PivEnrolment:
         row = self._transactions.add(
             AuthTransaction(
                 id=state_id,
-                service_provider=ENROLMENT_PREFIX + str(identity_id),
+                kind=CeremonyKind.PIV_ENROLMENT,
+                service_provider="",
                 min_level=Level.LOW,
-                state=_OPEN,
+                state=OPEN,
                 identity_id=identity_id,
                 factors=[],
                 challenge=challenge,
@@ -193,11 +198,11 @@ class PivEnrolment:
             row, owner = self._enrolment(state_id)
         except EnrolmentUnknown:
             return False
-        return owner == identity_id and row.state == _OPEN and self._now() < row.expires_at
+        return owner == identity_id and row.state == OPEN and self._now() < row.expires_at
 
     def _enrolment(self, state_id: uuid.UUID) -> tuple[AuthTransaction, uuid.UUID]:
         row = self._session.get(AuthTransaction, state_id)
-        if row is None or not row.service_provider.startswith(ENROLMENT_PREFIX):
+        if row is None or row.kind is not CeremonyKind.PIV_ENROLMENT:
             raise EnrolmentUnknown
         if row.identity_id is None:
             raise EnrolmentUnknown
@@ -215,65 +220,67 @@ class PivEnrolment:
         """Check the card's signature over the enrolment challenge with the public key it sent,
         certify that key, and store the card as an active PIV credential. With ``code`` (a
         citizen completing the enrolment their page began) the code must be the enrolment's.
-        The enrolment is closed by the first answer, accepted or not (the caller commits that
-        before it answers a refusal)."""
+        The enrolment is closed by the first answer, accepted or not (a refusal is
+        ``recorded``)."""
         row, _ = self._enrolment(state_id)
-        if row.state != _OPEN:
+        if row.state != OPEN:
             raise EnrolmentClosed
         if self._now() >= row.expires_at or row.identity_id is None or row.challenge is None:
             raise EnrolmentExpired
         identity_id, challenge = row.identity_id, row.challenge
         row.state, row.challenge = FAILED, None
         self._transactions.update(row)
-        if code is not None and not hmac.compare_digest(code_challenge(code), challenge):
-            self._refused(identity_id, state_id, "code")
-            raise EnrolmentCodeRejected
-        try:
-            public_key = require_card_key(serialization.load_der_public_key(public_key_der))
-        except (ValueError, UnsupportedAlgorithm):
-            self._refused(identity_id, state_id, "public-key")
-            raise EnrolmentRejected("public-key") from None
-        try:
-            public_key.verify(
-                signature, enrol_message(state_id, challenge), ec.ECDSA(hash_for(public_key))
+        # The enrolment is closed by this answer, accepted or not: a refusal outlives it.
+        with recorded_failures():
+            if code is not None and not hmac.compare_digest(code_challenge(code), challenge):
+                self._refused(identity_id, state_id, "code")
+                raise EnrolmentCodeRejected
+            try:
+                public_key = require_card_key(serialization.load_der_public_key(public_key_der))
+            except (ValueError, UnsupportedAlgorithm):
+                self._refused(identity_id, state_id, "public-key")
+                raise EnrolmentRejected("public-key") from None
+            try:
+                public_key.verify(
+                    signature, enrol_message(state_id, challenge), ec.ECDSA(hash_for(public_key))
+                )
+            except (InvalidSignature, ValueError):
+                self._refused(identity_id, state_id, "signature")
+                raise EnrolmentRejected("signature") from None
+            now = self._now()
+            certificate = self._ca.issue(
+                public_key,
+                subject_id=str(self._pseudonyms.pseudonym(identity_id, PSEUDONYM_SCOPE)),
+                crl_url=self._crl_url,
+                now=now,
             )
-        except (InvalidSignature, ValueError):
-            self._refused(identity_id, state_id, "signature")
-            raise EnrolmentRejected("signature") from None
-        now = self._now()
-        certificate = self._ca.issue(
-            public_key,
-            subject_id=str(self._pseudonyms.pseudonym(identity_id, PSEUDONYM_SCOPE)),
-            crl_url=self._crl_url,
-            now=now,
-        )
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        credential = self._credentials.add_proven(
-            identity_id,
-            CredentialKind.PIV,
-            serial=card_serial(certificate),
-            label="PIV card",
-            public_data={
-                "certificate": base64.b64encode(der).decode("ascii"),
-                "card_id": card_id,
-                "slot": SLOT,
-                "algorithm": public_key.curve.name,
-                "issuer_key_id": self._ca.key_id.hex(),
-                "not_after": certificate.not_valid_after_utc.isoformat(),
-            },
-        )
-        row.state = COMPLETED
-        self._transactions.update(row)
-        self._audit(
-            "piv.certificate_issued",
-            {
-                "credential_id": str(credential.id),
-                "identity_id": str(identity_id),
-                "certificate_serial": serial_hex(certificate.serial_number),
-                "card_id": card_id,
-            },
-        )
-        return Enrolled(credential, certificate)
+            der = certificate.public_bytes(serialization.Encoding.DER)
+            credential = self._credentials.add_proven(
+                identity_id,
+                CredentialKind.PIV,
+                serial=card_serial(certificate),
+                label="PIV card",
+                public_data={
+                    "certificate": base64.b64encode(der).decode("ascii"),
+                    "card_id": card_id,
+                    "slot": SLOT,
+                    "algorithm": public_key.curve.name,
+                    "issuer_key_id": self._ca.key_id.hex(),
+                    "not_after": certificate.not_valid_after_utc.isoformat(),
+                },
+            )
+            row.state = COMPLETED
+            self._transactions.update(row)
+            self._audit(
+                "piv.certificate_issued",
+                {
+                    "credential_id": str(credential.id),
+                    "identity_id": str(identity_id),
+                    "certificate_serial": serial_hex(certificate.serial_number),
+                    "card_id": card_id,
+                },
+            )
+            return Enrolled(credential, certificate)
 
     def _refused(self, identity_id: uuid.UUID, state_id: uuid.UUID, reason: str) -> None:
         self._audit(

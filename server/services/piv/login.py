@@ -19,14 +19,12 @@ from sqlalchemy.orm import Session
 
 from server.domain.errors import FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
-from server.services.authentication import TransactionUnknown
-from server.services.fido import login_transaction
 from server.services.identities import AuditHook, no_audit
+from server.services.login.gate import LoginTransactions
 from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
 from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
-from server.services.piv.enrolment import ENROLMENT_PREFIX
 from server.storage.repositories import TransactionRepository
-from server.storage.tables import AuthTransaction, Credential
+from server.storage.tables import Credential
 
 MAX_CERTIFICATE_SIZE = 4096
 MAX_SIGNATURE_SIZE = 160
@@ -98,10 +96,10 @@ class PivLogin:
     def login_begin(self, transaction_id: uuid.UUID) -> bytes:
         """A fresh challenge for an identified login, stored on the transaction (replacing any
         earlier one). The answer is the same whether or not the person exists or has a card."""
-        transaction = self._login(transaction_id)
+        logins = self._logins()
+        transaction = logins.identified(transaction_id)
         challenge = secrets.token_bytes(CHALLENGE_SIZE)
-        transaction.challenge = challenge
-        self._transactions.update(transaction)
+        logins.set_pending(transaction, CredentialKind.PIV, challenge=challenge)
         return challenge
 
     def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:
@@ -111,11 +109,9 @@ class PivLogin:
 
     def take_challenge(self, transaction_id: uuid.UUID) -> bytes | None:
         """The login's current challenge, removed from it: each is good for one attempt."""
-        transaction = self._login(transaction_id)
-        challenge, transaction.challenge = transaction.challenge, None
-        if challenge is not None:
-            self._transactions.update(transaction)
-        return challenge
+        logins = self._logins()
+        pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.PIV)
+        return None if pending is None else pending.challenge
 
     def card_of(self, identity_id: uuid.UUID, certificate: x509.Certificate) -> Credential:
         """The identity's PIV credential for ``certificate``, which must be active and hold
@@ -145,12 +141,8 @@ class PivLogin:
             raise PivLoginRejected(f"card-{credential.state.value}")
         return credential
 
-    def _login(self, transaction_id: uuid.UUID) -> AuthTransaction:
-        """The open, identified login ``transaction_id``; a PIV enrolment row is no login."""
-        transaction = self._session.get(AuthTransaction, transaction_id)
-        if transaction is not None and transaction.service_provider.startswith(ENROLMENT_PREFIX):
-            raise TransactionUnknown("no such transaction", detail="unknown transaction")
-        return login_transaction(self._session, transaction_id, self.now())
+    def _logins(self) -> LoginTransactions:
+        return LoginTransactions(self._session, self.now)
 
 
 class PivLoginCheck:

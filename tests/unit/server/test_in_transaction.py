@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.api.deps import commit_now, in_transaction
+from server.api.deps import SessionDep, in_transaction
 from server.app import create_app
-from server.domain.errors import DomainError
+from server.domain.errors import ConflictingState, FactorRejected
 from server.settings import Settings
 from server.storage.tables import RateLimit
 from server.wiring import Services
@@ -24,8 +24,8 @@ from tests.unit.server.conftest import BOTH_DATABASES
 pytestmark = BOTH_DATABASES
 
 
-class Refused(DomainError):
-    code = "conflict"  # answered 409
+class StepRefused(ConflictingState):
+    code = "conflict"  # a conflict: answered 409
 
 
 def _write(session: Session, key: str) -> None:
@@ -49,7 +49,7 @@ def app(settings: Settings) -> FastAPI:
     async def write_then_commit(key: str, request: Request) -> dict[str, bool]:
         def work(session: Session, services: Services) -> bool:
             _write(session, key)
-            commit_now(session)
+            session.commit()
             return session.in_transaction()
 
         return {"in_transaction_after": await in_transaction(request, work)}
@@ -58,9 +58,22 @@ def app(settings: Settings) -> FastAPI:
     async def write_then_refuse(key: str, request: Request) -> None:
         def work(session: Session, services: Services) -> None:
             _write(session, key)
-            raise Refused("refused after writing", detail="nothing written stays")
+            raise StepRefused("refused after writing", detail="nothing written stays")
 
         await in_transaction(request, work)
+
+    @app.post("/test/write-then-reject/{key}")
+    async def write_then_reject(key: str, request: Request) -> None:
+        def work(session: Session, services: Services) -> None:
+            _write(session, key)
+            raise FactorRejected("wrong code")  # recorded: what it wrote is kept
+
+        await in_transaction(request, work)
+
+    @app.post("/test/page-write-then-reject/{key}")
+    def page_write_then_reject(key: str, session: SessionDep) -> None:
+        _write(session, key)
+        raise StepRefused("refused", detail="kept").record(index="17")
 
     return app
 
@@ -107,3 +120,24 @@ def test_work_that_raises_writes_nothing_and_answers_its_problem(
     # The session was closed and its connection returned: the next request works.
     assert client.post("/test/write/test:four").status_code == 200
     assert _stored(app) == {"test:four"}
+
+
+def test_a_recorded_failure_keeps_what_it_wrote_and_answers_its_problem(
+    app: FastAPI, client: TestClient
+) -> None:
+    answer = client.post("/test/write-then-reject/test:five")
+
+    assert answer.status_code == 401
+    assert answer.json()["type"].endswith(":verification-failed")
+    assert answer.json()["title"] == "Not accepted"
+    assert _stored(app) == {"test:five"}
+
+
+def test_a_recorded_failure_of_a_request_session_is_committed_with_its_members(
+    app: FastAPI, client: TestClient
+) -> None:
+    answer = client.post("/test/page-write-then-reject/test:six")
+
+    assert answer.status_code == 409
+    assert answer.json()["index"] == "17"
+    assert _stored(app) == {"test:six"}

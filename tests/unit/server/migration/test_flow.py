@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -51,7 +51,6 @@ from server.services.migration.flow_errors import (
     FlowChanged,
     InvalidChoice,
     ProofRequired,
-    Recorded,
     StartAgain,
     StepNotAvailable,
 )
@@ -170,13 +169,16 @@ class Env:
             yield self.world(session)
 
     def run(self, step: Callable[[MigrationFlows], T]) -> T:
-        """One step in its own transaction; a ``Recorded`` failure is committed, then raised."""
+        """One step in its own transaction; a recorded failure is committed, then raised."""
         with self.sessions() as session:
             session.begin()
             try:
                 result = step(self.world(session).flows)
-            except Recorded:
-                session.commit()
+            except DomainError as exc:
+                if exc.recorded:
+                    session.commit()
+                else:
+                    session.rollback()
                 raise
             except BaseException:
                 session.rollback()
@@ -284,10 +286,19 @@ def env(sessions: sessionmaker[Session]) -> Env:
     return Env(sessions)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A failed step whose record was kept: the error and the members it adds to the answer."""
+
+    error: DomainError
+    extra: Mapping[str, Any]
+
+
 def recorded(call: Callable[[], object]) -> Recorded:
-    with pytest.raises(Recorded) as caught:
+    with pytest.raises(DomainError) as caught:
         call()
-    return caught.value
+    assert caught.value.recorded
+    return Recorded(caught.value, caught.value.extra)
 
 
 # --- the state machine ---------------------------------------------------------------------------

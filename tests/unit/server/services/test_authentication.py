@@ -25,10 +25,10 @@ from server.services.authentication import (
     AuthenticationService,
     StepUpRequired,
     Throttled,
-    TransactionExpired,
 )
 from server.services.credentials import CredentialService
 from server.services.factors import PasswordCheck, otp_check
+from server.services.login.gate import TransactionExpired
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.domain.model import Level
+from server.domain.model import CredentialKind, Level
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
 from server.services.keycard.cards import decode_digests, encode_digests
-from server.services.keycard.login import decoy_indexes, pending_index
+from server.services.keycard.login import decoy_indexes
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.keycard.service import KeyCardService
+from server.services.login.gate import LoginTransactions
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
@@ -104,12 +105,6 @@ def test_decoy_key_numbers_are_spread_like_a_real_cards() -> None:
     assert all(600 <= count <= 880 for count in per_thousand), per_thousand
 
 
-def test_pending_index_reads_only_a_key_card_challenge() -> None:
-    assert pending_index(b"key-card:0042") == "0042"
-    assert pending_index(os.urandom(32).replace(b"k", b"j")) is None
-    assert pending_index(None) is None
-
-
 # --- racing logins ----------------------------------------------------------------------------
 
 
@@ -166,7 +161,10 @@ def test_two_logins_racing_for_one_code_spend_it_once(
         index = world.cards(session).login_begin(first)
         row = session.get(AuthTransaction, second)
         assert row is not None
-        row.challenge = b"key-card:" + index.encode()  # both were shown the same number
+        # Both were shown the same number.
+        LoginTransactions(session, lambda: row.created_at).set_pending(
+            row, CredentialKind.KEY_CARD, state={"index": index}
+        )
 
     late = sessions()
     late.begin()

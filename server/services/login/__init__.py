@@ -1,0 +1,1 @@
+"""Logins: the gate every step of a login passes (``gate``)."""
