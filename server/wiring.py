@@ -33,6 +33,8 @@ from server.services.migration.login import LegacyLoginService
 from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords, argon2id_parameters
 from server.services.piv.ca import ServiceCa
+from server.services.piv.enrolment import PivEnrolment
+from server.services.piv.login import PivLogin
 from server.services.piv.service import PivService
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
@@ -124,17 +126,20 @@ class Services:
             audit=self.audit_hook(session, actor),
         )
 
-    def authentication(self, session: Session, actor: str = "api") -> AuthenticationService:
+    def _assertions(self, session: Session, actor: str) -> dict[str, Any]:
+        """What every login service that signs assertions is given."""
         settings = self.settings
-        return AuthenticationService(
-            session,
-            signer=self.signer,
-            pseudonyms=self.pseudonyms,
-            issuer=settings.issuer,
-            transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
-            assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
-            audit=self.audit_hook(session, actor),
-        )
+        return {
+            "signer": self.signer,
+            "pseudonyms": self.pseudonyms,
+            "issuer": settings.issuer,
+            "transaction_lifetime": dt.timedelta(seconds=settings.transaction_lifetime_s),
+            "assertion_lifetime": dt.timedelta(seconds=settings.assertion_lifetime_s),
+            "audit": self.audit_hook(session, actor),
+        }
+
+    def authentication(self, session: Session, actor: str = "api") -> AuthenticationService:
+        return AuthenticationService(session, **self._assertions(session, actor))
 
     def fido(self, session: Session, actor: str = "api") -> FidoService:
         settings, policy = self.settings, self.fido_policy
@@ -164,7 +169,7 @@ class Services:
     def piv(self, session: Session, actor: str = "api") -> PivService:
         """The PIV service of one session; ``actor`` is who the audit log names."""
         audit = self.audit_hook(session, actor)
-        return PivService(
+        enrolment = PivEnrolment(
             session,
             ca=self.piv_ca,
             credentials=self.credentials(session, audit),
@@ -173,6 +178,8 @@ class Services:
             clock=self.clock,
             audit=audit,
         )
+        login = PivLogin(session, ca=self.piv_ca, clock=self.clock, audit=audit)
+        return PivService(session, ca=self.piv_ca, enrolment=enrolment, login=login)
 
     def legacy_policy(self) -> LegacyPolicy:
         settings = self.settings
@@ -196,17 +203,11 @@ class Services:
         )
 
     def legacy_login(self, session: Session, actor: str) -> LegacyLoginService:
-        settings = self.settings
         return LegacyLoginService(
             session,
             self.legacy_store(session, actor),
             self.secrets,
-            signer=self.signer,
-            pseudonyms=self.pseudonyms,
-            issuer=settings.issuer,
-            transaction_lifetime=dt.timedelta(seconds=settings.transaction_lifetime_s),
-            assertion_lifetime=dt.timedelta(seconds=settings.assertion_lifetime_s),
-            audit=self.audit_hook(session, actor),
+            **self._assertions(session, actor),
         )
 
     def migration_flows(self, session: Session, actor: str) -> MigrationFlows:

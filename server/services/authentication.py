@@ -16,21 +16,24 @@ from sqlalchemy.orm import Session
 from server.domain.errors import (
     DomainError,
     FactorRejected,
-    Locked,
-    Refused,
-    TooManyAttempts,
 )
 from server.domain.model import AuthenticatorKind, IdentityStatus, Level
 from server.services.assurance import authenticator_level, loa
 from server.services.errors import InvalidPersonNumber
+from server.services.login.errors import (
+    AccountLocked,
+    NoMoreTime,
+    StepUpRequired,
+    Throttled,
+    TransactionClosed,
+    TransactionUnknown,
+)
 from server.services.login.gate import (
     COMPLETED,
     IDENTIFIED,
     STARTED,
     TRANSITIONS,
     LoginTransactions,
-    TransactionClosed,
-    TransactionUnknown,
 )
 from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
@@ -54,38 +57,6 @@ ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
 # WCAG 2.2.1 asks for at least ten, so a login stays open at most (1 + MAX_EXTENSIONS)
 # lifetimes (110 minutes at the default 10), long enough for anyone, short of forever.
 MAX_EXTENSIONS = 10
-
-
-class Throttled(TooManyAttempts):
-    code = "rate-limited"
-
-
-class AccountLocked(Locked):
-    code = "locked"
-
-
-class NoMoreTime(DomainError):
-    """The login was extended as often as it may be."""
-
-    code = "no-more-time"
-
-
-class StepUpRequired(Refused):
-    """The factors so far do not reach the level the provider asked for."""
-
-    code = "step-up-required"
-    title = "Step up required"
-
-    def __init__(self, achieved: Level, required: Level) -> None:
-        super().__init__(
-            f"level {achieved.name} below {required.name}",
-            detail=f"this service needs level {required.name.lower()}: add another factor",
-        )
-        self.achieved = achieved
-        self.required = required
-
-    def extensions(self) -> dict[str, Any]:
-        return {"achieved": self.achieved.label, "required": self.required.label, **self.extra}
 
 
 FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]

@@ -10,7 +10,9 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
@@ -68,18 +70,24 @@ def read_private_file(
 
 
 def _create_private_file(target: Path, data: bytes) -> None:
+    create_file_once(target, data, mode=0o600)
+
+
+def create_file_once(target: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` under a temporary name, then link it into place unless another process
+    was first (then theirs is kept): processes starting at once end with one file."""
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # the umask may only remove bits; make it exact
+            os.fchmod(handle.fileno(), mode)  # the umask may only remove bits; make it exact
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         try:
             os.link(temporary, target)
         except FileExistsError:
-            pass  # another process created the key first: use theirs
+            pass  # another process created it first: use theirs
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -177,3 +185,26 @@ def _aad(header: bytes, context: str) -> bytes:
         # An empty context would let a blob open anywhere; every secret belongs to something.
         raise ValueError("a sealed secret needs a context, such as 'credential:<uuid>'")
     return header + context.encode("utf-8")
+
+
+def ec_key_file(
+    path: str | os.PathLike[str], *, create: bool, what: str = "key file"
+) -> ec.EllipticCurvePrivateKey:
+    """The elliptic-curve key in ``path``, an unencrypted PKCS#8 PEM file (mode 0600); with
+    ``create``, a new P-256 key is written there first if the file is missing."""
+    data = read_private_file(path, create=_new_ec_key_pem if create else None)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyMaterialRejected(f"{what} {path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyMaterialRejected(f"{what} {path} does not hold an elliptic-curve key")
+    return key
+
+
+def _new_ec_key_pem() -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )

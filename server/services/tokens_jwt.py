@@ -10,12 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.services.errors import IncompleteAssertion, KeyMaterialRejected
-from server.services.secretbox import read_private_file
+from server.services.secretbox import ec_key_file
 
 ALGORITHM = "ES256"
 # Without these an assertion could be replayed at another provider (aud), for ever (exp), or
@@ -70,30 +68,13 @@ class SigningKey:
     def from_file(cls, path: str | os.PathLike[str], *, create: bool = False) -> SigningKey:
         """Load an unencrypted PKCS#8 PEM key from ``path`` (mode 0600); with ``create``, write a
         new one there first if the file is missing."""
-        data = read_private_file(path, create=_new_pem if create else None)
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise KeyMaterialRejected(
-                f"key file {path} is not an unencrypted PEM private key"
-            ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise KeyMaterialRejected(f"key file {path} does not hold an elliptic-curve key")
-        return cls(key)
+        return cls(ec_key_file(path, create=create))
 
     def signer(self) -> AssertionSigner:
         return AssertionSigner(self.private_key, self.key_id)
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.key_id!r})"
-
-
-def _new_pem() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 class AssertionSigner:

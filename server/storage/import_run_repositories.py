@@ -6,14 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
-from server.storage.migration_tables import ImportReject, ImportRun, ImportStatus
-
-_runs = cast(Table, ImportRun.__table__)
-_rejects = cast(Table, ImportReject.__table__)
+from server.storage.migration_tables import IMPORT_REJECTS as _rejects
+from server.storage.migration_tables import IMPORT_RUNS as _runs
+from server.storage.migration_tables import ImportStatus
 
 
 class ImportRunRepository:

@@ -12,23 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.sql.schema import Column
 
 from server.storage.errors import StorageError
+from server.storage.migration_tables import LEGACY_CODE_TOKENS as TOKENS
+from server.storage.migration_tables import LEGACY_KEY_CARDS as CARDS
+from server.storage.migration_tables import LEGACY_USERS as USERS
 from server.storage.migration_tables import (
     KeyCardStatus,
-    LegacyCodeToken,
-    LegacyKeyCard,
-    LegacyUser,
     LegacyUserStatus,
 )
 
-USERS = cast(Table, LegacyUser.__table__)
-CARDS = cast(Table, LegacyKeyCard.__table__)
-TOKENS = cast(Table, LegacyCodeToken.__table__)
 # Below SQLite's limit of bound parameters per statement (32766), with room to spare.
 LOOKUP_CHUNK = 5000
 # SQLite's page cache for the import's connection (KiB; the default is 2 MiB). Every row adds

@@ -4,13 +4,14 @@ of a user's failed logins. Flushes, never commits: the caller owns the transacti
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
-from sqlalchemy import Table, case, literal, select, update
+from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from server.storage.migration_repositories import add_unless_taken
+from server.storage.migration_tables import LEGACY_USERS as _users
 from server.storage.migration_tables import (
     KeyCardStatus,
     LegacyCodeToken,
@@ -19,8 +20,6 @@ from server.storage.migration_tables import (
 )
 from server.storage.repositories import _conflicts_as
 from server.storage.tables import UtcDateTime
-
-_users = cast(Table, LegacyUser.__table__)
 
 
 class UserFailures(NamedTuple):

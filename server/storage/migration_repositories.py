@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Collection
 from typing import Any, cast
 
-from sqlalchemy import String, Table, func, literal, select, update
+from sqlalchemy import String, func, literal, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
@@ -16,6 +16,8 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from server.domain.model import CredentialKind, CredentialState
 from server.storage.migration_events import COMPLETED, DROPPED, REMINDED, STARTED
+from server.storage.migration_tables import MIGRATION_EVENTS as _events
+from server.storage.migration_tables import MIGRATION_FLOWS as _flows
 from server.storage.migration_tables import (
     LegacyUser,
     MigrationEvent,
@@ -24,9 +26,6 @@ from server.storage.migration_tables import (
 )
 from server.storage.repositories import _conflicts_as
 from server.storage.tables import Credential, UtcDateTime
-
-_flows = cast(Table, MigrationFlow.__table__)
-_events = cast(Table, MigrationEvent.__table__)
 
 
 def last_activity(column: Any) -> Any:

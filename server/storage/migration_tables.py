@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -206,3 +207,16 @@ class MigrationEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # "ok", "failed", "dropped", "reminded"
     channel: Mapped[ProofingChannel] = mapped_column(_enum(ProofingChannel, "event_channel"))
     kind: Mapped[str | None] = mapped_column(String(32))  # the authenticator kind, if any
+
+
+# The tables of these classes, for the statements written in SQLAlchemy Core (the bulk import,
+# the waves and the weekly report).
+LEGACY_USERS = cast(Table, LegacyUser.__table__)
+LEGACY_KEY_CARDS = cast(Table, LegacyKeyCard.__table__)
+LEGACY_CODE_TOKENS = cast(Table, LegacyCodeToken.__table__)
+IMPORT_RUNS = cast(Table, ImportRun.__table__)
+IMPORT_REJECTS = cast(Table, ImportReject.__table__)
+MIGRATION_WAVES = cast(Table, MigrationWave.__table__)
+MIGRATION_INVITATIONS = cast(Table, MigrationInvitation.__table__)
+MIGRATION_FLOWS = cast(Table, MigrationFlow.__table__)
+MIGRATION_EVENTS = cast(Table, MigrationEvent.__table__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Column,
@@ -27,12 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from server.storage.migration_events import COMPLETED, DROPPED, FAILED, KIND_STEPS, OK, REMINDED
-from server.storage.migration_tables import MigrationEvent, MigrationInvitation, MigrationWave
+from server.storage.migration_tables import MIGRATION_EVENTS as _events
+from server.storage.migration_tables import MIGRATION_INVITATIONS as _invitations
+from server.storage.migration_tables import MIGRATION_WAVES as _waves
 from server.storage.tables import UtcDateTime
-
-_waves = cast(Table, MigrationWave.__table__)
-_invitations = cast(Table, MigrationInvitation.__table__)
-_events = cast(Table, MigrationEvent.__table__)
 
 
 class FlowGroup(NamedTuple):

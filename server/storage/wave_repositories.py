@@ -33,21 +33,16 @@ from sqlalchemy.orm import Session
 
 from server.storage.migration_events import COMPLETED, REMINDED, STARTED
 from server.storage.migration_repositories import add_unless_taken, last_activity
+from server.storage.migration_tables import LEGACY_USERS as _users
+from server.storage.migration_tables import MIGRATION_EVENTS as _events
+from server.storage.migration_tables import MIGRATION_FLOWS as _flows
+from server.storage.migration_tables import MIGRATION_INVITATIONS as _invitations
+from server.storage.migration_tables import MIGRATION_WAVES as _waves
 from server.storage.migration_tables import (
-    LegacyUser,
     LegacyUserStatus,
-    MigrationEvent,
-    MigrationFlow,
-    MigrationInvitation,
     MigrationWave,
 )
 from server.storage.tables import UtcDateTime
-
-_users = cast(Table, LegacyUser.__table__)
-_waves = cast(Table, MigrationWave.__table__)
-_invitations = cast(Table, MigrationInvitation.__table__)
-_flows = cast(Table, MigrationFlow.__table__)
-_events = cast(Table, MigrationEvent.__table__)
 
 
 def cohort_condition(

@@ -25,15 +25,10 @@ from starlette.responses import RedirectResponse, Response
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, Level
-from server.services.authentication import (
-    AuthenticationService,
-    FactorCheck,
-    NoMoreTime,
-    Standing,
-    Throttled,
-)
+from server.services.authentication import AuthenticationService, FactorCheck, Standing
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
+from server.services.login.errors import NoMoreTime, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin

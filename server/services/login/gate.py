@@ -15,8 +15,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.errors import ConflictingState, Expired, UnknownSubject
 from server.domain.model import CeremonyKind, CredentialKind
+from server.services.login.errors import (
+    LoginBoundElsewhere,
+    TransactionClosed,
+    TransactionExpired,
+    TransactionUnknown,
+)
 from server.storage.errors import NotFound
 from server.storage.repositories import TransactionRepository
 from server.storage.tables import AuthTransaction
@@ -40,24 +45,6 @@ PAIRING_LENGTH = 12
 PAIRING_GROUP = 4
 # Characters people confuse with base32 letters when they type a code they read.
 _TYPED_AS = str.maketrans({"0": "O", "1": "I", "8": "B"})
-
-
-class TransactionUnknown(UnknownSubject):
-    code = "not-found"
-
-
-class TransactionExpired(Expired):
-    code = "transaction-expired"
-
-
-class TransactionClosed(ConflictingState):
-    code = "conflict"
-
-
-class LoginBoundElsewhere(ConflictingState):
-    """The login's pages were opened in another browser, which alone may go on with it."""
-
-    code = "login-bound-elsewhere"
 
 
 def pairing_code(binding: str) -> str:

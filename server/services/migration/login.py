@@ -26,12 +26,8 @@ from sqlalchemy.orm import Session
 from server.domain.errors import recorded_failures
 from server.domain.model import CeremonyKind, Level
 from server.services.identities import AuditHook, no_audit
-from server.services.login.gate import (
-    COMPLETED,
-    TransactionClosed,
-    TransactionExpired,
-    TransactionUnknown,
-)
+from server.services.login.errors import TransactionClosed, TransactionExpired, TransactionUnknown
+from server.services.login.gate import COMPLETED
 from server.services.migration.errors import LegacyError
 from server.services.migration.legacy_proof import LegacyProof, Method, PasswordStep, legacy_subject
 from server.services.migration.store import LegacyStore

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from server.domain.errors import DomainError
 from server.services.errors import KeyMaterialRejected
-from server.services.secretbox import read_private_file
+from server.services.secretbox import create_file_once, ec_key_file
 
 CA_VALIDITY = dt.timedelta(days=20 * 365)
 CARD_VALIDITY = dt.timedelta(days=5 * 365)
@@ -170,18 +169,10 @@ class ServiceCa:
         if create:
             for folder in {key_path.parent, certificate_path.parent}:
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = read_private_file(key_path, create=_new_key_pem if create else None)
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise KeyMaterialRejected(
-                f"PIV CA key file {key_path} is not an unencrypted PEM private key"
-            ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise KeyMaterialRejected(f"PIV CA key file {key_path} does not hold an EC key")
+        key = ec_key_file(key_path, create=create, what="PIV CA key file")
         if create and not certificate_path.exists():
             pem = _self_signed(key, clock()).public_bytes(serialization.Encoding.PEM)
-            _create_public_file(certificate_path, pem)
+            create_file_once(certificate_path, pem, mode=0o644)
         try:
             certificate = load_pem_x509_certificate(certificate_path.read_bytes())
         except FileNotFoundError:
@@ -340,14 +331,6 @@ def _crl_number(now: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _new_key_pem() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _self_signed(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> Certificate:
     public = key.public_key()
     return (
@@ -376,21 +359,3 @@ def _self_signed(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> Certifica
         .add_extension(SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hash_for(key))
     )
-
-
-def _create_public_file(target: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name, then link it into place unless another process
-    was first (then theirs is kept)."""
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            pass
-    finally:
-        temporary.unlink(missing_ok=True)

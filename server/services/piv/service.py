@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
-from server.services.credentials import CredentialService
-from server.services.identities import AuditHook, no_audit
 from server.services.piv.ca import Revocation, ServiceCa
 from server.services.piv.enrolment import (
-    ENROLMENT_LIFETIME,
     Enrolled,
     EnrolmentChallenge,
     PivEnrolment,
 )
 from server.services.piv.login import PivLogin, PivLoginCheck
 from server.services.piv.revocation import revocations
-from server.services.pseudonyms import Pseudonyms
 from server.storage.tables import Credential
 
 
@@ -30,30 +26,12 @@ class PivService:
     """PIV enrolment, the PIV login factor and the CRL, in the caller's transaction."""
 
     def __init__(
-        self,
-        session: Session,
-        *,
-        ca: ServiceCa,
-        credentials: CredentialService,
-        pseudonyms: Pseudonyms,
-        crl_url: str,
-        clock: Callable[[], float],
-        audit: AuditHook = no_audit,
-        enrolment_lifetime: dt.timedelta = ENROLMENT_LIFETIME,
+        self, session: Session, *, ca: ServiceCa, enrolment: PivEnrolment, login: PivLogin
     ) -> None:
         self._session = session
         self._ca = ca
-        self._enrolment = PivEnrolment(
-            session,
-            ca=ca,
-            credentials=credentials,
-            pseudonyms=pseudonyms,
-            crl_url=crl_url,
-            clock=clock,
-            audit=audit,
-            enrolment_lifetime=enrolment_lifetime,
-        )
-        self._login = PivLogin(session, ca=ca, clock=clock, audit=audit)
+        self._enrolment = enrolment
+        self._login = login
 
     @property
     def ca(self) -> ServiceCa:

@@ -12,7 +12,7 @@ import server
 from server.api.problems import STATUS_BY_KIND, answer_of, status_of
 from server.domain.errors import DomainError, UnknownSubject, Unverified
 from server.domain.model import Level
-from server.services.authentication import StepUpRequired
+from server.services.login.errors import StepUpRequired
 from server.storage.errors import NotFound, StaleWrite
 
 # The published problem types and their statuses (a type not listed answers 400).

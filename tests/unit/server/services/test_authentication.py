@@ -23,12 +23,10 @@ from server.services.authentication import (
     ACCOUNT_MAX_FAILURES,
     SOURCE_MAX_FAILURES,
     AuthenticationService,
-    StepUpRequired,
-    Throttled,
 )
 from server.services.credentials import CredentialService
 from server.services.factors import PasswordCheck, otp_check
-from server.services.login.gate import TransactionExpired
+from server.services.login.errors import StepUpRequired, Throttled, TransactionExpired
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox

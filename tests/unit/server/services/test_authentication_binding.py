@@ -20,7 +20,8 @@ from devices.protocol.otp import totp
 from server.domain.model import Level
 from server.services.authentication import AuthenticationService
 from server.services.factors import otp_check
-from server.services.login.gate import LoginBoundElsewhere, normalise_pairing, pairing_code
+from server.services.login.errors import LoginBoundElsewhere
+from server.services.login.gate import normalise_pairing, pairing_code
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import SigningKey

@@ -10,14 +10,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.domain.model import CeremonyKind, CredentialKind, Level
-from server.services.login.gate import (
-    IDENTIFIED,
-    OPEN,
-    LoginTransactions,
-    TransactionClosed,
-    TransactionExpired,
-    TransactionUnknown,
-)
+from server.services.login.errors import TransactionClosed, TransactionExpired, TransactionUnknown
+from server.services.login.gate import IDENTIFIED, OPEN, LoginTransactions
 from server.storage.tables import AuthTransaction
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)

@@ -1,0 +1,66 @@
+"""The errors a login's steps answer with (besides ``FactorRejected``, the domain's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.domain.errors import (
+    ConflictingState,
+    DomainError,
+    Expired,
+    Locked,
+    Refused,
+    TooManyAttempts,
+    UnknownSubject,
+)
+from server.domain.model import Level
+
+
+class TransactionUnknown(UnknownSubject):
+    code = "not-found"
+
+
+class TransactionExpired(Expired):
+    code = "transaction-expired"
+
+
+class TransactionClosed(ConflictingState):
+    code = "conflict"
+
+
+class LoginBoundElsewhere(ConflictingState):
+    """The login's pages were opened in another browser, which alone may go on with it."""
+
+    code = "login-bound-elsewhere"
+
+
+class Throttled(TooManyAttempts):
+    code = "rate-limited"
+
+
+class AccountLocked(Locked):
+    code = "locked"
+
+
+class NoMoreTime(DomainError):
+    """The login was extended as often as it may be."""
+
+    code = "no-more-time"
+
+
+class StepUpRequired(Refused):
+    """The factors so far do not reach the level the provider asked for."""
+
+    code = "step-up-required"
+    title = "Step up required"
+
+    def __init__(self, achieved: Level, required: Level) -> None:
+        super().__init__(
+            f"level {achieved.name} below {required.name}",
+            detail=f"this service needs level {required.name.lower()}: add another factor",
+        )
+        self.achieved = achieved
+        self.required = required
+
+    def extensions(self) -> dict[str, Any]:
+        return {"achieved": self.achieved.label, "required": self.required.label, **self.extra}
