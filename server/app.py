@@ -8,14 +8,13 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
-from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import web
 from server.api import problems
 from server.api.routers import ROUTERS
 from server.settings import Settings
-from server.storage.engine import migrate
+from server.storage.engine import migrate, ping
 from server.wiring import build_services
 
 SECURITY_HEADERS = {
@@ -91,8 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:
         """Liveness and database reachability."""
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        ping(engine)
         return {"status": "ok", "database": engine.dialect.name}
 
     return app

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 from server.api.deps import ServicesDep, SessionDep, require
 from server.api.schemas import LevelLabel, StrictModel
 from server.domain.model import (
+    STOCK_IDENTITY_ID,
     CredentialKind,
     CredentialState,
     IdentityStatus,
     ProofingChannel,
 )
 from server.services.access import Caller, Permission
-from server.services.identities import STOCK_IDENTITY_ID, masked_person_number
+from server.services.identities import masked_person_number
 from server.services.identity_operations import (
     OPERATOR_ID,
     TEXT,

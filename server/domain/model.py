@@ -3,7 +3,13 @@ kinds, credential and identity states, proofing channels. Storage maps them to c
 
 from __future__ import annotations
 
+import uuid
 from enum import IntEnum, StrEnum, unique
+
+# Unassigned tokens from a PSKC batch belong to this reserved identity until assigned:
+# credentials.identity_id is NOT NULL. Its person number is not a valid one, so it can never
+# collide with a real person's; it is closed, so it can never log in.
+STOCK_IDENTITY_ID = uuid.UUID("00000000-0000-0000-0000-000000000000")
 
 
 @unique

@@ -68,7 +68,6 @@ from fido2.webauthn import (
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.errors import (
@@ -80,6 +79,7 @@ from server.domain.errors import (
     recorded_failures,
 )
 from server.domain.model import (
+    STOCK_IDENTITY_ID,
     AuthenticatorKind,
     CeremonyKind,
     CredentialKind,
@@ -89,7 +89,7 @@ from server.domain.model import (
 )
 from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
-from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
+from server.services.identities import AuditHook, no_audit
 from server.services.lifecycle_errors import (
     CredentialLimitReached,
     IdentityNotActive,
@@ -436,7 +436,7 @@ class FidoService:
                 raise RegistrationRejected("no credential data")
             self._active_identity(identity_id)
             serial = _serial(attested.credential_id)
-            if self._session.scalar(select(Credential.id).where(Credential.serial == serial)):
+            if self._credentials.serial_taken(serial):
                 raise DuplicateFidoCredential
             if (
                 len(self._fido_credentials(identity_id, LIVE_STATES))

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.model import IdentityStatus, Level, ProofingChannel
+from server.domain.model import STOCK_IDENTITY_ID, IdentityStatus, Level, ProofingChannel
 from server.services.assurance import Proofing, identity_level
 from server.services.lifecycle_errors import (
     ConcurrentChange,
@@ -34,10 +34,6 @@ def no_audit(event: str, details: dict[str, Any]) -> None:
     """The default audit hook: records nothing (the audit service is wired in by the app)."""
 
 
-# Unassigned tokens from a PSKC batch belong to this reserved identity until assigned:
-# credentials.identity_id is NOT NULL. Its person number is not a valid one, so it can never
-# collide with a real person's; it is closed, so it can never log in.
-STOCK_IDENTITY_ID = uuid.UUID("00000000-0000-0000-0000-000000000000")
 STOCK_PERSON_NUMBER = "token-stock"
 
 

@@ -66,6 +66,12 @@ def create_engine_for(
     raise UnsupportedDatabase(url, "only SQLite and PostgreSQL are supported")
 
 
+def ping(engine: Engine) -> None:
+    """A round trip to the database: raises when it cannot be reached."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: objects stay readable after commit (a service returns them).
     return sessionmaker(bind=engine, expire_on_commit=False)

@@ -32,7 +32,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 
-from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
+from server.domain.model import (
+    STOCK_IDENTITY_ID,
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+)
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
     AuditEntry,
@@ -239,6 +245,16 @@ class IdentityRepository:
         self._session.flush()
         return record
 
+    def lock(self, identity_id: uuid.UUID) -> Identity | None:
+        """The identity, read again and locked for the rest of the transaction on PostgreSQL
+        (SQLite allows one writer at a time anyway), or None."""
+        return self._session.scalar(
+            select(Identity)
+            .where(Identity.id == identity_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+
     def proofing_for(self, identity_id: uuid.UUID) -> list[ProofingRecord]:
         return list(
             self._session.scalars(
@@ -284,6 +300,45 @@ class CredentialRepository:
         with _conflicts_as("credential", credential.id):
             self._session.flush()
         return credential
+
+    def serial_taken(self, *serials: str) -> bool:
+        """Whether any credential (of any person, or in stock) has one of ``serials``."""
+        found = self._session.scalar(
+            select(Credential.id).where(Credential.serial.in_(serials)).limit(1)
+        )
+        return found is not None
+
+    def in_stock(self, serial: str, state: CredentialState) -> Credential | None:
+        """The token ``serial`` held in stock (by the stock identity) in ``state``."""
+        return self._session.scalar(
+            select(Credential).where(
+                Credential.serial == serial,
+                Credential.identity_id == STOCK_IDENTITY_ID,
+                Credential.state == state,
+            )
+        )
+
+    def of_identity(
+        self, identity_id: uuid.UUID, kind: CredentialKind, serial: str
+    ) -> Credential | None:
+        """The identity's credential of ``kind`` with ``serial``, in whatever state."""
+        return self._session.scalar(
+            select(Credential).where(
+                Credential.serial == serial,
+                Credential.kind == kind,
+                Credential.identity_id == identity_id,
+            )
+        )
+
+    def of_kind_in(
+        self, kind: CredentialKind, states: Collection[CredentialState]
+    ) -> list[Credential]:
+        """Every credential of ``kind`` in one of ``states`` (the PIV revocation list's)."""
+        return list(
+            self._session.scalars(
+                select(Credential).where(Credential.kind == kind, Credential.state.in_(states))
+            )
+        )
 
     def factor_states(
         self, identity_id: uuid.UUID, kinds: Collection[CredentialKind]

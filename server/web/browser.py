@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -28,6 +27,7 @@ from starlette.responses import Response
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import DomainError, Refused
 from server.services.access import Caller
+from server.storage.web_sessions import WebSessionRepository
 from server.storage.web_tables import BrowserKind, WebSession
 from server.web.i18n import LANGUAGES, Translator, negotiate, parse_language
 
@@ -228,17 +228,14 @@ def own_origin(request: Request) -> str:
 def _load(db: Session, token: str | None, now: dt.datetime) -> WebSession | None:
     if not token or len(token) > 128:
         return None
-    row = db.get(WebSession, _digest(token))
+    row = WebSessionRepository(db).get(_digest(token))
     if row is None or row.expires_at <= now or row.created_at + ABSOLUTE <= now:
         return None
     return row
 
 
 def _new_row(db: Session, lang: str, now: dt.datetime) -> tuple[str, WebSession]:
-    expired = select(WebSession.token_digest).where(WebSession.expires_at <= now)
-    stale = list(db.scalars(expired.limit(_EXPIRED_SWEEP)))
-    if stale:
-        db.execute(delete(WebSession).where(WebSession.token_digest.in_(stale)))
+    WebSessionRepository(db).sweep_expired(now, limit=_EXPIRED_SWEEP)
     token = secrets.token_urlsafe(32)
     row = WebSession(
         token_digest=_digest(token),
@@ -250,7 +247,7 @@ def _new_row(db: Session, lang: str, now: dt.datetime) -> tuple[str, WebSession]
         last_seen=now,
         expires_at=now + IDLE,
     )
-    db.add(row)
+    WebSessionRepository(db).add(row)
     return token, row
 
 

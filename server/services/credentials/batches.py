@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,16 +13,17 @@ from devices.errors import MalformedOtp, PskcError
 from devices.protocol import pskc
 from devices.protocol.otp import HashAlg
 from devices.protocol.yubiotp import modhex_decode
-from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
+from server.domain.model import (
+    STOCK_IDENTITY_ID,
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+)
 from server.services.credentials.lifecycle import CredentialLifecycle
 from server.services.credentials.rules import TOKEN_KINDS
 from server.services.credentials.sealing import YUBICO_KEY_SIZE, secret_context
-from server.services.identities import (
-    STOCK_IDENTITY_ID,
-    STOCK_PERSON_NUMBER,
-    AuditHook,
-    no_audit,
-)
+from server.services.identities import STOCK_PERSON_NUMBER, AuditHook, no_audit
 from server.services.lifecycle_errors import (
     DuplicateSerial,
     InvalidTokenBatch,
@@ -31,6 +31,7 @@ from server.services.lifecycle_errors import (
 )
 from server.services.secretbox import SecretBox
 from server.services.verifiers import HotpState, TotpState, YubicoState
+from server.storage.repositories import CredentialRepository
 from server.storage.tables import Credential, Identity
 
 MAX_SERIAL_LENGTH = 128
@@ -99,6 +100,7 @@ class TokenBatches:
         audit: AuditHook = no_audit,
     ) -> None:
         self._session = session
+        self._credentials = CredentialRepository(session)
         self._lifecycle = lifecycle
         self._secrets = secrets
         self._audit = audit
@@ -121,9 +123,7 @@ class TokenBatches:
         serials = [key.serial or key.key_id for key in keys]
         if any(len(serial) > MAX_SERIAL_LENGTH for serial in serials):
             raise InvalidTokenBatch("SerialNo", "serial number too long")
-        if len(set(serials)) != len(serials) or self._session.scalar(
-            select(Credential.id).where(Credential.serial.in_(serials)).limit(1)
-        ):
+        if len(set(serials)) != len(serials) or self._credentials.serial_taken(*serials):
             raise DuplicateSerial
         self._ensure_stock()
         imported = []

@@ -6,17 +6,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.domain.model import CredentialKind, CredentialState, IdentityStatus
+from server.domain.model import STOCK_IDENTITY_ID, CredentialKind, CredentialState, IdentityStatus
 from server.services.credentials.rules import (
     LIMITS,
     LIVE_STATES,
     REPLACED_WHEN_BLOCKED,
     TRANSITIONS,
 )
-from server.services.identities import STOCK_IDENTITY_ID, AuditHook, no_audit
+from server.services.identities import AuditHook, no_audit
 from server.services.lifecycle_errors import (
     ConcurrentChange,
     ConflictingCredential,
@@ -30,7 +29,7 @@ from server.services.lifecycle_errors import (
     UnsupportedCredential,
 )
 from server.storage.errors import NotFound, StaleWrite
-from server.storage.repositories import CredentialRepository
+from server.storage.repositories import CredentialRepository, IdentityRepository
 from server.storage.tables import Credential, Identity
 
 K = CredentialKind
@@ -41,11 +40,12 @@ class CredentialLifecycle:
     """Every state change of a credential, in the caller's transaction; each change is audited.
     Token batches, activation and passwords (the other parts of ``CredentialService``) make
     their changes through ``move``, ``add`` and ``update`` here. Unassigned tokens belong to
-    the reserved stock identity (``identities.STOCK_IDENTITY_ID``) until assigned."""
+    the reserved stock identity (``STOCK_IDENTITY_ID``) until assigned."""
 
     def __init__(self, session: Session, *, audit: AuditHook = no_audit) -> None:
         self._session = session
         self._credentials = CredentialRepository(session)
+        self._identities = IdentityRepository(session)
         self._audit = audit
 
     # --- reading ---
@@ -99,13 +99,7 @@ class CredentialLifecycle:
         """Give the shipped token ``serial`` to an identity; it then awaits activation."""
         identity = self.lock_identity(identity_id)
         self.require_active(identity)
-        token = self._session.scalar(
-            select(Credential).where(
-                Credential.serial == serial,
-                Credential.identity_id == STOCK_IDENTITY_ID,
-                Credential.state == S.SHIPPED,
-            )
-        )
+        token = self._credentials.in_stock(serial, S.SHIPPED)
         if token is None or (kind is not None and token.kind is not kind):
             raise TokenNotFound
         # An open order for this kind is what the token fulfils: it must not count twice.
@@ -170,7 +164,7 @@ class CredentialLifecycle:
         It fulfils an open order of its kind, as ``assign`` does for a token."""
         identity = self.lock_identity(identity_id)
         self.require_active(identity)
-        if self._session.scalar(select(Credential.id).where(Credential.serial == serial).limit(1)):
+        if self._credentials.serial_taken(serial):
             raise DuplicateSerial
         data = dict(public_data)
         placeholder = self._fulfil_order(identity_id, kind)
@@ -274,12 +268,7 @@ class CredentialLifecycle:
         cannot both pass the per-identity rules (SQLite allows one writer at a time anyway)."""
         if identity_id == STOCK_IDENTITY_ID:
             raise IdentityNotFound
-        identity = self._session.scalar(
-            select(Identity)
-            .where(Identity.id == identity_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        identity = self._identities.lock(identity_id)
         if identity is None:
             raise IdentityNotFound
         return identity

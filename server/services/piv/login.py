@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.errors import FactorRejected
@@ -23,7 +22,7 @@ from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import LoginTransactions
 from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
 from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
-from server.storage.repositories import TransactionRepository
+from server.storage.repositories import CredentialRepository, TransactionRepository
 from server.storage.tables import Credential
 
 MAX_CERTIFICATE_SIZE = 4096
@@ -116,12 +115,8 @@ class PivLogin:
     def card_of(self, identity_id: uuid.UUID, certificate: x509.Certificate) -> Credential:
         """The identity's PIV credential for ``certificate``, which must be active and hold
         exactly this certificate; a card in any other state is refused (and audited)."""
-        credential = self._session.scalar(
-            select(Credential).where(
-                Credential.serial == card_serial(certificate),
-                Credential.kind == CredentialKind.PIV,
-                Credential.identity_id == identity_id,
-            )
+        credential = CredentialRepository(self._session).of_identity(
+            identity_id, CredentialKind.PIV, card_serial(certificate)
         )
         if credential is None:
             raise PivLoginRejected("unknown-certificate")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from cryptography import x509
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.domain.model import CredentialKind, CredentialState
 from server.services.piv.ca import Revocation, ServiceCa
 from server.services.piv.card import SERIAL_PREFIX
-from server.storage.tables import Credential
+from server.storage.repositories import CredentialRepository
 
 # The CRL reason of each state that takes a card out of use. A block can be lifted, and
 # RFC 5280 lets a held certificate leave the list again.
@@ -24,12 +23,7 @@ REASONS: dict[CredentialState, x509.ReasonFlags] = {
 def revocations(session: Session, ca: ServiceCa) -> list[Revocation]:
     """The CRL entries: the cards of ``ca`` in a state that takes them out of use, each dated
     by the credential's last change."""
-    rows = session.scalars(
-        select(Credential).where(
-            Credential.kind == CredentialKind.PIV,
-            Credential.state.in_(list(REASONS)),
-        )
-    )
+    rows = CredentialRepository(session).of_kind_in(CredentialKind.PIV, REASONS)
     issuer = ca.key_id.hex()
     entries = []
     for credential in rows:

@@ -60,6 +60,22 @@ def test_a_layer_imports_nothing_above_it(layer: str) -> None:
     assert wrong == []
 
 
+# SQL is written in storage alone: elsewhere no statement is built.
+STATEMENTS = frozenset({"select", "insert", "update", "delete", "text", "func", "and_", "or_"})
+
+
+def test_sql_is_written_in_storage_alone() -> None:
+    wrong = []
+    for source in sorted(SERVER.rglob("*.py")):
+        if source.is_relative_to(SERVER / "storage"):
+            continue
+        for name in imports_of(source):
+            module, _, member = name.rpartition(".")
+            if module.startswith("sqlalchemy") and member in STATEMENTS:
+                wrong.append(f"{source.relative_to(SERVER)}: {name}")
+    assert wrong == []
+
+
 def test_the_check_sees_an_import_against_the_grain(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from server.api.deps import in_transaction\n")

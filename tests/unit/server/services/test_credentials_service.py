@@ -19,6 +19,7 @@ from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Algorithm, Model, OtpGenerator, OtpTokenState
 from server.domain.errors import FactorRejected
 from server.domain.model import (
+    STOCK_IDENTITY_ID,
     AuthenticatorKind,
     CredentialKind,
     CredentialState,
@@ -35,7 +36,7 @@ from server.services.credentials.rules import (
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword
 from server.services.factors import otp_check
-from server.services.identities import STOCK_IDENTITY_ID, Enrolment, IdentityService
+from server.services.identities import Enrolment, IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
     ConflictingCredential,
