@@ -566,7 +566,11 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
     assert peaks[1] < 1.1 * peaks[0], peaks
 
 
-_LINE_TEXT = st.text(st.characters(exclude_characters="\n\r"), max_size=300)
+# Text a file can hold: any character but line ends and lone surrogates (UTF-8 has no bytes
+# for them; raw bytes, the strategy beside it, cover what is not UTF-8).
+_LINE_TEXT = st.text(
+    st.characters(exclude_characters="\n\r", exclude_categories=("Cs",)), max_size=300
+)
 _JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: (
