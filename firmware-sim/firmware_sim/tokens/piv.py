@@ -50,15 +50,13 @@ from firmware_sim.tokens import piv_keys
 from firmware_sim.tokens.card import CardError, SimulatedCard, build_atr
 from firmware_sim.tokens.piv_attestation import (
     TOUCH_NEVER,
+    VERSION,
     PivManufacturer,
     attestation_certificate,
 )
 from firmware_sim.tokens.piv_management import ManagementKeyAuth
 from firmware_sim.tokens.piv_state import KIND, PivState, file_persister, hash_secret
 
-# A YubiKey 5 before 5.3 as yubikit sees it: attestation (4.3+) without the metadata
-# commands (5.3+) that yubikit would otherwise send and this card does not answer.
-VERSION = (5, 2, 7)
 LABEL = b"akkreditiv PIV"
 ATR = build_atr(b"\x80\x5a" + b"akkreditiv"[:10])
 MAX_OBJECT_SIZE = 3052  # as much as common PIV tokens store per object

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from devices.protocol.piv import AttestedKey, Slot
+from devices.protocol.piv import AttestedKey, PinPolicy, Slot
 from firmware_sim import state as state_store
 from firmware_sim.tokens.attestation import (
     COUNTRY,
@@ -29,6 +29,9 @@ from firmware_sim.tokens.attestation import (
 FILE_NAME = "piv-manufacturer.json"
 ROOT_NAME = "akkreditiv simulator PIV attestation root"
 TOUCH_NEVER = 0x01  # Yubico's touch policy "never": the simulated card has no button
+# A YubiKey 5 before 5.3 as yubikit sees it: attestation (4.3+) without the metadata
+# commands (5.3+) that yubikit would otherwise send and the simulated card does not answer.
+VERSION = (5, 2, 7)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,23 @@ class PivManufacturer:
             .sign(self.root_key, hashes.SHA256())
         )
         return key, certificate
+
+    def attest(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        serial: int,
+        pin_policy: PinPolicy = PinPolicy.ONCE,
+    ) -> tuple[x509.Certificate, x509.Certificate]:
+        """An attestation of ``public_key`` as a simulated card of ``serial`` would give it for
+        slot 9A, and its F9 certificate: for test rigs whose card key signs in process. Only
+        where this root is trusted (demos and tests) does it enrol anything."""
+        signer, signer_certificate = self.issue_attestation_key(serial)
+        facts = AttestedKey(VERSION, serial, pin_policy, TOUCH_NEVER)
+        leaf = attestation_certificate(
+            signer, signer_certificate, public_key, Slot.AUTHENTICATION, facts
+        )
+        return leaf, signer_certificate
 
     def _dump(self) -> bytes:
         document = {

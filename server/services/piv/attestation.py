@@ -90,7 +90,8 @@ def _chain(
     leaf: x509.Certificate, signer: x509.Certificate, roots: Sequence[x509.Certificate]
 ) -> tuple[x509.Certificate, ...]:
     """leaf <- signer <- one of ``roots``, each signature checked; ``signer`` may sign."""
-    if not _may_sign_certificates(signer):
+    # The signer is a card's attestation key, never a root itself.
+    if signer.issuer == signer.subject or not _may_sign_certificates(signer):
         raise CardKeyNotAttested("chain")
     try:
         leaf.verify_directly_issued_by(signer)
