@@ -51,6 +51,7 @@ from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
+from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.services.access import ApiKeys, Role
 from server.services.piv.card import enrol_message, login_message
 
@@ -293,6 +294,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def attested(home: Path, public_key: ec.EllipticCurvePublicKey, serial: int) -> dict[str, str]:
+    """The simulated card vendor's attestation of a key that signs in this process (the
+    service trusts that vendor here), as the enrolment sends it."""
+    leaf, intermediate = PivManufacturer.load_or_create(home).attest(public_key, serial=serial)
+    return {
+        "attestation": _b64(leaf.public_bytes(Encoding.DER)),
+        "attestation_intermediate": _b64(intermediate.public_bytes(Encoding.DER)),
+    }
+
+
 def piv_row(world: Seeded) -> Request:
     """``piv/begin`` (a fresh challenge) then the card's signature over the login message
     (``piv``): the service checks the origin, the certificate's chain to its CA and validity,
@@ -317,6 +328,7 @@ def piv_row(world: Seeded) -> Request:
                         key.sign(enrol_message(state_id, challenge), ec.ECDSA(hashes.SHA256()))
                     ),
                     "card_id": f"{index + 1:032x}",
+                    **attested(world.folder / "sim-home", key.public_key(), index + 1),
                 },
             )
             done.raise_for_status()
@@ -454,6 +466,8 @@ def main() -> int:
         api_key = keys.add(PROVIDER, [Role.SUPERVISOR, Role.PROVIDER])[1]
         root = folder / "sim-root.pem"
         root.write_bytes(Manufacturer.load_or_create(folder / "sim-home").root_pem())
+        piv_root = folder / "sim-piv-root.pem"
+        piv_root.write_bytes(PivManufacturer.load_or_create(folder / "sim-home").root_pem())
         env = {
             **os.environ,
             "AKKREDITIV_DATABASE_URL": url,
@@ -462,6 +476,7 @@ def main() -> int:
             "AKKREDITIV_SIGNING_KEY_FILE": str(folder / "signing.pem"),
             "AKKREDITIV_API_KEYS_FILE": str(folder / "api-keys.json"),
             "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(root),
+            "AKKREDITIV_PIV_ATTESTATION_ROOTS": str(piv_root),
             "AKKREDITIV_RP_ID": RP_ID,
             "AKKREDITIV_RP_ORIGINS": json.dumps([ORIGIN]),
         }

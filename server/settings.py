@@ -89,8 +89,12 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
+    # Which smartcards may be enrolled: PEM files of card vendors' PIV attestation roots
+    # (separated by os.pathsep in AKKREDITIV_PIV_ATTESTATION_ROOTS). A card key is certified
+    # only with the card's attestation chaining to one of them; with none, no card enrols.
+    piv_attestation_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
-    @field_validator("fido_trusted_roots", mode="before")
+    @field_validator("fido_trusted_roots", "piv_attestation_roots", mode="before")
     @classmethod
     def _path_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -58,14 +58,29 @@ class FidoPolicy:
     def trusted_roots(self) -> list[x509.Certificate]:
         """The roots' certificates. The files are read on each call, so a root an operator
         adds to a file counts at once; a file is parsed again only when it changed."""
-        roots: list[x509.Certificate] = []
-        for path in self.root_files:
-            try:
-                found = os.stat(path)
-                roots.extend(_roots_in(str(path), found.st_ino, found.st_mtime_ns, found.st_size))
-            except (OSError, ValueError) as exc:
-                raise KeyMaterialRejected(f"FIDO trusted roots: {path}: {exc}") from None
-        return roots
+        return _roots_of(self.root_files, "FIDO trusted roots")
+
+
+@dataclass(frozen=True)
+class PivAttestationPolicy:
+    """Which smartcards may be enrolled: the card vendors' PIV attestation roots (PEM files),
+    read as the FIDO policy reads its roots."""
+
+    root_files: tuple[Path, ...] = ()
+
+    def trusted_roots(self) -> list[x509.Certificate]:
+        return _roots_of(self.root_files, "PIV attestation roots")
+
+
+def _roots_of(files: tuple[Path, ...], what: str) -> list[x509.Certificate]:
+    roots: list[x509.Certificate] = []
+    for path in files:
+        try:
+            found = os.stat(path)
+            roots.extend(_roots_in(str(path), found.st_ino, found.st_mtime_ns, found.st_size))
+        except (OSError, ValueError) as exc:
+            raise KeyMaterialRejected(f"{what}: {path}: {exc}") from None
+    return roots
 
 
 @functools.lru_cache(maxsize=32)
@@ -92,6 +107,7 @@ class Services:
     piv_ca: ServiceCa
     fido_policy: FidoPolicy
     clock: Callable[[], float] = field(default=time.time)
+    piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
 
     # --- per-session factories ------------------------------------------------------------
 
@@ -177,6 +193,7 @@ class Services:
             crl_url=self.settings.issuer.rstrip("/") + "/piv/crl",
             clock=self.clock,
             audit=audit,
+            attestation_roots=self.piv_attestation.trusted_roots,
         )
         login = PivLogin(session, ca=self.piv_ca, clock=self.clock, audit=audit)
         return PivService(session, ca=self.piv_ca, enrolment=enrolment, login=login)
@@ -294,5 +311,6 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             ),
             allow_unattested=settings.fido_allow_unattested,
         ),
+        piv_attestation=PivAttestationPolicy(root_files=tuple(settings.piv_attestation_roots)),
     )
     return services

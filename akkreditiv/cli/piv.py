@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from cryptography import x509
@@ -26,7 +26,7 @@ from akkreditiv.cli.common import (
     secret,
     service_client,
 )
-from devices.errors import DeviceError, FileNotFound, NoCard
+from devices.errors import ApduError, DeviceError, FileNotFound, NoCard
 from devices.events import DeviceEvent, Event
 from devices.protocol.piv import DEFAULT_MANAGEMENT_KEY, Algorithm, Slot
 from devices.tokens.piv import PivSession, key_algorithm
@@ -242,6 +242,7 @@ def piv_enrol(
         signature = session.sign(
             Slot.AUTHENTICATION, enrol_message(state_id, challenge), key_algorithm(public_key)
         )
+        proof = _attestation_fields(session)
         enrolled = call_service(
             http,
             f"/piv/enrolments/{state_id}/complete",
@@ -255,6 +256,7 @@ def piv_enrol(
                 ),
                 "signature": _b64(signature),
                 "card_id": card_id,
+                **proof,
                 **({"code": compact} if begun_by_page is not None else {}),
             },
         )
@@ -343,6 +345,23 @@ def piv_login(
         )
     Listener.emit(Event(DeviceEvent.DONE))
     typer.echo("factors: " + " ".join(answer["factors"]))
+
+
+def _attestation_fields(session: PivSession) -> dict[str, Any]:
+    """The card's proof that it generated the key in 9A (its attestation, the attestation
+    key's certificate, its serial), as the enrolment sends it. A card that cannot attest sends
+    none, and the service refuses the key as not generated on a card."""
+    try:
+        attestation = session.attest(Slot.AUTHENTICATION)
+    except ApduError:
+        return {}
+    der = serialization.Encoding.DER
+    serial = session.serial()
+    return {
+        "attestation": _b64(attestation.certificate.public_bytes(der)),
+        "attestation_intermediate": _b64(attestation.intermediate.public_bytes(der)),
+        **({"card_serial": serial} if serial is not None else {}),
+    }
 
 
 def _enrolment_target(

@@ -415,15 +415,29 @@ def sim_usb_device(
     usb_bus.run_device(device, state, bus, ready_fd=ready_fd, server=server)
 
 
+class AttestationKind(StrEnum):
+    fido = "fido"
+    piv = "piv"
+
+
 @sim_app.command("attestation-root")
 def sim_attestation_root(
     out: Annotated[Path | None, typer.Option(help="Write the PEM here instead of stdout.")] = None,
+    kind: Annotated[
+        AttestationKind,
+        typer.Option(
+            help="fido: the security keys' root (AKKREDITIV_FIDO_TRUSTED_ROOTS); piv: the PIV "
+            "cards' attestation root (AKKREDITIV_PIV_ATTESTATION_ROOTS)."
+        ),
+    ] = AttestationKind.fido,
 ) -> None:
-    """Export the simulator's FIDO attestation root certificate (PEM), so a server can trust
-    (or refuse) simulated keys."""
+    """Export the simulator's FIDO or PIV attestation root certificate (PEM), so a server can
+    trust (or refuse) simulated keys and cards."""
     from firmware_sim.tokens.attestation import Manufacturer
+    from firmware_sim.tokens.piv_attestation import PivManufacturer
 
-    pem = Manufacturer.load_or_create().root_pem()
+    maker = Manufacturer if kind is AttestationKind.fido else PivManufacturer
+    pem = maker.load_or_create().root_pem()
     if out is None:
         typer.echo(pem.decode("ascii"), nl=False)
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum, unique
 
+from cryptography import x509
+
 from devices.protocol import tlv
 from devices.protocol.errors import MalformedTlv, PinFormatError
 
@@ -28,6 +30,7 @@ class Ins(IntEnum):
     GET_VERSION = 0xFD  # the vendor version probe common middleware sends
     GET_SERIAL = 0xF8
     SET_MANAGEMENT_KEY = 0xFF  # vendor command of common PIV tokens (Yubico's)
+    ATTEST = 0xF9  # Yubico's: a certificate for the key in slot P1, signed by slot F9's key
 
 
 @unique
@@ -114,6 +117,7 @@ class ObjectId(bytes, Enum):
     SECURITY_OBJECT = bytes.fromhex("5FC106")
     FACIAL_IMAGE = bytes.fromhex("5FC108")
     FINGERPRINTS = bytes.fromhex("5FC103")
+    ATTESTATION = bytes.fromhex("5FFF01")  # Yubico's: the certificate of the F9 key
 
 
 _SLOT_OBJECTS = {
@@ -232,3 +236,66 @@ def certificate_from_object(content: bytes) -> bytes:
     if fields.get(TAG_CERT_INFO, b"\x00")[:1] not in (b"", b"\x00"):
         raise MalformedTlv("compressed certificates are not supported", field="cert_info")
     return fields[TAG_CERTIFICATE]
+
+
+# --- key attestation (Yubico's PIV extension) ------------------------------------------------
+
+ATTESTATION_SLOT = 0xF9  # the attestation key, which only signs attestation certificates
+OID_FIRMWARE = x509.ObjectIdentifier("1.3.6.1.4.1.41482.3.3")  # 3 bytes: major, minor, patch
+OID_SERIAL = x509.ObjectIdentifier("1.3.6.1.4.1.41482.3.7")  # DER INTEGER
+OID_POLICY = x509.ObjectIdentifier("1.3.6.1.4.1.41482.3.8")  # 2 bytes: PIN policy, touch policy
+
+
+@dataclass(frozen=True, slots=True)
+class AttestedKey:
+    """What a slot's attestation certificate says about its key, beside the key itself."""
+
+    firmware: tuple[int, int, int]
+    serial: int | None
+    pin_policy: PinPolicy
+    touch_policy: int
+
+    def extensions(self) -> list[x509.UnrecognizedExtension]:
+        """The certificate extensions that carry these facts, as a YubiKey writes them."""
+        found = [
+            x509.UnrecognizedExtension(OID_FIRMWARE, bytes(self.firmware)),
+            x509.UnrecognizedExtension(OID_POLICY, bytes((self.pin_policy, self.touch_policy))),
+        ]
+        if self.serial is not None:
+            found.insert(1, x509.UnrecognizedExtension(OID_SERIAL, _der_integer(self.serial)))
+        return found
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate) -> AttestedKey:
+        """The facts of an attestation certificate; ``MalformedTlv`` when the firmware or
+        policy extension is missing or malformed (the serial is optional, as on older keys)."""
+        values: dict[x509.ObjectIdentifier, bytes] = {}
+        for extension in certificate.extensions:
+            if isinstance(extension.value, x509.UnrecognizedExtension):
+                values[extension.oid] = extension.value.value
+        firmware, policy = values.get(OID_FIRMWARE), values.get(OID_POLICY)
+        if firmware is None or len(firmware) != 3:
+            raise MalformedTlv("attestation without a 3-byte firmware version", field="firmware")
+        if policy is None or len(policy) != 2 or policy[0] not in {p.value for p in PinPolicy}:
+            raise MalformedTlv("attestation without a valid PIN policy", field="policy")
+        raw_serial = values.get(OID_SERIAL)
+        return cls(
+            firmware=(firmware[0], firmware[1], firmware[2]),
+            serial=None if raw_serial is None else _parse_der_integer(raw_serial),
+            pin_policy=PinPolicy(policy[0]),
+            touch_policy=policy[1],
+        )
+
+
+def _der_integer(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("a card serial is not negative")
+    body = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0 keeps it positive
+    return tlv.encode_tlv(0x02, body)
+
+
+def _parse_der_integer(data: bytes) -> int:
+    item = tlv.parse_one(data, 0x02)
+    if not item.value or item.value[0] & 0x80:
+        raise MalformedTlv("the attested serial is not a positive INTEGER", field="serial")
+    return int.from_bytes(item.value, "big")

@@ -277,6 +277,27 @@ class PivSession:
         except (KeyError, ValueError) as exc:
             raise ProtocolError("the card returned no valid public key", field="86") from exc
 
+    def attest(self, slot: Slot) -> Attestation:
+        """The card's attestation of the key it generated in ``slot`` (Yubico's INS F9).
+        A key that was imported is refused by the card (``ApduError``, 6A80)."""
+        der = self._send(Ins.ATTEST, slot, 0x00, le=256)
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+            intermediate = x509.load_der_x509_certificate(
+                certificate_from_object(self.get_object(ObjectId.ATTESTATION))
+            )
+        except ValueError as exc:
+            raise ProtocolError("the card's attestation is not a certificate", field="F9") from exc
+        return Attestation(certificate, intermediate)
+
+    def serial(self) -> int | None:
+        """The card's vendor serial number (Yubico's GET SERIAL), or None if it has none."""
+        try:
+            raw = self._send(Ins.GET_SERIAL, 0x00, 0x00, le=256)
+        except ApduError:
+            return None
+        return int.from_bytes(raw, "big") if raw else None
+
     def sign_digest(self, slot: Slot, algorithm: Algorithm, digest: bytes) -> bytes:
         """ECDSA over a digest with the key in ``slot``; returns a DER signature."""
         body = tlv.encode_all([(TAG_RESPONSE, b""), (TAG_CHALLENGE, digest)])
@@ -296,6 +317,16 @@ class PivSession:
         digest = hashes.Hash(hash_alg)
         digest.update(message)
         return self.sign_digest(slot, algorithm, digest.finalize())
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A slot key's attestation as the card gives it: the certificate for the key, signed by
+    the card's attestation key (slot F9), and that key's certificate (object 5FFF01), which
+    chains to the card vendor's root."""
+
+    certificate: x509.Certificate
+    intermediate: x509.Certificate
 
 
 def key_algorithm(public_key: object) -> Algorithm:

@@ -29,6 +29,7 @@ from server.api.schemas import StrictModel
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.authentication import FactorCheck
 from server.services.piv.card import SLOT
+from server.services.piv.enrolment import CardAnswer
 from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE
 from server.wiring import Services
 
@@ -83,6 +84,11 @@ CertificateDer = Annotated[
     BeforeValidator(_base64_decoder(MAX_CERTIFICATE_SIZE)),
     _base64_schema(MAX_CERTIFICATE_SIZE, "the card's certificate (slot 9A), DER, base64"),
 ]
+AttestationDer = Annotated[
+    bytes,
+    BeforeValidator(_base64_decoder(MAX_CERTIFICATE_SIZE)),
+    _base64_schema(MAX_CERTIFICATE_SIZE, "a PIV attestation certificate, DER, base64"),
+]
 SignatureDer = Annotated[
     bytes,
     BeforeValidator(_base64_decoder(MAX_SIGNATURE_SIZE)),
@@ -120,6 +126,20 @@ class EnrolCompleteIn(StrictModel):
         pattern=PAIRING_PATTERN,
         description="the enrolment code the citizen's account page shows, for an enrolment "
         "that page began: with it no API key is needed (any case; dashes and spaces ignored)",
+    )
+    # The card's proof that it generated the key (Yubico's PIV attestation): without one that
+    # chains to a configured card vendor, the key is refused as "not generated on a card".
+    attestation: AttestationDer | None = Field(
+        default=None, description="the card's attestation of the new key (INS F9 over slot 9A)"
+    )
+    attestation_intermediate: AttestationDer | None = Field(
+        default=None, description="the certificate of the card's attestation key (object 5FFF01)"
+    )
+    card_serial: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**32 - 1,
+        description="the card's vendor serial number, which the attestation must name",
     )
 
 
@@ -221,13 +241,15 @@ def enrol_complete(
     else:
         # The citizen whose page showed the code (the service checks the code itself).
         actor = f"citizen:{services.piv(session).enrolment_owner(state_id)}"
-    enrolled = services.piv(session, actor).enrol_complete(
-        state_id,
+    answer = CardAnswer(
         public_key_der=body.public_key,
         signature=body.signature,
         card_id=body.card_id,
-        code=body.code,
+        attestation=body.attestation,
+        attestation_intermediate=body.attestation_intermediate,
+        card_serial=body.card_serial,
     )
+    enrolled = services.piv(session, actor).enrol_complete(state_id, answer, code=body.code)
     return EnrolCompleteOut(
         credential=_credential_out(enrolled.credential),
         certificate=_b64(enrolled.certificate.public_bytes(Encoding.DER)),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.services.access import ApiKeys, Role
 
 READY = "Uvicorn running on"
@@ -57,6 +58,12 @@ class ServerProcess:
         return "".join(self.log[-50:])
 
 
+def _simulated_card_vendor(folder: Path) -> Path:
+    path = folder / "sim-piv-root.pem"
+    path.write_bytes(PivManufacturer.load_or_create().root_pem())
+    return path
+
+
 def start_server(
     folder: Path,
     database_url: str,
@@ -72,7 +79,7 @@ def start_server(
 
     ``bare``: as someone would start it in ``folder`` with only the database URL set (no other
     ``AKKREDITIV_*`` setting, so every key takes its default place under ``folder/var``, and
-    no API key)."""
+    no API key). Otherwise it trusts the simulated PIV cards' attestation root."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -93,6 +100,8 @@ def start_server(
             "AKKREDITIV_API_KEYS_FILE": str(keys_file),
             "AKKREDITIV_ISSUER": url,
             "AKKREDITIV_RP_ORIGINS": f'["http://localhost:{port}"]',
+            # The simulated cards' vendor, as the demo trusts it (cards made in this process).
+            "AKKREDITIV_PIV_ATTESTATION_ROOTS": str(_simulated_card_vendor(folder)),
             **(extra_env or {}),
         }
     process = subprocess.Popen(

@@ -10,6 +10,7 @@ import base64
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,15 @@ import httpx
 import jwt
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from devices.protocol.otp import totp
+from firmware_sim.state import load, save
 from firmware_sim.tokens import piv as sim_piv
+from firmware_sim.tokens.piv_state import KIND
+from server.services.piv.card import enrol_message
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import RateLimit
@@ -405,3 +411,52 @@ def shown_command(page: httpx.Response, url: str) -> tuple[str, str]:
     assert found.group(1) == url
     assert f"<strong>{found.group(3)}</strong>" in page.text
     return found.group(2), found.group(3)
+
+
+# --- only keys generated on a card are enrolled --------------------------------------------------
+
+
+def test_a_software_key_is_not_enrolled_as_a_smartcard(service: Service) -> None:
+    """The attack against the running service: a key made in software, signing the enrolment
+    message correctly, is refused as not generated on a card, and no credential is made."""
+    with service.client() as http:
+        identity, _ = high_person(http)
+        begun = http.post(f"/identities/{identity}/piv/enrol/begin").json()
+        state_id = begun["state_id"]
+        message = enrol_message(uuid.UUID(state_id), base64.b64decode(begun["challenge"]))
+        key = ec.generate_private_key(ec.SECP256R1())
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        answer = http.post(
+            f"/piv/enrolments/{state_id}/complete",
+            json={
+                "public_key": base64.b64encode(public).decode(),
+                "signature": base64.b64encode(signature).decode(),
+                "card_id": "ab" * 16,
+            },
+        )
+        assert answer.status_code == 422, answer.text
+        assert "not generated on a card" in answer.json()["detail"]
+        assert http.get(f"/identities/{identity}/credentials").json() == []
+
+
+def test_a_card_that_cannot_attest_is_not_enrolled(
+    service: Service, card_state: Path, attach: Attach, cli: CliRunner
+) -> None:
+    """A card made before attestation (no F9 key) gives none: the command says why."""
+    document = load(card_state, KIND)
+    del document["attestation_key"]
+    document["objects"].pop("5fff01")
+    save(card_state, KIND, document)
+    card = attach(card_state)
+    with service.client() as http:
+        identity, _ = high_person(http)
+        result = cli(
+            "devices", "piv", "enrol", "--url", service.url, "--identity", identity,
+            "--reader", card.reader.name, "--pin-stdin", stdin=PIN, env=service.cli_env,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "not generated on a card" in result.stderr
+        assert http.get(f"/identities/{identity}/credentials").json() == []

@@ -13,8 +13,10 @@ import fcntl
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,7 +31,8 @@ FILE_NAME = "fido-manufacturer.json"
 OID_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 VENDOR = "akkreditiv simulator"
 COUNTRY = "DK"
-_VALIDITY = dt.timedelta(days=20 * 365)
+VALIDITY = dt.timedelta(days=20 * 365)
+Made = TypeVar("Made")
 
 
 def default_home() -> Path:
@@ -39,7 +42,31 @@ def default_home() -> Path:
     return Path.home() / ".local" / "share" / "akkreditiv" / "sim"
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+def load_or_create(
+    home: Path | None,
+    file_name: str,
+    load: Callable[[Path], Made],
+    create: Callable[[], Made],
+    dump: Callable[[Made], bytes],
+) -> Made:
+    """The vendor data in ``home``/``file_name``, made by the first process that needs it,
+    under an exclusive lock, so parallel test workers agree on one."""
+    home = Path(home) if home is not None else default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / file_name
+    with open(home / f".{file_name}.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return load(path)
+            made = create()
+            state_store.write_atomic(path, dump(made))
+            return made
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def pem_key(key: ec.EllipticCurvePrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -47,11 +74,53 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode("ascii")
 
 
-def _load_key(pem: str) -> ec.EllipticCurvePrivateKey:
+def load_key(pem: str) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise state_store.StateError("attestation key is not a P-256 key")
     return key
+
+
+def root_authority(
+    common_name: str, *, path_length: int | None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A vendor's self-signed root CA: its key and certificate, valid for 20 years."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, COUNTRY),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, VENDOR),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
 
 
 @dataclass(frozen=True)
@@ -64,19 +133,7 @@ class Manufacturer:
 
     @classmethod
     def load_or_create(cls, home: Path | None = None) -> Manufacturer:
-        home = Path(home) if home is not None else default_home()
-        home.mkdir(parents=True, exist_ok=True)
-        path = home / FILE_NAME
-        with open(home / f".{FILE_NAME}.lock", "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                if path.exists():
-                    return cls._load(path)
-                made = cls._create()
-                state_store.write_atomic(path, made._dump())
-                return made
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        return load_or_create(home, FILE_NAME, cls._load, cls._create, cls._dump)
 
     def root_pem(self) -> bytes:
         return self.root_certificate.public_bytes(serialization.Encoding.PEM)
@@ -90,9 +147,9 @@ class Manufacturer:
     def _dump(self) -> bytes:
         document = {
             "aaguid": self.aaguid.hex(),
-            "root_key": _pem_key(self.root_key),
+            "root_key": pem_key(self.root_key),
             "root_certificate": self.root_pem().decode("ascii"),
-            "batch_key": _pem_key(self.batch_key),
+            "batch_key": pem_key(self.batch_key),
             "batch_certificate": self.batch_certificate.public_bytes(
                 serialization.Encoding.PEM
             ).decode("ascii"),
@@ -108,8 +165,8 @@ class Manufacturer:
                 root_certificate=x509.load_pem_x509_certificate(
                     document["root_certificate"].encode("ascii")
                 ),
-                root_key=_load_key(document["root_key"]),
-                batch_key=_load_key(document["batch_key"]),
+                root_key=load_key(document["root_key"]),
+                batch_key=load_key(document["batch_key"]),
                 batch_certificate=x509.load_pem_x509_certificate(
                     document["batch_certificate"].encode("ascii")
                 ),
@@ -127,41 +184,9 @@ class Manufacturer:
     def _create(cls) -> Manufacturer:
         aaguid = secrets.token_bytes(16)
         now = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-        root_key = ec.generate_private_key(ec.SECP256R1())
-        root_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, COUNTRY),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, VENDOR),
-                x509.NameAttribute(NameOID.COMMON_NAME, "akkreditiv simulator attestation root"),
-            ]
-        )
+        root_key, root = root_authority("akkreditiv simulator attestation root", path_length=0)
+        root_name = root.subject
         root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-        root = (
-            x509.CertificateBuilder()
-            .subject_name(root_name)
-            .issuer_name(root_name)
-            .public_key(root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(root_ski, critical=False)
-            .sign(root_key, hashes.SHA256())
-        )
         batch_key = ec.generate_private_key(ec.SECP256R1())
         batch_name = x509.Name(
             [
@@ -178,7 +203,7 @@ class Manufacturer:
             .public_key(batch_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
-            .not_valid_after(now + _VALIDITY)
+            .not_valid_after(now + VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),

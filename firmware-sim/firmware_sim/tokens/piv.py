@@ -33,12 +33,14 @@ from devices.protocol.piv import (
     TAG_PUBLIC_KEY,
     TAG_TAG_LIST,
     Algorithm,
+    AttestedKey,
     Chuid,
     Ins,
     KeyRef,
     ObjectId,
     PinPolicy,
     Slot,
+    certificate_from_object,
     certificate_object,
     unpad_pin,
 )
@@ -46,10 +48,15 @@ from devices.protocol.sw import SW, retries_remaining
 from firmware_sim import state as state_store
 from firmware_sim.tokens import piv_keys
 from firmware_sim.tokens.card import CardError, SimulatedCard, build_atr
+from firmware_sim.tokens.piv_attestation import (
+    TOUCH_NEVER,
+    VERSION,
+    PivManufacturer,
+    attestation_certificate,
+)
 from firmware_sim.tokens.piv_management import ManagementKeyAuth
 from firmware_sim.tokens.piv_state import KIND, PivState, file_persister, hash_secret
 
-VERSION = (1, 0, 0)
 LABEL = b"akkreditiv PIV"
 ATR = build_atr(b"\x80\x5a" + b"akkreditiv"[:10])
 MAX_OBJECT_SIZE = 3052  # as much as common PIV tokens store per object
@@ -116,6 +123,7 @@ class PivApplet:
             Ins.GET_VERSION: self._get_version,
             Ins.GET_SERIAL: self._get_serial,
             Ins.SET_MANAGEMENT_KEY: self._set_management_key,
+            Ins.ATTEST: self._attest,
         }
         if apdu.cla & 0xF0 not in (0x00, 0x10):
             return b"", SW.CLA_NOT_SUPPORTED
@@ -309,6 +317,32 @@ class PivApplet:
         self._save()
         return point
 
+    # --- key attestation (Yubico's INS F9) ---------------------------------------------------
+
+    def _attest(self, apdu: CommandApdu) -> tuple[bytes, int]:
+        """A certificate for the key in slot P1, signed by the F9 key. A key that was not
+        generated here (imported) cannot be attested: 6A80, as a YubiKey answers."""
+        if apdu.p2 != 0x00 or apdu.p1 not in {slot.value for slot in Slot}:
+            return b"", SW.INCORRECT_P1P2
+        slot = Slot(apdu.p1)
+        _, key, policy = piv_keys.private_key(self.state.keys, slot)
+        if not piv_keys.generated_on_card(self.state.keys, slot):
+            return b"", SW.WRONG_DATA
+        content = self.state.objects.get(ObjectId.ATTESTATION.value)
+        if not self.state.attestation_key or content is None:
+            return b"", SW.REFERENCED_DATA_NOT_FOUND
+        facts = AttestedKey(
+            firmware=VERSION, serial=self.state.serial, pin_policy=policy, touch_policy=TOUCH_NEVER
+        )
+        certificate = attestation_certificate(
+            piv_keys.load_pkcs8(self.state.attestation_key),
+            x509.load_der_x509_certificate(certificate_from_object(content)),
+            key.public_key(),
+            slot,
+            facts,
+        )
+        return certificate.public_bytes(serialization.Encoding.DER), SW.SUCCESS
+
     # --- vendor and misc ------------------------------------------------------------------
 
     def _get_challenge(self, apdu: CommandApdu) -> tuple[bytes, int]:
@@ -377,6 +411,7 @@ def new_card_state(
     subject: str = "akkreditiv simulated PIV card",
     management_key: bytes = DEFAULT_MANAGEMENT_KEY,
     management_alg: Algorithm = Algorithm.TDES,
+    manufacturer_home: Path | None = None,
 ) -> PivApplet:
     if path.exists():
         raise state_store.StateError(f"{path} exists already; remove it to make a new card")
@@ -388,6 +423,14 @@ def new_card_state(
         )
     state = PivState.new(pin, puk)
     state.management_key, state.management_alg = management_key, management_alg
+    # Made with its attestation key, certified by the vendor's PIV root (see piv_attestation).
+    attestation_key, attestation = PivManufacturer.load_or_create(
+        manufacturer_home
+    ).issue_attestation_key(state.serial)
+    state.attestation_key = piv_keys.pkcs8_hex(attestation_key)
+    state.objects[ObjectId.ATTESTATION.value] = certificate_object(
+        attestation.public_bytes(serialization.Encoding.DER)
+    )
     applet = PivApplet(state, file_persister(path))
     applet._save()
     if provision:

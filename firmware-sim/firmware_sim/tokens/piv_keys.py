@@ -24,6 +24,7 @@ from devices.protocol.piv import (
 )
 from devices.protocol.sw import SW
 from firmware_sim.tokens.card import CardError
+from firmware_sim.tokens.piv_state import GENERATED
 
 CURVES: dict[Algorithm, ec.EllipticCurve] = {
     Algorithm.ECC_P256: ec.SECP256R1(),
@@ -34,22 +35,18 @@ PREHASH: dict[Algorithm, hashes.SHA256 | hashes.SHA384] = {
     Algorithm.ECC_P384: hashes.SHA384(),
 }
 
-# The card's key entries as stored: slot -> {"alg", "pkcs8" (hex), "pin_policy"}.
+# The card's key entries as stored: slot -> {"alg", "pkcs8" (hex), "pin_policy", "origin"}.
 KeyEntries = dict[int, dict[str, Any]]
 
 
 def create_key(keys: KeyEntries, slot: Slot, algorithm: Algorithm, policy: PinPolicy) -> bytes:
     """Make a key pair into ``keys``; returns the uncompressed public point. The caller saves."""
     key = ec.generate_private_key(CURVES[algorithm])
-    pkcs8 = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     keys[slot.value] = {
         "alg": int(algorithm),
-        "pkcs8": pkcs8.hex(),
+        "pkcs8": pkcs8_hex(key),
         "pin_policy": int(policy),
+        "origin": GENERATED,
     }
     return key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -62,10 +59,28 @@ def private_key(
     entry = keys.get(slot.value)
     if entry is None:
         raise CardError(SW.REFERENCED_DATA_NOT_FOUND)
-    key = serialization.load_der_private_key(bytes.fromhex(entry["pkcs8"]), password=None)
+    return Algorithm(entry["alg"]), load_pkcs8(entry["pkcs8"]), PinPolicy(entry["pin_policy"])
+
+
+def load_pkcs8(text: str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_der_private_key(bytes.fromhex(text), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CardError(SW.NO_PRECISE_DIAGNOSIS)
-    return Algorithm(entry["alg"]), key, PinPolicy(entry["pin_policy"])
+    return key
+
+
+def pkcs8_hex(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).hex()
+
+
+def generated_on_card(keys: KeyEntries, slot: Slot) -> bool:
+    """Whether the key in ``slot`` was made inside the card (only such a key is attested)."""
+    entry = keys.get(slot.value)
+    return entry is not None and entry.get("origin") == GENERATED
 
 
 def sign_or_exchange(

@@ -32,6 +32,10 @@ from firmware_sim import state as state_store
 KIND = "piv"
 # FASC-N of a non-federal issuer (agency code 9999), the form PIV-compatible cards use.
 DEFAULT_FASCN = bytes.fromhex("d4e739da739ced39ce739d836858210842108421c84210c3eb")
+# Where a slot's key came from (its entry's "origin"): only a key the card generated can be
+# attested. An entry without one predates the field and is not attested either.
+GENERATED = "generated"
+IMPORTED = "imported"
 
 
 def hash_secret(salt: bytes, secret: bytes) -> str:
@@ -52,6 +56,9 @@ class PivState:
     keys: dict[int, dict[str, Any]] = field(default_factory=dict)
     objects: dict[bytes, bytes] = field(default_factory=dict)
     serial: int = 0
+    # The slot F9 key (PKCS#8, hex) that signs key attestations; its certificate is object
+    # 5FFF01. Empty on a card made before attestation: it attests nothing.
+    attestation_key: str = ""
 
     @classmethod
     def new(cls, pin: str = DEFAULT_PIN, puk: str = DEFAULT_PUK) -> PivState:
@@ -100,6 +107,7 @@ class PivState:
             "keys": {f"{slot:02x}": key for slot, key in self.keys.items()},
             "objects": {tag.hex(): value.hex() for tag, value in self.objects.items()},
             "serial": self.serial,
+            "attestation_key": self.attestation_key,
         }
 
     @classmethod
@@ -119,6 +127,7 @@ class PivState:
                     for tag, value in data["objects"].items()
                 },
                 serial=int(data["serial"]),
+                attestation_key=str(data.get("attestation_key", "")),
             )
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise state_store.StateError(f"PIV state is damaged: {exc!r}") from exc
@@ -145,8 +154,14 @@ class PivState:
                     problems.append(f"key {slot:02x} is not an EC key")
                 PinPolicy(entry["pin_policy"])
                 bytes.fromhex(entry["pkcs8"])
+                if entry.get("origin", GENERATED) not in (GENERATED, IMPORTED):
+                    problems.append(f"key {slot:02x} has an unknown origin")
             except (KeyError, ValueError, TypeError):
                 problems.append(f"key entry {slot:02x} is damaged")
+        try:
+            bytes.fromhex(self.attestation_key)
+        except ValueError:
+            problems.append("attestation key is damaged")
         if problems:
             raise state_store.StateError("PIV state is damaged: " + "; ".join(problems))
 

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -30,6 +30,7 @@ from server.domain.model import CeremonyKind, CredentialKind, Level
 from server.services.credentials import CredentialService
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import COMPLETED, FAILED, OPEN, normalise_pairing, readable_code
+from server.services.piv.attestation import CardKeyNotAttested, verify_card_key
 from server.services.piv.ca import ServiceCa, hash_for, require_card_key, serial_hex
 from server.services.piv.card import CHALLENGE_SIZE, SLOT, card_serial, enrol_message
 from server.services.pseudonyms import Pseudonyms
@@ -86,6 +87,21 @@ class EnrolmentChallenge:
 
 
 @dataclass(frozen=True)
+class CardAnswer:
+    """What the card's program sends to complete an enrolment: the new key (SubjectPublicKey-
+    Info, DER), its signature over the enrolment message, the card's id (CHUID), and the
+    card's attestation of the key (its certificate and the attestation key's, DER) with the
+    vendor serial the program read from the card, when it did."""
+
+    public_key_der: bytes
+    signature: bytes
+    card_id: str
+    attestation: bytes | None = None
+    attestation_intermediate: bytes | None = None
+    card_serial: int | None = None
+
+
+@dataclass(frozen=True)
 class Enrolled:
     credential: Credential
     certificate: x509.Certificate
@@ -127,8 +143,13 @@ class PivEnrolment:
     The credential it makes: kind ``piv``, state ``active``, ``serial`` from ``card_serial``,
     ``public_data`` = ``certificate`` (base64 DER), ``card_id`` (the CHUID GUID or FASC-N in
     hex, as the driver reports it), ``slot`` (``"9a"``), ``algorithm``, ``issuer_key_id`` (the
-    CA's subject key id in hex) and ``not_after``. No secret is stored: the private key never
-    leaves the card.
+    CA's subject key id in hex), ``not_after`` and ``attestation`` (the attested vendor serial,
+    PIN policy and firmware). No secret is stored: the private key never leaves the card.
+
+    A key is certified only with the card's attestation that it was generated there, chaining
+    to one of ``attestation_roots()`` (the card vendors' roots), with a PIN policy level High
+    accepts (``attestation.verify_card_key``): a software key is refused, none configured
+    refuses every key.
     """
 
     def __init__(
@@ -142,6 +163,7 @@ class PivEnrolment:
         clock: Callable[[], float],
         audit: AuditHook = no_audit,
         enrolment_lifetime: dt.timedelta = ENROLMENT_LIFETIME,
+        attestation_roots: Callable[[], Sequence[x509.Certificate]] = tuple,
     ) -> None:
         self._session = session
         self._ca = ca
@@ -152,6 +174,8 @@ class PivEnrolment:
         self._clock = clock
         self._audit = audit
         self._enrolment_lifetime = enrolment_lifetime
+        # Read when a card answers, so a roots file in trouble stops enrolment, not logins.
+        self._attestation_roots = attestation_roots
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
@@ -209,17 +233,12 @@ class PivEnrolment:
         return row, row.identity_id
 
     def enrol_complete(
-        self,
-        state_id: uuid.UUID,
-        *,
-        public_key_der: bytes,
-        signature: bytes,
-        card_id: str,
-        code: str | None = None,
+        self, state_id: uuid.UUID, answer: CardAnswer, *, code: str | None = None
     ) -> Enrolled:
-        """Check the card's signature over the enrolment challenge with the public key it sent,
-        certify that key, and store the card as an active PIV credential. With ``code`` (a
-        citizen completing the enrolment their page began) the code must be the enrolment's.
+        """Check the card's signature over the enrolment challenge with the public key it sent
+        and the card's attestation of that key, certify the key, and store the card as an
+        active PIV credential. With ``code`` (a citizen completing the enrolment their page
+        began) the code must be the enrolment's.
         The enrolment is closed by the first answer, accepted or not (a refusal is
         ``recorded``)."""
         row, _ = self._enrolment(state_id)
@@ -228,6 +247,7 @@ class PivEnrolment:
         if self._now() >= row.expires_at or row.identity_id is None or row.challenge is None:
             raise EnrolmentExpired
         identity_id, challenge = row.identity_id, row.challenge
+        roots = self._attestation_roots()  # before the row closes: a fault here spends nothing
         row.state, row.challenge = FAILED, None
         self._transactions.update(row)
         # The enrolment is closed by this answer, accepted or not: a refusal outlives it.
@@ -236,18 +256,34 @@ class PivEnrolment:
                 self._refused(identity_id, state_id, "code")
                 raise EnrolmentCodeRejected
             try:
-                public_key = require_card_key(serialization.load_der_public_key(public_key_der))
+                public_key = require_card_key(
+                    serialization.load_der_public_key(answer.public_key_der)
+                )
             except (ValueError, UnsupportedAlgorithm):
                 self._refused(identity_id, state_id, "public-key")
                 raise EnrolmentRejected("public-key") from None
             try:
                 public_key.verify(
-                    signature, enrol_message(state_id, challenge), ec.ECDSA(hash_for(public_key))
+                    answer.signature,
+                    enrol_message(state_id, challenge),
+                    ec.ECDSA(hash_for(public_key)),
                 )
             except (InvalidSignature, ValueError):
                 self._refused(identity_id, state_id, "signature")
                 raise EnrolmentRejected("signature") from None
             now = self._now()
+            try:
+                attested = verify_card_key(
+                    public_key,
+                    answer.attestation,
+                    answer.attestation_intermediate,
+                    roots,
+                    card_serial=answer.card_serial,
+                    now=now,
+                )
+            except CardKeyNotAttested as refused:
+                self._refused(identity_id, state_id, f"attestation:{refused.reason}")
+                raise
             certificate = self._ca.issue(
                 public_key,
                 subject_id=str(self._pseudonyms.pseudonym(identity_id, PSEUDONYM_SCOPE)),
@@ -262,11 +298,16 @@ class PivEnrolment:
                 label="PIV card",
                 public_data={
                     "certificate": base64.b64encode(der).decode("ascii"),
-                    "card_id": card_id,
+                    "card_id": answer.card_id,
                     "slot": SLOT,
                     "algorithm": public_key.curve.name,
                     "issuer_key_id": self._ca.key_id.hex(),
                     "not_after": certificate.not_valid_after_utc.isoformat(),
+                    "attestation": {
+                        "serial": attested.serial,
+                        "pin_policy": attested.pin_policy.name.lower(),
+                        "firmware": ".".join(map(str, attested.firmware)),
+                    },
                 },
             )
             row.state = COMPLETED
@@ -277,7 +318,8 @@ class PivEnrolment:
                     "credential_id": str(credential.id),
                     "identity_id": str(identity_id),
                     "certificate_serial": serial_hex(certificate.serial_number),
-                    "card_id": card_id,
+                    "card_id": answer.card_id,
+                    "attested_serial": attested.serial,
                 },
             )
             return Enrolled(credential, certificate)

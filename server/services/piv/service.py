@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from server.services.piv.ca import Revocation, ServiceCa
 from server.services.piv.enrolment import (
+    CardAnswer,
     Enrolled,
     EnrolmentChallenge,
     PivEnrolment,
@@ -54,17 +55,9 @@ class PivService:
         return self._enrolment.enrolment_open(state_id, identity_id)
 
     def enrol_complete(
-        self,
-        state_id: uuid.UUID,
-        *,
-        public_key_der: bytes,
-        signature: bytes,
-        card_id: str,
-        code: str | None = None,
+        self, state_id: uuid.UUID, answer: CardAnswer, *, code: str | None = None
     ) -> Enrolled:
-        return self._enrolment.enrol_complete(
-            state_id, public_key_der=public_key_der, signature=signature, card_id=card_id, code=code
-        )
+        return self._enrolment.enrol_complete(state_id, answer, code=code)
 
     # --- login (see ``PivLogin``) ---------------------------------------------------------
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from devices.errors import InvalidPin, PinBlocked, SecurityStatusNotSatisfied
+from devices.errors import ApduError, InvalidPin, PinBlocked, SecurityStatusNotSatisfied
 from devices.protocol import tlv
 from devices.protocol.piv import (
     DEFAULT_MANAGEMENT_KEY,
@@ -372,3 +372,26 @@ def test_sign_with_pin_policy_never_needs_no_pin(session: PivSession) -> None:
 
     public_key.verify(signature, b"badge", ec.ECDSA(hashes.SHA256()))
     assert session.pin_status() == (False, 3)
+
+
+# --- key attestation ----------------------------------------------------------------------------
+
+
+def test_attest_gives_the_keys_attestation_and_the_attestation_keys_certificate(
+    session: PivSession, applet: PivApplet
+) -> None:
+    session.authenticate()
+    public_key = session.generate_key(Slot.AUTHENTICATION)
+
+    attestation = session.attest(Slot.AUTHENTICATION)
+
+    assert attestation.certificate.public_key() == public_key
+    attestation.certificate.verify_directly_issued_by(attestation.intermediate)
+    assert session.serial() == applet.state.serial
+
+
+def test_attest_of_an_empty_slot_is_an_apdu_error(session: PivSession) -> None:
+    with pytest.raises(ApduError) as refused:
+        session.attest(Slot.SIGNATURE)
+
+    assert refused.value.sw == 0x6A88

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.app import create_app
 from server.services.access import ApiKeys, Role
 from server.settings import Settings
@@ -78,8 +79,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:  # noqa: F811 - the
         rp_id="localhost",
         rp_origins=[ORIGIN],
         api_keys_file=tmp_path / "api-keys.json",
+        piv_attestation_roots=[simulated_card_vendor(tmp_path)],
         **CHEAP_PASSWORD_HASHING,
     )
+
+
+def simulated_card_vendor(folder: Path) -> Path:
+    """The simulated PIV cards' attestation root as a PEM file, for a service to trust."""
+    path = folder / "piv-attestation-root.pem"
+    path.write_bytes(PivManufacturer.load_or_create().root_pem())
+    return path
 
 
 @pytest.fixture

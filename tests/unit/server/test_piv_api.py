@@ -22,7 +22,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from devices.protocol.piv import DEFAULT_PIN, Slot
+from devices.protocol.piv import DEFAULT_PIN, PinPolicy, Slot
 from devices.tokens.piv import PivSession
 from firmware_sim.attach.inprocess import InProcessConnection
 from firmware_sim.tokens.piv import make_card, new_card_state
@@ -99,17 +99,32 @@ def person(client: TestClient) -> tuple[str, str]:
     return str(answer.json()["id"]), number
 
 
-def card_answer(card: PivSession, state_id: uuid.UUID, challenge: bytes) -> dict[str, str]:
-    """The card's part of an enrolment: a new key in slot 9A and its signature over the
-    enrolment message, as the completion's body."""
+def card_answer(
+    card: PivSession,
+    state_id: uuid.UUID,
+    challenge: bytes,
+    *,
+    pin_policy: PinPolicy = PinPolicy.DEFAULT,
+) -> dict[str, Any]:
+    """The card's part of an enrolment: a new key in slot 9A, its signature over the
+    enrolment message, and the card's attestation of the key, as the completion's body."""
     card.authenticate()
-    public_key = card.generate_key(Slot.AUTHENTICATION)
+    public_key = card.generate_key(Slot.AUTHENTICATION, pin_policy=pin_policy)
     card.verify_pin(DEFAULT_PIN)
     signature = card.sign(Slot.AUTHENTICATION, enrol_message(state_id, challenge))
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return {"public_key": b64(spki), "signature": b64(signature), "card_id": card.chuid().serial}
+    attestation = card.attest(Slot.AUTHENTICATION)
+    der = serialization.Encoding.DER
+    return {
+        "public_key": b64(spki),
+        "signature": b64(signature),
+        "card_id": card.chuid().serial,
+        "attestation": b64(attestation.certificate.public_bytes(der)),
+        "attestation_intermediate": b64(attestation.intermediate.public_bytes(der)),
+        "card_serial": card.serial(),
+    }
 
 
 def enrol_card(client: TestClient, identity: str, card: PivSession) -> dict[str, Any]:

@@ -47,6 +47,7 @@ PUBLISHED: dict[str, int] = {
     "login-bound-elsewhere": 409,
     "new-eid-only": 403,
     "not-found": 404,
+    "not-generated-on-card": 422,
     "password-hash-unreadable": 500,
     "proof-required": 409,
     "rate-limited": 429,

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from devices.protocol.otp import totp
+from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.app import create_app
 from server.services.access import Role
 from server.services.authentication import MAX_EXTENSIONS
@@ -364,7 +365,8 @@ def enrol_software_card(
     client: TestClient, key: dict[str, str]
 ) -> tuple[ec.EllipticCurvePrivateKey, str]:
     """A P-256 key in this process standing in for a card's: enrolled through the API (the
-    proof of possession, the certificate the service CA issues), as the card program does."""
+    proof of possession, the simulated card vendor's attestation, which the test service
+    trusts, and the certificate the service CA issues), as the card program does."""
     with client.app.state.services.sessions() as session:  # type: ignore[attr-defined]
         identity = IdentityRepository(session).by_person_number(PERSON).id
     card_key = ec.generate_private_key(ec.SECP256R1())
@@ -380,6 +382,7 @@ def enrol_software_card(
             "public_key": _b64(public),
             "signature": _b64(card_key.sign(message, ec.ECDSA(hashes.SHA256()))),
             "card_id": "00112233445566778899aabbccddeeff",
+            **_attested(card_key.public_key()),
         },
     )
     assert done.status_code == 201, done.text
@@ -388,6 +391,14 @@ def enrol_software_card(
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _attested(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    leaf, intermediate = PivManufacturer.load_or_create().attest(public_key, serial=1)
+    return {
+        "attestation": _b64(leaf.public_bytes(Encoding.DER)),
+        "attestation_intermediate": _b64(intermediate.public_bytes(Encoding.DER)),
+    }
 
 
 def test_a_browser_login_goes_on_with_a_smartcard_paired_by_the_code(
