@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
+    # The audit chain's signed checkpoints, kept outside the database (``akkreditiv audit
+    # verify`` checks the database against them): the service's own ES256 key (0600, made on
+    # first start) and the folder of the checkpoint file, both beside the key-encryption key by
+    # default. The head is signed once audit_checkpoint_every_entries entries or
+    # audit_checkpoint_every_s seconds have passed since the last checkpoint.
+    audit_checkpoint_key_file: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "audit-checkpoint-key.pem"
+    )
+    audit_checkpoint_dir: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "audit-checkpoints"
+    )
+    audit_checkpoint_every_entries: int = Field(default=1000, ge=1)
+    audit_checkpoint_every_s: int = Field(default=300, ge=1)
 
     @field_validator("fido_trusted_roots", mode="before")
     @classmethod
