@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
+        services.audit_checkpoints.start()
         yield
+        services.audit_checkpoints.stop()
         engine.dispose()
 
     app = FastAPI(

@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     # (separated by os.pathsep in AKKREDITIV_PIV_ATTESTATION_ROOTS). A card key is certified
     # only with the card's attestation chaining to one of them; with none, no card enrols.
     piv_attestation_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # The audit chain's signed checkpoints, kept outside the database (``akkreditiv audit
+    # verify`` checks the database against them): the service's own ES256 key (0600, made on
+    # first start) and the folder of the checkpoint file, both beside the key-encryption key by
+    # default. The head is signed once audit_checkpoint_every_entries entries or
+    # audit_checkpoint_every_s seconds have passed since the last checkpoint.
+    audit_checkpoint_key_file: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "audit-checkpoint-key.pem"
+    )
+    audit_checkpoint_dir: Path = Field(
+        default_factory=lambda data: Path(data["kek_file"]).parent / "audit-checkpoints"
+    )
+    audit_checkpoint_every_entries: int = Field(default=1000, ge=1)
+    audit_checkpoint_every_s: int = Field(default=300, ge=1)
 
     @field_validator("fido_trusted_roots", "piv_attestation_roots", mode="before")
     @classmethod

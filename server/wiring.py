@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.access import ApiKeys
 from server.services.audit import AuditLog
+from server.services.audit_checkpointer import Checkpointer, CheckpointPolicy
+from server.services.audit_checkpoints import CheckpointFile, CheckpointKey
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
 from server.services.errors import KeyMaterialRejected
@@ -106,6 +108,7 @@ class Services:
     keycard_secrets: KeyCardSecrets
     piv_ca: ServiceCa
     fido_policy: FidoPolicy
+    audit_checkpoints: Checkpointer
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
 
@@ -119,7 +122,8 @@ class Services:
 
         def record(event: str, details: dict[str, Any]) -> None:
             subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
-            log.append(event, actor=actor, subject=subject, details=details)
+            entry = log.append(event, actor=actor, subject=subject, details=details)
+            self.audit_checkpoints.noticed(entry.seq)
 
         return record
 
@@ -255,6 +259,7 @@ def key_folders(settings: Settings) -> set[Path]:
         settings.piv_ca_key_file,
         settings.piv_ca_cert_file,
         settings.api_keys_file,
+        settings.audit_checkpoint_key_file,
     )
     return {Path(path).parent for path in files}
 
@@ -288,10 +293,11 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             settings.password_hash_parallelism,
         )
     )
+    sessions = session_factory(engine)
     services = Services(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
+        sessions=sessions,
         secrets=SecretBox.from_file(settings.kek_file, create=create),
         passwords=passwords,
         password_decoy=PasswordCheck.make_decoy(passwords),
@@ -312,5 +318,14 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             allow_unattested=settings.fido_allow_unattested,
         ),
         piv_attestation=PivAttestationPolicy(root_files=tuple(settings.piv_attestation_roots)),
+        audit_checkpoints=Checkpointer(
+            sessions,
+            CheckpointKey.from_file(settings.audit_checkpoint_key_file, create=create),
+            CheckpointFile(settings.audit_checkpoint_dir),
+            CheckpointPolicy(
+                every_entries=settings.audit_checkpoint_every_entries,
+                every_s=settings.audit_checkpoint_every_s,
+            ),
+        ),
     )
     return services

@@ -7,12 +7,13 @@ import dataclasses
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.audit_chain import (
     GENESIS,
+    AnchorMismatch,
     AuditRecord,
     JsonValue,
     record_hash,
@@ -60,8 +61,8 @@ class AuditLog:
 
     The head row also makes a cut-off end visible: entries deleted from the end leave the head
     where it was, so the next entry chains after the missing ones and ``verify`` reports them
-    REMOVED (unless the head row was rewritten too; only an anchor kept outside the database
-    catches that).
+    REMOVED (unless the head row was rewritten too; the signed checkpoints kept outside the
+    database, ``audit_checkpoints``, catch that).
 
     ``clock`` returns seconds since the epoch (``time.time``, as ``Services.clock``).
     """
@@ -155,27 +156,61 @@ def append_with_retry(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def verify_database(session: Session, *, anchor: tuple[int, str] | None = None) -> int:
+def verify_database(
+    session: Session,
+    *,
+    anchor: tuple[int, str] | None = None,
+    anchors: Sequence[tuple[int, str]] = (),
+) -> int:
     """Verify the whole stored chain; return how many entries it holds.
 
     Raises ``AuditChainBroken`` with the first broken entry and how it is broken (see
-    ``audit_chain.verify``). ``anchor`` is a ``(seq, hash)`` checkpoint kept outside the
-    database; without one, entries cut off the end cannot be detected.
+    ``audit_chain.verify``). ``anchor`` and ``anchors`` are ``(seq, hash)`` checkpoints kept
+    outside the database; without one, entries cut off the end cannot be detected. A chain
+    intact in itself that a checkpoint contradicts raises ``AnchorMismatch``.
     """
-    stored = AuditRepository(session).all_in_order()
+    entries = _stored(AuditRepository(session).all_in_order(), start_seq=1, start_hash=GENESIS)
+    _verify(entries, anchor=anchor, anchors=anchors)
+    return len(entries)
+
+
+def verify_segment(session: Session, start: tuple[int, str], end: tuple[int, str]) -> None:
+    """Verify the entries after the trusted ``start`` (an earlier checkpoint's ``(seq, hash)``,
+    or ``(0, GENESIS)``) up to ``end``, which they must reach: ``AuditChainBroken`` if not.
+
+    The rows are read and the session's transaction ended before any hashing, so a check of a
+    long stretch holds no lock (on SQLite the server's transactions hold the database)."""
+    (start_seq, start_hash), (end_seq, _) = start, end
+    stored = AuditRepository(session).all_in_order(after_seq=start_seq)
+    session.rollback()
+    entries = _stored(
+        [entry for entry in stored if entry.seq <= end_seq],
+        start_seq=start_seq + 1,
+        start_hash=start_hash,
+    )
+    _verify(entries, start_seq=start_seq + 1, start_hash=start_hash, anchors=[end])
+
+
+def _stored(stored: Sequence[AuditEntry], *, start_seq: int, start_hash: str) -> list[StoredEntry]:
     entries: list[StoredEntry] = []
     for entry in stored:
         record = _record_of(entry)
         if record is None:
             # A row no append could have written: report any earlier breakage first, then it.
-            _verify(entries, anchor=None)
+            _verify(entries, start_seq=start_seq, start_hash=start_hash)
             raise AuditChainBroken(entry.seq, Breakage.ALTERED)
         entries.append((record, entry.prev_hash, entry.hash))
-    _verify(entries, anchor=anchor)
-    return len(entries)
+    return entries
 
 
-def _verify(entries: list[StoredEntry], *, anchor: tuple[int, str] | None) -> None:
+def _verify(
+    entries: list[StoredEntry],
+    *,
+    start_seq: int = 1,
+    start_hash: str = GENESIS,
+    anchor: tuple[int, str] | None = None,
+    anchors: Sequence[tuple[int, str]] = (),
+) -> None:
     """``audit_chain.verify``, telling moved entries from altered ones.
 
     The database returns entries ordered by ``seq``, and the hash covers ``seq``: an entry moved
@@ -184,9 +219,13 @@ def _verify(entries: list[StoredEntry], *, anchor: tuple[int, str] | None) -> No
     moved, not changed, and is reported as REORDERED.
     """
     try:
-        verify(entries, anchor=anchor)
+        verify(entries, start_seq=start_seq, start_hash=start_hash, anchor=anchor, anchors=anchors)
     except AuditChainBroken as broken:
-        if broken.reason is Breakage.ALTERED and _was_moved(entries, broken.seq):
+        if (
+            broken.reason is Breakage.ALTERED
+            and not isinstance(broken, AnchorMismatch)
+            and _was_moved(entries, broken.seq)
+        ):
             raise AuditChainBroken(broken.seq, Breakage.REORDERED) from broken
         raise
 

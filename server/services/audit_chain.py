@@ -140,6 +140,7 @@ def verify(
     start_seq: int = 1,
     start_hash: str = GENESIS,
     anchor: tuple[int, str] | None = None,
+    anchors: Iterable[tuple[int, str]] = (),
 ) -> None:
     """Check stored ``(record, prev_hash, hash)`` entries; raise ``AuditChainBroken`` if broken.
 
@@ -154,7 +155,8 @@ def verify(
 
     An unkeyed chain cannot show that entries were cut off its end, or that everything after
     some point was rewritten with fresh hashes. ``anchor`` is a ``(seq, hash)`` checkpoint kept
-    outside the database (signed, published); with it those are caught as REMOVED or ALTERED.
+    outside the database (signed, published), ``anchors`` more of them; with them those are
+    caught as REMOVED or ALTERED (``AnchorMismatch``, at the earliest checkpoint that fails).
     """
     seen = {entry[0].seq for entry in entries}
     expected_seq = start_seq
@@ -176,8 +178,8 @@ def verify(
         previous_seq = record.seq
         expected_seq = record.seq + 1
         expected_prev = stored_hash
-    if anchor is not None:
-        _check_anchor(entries, anchor, start_seq=start_seq, next_seq=expected_seq)
+    for checkpoint in sorted({*anchors, *([] if anchor is None else [anchor])}):
+        _check_anchor(entries, checkpoint, start_seq=start_seq, next_seq=expected_seq)
 
 
 def _check_anchor(
@@ -191,7 +193,16 @@ def _check_anchor(
     if anchor_seq < start_seq:
         raise ValueError("the anchor lies before the entries checked")
     if anchor_seq >= next_seq:
-        raise AuditChainBroken(next_seq, Breakage.REMOVED)
+        raise AnchorMismatch(next_seq, Breakage.REMOVED, anchor)
     _, _, stored_hash = entries[anchor_seq - start_seq]
     if stored_hash != anchor_hash:
-        raise AuditChainBroken(anchor_seq, Breakage.ALTERED)
+        raise AnchorMismatch(anchor_seq, Breakage.ALTERED, anchor)
+
+
+class AnchorMismatch(AuditChainBroken):
+    """A chain intact in itself that a checkpoint kept outside the database contradicts: the
+    history up to ``anchor`` was rewritten (ALTERED), or entries up to it are gone (REMOVED)."""
+
+    def __init__(self, seq: int, reason: Breakage, anchor: tuple[int, str]) -> None:
+        super().__init__(seq, reason)
+        self.anchor = anchor

@@ -22,6 +22,7 @@ PUBLISHED: dict[str, int] = {
     "activation-input-missing": 422,
     "already-migrated": 409,
     "audit-chain-broken": 500,
+    "audit-checkpoint-rejected": 500,
     "card-exhausted": 409,
     "concurrent-change": 409,
     "conflict": 409,

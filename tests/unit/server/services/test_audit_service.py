@@ -272,8 +272,10 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, checkpoints: Path) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AKKREDITIV_")}
+    # Not the checkout's var/audit-checkpoints, which a service started there may have filled.
+    env["AKKREDITIV_AUDIT_CHECKPOINT_DIR"] = str(checkpoints)
     return subprocess.run(
         [sys.executable, "-m", "akkreditiv", "audit", *args],
         capture_output=True,
@@ -285,16 +287,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_verify_exits_0_when_intact(sqlite_url: str) -> None:
-    result = _cli("verify", "--database-url", sqlite_url)
+def test_cli_verify_exits_0_when_intact(sqlite_url: str, tmp_path: Path) -> None:
+    result = _cli("verify", "--database-url", sqlite_url, checkpoints=tmp_path / "none")
     assert (result.returncode, result.stdout) == (0, "audit log intact: 3 entries\n")
 
 
-def test_cli_verify_exits_3_when_tampered(sqlite_url: str) -> None:
+def test_cli_verify_exits_3_when_tampered(sqlite_url: str, tmp_path: Path) -> None:
     database = create_engine_for(sqlite_url)
     _execute(session_factory(database), "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
     database.dispose()
-    result = _cli("verify", "--database-url", sqlite_url)
+    result = _cli("verify", "--database-url", sqlite_url, checkpoints=tmp_path / "none")
     assert (result.returncode, result.stdout) == (3, "audit log broken at entry 2: altered\n")
 
 

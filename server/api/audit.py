@@ -1,0 +1,53 @@
+"""The audit log's signed checkpoints for download: each checkpoint and the public key that
+verifies them, so a supervisor can keep copies where the service cannot rewrite them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from server.api.deps import ServicesDep, get_caller
+from server.services.access import Caller, NotPermitted, Role
+
+router = APIRouter(tags=["audit"])
+
+
+class CheckpointOut(BaseModel):
+    seq: int
+    hash: str
+    at: str
+    kid: str
+    jws: str
+
+
+class CheckpointsOut(BaseModel):
+    keys: list[dict[str, str]]
+    checkpoints: list[CheckpointOut]
+
+
+def _supervisor(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if Role.SUPERVISOR not in caller.roles:
+        raise NotPermitted(f"{caller.actor} is no supervisor")
+    return caller
+
+
+@router.get("/audit/checkpoints")
+def checkpoints(
+    services: ServicesDep,
+    caller: Annotated[Caller, Depends(_supervisor)],
+    after: Annotated[int, Query(ge=0, description="only checkpoints of later entries")] = 0,
+) -> CheckpointsOut:
+    """The signed checkpoints of the audit chain (compact JWS, ES256) and their public key (a
+    JWK set): ``akkreditiv audit verify --checkpoints FILE --public-key FILE`` checks a
+    database against copies of them. Supervisors only."""
+    checkpointer = services.audit_checkpoints
+    return CheckpointsOut(
+        keys=[checkpointer.key.jwk()],
+        checkpoints=[
+            CheckpointOut(**checkpoint.as_json())
+            for checkpoint in checkpointer.checkpoints()
+            if checkpoint.seq > after
+        ],
+    )
