@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
+    # The service providers (API key names) entitled to the person's name in the assertion;
+    # every other provider gets the per-provider pseudonym and the level only.
+    name_providers: list[str] = Field(default_factory=list)
 
     @field_validator("fido_trusted_roots", mode="before")
     @classmethod

@@ -45,6 +45,7 @@ PUBLISHED: dict[str, int] = {
     "legacy-closed": 410,
     "locked": 423,
     "login-bound-elsewhere": 409,
+    "login-no-longer-valid": 401,
     "new-eid-only": 403,
     "not-found": 404,
     "password-hash-unreadable": 500,
