@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_every_entries: int = Field(default=1000, ge=1)
     audit_checkpoint_every_s: int = Field(default=300, ge=1)
+    # The service providers (API key names) entitled to the person's name in the assertion;
+    # every other provider gets the per-provider pseudonym and the level only.
+    name_providers: list[str] = Field(default_factory=list)
 
     @field_validator("fido_trusted_roots", "piv_attestation_roots", mode="before")
     @classmethod

@@ -159,7 +159,16 @@ class Services:
         }
 
     def authentication(self, session: Session, actor: str = "api") -> AuthenticationService:
-        return AuthenticationService(session, **self._assertions(session, actor))
+        return AuthenticationService(
+            session,
+            **self._assertions(session, actor),
+            clock=self._now,
+            name_providers=frozenset(self.settings.name_providers),
+        )
+
+    def _now(self) -> dt.datetime:
+        """The services' clock as a time (read at each call, so a test may set the clock)."""
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
     def fido(self, session: Session, actor: str = "api") -> FidoService:
         settings, policy = self.settings, self.fido_policy

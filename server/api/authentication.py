@@ -20,6 +20,7 @@ from server.services.authentication import (
     FactorCheck,
 )
 from server.services.factors import PasswordCheck, otp_check
+from server.services.login.record import kinds
 from server.wiring import Services
 
 router = APIRouter(tags=["authentication"])
@@ -52,6 +53,8 @@ class BeginRequest(Strict):
     provider: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     min_level: LevelLabel = Field(default="low", validate_default=True)
     return_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    # Echoed as the assertion's ``nonce`` claim, so the provider can tie it to its session.
+    nonce: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
     @field_validator("return_url")
     @classmethod
@@ -124,13 +127,13 @@ def begin(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
     transaction = services.authentication(session, caller.actor).begin(
-        caller.name, body.min_level, return_url=body.return_url
+        caller.name, body.min_level, return_url=body.return_url, nonce=body.nonce
     )
     return TransactionView(
         id=transaction.id,
         state=transaction.state,
         expires_at=transaction.expires_at,
-        factors=list(transaction.factors),
+        factors=kinds(transaction.factors),
         login_url=f"/login/{transaction.id}",
     )
 

@@ -96,6 +96,9 @@ async def authentication_begin(
     verification = UserVerificationRequirement((body or AuthenticationBeginIn()).user_verification)
 
     def work(session: Session, services: Services) -> dict[str, Any]:
+        # A login a browser claimed is that browser's (its pages ask for options themselves):
+        # an API client never sees its person's credential ids.
+        services.authentication(session).admit(transaction_id)
         service = services.fido(session)
         return service.fido_begin(transaction_id, user_verification=verification)
 

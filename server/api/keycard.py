@@ -118,6 +118,8 @@ async def login_begin(transaction_id: uuid.UUID, request: Request) -> KeyCardInd
     """The key number to show; a person without a card is shown one too."""
 
     def work(session: Session, services: Services) -> str:
+        # A login a browser claimed is that browser's (its page shows the key number itself).
+        services.authentication(session).admit(transaction_id)
         return services.keycards(session).login_begin(transaction_id)
 
     return KeyCardIndexOut(index=await in_transaction(request, work))

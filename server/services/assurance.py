@@ -3,7 +3,7 @@ identity proofing are worth, and the level of assurance of a login."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Set
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum, unique
 from types import MappingProxyType
@@ -59,28 +59,32 @@ PROPERTIES: Mapping[AuthenticatorKind, Properties] = MappingProxyType(
 )
 
 
-def _smartcard_with_pin_on_card(factors: Set[AuthenticatorKind]) -> bool:
+def _smartcard_with_pin_on_card(factors: Sequence[AuthenticatorKind]) -> bool:
     return AuthenticatorKind.PIV in factors
 
 
-def _security_key_with_uv_and_another_possession(factors: Set[AuthenticatorKind]) -> bool:
+def _security_key_with_uv_and_another_possession(factors: Sequence[AuthenticatorKind]) -> bool:
     if AuthenticatorKind.FIDO2_UV not in factors:
         return False
-    # The second possession factor must itself resist duplication, which rules out every OTP.
+    # Another authenticator (a second key counts, the same key twice never reaches here: the
+    # caller passes one kind per credential), and it must itself resist duplication, which
+    # rules out every OTP.
+    others = list(factors)
+    others.remove(AuthenticatorKind.FIDO2_UV)
     return any(
         Category.POSSESSION in PROPERTIES[kind].categories
         and PROPERTIES[kind].resists_duplication
         and not PROPERTIES[kind].manual_otp
-        for kind in factors - {AuthenticatorKind.FIDO2_UV}
+        for kind in others
     )
 
 
-def _two_categories_one_dynamic(factors: Set[AuthenticatorKind]) -> bool:
+def _two_categories_one_dynamic(factors: Sequence[AuthenticatorKind]) -> bool:
     categories = set().union(*(PROPERTIES[kind].categories for kind in factors))
     return len(categories) >= 2 and any(PROPERTIES[kind].dynamic for kind in factors)
 
 
-def _one_factor(factors: Set[AuthenticatorKind]) -> bool:
+def _one_factor(factors: Sequence[AuthenticatorKind]) -> bool:
     return len(factors) >= 1
 
 
@@ -90,7 +94,7 @@ class Rule:
 
     level: Level
     name: str
-    holds: Callable[[Set[AuthenticatorKind]], bool]
+    holds: Callable[[Sequence[AuthenticatorKind]], bool]
 
 
 # Highest first; the first rule that holds gives the level. From the domain brief:
@@ -115,8 +119,10 @@ if set(PROPERTIES) != set(AuthenticatorKind):  # pragma: no cover - a new kind n
 
 
 def authenticator_level(factors: Collection[AuthenticatorKind]) -> Level:
-    """The authenticator assurance of a login that used ``factors`` (user ID implied)."""
-    kinds = frozenset(AuthenticatorKind(kind) for kind in factors)
+    """The authenticator assurance of a login that used ``factors`` (user ID implied): one
+    kind per distinct authenticator (``login.record.authenticators``), so two keys are two
+    entries and one key used twice is one."""
+    kinds = [AuthenticatorKind(kind) for kind in factors]
     if not kinds:
         raise NoAuthenticator("a login needs at least one authenticator")
     for rule in RULES:

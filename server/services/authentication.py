@@ -17,11 +17,12 @@ from server.domain.errors import (
     DomainError,
     FactorRejected,
 )
-from server.domain.model import AuthenticatorKind, IdentityStatus, Level
+from server.domain.model import CredentialState, IdentityStatus, Level
 from server.services.assurance import authenticator_level, loa
 from server.services.errors import InvalidPersonNumber
 from server.services.login.errors import (
     AccountLocked,
+    LoginNoLongerValid,
     NoMoreTime,
     StepUpRequired,
     Throttled,
@@ -30,16 +31,29 @@ from server.services.login.errors import (
 )
 from server.services.login.gate import (
     COMPLETED,
+    FAILED,
     IDENTIFIED,
     STARTED,
     TRANSITIONS,
     LoginTransactions,
 )
+from server.services.login.record import (
+    Proof,
+    authenticators,
+    credentials,
+    kinds,
+    last_proven,
+    proofs,
+    with_nonce,
+    with_proof,
+)
+from server.services.login.record import nonce as provider_nonce
 from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import AssertionSigner
 from server.storage.errors import NotFound
 from server.storage.repositories import (
+    CredentialRepository,
     IdentityRepository,
     LimitState,
     RateLimitRepository,
@@ -59,8 +73,9 @@ ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
 MAX_EXTENSIONS = 10
 
 
-FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], AuthenticatorKind]
-"""Verifies one factor for an identity: raises a DomainError, or returns what it proved."""
+FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], Proof]
+"""Verifies one factor for an identity: raises a DomainError, or returns what it proved (the
+kind and the credential that proved it)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,7 @@ class AuthenticationService:
         assertion_lifetime: dt.timedelta = dt.timedelta(minutes=5),
         audit: Callable[[str, dict[str, Any]], None] = lambda event, details: None,
         clock: Callable[[], dt.datetime] = _now,
+        name_providers: frozenset[str] = frozenset(),
     ) -> None:
         self.session = session
         self.transactions = TransactionRepository(session)
@@ -114,19 +130,26 @@ class AuthenticationService:
         self.assertion_lifetime = assertion_lifetime
         self.audit = audit
         self.clock = clock
+        # The providers entitled to the person's name in the assertion (others get none).
+        self.name_providers = name_providers
 
     # --- steps ----------------------------------------------------------------------------
 
     def begin(
-        self, provider: str, min_level: Level, return_url: str | None = None
+        self,
+        provider: str,
+        min_level: Level,
+        return_url: str | None = None,
+        nonce: str | None = None,
     ) -> AuthTransaction:
-        """A new login; ``return_url`` is where the pages send the browser when it is done."""
+        """A new login; ``return_url`` is where the pages send the browser when it is done,
+        ``nonce`` what the assertion echoes (the provider ties it to its own session)."""
         now = self.clock()
         transaction = AuthTransaction(
             service_provider=provider,
             min_level=min_level,
             state=STARTED,
-            factors=[],
+            factors=with_nonce(nonce),
             challenge=secrets.token_bytes(32),
             created_at=now,
             expires_at=now + self.transaction_lifetime,
@@ -165,7 +188,7 @@ class AuthenticationService:
         self.logins.check_bound(transaction, binding)
         required = transaction.min_level
         left = MAX_EXTENSIONS - self._extensions(transaction)
-        if transaction.identity_id is None or not transaction.factors:
+        if transaction.identity_id is None or not proofs(transaction.factors):
             return Standing(transaction, None, required, left)
         return Standing(transaction, self._achieved(transaction)[2], required, left)
 
@@ -193,7 +216,7 @@ class AuthenticationService:
         """The identity assurance, the authenticator assurance and the login's level."""
         assert transaction.identity_id is not None  # noqa: S101 - callers check it first
         identity = self.identities.get(transaction.identity_id)
-        aal = authenticator_level({AuthenticatorKind(kind) for kind in transaction.factors})
+        aal = authenticator_level(authenticators(proofs(transaction.factors)))
         ial = identity.identity_assurance
         return ial, aal, loa(ial, aal)
 
@@ -237,7 +260,7 @@ class AuthenticationService:
         decoy answers be the same in every login for the same unknown number."""
         transaction = self.logins.open(transaction_id)
         self.logins.check_bound(transaction, binding)
-        if transaction.factors:
+        if proofs(transaction.factors):
             raise TransactionClosed("identified already", detail="the login has begun")
         transaction.identity_id = identity_id
         transaction.subject_digest = subject_digest
@@ -290,7 +313,7 @@ class AuthenticationService:
                 raise FactorRejected("no such identity")
             if status is not IdentityStatus.ACTIVE:
                 raise FactorRejected("identity not active")
-            kind = check(self.session, identity_id, submitted)
+            proven = check(self.session, identity_id, submitted)
         except DomainError as exc:
             # A locked account's attempt is counted for its source, but does not extend the
             # lock: the lock ends 24 hours after the failure that set it.
@@ -299,15 +322,17 @@ class AuthenticationService:
             raise FactorRejected(str(exc)) from None
         if failures_before:
             self.limits.reset(account_limit_key(identity_id))  # a success ends the failure run
-        factors = sorted({*transaction.factors, kind.value})
+        # Each proof is kept with its credential and time: levels count distinct credentials,
+        # ``complete`` re-checks them, and ``auth_time`` is the last one's time.
+        factors = with_proof(transaction.factors, Proof(proven.kind, proven.credential, now))
         if factors != transaction.factors:
             transaction.factors = factors
             self.transactions.update(transaction)
         self.audit(
             "authentication.factor",
-            {"transaction": str(transaction.id), "factor": kind.value, "result": "ok"},
+            {"transaction": str(transaction.id), "factor": proven.kind.value, "result": "ok"},
         )
-        return list(transaction.factors)
+        return kinds(transaction.factors)
 
     def complete(self, transaction_id: uuid.UUID, provider: str | None = None) -> Outcome:
         """The assertion, when the factors reach the level the provider asked for. With
@@ -316,28 +341,35 @@ class AuthenticationService:
         transaction = self.logins.open(transaction_id)
         if provider is not None and transaction.service_provider != provider:
             raise TransactionUnknown("another provider's login", detail="unknown transaction")
-        if transaction.identity_id is None or not transaction.factors:
+        proven = proofs(transaction.factors)
+        if transaction.identity_id is None or not proven:
             raise StepUpRequired(Level.LOW, transaction.min_level)
         identity = self.identities.get(transaction.identity_id)
+        self._still_valid(transaction, identity.status, credentials(proven))
         ial, aal, level = self._achieved(transaction)
         required = transaction.min_level
         if level < required:
             raise StepUpRequired(level, required)
         now = self.clock()
-        claims = {
+        authenticated = last_proven(proven) or now
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": str(self.pseudonyms.pseudonym(identity.id, transaction.service_provider)),
             "aud": transaction.service_provider,
             "iat": int(now.timestamp()),
             "exp": int((now + self.assertion_lifetime).timestamp()),
-            "auth_time": int(now.timestamp()),
+            "auth_time": int(authenticated.timestamp()),
             "loa": level.name.lower(),
             "ial": ial.name.lower(),
             "aal": aal.name.lower(),
-            "amr": sorted(transaction.factors),
+            "amr": kinds(transaction.factors),
             "txn": str(transaction.id),
-            "name": identity.name,
         }
+        if transaction.service_provider in self.name_providers:
+            claims["name"] = identity.name
+        sent = provider_nonce(transaction.factors)
+        if sent is not None:
+            claims["nonce"] = sent
         self._move(transaction, COMPLETED)
         self.transactions.update(transaction)
         self.audit(
@@ -345,6 +377,28 @@ class AuthenticationService:
             {"transaction": str(transaction.id), "level": level.name.lower()},
         )
         return Outcome(transaction, level, self.signer.sign(claims))
+
+    def _still_valid(
+        self, transaction: AuthTransaction, status: IdentityStatus, used: set[uuid.UUID]
+    ) -> None:
+        """Refuse (and close) a login whose identity, or a credential it was proven with, is
+        no longer active: a suspension or a block between a factor and ``complete`` counts."""
+        assert transaction.identity_id is not None  # noqa: S101 - callers check it first
+        active = {
+            credential.id
+            for credential in CredentialRepository(self.session).for_identity(
+                transaction.identity_id, {CredentialState.ACTIVE}
+            )
+        }
+        if status is IdentityStatus.ACTIVE and used <= active:
+            return
+        self._move(transaction, FAILED)
+        self.transactions.update(transaction)
+        self.audit(
+            "authentication.refused",
+            {"transaction": str(transaction.id), "reason": "no-longer-active"},
+        )
+        raise LoginNoLongerValid("identity or credential no longer active").record()
 
     # --- limits ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from server.domain.model import AuthenticatorKind, CredentialKind, CredentialSta
 from server.services.credentials import CredentialService
 from server.services.credentials.sealing import yubico_secrets
 from server.services.errors import WrongPassword
+from server.services.login.record import Proof
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
 from server.services.verifiers import (
@@ -124,13 +125,11 @@ def _after_failure(credential: FactorState, exc: VerificationFailed[Any]) -> Fac
     return dataclasses.replace(credential, **changes)
 
 
-def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., AuthenticatorKind]:
+def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., Proof]:
     """A check for ``{"code": "..."}`` against the identity's active OTP credentials: one
     statement reads them, and each one tried is written back only if its state changed."""
 
-    def check(
-        session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
+    def check(session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]) -> Proof:
         code = str(submitted.get("code", ""))
         repository = CredentialRepository(session)
         candidates = repository.factor_states(identity_id, OTP_KINDS)
@@ -148,15 +147,15 @@ def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., A
                 last = exc
                 continue
             repository.save_factor_state(credential, verified)
-            return OTP_KINDS[credential.kind]
+            return Proof(OTP_KINDS[credential.kind], credential.id)
         raise FactorRejected(last.code if last else "no-match")
 
     return check
 
 
 class PasswordCheck:
-    """A check for ``{"password": "..."}``. For a person who does not exist it still runs one
-    Argon2id verification, so the time taken does not reveal whether an account exists."""
+    """A check for ``{"password": "..."}``. For a person who does not exist, or has no
+    password, it still runs one Argon2id verification, so the time taken reveals neither."""
 
     def __init__(
         self,
@@ -177,14 +176,19 @@ class PasswordCheck:
 
     def __call__(
         self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
+    ) -> Proof:
         password = str(submitted.get("password", ""))
+        active = CredentialRepository(session).for_identity(identity_id, {CredentialState.ACTIVE})
+        if not any(credential.kind is CredentialKind.PASSWORD for credential in active):
+            # Answered after the same Argon2id work as a wrong password: who has one is secret.
+            self.on_unknown(submitted)
+            raise FactorRejected("no-password")
         service = CredentialService(session, self.secrets, self.passwords, clock=self.clock)
         try:
-            service.check_password(identity_id, password)
+            credential = service.check_password(identity_id, password)
         except WrongPassword as exc:
             raise FactorRejected("wrong-password") from exc
-        return AuthenticatorKind.PASSWORD
+        return Proof(AuthenticatorKind.PASSWORD, credential.id)
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
         with contextlib.suppress(WrongPassword):

@@ -13,10 +13,10 @@ Nothing is kept in memory between the steps of a ceremony:
   later challenge of another factor makes it stale. The UV flag of the assertion decides the
   factor (``fido2_uv`` or ``fido2``) and the level follows from it.
 * No account enumeration: for a login whose person does not exist, or has no active FIDO2
-  credential, ``fido_begin`` answers decoy credential descriptors (the count, length and
-  format byte of a real key's, the rest an HMAC under ``decoy_key`` of the ``decoy_subject``),
-  so the options look the same; the assertion then fails as a wrong one does, and the
-  challenge is consumed for unknown people too.
+  credential, ``fido_begin`` answers decoy credential descriptors (one to three, as people
+  hold keys, each of a real key's length and format byte, the rest an HMAC under ``decoy_key``
+  of the ``decoy_subject``), so the options look like a key holder's; the assertion then
+  fails as a wrong one does, and the challenge is consumed for unknown people too.
 
 A FIDO2 credential row: kind ``fido2``, state ``active``, ``serial`` = ``"fido2:"`` + SHA-256
 of the credential id in hex (so a credential id registered anywhere is found without scanning
@@ -101,18 +101,22 @@ from server.services.login.gate import (
     OPEN,
     LoginTransactions,
 )
+from server.services.login.record import Proof
 from server.storage.repositories import CredentialRepository, TransactionRepository
 from server.storage.tables import AuthTransaction, Credential, Identity
 
 SERIAL_PREFIX = "fido2:"
 REGISTRATION_LIFETIME = dt.timedelta(minutes=5)
 RP_NAME = "akkreditiv"
-# The shape of a decoy credential id: that of the keys this service enrols (the simulated key
-# and its model seal the private key into the id: a format byte 01, a 12-byte nonce, the
-# sealed 34 bytes and a 16-byte tag). One descriptor, as most people hold one key.
-DECOY_ID_LENGTH = 63
-DECOY_ID_PREFIX = b"\x01"
-DECOY_COUNT = 1
+# The shapes of real credential ids, (format prefix, length), the first the most common: the
+# keys this service enrols (the simulated key and its model seal the private key into the id:
+# a format byte 01, a 12-byte nonce, the sealed 34 bytes and a 16-byte tag), then the 64-byte
+# key handles of most other hardware keys. Each decoy takes one, drawn per person.
+DECOY_SHAPES: tuple[tuple[bytes, int], ...] = ((b"\x01", 63), (b"", 64))
+# How many keys a person without one appears to hold, as people do: mostly one, some two, a
+# few three; out of 256, the first byte of the person's decoy stream picks.
+DECOY_COUNT_THRESHOLDS = (192, 243, 256)  # 1 key below 192, 2 below 243, else 3
+DECOY_SHAPE_ODDS = 64  # one decoy in four looks like another maker's key
 MIN_DECOY_KEY_BYTES = 32
 # An identity id no identity has (uuid4 never makes it): lookups for a person who does not
 # exist run against it, so they cost what a real person's lookup costs.
@@ -278,11 +282,15 @@ def decoy_subject(transaction: AuthTransaction) -> bytes:
 
 
 def decoy_descriptors(decoy_key: bytes, subject: bytes) -> list[PublicKeyCredentialDescriptor]:
-    """``DECOY_COUNT`` credential descriptors shaped like a real key's: the same for the same
-    ``subject`` under the same key, and unlinkable to the subject without the key."""
-    body = DECOY_ID_LENGTH - len(DECOY_ID_PREFIX)
+    """Credential descriptors shaped like a real person's: one to three (as many as people
+    hold, in about their proportions), each id of a real key's shape, all the same for the
+    same ``subject`` under the same key, and unlinkable to the subject without the key."""
+    drawn = hmac.digest(decoy_key, b"fido2-decoy-shape|" + subject, "sha256")
+    count = 1 + next(n for n, limit in enumerate(DECOY_COUNT_THRESHOLDS) if drawn[0] < limit)
     descriptors = []
-    for number in range(DECOY_COUNT):
+    for number in range(count):
+        prefix, length = DECOY_SHAPES[0 if drawn[1 + number] >= DECOY_SHAPE_ODDS else 1]
+        body = length - len(prefix)
         stream = b""
         block = 0
         while len(stream) < body:
@@ -291,7 +299,7 @@ def decoy_descriptors(decoy_key: bytes, subject: bytes) -> list[PublicKeyCredent
             block += 1
         descriptors.append(
             PublicKeyCredentialDescriptor(
-                type=PublicKeyCredentialType.PUBLIC_KEY, id=DECOY_ID_PREFIX + stream[:body]
+                type=PublicKeyCredentialType.PUBLIC_KEY, id=prefix + stream[:body]
             )
         )
     return descriptors
@@ -307,7 +315,7 @@ class AssertionCheck:
 
     def __call__(
         self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
+    ) -> Proof:
         return self._service.verify_assertion(self._transaction_id, identity_id, submitted)
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
@@ -529,7 +537,7 @@ class FidoService:
 
     def verify_assertion(
         self, transaction_id: uuid.UUID, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
+    ) -> Proof:
         """Check an assertion against the login's challenge (consumed) and the identity's
         active credentials; raises ``AssertionRejected`` whatever the reason."""
         state = self.take_state(transaction_id)
@@ -550,9 +558,9 @@ class FidoService:
         credential = by_id[matched.credential_id]
         auth_data = assertion.response.authenticator_data
         self._check_counter(credential, auth_data.counter)
-        return (
-            AuthenticatorKind.FIDO2_UV if auth_data.is_user_verified() else AuthenticatorKind.FIDO2
-        )
+        verified = auth_data.is_user_verified()
+        kind = AuthenticatorKind.FIDO2_UV if verified else AuthenticatorKind.FIDO2
+        return Proof(kind, credential.id)
 
     def _check_counter(self, credential: Credential, counter: int) -> None:
         """WebAuthn L2 §7.2 step 21: a counter that does not grow means a possible clone."""

@@ -30,6 +30,7 @@ from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import NoMoreTime, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
+from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
 from server.web.render import local_path, mark_page, page, redirect
@@ -78,7 +79,7 @@ def _standing(
 
 
 def _used(standing: Standing) -> set[str]:
-    factors = set(standing.transaction.factors)
+    factors = set(proven_kinds(standing.transaction.factors))
     return {method for method, kinds in METHODS.items() if kinds & factors}
 
 

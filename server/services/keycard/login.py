@@ -18,6 +18,7 @@ from server.services.fido import NOBODY, decoy_subject
 from server.services.keycard.cards import KeyCardBlocked, KeyCardExhausted, KeyCards
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.login.gate import LoginTransactions
+from server.services.login.record import Proof, proofs
 from server.services.verifiers import (
     CardExhausted,
     CredentialBlocked,
@@ -101,10 +102,10 @@ class KeyCardLogin:
         pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.KEY_CARD)
         return None if pending is None else str(pending.state["index"])
 
-    def verify_login(self, transaction_id: uuid.UUID, identity_id: uuid.UUID, code: str) -> None:
+    def verify_login(self, transaction_id: uuid.UUID, identity_id: uuid.UUID, code: str) -> Proof:
         """Check the code for the login's pending key number (consumed whatever the outcome)
-        against the identity's active card; raises ``KeyCardRejected`` for every failure,
-        after saving what it changed (the failure count; a block)."""
+        against the identity's active card: what it proved, or ``KeyCardRejected`` for every
+        failure, after saving what it changed (the failure count; a block)."""
         index = self.take_index(transaction_id)
         card = self._cards.usable_card(identity_id)
         if index is None or card is None:
@@ -115,6 +116,7 @@ class KeyCardLogin:
         except VerificationFailed as exc:
             raise KeyCardRejected(exc.code) from None
         self._cards.store(card, accepted)
+        return Proof(AuthenticatorKind.KEY_CARD, card.id)
 
     def refuse_unknown(self, transaction_id: uuid.UUID, code: str) -> None:
         """The work of a check for a person who does not exist: the pending key number is
@@ -129,7 +131,7 @@ class KeyCardLogin:
 
     def _login_index(self, transaction: AuthTransaction) -> str:
         identity_id = transaction.identity_id
-        proven = bool(transaction.factors)
+        proven = bool(proofs(transaction.factors))
         card = self._cards.usable_card(identity_id or NOBODY)  # looked up for nobody too: timing
         if identity_id is not None:
             if card is not None:
@@ -162,9 +164,8 @@ class KeyCardCheck:
 
     def __call__(
         self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
-        self._login.verify_login(self._transaction_id, identity_id, str(submitted["code"]))
-        return AuthenticatorKind.KEY_CARD
+    ) -> Proof:
+        return self._login.verify_login(self._transaction_id, identity_id, str(submitted["code"]))
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
         self._login.refuse_unknown(self._transaction_id, str(submitted.get("code", "")))

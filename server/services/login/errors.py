@@ -12,6 +12,7 @@ from server.domain.errors import (
     Refused,
     TooManyAttempts,
     UnknownSubject,
+    Unverified,
 )
 from server.domain.model import Level
 
@@ -64,3 +65,11 @@ class StepUpRequired(Refused):
 
     def extensions(self) -> dict[str, Any]:
         return {"achieved": self.achieved.label, "required": self.required.label, **self.extra}
+
+
+class LoginNoLongerValid(Unverified):
+    """At ``complete``: the identity, or a credential the login was proven with, is no longer
+    active (suspended, blocked, revoked since its factor). The login is closed."""
+
+    code = "login-no-longer-valid"
+    default_detail = "this login can no longer be completed: start again"

@@ -20,6 +20,7 @@ from server.domain.errors import FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import LoginTransactions
+from server.services.login.record import Proof
 from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
 from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
 from server.storage.repositories import CredentialRepository, TransactionRepository
@@ -168,10 +169,9 @@ class PivLoginCheck:
 
     def __call__(
         self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
-    ) -> AuthenticatorKind:
+    ) -> Proof:
         certificate = self._verified(submitted)
-        self._service.card_of(identity_id, certificate)
-        return AuthenticatorKind.PIV
+        return Proof(AuthenticatorKind.PIV, self._service.card_of(identity_id, certificate).id)
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
         try:

@@ -46,6 +46,7 @@ PUBLISHED: dict[str, int] = {
     "legacy-closed": 410,
     "locked": 423,
     "login-bound-elsewhere": 409,
+    "login-no-longer-valid": 401,
     "new-eid-only": 403,
     "not-found": 404,
     "not-generated-on-card": 422,

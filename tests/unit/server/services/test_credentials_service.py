@@ -366,10 +366,12 @@ def test_yubico_row_stored_before_sealing_the_private_id_still_logs_in(
     codes = generator(usb, clock)
     check = otp_check(box, clock)
     code = codes.next_code()
-    assert check(session, identity.id, {"code": code}) is AuthenticatorKind.OTP_TOKEN
+    assert check(session, identity.id, {"code": code}).kind is AuthenticatorKind.OTP_TOKEN
     with pytest.raises(FactorRejected, match="code-replayed"):
         check(session, identity.id, {"code": code})
-    assert check(session, identity.id, {"code": codes.next_code()}) is AuthenticatorKind.OTP_TOKEN
+    assert (
+        check(session, identity.id, {"code": codes.next_code()}).kind is AuthenticatorKind.OTP_TOKEN
+    )
 
 
 def test_import_with_pre_shared_key(credentials: CredentialService) -> None:

@@ -108,7 +108,7 @@ class World:
                 kind = check(session, self.identity_id, {"response": as_json(assertion)})
             except AssertionRejected as exc:
                 return exc
-            return [kind.value]
+            return [kind.kind.value]
 
 
 def as_json(value: Any) -> dict[str, Any]:
