@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=8)
     password_hash_parallelism: int = Field(default=4, ge=1)
+    # How long a High proofing waits for the second operator's approval (the person is at the
+    # desk meanwhile); after that the first operator records it again.
+    proofing_approval_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
     @field_validator("fido_trusted_roots", mode="before")
     @classmethod
