@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # The service providers (API key names) entitled to the person's name in the assertion;
     # every other provider gets the per-provider pseudonym and the level only.
     name_providers: list[str] = Field(default_factory=list)
+    # How long a High proofing waits for the second operator's approval (the person is at the
+    # desk meanwhile); after that the first operator records it again.
+    proofing_approval_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
     @field_validator("fido_trusted_roots", "piv_attestation_roots", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from cryptography import x509
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.services.access import ApiKeys
+from server.services.access import ApiKeys, Caller
 from server.services.audit import AuditLog
 from server.services.audit_checkpointer import Checkpointer, CheckpointPolicy
 from server.services.audit_checkpoints import CheckpointFile, CheckpointKey
@@ -27,22 +27,26 @@ from server.services.errors import KeyMaterialRejected
 from server.services.factors import PasswordCheck
 from server.services.fido import FidoService
 from server.services.identities import IdentityService
+from server.services.identity_operations import IdentityOperations
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.keycard.service import KeyCardService
 from server.services.migration.flow import MigrationFlows
 from server.services.migration.legacy_proof import LegacyPolicy, closing_time
 from server.services.migration.login import LegacyLoginService
 from server.services.migration.store import LegacyStore
+from server.services.migration_operations import MigrationOperations
 from server.services.passwords import Passwords, argon2id_parameters
 from server.services.piv.ca import ServiceCa
 from server.services.piv.enrolment import PivEnrolment
 from server.services.piv.login import PivLogin
 from server.services.piv.service import PivService
+from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
+from server.storage.proofing_repositories import CustomerRepository
 
 AuditHook = Callable[[str, dict[str, Any]], None]
 _SUBJECT_KEYS = ("identity", "identity_id", "credential", "credential_id", "transaction")
@@ -256,6 +260,41 @@ class Services:
             clock=self.clock,
             audit=audit,
         )
+
+    def identity_operations(self, session: Session, caller: Caller) -> IdentityOperations:
+        """What ``caller`` (an API key, or an operator at the console) may do to identities,
+        credentials and pending High proofings, audited with the caller as actor."""
+        audit = self.audit_hook(session, caller.actor)
+        credentials = self.credentials(session, audit)
+        return IdentityOperations.build(
+            session,
+            caller,
+            credentials,
+            self.pseudonyms,
+            audit,
+            clock=self.clock,
+            wait=dt.timedelta(minutes=self.settings.proofing_approval_minutes),
+        )
+
+    def migration_operations(
+        self, session: Session, caller: Caller | None, actor: str, source: str
+    ) -> MigrationOperations:
+        """The migration flows as ``caller`` may drive them from ``source`` (the API's and the
+        console's), a High proofing at an assisted start waiting for a second operator."""
+        flows = self.migration_flows(session, actor)
+        audit = self.audit_hook(session, actor)
+        credentials = self.credentials(session, audit)
+        identities = IdentityService(
+            session, self.pseudonyms, audit=audit, on_close=credentials.revoke_all
+        )
+        approvals = ProofingApprovals(
+            session,
+            identities,
+            audit,
+            self.clock,
+            dt.timedelta(minutes=self.settings.proofing_approval_minutes),
+        )
+        return MigrationOperations(flows, caller, source, approvals, CustomerRepository(session))
 
 
 def key_folders(settings: Settings) -> set[Path]:

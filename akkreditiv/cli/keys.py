@@ -45,6 +45,13 @@ def add(
             help="operator_bank, operator_centre, supervisor or provider (repeat for several)."
         ),
     ],
+    organisation: Annotated[
+        str | None,
+        typer.Option(
+            help="The bank or citizen service centre an operator's key belongs to (a key "
+            "without one is its own organisation)."
+        ),
+    ] = None,
     file: KeyFile = None,
     out: Annotated[
         Path | None,
@@ -60,7 +67,7 @@ def add(
         raise fail(f"unknown role; choose from {', '.join(r.value for r in Role)}") from None
     keys = _keys(file)
     try:
-        entry, key = keys.add(name, roles)
+        entry, key = keys.add(name, roles, organisation)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if out is not None:
@@ -78,7 +85,7 @@ def list_keys(
     file: KeyFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
-    """The keys: id, name, roles, when made (never the keys themselves)."""
+    """The keys: id, name, roles, organisation, when made (never the keys themselves)."""
     keys = _keys(file)
     entries = keys.entries()
     if as_json:
@@ -91,7 +98,8 @@ def list_keys(
         return
     for entry in entries:
         typer.echo(
-            f"{entry.key_id}  {entry.name}  {','.join(sorted(entry.roles))}  {entry.created}"
+            f"{entry.key_id}  {entry.name}  {','.join(sorted(entry.roles))}  "
+            f"{entry.organisation or '-'}  {entry.created}"
         )
 
 

@@ -28,9 +28,10 @@ from server.services.identity_operations import (
     IdentityOperations,
     IdentityRecord,
     ProofingCommand,
+    asks_high,
 )
 from server.services.lifecycle_errors import InvalidTokenBatch
-from server.storage.tables import Credential
+from server.storage.tables import Credential, PendingProofing
 from server.wiring import Services
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -75,6 +76,22 @@ class ProofingOut(BaseModel):
     operator_ids: list[str]
     level: LevelLabel
     created_at: dt.datetime
+
+
+class PendingProofingOut(BaseModel):
+    """A High proofing waiting for a second operator of the channel and organisation, who
+    approves it with their own key (``POST /proofings/{id}/approve``)."""
+
+    id: uuid.UUID
+    identity_id: uuid.UUID | None = Field(description="null until a migration enrols the person")
+    channel: ProofingChannel
+    document_kind: str
+    organisation: str
+    first_operator: str
+    named_operators: list[str] = Field(description="as the first operator named them")
+    state: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
 
 
 class PseudonymOut(BaseModel):
@@ -141,12 +158,25 @@ class ReplaceIn(StrictModel):
 
 def operations(session: Session, services: Services, caller: Caller) -> IdentityOperations:
     """The identity and credential operations of ``caller`` in this request."""
-    audit = services.audit_hook(session, caller.actor)
-    credentials = services.credentials(session, audit)
-    return IdentityOperations.build(session, caller, credentials, services.pseudonyms, audit)
+    return services.identity_operations(session, caller)
 
 
-def _identity_out(record: IdentityRecord) -> IdentityOut:
+def pending_out(pending: PendingProofing) -> PendingProofingOut:
+    return PendingProofingOut(
+        id=pending.id,
+        identity_id=pending.identity_id,
+        channel=pending.channel,
+        document_kind=pending.document_kind,
+        organisation=pending.organisation,
+        first_operator=pending.first_operator,
+        named_operators=list(pending.named_operators),
+        state=pending.state.value,
+        created_at=pending.created_at,
+        expires_at=pending.expires_at,
+    )
+
+
+def identity_out(record: IdentityRecord) -> IdentityOut:
     identity = record.identity
     pseudonym = None
     if record.provider is not None and record.pseudonym is not None:
@@ -208,7 +238,8 @@ def _psk(value: str | None) -> bytes | None:
 
 
 def _proofing(body: ProofingIn) -> ProofingCommand:
-    return ProofingCommand(body.channel, body.document_kind, tuple(body.operator_ids))
+    operators = tuple(body.operator_ids)
+    return ProofingCommand(body.channel, body.document_kind, operators, asks_high(operators))
 
 
 @router.post("/identities", status_code=201)
@@ -221,7 +252,7 @@ def enrol(
     record = operations(session, services, caller).enrol(
         body.person_number, body.name, _proofing(body.proofing), body.level
     )
-    return _identity_out(record)
+    return identity_out(record)
 
 
 @router.post("/identities/{identity_id}/proofing")
@@ -236,7 +267,7 @@ def record_proofing(
     service centre, say): the identity's assurance rises to what it gives, never falls. High
     needs two different operators in one proofing. Same channel rule as enrolment."""
     ops = operations(session, services, caller)
-    return _identity_out(ops.record_proofing(identity_id, _proofing(body)))
+    return identity_out(ops.record_proofing(identity_id, _proofing(body)))
 
 
 @router.get("/identities/{identity_id}")
@@ -249,21 +280,21 @@ def get_identity(
 ) -> IdentityOut:
     """The identity with its person number masked and, with ``provider``, its pseudonym there.
     Every view of a person's data is audited."""
-    return _identity_out(operations(session, services, caller).view(identity_id, provider))
+    return identity_out(operations(session, services, caller).view(identity_id, provider))
 
 
 @router.post("/identities/{identity_id}/suspend")
 def suspend(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
 ) -> IdentityOut:
-    return _identity_out(operations(session, services, caller).suspend(identity_id))
+    return identity_out(operations(session, services, caller).suspend(identity_id))
 
 
 @router.post("/identities/{identity_id}/resume")
 def resume(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender
 ) -> IdentityOut:
-    return _identity_out(operations(session, services, caller).resume(identity_id))
+    return identity_out(operations(session, services, caller).resume(identity_id))
 
 
 @router.post("/identities/{identity_id}/close")
@@ -271,7 +302,7 @@ def close(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Closer
 ) -> IdentityOut:
     """Close the identity for good; its live credentials are revoked (supervisors only)."""
-    return _identity_out(operations(session, services, caller).close(identity_id))
+    return identity_out(operations(session, services, caller).close(identity_id))
 
 
 # --- credentials ----------------------------------------------------------------------------

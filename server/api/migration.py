@@ -149,7 +149,7 @@ def operations(
     """The flows as ``caller`` may drive them, from the request's client address."""
     actor = caller.actor if caller is not None else actor_of(request)
     source = request.client.host if request.client else "unknown"
-    return MigrationOperations(services.migration_flows(session, actor), caller, source)
+    return services.migration_operations(session, caller, actor, source)
 
 
 def _out(view: FlowView) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.api import audit, identities, keycard, legacy, migration
+from server.api import audit, identities, keycard, legacy, migration, proofings
 from server.api.authentication import router as authentication_router
 from server.api.fido import router as fido_router
 from server.api.piv import router as piv_router
@@ -18,4 +18,5 @@ ROUTERS: list[APIRouter] = [
     legacy.router,
     migration.router,
     audit.router,
+    proofings.router,
 ]

@@ -8,7 +8,9 @@ file is JSON, written atomically with mode 0600, and re-read when it changes on 
 added or removed with ``akkreditiv keys`` take effect without a restart.
 
 A service provider's key name *is* the provider id (the audience of its assertions): a
-provider can only begin and complete its own logins.
+provider can only begin and complete its own logins. An operator's key belongs to an
+organisation (a bank or a citizen service centre); a key made before organisations existed is
+its own organisation (``key:<id>``), so it shares customers and approvals with no other key.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from server.services.errors import KeyMaterialRejected
 KEY_PREFIX = "akk_"
 _KEY_PATTERN = re.compile(r"^akk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}$")
+# No "@" (the audit actor joins name and organisation with it) and no "key:" prefix (the
+# organisation a key without one stands for).
+_ORGANISATION_PATTERN = re.compile(r"^(?!key:)[A-Za-z0-9._:/-]{1,64}$")
 
 
 class Role(enum.StrEnum):
@@ -95,17 +100,34 @@ class NotPermitted(Refused):
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: the key's id and name, and its roles."""
+    """An authenticated caller: the key's id and name, its roles and its organisation (``None``
+    for a key made without one)."""
 
     key_id: str
     name: str
     roles: frozenset[Role]
+    organisation_name: str | None = None
+
+    @property
+    def organisation(self) -> str:
+        """The organisation the key acts for; a key without one is its own."""
+        return self.organisation_name or f"key:{self.key_id}"
 
     @property
     def actor(self) -> str:
-        """How the audit log names this caller."""
+        """How the audit log names this caller (with the organisation, when the key has one)."""
         roles = "+".join(sorted(self.roles))
-        return f"{roles}:{self.name}"
+        if self.organisation_name is None:
+            return f"{roles}:{self.name}"
+        return f"{roles}:{self.name}@{self.organisation_name}"
+
+    @property
+    def serves_own_customers_only(self) -> bool:
+        """A bank operator acts only on the bank's own customers; a citizen service centre
+        serves everyone, and so does a supervisor."""
+        return Role.OPERATOR_BANK in self.roles and self.roles.isdisjoint(
+            {Role.SUPERVISOR, Role.OPERATOR_CENTRE}
+        )
 
     def may(self, permission: Permission) -> bool:
         return any(permission in PERMISSIONS[role] for role in self.roles)
@@ -128,15 +150,22 @@ class KeyEntry:
     roles: frozenset[Role]
     digest: str  # SHA-256 of the whole key, hex
     created: str
+    organisation: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "id": self.key_id,
             "name": self.name,
             "roles": sorted(self.roles),
             "sha256": self.digest,
             "created": self.created,
         }
+        if self.organisation is not None:
+            document["organisation"] = self.organisation
+        return document
+
+    def caller(self) -> Caller:
+        return Caller(self.key_id, self.name, self.roles, self.organisation)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KeyEntry:
@@ -145,13 +174,18 @@ class KeyEntry:
             name = str(data["name"])
             roles = frozenset(Role(role) for role in data["roles"])
             digest = str(data["sha256"])
+            organisation = data.get("organisation")
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyMaterialRejected(f"API key entry unreadable: {exc}") from None
         if not re.fullmatch(r"[0-9a-f]{8}", key_id) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise KeyMaterialRejected(f"API key entry {key_id!r} is malformed")
         if not roles or not _NAME_PATTERN.fullmatch(name):
             raise KeyMaterialRejected(f"API key entry {key_id!r} has no roles or a bad name")
-        return cls(key_id, name, roles, digest, str(data.get("created", "")))
+        if organisation is not None and not (
+            isinstance(organisation, str) and _ORGANISATION_PATTERN.fullmatch(organisation)
+        ):
+            raise KeyMaterialRejected(f"API key entry {key_id!r} has a bad organisation")
+        return cls(key_id, name, roles, digest, str(data.get("created", "")), organisation)
 
 
 def _digest(key: str) -> str:
@@ -186,14 +220,14 @@ class ApiKeys:
             return None
         if not hmac.compare_digest(_digest(key), entry.digest):
             return None
-        return Caller(entry.key_id, entry.name, entry.roles)
+        return entry.caller()
 
     def caller(self, key_id: str) -> Caller | None:
         """The caller of the key ``key_id`` as the key file says now (None once removed):
         a console session signed in with a key ends when the key is removed."""
         self._refresh()
         entry = self._entries.get(key_id)
-        return None if entry is None else Caller(entry.key_id, entry.name, entry.roles)
+        return None if entry is None else entry.caller()
 
     def _refresh(self) -> None:
         try:
@@ -220,14 +254,20 @@ class ApiKeys:
 
     # --- changing ---
 
-    def add(self, name: str, roles: Iterable[Role]) -> tuple[KeyEntry, str]:
-        """Make a key; returns its entry and the key itself, which is shown once and never
-        stored."""
+    def add(
+        self, name: str, roles: Iterable[Role], organisation: str | None = None
+    ) -> tuple[KeyEntry, str]:
+        """Make a key (of ``organisation``, for an operator's key); returns its entry and the
+        key itself, which is shown once and never stored."""
         role_set = frozenset(Role(role) for role in roles)
         if not role_set:
             raise ValueError("a key needs at least one role")
         if not _NAME_PATTERN.fullmatch(name):
             raise ValueError("a key name is 1-128 characters of A-Z a-z 0-9 . _ : / @ -")
+        if organisation is not None and not _ORGANISATION_PATTERN.fullmatch(organisation):
+            raise ValueError(
+                "an organisation is 1-64 characters of A-Z a-z 0-9 . _ : / - (not 'key:...')"
+            )
         entries = {entry.key_id: entry for entry in self._read()} if self.path.exists() else {}
         key_id = secrets.token_hex(4)
         while key_id in entries:  # pragma: no cover - 1 in 4 billion
@@ -239,6 +279,7 @@ class ApiKeys:
             role_set,
             _digest(key),
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            organisation,
         )
         entries[key_id] = entry
         self._write(entries.values())

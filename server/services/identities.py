@@ -61,11 +61,7 @@ if set(IDENTITY_TRANSITIONS) != set(IdentityStatus):  # pragma: no cover - check
     raise RuntimeError("every identity status needs a row in IDENTITY_TRANSITIONS")
 
 
-def proofing_level(
-    channel: ProofingChannel, document_kind: str, operator_ids: Collection[str]
-) -> Level:
-    """The identity assurance a proofing gives: in person only at an assisted channel, and High
-    only with two different operators approving (``assurance.identity_level``)."""
+def _method(channel: ProofingChannel, document_kind: str) -> Proofing:
     method = DOCUMENT_KINDS.get(document_kind)
     if method is None:
         raise InsufficientProofing(
@@ -73,9 +69,29 @@ def proofing_level(
         )
     if method is Proofing.IN_PERSON and channel not in _ASSISTED:
         raise InsufficientProofing("a document shown in person needs an assisted channel")
+    return method
+
+
+def proofing_level(
+    channel: ProofingChannel, document_kind: str, operator_ids: Collection[str]
+) -> Level:
+    """The identity assurance a proofing recorded by one operator gives: in person only at an
+    assisted channel, never High. The operator ids are what the caller typed; a second name
+    proves no second person, so High comes only from ``approved_level`` (two keys)."""
+    method = _method(channel, document_kind)
     if channel in _ASSISTED and not operator_ids:
         raise InsufficientProofing("a proofing at an assisted channel names its operator")
-    return identity_level(method, approved_by=operator_ids)
+    return identity_level(method, approved_by=tuple(operator_ids)[:1])
+
+
+def can_give_high(channel: ProofingChannel, document_kind: str) -> bool:
+    """Whether a second operator's approval would make this proofing High."""
+    return DOCUMENT_KINDS.get(document_kind) is Proofing.IN_PERSON and channel in _ASSISTED
+
+
+def approved_level(channel: ProofingChannel, document_kind: str, first: str, second: str) -> Level:
+    """The level of a proofing two authenticated operators (their key names) stand behind."""
+    return identity_level(_method(channel, document_kind), approved_by=(first, second))
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,8 @@ class Enrolment:
     operator_ids: tuple[str, ...] = ()
     # The level the caller needs; enrolment is refused if the proofing does not reach it.
     required_level: Level | None = None
+    # The bank or centre of the operator who proved the person (``None``: self-service).
+    organisation: str | None = None
 
 
 class IdentityService:
@@ -116,7 +134,7 @@ class IdentityService:
         ):
             raise InsufficientProofing(
                 f"the proofing reaches {level}, not {enrolment.required_level}; high needs "
-                "two different operators in person at an assisted channel"
+                "a second operator's approval of an in-person proofing at an assisted channel"
             )
         identity = Identity(
             id=uuid.uuid4(),
@@ -136,6 +154,7 @@ class IdentityService:
                 document_kind=enrolment.document_kind,
                 operator_ids=list(enrolment.operator_ids),
                 level=level,
+                organisation=enrolment.organisation,
             )
         )
         self._audit(
@@ -156,13 +175,18 @@ class IdentityService:
         channel: ProofingChannel,
         document_kind: str,
         operator_ids: tuple[str, ...],
+        *,
+        organisation: str | None = None,
+        level: Level | None = None,
     ) -> Identity:
         """Another proofing of an enrolled, active person: kept as a record, and the identity's
-        assurance raised to the level it gives (a lower proofing lowers nothing)."""
+        assurance raised to the level it gives (a lower proofing lowers nothing). ``level`` is
+        given only for a proofing two operators' keys approved (``approved_level``)."""
         identity = self.get(identity_id)
         if identity.status is not IdentityStatus.ACTIVE:
             raise IdentityNotActive
-        level = proofing_level(channel, document_kind, operator_ids)
+        if level is None:
+            level = proofing_level(channel, document_kind, operator_ids)
         self._identities.add_proofing(
             ProofingRecord(
                 identity_id=identity.id,
@@ -170,6 +194,7 @@ class IdentityService:
                 document_kind=document_kind,
                 operator_ids=list(operator_ids),
                 level=level,
+                organisation=organisation,
             )
         )
         order = list(Level)

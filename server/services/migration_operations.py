@@ -10,9 +10,13 @@ from dataclasses import dataclass
 
 from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotAuthenticated, NotPermitted, Permission, Role
+from server.services.identities import can_give_high
+from server.services.identity_operations import asks_high
 from server.services.migration.flow import MigrationFlows
 from server.services.migration.flow_model import Authenticator, FlowView, Started
 from server.services.migration.legacy_proof import Method
+from server.services.proofing_approvals import ProofingApprovals
+from server.storage.proofing_repositories import CustomerRepository
 
 ASSISTED = frozenset({ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE})
 # The shapes of what a step is sent (the API's request models and the console check them).
@@ -71,22 +75,41 @@ def operator_at(caller: Caller | None, channel: ProofingChannel) -> Caller:
 
 class MigrationOperations:
     """The flows as ``caller`` (``None``: no API key) may drive them, from ``source`` (the
-    client's address, which legacy proof failures are counted by)."""
+    client's address, which legacy proof failures are counted by). An assisted flow belongs to
+    the organisation whose operator started it; a High proofing at its start waits for a
+    second operator (``approvals``)."""
 
-    def __init__(self, flows: MigrationFlows, caller: Caller | None, source: str) -> None:
+    def __init__(
+        self,
+        flows: MigrationFlows,
+        caller: Caller | None,
+        source: str,
+        approvals: ProofingApprovals,
+        customers: CustomerRepository,
+    ) -> None:
         self._flows = flows
         self.caller = caller
         self._source = source
+        self._approvals = approvals
+        self._customers = customers
 
     def channel_of(self, flow_id: uuid.UUID) -> ProofingChannel | None:
         """The channel a flow runs on (``None`` for an id nobody has)."""
         return self._flows.channel_of(flow_id)
 
     def _admit(self, flow_id: uuid.UUID) -> None:
-        """A flow at an assisted channel is driven by an operator of that channel."""
+        """A flow at an assisted channel is driven by an operator of that channel; at a bank,
+        by an operator of the bank that started it."""
         channel = self._flows.channel_of(flow_id)
         if channel is not None and channel in ASSISTED:
-            operator_at(self.caller, channel)
+            operator = operator_at(self.caller, channel)
+            if operator.serves_own_customers_only and (
+                self._customers.flow_organisation(flow_id) != operator.organisation
+            ):
+                raise NotPermitted(
+                    f"{operator.actor} is not of the organisation of flow {flow_id}",
+                    detail="this flow was started at another bank",
+                )
 
     def _check_start(self, start: Start) -> None:
         """Whether ``caller`` may start so: at a bank or service centre an operator of it, who
@@ -114,12 +137,32 @@ class MigrationOperations:
         """Start the move (or find it again): the flow's id and the key number to show, the
         same for any user id."""
         self._check_start(start)
-        return self._flows.start(
+        started = self._flows.start(
             start.user_id,
             start.channel,
             document_kind=start.document_kind,
             operator_ids=start.operator_ids,
         )
+        if start.channel in ASSISTED and self.caller is not None:
+            self._served_at(started, start, self.caller)
+        return started
+
+    def _served_at(self, started: Started, start: Start, operator: Caller) -> None:
+        """The flow belongs to the operator's organisation; a High proofing (two operators
+        named) waits for a second operator's key. Only a service centre's flow enrols the
+        person on the document checked (``FlowEnrolment``), so only there can it give High."""
+        flow_id = started.view.id
+        self._customers.serve_flow(flow_id, operator.organisation)
+        document = start.document_kind or ""
+        if (
+            start.channel is ProofingChannel.SERVICE_CENTRE
+            and can_give_high(start.channel, document)
+            and asks_high(start.operator_ids)
+            and self._flows.channel_of(flow_id) is not None  # a real flow, not the decoy
+        ):
+            self._approvals.request(
+                operator, start.channel, document, start.operator_ids, flow_id=flow_id
+            )
 
     def view(self, flow_id: uuid.UUID) -> FlowView:
         self._admit(flow_id)

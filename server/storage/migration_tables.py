@@ -190,6 +190,8 @@ class MigrationFlow(Base):
     abandoned_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     reminded_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     version: Mapped[int] = mapped_column(Integer)
+    # The bank or centre whose operator started the flow (its customer once enrolled).
+    organisation: Mapped[str | None] = mapped_column(String(80), index=True)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 

@@ -132,6 +132,8 @@ class ProofingRecord(Base):
     operator_ids: Mapped[list[str]] = mapped_column(Json, default=list)
     level: Mapped[Level] = mapped_column(LevelColumn())
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # The organisation whose operator recorded it (a bank's customers are the people it proved).
+    organisation: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class Credential(Base):
@@ -231,3 +233,36 @@ class RateLimit(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_start: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+class PendingState(StrEnum):
+    WAITING = "waiting"
+    APPROVED = "approved"
+    CANCELLED = "cancelled"
+
+
+class PendingProofing(Base):
+    """A High proofing recorded by one operator, waiting for a second operator of the same
+    channel and organisation to approve it with their own key. A proofing made in an assisted
+    migration waits on the flow until the flow has enrolled its identity."""
+
+    __tablename__ = "pending_proofings"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"), index=True)
+    flow_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    channel: Mapped[ProofingChannel] = mapped_column(
+        _enum(ProofingChannel, "pending_proofing_channel")
+    )
+    document_kind: Mapped[str] = mapped_column(String(64))
+    organisation: Mapped[str] = mapped_column(String(80), index=True)
+    first_key_id: Mapped[str] = mapped_column(String(16))
+    first_operator: Mapped[str] = mapped_column(String(128))
+    # Who the first operator said was present: kept as told, it counts for nothing.
+    named_operators: Mapped[list[str]] = mapped_column(Json, default=list)
+    state: Mapped[PendingState] = mapped_column(_enum(PendingState, "pending_proofing_state"))
+    approver_key_id: Mapped[str | None] = mapped_column(String(16))
+    approver: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())

@@ -23,6 +23,7 @@ from server.domain.model import ProofingChannel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.identities import DOCUMENT_KINDS
 from server.services.identity_operations import OPERATOR_ID, IdentityOperations
+from server.services.proofing_approvals import may_approve_at
 from server.storage.repositories import RateLimitRepository
 from server.web.browser import Browser, BrowserDep, OperatorDep
 from server.web.render import page
@@ -127,13 +128,14 @@ def check_second_operator(
 ) -> tuple[Caller | None, str, int]:
     """The second operator approving a High proofing by typing their own key at the first
     operator's desk, or why not (a catalogue key and a status): another operator, who may
-    enrol and prove on ``channel``. The key check is rate-limited and audited like a sign-in."""
+    enrol and prove on ``channel``, of the first operator's organisation (a supervisor: any).
+    The key check is rate-limited and audited like a sign-in."""
     second, error, status = check_operator_key(request, db, services, typed, "second_operator")
     if second is None:
         return None, error, status
     if second.key_id == first.key_id or second.name == first.name:
         return None, "console.second.same_operator", 422
-    if not (second.may(Permission.ENROL) and second.may_prove_on(channel)):
+    if not may_approve_at(second, channel, first.organisation):
         return None, "console.second.wrong_channel", 403
     return second, "", 200
 
@@ -177,11 +179,7 @@ class Desk:
 
     def operations(self) -> IdentityOperations:
         """The identity and credential operations, with this operator as caller and actor."""
-        audit = self.services.audit_hook(self.db, self.caller.actor)
-        credentials = self.services.credentials(self.db, audit)
-        return IdentityOperations.build(
-            self.db, self.caller, credentials, self.services.pseudonyms, audit
-        )
+        return self.services.identity_operations(self.db, self.caller)
 
     def audit(self, event: str, details: dict[str, Any]) -> None:
         """An audit entry with this operator as actor."""

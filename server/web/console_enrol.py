@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from server.domain.errors import DomainError
 from server.domain.model import Level, ProofingChannel
-from server.services.access import NotPermitted, Permission
+from server.services.access import Caller, NotPermitted, Permission
 from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import TEXT, ProofingCommand
 from server.services.person_number import PersonNumber
@@ -74,14 +74,21 @@ def _enrolment_errors(
     return []
 
 
-def _enrol(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> uuid.UUID:
-    """Enrol with the API's rules (channel and operators) and audit."""
+def _enrol(desk: Desk, pending: Mapping[str, Any], second: Caller | None) -> uuid.UUID:
+    """Enrol with the API's rules (channel and operators) and audit; with a ``second``
+    operator, whose own key approves the High proofing."""
+    operators = (desk.caller.name, *([second.name] if second is not None else []))
     proofing = ProofingCommand(
-        ProofingChannel(pending["channel"]), pending["document_kind"], tuple(operators)
+        ProofingChannel(pending["channel"]),
+        pending["document_kind"],
+        operators,
+        high=second is not None,
     )
     record = desk.operations().enrol(
         pending["person_number"], pending["name"], proofing, Level.parse(pending["level"])
     )
+    if second is not None:
+        console_second.approve_waiting(desk, second, record)
     return record.identity.id
 
 
@@ -112,16 +119,17 @@ def enrol(form: CheckedForm, desk: DeskDep) -> Response:
     if values["level"] == "high":
         browser.remember(_PENDING, pending)
         return redirect(browser, "/console/enrol/second")
-    return _finish_enrolment(desk, pending, [caller.name])
+    return _finish_enrolment(desk, pending, None)
 
 
-def _finish_enrolment(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Response:
+def _finish_enrolment(desk: Desk, pending: Mapping[str, Any], second: Caller | None) -> Response:
     values = {key: str(pending[key]) for key in _FIELDS}
+    operators = [desk.caller.name, *([second.name] if second is not None else [])]
     errors = _enrolment_errors(desk.browser, values, operators)
     if errors:
         return _enrol_page(desk, values=values, status=422, errors=errors)
     try:
-        identity_id = _enrol(desk, pending, operators)
+        identity_id = _enrol(desk, pending, second)
     except DomainError as exc:
         field = "person_number" if "person" in exc.code else ""
         status, errors = desk.refusal(exc, field)
@@ -178,5 +186,5 @@ def second(form: CheckedForm, desk: DeskDep) -> Response:
         pending,
         cancelled=("console.second.cancelled", "/console"),
         again=lambda status, errors: _second_page(desk, pending, status=status, errors=errors),
-        finish=lambda operators: _finish_enrolment(desk, pending, operators),
+        finish=lambda second_op: _finish_enrolment(desk, pending, second_op),
     )

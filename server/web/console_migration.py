@@ -67,8 +67,9 @@ class _Refused:
 
 
 def _operations(desk: Desk) -> MigrationOperations:
-    flows = desk.services.migration_flows(desk.db, desk.caller.actor)
-    return MigrationOperations(flows, desk.caller, source_of(desk.request))
+    return desk.services.migration_operations(
+        desk.db, desk.caller, desk.caller.actor, source_of(desk.request)
+    )
 
 
 def _attempt(desk: Desk, step: Callable[[], T]) -> T | _Refused:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from server.domain.errors import DomainError
-from server.domain.model import Level, ProofingChannel
-from server.services.access import NotPermitted, Permission
-from server.services.identities import masked_person_number, proofing_level
+from server.domain.model import ProofingChannel
+from server.services.access import Caller, NotPermitted, Permission
+from server.services.identities import can_give_high, masked_person_number
 from server.services.identity_operations import ProofingCommand
 from server.services.lifecycle_errors import IdentityNotFound
 from server.web import console_second
@@ -38,12 +38,6 @@ _PENDING = "console.pending_proofing"
 _LEVELS = ("substantial", "high")
 
 
-def _could_give_high(channel: ProofingChannel, document_kind: str) -> bool:
-    """Whether two operators at ``channel`` with this document reach High (the service's own
-    rule, asked with two placeholder operators)."""
-    return proofing_level(channel, document_kind, ("first", "second")) is Level.HIGH
-
-
 @router.post("/console/people/{identity_id}/proofing")
 def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Record a proofing on the operator's own channel (supervisors choose one). Substantial is
@@ -58,7 +52,7 @@ def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response
     errors: list[tuple[str, str]] = []
     if values["document_kind"] not in PROOFING_DOCUMENTS:
         errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
-    elif values["level"] == "high" and not _could_give_high(channel, values["document_kind"]):
+    elif values["level"] == "high" and not can_give_high(channel, values["document_kind"]):
         errors.append((DOCUMENT_FIELD, browser.t("console.proofing.high_needs_document")))
     if values["level"] not in _LEVELS:
         errors.append(("level-substantial", browser.t("console.proofing.level_missing")))
@@ -69,24 +63,31 @@ def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response
         desk.operations().view(identity_id)  # 404 before anyone waits
         browser.remember(_PENDING, pending)
         return redirect(browser, f"/console/people/{identity_id}/proofing/second")
-    return _finish(desk, pending, [caller.name])
+    return _finish(desk, pending, None)
 
 
-def _finish(desk: Desk, pending: Mapping[str, Any], operators: list[str]) -> Response:
-    """Record with the API's rules (channel and operators) and audit; a refusal shows the
-    person's page with the reason."""
+def _finish(desk: Desk, pending: Mapping[str, Any], second: Caller | None) -> Response:
+    """Record with the API's rules (channel and operators) and audit; with a ``second``
+    operator, as a High proofing that operator approves with their own key. A refusal shows
+    the person's page with the reason."""
     identity_id = uuid.UUID(str(pending["identity"]))
     values = {key: str(pending[key]) for key in ("channel", "document_kind", "level")}
+    operators = [desk.caller.name, *([second.name] if second is not None else [])]
     errors: list[tuple[str, str]] = []
     status = 422
     if not operators_fit(operators):
         errors = [("", desk.browser.t("console.enrol.operator_name_invalid"))]
     else:
         proofing = ProofingCommand(
-            ProofingChannel(values["channel"]), values["document_kind"], tuple(operators)
+            ProofingChannel(values["channel"]),
+            values["document_kind"],
+            tuple(operators),
+            high=second is not None,
         )
         try:
-            desk.operations().record_proofing(identity_id, proofing)
+            record = desk.operations().record_proofing(identity_id, proofing)
+            if second is not None:
+                console_second.approve_waiting(desk, second, record)
         except DomainError as exc:
             status, errors = desk.refusal(exc, DOCUMENT_FIELD, IdentityNotFound)
     desk.browser.remember(_PENDING, None)
@@ -147,5 +148,5 @@ def second(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response
         pending,
         cancelled=("console.proofing.cancelled", f"/console/people/{identity_id}"),
         again=lambda status, errors: _second_page(desk, pending, status=status, errors=errors),
-        finish=lambda operators: _finish(desk, pending, operators),
+        finish=lambda second_op: _finish(desk, pending, second_op),
     )

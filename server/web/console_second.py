@@ -11,8 +11,10 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from server.domain.model import ProofingChannel
+from server.services.access import Caller
+from server.services.identity_operations import IdentityRecord
 from server.web.browser import Browser
-from server.web.console_access import Desk, check_second_operator
+from server.web.console_access import ConsoleNotFound, Desk, check_second_operator
 from server.web.render import redirect
 
 
@@ -70,11 +72,12 @@ def approve(
     *,
     cancelled: tuple[str, str],
     again: Callable[[int, list[tuple[str, str]]], Response],
-    finish: Callable[[list[str]], Response],
+    finish: Callable[[Caller], Response],
 ) -> Response:
     """The second operator's answer to the waiting page. ``cancel`` drops the waiting record
     (``cancelled``: the flash text and where to go); a key that is not another operator of the
-    channel shows the page ``again`` (status, errors); else ``finish`` runs with both operators."""
+    channel and organisation shows the page ``again`` (status, errors); else ``finish`` runs
+    with the second operator, who approves with their own key (``approve_waiting``)."""
     browser, caller = desk.browser, desk.caller
     if form.get("cancel"):
         browser.remember(pending_key, None)
@@ -88,4 +91,13 @@ def approve(
     )
     if second_op is None:
         return again(status, [("second_key", browser.t(error))])
-    return finish([caller.name, second_op.name])
+    return finish(second_op)
+
+
+def approve_waiting(desk: Desk, second: Caller, record: IdentityRecord) -> IdentityRecord:
+    """The proofing the first operator just recorded, approved by ``second`` with their own
+    key: the same approval as ``POST /proofings/{id}/approve``, in the desk's transaction."""
+    if not record.pending:
+        raise ConsoleNotFound("no proofing waits", detail="no proofing waits for approval")
+    approver = desk.services.identity_operations(desk.db, second)
+    return approver.approve(record.pending[-1].id)

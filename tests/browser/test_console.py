@@ -54,8 +54,14 @@ def desk(web_server: WebServer) -> Desk:
                 json={
                     "person_number": PERSON,
                     "name": "Inger Christensen",
-                    "proofing": {"channel": "self_service", "document_kind": "passport_chip"},
+                    # Proofed at the bank: a bank operator reaches only the bank's customers.
+                    "proofing": {
+                        "channel": "bank",
+                        "document_kind": "passport",
+                        "operator_ids": ["bank-op"],
+                    },
                 },
+                headers={"Authorization": f"Bearer {bank_key}"},
             )
         )
         _ok(

@@ -28,6 +28,7 @@ from devices.protocol.otp import totp
 from firmware_sim.state import load, save
 from firmware_sim.tokens import piv as sim_piv
 from firmware_sim.tokens.piv_state import KIND
+from server.services.access import ApiKeys, Role
 from server.services.piv.card import enrol_message
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, session_factory
@@ -52,6 +53,7 @@ class Service:
     database_url: str
     headers: dict[str, str]
     cli_env: dict[str, str]
+    keys_file: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, headers=self.headers)
@@ -64,7 +66,13 @@ def service(tmp_path: Path) -> Iterator[Service]:
     server = start_server(tmp_path / "service", database_url, provider=PROVIDER)
     key = server.headers["Authorization"].removeprefix("Bearer ")
     try:
-        yield Service(server.url, database_url, server.headers, {"AKKREDITIV_API_KEY": key})
+        yield Service(
+            server.url,
+            database_url,
+            server.headers,
+            {"AKKREDITIV_API_KEY": key},
+            tmp_path / "service" / "api-keys.json",
+        )
     finally:
         server.stop()
 
@@ -77,7 +85,8 @@ def card_state(tmp_path: Path) -> Path:
     return path
 
 
-def high_person(http: httpx.Client) -> tuple[str, str]:
+def high_person(http: httpx.Client, keys_file: Path) -> tuple[str, str]:
+    """A person proofed in person at a service centre, High once a second key approves."""
     number = "240372-1118"
     answer = http.post(
         "/identities",
@@ -92,7 +101,16 @@ def high_person(http: httpx.Client) -> tuple[str, str]:
         },
     )
     assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"]), number
+    identity = str(answer.json()["id"])
+    waiting = http.get("/proofings", params={"identity_id": identity})
+    assert waiting.status_code == 200, waiting.text
+    _, second = ApiKeys(keys_file).add("second-supervisor", [Role.SUPERVISOR])
+    approved = http.post(
+        f"/proofings/{waiting.json()[-1]['id']}/approve",
+        headers={"Authorization": f"Bearer {second}"},
+    )
+    assert approved.json()["identity_assurance"] == "high", approved.text
+    return identity, number
 
 
 def identified_login(http: httpx.Client, number: str) -> str:
@@ -164,7 +182,7 @@ def test_enrol_and_log_in_at_level_high_through_pcscd(
 ) -> None:
     card = attach(card_state)
     with service.client() as http:
-        identity, number = high_person(http)
+        identity, number = high_person(http, service.keys_file)
 
         enrolled = enrol(cli, service, card, identity)
 
@@ -197,7 +215,7 @@ def test_card_pulled_mid_login_is_a_clear_error_and_the_login_goes_on(
 ) -> None:
     card = attach(card_state)
     with service.client() as http:
-        identity, number = high_person(http)
+        identity, number = high_person(http, service.keys_file)
         enrol(cli, service, card, identity)
         transaction = identified_login(http, number)
         armed = cli("sim", "fault", "pull", "--state", str(card_state), "--ins", "87")
@@ -232,7 +250,7 @@ def test_lost_card_is_published_and_refused(
 ) -> None:
     card = attach(card_state)
     with service.client() as http:
-        identity, number = high_person(http)
+        identity, number = high_person(http, service.keys_file)
         enrol(cli, service, card, identity)
         credential = http.get(f"/identities/{identity}/credentials").json()[0]
         lost = http.post(f"/credentials/{credential['id']}/state", json={"state": "lost"})
@@ -294,7 +312,7 @@ def test_a_login_a_browser_opened_takes_the_card_with_the_pages_pairing_code(
 ) -> None:
     card = attach(card_state)
     with service.client() as http:
-        identity, number = high_person(http)
+        identity, number = high_person(http, service.keys_file)
         enrol(cli, service, card, identity)
         begun = http.post("/authentications", json={"provider": PROVIDER, "min_level": "high"})
         transaction = str(begun.json()["id"])

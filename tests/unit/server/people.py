@@ -50,6 +50,23 @@ PROBLEM = "application/problem+json"
 SELF_SERVICE = {"channel": "self_service", "document_kind": "passport_chip"}
 
 
+def second_operator_approves(client: Any, person: dict[str, Any]) -> dict[str, Any]:
+    """Approve the High proofing ``person`` (an identity's JSON) waits for, with a second
+    key of its own (a supervisor: of any organisation); the identity's JSON after."""
+    from server.services.access import Role
+
+    _, key = client.app.state.services.api_keys.add("second-supervisor", [Role.SUPERVISOR])
+    waiting = client.get("/proofings", params={"identity_id": person["id"]})
+    assert waiting.status_code == 200, waiting.text
+    pending = waiting.json()[-1]["id"]
+    answer = client.post(
+        f"/proofings/{pending}/approve", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code == 200, answer.text
+    approved: dict[str, Any] = answer.json()
+    return approved
+
+
 def assert_problem(answer: Any, status: int, code: str | None = None) -> dict[str, Any]:
     """The answer is a problem+json with ``status`` (and, if given, the problem ``code``)."""
     assert answer.status_code == status, answer.text

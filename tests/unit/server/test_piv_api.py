@@ -32,7 +32,7 @@ from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import AuditEntry, RateLimit
 from tests.unit.server.conftest import BOTH_DATABASES, ORIGIN, SQLITE_ONLY
-from tests.unit.server.people import assert_problem
+from tests.unit.server.people import assert_problem, second_operator_approves
 
 pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
@@ -95,7 +95,7 @@ def person(client: TestClient) -> tuple[str, str]:
         },
     )
     assert answer.status_code == 201, answer.text
-    assert answer.json()["identity_assurance"] == "high"
+    assert second_operator_approves(client, answer.json())["identity_assurance"] == "high"
     return str(answer.json()["id"]), number
 
 

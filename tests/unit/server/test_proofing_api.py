@@ -1,5 +1,5 @@
 """Recording another identity proofing of an enrolled person: the assurance rises, never falls,
-High needs two operators, and an operator records only on the own channel."""
+High needs a second operator's key, and an operator records only on the own channel."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from server.services.access import Role
 from server.settings import Settings
 from server.storage.tables import AuditEntry
 from tests.unit.server.conftest import make_key
-from tests.unit.server.people import assert_problem
+from tests.unit.server.people import assert_problem, second_operator_approves
 from tests.unit.server.test_identities_api import enrol
 
 PASSPORT_AT_CENTRE = {"channel": "service_centre", "document_kind": "passport"}
+BANK_PASSPORT = {"channel": "bank", "document_kind": "passport"}
 
 
 def test_a_second_operator_raises_the_assurance_to_high(
@@ -32,8 +33,10 @@ def test_a_second_operator_raises_the_assurance_to_high(
         f"/identities/{person['id']}/proofing",
         json={**PASSPORT_AT_CENTRE, "operator_ids": ["staff-1", "staff-2"]},
     )
-    assert two.json()["identity_assurance"] == "high"
-    assert len(two.json()["proofing"]) == 3
+    assert two.json()["identity_assurance"] == "substantial"
+    approved = second_operator_approves(client, two.json())
+    assert approved["identity_assurance"] == "high"
+    assert len(approved["proofing"]) == 4
     # A weaker proofing afterwards is recorded, and lowers nothing.
     weaker = client.post(
         f"/identities/{person['id']}/proofing",
@@ -46,6 +49,7 @@ def test_a_second_operator_raises_the_assurance_to_high(
     ]
     assert levels == [
         ("substantial", "substantial"),
+        ("substantial", "substantial"),
         ("substantial", "high"),
         ("high", "high"),
     ]
@@ -54,8 +58,23 @@ def test_a_second_operator_raises_the_assurance_to_high(
 def test_an_operator_records_only_on_the_own_channel_and_as_a_named_operator(
     client: TestClient, settings: Settings
 ) -> None:
-    person = enrol(client)
     bank = make_key(settings, "bank-op", Role.OPERATOR_BANK)
+    # The bank's own customer (a bank operator reaches no one else).
+    answer = client.post(
+        "/identities",
+        json={
+            "person_number": "020385-4321",
+            "name": "Ada Jensen",
+            "proofing": {
+                "channel": "bank",
+                "document_kind": "passport",
+                "operator_ids": ["bank-op"],
+            },
+        },
+        headers=bank,
+    )
+    assert answer.status_code == 201, answer.text
+    person = answer.json()
     refused = client.post(
         f"/identities/{person['id']}/proofing",
         json={**PASSPORT_AT_CENTRE, "operator_ids": ["bank-op", "x"]},

@@ -36,7 +36,7 @@ from server.services.credentials.rules import (
 )
 from server.services.errors import InvalidPersonNumber, WeakPassword, WrongPassword
 from server.services.factors import otp_check
-from server.services.identities import Enrolment, IdentityService
+from server.services.identities import Enrolment, IdentityService, approved_level
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
     ConflictingCredential,
@@ -258,8 +258,15 @@ def test_high_assurance_needs_two_different_operators_in_person(
     identities: IdentityService,
 ) -> None:
     high = {"channel": ProofingChannel.SERVICE_CENTRE, "document_kind": "passport"}
+    # Operator ids are text: two of them prove no second person (that takes a second key).
     identity = enrol(identities, operator_ids=("op-1", "op-2"), **high)
-    assert identity.identity_assurance is Level.HIGH
+    assert identity.identity_assurance is Level.SUBSTANTIAL
+    level = approved_level(ProofingChannel.SERVICE_CENTRE, "passport", "op-1", "op-2")
+    assert level is Level.HIGH
+    raised = identities.record_proofing(
+        identity.id, ProofingChannel.SERVICE_CENTRE, "passport", ("op-1", "op-2"), level=level
+    )
+    assert raised.identity_assurance is Level.HIGH
     one = enrol(identities, operator_ids=("op-1", "op-1"), **high)
     assert one.identity_assurance is Level.SUBSTANTIAL
     with pytest.raises(InsufficientProofing):

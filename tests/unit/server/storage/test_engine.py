@@ -50,6 +50,7 @@ TABLES = {
     "migration_flows",
     "migration_events",
     "web_sessions",
+    "pending_proofings",
 }
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 

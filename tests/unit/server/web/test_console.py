@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from server.domain.model import CredentialState, IdentityStatus
+from server.domain.model import CredentialState, IdentityStatus, Level, ProofingChannel
 from server.services.access import ApiKeys, Role
 from server.settings import Settings
-from server.storage.tables import AuditEntry, Credential, Identity
+from server.storage.tables import AuditEntry, Credential, Identity, ProofingRecord
 from server.web.browser import COOKIE
 from server.web.console_access import SIGN_IN_MAX_FAILURES
 from server.wiring import Services
@@ -30,9 +30,17 @@ PERSON = "010190-1234"  # seed_person_with_code_display's person
 # --- helpers shared by the console's test modules ----------------------------------------------
 
 
-def new_key(settings: Settings, name: str, *roles: Role) -> str:
-    """A new API key (the key itself, as an operator pastes it)."""
-    return ApiKeys(settings.api_keys_file).add(name, roles)[1]
+# The bank of the console tests: its operators' keys belong to it, and its customers are the
+# people ``person`` makes (a bank operator reaches only the bank's own customers).
+TEST_BANK = "test-bank"
+
+
+def new_key(settings: Settings, name: str, *roles: Role, organisation: str | None = None) -> str:
+    """A new API key (the key itself, as an operator pastes it), of ``organisation`` (a bank
+    operator's key: of ``TEST_BANK`` unless told otherwise)."""
+    if organisation is None and Role.OPERATOR_BANK in roles:
+        organisation = TEST_BANK
+    return ApiKeys(settings.api_keys_file).add(name, roles, organisation)[1]
 
 
 def key_id_of(key: str) -> str:
@@ -48,8 +56,14 @@ def sign_in(browser: TestClient, key: str, next_path: str = "/console") -> Any:
     )
 
 
-def signed_in(browser: TestClient, settings: Settings, name: str, *roles: Role) -> str:
-    key = new_key(settings, name, *roles)
+def signed_in(
+    browser: TestClient,
+    settings: Settings,
+    name: str,
+    *roles: Role,
+    organisation: str | None = None,
+) -> str:
+    key = new_key(settings, name, *roles, organisation=organisation)
     answer = sign_in(browser, key)
     assert answer.status_code == 303, answer.text
     return key
@@ -73,9 +87,21 @@ def post_form(browser: TestClient, page: str, target: str, **data: str) -> Any:
 
 
 def person(browser: TestClient) -> uuid.UUID:
-    """A person with an active code display (``PERSON``)."""
+    """A person with an active code display (``PERSON``), a customer of ``TEST_BANK``."""
     services = services_of(browser)
-    return seed_person_with_code_display(services.sessions, services.secrets)
+    identity_id = seed_person_with_code_display(services.sessions, services.secrets)
+    with services.sessions.begin() as session:
+        session.add(
+            ProofingRecord(
+                identity_id=identity_id,
+                channel=ProofingChannel.BANK,
+                document_kind="passport",
+                operator_ids=["bank-op"],
+                level=Level.SUBSTANTIAL,
+                organisation=TEST_BANK,
+            )
+        )
+    return identity_id
 
 
 def credential_of(browser: TestClient, identity_id: uuid.UUID) -> Credential:
@@ -132,7 +158,7 @@ def test_sign_in_rotates_the_session_and_is_audited(
     assert "bank-op" in text_of(home)
     assert "Bankoperatør" in text_of(home)
     [entry] = audit(browser, "console.sign_in")
-    assert entry.actor == "operator_bank:bank-op"
+    assert entry.actor == "operator_bank:bank-op@test-bank"
     assert entry.details == {"result": "ok", "purpose": "sign_in"}
 
 
@@ -222,7 +248,7 @@ def test_search_finds_the_person_and_is_audited(browser: TestClient, settings: S
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/console/people/{identity_id}"
     [entry] = audit(browser, "console.person_searched")
-    assert (entry.actor, entry.subject) == ("operator_bank:bank-op", str(identity_id))
+    assert (entry.actor, entry.subject) == ("operator_bank:bank-op@test-bank", str(identity_id))
 
 
 @pytest.mark.parametrize(
@@ -290,7 +316,7 @@ def test_an_operator_blocks_a_credential_audited_as_the_operator(
     assert credential_of(browser, identity_id).state is CredentialState.BLOCKED
     assert "Loginmidlet er spærret." in text_of(browser.get(page))
     [change] = audit(browser, "credential.state_changed")
-    assert (change.actor, change.subject) == ("operator_bank:bank-op", str(identity_id))
+    assert (change.actor, change.subject) == ("operator_bank:bank-op@test-bank", str(identity_id))
     assert change.details["credential_id"] == str(credential.id)
     assert (change.details["from"], change.details["to"]) == ("active", "blocked")
 

@@ -91,7 +91,7 @@ def test_a_bank_operator_drives_the_whole_migration(
     assert "Trin 1 af 5" in text_of(shown)
     assert "Venter på bevis med det gamle eID" in text_of(shown)
     [started] = audit(browser, "console.migration_started")
-    assert started.actor == "operator_bank:bank-op"
+    assert started.actor == "operator_bank:bank-op@test-bank"
 
     # A wrong code is refused with a new key number; the flow stays at the proof.
     index = key_number(browser, page)

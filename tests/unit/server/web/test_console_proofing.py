@@ -93,7 +93,7 @@ def test_a_bank_operator_records_substantial_on_the_bank_channel(
         ("bank", "driving_licence", ["bank-op"])
     ]
     [entry] = audit(browser, "identity.proofed")
-    assert entry.actor == "operator_bank:bank-op"
+    assert entry.actor == "operator_bank:bank-op@test-bank"
     shown = browser.get(f"/console/people/{identity_id}")
     assert "Identitetssikringen er registreret." in text_of(shown)
     # The table names every record's channel, document, operators, level and time.
@@ -120,7 +120,7 @@ def test_high_needs_a_second_operator_and_then_shows_high(
 ) -> None:
     identity_id = person(browser)
     before = len(records(browser, identity_id))
-    first = signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
+    first = signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE, organisation="c-1")
     assert shown_assurance(browser, identity_id) == "Betydelig"
     answer = prove(browser, identity_id, level="high", document_kind="national_id_card")
     assert answer.status_code == 303
@@ -141,11 +141,18 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     assert len(records(browser, identity_id)) == before
     assert assurance(browser, identity_id) is Level.SUBSTANTIAL
 
-    colleague = new_key(settings, "centre-op-2", Role.OPERATOR_CENTRE)
+    # Nor is a centre operator of another organisation (or a key without one).
+    for other in ("c-2", None):
+        elsewhere = new_key(settings, "centre-op-9", Role.OPERATOR_CENTRE, organisation=other)
+        refused = post_form(browser, second_page, second_page, second_key=elsewhere)
+        assert refused.status_code == 403
+    colleague = new_key(settings, "centre-op-2", Role.OPERATOR_CENTRE, organisation="c-1")
     answer = post_form(browser, second_page, second_page, second_key=colleague)
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/console/people/{identity_id}"
-    [added] = records(browser, identity_id)[before:]
+    # The first operator's check, then the proofing the second operator's key approved.
+    first_check, added = records(browser, identity_id)[before:]
+    assert (first_check.operator_ids, first_check.level) == (["centre-op"], Level.SUBSTANTIAL)
     assert (added.channel.value, added.operator_ids, added.level) == (
         "service_centre",
         ["centre-op", "centre-op-2"],
@@ -154,9 +161,11 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     assert assurance(browser, identity_id) is Level.HIGH
     assert shown_assurance(browser, identity_id) == "Høj"
     approvals = [e for e in audit(browser, "console.sign_in") if e.details["purpose"] != "sign_in"]
-    assert [e.actor for e in approvals][-1] == "operator_centre:centre-op-2"
-    [proofed] = audit(browser, "identity.proofed")
-    assert proofed.details["assurance_after"] == "high"
+    assert [e.actor for e in approvals][-1] == "operator_centre:centre-op-2@c-1"
+    proofed = audit(browser, "identity.proofed")
+    assert [entry.details["assurance_after"] for entry in proofed] == ["substantial", "high"]
+    [approved] = audit(browser, "identity.proofing_approved")
+    assert approved.details["operators"] == ["centre-op", "centre-op-2"]
     assert browser.get(second_page).status_code == 404  # nothing waits any more
 
 
