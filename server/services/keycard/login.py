@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from server.domain.errors import FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
-from server.services.fido import NOBODY, decoy_subject
 from server.services.keycard.cards import KeyCardBlocked, KeyCardExhausted, KeyCards
 from server.services.keycard.pepper import KeyCardSecrets
+from server.services.login.decoys import NOBODY, decoy_subject
 from server.services.login.gate import LoginTransactions
 from server.services.login.record import Proof, proofs
 from server.services.verifiers import (
