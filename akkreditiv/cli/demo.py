@@ -87,6 +87,7 @@ def _seed(
     _import(http, [otp_token.load_state(path, model) for path, model in tokens.items()])
 
     identity = _person(http, DEMO_PERSON, "Demo Person", IN_PERSON)
+    _second_operator_approves(url, folder, identity)
     details: dict[str, Any] = {
         "identity": identity,
         "person_number": DEMO_PERSON,
@@ -132,7 +133,8 @@ def _import(http: Any, states: list[Any]) -> None:
 
 
 SELF_SERVICE = {"channel": "self_service", "document_kind": "passport_chip"}
-# In person at a citizen service centre, approved by two staff members: identity level high.
+# In person at a citizen service centre; a second staff member approves it with their own key
+# (``_second_operator_approves``): identity level high.
 IN_PERSON = {
     "channel": "service_centre",
     "document_kind": "passport",
@@ -153,6 +155,21 @@ def _person(http: Any, number: str, name: str, proofing: dict[str, Any]) -> str:
         f"setting {name}'s password",
     )
     return identity_id
+
+
+def _second_operator_approves(url: str, folder: Path, identity: str) -> None:
+    """Identity level high needs a second operator's own key: the demo's second supervisor
+    approves the in-person proofing the first one recorded."""
+    import httpx
+
+    second = _key(folder / "supervisor-2.key", "demo-second-supervisor", "supervisor")
+    headers = {"Authorization": f"Bearer {second}"}
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as http:
+        waiting = http.get("/proofings", params={"identity_id": identity})
+        if waiting.status_code >= 300:
+            raise fail(f"finding the proofing to approve: {waiting.status_code} {waiting.text}", 2)
+        for proofing in waiting.json():
+            _ok(http.post(f"/proofings/{proofing['id']}/approve"), "approving the proofing")
 
 
 def _assign_and_activate(http: Any, identity: str, path: Path, model: Any) -> None:

@@ -438,7 +438,7 @@ def test_a_software_key_is_not_enrolled_as_a_smartcard(service: Service) -> None
     """The attack against the running service: a key made in software, signing the enrolment
     message correctly, is refused as not generated on a card, and no credential is made."""
     with service.client() as http:
-        identity, _ = high_person(http)
+        identity, _ = high_person(http, service.keys_file)
         begun = http.post(f"/identities/{identity}/piv/enrol/begin").json()
         state_id = begun["state_id"]
         message = enrol_message(uuid.UUID(state_id), base64.b64decode(begun["challenge"]))
@@ -470,7 +470,7 @@ def test_a_card_that_cannot_attest_is_not_enrolled(
     save(card_state, KIND, document)
     card = attach(card_state)
     with service.client() as http:
-        identity, _ = high_person(http)
+        identity, _ = high_person(http, service.keys_file)
         result = cli(
             "devices", "piv", "enrol", "--url", service.url, "--identity", identity,
             "--reader", card.reader.name, "--pin-stdin", stdin=PIN, env=service.cli_env,
