@@ -223,6 +223,13 @@ class IdentityService:
         except NotFound:
             raise IdentityNotFound from None
 
+    def by_person_number(self, person_number: str) -> Identity:
+        """The identity of a (formatted) person number; ``IdentityNotFound`` if none."""
+        try:
+            return self._identities.by_person_number(person_number)
+        except NotFound:
+            raise IdentityNotFound from None
+
     def proofing(self, identity_id: uuid.UUID) -> list[ProofingRecord]:
         self.get(identity_id)
         return self._identities.proofing_for(identity_id)

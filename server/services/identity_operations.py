@@ -223,6 +223,13 @@ class IdentityOperations:
         self.caller.require(Permission.ENROL)
         return self._approvals.cancel(self.caller, pending_id)
 
+    def find(self, person_number: str) -> uuid.UUID:
+        """The id of the person with this (formatted) number, if the caller may act on them:
+        a bank operator finds only the bank's own customers, and for anyone else's number the
+        answer is the one for a number nobody has (``IdentityNotFound``)."""
+        self.caller.require(Permission.VIEW_IDENTITY)
+        return self._served(self._identities.by_person_number(person_number).id)
+
     def view(self, identity_id: uuid.UUID, provider: str | None = None) -> IdentityRecord:
         """The identity (and its pseudonym at ``provider``); every view is audited."""
         self.caller.require(Permission.VIEW_IDENTITY)

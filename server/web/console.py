@@ -26,8 +26,6 @@ from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import IdentityOperations
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
-from server.storage.errors import NotFound
-from server.storage.repositories import IdentityRepository
 from server.web import console_enrol, console_migration, console_proofing
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key
@@ -104,13 +102,15 @@ def search(form: CheckedForm, desk: DeskDep) -> Response:
         error = browser.t("console.search.invalid")
         return _home(desk, status=422, errors=[("person_number", error)], person_number=typed)
     try:
-        identity = IdentityRepository(desk.db).by_person_number(number.formatted)
-    except NotFound:
+        # A bank operator finds only the bank's own customers: anyone else's number answers
+        # as a number nobody has, so the search does not tell who exists elsewhere.
+        identity_id = desk.operations().find(number.formatted)
+    except IdentityNotFound:
         desk.audit("console.person_searched", {"result": "not_found"})
         error = browser.t("console.search.not_found", number=number.masked)
         return _home(desk, status=404, errors=[("person_number", error)], person_number=typed)
-    desk.audit("console.person_searched", {"result": "found", "identity": str(identity.id)})
-    return redirect(browser, f"/console/people/{identity.id}")
+    desk.audit("console.person_searched", {"result": "found", "identity": str(identity_id)})
+    return redirect(browser, f"/console/people/{identity_id}")
 
 
 # --- a person ---------------------------------------------------------------------------------

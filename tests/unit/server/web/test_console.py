@@ -251,6 +251,21 @@ def test_search_finds_the_person_and_is_audited(browser: TestClient, settings: S
     assert (entry.actor, entry.subject) == ("operator_bank:bank-op@test-bank", str(identity_id))
 
 
+def test_search_does_not_tell_another_banks_operator_who_exists(
+    browser: TestClient, settings: Settings
+) -> None:
+    person(browser)  # a customer of TEST_BANK
+    signed_in(browser, settings, "other-op", Role.OPERATOR_BANK, organisation="other-bank")
+    known = post_form(browser, "/console", "/console/search", person_number="0101901234")
+    nobody = post_form(browser, "/console", "/console/search", person_number="0202022222")
+    assert known.status_code == nobody.status_code == 404
+    assert "Ingen person med CPR-nummer 010190-****" in text_of(known)
+    assert [entry.details["result"] for entry in audit(browser, "console.person_searched")] == [
+        "not_found",
+        "not_found",
+    ]
+
+
 @pytest.mark.parametrize(
     ("lang", "typed", "status", "words"),
     [
