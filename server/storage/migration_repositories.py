@@ -40,6 +40,27 @@ def last_activity(column: Any) -> Any:
     )
 
 
+def record_marked_flows(
+    session: Session, marked: Any, now: dt.datetime, outcome: str, kind: Any
+) -> None:
+    """One event of ``outcome`` at ``now`` for each flow ``marked`` selects, at the step of its
+    latest activity (``started`` if none), with ``kind`` (an expression over the flow)."""
+    session.execute(
+        _events.insert().from_select(
+            ["flow_id", "wave_id", "at", "step", "outcome", "channel", "kind"],
+            select(
+                _flows.c.id,
+                _flows.c.wave_id,
+                literal(now, UtcDateTime()),
+                func.coalesce(last_activity(_events.c.step), literal(STARTED, String())),
+                literal(outcome, String()),
+                _flows.c.channel,
+                kind,
+            ).where(marked),
+        )
+    )
+
+
 def add_unless_taken(session: Session, row: object) -> bool:
     """Add ``row`` in a savepoint (the session's transaction goes on either way); False if a
     unique key of it is taken."""
@@ -146,18 +167,7 @@ class MigrationFlowRepository:
         marked = cast("CursorResult[Any]", result).rowcount
         if not marked:
             return 0
-        self._session.execute(
-            _events.insert().from_select(
-                ["flow_id", "wave_id", "at", "step", "outcome", "channel", "kind"],
-                select(
-                    _flows.c.id,
-                    _flows.c.wave_id,
-                    literal(now, UtcDateTime()),
-                    func.coalesce(last_activity(_events.c.step), literal(STARTED, String())),
-                    literal(DROPPED, String()),
-                    _flows.c.channel,
-                    last_activity(_events.c.kind),
-                ).where(_flows.c.abandoned_at == now),
-            )
+        record_marked_flows(
+            self._session, _flows.c.abandoned_at == now, now, DROPPED, last_activity(_events.c.kind)
         )
         return marked

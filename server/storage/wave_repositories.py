@@ -31,8 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import Session
 
-from server.storage.migration_events import COMPLETED, REMINDED, STARTED
-from server.storage.migration_repositories import add_unless_taken, last_activity
+from server.storage.migration_events import COMPLETED, REMINDED
+from server.storage.migration_repositories import add_unless_taken, record_marked_flows
 from server.storage.migration_tables import LEGACY_USERS as _users
 from server.storage.migration_tables import MIGRATION_EVENTS as _events
 from server.storage.migration_tables import MIGRATION_FLOWS as _flows
@@ -250,20 +250,7 @@ class WaveRepository:
     def _record_idle_reminders(self, now: dt.datetime) -> None:
         """The ``reminded`` events and invitation counters of the flows marked at ``now``."""
         marked = _flows.c.reminded_at == now
-        self._session.execute(
-            _events.insert().from_select(
-                ["flow_id", "wave_id", "at", "step", "outcome", "channel", "kind"],
-                select(
-                    _flows.c.id,
-                    _flows.c.wave_id,
-                    literal(now, UtcDateTime()),
-                    func.coalesce(last_activity(_events.c.step), literal(STARTED, String())),
-                    literal(REMINDED, String()),
-                    _flows.c.channel,
-                    null(),
-                ).where(marked),
-            )
-        )
+        record_marked_flows(self._session, marked, now, REMINDED, null())
         self._session.execute(
             update(_invitations)
             .where(_invitations.c.user_id.in_(select(_flows.c.user_id).where(marked)))
