@@ -61,11 +61,9 @@ class Settings(BaseSettings):
     fido_trusted_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     fido_allowed_aaguids: Annotated[list[uuid.UUID] | None, NoDecode] = None
     fido_allow_unattested: bool = False
-    # The legacy eID: a user id is locked for legacy_lockout_s after legacy_max_failures failed
-    # logins in a row; legacy login ends at the start of legacy_shutdown_date (Danish time);
-    # the providers listed in legacy_new_only_providers accept only the new eID.
-    legacy_max_failures: int = Field(default=5, ge=1, le=100)
-    legacy_lockout_s: int = Field(default=3600, ge=1)
+    # The legacy eID: legacy login ends at the start of legacy_shutdown_date (Danish time);
+    # the providers listed in legacy_new_only_providers accept only the new eID. Failures are
+    # throttled as the new eID's are (server.services.throttles); nothing locks a user id.
     legacy_shutdown_date: dt.date | None = None
     legacy_new_only_providers: list[str] = Field(default_factory=list)
     # The migration plan (``akkreditiv migration waves remind``, the weekly report): people

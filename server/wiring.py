@@ -219,8 +219,6 @@ class Services:
         settings = self.settings
         shutdown = settings.legacy_shutdown_date
         return LegacyPolicy(
-            max_failures=settings.legacy_max_failures,
-            lockout=dt.timedelta(seconds=settings.legacy_lockout_s),
             shutdown_at=closing_time(shutdown) if shutdown is not None else None,
             new_only_providers=frozenset(settings.legacy_new_only_providers),
         )

@@ -16,11 +16,8 @@ from sqlalchemy.orm import Session
 from server.api.deps import ServicesDep, SessionDep, in_transaction, require
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.authentication import (
-    FactorCheck,
-)
 from server.services.factors import PasswordCheck, otp_check
-from server.services.login.record import kinds
+from server.services.login.record import FactorCheck, kinds
 from server.wiring import Services
 
 router = APIRouter(tags=["authentication"])

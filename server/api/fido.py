@@ -22,7 +22,7 @@ from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import StrictModel
-from server.services.authentication import FactorCheck
+from server.services.login.record import FactorCheck
 from server.wiring import Services
 
 router = APIRouter(tags=["fido2"])

@@ -290,6 +290,32 @@ def suspend(
     return identity_out(operations(session, services, caller).suspend(identity_id))
 
 
+class LiftIn(StrictModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class LiftOut(BaseModel):
+    throttles: int
+    credentials: int
+
+
+@router.post("/identities/{identity_id}/throttles/lift")
+def lift_throttles(
+    identity_id: uuid.UUID,
+    body: LiftIn,
+    session: SessionDep,
+    services: ServicesDep,
+    caller: Suspender,
+) -> LiftOut:
+    """Lift what failed attempts left on the person: the throttles naming them from every
+    network and their tokens' and key cards' temporary blocks (for a person the operator has
+    verified). Audited with the reason."""
+    throttles, credentials = operations(session, services, caller).lift_throttles(
+        identity_id, body.reason
+    )
+    return LiftOut(throttles=throttles, credentials=credentials)
+
+
 @router.post("/identities/{identity_id}/resume")
 def resume(
     identity_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Suspender

@@ -117,8 +117,7 @@ def password(
     responses={
         401: {"description": "not accepted: the same answer for every reason (problem+json)"},
         409: {"description": "every code on the key card is used"},
-        423: {"description": "too many failed logins: locked for a while"},
-        429: {"description": "too many failures from this address"},
+        429: {"description": "too many failures from this network, or for this user id from it"},
     },
 )
 def code(

@@ -27,7 +27,7 @@ from server.api.deps import ServicesDep, SessionDep, get_caller, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import StrictModel
 from server.services.access import Caller, NotAuthenticated, Permission
-from server.services.authentication import FactorCheck
+from server.services.login.record import FactorCheck
 from server.services.piv.card import SLOT
 from server.services.piv.enrolment import CardAnswer
 from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE

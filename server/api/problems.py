@@ -95,6 +95,8 @@ def answer_of(error: DomainError) -> JSONResponse:
     answer = problem(status, error.code, title, error.detail, **error.extensions())
     if isinstance(error, NotAuthenticated):
         answer.headers["WWW-Authenticate"] = 'Bearer realm="akkreditiv"'
+    if isinstance(error, TooManyAttempts) and error.retry_after is not None:
+        answer.headers["Retry-After"] = str(error.retry_after)
     return answer
 
 

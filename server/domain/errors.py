@@ -68,7 +68,16 @@ class Unverified(DomainError):
 
 
 class TooManyAttempts(DomainError):
-    """Throttled: wait and try again."""
+    """Throttled: wait and try again (``retry_after`` seconds, when known: the answer's
+    ``Retry-After``)."""
+
+    retry_after: int | None = None
+
+    def extensions(self) -> dict[str, Any]:
+        extra = super().extensions()
+        if self.retry_after is not None:
+            extra["retry_after"] = self.retry_after
+        return extra
 
 
 class Locked(DomainError):

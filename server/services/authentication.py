@@ -21,11 +21,10 @@ from server.domain.model import CredentialState, IdentityStatus, Level
 from server.services.assurance import authenticator_level, loa
 from server.services.errors import InvalidPersonNumber
 from server.services.login.errors import (
-    AccountLocked,
     LoginNoLongerValid,
     NoMoreTime,
     StepUpRequired,
-    Throttled,
+    TemporarilyBlocked,
     TransactionClosed,
     TransactionUnknown,
 )
@@ -38,6 +37,7 @@ from server.services.login.gate import (
     LoginTransactions,
 )
 from server.services.login.record import (
+    FactorCheck,
     Proof,
     authenticators,
     credentials,
@@ -50,32 +50,31 @@ from server.services.login.record import (
 from server.services.login.record import nonce as provider_nonce
 from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
+from server.services.throttles import Throttles, network_of
 from server.services.tokens_jwt import AssertionSigner
 from server.storage.errors import NotFound
 from server.storage.repositories import (
     CredentialRepository,
     IdentityRepository,
-    LimitState,
-    RateLimitRepository,
     TransactionRepository,
     account_limit_key,
-    source_limit_key,
 )
 from server.storage.tables import AuthTransaction
 
-ACCOUNT_MAX_FAILURES = 100  # NIST SP 800-63B 5.2.2: at most 100 consecutive failures
-SOURCE_MAX_FAILURES = 20  # per source address and 10 minutes: slows one attacker, locks no one
-SOURCE_WINDOW = dt.timedelta(minutes=10)
-ACCOUNT_LOCKOUT = dt.timedelta(hours=24)
 # A person who needs more time may extend a login this many times, each by its lifetime:
 # WCAG 2.2.1 asks for at least ten, so a login stays open at most (1 + MAX_EXTENSIONS)
 # lifetimes (110 minutes at the default 10), long enough for anyone, short of forever.
 MAX_EXTENSIONS = 10
 
 
-FactorCheck = Callable[[Session, uuid.UUID, dict[str, Any]], Proof]
-"""Verifies one factor for an identity: raises a DomainError, or returns what it proved (the
-kind and the credential that proved it)."""
+def _subject(transaction: AuthTransaction) -> str:
+    """Whom a login's failures are counted against from its network: the keyed digest of the
+    number typed (the same for a number nobody has), else the identity's account key."""
+    if transaction.subject_digest:
+        return transaction.subject_digest
+    if transaction.identity_id is not None:
+        return account_limit_key(transaction.identity_id)
+    return "nobody"
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class AuthenticationService:
         self.transactions = TransactionRepository(session)
         self.logins = LoginTransactions(session, clock)
         self.identities = IdentityRepository(session)
-        self.limits = RateLimitRepository(session)
+        self.throttles = Throttles(session, audit)
         self.signer = signer
         self.pseudonyms = pseudonyms
         self.issuer = issuer
@@ -286,8 +285,9 @@ class AuthenticationService:
         A login a browser claimed takes the step from that browser (``binding``) or from a
         program it paired with (``pairing``; the routes of device factors alone pass it).
         """
+        network = network_of(source)
         try:
-            context = self.transactions.login_context(transaction_id, source)
+            context = self.transactions.login_context(transaction_id, network)
         except NotFound as exc:
             raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
         transaction, status = context.transaction, context.identity_status
@@ -296,32 +296,32 @@ class AuthenticationService:
         self.logins.require_identified(transaction)
         now = self.clock()
         identity_id = transaction.identity_id
-        self._throttle(context.source_limit, now)
-        account = context.account_limit if identity_id is not None else None
-        failures_before = account.failures if account is not None else 0
-        locked = self._locked(account, now)
+        # Refused before any check while this network, or this person from this network, is
+        # throttled; the same for a number nobody has (its subject is throttled alike).
+        self.throttles.guard(context.network_limit, context.subject_limit, now)
+        subject = _subject(transaction)
+        before = credentials(proofs(transaction.factors))
         try:
-            if identity_id is None or locked:
-                # Neither is checked, and both fail as a wrong factor does, after the same
-                # work: the answer must not tell that the person exists (nor that they are
-                # locked out, which only someone who exists can be).
+            if identity_id is None:
+                # Not checked, and failed as a wrong factor is, after the same work: the
+                # answer must not tell whether the person exists.
                 on_unknown = getattr(check, "on_unknown", None)
                 if on_unknown is not None:
                     on_unknown(submitted)
-                if locked:
-                    raise AccountLocked("account locked")
                 raise FactorRejected("no such identity")
             if status is not IdentityStatus.ACTIVE:
                 raise FactorRejected("identity not active")
-            proven = check(self.session, identity_id, submitted)
+            proven = check(self.session, identity_id, submitted, frozenset(before))
         except DomainError as exc:
-            # A locked account's attempt is counted for its source, but does not extend the
-            # lock: the lock ends 24 hours after the failure that set it.
-            counted = None if locked else identity_id
-            self._failure(transaction, counted, source, now, type(exc).__name__)
+            alert = None if identity_id is None else account_limit_key(identity_id)
+            self.throttles.failed(network=network, subject=subject, alert_key=alert, now=now)
+            self._failure(transaction, type(exc).__name__)
+            if isinstance(exc, TemporarilyBlocked):
+                raise exc.record() from None  # told only after another factor was proven
             raise FactorRejected(str(exc)) from None
-        if failures_before:
-            self.limits.reset(account_limit_key(identity_id))  # a success ends the failure run
+        self.throttles.succeeded(
+            network=network, subject=subject, had=context.subject_limit is not None
+        )
         # Each proof is kept with its credential and time: levels count distinct credentials,
         # ``complete`` re-checks them, and ``auth_time`` is the last one's time.
         factors = with_proof(transaction.factors, Proof(proven.kind, proven.credential, now))
@@ -400,41 +400,9 @@ class AuthenticationService:
         )
         raise LoginNoLongerValid("identity or credential no longer active").record()
 
-    # --- limits ---------------------------------------------------------------------------
+    # --- failures -------------------------------------------------------------------------
 
-    @staticmethod
-    def _throttle(limit: LimitState | None, now: dt.datetime) -> None:
-        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
-            raise Throttled("source throttled", detail="too many attempts; wait and try again")
-
-    @staticmethod
-    def _locked(limit: LimitState | None, now: dt.datetime) -> bool:
-        """Whether the account is locked (after ``ACCOUNT_MAX_FAILURES`` in a row)."""
-        return limit is not None and limit.locked_until is not None and limit.locked_until > now
-
-    def _failure(
-        self,
-        transaction: AuthTransaction,
-        identity_id: uuid.UUID | None,
-        source: str,
-        now: dt.datetime,
-        reason: str,
-    ) -> None:
-        self.limits.record_failure(
-            source_limit_key(source),
-            now,
-            window=SOURCE_WINDOW,
-            max_failures=SOURCE_MAX_FAILURES,
-            lockout=SOURCE_WINDOW,
-        )
-        if identity_id is not None:
-            self.limits.record_failure(
-                account_limit_key(identity_id),
-                now,
-                window=ACCOUNT_LOCKOUT * 365,  # consecutive failures: only a success resets
-                max_failures=ACCOUNT_MAX_FAILURES,
-                lockout=ACCOUNT_LOCKOUT,
-            )
+    def _failure(self, transaction: AuthTransaction, reason: str) -> None:
         self.audit(
             "authentication.factor",
             {"transaction": str(transaction.id), "result": "failed", "reason": reason},

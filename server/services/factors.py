@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import math
 import secrets as secrets_module
 import uuid
 from collections.abc import Callable
@@ -26,9 +28,11 @@ from server.domain.model import AuthenticatorKind, CredentialKind, CredentialSta
 from server.services.credentials import CredentialService
 from server.services.credentials.sealing import yubico_secrets
 from server.services.errors import WrongPassword
-from server.services.login.record import Proof
+from server.services.login.errors import TemporarilyBlocked
+from server.services.login.record import FactorCheck, Proof
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
+from server.services.throttles import block_length
 from server.services.verifiers import (
     HotpState,
     TotpState,
@@ -112,43 +116,82 @@ _FAILURE_FIELDS = {
 }
 
 
-def _after_failure(credential: FactorState, exc: VerificationFailed[Any]) -> FactorState:
-    """The credential's state after a rejected code: the verifier's counters, and blocked
-    when the verifier says so."""
+def _after_failure(
+    credential: FactorState, exc: VerificationFailed[Any], *, counted: bool, now: dt.datetime
+) -> FactorState:
+    """The credential's state after a rejected code. A wrong code counts against the token
+    only when the login proved another factor first (``counted``): a stranger who knows only a
+    person number can then change nothing of it. Counted wrong codes up to the limit block it
+    for a while (``block_length``), never for good."""
+    if not counted:
+        return credential
     changes: dict[str, Any] = {
         column: getattr(exc.state, field)
         for field, column in _FAILURE_FIELDS.items()
         if hasattr(exc.state, field)
     }
     if exc.code == "credential-blocked":
-        changes["state"] = CredentialState.BLOCKED
+        changes.update(
+            failures=0,
+            blocks=credential.blocks + 1,
+            blocked_until=now + block_length(credential.blocks),
+        )
     return dataclasses.replace(credential, **changes)
 
 
-def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> Callable[..., Proof]:
-    """A check for ``{"code": "..."}`` against the identity's active OTP credentials: one
-    statement reads them, and each one tried is written back only if its state changed."""
+def blocked_now(blocked_until: dt.datetime | None, now: dt.datetime) -> int:
+    """Seconds a token is still blocked for (0: it is not)."""
+    if blocked_until is None or blocked_until <= now:
+        return 0
+    return max(1, math.ceil((blocked_until - now).total_seconds()))
 
-    def check(session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]) -> Proof:
+
+def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> FactorCheck:
+    """A check for ``{"code": "..."}`` against the identity's active OTP credentials: one
+    statement reads them, and each one tried is written back only if its state changed. A
+    token blocked for a while is not tried; when every token is, a login that proved another
+    factor is told how long to wait, any other is refused as for a wrong code."""
+
+    def check(
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = frozenset(),
+    ) -> Proof:
         code = str(submitted.get("code", ""))
         repository = CredentialRepository(session)
         candidates = repository.factor_states(identity_id, OTP_KINDS)
         if not candidates:
             raise NoSuchFactor("no active OTP credential")
+        at = clock()
+        now = dt.datetime.fromtimestamp(at, dt.UTC)
         last: VerificationFailed[Any] | None = None
+        waits: list[int] = []
         for credential in candidates:
+            wait = blocked_now(credential.blocked_until, now)
+            if wait:
+                waits.append(wait)
+                continue
+            counted = bool(proven - {credential.id})
             secret = secrets.open(
                 credential.secret_ciphertext or b"", context=f"credential:{credential.id}"
             )
             try:
-                verified = _verified(credential, secret, code, clock())
+                verified = _verified(credential, secret, code, at)
             except VerificationFailed as exc:
-                repository.save_factor_state(credential, _after_failure(credential, exc))
+                after = _after_failure(credential, exc, counted=counted, now=now)
+                repository.save_factor_state(credential, after)
+                if after.blocked_until is not None and after.blocked_until > now:
+                    waits.append(blocked_now(after.blocked_until, now))
                 last = exc
                 continue
+            if credential.blocks or credential.blocked_until is not None:
+                verified = dataclasses.replace(verified, blocks=0, blocked_until=None)
             repository.save_factor_state(credential, verified)
             return Proof(OTP_KINDS[credential.kind], credential.id)
-        raise FactorRejected(last.code if last else "no-match")
+        if proven and waits and len(waits) == len(candidates):
+            raise TemporarilyBlocked.after(min(waits)).record()
+        raise FactorRejected(last.code if last else "temporarily-blocked")
 
     return check
 
@@ -175,7 +218,11 @@ class PasswordCheck:
         return passwords.hash_password(secrets_module.token_urlsafe(24))
 
     def __call__(
-        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+        self,
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = frozenset(),
     ) -> Proof:
         password = str(submitted.get("password", ""))
         active = CredentialRepository(session).for_identity(identity_id, {CredentialState.ACTIVE})

@@ -262,7 +262,11 @@ class AssertionCheck:
         self._transaction_id = transaction_id
 
     def __call__(
-        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+        self,
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = frozenset(),
     ) -> Proof:
         return self._service.verify_assertion(self._transaction_id, identity_id, submitted)
 

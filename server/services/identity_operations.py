@@ -19,6 +19,7 @@ from server.services.identities import AuditHook, Enrolment, IdentityService, ca
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.proofing_approvals import DEFAULT_WAIT, ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
+from server.services.throttles import ThrottleLifting
 from server.storage.proofing_repositories import CustomerRepository
 from server.storage.tables import Credential, Identity, PendingProofing, ProofingRecord
 
@@ -91,6 +92,7 @@ class IdentityOperations:
         audit: AuditHook,
         approvals: ProofingApprovals,
         customers: CustomerRepository,
+        lifting: tuple[Pseudonyms, ThrottleLifting] | None = None,
     ) -> None:
         self.caller = caller
         self._identities = identities
@@ -98,6 +100,7 @@ class IdentityOperations:
         self._audit = audit
         self._approvals = approvals
         self._customers = customers
+        self._lifting = lifting
 
     @classmethod
     def build(
@@ -118,7 +121,8 @@ class IdentityOperations:
         )
         approvals = ProofingApprovals(session, identities, audit, clock, wait)
         customers = CustomerRepository(session)
-        return cls(caller, identities, credentials, audit, approvals, customers)
+        lifting = (pseudonyms, ThrottleLifting(session))
+        return cls(caller, identities, credentials, audit, approvals, customers, lifting)
 
     def _record(self, identity: Identity) -> IdentityRecord:
         pending = self._approvals.waiting_of(self.caller, identity.id)
@@ -253,6 +257,29 @@ class IdentityOperations:
         """Close the identity for good; its live credentials are revoked."""
         self.caller.require(Permission.CLOSE)
         return self._record(self._identities.close(self._served(identity_id)))
+
+    def lift_throttles(self, identity_id: uuid.UUID, reason: str) -> tuple[int, int]:
+        """Lift what failures left on the person (the throttles naming them from every network,
+        their tokens' temporary blocks), for the person at the desk or on the phone; audited
+        with the reason. How many throttles and blocked credentials there were."""
+        self.caller.require(Permission.SUSPEND)
+        if self._lifting is None:
+            raise RuntimeError("built without throttle lifting")
+        identity = self._identities.get(self._served(identity_id))
+        pseudonyms, lifting = self._lifting
+        digest = pseudonyms.subject_digest(identity.person_number)
+        throttles, blocked = lifting.lift(digest, identity.id)
+        self._audit(
+            "throttles.lifted",
+            {
+                "identity": str(identity.id),
+                "reason": reason,
+                "throttles": throttles,
+                "credentials": blocked,
+                "organisation": self.caller.organisation,
+            },
+        )
+        return throttles, blocked
 
     # --- credentials ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from sqlalchemy import case, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from server.storage.conflicts import conflicts_as as _conflicts_as
 from server.storage.migration_repositories import add_unless_taken
 from server.storage.migration_tables import LEGACY_USERS as _users
 from server.storage.migration_tables import (
@@ -18,7 +19,6 @@ from server.storage.migration_tables import (
     LegacyKeyCard,
     LegacyUser,
 )
-from server.storage.repositories import _conflicts_as
 from server.storage.tables import UtcDateTime
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import flag_modified
 
 from server.domain.model import CredentialKind, CredentialState
+from server.storage.conflicts import conflicts_as as _conflicts_as
 from server.storage.migration_events import COMPLETED, DROPPED, REMINDED, STARTED
 from server.storage.migration_tables import MIGRATION_EVENTS as _events
 from server.storage.migration_tables import MIGRATION_FLOWS as _flows
@@ -24,7 +25,6 @@ from server.storage.migration_tables import (
     MigrationFlow,
     MigrationInvitation,
 )
-from server.storage.repositories import _conflicts_as
 from server.storage.tables import Credential, UtcDateTime
 
 

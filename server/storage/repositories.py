@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
-import sqlite3
 import uuid
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
-    Select,
     String,
     Table,
     bindparam,
-    case,
     delete,
+    func,
     insert,
     literal,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.functions import FunctionElement
 
 from server.domain.model import (
@@ -39,6 +32,7 @@ from server.domain.model import (
     IdentityStatus,
     Level,
 )
+from server.storage.conflicts import conflicts_as as _conflicts_as
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
 from server.storage.tables import (
     AuditEntry,
@@ -48,11 +42,10 @@ from server.storage.tables import (
     Identity,
     ProofingRecord,
     RateLimit,
+    Throttle,
     UtcDateTime,
 )
-
-# PostgreSQL serialization_failure and deadlock_detected: the other writer won; retry.
-_PG_CONFLICT_STATES = frozenset({"40001", "40P01"})
+from server.storage.throttle_repositories import ThrottleState
 
 # The statements every login factor runs, built once: a Core statement skips the ORM's
 # per-row bookkeeping, and a prebuilt one skips building and hashing the statement per call
@@ -60,6 +53,7 @@ _PG_CONFLICT_STATES = frozenset({"40001", "40P01"})
 # session's transaction.
 _credentials = cast(Table, Credential.__table__)
 _rate_limits = cast(Table, RateLimit.__table__)
+_throttles = cast(Table, Throttle.__table__)
 _audit_entries = cast(Table, AuditEntry.__table__)
 _audit_head = cast(Table, AuditHead.__table__)
 
@@ -75,6 +69,8 @@ _FACTOR_STATES = (
         _credentials.c.failures,
         _credentials.c.drift,
         _credentials.c.last_used_window,
+        _credentials.c.blocked_until,
+        _credentials.c.blocks,
     )
     .where(
         _credentials.c.identity_id == bindparam("identity_id"),
@@ -94,29 +90,29 @@ _SAVE_FACTOR_STATE = (
         failures=bindparam("new_failures"),
         drift=bindparam("new_drift"),
         last_used_window=bindparam("new_last_used_window"),
+        blocked_until=bindparam("new_blocked_until", type_=UtcDateTime()),
+        blocks=bindparam("new_blocks"),
         version=_credentials.c.version + 1,
     )
 )
 
 
-@functools.cache
-def _limit_states(count: int) -> Select[tuple[str, int, dt.datetime | None]]:
-    # One bound parameter per key rather than an "expanding" IN, whose SQL is rewritten at
-    # every execution.
-    keys: list[BindParameter[str]] = [bindparam(f"key{n}") for n in range(count)]
-    return select(_rate_limits.c.key, _rate_limits.c.failures, _rate_limits.c.locked_until).where(
-        _rate_limits.c.key.in_(keys)
-    )
-
-
-def source_limit_key(source: str) -> str:
-    """The rate-limit key of the failures from one source (a client address)."""
-    return f"source:{source}"
-
-
 def account_limit_key(identity_id: uuid.UUID) -> str:
-    """The rate-limit key of one person's consecutive login failures."""
+    """The throttle key of one person's login failures from anywhere (for the alert)."""
     return f"account:{identity_id}"
+
+
+def network_throttle_key(network: str) -> str:
+    """The throttle key of the login failures from one source network (an IPv4 address or
+    an IPv6 /64), whoever they named."""
+    return f"net:{network}"
+
+
+def subject_throttle_key(subject: str, network: str) -> str:
+    """The throttle key of the login failures naming one subject (the keyed digest of the
+    number typed, so a number nobody has is throttled as one somebody has) from one source
+    network."""
+    return f"subject:{subject}@{network}"
 
 
 class _AccountLimitKey(FunctionElement[str]):
@@ -148,51 +144,31 @@ def _account_limit_key_sqlite(element: _AccountLimitKey, compiler: SQLCompiler, 
     return f"('account:' || {groups})"
 
 
-_source_limit = _rate_limits.alias("source_limit")
-_account_limit = _rate_limits.alias("account_limit")
+_network_limit = _throttles.alias("network_limit")
+_subject_limit = _throttles.alias("subject_limit")
+# subject_throttle_key(transaction.subject_digest or account_limit_key(identity_id), network)
+_SUBJECT_KEY = (
+    literal("subject:")
+    + func.coalesce(AuthTransaction.subject_digest, _AccountLimitKey(AuthTransaction.identity_id))
+    + bindparam("at_network", type_=String())
+)
 _LOGIN_CONTEXT = (
     select(
         AuthTransaction,
         Identity.status,
-        _source_limit.c.failures.label("source_failures"),
-        _source_limit.c.locked_until.label("source_locked_until"),
-        _account_limit.c.failures.label("account_failures"),
-        _account_limit.c.locked_until.label("account_locked_until"),
+        _network_limit.c.tat_ms.label("network_tat"),
+        _network_limit.c.failures.label("network_failures"),
+        _subject_limit.c.tat_ms.label("subject_tat"),
+        _subject_limit.c.failures.label("subject_failures"),
     )
     .outerjoin(Identity, Identity.id == AuthTransaction.identity_id)
-    .outerjoin(_source_limit, _source_limit.c.key == bindparam("source_key"))
-    .outerjoin(
-        _account_limit, _account_limit.c.key == _AccountLimitKey(AuthTransaction.identity_id)
-    )
+    .outerjoin(_network_limit, _network_limit.c.key == bindparam("network_key"))
+    .outerjoin(_subject_limit, _subject_limit.c.key == _SUBJECT_KEY)
     .where(AuthTransaction.id == bindparam("transaction_id"))
 )
 _HEAD = select(_audit_head.c.seq, _audit_head.c.hash).where(_audit_head.c.id == 1)
 _HEAD_LOCKED = _HEAD.with_for_update()
 _INSERT_ENTRY = insert(_audit_entries)
-
-
-def _is_write_conflict(exc: OperationalError) -> bool:
-    orig = exc.orig
-    # In WAL mode a transaction that read an older snapshot may not write after another
-    # connection committed (BUSY_SNAPSHOT): SQLite's form of "someone changed it since you
-    # read it". A reading transaction that wants to write while another holds the write lock
-    # gets plain BUSY at once, without waiting: it must restart just the same.
-    if isinstance(orig, sqlite3.OperationalError):
-        code = getattr(orig, "sqlite_errorcode", None)
-        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_SNAPSHOT)
-    return getattr(orig, "sqlstate", None) in _PG_CONFLICT_STATES
-
-
-@contextmanager
-def _conflicts_as(kind: str, key: uuid.UUID | str | int | None) -> Iterator[None]:
-    try:
-        yield
-    except StaleDataError as exc:
-        raise StaleWrite(kind, key) from exc
-    except OperationalError as exc:
-        if _is_write_conflict(exc):
-            raise StaleWrite(kind, key) from exc
-        raise
 
 
 class IdentityRepository:
@@ -351,6 +327,23 @@ class CredentialRepository:
         # An identity holds a handful of credentials: filtering here keeps the SQL fixed.
         return [FactorState(**row._mapping) for row in rows if row.kind in kinds]
 
+    def clear_temporary_blocks(self, identity_id: uuid.UUID) -> int:
+        """End the temporary blocks and wrong-code runs of the identity's credentials: how
+        many credentials had one."""
+        result = self._session.execute(
+            update(_credentials)
+            .where(
+                _credentials.c.identity_id == identity_id,
+                (_credentials.c.blocked_until.is_not(None))
+                | (_credentials.c.blocks > 0)
+                | (_credentials.c.failures > 0),
+            )
+            .values(blocked_until=None, blocks=0, failures=0, version=_credentials.c.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        self._session.expire_all()
+        return int(getattr(result, "rowcount", 0))
+
     def save_factor_state(self, read: FactorState, changed: FactorState) -> None:
         """Write what a factor check changed (nothing, if it changed nothing) with the same
         optimistic lock as ``update``: StaleWrite if the row is no longer at the version read.
@@ -368,6 +361,8 @@ class CredentialRepository:
                     "new_failures": changed.failures,
                     "new_drift": changed.drift,
                     "new_last_used_window": changed.last_used_window,
+                    "new_blocked_until": changed.blocked_until,
+                    "new_blocks": changed.blocks,
                 },
             )
         if result.rowcount != 1:
@@ -389,6 +384,8 @@ class FactorState:
     failures: int
     drift: int
     last_used_window: int | None
+    blocked_until: dt.datetime | None = None
+    blocks: int = 0
 
 
 class AuditRepository:
@@ -465,21 +462,26 @@ class TransactionRepository:
             raise NotFound("transaction", transaction_id)
         return transaction
 
-    def login_context(self, transaction_id: uuid.UUID, source: str) -> LoginContext:
+    def login_context(self, transaction_id: uuid.UUID, network: str) -> LoginContext:
         """What a login factor starts from, in one statement: the transaction, the status of
-        its identity, and the failure counters of ``source`` and of the identity."""
+        its identity, and the throttles of the source ``network`` and of the subject the login
+        names from that network (``subject_throttle_key``)."""
         row = self._session.execute(
             _LOGIN_CONTEXT,
-            {"transaction_id": transaction_id, "source_key": source_limit_key(source)},
+            {
+                "transaction_id": transaction_id,
+                "network_key": network_throttle_key(network),
+                "at_network": f"@{network}",
+            },
         ).first()
         if row is None:
             raise NotFound("transaction", transaction_id)
-        transaction, status, source_failures, source_until, account_failures, account_until = row
+        transaction, status, network_tat, network_failures, subject_tat, subject_failures = row
         return LoginContext(
             transaction,
             status,
-            None if source_failures is None else LimitState(source_failures, source_until),
-            None if account_failures is None else LimitState(account_failures, account_until),
+            None if network_tat is None else ThrottleState(network_tat, network_failures),
+            None if subject_tat is None else ThrottleState(subject_tat, subject_failures),
         )
 
     def update(
@@ -498,85 +500,11 @@ class TransactionRepository:
         return int(getattr(result, "rowcount", 0))
 
 
-class LimitState(NamedTuple):
-    failures: int
-    locked_until: dt.datetime | None
-
-
 class LoginContext(NamedTuple):
     transaction: AuthTransaction
     identity_status: IdentityStatus | None  # None: the login names no one (yet)
-    source_limit: LimitState | None  # None: no failures counted
-    account_limit: LimitState | None
-
-
-class RateLimitRepository:
-    """Failure counters shared by every worker; each update is one atomic upsert."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def record_failure(
-        self,
-        key: str,
-        now: dt.datetime,
-        *,
-        window: dt.timedelta,
-        max_failures: int,
-        lockout: dt.timedelta,
-    ) -> RateLimit:
-        """Count one failure in the window that began within ``window`` of ``now`` (or start
-        a new one); reaching ``max_failures`` sets ``locked_until = now + lockout``."""
-        if max_failures < 1:
-            raise ValueError("max_failures must be at least 1")
-        table = RateLimit.__table__
-        when = UtcDateTime()
-        expired = table.c.window_start <= literal(now - window, when)
-        failures = case((expired, 1), else_=table.c.failures + 1)
-        locked_until = literal(now + lockout, when)
-        insert = _upsert_insert(self._session).values(
-            key=key,
-            failures=1,
-            window_start=now,
-            locked_until=locked_until if max_failures <= 1 else None,
-        )
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={
-                "failures": failures,
-                "window_start": case((expired, literal(now, when)), else_=table.c.window_start),
-                "locked_until": case(
-                    (failures >= max_failures, locked_until), else_=table.c.locked_until
-                ),
-            },
-        ).returning(RateLimit)
-        with _conflicts_as("rate limit", key):
-            row = self._session.scalars(
-                statement, execution_options={"populate_existing": True}
-            ).one()
-        return row
-
-    def reset(self, key: str) -> None:
-        self._session.execute(delete(RateLimit).where(RateLimit.key == key))
-
-    def states(self, keys: Collection[str]) -> dict[str, LimitState]:
-        """The current counters of ``keys`` that have any, in one statement."""
-        statement = _limit_states(len(keys))
-        parameters = {f"key{n}": key for n, key in enumerate(keys)}
-        rows = self._session.connection().execute(statement, parameters)
-        return {row.key: LimitState(row.failures, row.locked_until) for row in rows}
-
-    def get(self, key: str) -> RateLimit | None:
-        return self._session.get(RateLimit, key, populate_existing=True)
-
-
-def _upsert_insert(session: Session) -> postgresql.Insert | sqlite.Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(RateLimit)
-    if dialect == "sqlite":
-        return sqlite.insert(RateLimit)
-    raise StorageError(f"no upsert for database dialect {dialect!r}")
+    network_limit: ThrottleState | None  # None: no failures counted
+    subject_limit: ThrottleState | None
 
 
 def _check_expected(kind: str, key: uuid.UUID, version: int, expected_version: int | None) -> None:

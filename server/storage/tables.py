@@ -155,6 +155,10 @@ class Credential(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     drift: Mapped[int] = mapped_column(Integer, default=0)
     last_used_window: Mapped[int | None] = mapped_column(BigInteger)
+    # A code token or key card refused for a while after wrong codes (never for good):
+    # ``blocks`` counts the blocks in a row, each longer than the last; a success ends the run.
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    blocks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer)
@@ -233,6 +237,19 @@ class RateLimit(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     window_start: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     locked_until: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+class Throttle(Base):
+    """A decaying failure counter (the generic cell rate algorithm): ``tat_ms`` is when the
+    counter would be empty again, in milliseconds since the epoch; each failure moves it on by
+    the key's interval from now or from where it was, whichever is later. ``failures`` counts
+    the failures since it was last empty (for operators and the alert)."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tat_ms: Mapped[int] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class PendingState(StrEnum):

@@ -177,6 +177,24 @@ def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> R
     )
 
 
+@router.post("/console/people/{identity_id}/throttles")
+def lift_throttles(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
+    """Lift the person's throttles and temporary blocks, with the reason (audited)."""
+    desk.caller.require(Permission.SUSPEND)
+    reason = " ".join(str(form.get("reason", "")).split())
+    if len(reason) < 3:
+        error = [("lift-reason", desk.browser.t("console.person.lift_reason_missing"))]
+        return person_page(desk, identity_id, status=422, errors=error)
+    return _act(
+        desk,
+        identity_id,
+        Permission.SUSPEND,
+        lambda ops: ops.lift_throttles(identity_id, reason[:500]),
+        "console.person.done_lift",
+        field="lift-reason",
+    )
+
+
 @router.post("/console/people/{identity_id}/credentials")
 def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Order a device for the person."""

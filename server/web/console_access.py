@@ -24,7 +24,7 @@ from server.services.access import Caller, NotPermitted, Permission
 from server.services.identities import DOCUMENT_KINDS
 from server.services.identity_operations import OPERATOR_ID, IdentityOperations
 from server.services.proofing_approvals import may_approve_at
-from server.storage.repositories import RateLimitRepository
+from server.storage.throttle_repositories import RateLimitRepository
 from server.web.browser import Browser, BrowserDep, OperatorDep
 from server.web.render import page
 from server.wiring import Services

@@ -13,6 +13,7 @@ same list of credentials for anyone.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -25,11 +26,12 @@ from starlette.responses import RedirectResponse, Response
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, Level
-from server.services.authentication import AuthenticationService, FactorCheck, Standing
+from server.services.authentication import AuthenticationService, Standing
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
-from server.services.login.errors import NoMoreTime, Throttled
+from server.services.login.errors import NoMoreTime, TemporarilyBlocked, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
+from server.services.login.record import FactorCheck
 from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
@@ -407,9 +409,11 @@ def method_submit(
         return elsewhere
     t = browser.t
 
-    def again(status: int, field_id: str, key: str, now: Standing = standing) -> Response:
+    def again(
+        status: int, field_id: str, key: str, now: Standing = standing, **values: Any
+    ) -> Response:
         """The same credential's page with the error at ``field_id`` and a fresh challenge."""
-        errors = [(field_id, t(key))]
+        errors = [(field_id, t(key, **values))]
         return _method_page(
             request, browser, session, services, now, method, status=status, errors=errors
         )
@@ -428,8 +432,12 @@ def method_submit(
         _service(session, services).verify_factor(
             transaction_id, check, submitted, source=source, binding=browser.binding
         )
-    except Throttled:
-        return again(429, field, "error.rate-limited")
+    except TemporarilyBlocked as exc:
+        minutes = max(1, math.ceil((exc.retry_after or 60) / 60))
+        return again(429, field, "login.temporarily_blocked", minutes=minutes)
+    except Throttled as exc:
+        minutes = max(1, math.ceil((exc.retry_after or 60) / 60))
+        return again(429, field, "login.rate_limited", minutes=minutes)
     except FactorRejected:
         # The failure's record (counters, audit) is committed with the page's transaction.
         now = _service(session, services).standing(transaction_id, browser.binding)

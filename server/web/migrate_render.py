@@ -15,7 +15,6 @@ from starlette.responses import Response
 from server.api.deps import ServicesDep
 from server.domain.errors import DomainError
 from server.services.errors import WeakPassword
-from server.services.migration.errors import LegacyLocked
 from server.services.migration.flow import DEFAULT_MAX_STEP_FAILURES
 from server.services.migration.flow_errors import DetailsMismatch
 from server.services.migration.flow_model import (
@@ -27,6 +26,7 @@ from server.services.migration.flow_model import (
     FlowView,
     NextAction,
 )
+from server.services.throttles import SUBJECT_RATE
 from server.storage.migration_tables import MigrationFlow
 from server.web.browser import Browser
 from server.web.render import page
@@ -255,15 +255,11 @@ class Pages:
         return day.strftime("%d.%m.%Y") if self.browser.lang == "da" else day.strftime("%d %B %Y")
 
     def lockout(self) -> dict[str, int]:
-        policy = self.services.legacy_policy()
+        """The throttle a user id meets from one connection, for the page's explanation."""
         return {
-            "max": policy.max_failures,
-            "minutes": max(1, int(policy.lockout.total_seconds() // 60)),
+            "max": SUBJECT_RATE.burst,
+            "minutes": max(1, int(SUBJECT_RATE.interval.total_seconds() // 60)),
         }
-
-    def clock(self, error: LegacyLocked) -> str:
-        local = error.until.astimezone()
-        return local.strftime("%H.%M" if self.browser.lang == "da" else "%H:%M")
 
 
 # --- error messages -----------------------------------------------------------------------------
@@ -281,8 +277,6 @@ class Explain:
     def message(self, failed: Failed) -> str:
         error = failed.error
         key = f"migrate.error.{error.code}"
-        if isinstance(error, LegacyLocked):
-            return self.t(key, until=self.pages.clock(error))
         if isinstance(error, WeakPassword):
             key = f"{key}.{error.reason.value}"
         if isinstance(error, DetailsMismatch) and error.field != "person_number":
@@ -306,7 +300,6 @@ class Explain:
 def field_for(error: DomainError, default: str) -> str:
     fields = {
         "verification-failed": "password",
-        "locked": "user_id",
         "card-exhausted": "code",
         "no-key-card": "code",
         "token-not-found": "serial",

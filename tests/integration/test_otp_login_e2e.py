@@ -366,26 +366,6 @@ def test_audio_reader_logs_in_with_the_code_it_speaks(
     refused(portal.otp(portal.begin(person), code))
 
 
-def test_three_wrong_codes_block_the_code_display(
-    portal: Portal, cli: CliRunner, tmp_path: Path
-) -> None:
-    state = tmp_path / "display.json"
-    pskc = new_token(cli, "otp-display", state)
-    person, identity = portal.enrol()
-    credential = portal.import_and_assign(pskc, identity)
-    portal.activate(credential, shown(cli, state, time.time()))
-
-    transaction = portal.begin(person)
-    for wrong in ("000000", "111111", "222222"):
-        refused(portal.otp(transaction, wrong))
-    blocked = portal.http.get(f"/credentials/{credential}")
-    assert blocked.status_code == 200, blocked.text
-    assert blocked.json()["state"] == "blocked"
-    # Blocked for good: the right code does not help, and the login cannot complete.
-    refused(portal.otp(portal.begin(person), shown(cli, state, time.time() + STEP)))
-    assert portal.http.post(f"/authentications/{transaction}/complete").status_code == 403
-
-
 def test_code_display_logs_in_on_postgresql(
     postgres_service: ServerProcess, cli: CliRunner, tmp_path: Path
 ) -> None:

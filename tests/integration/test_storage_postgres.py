@@ -11,8 +11,9 @@ import pytest
 
 from server.storage.engine import create_engine_for, migrate, session_factory
 from server.storage.errors import StaleWrite
-from server.storage.repositories import AuditRepository, RateLimitRepository
+from server.storage.repositories import AuditRepository
 from server.storage.tables import AuditEntry
+from server.storage.throttle_repositories import RateLimitRepository
 from tests.unit.server.storage.databases import postgres_schema
 
 pytestmark = pytest.mark.integration

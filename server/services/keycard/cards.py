@@ -3,6 +3,7 @@ saving that card's state."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -17,6 +18,7 @@ from server.services.identities import AuditHook, no_audit
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.lifecycle_errors import InvalidTransition, UnsupportedCredential
 from server.services.secretbox import SecretBox
+from server.services.throttles import block_length
 from server.services.verifiers import (
     CredentialBlocked,
     KeyCardState,
@@ -141,23 +143,55 @@ class KeyCards:
             failures=credential.failures,
         )
 
+    def _check(self, credential: Credential, index: str, code: str) -> KeyCardState:
+        return verify_keycard(
+            self.state(credential),
+            index,
+            code,
+            pepper=self._keys.pepper,
+            max_failures=self._max_failures,
+        )
+
     def verify(self, credential: Credential, index: str, code: str) -> KeyCardState:
         """Run the verifier; on a failure save the state it carries (and block the card when
         it says so) before re-raising, so the caller's commit keeps the count."""
         try:
-            return verify_keycard(
-                self.state(credential),
-                index,
-                code,
-                pepper=self._keys.pepper,
-                max_failures=self._max_failures,
-            )
+            return self._check(credential, index, code)
         except VerificationFailed as exc:
             credential.failures = exc.state.failures
             self._repository.update(credential)
             if isinstance(exc, CredentialBlocked):
                 self._lifecycle.transition(credential.id, CredentialState.BLOCKED)
             raise
+
+    def login_verify(
+        self, credential: Credential, index: str, code: str, *, counted: bool, now: dt.datetime
+    ) -> KeyCardState:
+        """The verifier for a login: a wrong code counts against the card only when the login
+        proved another factor first (``counted``), and the last one allowed blocks it for a
+        while (``block_length``), never for good. A success ends the run of blocks."""
+        try:
+            accepted = self._check(credential, index, code)
+        except VerificationFailed as exc:
+            if counted:
+                credential.failures = exc.state.failures
+                if isinstance(exc, CredentialBlocked):
+                    credential.failures = 0
+                    credential.blocked_until = now + block_length(credential.blocks)
+                    credential.blocks += 1
+                    self._audit(
+                        "credential.temporarily_blocked",
+                        {
+                            "credential_id": str(credential.id),
+                            "identity_id": str(credential.identity_id),
+                            "until": credential.blocked_until.isoformat(),
+                        },
+                    )
+                self._repository.update(credential)
+            raise
+        credential.blocks = 0
+        credential.blocked_until = None
+        return accepted
 
     def store(self, credential: Credential, state: KeyCardState) -> None:
         """Save an accepted code's state; flag the card for replacement when it reaches the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import math
 import random
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from server.domain.model import AuthenticatorKind, CredentialKind, CredentialSta
 from server.services.keycard.cards import KeyCardBlocked, KeyCardExhausted, KeyCards
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.login.decoys import NOBODY, decoy_subject
+from server.services.login.errors import TemporarilyBlocked
 from server.services.login.gate import LoginTransactions
 from server.services.login.record import Proof, proofs
 from server.services.verifiers import (
@@ -102,18 +104,37 @@ class KeyCardLogin:
         pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.KEY_CARD)
         return None if pending is None else str(pending.state["index"])
 
-    def verify_login(self, transaction_id: uuid.UUID, identity_id: uuid.UUID, code: str) -> Proof:
+    def verify_login(
+        self,
+        transaction_id: uuid.UUID,
+        identity_id: uuid.UUID,
+        code: str,
+        proven: frozenset[uuid.UUID] = frozenset(),
+    ) -> Proof:
         """Check the code for the login's pending key number (consumed whatever the outcome)
         against the identity's active card: what it proved, or ``KeyCardRejected`` for every
-        failure, after saving what it changed (the failure count; a block)."""
+        failure, after saving what it changed (the failure count; a block for a while, when
+        the login proved another factor: ``proven``). A card blocked for a while is not
+        tried: a login that proved another factor is told how long to wait."""
         index = self.take_index(transaction_id)
         card = self._cards.usable_card(identity_id)
         if index is None or card is None:
             self.decoy_work(code)
             raise KeyCardRejected("no-challenge" if index is None else "no-card")
+        counted = bool(proven - {card.id})
+        now = self._now()
+        if card.blocked_until is not None and card.blocked_until > now:
+            self.decoy_work(code)
+            if counted:
+                wait = math.ceil((card.blocked_until - now).total_seconds())
+                raise TemporarilyBlocked.after(wait)
+            raise KeyCardRejected("temporarily-blocked")
         try:
-            accepted = self._cards.verify(card, index, code)
+            accepted = self._cards.login_verify(card, index, code, counted=counted, now=now)
         except VerificationFailed as exc:
+            if counted and card.blocked_until is not None and card.blocked_until > now:
+                wait = math.ceil((card.blocked_until - now).total_seconds())
+                raise TemporarilyBlocked.after(wait) from None
             raise KeyCardRejected(exc.code) from None
         self._cards.store(card, accepted)
         return Proof(AuthenticatorKind.KEY_CARD, card.id)
@@ -134,7 +155,12 @@ class KeyCardLogin:
         proven = bool(proofs(transaction.factors))
         card = self._cards.usable_card(identity_id or NOBODY)  # looked up for nobody too: timing
         if identity_id is not None:
-            if card is not None:
+            now = self._now()
+            if card is not None and card.blocked_until is not None and card.blocked_until > now:
+                if proven:
+                    wait = math.ceil((card.blocked_until - now).total_seconds())
+                    raise TemporarilyBlocked.after(wait)
+            elif card is not None:
                 try:
                     return challenge(
                         self._cards.state(card), self._rng, max_failures=self._max_failures
@@ -163,9 +189,15 @@ class KeyCardCheck:
         self._transaction_id = transaction_id
 
     def __call__(
-        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+        self,
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = frozenset(),
     ) -> Proof:
-        return self._login.verify_login(self._transaction_id, identity_id, str(submitted["code"]))
+        return self._login.verify_login(
+            self._transaction_id, identity_id, str(submitted["code"]), proven
+        )
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
         self._login.refuse_unknown(self._transaction_id, str(submitted.get("code", "")))

@@ -8,7 +8,6 @@ from server.domain.errors import (
     ConflictingState,
     DomainError,
     Expired,
-    Locked,
     Refused,
     TooManyAttempts,
     UnknownSubject,
@@ -36,11 +35,25 @@ class LoginBoundElsewhere(ConflictingState):
 
 
 class Throttled(TooManyAttempts):
+    """Too many failures from where this came from: nothing is checked until the wait is
+    over. Nothing of the person changed; from elsewhere they go on as before."""
+
     code = "rate-limited"
+    default_detail = "too many attempts from here; wait and try again"
+
+    @classmethod
+    def after(cls, seconds: int) -> Throttled:
+        error = cls(f"throttled for {seconds} s")
+        error.retry_after = seconds
+        return error
 
 
-class AccountLocked(Locked):
-    code = "locked"
+class TemporarilyBlocked(Throttled):
+    """The code token or key card was given wrong codes after another factor of a login was
+    proven, and refuses codes for a while (told only to a login that proved another factor)."""
+
+    code = "credential-temporarily-blocked"
+    default_detail = "too many wrong codes: this device is blocked for a while; try again later"
 
 
 class NoMoreTime(DomainError):

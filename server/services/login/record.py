@@ -8,9 +8,12 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.domain.model import AuthenticatorKind
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # Kinds one credential can prove: a security key proves ``fido2`` or, with its PIN, ``fido2_uv``.
 _FAMILY = {AuthenticatorKind.FIDO2_UV: AuthenticatorKind.FIDO2}
@@ -109,3 +112,18 @@ def last_proven(found: Iterable[Proof]) -> dt.datetime | None:
 
 def credentials(found: Iterable[Proof]) -> set[uuid.UUID]:
     return {proof.credential for proof in found if proof.credential is not None}
+
+
+class FactorCheck(Protocol):
+    """Verifies one factor for an identity: raises a DomainError, or returns what it proved
+    (the kind and the credential that proved it). ``proven``: the credentials this login has
+    proven already (a code token counts wrong codes only once another one was)."""
+
+    def __call__(
+        self,
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = ...,
+        /,
+    ) -> Proof: ...

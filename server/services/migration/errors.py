@@ -10,13 +10,10 @@ their own codes and words.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from server.domain.errors import (
     ConflictingState,
     DomainError,
     Expired,
-    Locked,
     Refused,
     TooManyAttempts,
     UnknownSubject,
@@ -96,22 +93,9 @@ class LegacyTokenRejected(LegacyProofFailed):
 # --- answers that may differ -----------------------------------------------------------------
 
 
-class LegacyLocked(LegacyError, Locked):
-    """Too many failed logins in a row: legacy login for this user id is locked until
-    ``until``. Unknown user ids lock the same way, so the answer tells nobody who exists."""
-
-    code = "locked"
-    default_detail = (
-        "too many failed attempts: legacy login for this user ID is locked; try again later"
-    )
-
-    def __init__(self, until: dt.datetime) -> None:
-        super().__init__(f"legacy user locked until {until.isoformat()}")
-        self.until = until
-
-
 class LegacyThrottled(LegacyError, TooManyAttempts):
-    """Too many failures from one source address in a short time."""
+    """Too many failures from one source network, or naming one user id from it: nothing is
+    checked until the wait (``retry_after``) is over."""
 
     code = "rate-limited"
     default_detail = "too many attempts; wait and try again"

@@ -11,14 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from server.services.authentication import SOURCE_MAX_FAILURES, SOURCE_WINDOW
 from server.services.migration.formats import DEFAULT_ITERATIONS
-from server.services.verifiers.otp import NIST_MAX_FAILURES
 from server.storage.migration_tables import LegacyUser
 
-# The legacy eID's lockout rule, and the zone its shutdown date is a date in.
-DEFAULT_MAX_FAILURES = 5
-DEFAULT_LOCKOUT = dt.timedelta(hours=1)
+# The zone the legacy eID's shutdown date is a date in.
 SHUTDOWN_ZONE = "Europe/Copenhagen"
 # What a legacy user id can be; anything else is looked up as nobody, without a query.
 USER_ID = re.compile(r"^[^\x00-\x20\x7f]{1,64}$")
@@ -49,20 +45,12 @@ def legacy_subject(user_id: str) -> uuid.UUID:
 class LegacyPolicy:
     """The legacy eID's rules, from settings (``legacy_*``)."""
 
-    max_failures: int = DEFAULT_MAX_FAILURES
-    lockout: dt.timedelta = DEFAULT_LOCKOUT
     shutdown_at: dt.datetime | None = None
     new_only_providers: frozenset[str] = frozenset()
-    source_max_failures: int = SOURCE_MAX_FAILURES
-    source_window: dt.timedelta = SOURCE_WINDOW
     # The decoy password hash's cost: that of the real hashes, so timing does not tell.
     decoy_iterations: int = DEFAULT_ITERATIONS
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_failures <= NIST_MAX_FAILURES:
-            raise ValueError(f"max_failures is 1..{NIST_MAX_FAILURES}")
-        if self.lockout <= dt.timedelta(0) or self.source_window <= dt.timedelta(0):
-            raise ValueError("lockout and source window are positive")
         if self.shutdown_at is not None and self.shutdown_at.tzinfo is None:
             raise ValueError("the shutdown time is timezone-aware")
 

@@ -40,12 +40,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from server.services.identities import AuditHook, no_audit
+from server.services.login.errors import Throttled
 from server.services.migration.errors import (
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
     LegacyCodeUsed,
     LegacyError,
-    LegacyLocked,
     LegacyMalformedCode,
     LegacyNewEidOnly,
     LegacyNoCard,
@@ -74,6 +74,7 @@ from server.services.migration.formats import (
 from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, Method, PasswordStep
 from server.services.migration.legacy_users import LegacyUsers
 from server.services.secretbox import SecretBox
+from server.services.throttles import Throttles, network_of
 from server.services.verifiers.errors import (
     CodeReplayed,
     CredentialBlocked,
@@ -97,10 +98,9 @@ from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,
 )
-from server.storage.repositories import RateLimitRepository, source_limit_key
 
-# Consecutive failures: only a success (or nothing, for an unknown id) ends the run.
-_FOREVER = dt.timedelta(days=365 * 100)
+# Where a caller that names no source address counts from (a command on the server itself).
+_NO_SOURCE = "local"
 
 
 @dataclass
@@ -133,7 +133,7 @@ class LegacyStore(LegacyUsers):
         self._decoy_key = decoy_key
         self.policy = policy or LegacyPolicy()
         self._rng = rng or random.SystemRandom()
-        self._limits = RateLimitRepository(session)
+        self._throttles = Throttles(session, audit)
         salt = hmac.digest(decoy_key, b"legacy-password-decoy", "sha256")[:16]
         self._decoy_hash = LegacyPasswordHash(
             self.policy.decoy_iterations, salt, secrets.token_bytes(32)
@@ -152,12 +152,24 @@ class LegacyStore(LegacyUsers):
         if provider in self.policy.new_only_providers:
             raise LegacyNewEidOnly(f"provider {provider!r} accepts only the new eID")
 
-    def _throttle(self, source: str | None, now: dt.datetime) -> None:
-        if source is None:
-            return
-        limit = self._limits.get(source_limit_key(source))
-        if limit is not None and limit.locked_until is not None and limit.locked_until > now:
-            raise LegacyThrottled("source throttled")
+    def _throttle(self, source: str | None, subject: str, now: dt.datetime) -> None:
+        """Refuse, before any check, while the source network or this user id from it is
+        throttled (the same throttles as the new eID's login; a user id nobody has is
+        throttled as one somebody has)."""
+        network, subject_key = _counted_as(source, subject)
+        try:
+            Throttles.guard(*self._throttles.states(network, subject_key), now)
+        except Throttled as exc:
+            refused = LegacyThrottled("throttled")
+            refused.retry_after = exc.retry_after
+            raise refused from None
+
+    def failures_counted(self, user_id: str, source: str | None = None) -> int:
+        """The failures naming ``user_id`` from ``source``'s network still in its throttle
+        (since it was last empty or a proof succeeded from there)."""
+        network, subject_key = _counted_as(source, self._subject(user_id))
+        state = self._throttles.states(network, subject_key)[1]
+        return 0 if state is None else state.failures
 
     # --- the proof ------------------------------------------------------------------------------
 
@@ -182,7 +194,7 @@ class LegacyStore(LegacyUsers):
         the caller chose it already. The outcome is told only by ``complete_proof``."""
         now = self.now()
         self.require_open(now)
-        self._throttle(source, now)
+        self._throttle(source, self._subject(user_id), now)
         user = self.find(user_id)
         password_ok = False
         if user is None:
@@ -210,7 +222,7 @@ class LegacyStore(LegacyUsers):
     ) -> LegacyProof:
         """Prove a legacy identity with password and the code for ``index`` (the key number
         ``begin_proof`` gave and the caller kept). Raises ``LegacyProofFailed`` (one public
-        answer, ``reason`` for the audit log), ``LegacyLocked``, ``LegacyThrottled``,
+        answer, ``reason`` for the audit log), ``LegacyThrottled``,
         ``LegacyShutDown``, ``LegacyCardExhausted`` or ``LegacyNoCard``; the failure's
         counters and audit entry are in the session, for the caller to commit."""
         step = self.check_password(user_id, password, source=source, index=index)
@@ -250,28 +262,19 @@ class LegacyStore(LegacyUsers):
         }
         try:
             self.require_open(now)
-            self._throttle(source, now)
+            self._throttle(source, step.subject, now)
         except (LegacyShutDown, LegacyThrottled) as exc:
             self._audit("legacy.login", {**details, "result": "refused", "reason": exc.code})
             raise
         user = self.find(step.user_id) if step.user_id is not None else None
-        try:
-            self._check_lock(user, step.subject, now)
-        except LegacyLocked:
-            self._count_source(source, now)
-            self._audit("legacy.login", {**details, "result": "locked"})
-            raise
         try:
             if method is Method.CODE_TOKEN:
                 proof = self._check_token(user, step, code, now)
             else:
                 proof = self._check_card(user, step, code)
         except LegacyProofFailed as exc:
-            locked = self._failed(user, step, exc, source, now)
-            self._audit(
-                "legacy.login",
-                {**details, "result": "failed", "reason": exc.reason, "locked": locked},
-            )
+            self._failed(user, step, exc, source, now)
+            self._audit("legacy.login", {**details, "result": "failed", "reason": exc.reason})
             raise
         except LegacyError as exc:
             self._audit("legacy.login", {**details, "result": "refused", "reason": exc.code})
@@ -279,6 +282,8 @@ class LegacyStore(LegacyUsers):
         if proof.user.failures or proof.user.locked_until is not None:
             proof.user.failures = 0
             proof.user.locked_until = None
+        network, subject_key = _counted_as(source, step.subject)
+        self._throttles.succeeded(network=network, subject=subject_key)
         self._users.save("legacy user", proof.user.user_id)
         self._audit(
             "legacy.login",
@@ -413,25 +418,6 @@ class LegacyStore(LegacyUsers):
 
     # --- limits ---------------------------------------------------------------------------------
 
-    def _check_lock(self, user: LegacyUser | None, subject: str, now: dt.datetime) -> None:
-        if user is not None:
-            until = user.locked_until
-        else:
-            limit = self._limits.get(f"legacy-user:{subject}")
-            until = limit.locked_until if limit is not None else None
-        if until is not None and until > now:
-            raise LegacyLocked(until)
-
-    def _count_source(self, source: str | None, now: dt.datetime) -> None:
-        if source is not None:
-            self._limits.record_failure(
-                source_limit_key(source),
-                now,
-                window=self.policy.source_window,
-                max_failures=self.policy.source_max_failures,
-                lockout=self.policy.source_window,
-            )
-
     def _failed(
         self,
         user: LegacyUser | None,
@@ -439,25 +425,16 @@ class LegacyStore(LegacyUsers):
         exc: LegacyProofFailed,
         source: str | None,
         now: dt.datetime,
-    ) -> bool:
-        """Count a failed proof (a malformed code is not a guess); whether it locked."""
+    ) -> None:
+        """Count a failed proof on the throttles (a malformed code is not a guess). Nothing
+        of the user changes: a stranger's failures lock no one out."""
         if isinstance(exc, LegacyMalformedCode):
-            return False
-        self._count_source(source, now)
-        policy = self.policy
-        if user is None:
-            limit = self._limits.record_failure(
-                f"legacy-user:{step.subject}",
-                now,
-                window=_FOREVER,
-                max_failures=policy.max_failures,
-                lockout=policy.lockout,
-            )
-            return limit.locked_until is not None and limit.locked_until > now
-        counted = self._users.count_failure(
-            user, now, max_failures=policy.max_failures, lockout=policy.lockout
+            return
+        network, subject_key = _counted_as(source, step.subject)
+        alert = None if user is None else f"legacy-user:{user.user_id}"
+        self._throttles.failed(
+            network=network, subject=subject_key, alert_key=alert, now=now, what="legacy login"
         )
-        return counted.locked_until is not None and counted.locked_until > now
 
     # --- secrets and decoys ---------------------------------------------------------------------
 
@@ -467,3 +444,8 @@ class LegacyStore(LegacyUsers):
 
     def _decoy_secret(self, subject: str) -> bytes:
         return hmac.digest(self._decoy_key, b"legacy-card-decoy|" + subject.encode(), "sha256")
+
+
+def _counted_as(source: str | None, subject: str) -> tuple[str, str]:
+    """The network a legacy proof's failures count from, and the subject they count on."""
+    return network_of(source or _NO_SOURCE), f"legacy:{subject}"

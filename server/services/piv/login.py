@@ -168,7 +168,11 @@ class PivLoginCheck:
         )
 
     def __call__(
-        self, session: Session, identity_id: uuid.UUID, submitted: dict[str, Any]
+        self,
+        session: Session,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        proven: frozenset[uuid.UUID] = frozenset(),
     ) -> Proof:
         certificate = self._verified(submitted)
         return Proof(AuthenticatorKind.PIV, self._service.card_of(identity_id, certificate).id)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.errors import FactorRejected
+from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.secretbox import SecretBox
 from server.storage.repositories import CredentialRepository, IdentityRepository
@@ -116,7 +116,7 @@ class Attempt:
     """A login factor's outcome as a test looks at it: the factors so far, or the rejection."""
 
     factors: list[str]
-    failure: FactorRejected | None = None
+    failure: DomainError | None = None
 
 
 def attempt_factor(verify: Callable[[], list[str]]) -> Attempt:
@@ -125,5 +125,7 @@ def attempt_factor(verify: Callable[[], list[str]]) -> Attempt:
     recorded is committed with the transaction."""
     try:
         return Attempt(verify())
-    except FactorRejected as exc:
+    except DomainError as exc:
+        if not exc.recorded:
+            raise
         return Attempt([], exc)

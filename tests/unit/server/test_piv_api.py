@@ -30,7 +30,7 @@ from server.services.piv.card import enrol_message, login_message
 from server.services.piv.enrolment import code_challenge, enrolment_code
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
-from server.storage.tables import AuditEntry, RateLimit
+from server.storage.tables import AuditEntry, Throttle
 from tests.unit.server.conftest import BOTH_DATABASES, ORIGIN, SQLITE_ONLY
 from tests.unit.server.people import assert_problem, second_operator_approves
 
@@ -295,7 +295,7 @@ def test_wrong_signature_is_refused_and_counted(
     engine = create_engine_for(settings.database_url)
     try:
         with session_factory(engine)() as session:
-            limit = session.get(RateLimit, f"account:{identity}")
+            limit = session.get(Throttle, f"account:{identity}")  # the person's alert counter
             assert limit is not None
             assert limit.failures == 1
     finally:

@@ -36,8 +36,8 @@ from server.services.lifecycle_errors import ActivationCodeRejected, TokenNotFou
 from server.services.migration.errors import (
     LegacyCodeForOtherIndex,
     LegacyCodeUsed,
-    LegacyLocked,
     LegacyProofFailed,
+    LegacyThrottled,
     LegacyUnknownUser,
     LegacyWrongPassword,
 )
@@ -75,6 +75,7 @@ from server.services.migration.store import LegacyStore
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.throttles import SUBJECT_RATE
 from server.storage.migration_tables import (
     LegacyUser,
     LegacyUserStatus,
@@ -542,24 +543,26 @@ def test_a_failed_proof_is_one_answer_with_a_new_key_number(env: Env, mistake: s
     with env.sessions() as session:
         user = session.get(LegacyUser, person.user_id)
         assert user is not None
-        assert user.failures == 1
+        assert (user.failures, user.locked_until) == (0, None)  # throttled, never locked
+    with env.transaction() as world:
+        assert world.store.failures_counted(person.user_id) == 1
     person.shown = new_index
     assert env.prove(flow_id, person).state is S.LEGACY_PROVEN
 
 
-def test_a_locked_legacy_user_is_told_so_even_with_the_right_credentials(env: Env) -> None:
+def test_a_throttled_legacy_user_is_told_to_wait_and_is_not_locked(env: Env) -> None:
     person = env.add_person()
     flow_id = env.start(person)
-    for _ in range(5):
+    for _ in range(SUBJECT_RATE.burst):
         failure = recorded(
             lambda: env.run(lambda flows: flows.prove(flow_id, person.user_id, "forkert", "000000"))
         )
         person.shown = failure.extra.get("index", person.shown)
-    locked = recorded(lambda: env.prove(flow_id, person))
-    assert isinstance(locked.error, LegacyLocked)
-    assert locked.error.code == "locked"
+    throttled = recorded(lambda: env.prove(flow_id, person))
+    assert isinstance(throttled.error, LegacyThrottled)
+    assert throttled.error.code == "rate-limited"
     assert env.flow(flow_id).state == S.STARTED
-    env.clock.now += 3601
+    env.clock.now += SUBJECT_RATE.interval.total_seconds()
     assert env.prove(flow_id, person).state is S.LEGACY_PROVEN
 
 
@@ -578,8 +581,8 @@ def test_an_unknown_user_id_looks_like_any_other_until_the_proof(env: Env) -> No
     assert env.count(MigrationFlow) == 1
     with pytest.raises(ProofRequired):
         env.run(lambda flows: flows.confirm(decoy.view.id, person.person_number, NAME))
-    # Failures count against the typed id as in legacy login, so it locks like a real one.
-    for _ in range(5):
+    # Failures count against the typed id as in legacy login: throttled like a real one.
+    for _ in range(SUBJECT_RATE.burst):
         failure = recorded(
             lambda: env.run(
                 lambda flows: flows.prove(decoy.view.id, "nobody-at-all", PASSWORD, "123456")
@@ -592,7 +595,7 @@ def test_an_unknown_user_id_looks_like_any_other_until_the_proof(env: Env) -> No
             lambda flows: flows.prove(decoy.view.id, "nobody-at-all", PASSWORD, "123456")
         )
     )
-    assert isinstance(locked.error, LegacyLocked)
+    assert isinstance(locked.error, LegacyThrottled)
 
 
 def test_a_proof_on_another_users_flow_id_fails_and_counts_for_the_typed_id(env: Env) -> None:
@@ -606,12 +609,10 @@ def test_a_proof_on_another_users_flow_id_fails_and_counts_for_the_typed_id(env:
     )
     assert failure.error.code == "verification-failed"
     assert env.flow(flow_id).pending_index == victim.shown
-    with env.sessions() as session:
+    with env.transaction() as world:
         counts = {
-            u.user_id: u.failures
-            for u in session.scalars(
-                select(LegacyUser).where(LegacyUser.user_id.in_([victim.user_id, intruder.user_id]))
-            )
+            person.user_id: world.store.failures_counted(person.user_id)
+            for person in (victim, intruder)
         }
     assert counts == {victim.user_id: 0, intruder.user_id: 1}
 

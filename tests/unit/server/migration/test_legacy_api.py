@@ -35,6 +35,7 @@ from server.services.migration.formats import (
 from server.services.migration.legacy_proof import closing_time, legacy_subject
 from server.services.migration.store import LegacyStore
 from server.services.pseudonyms import Pseudonyms
+from server.services.throttles import NETWORK_RATE, SUBJECT_RATE
 from server.settings import Settings
 from server.storage.tables import AuditEntry
 from tests.unit.server.conftest import BOTH_DATABASES, SQLITE_ONLY, TEST_PROVIDER, make_key
@@ -293,33 +294,47 @@ def test_a_code_token_logs_in_with_its_own_amr(client: TestClient) -> None:
 
 
 @BOTH_DATABASES
-def test_five_failures_lock_for_an_hour_and_a_success_resets(client: TestClient) -> None:
+def test_failures_throttle_that_address_and_lock_no_one(client: TestClient) -> None:
     clock = fake_clock(client)
     user_id, secret = add_person(client)
-    for _ in range(4):
+    for _ in range(SUBJECT_RATE.burst - 1):
         assert_problem(fail(client, user_id), 401, "verification-failed")
-    log_in(client, user_id, secret)  # ends the run of failures
-    for _ in range(5):
+    log_in(client, user_id, secret)  # empties the throttle of this address
+    for _ in range(SUBJECT_RATE.burst):
         assert_problem(fail(client, user_id), 401, "verification-failed")
     transaction = begin(client)
-    index = send_password(client, transaction, user_id)
-    locked = assert_problem(send_code(client, transaction, code_for(secret, index)), 423, "locked")
-    assert "locked" in locked["detail"]
-    # An unknown user id locks the same way, so the lock tells nobody who exists.
-    for _ in range(5):
+    answer = client.post(
+        f"/legacy/authentications/{transaction}/password",
+        json={"user_id": user_id, "password": PASSWORD},
+    )
+    throttled = assert_problem(answer, 429, "rate-limited")
+    wait = int(SUBJECT_RATE.interval.total_seconds())
+    assert (throttled["retry_after"], answer.headers["retry-after"]) == (wait, str(wait))
+    # The person, from their own address, at once: nothing of theirs was locked.
+    own = TestClient(
+        client.app,
+        raise_server_exceptions=False,
+        client=("198.51.100.7", 4711),
+        headers=dict(client.headers),
+    )
+    log_in(own, user_id, secret)
+    # A user id nobody has is throttled the same way, so the answer tells nobody who exists.
+    for _ in range(SUBJECT_RATE.burst):
         assert_problem(fail(client, "nobody-here"), 401, "verification-failed")
-    assert_problem(fail(client, "nobody-here"), 423, "locked")
-    clock.now += 3601
+    transaction = begin(client)
+    answer = client.post(
+        f"/legacy/authentications/{transaction}/password",
+        json={"user_id": "nobody-here", "password": PASSWORD},
+    )
+    assert_problem(answer, 429, "rate-limited")
+    clock.now += wait
     log_in(client, user_id, secret)
-    results = [e["result"] for e in audit(client, "legacy.login")]
-    failed = ["failed"] * 5
-    assert results == ["failed"] * 4 + ["ok", *failed, "locked", *failed, "locked", "ok"]
 
 
 @BOTH_DATABASES
 def test_failures_from_one_source_throttle_only_that_source(client: TestClient) -> None:
     user_id, secret = add_person(client)
-    for number in range(20):  # different user ids: no user's own lock is reached
+    for number in range(NETWORK_RATE.burst):  # as many user ids: no user id's own throttle
         assert_problem(fail(client, f"guess{number}"), 401, "verification-failed")
     transaction = begin(client)
     answer = client.post(

@@ -27,7 +27,6 @@ from server.services.migration.errors import (
     LegacyCardExhausted,
     LegacyCodeForOtherIndex,
     LegacyCodeUsed,
-    LegacyLocked,
     LegacyMalformedCode,
     LegacyNewEidOnly,
     LegacyNoCard,
@@ -52,6 +51,7 @@ from server.services.migration.formats import (
 from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, closing_time
 from server.services.migration.store import LegacyStore
 from server.services.secretbox import SecretBox
+from server.services.throttles import ALERT_RATE, NETWORK_RATE, SUBJECT_RATE
 from server.storage.errors import StaleWrite
 from server.storage.migration_tables import (
     KeyCardStatus,
@@ -281,62 +281,69 @@ def test_add_user_refuses_bad_input(store: LegacyStore) -> None:
 # --- lockout and throttling --------------------------------------------------------------------
 
 
-def test_five_failures_lock_the_user_for_an_hour_and_a_success_resets(
+def test_failures_throttle_the_user_id_from_that_network_and_lock_no_one(
     session: Session, store: LegacyStore, clock: Clock
 ) -> None:
     user_id, secret = add_person(store)
-    for _ in range(4):
+    attacker, own = "203.0.113.9", "198.51.100.4"
+    for _ in range(SUBJECT_RATE.burst):
         with pytest.raises(LegacyWrongPassword):
-            store.prove(user_id, "forkert", store.begin_proof(user_id), "000000")
-    prove(store, user_id, secret)  # the fifth attempt succeeds: the run of failures ends
+            store.prove(user_id, "forkert", store.begin_proof(user_id), "000000", source=attacker)
+    with pytest.raises(LegacyThrottled) as throttled:
+        prove(store, user_id, secret, source=attacker)  # the right credentials: not checked
+    assert throttled.value.retry_after == SUBJECT_RATE.interval.total_seconds()
     user = session.get(LegacyUser, user_id)
     assert user is not None
-    assert (user.failures, user.locked_until) == (0, None)
-    for _ in range(5):
-        with pytest.raises(LegacyWrongPassword):
-            store.prove(user_id, "forkert", store.begin_proof(user_id), "000000")
-    assert events(session, "legacy.login")[-1]["locked"] is True
-    with pytest.raises(LegacyLocked) as locked:
-        prove(store, user_id, secret)  # the right credentials, but locked
-    assert locked.value.until == dt.datetime.fromtimestamp(clock.now + 3600, dt.UTC)
-    assert locked.value.code == "locked"
-    clock.now += 3601
-    prove(store, user_id, secret)
-    user = session.get(LegacyUser, user_id)
-    assert user is not None
-    assert (user.failures, user.locked_until) == (0, None)
+    assert user.locked_until is None
+    prove(store, user_id, secret, source=own)  # the person, from their own address, at once
+    clock.now += SUBJECT_RATE.interval.total_seconds()
+    prove(store, user_id, secret, source=attacker)  # the throttle drained: one more try
 
 
-def test_an_unknown_user_id_locks_like_a_real_one(store: LegacyStore) -> None:
-    for _ in range(5):
-        with pytest.raises(LegacyUnknownUser):
-            store.prove("nobody-here", PASSWORD, store.begin_proof("nobody-here"), "000000")
-    with pytest.raises(LegacyLocked):
-        store.prove("nobody-here", PASSWORD, store.begin_proof("nobody-here"), "000000")
-
-
-def test_the_lockout_rule_comes_from_the_policy(
-    session: Session, make_store: StoreMaker, clock: Clock
-) -> None:
-    store = make_store(session, max_failures=2, lockout=dt.timedelta(minutes=5))
+def test_a_success_empties_the_throttle_of_its_network(store: LegacyStore) -> None:
     user_id, secret = add_person(store)
-    for _ in range(2):
+    for _ in range(SUBJECT_RATE.burst - 1):
         with pytest.raises(LegacyWrongPassword):
             store.prove(user_id, "forkert", store.begin_proof(user_id), "000000")
-    with pytest.raises(LegacyLocked):
-        prove(store, user_id, secret)
-    clock.now += 301
     prove(store, user_id, secret)
+    for _ in range(SUBJECT_RATE.burst):
+        with pytest.raises(LegacyWrongPassword):
+            store.prove(user_id, "forkert", store.begin_proof(user_id), "000000")
+
+
+def test_an_unknown_user_id_is_throttled_like_a_real_one(store: LegacyStore) -> None:
+    user_id, _secret = add_person(store)
+    for typed, failure in (("nobody-here", LegacyUnknownUser), (user_id, LegacyWrongPassword)):
+        for _ in range(SUBJECT_RATE.burst):
+            with pytest.raises(failure):
+                store.prove(typed, PASSWORD + "x", store.begin_proof(typed), "000000")
+        with pytest.raises(LegacyThrottled):
+            store.prove(typed, PASSWORD + "x", store.begin_proof(typed), "000000")
 
 
 def test_failures_from_one_source_throttle_that_source_only(store: LegacyStore) -> None:
     user_id, secret = add_person(store)
-    for number in range(20):  # twenty user ids, so no user's own lock is reached
+    for number in range(NETWORK_RATE.burst):  # as many user ids: no user id's own throttle
         other = f"guess{number}"
         with pytest.raises(LegacyUnknownUser):
             store.prove(other, PASSWORD, store.begin_proof(other), "000000", source="203.0.113.9")
     with pytest.raises(LegacyThrottled):
         prove(store, user_id, secret, source="203.0.113.9")
+    prove(store, user_id, secret, source="198.51.100.4")
+
+
+def test_failures_from_many_networks_raise_an_alert_and_lock_no_one(
+    session: Session, store: LegacyStore
+) -> None:
+    user_id, secret = add_person(store)
+    for number in range(ALERT_RATE.burst):
+        source = f"203.0.113.{number + 1}"
+        with pytest.raises(LegacyWrongPassword):
+            store.prove(user_id, "forkert", store.begin_proof(user_id), "000000", source=source)
+    alerts = events(session, "authentication.alert")
+    assert len(alerts) == 1
+    assert alerts[0]["what"] == "legacy login"
+    assert alerts[0]["failures"] == ALERT_RATE.burst
     prove(store, user_id, secret, source="198.51.100.4")
 
 

@@ -4,7 +4,6 @@ and the signed assertion."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from devices.protocol.otp import totp
 from server.domain.model import CredentialState, Level
 from server.services.audit import AuditLog, verify_database
-from server.services.authentication import (
-    ACCOUNT_LOCKOUT,
-    ACCOUNT_MAX_FAILURES,
-    SOURCE_MAX_FAILURES,
-    AuthenticationService,
-)
+from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
 from server.services.factors import PasswordCheck, otp_check
-from server.services.login.errors import StepUpRequired, Throttled, TransactionExpired
+from server.services.login.errors import (
+    StepUpRequired,
+    TemporarilyBlocked,
+    Throttled,
+    TransactionExpired,
+)
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.throttles import ALERT_RATE, NETWORK_RATE, SUBJECT_RATE, TOKEN_BLOCK
 from server.services.tokens_jwt import SigningKey
 from server.storage.repositories import CredentialRepository
 from tests.unit.server.people import (
@@ -148,9 +148,11 @@ def test_a_code_is_accepted_once(world: tuple, tmp_path: Path) -> None:  # type:
     assert login(world, tmp_path, code)[1].failure is not None
 
 
-def test_three_wrong_codes_block_the_code_display_and_it_is_saved(
+def test_three_anonymous_wrong_codes_leave_the_code_display_working(
     world: tuple, tmp_path: Path
 ) -> None:  # type: ignore[type-arg]
+    # The attack: logins that prove nothing else, with wrong codes. Nothing of the code
+    # display changes; the person's own code works at once.
     sessions, identity_id, _, clock = world
     for _ in range(3):
         _, result = login(world, tmp_path, "000000")
@@ -158,8 +160,8 @@ def test_three_wrong_codes_block_the_code_display_and_it_is_saved(
         assert result.failure.code == "verification-failed"
     with sessions() as session:
         (credential,) = CredentialRepository(session).for_identity(identity_id)
-        assert credential.state is CredentialState.BLOCKED
-    assert login(world, tmp_path, totp(SEED, clock.seconds()))[1].failure is not None
+        assert (credential.state, credential.failures) == (CredentialState.ACTIVE, 0)
+    assert login(world, tmp_path, totp(SEED, clock.seconds()), source="10.0.0.2")[1].failure is None
 
 
 def test_unknown_person_fails_exactly_like_a_wrong_code(world: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -181,15 +183,43 @@ def test_unknown_person_fails_exactly_like_a_wrong_code(world: tuple, tmp_path: 
 
 
 def test_one_source_is_throttled_without_locking_out_others(world: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    sessions, _, box, clock = world
+
+    def nobody(source: str) -> Attempt:
+        with sessions() as session, session.begin():
+            auth = service(session, clock, tmp_path)
+            transaction = auth.begin("https://sp.example", Level.LOW)
+            auth.identify(transaction.id, None, subject_digest=uuid.uuid4().hex)
+            return attempt_factor(
+                lambda: auth.verify_factor(
+                    transaction.id, otp_check(box, clock.seconds), {"code": "1"}, source=source
+                )
+            )
+
+    for _ in range(NETWORK_RATE.burst):  # many people, one source
+        assert nobody("192.0.2.66").failure is not None
+    with pytest.raises(Throttled) as throttled:
+        login(world, tmp_path, totp(SEED, clock.seconds()), source="192.0.2.66")
+    assert throttled.value.retry_after == NETWORK_RATE.interval.total_seconds()
+    assert (
+        login(world, tmp_path, totp(SEED, clock.seconds()), source="198.51.100.7")[1].failure
+        is None
+    )
+    # The throttle decays: one interval later the source is heard again.
+    clock.now += NETWORK_RATE.interval
+    assert nobody("192.0.2.66").failure is not None
+
+
+def test_an_ipv6_source_is_throttled_by_its_64(world: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
     _, _, _, clock = world
-    for _ in range(SOURCE_MAX_FAILURES):
-        login(world, tmp_path, "000000", source="192.0.2.66")
+    for host in range(SUBJECT_RATE.burst):
+        login(world, tmp_path, "000000", source=f"2001:db8:1:2::{host + 1:x}")
     with pytest.raises(Throttled):
-        login(world, tmp_path, "000000", source="192.0.2.66")
-    clock.now += dt.timedelta(seconds=31)
-    # The person's own code display is blocked by now (3 wrong codes), but another source is
-    # still heard: the answer is a verification failure, not throttling.
-    assert login(world, tmp_path, "000000", source="198.51.100.7")[1].failure is not None
+        login(world, tmp_path, totp(SEED, clock.seconds()), source="2001:db8:1:2:ffff::9")
+    assert (
+        login(world, tmp_path, totp(SEED, clock.seconds()), source="2001:db8:1:3::1")[1].failure
+        is None
+    )
 
 
 def test_an_expired_transaction_is_refused(world: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
@@ -207,51 +237,94 @@ FAST_ARGON2 = Parameters(
 PASSWORD = "an entirely ordinary passphrase"  # noqa: S105 - a test person's password
 
 
-def test_a_locked_account_answers_as_a_person_who_does_not_exist(
-    world: tuple,  # type: ignore[type-arg]
-    tmp_path: Path,
-) -> None:
+def with_password(world: tuple) -> PasswordCheck:  # type: ignore[type-arg]
+    """Give the world's person ``PASSWORD``: the password check to log in with."""
     sessions, identity_id, box, clock = world
     passwords = Passwords(FAST_ARGON2)
     with sessions.begin() as session:
         CredentialService(session, box, passwords, clock=clock.seconds).set_password(
             identity_id, PASSWORD
         )
-    check = PasswordCheck(
+    return PasswordCheck(
         box, passwords, clock.seconds, decoy_hash=PasswordCheck.make_decoy(passwords)
     )
-    sources = (f"10.9.{n // 10}.{n % 10}" for n in itertools.count())  # under each source's limit
 
-    def attempt(who: uuid.UUID | None, password: str) -> Attempt:
+
+def test_a_hundred_wrong_passwords_from_six_addresses_lock_no_one_out(
+    world: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    sessions, identity_id, _box, clock = world
+    check = with_password(world)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def attempt(password: str, source: str) -> Attempt:
         with sessions() as session, session.begin():
             auth = service(session, clock, tmp_path)
+            auth.throttles = type(auth.throttles)(session, lambda e, d: events.append((e, d)))
             transaction = auth.begin("https://sp.example", Level.LOW)
-            auth.identify(transaction.id, who)
+            auth.identify(transaction.id, identity_id)
             return attempt_factor(
                 lambda: auth.verify_factor(
-                    transaction.id, check, {"password": password}, source=next(sources)
+                    transaction.id, check, {"password": password}, source=source
                 )
             )
 
-    # 99 failures in a row, then a success ends the run: the account never locks.
-    for _ in range(ACCOUNT_MAX_FAILURES - 1):
-        assert attempt(identity_id, "a wrong passphrase").failure is not None
-    assert attempt(identity_id, PASSWORD).failure is None
-    # 100 in a row lock it: the right password then fails, just as for nobody at all.
-    for _ in range(ACCOUNT_MAX_FAILURES):
-        assert attempt(identity_id, "a wrong passphrase").failure is not None
-    locked, unknown = attempt(identity_id, PASSWORD), attempt(None, PASSWORD)
-    assert locked.failure is not None
-    assert unknown.failure is not None
-    assert (locked.failure.code, locked.failure.detail) == (
-        unknown.failure.code,
-        unknown.failure.detail,
-    )
-    # Tries while locked do not extend the lock: it ends a day after the 100th failure.
-    clock.now += ACCOUNT_LOCKOUT / 2
-    assert attempt(identity_id, PASSWORD).failure is not None
-    clock.now += ACCOUNT_LOCKOUT / 2 + dt.timedelta(seconds=1)
-    assert attempt(identity_id, PASSWORD).failure is None
+    attackers = [f"203.0.113.{n}" for n in range(1, 7)]
+    refused = 0
+    for n in range(100):
+        try:
+            assert attempt("a wrong passphrase", attackers[n % 6]).failure is not None
+        except Throttled:
+            refused += 1
+        if n % 6 == 5:
+            clock.now += dt.timedelta(seconds=25)  # 100 tries in about seven minutes
+    # Each attacking address was slowed to its subject's rate; most tries were not checked.
+    assert refused >= 100 - 6 * (SUBJECT_RATE.burst + 4)
+    # The person, from their own address, at once: the right password works.
+    assert attempt(PASSWORD, "198.51.100.20").failure is None
+    # The failures from many addresses are an alert in the audit log, for the operators.
+    alerts = [details for event, details in events if event == "authentication.alert"]
+    checked = 100 - refused
+    assert len(alerts) == (1 if checked >= ALERT_RATE.burst else 0)
+
+
+def test_wrong_codes_after_a_password_block_the_code_display_for_a_while(
+    world: tuple,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    sessions, identity_id, box, clock = world
+    check = with_password(world)
+    with sessions() as session, session.begin():
+        auth = service(session, clock, tmp_path)
+        transaction_id = auth.begin("https://sp.example", Level.SUBSTANTIAL).id
+        auth.identify(transaction_id, identity_id)
+
+    def step(factor: Any, submitted: dict[str, str]) -> Attempt:
+        with sessions() as session, session.begin():
+            auth = service(session, clock, tmp_path)
+            return attempt_factor(
+                lambda: auth.verify_factor(transaction_id, factor, submitted, source="10.0.0.1")
+            )
+
+    assert step(check, {"password": PASSWORD}).failure is None
+    code_check = otp_check(box, clock.seconds)
+    for _ in range(2):
+        assert step(code_check, {"code": "000000"}).failure is not None
+    blocked = step(code_check, {"code": "000000"}).failure
+    assert isinstance(blocked, TemporarilyBlocked)
+    assert blocked.retry_after == TOKEN_BLOCK.total_seconds()
+    with sessions() as session:
+        (display,) = [
+            c
+            for c in CredentialRepository(session).for_identity(identity_id)
+            if c.kind.value == "code_display"
+        ]
+        assert (display.state, display.blocks) == (CredentialState.ACTIVE, 1)
+    waiting = step(code_check, {"code": totp(SEED, clock.seconds())}).failure
+    assert isinstance(waiting, TemporarilyBlocked)  # the right code waits too
+    clock.now += TOKEN_BLOCK
+    assert step(code_check, {"code": totp(SEED, clock.seconds())}).failure is None
 
 
 def test_an_otp_check_takes_five_statements(

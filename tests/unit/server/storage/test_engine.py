@@ -40,6 +40,7 @@ TABLES = {
     "audit_head",
     "auth_transactions",
     "rate_limits",
+    "throttles",
     "legacy_users",
     "legacy_key_cards",
     "legacy_code_tokens",

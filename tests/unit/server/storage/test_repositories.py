@@ -26,11 +26,11 @@ from server.storage.repositories import (
     AuditRepository,
     CredentialRepository,
     IdentityRepository,
-    RateLimitRepository,
     TransactionRepository,
     _AccountLimitKey,
     account_limit_key,
-    source_limit_key,
+    network_throttle_key,
+    subject_throttle_key,
 )
 from server.storage.tables import (
     AuditEntry,
@@ -39,6 +39,11 @@ from server.storage.tables import (
     Identity,
     ProofingRecord,
     RateLimit,
+)
+from server.storage.throttle_repositories import (
+    RateLimitRepository,
+    ThrottleRepository,
+    ThrottleState,
 )
 
 GENESIS = "0" * 64
@@ -560,19 +565,21 @@ def test_rate_limit_states_reads_several_keys_at_once(session: Session) -> None:
     assert repository.states(["source:a"]) == {"source:a": (1, None)}
 
 
-def test_login_context_comes_with_identity_status_and_both_counters(
+def test_login_context_comes_with_identity_status_and_both_throttles(
     sessions: sessionmaker[Session],
 ) -> None:
     identity_id = _new_identity(sessions)
     other = _new_identity(sessions, "0202902345")
+    at = int(NOW.timestamp() * 1000)
     with sessions.begin() as session:
         IdentityRepository(session).set_status(identity_id, IdentityStatus.SUSPENDED)
-        limits = RateLimitRepository(session)
-        _fail(limits, source_limit_key("10.0.0.1"), NOW)
-        _fail(limits, account_limit_key(identity_id), NOW, max_failures=1)
-        # Counters of another source and another person are not this login's.
-        _fail(limits, source_limit_key("10.0.0.2"), NOW, max_failures=1)
-        _fail(limits, account_limit_key(other), NOW)
+        throttles = ThrottleRepository(session)
+        throttles.charge(network_throttle_key("10.0.0.1"), at, 1000)
+        throttles.charge(subject_throttle_key(account_limit_key(identity_id), "10.0.0.1"), at, 5)
+        throttles.charge(subject_throttle_key("typed-digest", "10.0.0.2"), at, 7)
+        # Counters of another network and another person are not this login's.
+        throttles.charge(network_throttle_key("10.0.0.2"), at, 9)
+        throttles.charge(subject_throttle_key(account_limit_key(other), "10.0.0.1"), at, 11)
         repository = TransactionRepository(session)
         ids = [
             repository.add(
@@ -581,27 +588,41 @@ def test_login_context_comes_with_identity_status_and_both_counters(
                     min_level=Level.LOW,
                     state="identified",
                     identity_id=who,
+                    subject_digest=digest,
                     expires_at=NOW,
                 )
             ).id
-            for who in (identity_id, None)
+            for who, digest in ((identity_id, None), (None, "typed-digest"))
         ]
     with sessions() as session:
         repository = TransactionRepository(session)
         context = repository.login_context(ids[0], "10.0.0.1")
         assert context.transaction.identity_id == identity_id
         assert context.identity_status is IdentityStatus.SUSPENDED
-        assert context.source_limit == (1, None)
-        assert context.account_limit == (1, NOW + dt.timedelta(hours=1))
+        assert context.network_limit == ThrottleState(at + 1000, 1)
+        assert context.subject_limit == ThrottleState(at + 5, 1)
         assert repository.get(ids[0]) is context.transaction  # one object in the session
-        unknown_source = repository.login_context(ids[0], "10.9.9.9")
-        assert (unknown_source.source_limit, unknown_source.account_limit[0]) == (None, 1)
+        elsewhere = repository.login_context(ids[0], "10.9.9.9")
+        assert (elsewhere.network_limit, elsewhere.subject_limit) == (None, None)
         nobody = repository.login_context(ids[1], "10.0.0.2")
         assert nobody.identity_status is None
-        assert nobody.account_limit is None
-        assert nobody.source_limit == (1, NOW + dt.timedelta(hours=1))
+        assert nobody.network_limit == ThrottleState(at + 9, 1)
+        assert nobody.subject_limit == ThrottleState(at + 7, 1)
         with pytest.raises(NotFound):
             repository.login_context(uuid.uuid4(), "10.0.0.1")
+
+
+def test_a_throttle_drains_and_counts_its_run(session: Session) -> None:
+    throttles = ThrottleRepository(session)
+    assert throttles.charge("k", 1_000, 100) == ThrottleState(1_100, 1)
+    assert throttles.charge("k", 1_000, 100) == ThrottleState(1_200, 2)  # from where it stood
+    assert throttles.charge("k", 1_150, 100) == ThrottleState(1_300, 3)
+    assert throttles.charge("k", 5_000, 100) == ThrottleState(5_100, 1)  # empty: a new run
+    assert throttles.states(["k", "none"]) == {"k": ThrottleState(5_100, 1)}
+    throttles.charge("k2", 1_000, 100)
+    assert throttles.delete_empty(5_000) == 1
+    assert throttles.clear_prefix("k") == 1
+    assert throttles.states(["k", "k2"]) == {}
 
 
 @settings(

@@ -419,3 +419,21 @@ def test_a_supervisor_closes_after_confirming(browser: TestClient, settings: Set
     assert status_of(browser, identity_id) is IdentityStatus.CLOSED
     assert credential_of(browser, identity_id).state is CredentialState.REVOKED
     assert audit(browser, "identity.closed")[-1].actor == "supervisor:boss"
+
+
+def test_an_operator_lifts_throttles_with_a_reason(browser: TestClient, settings: Settings) -> None:
+    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
+    identity_id = person(browser)
+    page = f"/console/people/{identity_id}"
+    assert f'action="{page}/throttles"' in browser.get(page).text
+    missing = post_form(browser, page, f"{page}/throttles", reason=" ")
+    assert missing.status_code == 422
+    assert 'href="#lift-reason"' in missing.text
+    lifted = post_form(browser, page, f"{page}/throttles", reason="at the desk, passport seen")
+    assert lifted.status_code == 303
+    with services_of(browser).sessions() as session:
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.event == "throttles.lifted")
+        ).one()
+        assert entry.details["reason"] == "at the desk, passport seen"
+        assert "bank-op" in entry.actor
