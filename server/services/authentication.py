@@ -50,6 +50,7 @@ from server.services.login.record import (
 from server.services.login.record import nonce as provider_nonce
 from server.services.person_number import PersonNumber
 from server.services.pseudonyms import Pseudonyms
+from server.services.throttles import Standing as ThrottleStanding
 from server.services.throttles import Throttles, network_of
 from server.services.tokens_jwt import AssertionSigner
 from server.storage.errors import NotFound
@@ -298,7 +299,14 @@ class AuthenticationService:
         identity_id = transaction.identity_id
         # Refused before any check while this network, or this person from this network, is
         # throttled; the same for a number nobody has (its subject is throttled alike).
-        self.throttles.guard(context.network_limit, context.subject_limit, now)
+        standing = ThrottleStanding(
+            context.network_limit,
+            context.subject_limit,
+            context.everywhere_limit,
+            context.familiar_until_ms is not None
+            and context.familiar_until_ms > now.timestamp() * 1000,
+        )
+        self.throttles.guard(standing, now)
         subject = _subject(transaction)
         before = credentials(proofs(transaction.factors))
         try:
@@ -313,15 +321,13 @@ class AuthenticationService:
                 raise FactorRejected("identity not active")
             proven = check(self.session, identity_id, submitted, frozenset(before))
         except DomainError as exc:
-            alert = None if identity_id is None else account_limit_key(identity_id)
-            self.throttles.failed(network=network, subject=subject, alert_key=alert, now=now)
+            person = None if identity_id is None else str(identity_id)
+            self.throttles.failed(network=network, subject=subject, now=now, identity=person)
             self._failure(transaction, type(exc).__name__)
             if isinstance(exc, TemporarilyBlocked):
                 raise exc.record() from None  # told only after another factor was proven
             raise FactorRejected(str(exc)) from None
-        self.throttles.succeeded(
-            network=network, subject=subject, had=context.subject_limit is not None
-        )
+        self.throttles.succeeded(network=network, subject=subject, now=now, standing=standing)
         # Each proof is kept with its credential and time: levels count distinct credentials,
         # ``complete`` re-checks them, and ``auth_time`` is the last one's time.
         factors = with_proof(transaction.factors, Proof(proven.kind, proven.credential, now))

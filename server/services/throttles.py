@@ -9,10 +9,11 @@ it. The keys of a login factor:
 - the source network (an IPv4 address, an IPv6 /64) whoever it names: one attacker trying many
   people;
 - the subject named from that network (the keyed digest of the number typed, so a number
-  nobody has is throttled exactly as one somebody has): one attacker trying one person. The
-  person at their own address is not slowed by failures from anywhere else;
-- the person from anywhere: never refuses (that would be the lock again), but an audit alert
-  when failures pile up from many networks, for the operators.
+  nobody has is throttled exactly as one somebody has): one attacker trying one person;
+- the subject from everywhere: many attackers trying one person. Filling it is an audit
+  alert, and while it is full it slows only networks the person has never proven a factor
+  from: the person at their own address (a familiar network, remembered for 180 days) is
+  never slowed by failures from anywhere else, and nothing is ever locked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,8 @@ from server.services.login.errors import Throttled
 from server.storage.repositories import (
     CredentialRepository,
     account_limit_key,
+    everywhere_throttle_key,
+    familiar_network_key,
     network_throttle_key,
     subject_throttle_key,
 )
@@ -68,9 +71,12 @@ class Rate:
 NETWORK_RATE = Rate(burst=40, interval=dt.timedelta(seconds=15))
 # One person from one network: five wrong tries at once, then one every two minutes.
 SUBJECT_RATE = Rate(burst=5, interval=dt.timedelta(minutes=2))
-# One person from anywhere: never refuses; 30 failures faster than one a minute is an alert.
-ALERT_RATE = Rate(burst=30, interval=dt.timedelta(minutes=1))
-
+# One person from everywhere: 30 failures at once, then one every five minutes from the
+# networks the person never proved a factor from (an alert when it fills). From 100
+# attacking networks that is 288 guesses a day, not 100 times that.
+EVERYWHERE_RATE = Rate(burst=30, interval=dt.timedelta(minutes=5))
+# How long a network a person proved a factor from stays theirs (unslowed by an attack).
+FAMILIAR_FOR = dt.timedelta(days=180)
 
 # A code token or key card given three wrong codes after another factor was proven refuses
 # codes for 5 minutes, then 15, 45, 135, and at most 4 hours: never for good.
@@ -104,6 +110,15 @@ def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+class Standing(NamedTuple):
+    """The counters a failure-prone step reads before it checks anything."""
+
+    network: ThrottleState | None
+    subject: ThrottleState | None
+    everywhere: ThrottleState | None
+    familiar: bool
+
+
 class Throttles:
     """The throttles of one request's transaction."""
 
@@ -116,11 +131,16 @@ class Throttles:
         self._audit = audit
 
     @staticmethod
-    def guard(
-        network: ThrottleState | None, subject: ThrottleState | None, now: dt.datetime
-    ) -> None:
-        """Refuse, before any check, while the network or the subject from it is throttled."""
-        wait = max(NETWORK_RATE.wait_s(network, now), SUBJECT_RATE.wait_s(subject, now))
+    def guard(standing: Standing, now: dt.datetime) -> None:
+        """Refuse, before any check, while the network, the subject from it, or (from a
+        network the person never proved a factor from) the subject from everywhere is full."""
+        waits = [
+            NETWORK_RATE.wait_s(standing.network, now),
+            SUBJECT_RATE.wait_s(standing.subject, now),
+        ]
+        if not standing.familiar:
+            waits.append(EVERYWHERE_RATE.wait_s(standing.everywhere, now))
+        wait = max(waits)
         if wait:
             raise Throttled.after(wait)
 
@@ -129,52 +149,65 @@ class Throttles:
         *,
         network: str,
         subject: str,
-        alert_key: str | None,
         now: dt.datetime,
+        identity: str | None = None,
         what: str = "login",
     ) -> None:
-        """Count one failure on the network's and the subject's counters, and on the person's
-        counter from anywhere (``alert_key``: none for a subject nobody has), whose filling
-        is an alert in the audit log."""
+        """Count one failure on every counter; the failure that fills the subject's counter
+        from everywhere is an alert in the audit log (naming ``identity``, when it is a
+        person's)."""
         at = _ms(now)
         self._rows.charge(network_throttle_key(network), at, NETWORK_RATE.interval_ms)
         self._rows.charge(subject_throttle_key(subject, network), at, SUBJECT_RATE.interval_ms)
-        if alert_key is None:
-            return
-        everywhere = self._rows.charge(alert_key, at, ALERT_RATE.interval_ms)
-        if ALERT_RATE.crossed(everywhere, now):
+        everywhere = self._rows.charge(
+            everywhere_throttle_key(subject), at, EVERYWHERE_RATE.interval_ms
+        )
+        if identity is not None and EVERYWHERE_RATE.crossed(everywhere, now):
             self._audit(
                 "authentication.alert",
                 {
-                    "subject": alert_key,
+                    "identity": identity,
                     "what": what,
                     "failures": everywhere.failures,
                     "reason": "many failures from several networks",
                 },
             )
 
-    def states(
-        self, network: str, subject: str
-    ) -> tuple[ThrottleState | None, ThrottleState | None]:
-        """The network's and the subject's counters (for a caller that has not read them)."""
-        keys = (network_throttle_key(network), subject_throttle_key(subject, network))
+    def standing(self, network: str, subject: str, now: dt.datetime) -> Standing:
+        """The counters of ``subject`` from ``network`` (for a caller that has not read them
+        with what it reads anyway, as the login's first statement does)."""
+        keys = (
+            network_throttle_key(network),
+            subject_throttle_key(subject, network),
+            everywhere_throttle_key(subject),
+            familiar_network_key(subject, network),
+        )
         found = self._rows.states(keys)
-        return found.get(keys[0]), found.get(keys[1])
+        seen = found.get(keys[3])
+        familiar = seen is not None and seen.tat_ms > _ms(now)
+        return Standing(found.get(keys[0]), found.get(keys[1]), found.get(keys[2]), familiar)
 
-    def succeeded(self, *, network: str, subject: str, had: bool = True) -> None:
-        """A proven factor empties the subject's counter for that network (``had``: whether
-        the request read one, so a request with nothing to empty writes nothing)."""
-        if had:
+    def succeeded(
+        self, *, network: str, subject: str, now: dt.datetime, standing: Standing | None = None
+    ) -> None:
+        """A proven factor empties the subject's counter for that network and makes the
+        network the person's own (``standing``: what the request read, so a request with
+        nothing to change writes nothing)."""
+        if standing is None or standing.subject is not None:
             self._rows.clear(subject_throttle_key(subject, network))
+        if standing is None or not standing.familiar:
+            until = _ms(now + FAMILIAR_FOR)
+            self._rows.mark(familiar_network_key(subject, network), until)
 
 
 def person_throttle_prefixes(subject_digest: str, identity_id: uuid.UUID) -> tuple[str, ...]:
-    """The key prefixes of every throttle that names one person: the subject from each
-    network (by the digest of their number, and by their identity), and their alert counter."""
-    return (
-        subject_throttle_key(subject_digest, ""),
-        subject_throttle_key(account_limit_key(identity_id), ""),
-        account_limit_key(identity_id),
+    """The key prefixes of every throttle that names one person (by the digest of their
+    number, and by their identity): from each network and from everywhere."""
+    subjects = (subject_digest, account_limit_key(identity_id))
+    return tuple(
+        key
+        for subject in subjects
+        for key in (subject_throttle_key(subject, ""), everywhere_throttle_key(subject))
     )
 
 

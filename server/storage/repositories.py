@@ -108,6 +108,16 @@ def network_throttle_key(network: str) -> str:
     return f"net:{network}"
 
 
+def everywhere_throttle_key(subject: str) -> str:
+    """The throttle key of the login failures naming one subject from every network."""
+    return f"everywhere:{subject}"
+
+
+def familiar_network_key(subject: str, network: str) -> str:
+    """The key that remembers a network the subject proved a factor from."""
+    return f"seen:{subject}@{network}"
+
+
 def subject_throttle_key(subject: str, network: str) -> str:
     """The throttle key of the login failures naming one subject (the keyed digest of the
     number typed, so a number nobody has is throttled as one somebody has) from one source
@@ -146,12 +156,13 @@ def _account_limit_key_sqlite(element: _AccountLimitKey, compiler: SQLCompiler, 
 
 _network_limit = _throttles.alias("network_limit")
 _subject_limit = _throttles.alias("subject_limit")
-# subject_throttle_key(transaction.subject_digest or account_limit_key(identity_id), network)
-_SUBJECT_KEY = (
-    literal("subject:")
-    + func.coalesce(AuthTransaction.subject_digest, _AccountLimitKey(AuthTransaction.identity_id))
-    + bindparam("at_network", type_=String())
+_everywhere_limit = _throttles.alias("everywhere_limit")
+_familiar = _throttles.alias("familiar")
+# The subject of subject_throttle_key: transaction.subject_digest or account_limit_key(identity)
+_SUBJECT = func.coalesce(
+    AuthTransaction.subject_digest, _AccountLimitKey(AuthTransaction.identity_id)
 )
+_AT_NETWORK = bindparam("at_network", type_=String())
 _LOGIN_CONTEXT = (
     select(
         AuthTransaction,
@@ -160,10 +171,15 @@ _LOGIN_CONTEXT = (
         _network_limit.c.failures.label("network_failures"),
         _subject_limit.c.tat_ms.label("subject_tat"),
         _subject_limit.c.failures.label("subject_failures"),
+        _everywhere_limit.c.tat_ms.label("everywhere_tat"),
+        _everywhere_limit.c.failures.label("everywhere_failures"),
+        _familiar.c.tat_ms.label("familiar_until"),
     )
     .outerjoin(Identity, Identity.id == AuthTransaction.identity_id)
     .outerjoin(_network_limit, _network_limit.c.key == bindparam("network_key"))
-    .outerjoin(_subject_limit, _subject_limit.c.key == _SUBJECT_KEY)
+    .outerjoin(_subject_limit, _subject_limit.c.key == literal("subject:") + _SUBJECT + _AT_NETWORK)
+    .outerjoin(_everywhere_limit, _everywhere_limit.c.key == literal("everywhere:") + _SUBJECT)
+    .outerjoin(_familiar, _familiar.c.key == literal("seen:") + _SUBJECT + _AT_NETWORK)
     .where(AuthTransaction.id == bindparam("transaction_id"))
 )
 _HEAD = select(_audit_head.c.seq, _audit_head.c.hash).where(_audit_head.c.id == 1)
@@ -464,8 +480,9 @@ class TransactionRepository:
 
     def login_context(self, transaction_id: uuid.UUID, network: str) -> LoginContext:
         """What a login factor starts from, in one statement: the transaction, the status of
-        its identity, and the throttles of the source ``network`` and of the subject the login
-        names from that network (``subject_throttle_key``)."""
+        its identity, and the throttles of the subject it names (``subject_throttle_key``):
+        from the source ``network``, from everywhere, whether ``network`` is familiar, and
+        the network's own."""
         row = self._session.execute(
             _LOGIN_CONTEXT,
             {
@@ -476,12 +493,13 @@ class TransactionRepository:
         ).first()
         if row is None:
             raise NotFound("transaction", transaction_id)
-        transaction, status, network_tat, network_failures, subject_tat, subject_failures = row
+        transaction, status, *counters, familiar_until = row
+        network_limit, subject_limit, everywhere_limit = (
+            None if tat is None else ThrottleState(tat, failures)
+            for tat, failures in zip(counters[::2], counters[1::2], strict=True)
+        )
         return LoginContext(
-            transaction,
-            status,
-            None if network_tat is None else ThrottleState(network_tat, network_failures),
-            None if subject_tat is None else ThrottleState(subject_tat, subject_failures),
+            transaction, status, network_limit, subject_limit, everywhere_limit, familiar_until
         )
 
     def update(
@@ -505,6 +523,8 @@ class LoginContext(NamedTuple):
     identity_status: IdentityStatus | None  # None: the login names no one (yet)
     network_limit: ThrottleState | None  # None: no failures counted
     subject_limit: ThrottleState | None
+    everywhere_limit: ThrottleState | None
+    familiar_until_ms: int | None  # until when the network is the subject's own
 
 
 def _check_expected(kind: str, key: uuid.UUID, version: int, expected_version: int | None) -> None:

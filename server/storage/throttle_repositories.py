@@ -69,6 +69,15 @@ class ThrottleRepository:
         row = self._session.execute(statement).one()
         return ThrottleState(row.tat_ms, row.failures)
 
+    def mark(self, key: str, until_ms: int) -> None:
+        """Keep ``key`` until ``until_ms`` with no failures (a remembered fact, not a count)."""
+        insert = _upsert_insert(self._session).values(key=key, tat_ms=until_ms, failures=0)
+        self._session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[_throttles.c.key], set_={"tat_ms": until_ms, "failures": 0}
+            )
+        )
+
     def clear(self, key: str) -> None:
         self._session.execute(delete(Throttle).where(Throttle.key == key))
 

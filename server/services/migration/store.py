@@ -158,7 +158,7 @@ class LegacyStore(LegacyUsers):
         throttled as one somebody has)."""
         network, subject_key = _counted_as(source, subject)
         try:
-            Throttles.guard(*self._throttles.states(network, subject_key), now)
+            Throttles.guard(self._throttles.standing(network, subject_key, now), now)
         except Throttled as exc:
             refused = LegacyThrottled("throttled")
             refused.retry_after = exc.retry_after
@@ -168,7 +168,7 @@ class LegacyStore(LegacyUsers):
         """The failures naming ``user_id`` from ``source``'s network still in its throttle
         (since it was last empty or a proof succeeded from there)."""
         network, subject_key = _counted_as(source, self._subject(user_id))
-        state = self._throttles.states(network, subject_key)[1]
+        state = self._throttles.standing(network, subject_key, self.now()).subject
         return 0 if state is None else state.failures
 
     # --- the proof ------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class LegacyStore(LegacyUsers):
             proof.user.failures = 0
             proof.user.locked_until = None
         network, subject_key = _counted_as(source, step.subject)
-        self._throttles.succeeded(network=network, subject=subject_key)
+        self._throttles.succeeded(network=network, subject=subject_key, now=now)
         self._users.save("legacy user", proof.user.user_id)
         self._audit(
             "legacy.login",
@@ -431,9 +431,12 @@ class LegacyStore(LegacyUsers):
         if isinstance(exc, LegacyMalformedCode):
             return
         network, subject_key = _counted_as(source, step.subject)
-        alert = None if user is None else f"legacy-user:{user.user_id}"
         self._throttles.failed(
-            network=network, subject=subject_key, alert_key=alert, now=now, what="legacy login"
+            network=network,
+            subject=subject_key,
+            now=now,
+            identity=None if user is None else f"legacy:{user.user_id}",
+            what="legacy login",
         )
 
     # --- secrets and decoys ---------------------------------------------------------------------

@@ -51,7 +51,7 @@ from server.services.migration.formats import (
 from server.services.migration.legacy_proof import LegacyPolicy, LegacyProof, closing_time
 from server.services.migration.store import LegacyStore
 from server.services.secretbox import SecretBox
-from server.services.throttles import ALERT_RATE, NETWORK_RATE, SUBJECT_RATE
+from server.services.throttles import EVERYWHERE_RATE, NETWORK_RATE, SUBJECT_RATE
 from server.storage.errors import StaleWrite
 from server.storage.migration_tables import (
     KeyCardStatus,
@@ -336,15 +336,18 @@ def test_failures_from_many_networks_raise_an_alert_and_lock_no_one(
     session: Session, store: LegacyStore
 ) -> None:
     user_id, secret = add_person(store)
-    for number in range(ALERT_RATE.burst):
+    prove(store, user_id, secret, source="198.51.100.4")  # the person's own network
+    for number in range(EVERYWHERE_RATE.burst):
         source = f"203.0.113.{number + 1}"
         with pytest.raises(LegacyWrongPassword):
             store.prove(user_id, "forkert", store.begin_proof(user_id), "000000", source=source)
     alerts = events(session, "authentication.alert")
     assert len(alerts) == 1
     assert alerts[0]["what"] == "legacy login"
-    assert alerts[0]["failures"] == ALERT_RATE.burst
-    prove(store, user_id, secret, source="198.51.100.4")
+    assert alerts[0]["failures"] == EVERYWHERE_RATE.burst
+    prove(store, user_id, secret, source="198.51.100.4")  # at once, from their own network
+    with pytest.raises(LegacyThrottled):  # a network never used waits while the attack lasts
+        prove(store, user_id, secret, source="198.51.100.5")
 
 
 # --- shutdown, new-only providers, migrated users ----------------------------------------------

@@ -29,7 +29,7 @@ from server.services.login.errors import (
 from server.services.passwords import Passwords
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
-from server.services.throttles import ALERT_RATE, NETWORK_RATE, SUBJECT_RATE, TOKEN_BLOCK
+from server.services.throttles import EVERYWHERE_RATE, NETWORK_RATE, SUBJECT_RATE, TOKEN_BLOCK
 from server.services.tokens_jwt import SigningKey
 from server.storage.repositories import CredentialRepository
 from tests.unit.server.people import (
@@ -270,6 +270,8 @@ def test_a_hundred_wrong_passwords_from_six_addresses_lock_no_one_out(
                 )
             )
 
+    own = "198.51.100.20"
+    assert attempt(PASSWORD, own).failure is None  # the person's own network, known before
     attackers = [f"203.0.113.{n}" for n in range(1, 7)]
     refused = 0
     for n in range(100):
@@ -282,11 +284,15 @@ def test_a_hundred_wrong_passwords_from_six_addresses_lock_no_one_out(
     # Each attacking address was slowed to its subject's rate; most tries were not checked.
     assert refused >= 100 - 6 * (SUBJECT_RATE.burst + 4)
     # The person, from their own address, at once: the right password works.
-    assert attempt(PASSWORD, "198.51.100.20").failure is None
-    # The failures from many addresses are an alert in the audit log, for the operators.
+    assert attempt(PASSWORD, own).failure is None
+    # The failures from many addresses are an alert in the audit log, for the operators...
     alerts = [details for event, details in events if event == "authentication.alert"]
-    checked = 100 - refused
-    assert len(alerts) == (1 if checked >= ALERT_RATE.burst else 0)
+    assert [alert["identity"] for alert in alerts] == [str(identity_id)]
+    # ... and, while they last, a network the person never logged in from waits too.
+    with pytest.raises(Throttled) as slowed:
+        attempt(PASSWORD, "198.51.100.99")
+    assert slowed.value.retry_after is not None
+    assert slowed.value.retry_after <= EVERYWHERE_RATE.interval.total_seconds()
 
 
 def test_wrong_codes_after_a_password_block_the_code_display_for_a_while(
@@ -374,10 +380,11 @@ def test_an_otp_check_takes_five_statements(
         clock.now += dt.timedelta(seconds=30)  # the next code
         return statements
 
-    # The transaction with its identity's status and both rate limits, the active
-    # credentials, the credential's new state, (the first time) the factor added to the
-    # transaction, the chain's head and the audit entry.
-    assert verify() == ["SELECT", "SELECT", "UPDATE", "UPDATE", "SELECT", "INSERT"]
+    # The transaction with its identity's status and its throttles, the active credentials,
+    # the credential's new state, (the first time) the network remembered as the person's own
+    # and the factor added to the transaction, the chain's head and the audit entry.
+    first = ["SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE", "SELECT", "INSERT"]
+    assert verify() == first
     assert verify() == ["SELECT", "SELECT", "UPDATE", "SELECT", "INSERT"]
     with sessions() as session:
         assert verify_database(session) == 2
