@@ -30,6 +30,7 @@ from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import NoMoreTime, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
+from server.services.login.providers import SELF_SERVICE
 from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
@@ -38,7 +39,6 @@ from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
-SELF_SERVICE = "akkreditiv-self-service"
 _PENDING = "self_service_login"  # browser data: the self-service login this browser began
 
 # The credentials a page offers, always all of them (so the list reveals no account), each
