@@ -36,11 +36,13 @@ class Prompt(StrEnum):
     DONE = "done"
     CODE = "code"  # takes code
     ERROR = "error"
+    CONFIRM_LOGIN = "confirm_login"  # takes provider, level, began, in_browser
 
 
 PARAMETERS: Mapping[Prompt, frozenset[str]] = {
     Prompt.WRONG_PIN: frozenset({"tries_left"}),
     Prompt.CODE: frozenset({"code"}),
+    Prompt.CONFIRM_LOGIN: frozenset({"provider", "level", "began", "in_browser"}),
 }
 
 MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
@@ -59,6 +61,8 @@ MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
         Prompt.DONE: "Færdig. Det lykkedes.",
         Prompt.CODE: "Din kode er: {code}.",
         Prompt.ERROR: "Der opstod en fejl. Prøv igen.",
+        Prompt.CONFIRM_LOGIN: "Du logger ind hos {provider} på sikringsniveau {level}. "
+        "{opened} Fortsæt kun, hvis du selv har startet dette login.",
     },
     Language.EN: {
         Prompt.INSERT_CARD: "Insert your card.",
@@ -75,8 +79,28 @@ MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
         Prompt.DONE: "Done. It worked.",
         Prompt.CODE: "Your code is: {code}.",
         Prompt.ERROR: "Something went wrong. Please try again.",
+        Prompt.CONFIRM_LOGIN: "You are logging in to {provider} at level {level}. "
+        "{opened} Go on only if you began this login yourself.",
     },
 }
+
+# The login's levels as the pages name them (an adjective to "sikringsniveau" in Danish).
+LEVELS: Mapping[Language, Mapping[str, str]] = {
+    Language.DA: {"low": "lavt", "substantial": "betydeligt", "high": "højt"},
+    Language.EN: {"low": "low", "substantial": "substantial", "high": "high"},
+}
+# How a login was opened: in a browser the program is paired with, or by a program alone.
+OPENED: Mapping[Language, Mapping[bool, str]] = {
+    Language.DA: {
+        True: "Login blev startet klokken {began} og er åbnet i en browser.",
+        False: "Login blev startet klokken {began} og er ikke åbnet i nogen browser.",
+    },
+    Language.EN: {
+        True: "The login began at {began} and was opened in a browser.",
+        False: "The login began at {began} and no browser has opened it.",
+    },
+}
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 CODE_INTRO: Mapping[Language, str] = {Language.DA: "Din kode er", Language.EN: "Your code is"}
 
@@ -95,6 +119,7 @@ EARCONS: Mapping[Prompt, Earcon] = {
     Prompt.TIMEOUT: Earcon.FAILURE,
     Prompt.ERROR: Earcon.FAILURE,
     Prompt.DONE: Earcon.SUCCESS,
+    Prompt.CONFIRM_LOGIN: Earcon.YOUR_TURN,
 }
 
 
@@ -137,7 +162,23 @@ def message(prompt: Prompt | str, language: Language | str, **params: object) ->
         sizes = [len(group) for group in groups]
         shown = " ".join(code[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes)))
         return template.format(code=shown)
+    if prompt is Prompt.CONFIRM_LOGIN:
+        return _confirm_login(template, language, params)
     return template
+
+
+def _confirm_login(template: str, language: Language, params: Mapping[str, object]) -> str:
+    level, began, in_browser = params["level"], params["began"], params["in_browser"]
+    if level not in LEVELS[language]:
+        raise ValueError(f"level must be low, substantial or high, not {level!r}")
+    if not isinstance(began, str) or not _CLOCK_TIME.fullmatch(began):
+        raise ValueError(f"began must be a time of day as HH:MM, not {began!r}")
+    if not isinstance(in_browser, bool):
+        raise ValueError(f"in_browser must be True or False, not {in_browser!r}")
+    opened = OPENED[language][in_browser].format(began=began)
+    return template.format(
+        provider=str(params["provider"]), level=LEVELS[language][str(level)], opened=opened
+    )
 
 
 _NUMBERED = re.compile(r"^(\d{4,})-")

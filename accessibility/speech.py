@@ -151,6 +151,13 @@ class Pyttsx3Engine:
         with _ESPEAK_LOCK:
             if self._engine is None:
                 self._engine = self._open_engine()
+                # pyttsx3's driver starts "busy", so the first runAndWait queued its own
+                # end-of-loop command and ran it as the loop began, before espeak-ng had
+                # spoken: a first utterance longer than a sentence or two came back as no
+                # file (and its late end cut the next one short). Idle from the start, every
+                # render waits for espeak-ng's end of message, as renders after the first
+                # did. (An engine pyttsx3 shares from an earlier start is idle already.)
+                self._engine.proxy.setBusy(False)
                 voices = self._engine.getProperty("voices")
                 self._installed = frozenset(str(voice.id) for voice in voices)
 

@@ -40,6 +40,8 @@ class DeviceEvent(StrEnum):
     DONE = "done"
     CODE = "code"  # params: code
     ERROR = "error"  # params: message
+    # Before a card signs a login: whom it is for and how it was opened.
+    CONFIRM_LOGIN = "confirm_login"  # params: provider, level, began (HH:MM), in_browser
 
 
 @dataclass(frozen=True)

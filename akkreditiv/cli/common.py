@@ -63,6 +63,24 @@ def secret(prompt: str, from_stdin: bool) -> str:
     return getpass.getpass(f"{prompt}: ")
 
 
+def confirmed(question: str, from_stdin: bool) -> bool:
+    """The person's yes to ``question``, default no. With ``from_stdin`` (a program that
+    reads its PIN from standard input) the answer is the line before the PIN: ``y`` or
+    ``yes`` (any case) is yes, anything else or no line at all is no, and never a second
+    line (which is the PIN). On a terminal it is asked; an answer left empty, or the end of
+    input, is no."""
+    if from_stdin:
+        typer.echo(f"{question} [y/N]: ", nl=False)
+        answer = sys.stdin.readline().strip().lower()
+        typer.echo()
+        return answer in {"y", "yes"}
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        typer.echo()
+        return False
+
+
 PinStdin = Annotated[
     bool,
     typer.Option("--pin-stdin", help="Read the PIN (then any new PIN) from standard input lines."),

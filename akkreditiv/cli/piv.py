@@ -4,9 +4,11 @@ with the akkreditiv service."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +22,7 @@ from akkreditiv.cli.common import (
     Listener,
     PinStdin,
     call_service,
+    confirmed,
     device_errors,
     fail,
     parse_id,
@@ -303,10 +306,21 @@ def piv_login(
             show_default=False,
         ),
     ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            help="Sign without asking whom the login is for (for test rigs that began the "
+            "login themselves); it is still shown.",
+        ),
+    ] = False,
 ) -> None:
-    """Log in with the card: after the PIN, its 9A key signs the service's challenge for this
-    login and the service's origin, and the service checks the signature, the certificate
-    and that the card is in use. Prints the factors the login has proven so far."""
+    """Log in with the card: shows whom the login is for, at which level and how it was
+    opened, and asks before the card signs (default no; --yes skips the question; with
+    --pin-stdin the answer is the line before the PIN, y or yes). Then, after the PIN, its
+    9A key signs the service's challenge for this login and the service's origin, and the
+    service checks the signature, the certificate and that the card is in use. Prints the
+    factors the login has proven so far."""
     from akkreditiv.cli.fido import service_origin
     from server.services.piv.card import login_message
 
@@ -325,6 +339,10 @@ def piv_login(
             paired or None,
         )
         challenge = base64.b64decode(begun["challenge"])
+        # A login id and pairing code may be a phisher's: the person sees whom the card
+        # would log them in to, and says yes, before the PIN is asked.
+        if not _login_confirmed(_LoginContext.of(begun), yes=yes, pin_stdin=pin_stdin):
+            raise fail("you did not confirm the login: the card signed nothing")
         Listener.emit(Event(DeviceEvent.ENTER_PIN))
         session.verify_pin(secret("PIN", pin_stdin))
         signature = session.sign(
@@ -345,6 +363,73 @@ def piv_login(
         )
     Listener.emit(Event(DeviceEvent.DONE))
     typer.echo("factors: " + " ".join(answer["factors"]))
+
+
+@dataclass(frozen=True)
+class _LoginContext:
+    """What ``piv/begin`` says of the login the card is about to sign."""
+
+    provider: str
+    provider_id: str
+    level: str
+    begun_at: dt.datetime
+    in_browser: bool
+
+    @classmethod
+    def of(cls, begun: dict[str, Any]) -> _LoginContext:
+        try:
+            return cls(
+                provider=_printable(begun["service_provider_name"]),
+                provider_id=_printable(begun["service_provider"]),
+                level=_printable(begun["level"]),
+                begun_at=dt.datetime.fromisoformat(str(begun["begun_at"])).astimezone(),
+                in_browser=begun["paired_with_browser"] is True,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise fail(
+                "the service did not say whom this login is for: the card signed nothing", 3
+            ) from None
+
+    @property
+    def began(self) -> str:
+        """The local time of day the login began, as said and shown (HH:MM)."""
+        return self.begun_at.strftime("%H:%M")
+
+
+def _printable(value: object) -> str:
+    """A name the service sent, as shown: no control characters (no terminal escapes)."""
+    return "".join(ch for ch in str(value) if ch.isprintable())
+
+
+def _login_confirmed(context: _LoginContext, *, yes: bool, pin_stdin: bool) -> bool:
+    """Show (and say) whom the login is for, at which level and how it was opened; then the
+    person's answer, or yes with ``--yes``."""
+    named = context.provider
+    if context.provider_id != context.provider:
+        named += f" ({context.provider_id})"
+    opened = (
+        "was opened in a browser, which this program is paired with by the code you gave"
+        if context.in_browser
+        else "no browser has opened it"
+    )
+    typer.echo(f"You are logging in to {named} at level {context.level}.")
+    typer.echo(f"The login began at {context.began} and {opened}.")
+    typer.echo(
+        "Go on only if you began this login yourself: whoever hands you a login's id or "
+        "pairing code to sign is logging in as you."
+    )
+    Listener.emit(
+        Event(
+            DeviceEvent.CONFIRM_LOGIN,
+            {
+                "provider": context.provider,
+                "level": context.level,
+                "began": context.began,
+                "in_browser": context.in_browser,
+            },
+        )
+    )
+    return yes or confirmed("Sign this login with your card?", pin_stdin)
 
 
 def _attestation_fields(session: PivSession) -> dict[str, Any]:

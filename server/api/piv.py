@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session
 from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, get_caller, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
-from server.api.schemas import StrictModel
+from server.api.schemas import LevelLabel, StrictModel
 from server.services.access import Caller, NotAuthenticated, Permission
 from server.services.login.record import FactorCheck
 from server.services.piv.card import SLOT
 from server.services.piv.enrolment import CardAnswer
-from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE
+from server.services.piv.login import MAX_CERTIFICATE_SIZE, MAX_SIGNATURE_SIZE, LoginBegun
 from server.wiring import Services
 
 MAX_PUBLIC_KEY_SIZE = 512
@@ -149,7 +149,22 @@ class EnrolCompleteOut(BaseModel):
 
 
 class ChallengeOut(BaseModel):
+    """The card's challenge, and what the card's program shows the person and asks them to
+    confirm before the card signs (a login id and pairing code may be a phisher's)."""
+
     challenge: str = Field(description="base64; sign LOGIN_DOMAIN || transaction id || challenge")
+    service_provider: str = Field(description="the id of the service provider logged in to")
+    service_provider_name: str = Field(
+        description="the service provider's name to show the person (its id where the "
+        "service knows no other name)"
+    )
+    level: LevelLabel = Field(description="the level the login asks for")
+    begun_at: dt.datetime = Field(description="when the service provider began the login")
+    expires_at: dt.datetime = Field(description="when the login ends unless extended")
+    paired_with_browser: bool = Field(
+        description="whether a browser opened the login's pages, so that only a program "
+        "given that browser's pairing code (as this one was) goes on with it"
+    )
 
 
 def _pairing_field() -> Any:
@@ -268,11 +283,20 @@ async def login_begin(
     no one else can replace the challenge the card is about to sign."""
     pairing = body.pairing if body is not None else None
 
-    def work(session: Session, services: Services) -> bytes:
+    def work(session: Session, services: Services) -> LoginBegun:
         services.authentication(session).admit(transaction_id, pairing=pairing)
         return services.piv(session).login_begin(transaction_id)
 
-    return ChallengeOut(challenge=_b64(await in_transaction(request, work)))
+    begun = await in_transaction(request, work)
+    return ChallengeOut(
+        challenge=_b64(begun.challenge),
+        service_provider=begun.provider,
+        service_provider_name=begun.provider_name,
+        level=begun.level,
+        begun_at=begun.begun_at,
+        expires_at=begun.expires_at,
+        paired_with_browser=begun.paired_with_browser,
+    )
 
 
 @router.post(

@@ -31,6 +31,7 @@ from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import NoMoreTime, TemporarilyBlocked, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
+from server.services.login.providers import SELF_SERVICE
 from server.services.login.record import FactorCheck
 from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
@@ -40,7 +41,6 @@ from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
-SELF_SERVICE = "akkreditiv-self-service"
 _PENDING = "self_service_login"  # browser data: the self-service login this browser began
 
 # The credentials a page offers, always all of them (so the list reveals no account), each

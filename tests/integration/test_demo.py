@@ -166,7 +166,7 @@ def test_demo_people_log_in_with_every_kind_of_token(demo: Demo) -> None:
         transaction = begin(demo, http, PERSON, "high")
         piv = akkreditiv(
             "devices", "piv", "login", "--url", demo.url, "--transaction", transaction,
-            "--pin-stdin", env=api_env, stdin="123456\n",
+            "--pin-stdin", "--yes", env=api_env, stdin="123456\n",
         )  # fmt: skip
         assert piv.returncode == 0, piv.stderr
         assert complete(demo, http, transaction)["level"] == "high"

@@ -144,8 +144,16 @@ def enrol(cli: CliRunner, service: Service, card: AttachedCard, identity: str) -
 
 
 def login(
-    cli: CliRunner, service: Service, card: AttachedCard, transaction: str
+    cli: CliRunner,
+    service: Service,
+    card: AttachedCard,
+    transaction: str,
+    *extra: str,
+    stdin: str = PIN,
+    yes: bool = True,
 ) -> subprocess.CompletedProcess[str]:
+    """``devices piv login`` as a rig runs it: PIN on standard input, and ``--yes`` (the rig
+    began the login itself: nobody to ask) unless ``yes`` is False."""
     return cli(
         "devices",
         "piv",
@@ -157,7 +165,9 @@ def login(
         "--reader",
         card.reader.name,
         "--pin-stdin",
-        stdin=PIN,
+        *(("--yes",) if yes else ()),
+        *extra,
+        stdin=stdin,
         env=service.cli_env,
     )
 
@@ -336,12 +346,10 @@ def test_a_login_a_browser_opened_takes_the_card_with_the_pages_pairing_code(
         refused = login(cli, service, card, transaction)
         assert refused.returncode == 3, refused.stderr
         assert "another browser" in refused.stderr or "bound" in refused.stderr
-        paired = cli(
-            "devices", "piv", "login", "--url", service.url, "--transaction", transaction,
-            "--reader", card.reader.name, "--pin-stdin", "--pairing", pairing.lower(),
-            stdin=PIN, env=service.cli_env,
-        )  # fmt: skip
+        paired = login(cli, service, card, transaction, "--pairing", pairing.lower())
         assert paired.returncode == 0, paired.stderr
+        assert "The login began at" in paired.stdout
+        assert "was opened in a browser, which this program is paired with" in paired.stdout
         assert paired.stdout.strip().endswith("factors: piv")
     with service.client() as http:
         assert_high_assertion(http, transaction)

@@ -8,6 +8,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -17,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session
 
 from server.domain.errors import FactorRejected
-from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
+from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, Level
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import LoginTransactions
+from server.services.login.providers import display_name
 from server.services.login.record import Proof
 from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
 from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
@@ -32,6 +34,23 @@ MAX_SIGNATURE_SIZE = 160
 
 class PivLoginRejected(FactorRejected):
     """One answer for every refused card signature; ``reason`` is for the audit log only."""
+
+
+@dataclass(frozen=True)
+class LoginBegun:
+    """A PIV login's fresh challenge and what the person must see before the card signs it,
+    so a login someone else began (a phisher's, handed over with its pairing code) is not
+    signed unseen: whom the login is for, the level it asks for, when it began and whether a
+    browser opened its pages (then the caller gave that browser's pairing code). None of it
+    depends on who logs in, so the answer still tells nothing of the person."""
+
+    challenge: bytes
+    provider: str
+    provider_name: str
+    level: Level
+    begun_at: dt.datetime
+    expires_at: dt.datetime
+    paired_with_browser: bool
 
 
 def verify_card_signature(
@@ -93,14 +112,24 @@ class PivLogin:
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
-    def login_begin(self, transaction_id: uuid.UUID) -> bytes:
+    def login_begin(self, transaction_id: uuid.UUID) -> LoginBegun:
         """A fresh challenge for an identified login, stored on the transaction (replacing any
-        earlier one). The answer is the same whether or not the person exists or has a card."""
+        earlier one), with the login's context. The answer is the same whether or not the
+        person exists or has a card. The caller has admitted the login (a claimed one only
+        with its browser's pairing code)."""
         logins = self._logins()
         transaction = logins.identified(transaction_id)
         challenge = secrets.token_bytes(CHALLENGE_SIZE)
         logins.set_pending(transaction, CredentialKind.PIV, challenge=challenge)
-        return challenge
+        return LoginBegun(
+            challenge=challenge,
+            provider=transaction.service_provider,
+            provider_name=display_name(transaction.service_provider),
+            level=transaction.min_level,
+            begun_at=transaction.created_at,
+            expires_at=transaction.expires_at,
+            paired_with_browser=transaction.browser_binding is not None,
+        )
 
     def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:
         """A ``FactorCheck`` for ``{"certificate": DER, "signature": DER, "origin": str}``

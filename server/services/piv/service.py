@@ -18,7 +18,7 @@ from server.services.piv.enrolment import (
     EnrolmentChallenge,
     PivEnrolment,
 )
-from server.services.piv.login import PivLogin, PivLoginCheck
+from server.services.piv.login import LoginBegun, PivLogin, PivLoginCheck
 from server.services.piv.revocation import revocations
 from server.storage.tables import Credential
 
@@ -61,7 +61,7 @@ class PivService:
 
     # --- login (see ``PivLogin``) ---------------------------------------------------------
 
-    def login_begin(self, transaction_id: uuid.UUID) -> bytes:
+    def login_begin(self, transaction_id: uuid.UUID) -> LoginBegun:
         return self._login.login_begin(transaction_id)
 
     def login_check(self, transaction_id: uuid.UUID, origins: Sequence[str] = ()) -> PivLoginCheck:

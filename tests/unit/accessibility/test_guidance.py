@@ -16,6 +16,12 @@ from accessibility.speech import Language, Pyttsx3Engine
 EXAMPLE_PARAMETERS: dict[Prompt, dict[str, object]] = {
     Prompt.WRONG_PIN: {"tries_left": 2},
     Prompt.CODE: {"code": "471902"},
+    Prompt.CONFIRM_LOGIN: {
+        "provider": "https://bank.example",
+        "level": "high",
+        "began": "14:02",
+        "in_browser": True,
+    },
 }
 
 
@@ -78,8 +84,73 @@ def test_code_message_shows_digits_grouped() -> None:
 
 
 @pytest.mark.parametrize(
+    ("language", "in_browser", "text"),
+    [
+        (
+            Language.DA,
+            True,
+            "Du logger ind hos https://bank.example på sikringsniveau betydeligt. Login blev "
+            "startet klokken 09:05 og er åbnet i en browser. Fortsæt kun, hvis du selv har "
+            "startet dette login.",
+        ),
+        (
+            Language.DA,
+            False,
+            "Du logger ind hos https://bank.example på sikringsniveau betydeligt. Login blev "
+            "startet klokken 09:05 og er ikke åbnet i nogen browser. Fortsæt kun, hvis du "
+            "selv har startet dette login.",
+        ),
+        (
+            Language.EN,
+            True,
+            "You are logging in to https://bank.example at level substantial. The login "
+            "began at 09:05 and was opened in a browser. Go on only if you began this login "
+            "yourself.",
+        ),
+        (
+            Language.EN,
+            False,
+            "You are logging in to https://bank.example at level substantial. The login "
+            "began at 09:05 and no browser has opened it. Go on only if you began this "
+            "login yourself.",
+        ),
+    ],
+)
+def test_confirm_login_names_the_provider_the_level_and_how_it_was_opened(
+    language: Language, in_browser: bool, text: str
+) -> None:
+    said = message(
+        Prompt.CONFIRM_LOGIN,
+        language,
+        provider="https://bank.example",
+        level="substantial",
+        began="09:05",
+        in_browser=in_browser,
+    )
+    assert said == text
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"level": "medium"}, "level"),
+        ({"began": "9:05 pm"}, "began"),
+        ({"began": "24:00"}, "began"),
+        ({"in_browser": "yes"}, "in_browser"),
+    ],
+)
+def test_confirm_login_raises_value_error_when_a_parameter_is_not_one(
+    params: dict[str, object], field: str
+) -> None:
+    wanted = {**EXAMPLE_PARAMETERS[Prompt.CONFIRM_LOGIN], **params}
+    with pytest.raises(ValueError, match=field):
+        message(Prompt.CONFIRM_LOGIN, Language.EN, **wanted)
+
+
+@pytest.mark.parametrize(
     ("prompt", "params"),
     [
+        (Prompt.CONFIRM_LOGIN, {"provider": "x", "level": "high"}),
         (Prompt.WRONG_PIN, {}),
         (Prompt.CODE, {}),
         (Prompt.ENTER_PIN, {"tries_left": 3}),
@@ -101,6 +172,7 @@ def test_wrong_pin_raises_value_error_when_tries_left_not_a_count(tries_left: ob
 
 def test_every_error_prompt_has_failure_earcon_and_turns_have_your_turn() -> None:
     assert EARCONS[Prompt.ENTER_PIN] is EARCONS[Prompt.TOUCH_KEY] is Earcon.YOUR_TURN
+    assert EARCONS[Prompt.CONFIRM_LOGIN] is Earcon.YOUR_TURN
     assert EARCONS[Prompt.DONE] is Earcon.SUCCESS
     for prompt in (Prompt.WRONG_PIN, Prompt.PIN_BLOCKED, Prompt.TIMEOUT, Prompt.ERROR):
         assert EARCONS[prompt] is Earcon.FAILURE

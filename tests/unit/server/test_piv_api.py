@@ -37,6 +37,17 @@ from tests.unit.server.people import assert_problem, second_operator_approves
 pytestmark = SQLITE_ONLY  # and BOTH_DATABASES where marked (see the conftest)
 
 PROVIDER = "https://sp.example"
+# What piv/begin tells the card's program to show the person besides the challenge.
+LOGIN_CONTEXT = frozenset(
+    {
+        "service_provider",
+        "service_provider_name",
+        "level",
+        "begun_at",
+        "expires_at",
+        "paired_with_browser",
+    }
+)
 PERSON_NAME = "Inger Christensen"
 _numbers = itertools.count(4000)
 
@@ -157,7 +168,7 @@ def identified_login(client: TestClient, number: str, min_level: str = "high") -
 def begin_piv(client: TestClient, transaction: str) -> bytes:
     begun = client.post(f"/authentications/{transaction}/piv/begin")
     assert begun.status_code == 200, begun.text
-    assert set(begun.json()) == {"challenge"}
+    assert set(begun.json()) == {"challenge", *LOGIN_CONTEXT}
     return base64.b64decode(begun.json()["challenge"])
 
 
@@ -365,7 +376,7 @@ def test_unknown_person_gets_a_challenge_and_a_refusal(
     transaction = identified_login(client, "010101-0000")
     begun = client.post(f"/authentications/{transaction}/piv/begin")
     assert begun.status_code == 200
-    assert set(begun.json()) == {"challenge"}
+    assert set(begun.json()) == {"challenge", *LOGIN_CONTEXT}
     assert len(base64.b64decode(begun.json()["challenge"])) == 32
 
     assert_problem(piv_login(client, transaction, card), 401, "verification-failed")

@@ -420,6 +420,10 @@ def test_a_browser_login_goes_on_with_a_smartcard_paired_by_the_code(
     assert program.post(f"{piv}/begin", json={"pairing": "<script>x</script>"}).status_code == 422
     begun = program.post(f"{piv}/begin", json={"pairing": code.replace("-", "").lower()})
     assert begun.status_code == 200, begun.text
+    # What the card's program shows before the card signs: this browser's login, paired.
+    assert begun.json()["service_provider_name"] == PROVIDER
+    assert begun.json()["level"] == "substantial"
+    assert begun.json()["paired_with_browser"] is True
     message = login_message(
         uuid.UUID(transaction), base64.b64decode(begun.json()["challenge"]), ORIGIN
     )
@@ -494,6 +498,23 @@ def test_citizen_signs_in_to_self_service_and_the_session_rotates(browser: TestC
     assert after != before  # session fixation: a new token after the sign-in
     again = browser.get("/account/login", follow_redirects=False)
     assert again.headers["location"] == "/account"  # signed in already
+
+
+def test_a_smartcard_for_self_service_is_shown_the_self_services_name(
+    browser: TestClient, other_browser: TestClient
+) -> None:
+    started = browser.get("/account/login", follow_redirects=False)
+    transaction = started.headers["location"].rsplit("/", 1)[1]
+    identify(browser, transaction)
+    code = pairing_of(browser.get(f"/login/{transaction}/smartcard"))
+
+    begun = other_browser.post(f"/authentications/{transaction}/piv/begin", json={"pairing": code})
+
+    assert begun.status_code == 200, begun.text
+    assert begun.json()["service_provider"] == "akkreditiv-self-service"
+    assert begun.json()["service_provider_name"] == "akkreditiv self-service"
+    assert begun.json()["level"] == "substantial"
+    assert begun.json()["paired_with_browser"] is True
 
 
 def test_self_service_next_must_be_local(browser: TestClient) -> None:
