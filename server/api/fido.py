@@ -22,6 +22,7 @@ from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import StrictModel
+from server.services.credentials.admission import IN_PERSON
 from server.services.login.record import FactorCheck
 from server.wiring import Services
 
@@ -65,6 +66,9 @@ def register_begin(
     body = body or RegisterBeginIn()
     options, state_id = services.fido(session, caller.actor).register_begin(
         identity_id,
+        # An operator's key: the operator registers the key with the person present, the
+        # in-person path, so no login level is asked (see credentials.admission).
+        added_by=IN_PERSON,
         user_verification=UserVerificationRequirement(body.user_verification),
         resident=body.resident,
     )

@@ -27,6 +27,7 @@ from server.api.deps import ServicesDep, SessionDep, get_caller, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import LevelLabel, StrictModel
 from server.services.access import Caller, NotAuthenticated, Permission
+from server.services.credentials.admission import IN_PERSON
 from server.services.login.record import FactorCheck
 from server.services.piv.card import SLOT
 from server.services.piv.enrolment import CardAnswer
@@ -210,7 +211,8 @@ def enrol_begin(
 ) -> EnrolBeginOut:
     """A challenge for the card to sign with a key it generates in slot 9A (an operator
     enrols the card with the person present)."""
-    begun = services.piv(session, caller.actor).enrol_begin(identity_id)
+    # An operator's key is the in-person path: no login level is asked (credentials.admission).
+    begun = services.piv(session, caller.actor).enrol_begin(identity_id, added_by=IN_PERSON)
     return EnrolBeginOut(
         state_id=begun.state_id, challenge=_b64(begun.challenge), expires_at=begun.expires_at
     )

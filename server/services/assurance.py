@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum, unique
+from itertools import combinations_with_replacement
 from types import MappingProxyType
 
-from server.domain.model import AuthenticatorKind, Level
+from server.domain.model import AuthenticatorKind, CredentialKind, Level
 from server.services.errors import NoAuthenticator
 
 
@@ -129,6 +130,49 @@ def authenticator_level(factors: Collection[AuthenticatorKind]) -> Level:
         if rule.holds(kinds):
             return rule.level
     raise AssertionError("unreachable: the one-factor rule holds for any non-empty set")
+
+
+# What a credential of each kind proves at a login: a security key proves ``fido2``, or
+# ``fido2_uv`` when it verified its PIN; every other kind the factor of its own name.
+PROVES: Mapping[CredentialKind, frozenset[AuthenticatorKind]] = MappingProxyType(
+    {
+        kind: (
+            frozenset({AuthenticatorKind.FIDO2, AuthenticatorKind.FIDO2_UV})
+            if kind is CredentialKind.FIDO2
+            else frozenset({AuthenticatorKind(kind.value)})
+        )
+        for kind in CredentialKind
+    }
+)
+# No rule looks at more than two authenticators, so a credential and two others show every
+# level it can lift a login to.
+_OTHERS_AT_MOST = 2
+
+
+def _reach(kind: CredentialKind) -> Level:
+    best = Level.LOW
+    for proof in PROVES[kind]:
+        for count in range(_OTHERS_AT_MOST + 1):
+            for others in combinations_with_replacement(list(AuthenticatorKind), count):
+                with_it = authenticator_level([proof, *others])
+                if not others or with_it > authenticator_level(others):
+                    best = max(best, with_it)
+    return best
+
+
+# Worked out once from the rules above, so the two can never disagree.
+REACH: Mapping[CredentialKind, Level] = MappingProxyType(
+    {kind: _reach(kind) for kind in CredentialKind}
+)
+
+
+def credential_reach(kind: CredentialKind) -> Level:
+    """The highest level a credential of ``kind`` can lift a login to: the most any other
+    authenticators (other credentials, of any kind) reach with it and not without it. What a
+    person who adds one can log in at afterwards, identity assurance permitting: a smartcard
+    High alone, a security key High with a second key, a password or an OTP device
+    Substantial with a factor of the other category."""
+    return REACH[kind]
 
 
 @unique

@@ -85,6 +85,7 @@ from server.domain.model import (
     IdentityStatus,
     Level,
 )
+from server.services.credentials.admission import AddedBy, admit
 from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
 from server.services.identities import AuditHook, no_audit
@@ -321,11 +322,15 @@ class FidoService:
         self,
         identity_id: uuid.UUID,
         *,
+        added_by: AddedBy,
         user_verification: UserVerificationRequirement = UserVerificationRequirement.DISCOURAGED,
         resident: bool = False,
     ) -> tuple[dict[str, Any], uuid.UUID]:
-        """Creation options (JSON-ready) and the id of the persisted registration state."""
+        """Creation options (JSON-ready) and the id of the persisted registration state. A key
+        can give High (with a second key), so ``added_by`` must be a login at the level
+        ``admission.level_to_add`` asks, or an operator with the person present."""
         identity = self._active_identity(identity_id)
+        admit(CredentialKind.FIDO2, identity, added_by, self._audit)
         live = self._fido_credentials(identity_id, LIVE_STATES)
         if len(live) >= LIMITS[CredentialKind.FIDO2]:
             raise CredentialLimitReached(CredentialKind.FIDO2.value, LIMITS[CredentialKind.FIDO2])
@@ -356,7 +361,12 @@ class FidoService:
             )
         )
         self._audit(
-            "fido2.registration_begun", {"identity_id": str(identity_id), "state_id": str(row.id)}
+            "fido2.registration_begun",
+            {
+                "identity_id": str(identity_id),
+                "state_id": str(row.id),
+                "added_by": added_by.label,
+            },
         )
         return dict(options), row.id
 

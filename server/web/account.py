@@ -3,12 +3,15 @@ audio code reader, security key, smartcard), blocking a lost one, replacing a bl
 changing the password. Every change goes through the services the API uses and is audited
 with the citizen (``citizen:<identity id>``) as the actor.
 
-The rule for sensitive actions: adding a credential, replacing one and changing the password
-need a login at level Substantial, or at the identity's own assurance where that is lower (a
-login never exceeds it, so asking for more would lock the person out). A session below that
-is sent to log in again (``/account/login?next=...``) before the form is shown, and a POST
-below it is refused the same way. Blocking a credential needs no more than being signed in:
-it only takes power away, and a person who lost a credential may have nothing stronger left.
+The rule for sensitive actions (``credentials.admission``): adding a credential, replacing one
+and changing the password need a login at the level that credential can lift a login to
+(High for a smartcard or a security key, Substantial for the rest), capped at the identity's
+own assurance (a login never exceeds it, so asking for more would lock the person out). A
+session below that is refused (403, audited) with a page that says why and links to a login
+at the level needed (``/account/login?level=...&next=...``), which brings the person back;
+an operator can add the credential with the person present instead. Blocking a credential
+needs no more than being signed in: it only takes power away, and a person who lost a
+credential may have nothing stronger left.
 """
 
 from __future__ import annotations
@@ -28,9 +31,15 @@ from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import ConflictingState, DomainError, UnknownSubject
 from server.domain.model import CredentialKind, CredentialState, Level
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import (
+    AddedBy,
+    LevelTooLowForCredential,
+    admit,
+    level_to_add,
+)
 from server.services.credentials.rules import LIVE_STATES
 from server.services.errors import WeakPassword, WrongPassword
-from server.services.identities import IdentityService
+from server.services.identities import AuditHook, IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
     ConflictingCredential,
@@ -42,6 +51,7 @@ from server.services.lifecycle_errors import (
 from server.services.passwords import MAX_LENGTH, MIN_LENGTH
 from server.services.piv.enrolment import enrolment_code
 from server.storage.tables import Credential, Identity
+from server.web.account_level import ADD_PAGES, level_page, login_level
 from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
 from server.web.render import mark_page, page, redirect
@@ -52,9 +62,6 @@ router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 K = CredentialKind
 S = CredentialState
 
-LOGIN_PAGE = "/account/login"
-# What a sensitive change asks of the login, at most (capped by the identity's assurance).
-SENSITIVE_LEVEL = Level.SUBSTANTIAL
 BLOCK_REASONS = {"lost": S.LOST, "paused": S.BLOCKED}
 FIDO_STATE = "account.fido_registration"
 PIV_STATE = "account.piv_enrolment"
@@ -95,6 +102,7 @@ class Account:
     session: Session
     services: Services
     credentials: CredentialService
+    audit: AuditHook
 
     @property
     def actor(self) -> str:
@@ -115,23 +123,24 @@ class Account:
             c for c in self.credentials.for_identity(self.identity.id) if c.state in LIVE_STATES
         ]
 
-    def level_enough(self) -> bool:
-        return level_enough(self.browser.row.level, self.identity.identity_assurance)
+    @property
+    def added_by(self) -> AddedBy:
+        return AddedBy.login(login_level(self.browser))
 
+    def refused(self, kind: CredentialKind) -> LevelTooLowForCredential | None:
+        """Why this session may not add (or replace, or change) a credential of ``kind``, the
+        refusal audited; None if it may."""
+        try:
+            admit(kind, self.identity, self.added_by, self.audit)
+        except LevelTooLowForCredential as refused:
+            return refused
+        return None
 
-def required_level(identity_assurance: Level) -> Level:
-    """The login level a sensitive change needs: Substantial, or the identity's assurance
-    where that is lower (no login of that person can reach more)."""
-    return min(SENSITIVE_LEVEL, identity_assurance)
-
-
-def level_enough(login_level: str | None, identity_assurance: Level) -> bool:
-    """Whether a session signed in at ``login_level`` may make a sensitive change."""
-    try:
-        reached = Level.parse(login_level or "")
-    except ValueError:
-        return False
-    return reached >= required_level(identity_assurance)
+    def needs(self, kind: CredentialKind) -> Level | None:
+        """The level this session lacks for ``kind`` (to say so beside it), or None."""
+        required = level_to_add(kind, self.identity.identity_assurance)
+        reached = login_level(self.browser)
+        return None if reached is not None and reached >= required else required
 
 
 def _account(
@@ -140,18 +149,10 @@ def _account(
     audit = services.audit_hook(session, actor_of(identity_id))
     credentials = services.credentials(session, audit)
     identity = IdentityService(session, services.pseudonyms, audit=audit).get(identity_id)
-    return Account(browser, identity, session, services, credentials)
+    return Account(browser, identity, session, services, credentials, audit)
 
 
 AccountDep = Annotated[Account, Depends(_account)]
-
-
-def step_up(browser: Browser, request: Request) -> Response:
-    """Send the browser to log in again at the level sensitive changes need, and back here."""
-    target = request.url.path
-    if request.method == "GET" and request.url.query:
-        target += "?" + request.url.query
-    return redirect(browser, f"{LOGIN_PAGE}?next={quote(target, safe='/')}")
 
 
 def _text(form: Any, name: str, limit: int) -> str:
@@ -188,6 +189,12 @@ def choose(request: Request, account: AccountDep) -> Response:
         "account_add.html",
         title=browser.t("account.add_title"),
         has_password=any(c.kind is K.PASSWORD and c.state is S.ACTIVE for c in live),
+        # What this session lacks for each kind (the page says so beside it), by page.
+        needs={
+            path: browser.t(f"account.level_{needed.label}")
+            for path, kind in ADD_PAGES.items()
+            if (needed := account.needs(kind)) is not None
+        },
     )
 
 
@@ -205,7 +212,9 @@ def _key_page(
     browser = account.browser
     service = account.services.fido(account.session, account.actor)
     options, state_id = service.register_begin(
-        account.identity.id, user_verification=UserVerificationRequirement.PREFERRED
+        account.identity.id,
+        added_by=account.added_by,
+        user_verification=UserVerificationRequirement.PREFERRED,
     )
     browser.remember(FIDO_STATE, str(state_id))
     return page(
@@ -221,8 +230,8 @@ def _key_page(
 
 @router.get("/account/add/security-key")
 def key_form(request: Request, account: AccountDep) -> Response:
-    if not account.level_enough():
-        return step_up(account.browser, request)
+    if (refused := account.refused(K.FIDO2)) is not None:
+        return level_page(request, account.browser, refused)
     try:
         return _key_page(request, account)
     except CredentialLimitReached:
@@ -240,8 +249,8 @@ def key_form(request: Request, account: AccountDep) -> Response:
 @router.post("/account/add/security-key")
 def key_submit(request: Request, account: AccountDep, form: CheckedForm) -> Response:
     browser = account.browser
-    if not account.level_enough():
-        return step_up(browser, request)
+    if (refused := account.refused(K.FIDO2)) is not None:
+        return level_page(request, account.browser, refused)
     t = browser.t
     state = browser.data(FIDO_STATE)
     browser.remember(FIDO_STATE, None)
@@ -282,8 +291,8 @@ def smartcard(request: Request, account: AccountDep) -> Response:
     browser's session, so reloading the page (to see the card once it is enrolled) shows the
     same command while it can still be used and a fresh one after."""
     browser = account.browser
-    if not account.level_enough():
-        return step_up(browser, request)
+    if (refused := account.refused(K.PIV)) is not None:
+        return level_page(request, account.browser, refused)
     cards = [row(c, browser.lang) for c in account.live() if c.kind is K.PIV]
     service = account.services.piv(account.session, account.actor)
     stored = browser.data(PIV_STATE)
@@ -293,7 +302,7 @@ def smartcard(request: Request, account: AccountDep) -> Response:
     if state_id is None or not service.enrolment_open(state_id, account.identity.id):
         try:
             state_id = service.enrol_begin(
-                account.identity.id, browser_binding=browser.binding
+                account.identity.id, added_by=account.added_by, browser_binding=browser.binding
             ).state_id
         except CredentialLimitReached:
             state_id = None
@@ -353,8 +362,8 @@ def _token_page(
 def token_form(request: Request, slug: str, account: AccountDep, serial: str = "") -> Response:
     if slug not in TOKEN_PAGES:
         raise CredentialNotYours("no such page")
-    if not account.level_enough():
-        return step_up(account.browser, request)
+    if (refused := account.refused(TOKEN_PAGES[slug])) is not None:
+        return level_page(request, account.browser, refused)
     return _token_page(request, account, slug, serial=serial[:MAX_SERIAL])
 
 
@@ -362,8 +371,8 @@ def token_form(request: Request, slug: str, account: AccountDep, serial: str = "
 def token_submit(request: Request, slug: str, account: AccountDep, form: CheckedForm) -> Response:
     if slug not in TOKEN_PAGES:
         raise CredentialNotYours("no such page")
-    if not account.level_enough():
-        return step_up(account.browser, request)
+    if (refused := account.refused(TOKEN_PAGES[slug])) is not None:
+        return level_page(request, account.browser, refused)
     kind = TOKEN_PAGES[slug]
     t = account.browser.t
     serial = _text(form, "serial", MAX_SERIAL)
@@ -482,8 +491,8 @@ def _replaceable(account: Account, credential_id: uuid.UUID) -> Credential:
 @router.get("/account/credentials/{credential_id}/replace")
 def replace_form(request: Request, credential_id: uuid.UUID, account: AccountDep) -> Response:
     credential = _replaceable(account, credential_id)
-    if not account.level_enough():
-        return step_up(account.browser, request)
+    if (refused := account.refused(credential.kind)) is not None:
+        return level_page(request, account.browser, refused)
     return _replace_page(request, account, credential)
 
 
@@ -493,8 +502,8 @@ def replace_submit(
 ) -> Response:
     credential = _replaceable(account, credential_id)
     browser = account.browser
-    if not account.level_enough():
-        return step_up(browser, request)
+    if (refused := account.refused(credential.kind)) is not None:
+        return level_page(request, account.browser, refused)
     serial = _text(form, "serial", MAX_SERIAL) if credential.kind in TOKEN_PAGES.values() else ""
     try:
         with account.session.begin_nested():
@@ -541,16 +550,16 @@ def _password_page(
 
 @router.get("/account/password")
 def password_form(request: Request, account: AccountDep) -> Response:
-    if not account.level_enough():
-        return step_up(account.browser, request)
+    if (refused := account.refused(K.PASSWORD)) is not None:
+        return level_page(request, account.browser, refused)
     return _password_page(request, account)
 
 
 @router.post("/account/password")
 def password_submit(request: Request, account: AccountDep, form: CheckedForm) -> Response:
     browser = account.browser
-    if not account.level_enough():
-        return step_up(browser, request)
+    if (refused := account.refused(K.PASSWORD)) is not None:
+        return level_page(request, account.browser, refused)
     t = browser.t
     current = form.get("current_password")
     new = form.get("new_password")

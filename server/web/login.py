@@ -316,16 +316,30 @@ def _with_transaction(url: str, transaction_id: uuid.UUID) -> str:
 
 @router.get("/account/login")
 def account_login(
-    browser: BrowserDep, session: SessionDep, services: ServicesDep, next: str | None = None
+    browser: BrowserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    next: str | None = None,
+    level: str | None = None,
 ) -> Response:
     """Self-service needs level Substantial: a login of its own, begun here (no API key),
-    which this browser alone may finish."""
+    which this browser alone may finish. ``level=high`` asks for more (an account page that
+    needs it links here): a browser signed in below it logs in again, at that level, and
+    comes back to ``next``; one signed in at it goes straight there."""
     target = local_path(next, "/account")
-    if browser.identity_id is not None:
+    wanted = max(Level.SUBSTANTIAL, _level_or_low(level))
+    if browser.identity_id is not None and _level_or_low(browser.row.level) >= wanted:
         return redirect(browser, target)
-    transaction = _service(session, services).begin(SELF_SERVICE, Level.SUBSTANTIAL)
+    transaction = _service(session, services).begin(SELF_SERVICE, wanted)
     browser.remember(_PENDING, {"id": str(transaction.id), "next": target})
     return redirect(browser, f"/login/{transaction.id}")
+
+
+def _level_or_low(label: str | None) -> Level:
+    try:
+        return Level.parse(label or "")
+    except ValueError:
+        return Level.LOW
 
 
 # Last: the generic /login/<id>/<method> routes must not shadow the named ones above.

@@ -14,8 +14,10 @@ from starlette.responses import Response
 
 from server.api.deps import ServicesDep
 from server.domain.errors import DomainError
+from server.services.credentials.admission import AddedBy
 from server.services.errors import WeakPassword
 from server.services.migration.flow import DEFAULT_MAX_STEP_FAILURES
+from server.services.migration.flow_enrolment import LEGACY_PROOF_LEVEL
 from server.services.migration.flow_errors import DetailsMismatch
 from server.services.migration.flow_model import (
     STEP_OF_STATE,
@@ -237,11 +239,15 @@ class Pages:
 
     def fido_options(self, view: FlowView) -> dict[str, Any]:
         """Creation options for a security key of the new identity; the state's id is kept in
-        the browser session for the answer."""
+        the browser session for the answer. The person proved themselves with the legacy eID
+        only, so the key is added on the strength of that proof (a self-service identity made
+        from it is no higher, so the key is admitted)."""
         assert view.identity_id is not None  # noqa: S101 - checked by the caller
         db = self.browser.db
         service = self.services.fido(db)
-        options, state_id = service.register_begin(view.identity_id)
+        options, state_id = service.register_begin(
+            view.identity_id, added_by=AddedBy.login(LEGACY_PROOF_LEVEL)
+        )
         kept = dict(self.browser.data(MEMORY) or {})
         kept.update({"flow": str(view.id), "fido_state": str(state_id)})
         self.browser.remember(MEMORY, kept)

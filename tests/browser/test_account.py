@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 
 from devices.protocol.otp import totp
 from server.app import create_app
+from server.domain.model import Level
 from server.services.secretbox import SecretBox
 from server.settings import Settings
+from server.storage.repositories import IdentityRepository
 from tests.browser import shots
 from tests.unit.server.people import SEED, seed_person_with_code_display
 
@@ -64,13 +66,17 @@ def seeding(web_server: WebServer) -> Iterator[TestClient]:
         yield client
 
 
-def add_person(web_server: WebServer, seeding: TestClient) -> str:
-    """A person with a code display (seed ``SEED``) and a password; their person number."""
+def add_person(web_server: WebServer, seeding: TestClient, *, high: bool = False) -> str:
+    """A person with a code display (seed ``SEED``) and a password; their person number.
+    With ``high`` their identity is High, as after an in-person proofing by two operators."""
     number = f"15{next(_months):02d}80-4321"
     services = seeding.app.state.services  # type: ignore[attr-defined]
     identity = seed_person_with_code_display(
         services.sessions, SecretBox.from_file(services.settings.kek_file), number
     )
+    if high:
+        with services.sessions() as session, session.begin():
+            IdentityRepository(session).raise_assurance(identity, Level.HIGH)
     with web_server.process.client() as api:
         answer = api.put(f"/identities/{identity}/password", json={"password": PASSWORD})
     assert answer.status_code == 200, answer.text
@@ -212,3 +218,35 @@ def test_every_account_page_and_its_error_states_are_accessible(
     assert_accessible(page, f"replace, unknown serial ({lang})")
     page.goto(f"{base}/account/credentials/{uuid.uuid4()}/block")
     assert_accessible(page, f"not found ({lang})")
+
+
+@pytest.mark.parametrize("locale", ["en-GB", "da-DK"])
+def test_a_login_below_a_smartcards_level_is_shown_the_way_to_high(
+    page: Page, web_server: WebServer, seeding: TestClient, locale: str
+) -> None:
+    """A person whose identity is High, signed in with a password and a code display
+    (Substantial): the add page says a smartcard needs High, the smartcard page refuses and
+    leads by keyboard to a login at High that comes back."""
+    lang = locale[:2]
+    number = add_person(web_server, seeding, high=True)
+    base = web_server.url
+    sign_in(page, base, number)
+    page.goto(f"{base}/account/add")
+    needs = "Needs you to be logged in at level High." if lang == "en" else "Kræver, at du er"
+    assert needs in page.inner_text("main")
+    assert_accessible(page, f"add, below High ({lang})")
+
+    answer = page.goto(f"{base}/account/add/smartcard")
+
+    assert answer is not None
+    assert answer.status == 403
+    assert "piv enrol" not in page.inner_text("main")
+    assert_accessible(page, f"smartcard, below High ({lang})")
+    shots.save(page, f"account-level-{lang}")
+    submit(page, "Log in at level High" if lang == "en" else "Log ind på niveau Høj")
+    assert "/login/" in page.url, page.url
+    page.focus("#person_number")
+    type_into_focused(page, number)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.locator("#method-smartcard").count() == 1

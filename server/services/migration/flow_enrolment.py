@@ -21,6 +21,9 @@ from server.storage.tables import Credential, Identity, ProofingRecord
 # The proofing a legacy proof is recorded as: the legacy eID (password + key card) was issued
 # at Substantial, so the identity it proves gets Substantial.
 LEGACY_EID = "legacy_eid"
+# What the legacy proof counts as, for the identity it makes and for the credentials the
+# person adds in the wizard on its strength (``credentials.admission``).
+LEGACY_PROOF_LEVEL = Level.SUBSTANTIAL
 
 
 class FlowEnrolment:
@@ -74,7 +77,7 @@ class FlowEnrolment:
     ) -> Identity:
         """As ``IdentityService.enrol`` does (one identity per person, its proofing record, the
         same audit event), for the proofing it has no document kind for: the legacy eID."""
-        level = Level.SUBSTANTIAL
+        level = LEGACY_PROOF_LEVEL
         identity = Identity(
             id=uuid.uuid4(),
             person_number=PersonNumber.parse(user.person_number).formatted,

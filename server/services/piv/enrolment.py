@@ -28,6 +28,7 @@ from server.domain.errors import (
 )
 from server.domain.model import CeremonyKind, CredentialKind, Level
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import AddedBy, admit
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import COMPLETED, FAILED, OPEN, normalise_pairing, readable_code
 from server.services.piv.attestation import CardKeyNotAttested, verify_card_key
@@ -181,12 +182,20 @@ class PivEnrolment:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
     def enrol_begin(
-        self, identity_id: uuid.UUID, *, browser_binding: str | None = None
+        self,
+        identity_id: uuid.UUID,
+        *,
+        added_by: AddedBy,
+        browser_binding: str | None = None,
     ) -> EnrolmentChallenge:
         """A challenge for a card to sign with its new key, kept in a new enrolment row. The
-        identity must be active and have room for another card. With ``browser_binding`` (a
-        citizen's own account page) the enrolment gets a code for that browser, and its
-        challenge is the code's digest (see the module's notes)."""
+        identity must be active and have room for another card, and a card gives High, so
+        ``added_by`` must be a login at the level ``admission.level_to_add`` asks or an
+        operator with the person present (only then is there an enrolment to complete). With
+        ``browser_binding`` (a citizen's own account page) the enrolment gets a code for that
+        browser, and its challenge is the code's digest (see the module's notes)."""
+        identity = self._credentials.active_identity(identity_id)
+        admit(CredentialKind.PIV, identity, added_by, self._audit)
         self._credentials.check_room(identity_id, CredentialKind.PIV)
         state_id = uuid.uuid4()
         code = None if browser_binding is None else enrolment_code(state_id, browser_binding)
@@ -207,7 +216,8 @@ class PivEnrolment:
             )
         )
         self._audit(
-            "piv.enrolment_begun", {"identity_id": str(identity_id), "state_id": str(row.id)}
+            "piv.enrolment_begun",
+            {"identity_id": str(identity_id), "state_id": str(row.id), "added_by": added_by.label},
         )
         return EnrolmentChallenge(row.id, challenge, row.expires_at, code)
 

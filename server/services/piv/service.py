@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
+from server.services.credentials.admission import AddedBy
 from server.services.piv.ca import Revocation, ServiceCa
 from server.services.piv.enrolment import (
     CardAnswer,
@@ -44,9 +45,11 @@ class PivService:
     # --- enrolment (see ``PivEnrolment``) -------------------------------------------------
 
     def enrol_begin(
-        self, identity_id: uuid.UUID, *, browser_binding: str | None = None
+        self, identity_id: uuid.UUID, *, added_by: AddedBy, browser_binding: str | None = None
     ) -> EnrolmentChallenge:
-        return self._enrolment.enrol_begin(identity_id, browser_binding=browser_binding)
+        return self._enrolment.enrol_begin(
+            identity_id, added_by=added_by, browser_binding=browser_binding
+        )
 
     def enrolment_owner(self, state_id: uuid.UUID) -> uuid.UUID:
         return self._enrolment.enrolment_owner(state_id)

@@ -26,6 +26,8 @@ from devices.protocol.piv import DEFAULT_PIN, PinPolicy, Slot
 from devices.tokens.piv import PivSession
 from firmware_sim.attach.inprocess import InProcessConnection
 from firmware_sim.tokens.piv import make_card, new_card_state
+from server.domain.model import Level
+from server.services.credentials.admission import AddedBy
 from server.services.piv.card import enrol_message, login_message
 from server.services.piv.enrolment import code_challenge, enrolment_code
 from server.settings import Settings
@@ -684,11 +686,12 @@ def test_url_safe_base64_without_padding_is_accepted(client: TestClient, card: P
 
 def page_enrolment(client: TestClient, identity: str, binding: str) -> tuple[uuid.UUID, str]:
     """An enrolment begun as the account page begins it (``PivService.enrol_begin`` with a
-    browser's binding, through the app's composition root): its state id and code."""
+    browser's binding, through the app's composition root), for a browser signed in at High:
+    its state id and code."""
     services = client.app.state.services  # type: ignore[attr-defined]
     with services.sessions() as session, session.begin():
         begun = services.piv(session, f"citizen:{identity}").enrol_begin(
-            uuid.UUID(identity), browser_binding=binding
+            uuid.UUID(identity), added_by=AddedBy.login(Level.HIGH), browser_binding=binding
         )
     assert begun.code is not None
     return begun.state_id, begun.code

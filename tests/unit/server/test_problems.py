@@ -45,6 +45,7 @@ PUBLISHED: dict[str, int] = {
     "invalid-transition": 409,
     "key-material-rejected": 500,
     "legacy-closed": 410,
+    "level-too-low-for-credential": 403,
     "login-bound-elsewhere": 409,
     "login-no-longer-valid": 401,
     "new-eid-only": 403,

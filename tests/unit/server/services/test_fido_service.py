@@ -21,6 +21,7 @@ from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
 from server.domain.model import AuthenticatorKind, CredentialState, IdentityStatus, Level
 from server.services.authentication import AuthenticationService
+from server.services.credentials.admission import IN_PERSON
 from server.services.fido import AssertionRejected, FidoService, RegistrationExpired
 from server.services.pseudonyms import Pseudonyms
 from server.services.tokens_jwt import SigningKey
@@ -79,7 +80,7 @@ class World:
 
     def begin_registration(self) -> tuple[dict[str, Any], uuid.UUID]:
         with self.sessions() as session, session.begin():
-            return self.fido(session).register_begin(self.identity_id)
+            return self.fido(session).register_begin(self.identity_id, added_by=IN_PERSON)
 
     def register(self) -> uuid.UUID:
         options, state_id = self.begin_registration()

@@ -21,7 +21,7 @@ from devices.protocol import pskc
 from devices.protocol.otp import totp
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpGenerator, OtpTokenState
-from server.domain.model import CredentialState, Level
+from server.domain.model import CredentialState
 from server.services.access import Role
 from server.services.credentials import CredentialService
 from server.services.errors import WrongPassword
@@ -29,7 +29,6 @@ from server.services.piv.enrolment import enrolment_code
 from server.services.secretbox import SecretBox
 from server.settings import Settings
 from server.storage.tables import AuditEntry, Credential
-from server.web.account import level_enough
 from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
@@ -221,16 +220,6 @@ def test_the_add_page_offers_every_kind(browser: TestClient, signed_in: Person) 
         assert f'href="/account/add/{path}"' in answer.text
     # The person has a password already: the page does not offer another.
     assert 'href="/account/password"' not in answer.text
-
-
-def test_a_sensitive_change_needs_substantial_or_the_identitys_own_level() -> None:
-    assert level_enough("substantial", Level.HIGH)
-    assert level_enough("high", Level.HIGH)
-    assert not level_enough("low", Level.HIGH)
-    assert not level_enough("low", Level.SUBSTANTIAL)
-    assert level_enough("low", Level.LOW)
-    assert not level_enough(None, Level.LOW)
-    assert not level_enough("bogus", Level.LOW)
 
 
 # --- code display and audio code reader ---------------------------------------------------------
