@@ -43,9 +43,9 @@ def _verify(settings: Settings) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _rewrite_history(settings: Settings, seq: int) -> None:
+def rewrite_history(database_url: str, seq: int) -> None:
     """Change entry ``seq``'s actor, recompute every hash from it on, and move the head."""
-    engine = create_engine_for(settings.database_url)
+    engine = create_engine_for(database_url)
     with session_factory(engine).begin() as session:
         entries = AuditRepository(session).all_in_order()
         prev_hash = entries[seq - 2].hash if seq > 1 else "00" * 32
@@ -74,9 +74,9 @@ def _rewrite_history(settings: Settings, seq: int) -> None:
     engine.dispose()
 
 
-def _cut_tail(settings: Settings, keep: int) -> None:
+def cut_tail(database_url: str, keep: int) -> None:
     """Delete every entry after ``keep`` and move the head back to entry ``keep``."""
-    engine = create_engine_for(settings.database_url)
+    engine = create_engine_for(database_url)
     with session_factory(engine).begin() as session:
         session.execute(text("DELETE FROM audit_entries WHERE seq > :keep"), {"keep": keep})
         session.execute(
@@ -92,7 +92,7 @@ def _cut_tail(settings: Settings, keep: int) -> None:
 def test_verify_finds_a_rewritten_history_with_the_head_moved(settings: Settings) -> None:
     serve(settings, ENTRIES)
     assert _verify(settings)[0] == 0
-    _rewrite_history(settings, 3)
+    rewrite_history(settings.database_url, 3)
     code, output = _verify(settings)
     assert code == 3, output
     assert "entry 6" in output
@@ -101,7 +101,7 @@ def test_verify_finds_a_rewritten_history_with_the_head_moved(settings: Settings
 
 def test_verify_finds_a_cut_off_tail_with_the_head_moved_back(settings: Settings) -> None:
     serve(settings, ENTRIES)
-    _cut_tail(settings, 4)
+    cut_tail(settings.database_url, 4)
     code, output = _verify(settings)
     assert code == 3, output
     assert "entry 5" in output
@@ -111,7 +111,7 @@ def test_verify_finds_a_cut_off_tail_with_the_head_moved_back(settings: Settings
 def test_the_service_signs_no_checkpoint_of_a_rewritten_history(settings: Settings) -> None:
     # The attacker rewrites, then waits for the service to sign the forged head: it does not.
     serve(settings, ENTRIES)
-    _rewrite_history(settings, 2)
+    rewrite_history(settings.database_url, 2)
     serve(settings, 2)
     code, output = _verify(settings)
     assert code == 3, output
