@@ -24,6 +24,12 @@ class PendingProofingRepository:
         self._session.flush()
         return pending
 
+    def get(self, pending_id: uuid.UUID) -> PendingProofing:
+        pending = self._session.get(PendingProofing, pending_id)
+        if pending is None:
+            raise NotFound("pending proofing", pending_id)
+        return pending
+
     def lock(self, pending_id: uuid.UUID) -> PendingProofing:
         """The row, read again and locked for the rest of the transaction (PostgreSQL), so two
         approvals of one proofing cannot both pass."""
