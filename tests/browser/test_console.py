@@ -249,3 +249,46 @@ def test_every_console_page_passes_axe(
     colleague.get_by_label(texts["checked_myself"]).check()
     colleague.get_by_role("button", name=texts["approve"]).click()
     colleague.wait_for_url(f"{desk.url}/console/people/{desk.identity_id}")
+
+
+@pytest.mark.parametrize(
+    ("locale", "texts"),
+    [
+        (
+            "da-DK",
+            {
+                "start": "Start login ved skranken",
+                "here": "Åbn login på denne skærm",
+                "named": "(ved skranken) beder dig logge ind",
+            },
+        ),
+        (
+            "en-GB",
+            {
+                "start": "Start a login at the desk",
+                "here": "Open the login on this screen",
+                "named": "(at the desk) asks you to log in",
+            },
+        ),
+    ],
+)
+def test_the_desk_login_pages_pass_axe(
+    new_page: PageFactory, desk: Desk, locale: str, texts: dict[str, str]
+) -> None:
+    """A bank operator begins a login at the desk (a person enrolled elsewhere becomes the
+    bank's customer by completing it): its console page, and the login's first page on the
+    operator's screen, which names the bank's desk."""
+    lang = locale[:2]
+    page = new_page(locale=locale)
+    page.goto(f"{desk.url}/console/login")
+    page.locator("#api_key").fill(desk.bank_key)
+    page.locator("form[action='/console/login'] button[type=submit]").click()
+    page.wait_for_url(f"{desk.url}/console")
+    page.get_by_role("button", name=texts["start"]).click()
+    page.wait_for_url(re.compile(r".*/console/desk-logins/[0-9a-f-]{36}$"))
+    assert_accessible(page, f"console desk login, {lang}")
+    shots.save(page, f"console-desk-login-{lang}")
+    page.get_by_role("link", name=texts["here"]).click()
+    page.wait_for_url(re.compile(r".*/login/[0-9a-f-]{36}$"))
+    assert texts["named"] in page.locator("main").inner_text()
+    assert_accessible(page, f"login at the desk, {lang}")
