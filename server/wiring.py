@@ -23,6 +23,7 @@ from server.services.audit_checkpointer import Checkpointer, CheckpointPolicy
 from server.services.audit_checkpoints import CheckpointFile, CheckpointKey
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
+from server.services.desk_logins import DeskLogins
 from server.services.errors import KeyMaterialRejected
 from server.services.factors import PasswordCheck
 from server.services.fido import FidoService
@@ -273,6 +274,13 @@ class Services:
             clock=self.clock,
             wait=dt.timedelta(minutes=self.settings.proofing_approval_minutes),
         )
+
+    def desk_logins(self, session: Session, caller: Caller) -> DeskLogins:
+        """The logins at ``caller``'s desk that make the person who completes one a customer
+        of ``caller``'s organisation, audited with ``caller`` as actor."""
+        audit = self.audit_hook(session, caller.actor)
+        authentication = self.authentication(session, caller.actor)
+        return DeskLogins(caller, authentication, CustomerRepository(session), audit)
 
     def migration_operations(
         self, session: Session, caller: Caller | None, actor: str, source: str

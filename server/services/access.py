@@ -38,6 +38,9 @@ from server.services.errors import KeyMaterialRejected
 KEY_PREFIX = "akk_"
 _KEY_PATTERN = re.compile(r"^akk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}$")
+# The provider ids of the service's own logins (self-service, a bank's desk) begin so: no
+# provider key may be named so, or its logins would be named as the service's own.
+OWN_PROVIDER_PREFIX = "akkreditiv-"
 # No "@" (the audit actor joins name and organisation with it) and no "key:" prefix (the
 # organisation a key without one stands for).
 _ORGANISATION_PATTERN = re.compile(r"^(?!key:)[A-Za-z0-9._:/-]{1,64}$")
@@ -264,6 +267,8 @@ class ApiKeys:
             raise ValueError("a key needs at least one role")
         if not _NAME_PATTERN.fullmatch(name):
             raise ValueError("a key name is 1-128 characters of A-Z a-z 0-9 . _ : / @ -")
+        if Role.PROVIDER in role_set and name.startswith(OWN_PROVIDER_PREFIX):
+            raise ValueError(f"provider names beginning {OWN_PROVIDER_PREFIX!r} are the service's")
         if organisation is not None and not _ORGANISATION_PATTERN.fullmatch(organisation):
             raise ValueError(
                 "an organisation is 1-64 characters of A-Z a-z 0-9 . _ : / - (not 'key:...')"

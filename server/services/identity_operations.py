@@ -17,7 +17,7 @@ from server.services.access import Caller, NotPermitted, Permission, Role
 from server.services.credentials import CredentialService
 from server.services.identities import AuditHook, Enrolment, IdentityService, can_give_high
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
-from server.services.proofing_approvals import DEFAULT_WAIT, ProofingApprovals
+from server.services.proofing_approvals import DEFAULT_WAIT, ProofingApprovals, is_first
 from server.services.pseudonyms import Pseudonyms
 from server.services.throttles import ThrottleLifting
 from server.storage.proofing_repositories import CustomerRepository
@@ -61,6 +61,23 @@ class IdentityRecord:
     provider: str | None = None
     pseudonym: uuid.UUID | None = None
     pending: list[PendingProofing] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WaitingProofing:
+    """A High proofing as an operator's console shows it: the person (``None`` while the
+    migration it was made in has not enrolled them), whether it still waits, and whether it is
+    the caller's own (then it waits for a colleague: never the caller's to approve)."""
+
+    pending: PendingProofing
+    identity: Identity | None
+    waiting: bool
+    own: bool
+
+    @property
+    def approvable(self) -> bool:
+        """Whether the caller may approve it now (the service decides again when they do)."""
+        return self.waiting and not self.own and self.identity is not None
 
 
 def check_proofing_caller(caller: Caller, proofing: ProofingCommand) -> None:
@@ -217,6 +234,22 @@ class IdentityOperations:
         if identity_id is not None:
             return self._approvals.waiting_of(self.caller, self._served(identity_id))
         return self._approvals.waiting_for(self.caller)
+
+    def waiting_list(self) -> list[WaitingProofing]:
+        """``waiting_proofings`` with each one's person, the caller's own marked."""
+        return [self._shown(pending) for pending in self.waiting_proofings()]
+
+    def proofing(self, pending_id: uuid.UUID) -> WaitingProofing:
+        """One High proofing the caller may see (of their channel and organisation), in any
+        state; another's answers as an unknown id (``ProofingNotFound``)."""
+        self.caller.require(Permission.ENROL)
+        return self._shown(self._approvals.visible(self.caller, pending_id))
+
+    def _shown(self, pending: PendingProofing) -> WaitingProofing:
+        identity_id = self._approvals.identity_of(pending)
+        identity = None if identity_id is None else self._identities.get(identity_id)
+        waiting = self._approvals.is_waiting(pending)
+        return WaitingProofing(pending, identity, waiting, is_first(self.caller, pending))
 
     def approve(self, pending_id: uuid.UUID) -> IdentityRecord:
         """A second operator's approval with their own key: the identity becomes High."""

@@ -134,6 +134,28 @@ class ProofingApprovals:
         rows = self._rows.waiting(self._now(), identity_id=identity_id)
         return [row for row in rows if may_approve(caller, row)]
 
+    def visible(self, caller: Caller, pending_id: uuid.UUID) -> PendingProofing:
+        """One proofing ``caller`` may see, in whatever state it is (decided or expired ones
+        too, so a page can tell what became of it); another channel's or organisation's
+        answers as an unknown id."""
+        try:
+            pending = self._rows.get(pending_id)
+        except NotFound:
+            raise ProofingNotFound from None
+        if not may_approve(caller, pending):
+            raise ProofingNotFound
+        return pending
+
+    def is_waiting(self, pending: PendingProofing) -> bool:
+        """Whether ``pending`` still waits (neither decided nor expired)."""
+        return pending.state is PendingState.WAITING and pending.expires_at > self._now()
+
+    def identity_of(self, pending: PendingProofing) -> uuid.UUID | None:
+        """The person ``pending`` is about (a migration's: once the flow has enrolled them)."""
+        if pending.identity_id is None and pending.flow_id is not None:
+            return self._rows.flow_identity(pending.flow_id)
+        return pending.identity_id
+
     def _decidable(self, caller: Caller, pending_id: uuid.UUID) -> PendingProofing:
         try:
             pending = self._rows.lock(pending_id)
@@ -141,7 +163,7 @@ class ProofingApprovals:
             raise ProofingNotFound from None
         if not may_approve(caller, pending):
             raise ProofingNotFound
-        if pending.state is not PendingState.WAITING or pending.expires_at <= self._now():
+        if not self.is_waiting(pending):
             raise ProofingNotWaiting
         return pending
 
@@ -154,9 +176,7 @@ class ProofingApprovals:
                 "an operator approving their own proofing",
                 detail="a second operator, with their own key, approves this proofing",
             )
-        identity_id = pending.identity_id
-        if identity_id is None and pending.flow_id is not None:
-            identity_id = self._rows.flow_identity(pending.flow_id)
+        identity_id = self.identity_of(pending)
         if identity_id is None:
             raise ProofingIdentityPending
         operators = (pending.first_operator, second.name)

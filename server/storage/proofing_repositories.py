@@ -1,5 +1,6 @@
 """Pending High proofings (waiting for a second operator) and who an organisation's customers
-are: the storage side of "two operators means two keys"."""
+are (proofed, served, waiting or logged in at its desk): the storage side of "two operators
+means two keys" and of "a bank acts only on its own customers"."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import uuid
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from server.domain.model import ProofingChannel
+from server.domain.model import Level, ProofingChannel
 from server.storage.errors import NotFound
 from server.storage.migration_tables import MigrationFlow
-from server.storage.tables import PendingProofing, PendingState, ProofingRecord
+from server.storage.tables import DeskLogin, PendingProofing, PendingState, ProofingRecord
 
 
 class PendingProofingRepository:
@@ -22,6 +23,12 @@ class PendingProofingRepository:
     def add(self, pending: PendingProofing) -> PendingProofing:
         self._session.add(pending)
         self._session.flush()
+        return pending
+
+    def get(self, pending_id: uuid.UUID) -> PendingProofing:
+        pending = self._session.get(PendingProofing, pending_id)
+        if pending is None:
+            raise NotFound("pending proofing", pending_id)
         return pending
 
     def lock(self, pending_id: uuid.UUID) -> PendingProofing:
@@ -75,7 +82,7 @@ class PendingProofingRepository:
 
 class CustomerRepository:
     """Whether a person is an organisation's customer: proofed there, or served there in an
-    assisted migration, or waiting there for a second operator."""
+    assisted migration, or waiting there for a second operator, or logged in at its desk."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -92,7 +99,31 @@ class CustomerRepository:
             PendingProofing.identity_id == identity_id,
             PendingProofing.organisation == organisation,
         )
-        return bool(self._session.scalar(select(or_(proofed, served, waiting))))
+        at_desk = exists().where(
+            DeskLogin.identity_id == identity_id, DeskLogin.organisation == organisation
+        )
+        return bool(self._session.scalar(select(or_(proofed, served, waiting, at_desk))))
+
+    def logged_in_at_desk(
+        self,
+        identity_id: uuid.UUID,
+        organisation: str,
+        transaction_id: uuid.UUID,
+        operator_key_id: str,
+        level: Level,
+    ) -> DeskLogin:
+        """The person completed the login ``transaction_id`` the organisation's operator
+        began at the desk."""
+        row = DeskLogin(
+            identity_id=identity_id,
+            organisation=organisation,
+            transaction_id=transaction_id,
+            operator_key_id=operator_key_id,
+            level=level,
+        )
+        self._session.add(row)
+        self._session.flush()
+        return row
 
     def serve_flow(self, flow_id: uuid.UUID, organisation: str) -> None:
         """The organisation whose operator started (or restarted) the flow."""

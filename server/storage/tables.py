@@ -283,3 +283,19 @@ class PendingProofing(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+
+
+class DeskLogin(Base):
+    """A person who logged in at an organisation's desk: its operator began the login and the
+    person completed it (at Substantial or above); from then on one of its customers."""
+
+    __tablename__ = "desk_logins"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id"), index=True)
+    organisation: Mapped[str] = mapped_column(String(80), index=True)
+    # The login (``auth_transactions``): one person at a desk per login.
+    transaction_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    operator_key_id: Mapped[str] = mapped_column(String(16))
+    level: Mapped[Level] = mapped_column(LevelColumn())
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -1,8 +1,9 @@
 """The operator console of banks and citizen service centres: an operator signs in with their
 API key and finds a person by CPR-nummer, sees the identity and its credentials (every view
 audited, with the operator as actor), enrols a person with in-person proofing (two operators
-for High), orders, blocks and replaces credentials, suspends, resumes or closes an identity, and
-drives an assisted migration from the legacy eID.
+for High: the second approves from their own console, or at the first's desk), makes a person
+who logs in at the desk the bank's customer, orders, blocks and replaces credentials, suspends,
+resumes or closes an identity, and drives an assisted migration from the legacy eID.
 
 Every action goes through the same operations as the API's (``IdentityOperations``) with the
 operator as caller, so the same rules hold; the permission each action needs is demanded here
@@ -26,7 +27,14 @@ from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import IdentityOperations
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.person_number import PersonNumber
-from server.web import console_enrol, console_migration, console_proofing
+from server.services.proofing_approvals import is_first
+from server.web import (
+    console_approvals,
+    console_desk,
+    console_enrol,
+    console_migration,
+    console_proofing,
+)
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key
 from server.web.console_person import ORDERABLE, person_page
@@ -73,6 +81,10 @@ def login(
 
 def _home(desk: Desk, *, status: int = 200, **context: Any) -> Response:
     caller = desk.caller
+    # The High proofings waiting: how many are others' for this operator to approve, and how
+    # many of their own wait for a colleague.
+    waiting = desk.operations().waiting_proofings() if caller.may(Permission.ENROL) else []
+    own = sum(1 for pending in waiting if is_first(caller, pending))
     return desk.page(
         "console_home.html",
         title=desk.browser.t("console.home.title"),
@@ -81,6 +93,10 @@ def _home(desk: Desk, *, status: int = 200, **context: Any) -> Response:
         roles=sorted(caller.roles),
         may_enrol=caller.may(Permission.ENROL),
         may_migrate=caller.may(Permission.MANAGE_CREDENTIALS) and bool(channels(caller)),
+        # A bank acts only on its own customers: a person becomes one by logging in here.
+        may_desk_login=caller.serves_own_customers_only and caller.may(Permission.VIEW_IDENTITY),
+        waiting_others=len(waiting) - own,
+        waiting_own=own,
         **{"person_number": "", **context},
     )
 
@@ -237,6 +253,8 @@ def credential_action(
     )
 
 
+router.include_router(console_approvals.router)
+router.include_router(console_desk.router)
 router.include_router(console_enrol.router)
 router.include_router(console_migration.router)
 router.include_router(console_proofing.router)

@@ -1,27 +1,24 @@
-"""Console pages: enrolling a person proved in person at the desk, with the state "waiting for
-a second operator" when High needs a second operator's approval."""
+"""Console pages: enrolling a person proved in person at the desk; High becomes a proofing
+waiting for a second operator's approval (``console_approvals``)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
-from typing import Any
 
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from server.domain.errors import DomainError
-from server.domain.model import Level, ProofingChannel
-from server.services.access import Caller, NotPermitted, Permission
+from server.domain.model import Level
+from server.services.access import NotPermitted, Permission
 from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import TEXT, ProofingCommand
 from server.services.person_number import PersonNumber
-from server.web import console_second
+from server.web import console_approvals
 from server.web.browser import Browser, CheckedForm
 from server.web.console_access import (
     DOCUMENT_FIELD,
     IN_PERSON_DOCUMENTS,
-    ConsoleNotFound,
     Desk,
     DeskDep,
     channel_of,
@@ -33,8 +30,6 @@ from server.web.render import mark_page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
-# The enrolment that waits for a second operator, in the first operator's browser session.
-_PENDING = "console.pending_enrolment"
 _FIELDS = ("name", "person_number", "document_kind", "level")
 
 
@@ -74,28 +69,11 @@ def _enrolment_errors(
     return []
 
 
-def _enrol(desk: Desk, pending: Mapping[str, Any], second: Caller | None) -> uuid.UUID:
-    """Enrol with the API's rules (channel and operators) and audit; with a ``second``
-    operator, whose own key approves the High proofing."""
-    operators = (desk.caller.name, *([second.name] if second is not None else []))
-    proofing = ProofingCommand(
-        ProofingChannel(pending["channel"]),
-        pending["document_kind"],
-        operators,
-        high=second is not None,
-    )
-    record = desk.operations().enrol(
-        pending["person_number"], pending["name"], proofing, Level.parse(pending["level"])
-    )
-    if second is not None:
-        console_second.approve_waiting(desk, second, record)
-    return record.identity.id
-
-
 @router.post("/console/enrol")
 def enrol(form: CheckedForm, desk: DeskDep) -> Response:
-    """Enrol a person proved in person here. Substantial needs this operator; High waits for a
-    second operator's approval (``/console/enrol/second``)."""
+    """Enrol a person proved in person here, with the API's rules. Substantial rests on this
+    operator; High enrols the person at what this operator's check gives and waits for a
+    second operator, who approves from their own console or at this desk."""
     browser, caller = desk.browser, desk.caller
     caller.require(Permission.ENROL)
     values = {key: str(form.get(key, ""))[:200] for key in _FIELDS}
@@ -113,78 +91,20 @@ def enrol(form: CheckedForm, desk: DeskDep) -> Response:
         errors.append(("level-substantial", browser.t("console.enrol.level_missing")))
     if channel is None:
         raise NotPermitted(f"{caller.actor} may not prove here", detail="not your channel")
+    errors = errors or _enrolment_errors(browser, values, [caller.name])
     if errors:
         return _enrol_page(desk, values=values, status=422, errors=errors)
-    pending = {**values, "channel": channel.value, "first": caller.key_id}
-    if values["level"] == "high":
-        browser.remember(_PENDING, pending)
-        return redirect(browser, "/console/enrol/second")
-    return _finish_enrolment(desk, pending, None)
-
-
-def _finish_enrolment(desk: Desk, pending: Mapping[str, Any], second: Caller | None) -> Response:
-    values = {key: str(pending[key]) for key in _FIELDS}
-    operators = [desk.caller.name, *([second.name] if second is not None else [])]
-    errors = _enrolment_errors(desk.browser, values, operators)
-    if errors:
-        return _enrol_page(desk, values=values, status=422, errors=errors)
+    high = values["level"] == "high"
+    proofing = ProofingCommand(channel, values["document_kind"], (caller.name,), high=high)
     try:
-        identity_id = _enrol(desk, pending, second)
+        record = desk.operations().enrol(
+            values["person_number"], values["name"], proofing, Level.parse(values["level"])
+        )
     except DomainError as exc:
         field = "person_number" if "person" in exc.code else ""
         status, errors = desk.refusal(exc, field)
         return _enrol_page(desk, values=values, status=status, errors=errors)
-    desk.browser.remember(_PENDING, None)
-    desk.browser.flash("console.enrol.done")
-    return redirect(desk.browser, f"/console/people/{identity_id}")
-
-
-def _pending(desk: Desk) -> dict[str, Any]:
-    pending = desk.browser.data(_PENDING)
-    if not isinstance(pending, dict) or pending.get("first") != desk.caller.key_id:
-        raise ConsoleNotFound("no enrolment waits", detail="no enrolment waits for approval")
-    return pending
-
-
-def _second_page(
-    desk: Desk,
-    pending: Mapping[str, Any],
-    *,
-    status: int = 200,
-    errors: list[tuple[str, str]] | None = None,
-) -> Response:
-    masked = PersonNumber.parse(str(pending["person_number"])).masked
-    return console_second.second_page(
-        desk,
-        "console.second.",
-        "/console/enrol/second",
-        (str(pending["name"]), masked),
-        pending,
-        status=status,
-        errors=errors,
-    )
-
-
-@router.get("/console/enrol/second")
-def second_page(desk: DeskDep) -> Response:
-    """The state "waiting for a second operator": what the first operator recorded."""
-    desk.caller.require(Permission.ENROL)
-    return _second_page(desk, _pending(desk))
-
-
-@router.post("/console/enrol/second")
-def second(form: CheckedForm, desk: DeskDep) -> Response:
-    """A second operator approves with their own API key (typed here, at the desk): another
-    operator of the same channel; then the person is enrolled with both as operators (High).
-    ``cancel`` drops the waiting enrolment."""
-    desk.caller.require(Permission.ENROL)
-    pending = _pending(desk)
-    return console_second.approve(
-        desk,
-        form,
-        _PENDING,
-        pending,
-        cancelled=("console.second.cancelled", "/console"),
-        again=lambda status, errors: _second_page(desk, pending, status=status, errors=errors),
-        finish=lambda second_op: _finish_enrolment(desk, pending, second_op),
-    )
+    if high:
+        return console_approvals.requested(desk, record)
+    browser.flash("console.enrol.done")
+    return redirect(browser, f"/console/people/{record.identity.id}")

@@ -27,6 +27,7 @@ from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, Level
 from server.services.authentication import AuthenticationService, Standing
+from server.services.desk_logins import desk_of
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import NoMoreTime, TemporarilyBlocked, Throttled
@@ -36,6 +37,7 @@ from server.services.login.record import FactorCheck
 from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
+from server.web.i18n import Translator
 from server.web.render import local_path, mark_page, page, redirect
 from server.wiring import Services
 
@@ -85,15 +87,22 @@ def _used(standing: Standing) -> set[str]:
     return {method for method, kinds in METHODS.items() if kinds & factors}
 
 
+def _provider_name(t: Translator, provider: str) -> str:
+    """Who the person logs in to, as the pages name it."""
+    if provider == SELF_SERVICE:
+        return t("login.self_service_name")
+    desk = desk_of(provider)
+    return provider if desk is None else t("login.desk_name", organisation=desk)
+
+
 def _context(browser: Browser, standing: Standing, step: int) -> dict[str, Any]:
     """What every login page shows: who asked, the level, progress and the login's expiry."""
     transaction = standing.transaction
     t = browser.t
-    provider = transaction.service_provider
     total = 2 if standing.required is Level.LOW else 3
     return {
         "tid": str(transaction.id),
-        "provider": t("login.self_service_name") if provider == SELF_SERVICE else provider,
+        "provider": _provider_name(t, transaction.service_provider),
         "level": t(f"login.level_{standing.required.name.lower()}"),
         "step": min(step, total),
         "total": total,
@@ -297,6 +306,10 @@ def done(
         assert transaction.identity_id is not None  # noqa: S101 - reached implies identified
         browser.sign_in_citizen(transaction.identity_id, outcome.level.name.lower())
         return redirect(browser, local_path(str(pending.get("next", "")), "/account"))
+    if desk_of(transaction.service_provider) is not None and browser.operator_key is not None:
+        # A person logged in on the operator's screen: back to the console, which finishes it
+        # (and refuses an operator whose desk it is not).
+        return redirect(browser, f"/console/desk-logins/{transaction_id}")
     if transaction.return_url:
         return browser.apply(
             RedirectResponse(_with_transaction(transaction.return_url, transaction_id), 303)

@@ -1,6 +1,7 @@
 """The operator console in the real Chromium: an operator task by keyboard alone (sign in, find
 a person, block a credential), and axe on every console page in Danish and English, with error
-states (a wrong key, a person not found, a form with errors), the proofing form included."""
+states (a wrong key, a person not found, a form with errors), the proofing form included, and
+a colleague approving a High proofing from their own console."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 PERSON = "120380-4455"
+# The page of a High proofing waiting for a second operator.
+_PROOFING = re.compile(r".*/console/proofings/[0-9a-f-]{36}$")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Desk:
     url: str
     bank_key: str
     centre_key: str
+    colleague_key: str  # another operator of the centre: approves the centre's High proofings
     identity_id: str
     serial: str
 
@@ -45,7 +49,8 @@ class Desk:
 def desk(web_server: WebServer) -> Desk:
     keys = ApiKeys(web_server.folder / "service" / "api-keys.json")
     bank_key = keys.add("bank-op", [Role.OPERATOR_BANK])[1]
-    centre_key = keys.add("centre-op", [Role.OPERATOR_CENTRE])[1]
+    centre_key = keys.add("centre-op", [Role.OPERATOR_CENTRE], "centre-1")[1]
+    colleague_key = keys.add("centre-op-2", [Role.OPERATOR_CENTRE], "centre-1")[1]
     token = otp_token.new_state(Model.DISPLAY)
     with web_server.process.client() as api:
         identity = _ok(
@@ -76,7 +81,9 @@ def desk(web_server: WebServer) -> Desk:
         )
         code = OtpGenerator(token, lambda _: None).totp_now()
         _ok(api.post(f"/credentials/{assigned['id']}/activate", json={"code": code}))
-    return Desk(web_server.url, bank_key, centre_key, str(identity["id"]), token.serial)
+    return Desk(
+        web_server.url, bank_key, centre_key, colleague_key, str(identity["id"]), token.serial
+    )
 
 
 def _ok(answer: httpx.Response) -> dict[str, str]:
@@ -127,6 +134,9 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
                 "level_high": "Høj (to operatører godkender)",
                 "prove": "Registrér identitetssikring",
                 "approve_high": "Dig og en anden operatør (niveau Høj)",
+                "waiting": "Se identitetssikringer, der venter på godkendelse",
+                "approve": "Godkend med min nøgle",
+                "checked_myself": "Jeg har selv set personen og kontrolleret legitimationen",
             },
         ),
         (
@@ -140,6 +150,9 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
                 "level_high": "High (two operators approve)",
                 "prove": "Record the proofing",
                 "approve_high": "You and a second operator (High)",
+                "waiting": "See the identity proofings waiting for approval",
+                "approve": "Approve with my key",
+                "checked_myself": "I have seen the person and checked the document myself",
             },
         ),
     ],
@@ -184,9 +197,10 @@ def test_every_console_page_passes_axe(
     page.locator("#document_kind-passport").check()
     page.get_by_label(texts["approve_high"]).check()
     page.get_by_role("button", name=texts["prove"]).click()
-    page.wait_for_url(f"{desk.url}/console/people/{desk.identity_id}/proofing/second")
-    assert_accessible(page, f"console proofing second operator, {lang}")
+    page.wait_for_url(_PROOFING)
+    assert_accessible(page, f"console proofing waiting for a second operator, {lang}")
     shots.save(page, f"console-proofing-second-{lang}")
+    waiting = page.url
 
     page.goto(f"{desk.url}/console/enrol")
     assert_accessible(page, f"console enrol, {lang}")
@@ -199,9 +213,11 @@ def test_every_console_page_passes_axe(
     page.locator("#name").fill("Tove Ditlevsen")
     page.locator("#document_kind-passport").check()
     page.get_by_role("button", name=texts["enrol"]).click()
-    page.wait_for_url(f"{desk.url}/console/enrol/second")
-    assert_accessible(page, f"console second operator, {lang}")
+    page.wait_for_url(_PROOFING)
+    assert_accessible(page, f"console enrolment waiting for a second operator, {lang}")
     shots.save(page, f"console-second-operator-{lang}")
+    page.goto(f"{desk.url}/console/proofings")
+    assert_accessible(page, f"console proofings waiting, own, {lang}")
 
     page.goto(f"{desk.url}/console/migrations")
     assert_accessible(page, f"console migration start, {lang}")
@@ -211,3 +227,68 @@ def test_every_console_page_passes_axe(
     page.wait_for_url(re.compile(r".*/console/migrations/[0-9a-f-]{36}$"))
     assert_accessible(page, f"console migration flow, {lang}")
     shots.save(page, f"console-migration-{lang}")
+
+    # A colleague of the centre, at their own desk: the proofings waiting for them, one of
+    # them opened, approved without the confirmation (its error state), then approved.
+    colleague = new_page(locale=locale)
+    colleague.goto(f"{desk.url}/console/login")
+    colleague.get_by_label(texts["key"]).fill(desk.colleague_key)
+    colleague.get_by_role("button", name=texts["sign_in"]).click()
+    colleague.wait_for_url(f"{desk.url}/console")
+    assert_accessible(colleague, f"console home with proofings waiting, {lang}")
+    colleague.get_by_role("link", name=texts["waiting"]).click()
+    colleague.wait_for_url(f"{desk.url}/console/proofings")
+    assert_accessible(colleague, f"console proofings waiting, {lang}")
+    shots.save(colleague, f"console-proofings-{lang}")
+    colleague.goto(waiting)
+    assert_accessible(colleague, f"console proofing to approve, {lang}")
+    shots.save(colleague, f"console-proofing-approve-{lang}")
+    colleague.get_by_role("button", name=texts["approve"]).click()
+    assert colleague.locator("#error-summary").is_visible()
+    assert_accessible(colleague, f"console proofing to approve, {lang}, not confirmed")
+    colleague.get_by_label(texts["checked_myself"]).check()
+    colleague.get_by_role("button", name=texts["approve"]).click()
+    colleague.wait_for_url(f"{desk.url}/console/people/{desk.identity_id}")
+
+
+@pytest.mark.parametrize(
+    ("locale", "texts"),
+    [
+        (
+            "da-DK",
+            {
+                "start": "Start login ved skranken",
+                "here": "Åbn login på denne skærm",
+                "named": "(ved skranken) beder dig logge ind",
+            },
+        ),
+        (
+            "en-GB",
+            {
+                "start": "Start a login at the desk",
+                "here": "Open the login on this screen",
+                "named": "(at the desk) asks you to log in",
+            },
+        ),
+    ],
+)
+def test_the_desk_login_pages_pass_axe(
+    new_page: PageFactory, desk: Desk, locale: str, texts: dict[str, str]
+) -> None:
+    """A bank operator begins a login at the desk (a person enrolled elsewhere becomes the
+    bank's customer by completing it): its console page, and the login's first page on the
+    operator's screen, which names the bank's desk."""
+    lang = locale[:2]
+    page = new_page(locale=locale)
+    page.goto(f"{desk.url}/console/login")
+    page.locator("#api_key").fill(desk.bank_key)
+    page.locator("form[action='/console/login'] button[type=submit]").click()
+    page.wait_for_url(f"{desk.url}/console")
+    page.get_by_role("button", name=texts["start"]).click()
+    page.wait_for_url(re.compile(r".*/console/desk-logins/[0-9a-f-]{36}$"))
+    assert_accessible(page, f"console desk login, {lang}")
+    shots.save(page, f"console-desk-login-{lang}")
+    page.get_by_role("link", name=texts["here"]).click()
+    page.wait_for_url(re.compile(r".*/login/[0-9a-f-]{36}$"))
+    assert texts["named"] in page.locator("main").inner_text()
+    assert_accessible(page, f"login at the desk, {lang}")

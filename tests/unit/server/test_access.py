@@ -80,6 +80,17 @@ def test_a_key_authenticates_as_its_entry_and_only_its_hash_is_stored(tmp_path: 
     assert entry.key_id in text
 
 
+@pytest.mark.parametrize("name", ["akkreditiv-desk:test-bank", "akkreditiv-self-service"])
+def test_a_provider_key_cannot_take_the_name_of_the_services_own_logins(
+    tmp_path: Path, name: str
+) -> None:
+    """Else its logins would be named on the login pages as a bank's desk or self-service."""
+    keys = ApiKeys(tmp_path / "keys.json")
+    with pytest.raises(ValueError, match="are the service's"):
+        keys.add(name, [Role.PROVIDER])
+    keys.add("akkreditiv-desk-op", [Role.OPERATOR_BANK], "bank")  # an operator's name is free
+
+
 @pytest.mark.parametrize(
     "mutate",
     [

@@ -52,6 +52,7 @@ TABLES = {
     "migration_events",
     "web_sessions",
     "pending_proofings",
+    "desk_logins",
 }
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 

@@ -1,6 +1,6 @@
 """Enrolling a person at the console: Substantial by one operator on their own channel, High
-only after a second operator of the channel approves ("waiting for a second operator"), and a
-bank operator never records service-centre proofing."""
+only after a second operator of the channel approves (the proofing waits for them, enrolled at
+what one operator's check gives), and a bank operator never records service-centre proofing."""
 
 from __future__ import annotations
 
@@ -126,30 +126,36 @@ def test_high_waits_for_a_second_operator_of_the_channel(
     first = signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE, organisation="c-1")
     answer = enrol(browser, level="high", document_kind="national_id_card")
     assert answer.status_code == 303
-    assert answer.headers["location"] == "/console/enrol/second"
-    waiting = browser.get("/console/enrol/second")
+    page = str(answer.headers["location"])
+    assert page.startswith("/console/proofings/")
+    waiting = browser.get(page)
     assert "Venter på en anden operatør" in text_of(waiting)
     assert "311299-****" in text_of(waiting)
-    assert enrolled(browser) is None
-    second_page = "/console/enrol/second"
+    # Enrolled at what one operator's check gives; High waits.
+    found = enrolled(browser)
+    assert found is not None
+    assert found[0].identity_assurance.label == "substantial"
+    assert found[1].operator_ids == ["centre-op"]
+    desk = f"{page}/desk"
     # The first operator's own key is no second approval.
-    same = post_form(browser, second_page, second_page, second_key=first)
+    same = post_form(browser, page, desk, second_key=first)
     assert same.status_code == 422
     assert "anden operatør end dig" in text_of(same)
     # A bank operator may not approve service-centre proofing.
     bank = new_key(settings, "bank-op", Role.OPERATOR_BANK)
-    answer = post_form(browser, second_page, second_page, second_key=bank)
-    assert answer.status_code == 403
-    wrong = post_form(browser, second_page, second_page, second_key="akk_wrong")
-    assert wrong.status_code == 401
-    assert enrolled(browser) is None
+    assert post_form(browser, page, desk, second_key=bank).status_code == 403
+    assert post_form(browser, page, desk, second_key="akk_wrong").status_code == 401
+    found = enrolled(browser)
+    assert found is not None
+    assert found[0].identity_assurance.label == "substantial"
     # Another operator of the centre approves: High, with both operators on the record.
     colleague = new_key(settings, "centre-op-2", Role.OPERATOR_CENTRE, organisation="c-1")
-    answer = post_form(browser, second_page, second_page, second_key=colleague)
+    answer = post_form(browser, page, desk, second_key=colleague)
     assert answer.status_code == 303
     found = enrolled(browser)
     assert found is not None
     identity, record = found
+    assert answer.headers["location"] == f"/console/people/{identity.id}"
     assert identity.identity_assurance.label == "high"
     assert (record.channel.value, record.operator_ids) == (
         "service_centre",
@@ -158,17 +164,19 @@ def test_high_waits_for_a_second_operator_of_the_channel(
     approvals = [e for e in audit(browser, "console.sign_in") if e.details["purpose"] != "sign_in"]
     assert approvals[-1].actor == "operator_centre:centre-op-2@c-1"
     # Nothing waits any more.
-    assert browser.get(second_page).status_code == 404
+    assert 'name="second_key"' not in browser.get(page).text
 
 
 def test_the_waiting_enrolment_can_be_cancelled(browser: TestClient, settings: Settings) -> None:
     signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
-    enrol(browser, level="high")
-    page = "/console/enrol/second"
-    answer = post_form(browser, page, page, cancel="1")
+    page = str(enrol(browser, level="high").headers["location"])
+    answer = post_form(browser, page, f"{page}/cancel")
     assert answer.status_code == 303
-    assert browser.get(page).status_code == 404
-    assert enrolled(browser) is None
+    assert "Annulleret" in text_of(browser.get(page))
+    # The person stays enrolled at what the first operator's check gave.
+    found = enrolled(browser)
+    assert found is not None
+    assert found[0].identity_assurance.label == "substantial"
 
 
 def test_a_supervisor_chooses_the_channel(browser: TestClient, settings: Settings) -> None:

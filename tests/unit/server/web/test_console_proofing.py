@@ -1,6 +1,7 @@
 """Recording another identity proofing of an enrolled person from the console's person page:
 on the operator's own channel only, High only after a second operator of the channel approves
-with their own key, and the raised assurance shown on the page afterwards."""
+with their own key (here: typed at the first operator's desk; from their own console in
+test_console_approvals), and the raised assurance shown on the page afterwards."""
 
 from __future__ import annotations
 
@@ -115,6 +116,14 @@ def test_a_bank_operator_cannot_record_service_centre_proofing(
     assert audit(browser, "identity.proofed") == []
 
 
+def waiting_page(answer: Any) -> str:
+    """The page a High proofing was sent to: its own, waiting for a second operator."""
+    assert answer.status_code == 303, answer.text
+    location = str(answer.headers["location"])
+    assert re.fullmatch(r"/console/proofings/[0-9a-f-]{36}", location), location
+    return location
+
+
 def test_high_needs_a_second_operator_and_then_shows_high(
     browser: TestClient, settings: Settings
 ) -> None:
@@ -123,36 +132,38 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     first = signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE, organisation="c-1")
     assert shown_assurance(browser, identity_id) == "Betydelig"
     answer = prove(browser, identity_id, level="high", document_kind="national_id_card")
-    assert answer.status_code == 303
-    second_page = f"/console/people/{identity_id}/proofing/second"
-    assert answer.headers["location"] == second_page
-    waiting = browser.get(second_page)
+    page = waiting_page(answer)
+    waiting = browser.get(page)
     assert "Identitetssikringen venter på en anden operatør" in text_of(waiting)
     assert "Nationalt identitetskort" in text_of(waiting)
-    assert len(records(browser, identity_id)) == before  # nothing recorded while waiting
+    assert "Du kan ikke selv godkende den" in text_of(waiting)
+    assert 'name="checked_myself"' not in waiting.text  # not the first operator's to approve
+    # The first operator's check is recorded; High waits.
+    [first_check] = records(browser, identity_id)[before:]
+    assert (first_check.operator_ids, first_check.level) == (["centre-op"], Level.SUBSTANTIAL)
+    assert assurance(browser, identity_id) is Level.SUBSTANTIAL
 
     # The first operator's own key is no second approval; nor is another channel's operator.
-    same = post_form(browser, second_page, second_page, second_key=first)
+    desk = f"{page}/desk"
+    same = post_form(browser, page, desk, second_key=first)
     assert same.status_code == 422
     assert "anden operatør end dig" in text_of(same)
     bank = new_key(settings, "bank-op", Role.OPERATOR_BANK)
-    assert post_form(browser, second_page, second_page, second_key=bank).status_code == 403
-    assert post_form(browser, second_page, second_page, second_key="akk_no").status_code == 401
-    assert len(records(browser, identity_id)) == before
+    assert post_form(browser, page, desk, second_key=bank).status_code == 403
+    assert post_form(browser, page, desk, second_key="akk_no").status_code == 401
     assert assurance(browser, identity_id) is Level.SUBSTANTIAL
 
     # Nor is a centre operator of another organisation (or a key without one).
     for other in ("c-2", None):
         elsewhere = new_key(settings, "centre-op-9", Role.OPERATOR_CENTRE, organisation=other)
-        refused = post_form(browser, second_page, second_page, second_key=elsewhere)
+        refused = post_form(browser, page, desk, second_key=elsewhere)
         assert refused.status_code == 403
     colleague = new_key(settings, "centre-op-2", Role.OPERATOR_CENTRE, organisation="c-1")
-    answer = post_form(browser, second_page, second_page, second_key=colleague)
+    answer = post_form(browser, page, desk, second_key=colleague)
     assert answer.status_code == 303
     assert answer.headers["location"] == f"/console/people/{identity_id}"
     # The first operator's check, then the proofing the second operator's key approved.
     first_check, added = records(browser, identity_id)[before:]
-    assert (first_check.operator_ids, first_check.level) == (["centre-op"], Level.SUBSTANTIAL)
     assert (added.channel.value, added.operator_ids, added.level) == (
         "service_centre",
         ["centre-op", "centre-op-2"],
@@ -166,31 +177,38 @@ def test_high_needs_a_second_operator_and_then_shows_high(
     assert [entry.details["assurance_after"] for entry in proofed] == ["substantial", "high"]
     [approved] = audit(browser, "identity.proofing_approved")
     assert approved.details["operators"] == ["centre-op", "centre-op-2"]
-    assert browser.get(second_page).status_code == 404  # nothing waits any more
+    assert approved.actor == "operator_centre:centre-op-2@c-1"
+    # Nothing waits any more: the page says so and offers nothing.
+    done = browser.get(page)
+    assert "Godkendt" in text_of(done)
+    assert 'name="second_key"' not in done.text
+    assert post_form(browser, page, desk, second_key=colleague).status_code == 409
 
 
 def test_the_waiting_proofing_can_be_cancelled(browser: TestClient, settings: Settings) -> None:
     identity_id = person(browser)
     before = len(records(browser, identity_id))
     signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
-    prove(browser, identity_id, level="high")
-    second_page = f"/console/people/{identity_id}/proofing/second"
-    answer = post_form(browser, second_page, second_page, cancel="1")
+    page = waiting_page(prove(browser, identity_id, level="high"))
+    answer = post_form(browser, page, f"{page}/cancel")
     assert answer.status_code == 303
-    assert browser.get(second_page).status_code == 404
-    assert len(records(browser, identity_id)) == before
+    assert "Annulleret" in text_of(browser.get(page))
+    # The first operator's check stays; nothing gives High.
+    assert [r.level for r in records(browser, identity_id)[before:]] == [Level.SUBSTANTIAL]
+    assert assurance(browser, identity_id) is Level.SUBSTANTIAL
+    assert len(audit(browser, "identity.proofing_cancelled")) == 1
 
 
-def test_a_waiting_proofing_belongs_to_its_person_and_operator(
+def test_a_waiting_proofing_is_not_another_channels(
     browser: TestClient, settings: Settings
 ) -> None:
     identity_id = person(browser)
-    signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
-    prove(browser, identity_id, level="high")
-    assert browser.get(f"/console/people/{uuid.uuid4()}/proofing/second").status_code == 404
-    # Another operator signing in at the same browser does not inherit it.
-    signed_in(browser, settings, "centre-op-2", Role.OPERATOR_CENTRE)
-    assert browser.get(f"/console/people/{identity_id}/proofing/second").status_code == 404
+    signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE, organisation="c-1")
+    page = waiting_page(prove(browser, identity_id, level="high"))
+    assert browser.get(f"/console/proofings/{uuid.uuid4()}").status_code == 404
+    # A bank operator signing in at the same browser does not see it.
+    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
+    assert browser.get(page).status_code == 404
 
 
 def test_high_with_a_document_that_cannot_give_it_is_told_at_the_field(
