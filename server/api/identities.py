@@ -21,6 +21,7 @@ from server.domain.model import (
     ProofingChannel,
 )
 from server.services.access import Caller, Permission
+from server.services.credentials.admission import recorded_level
 from server.services.identities import masked_person_number
 from server.services.identity_operations import (
     OPERATOR_ID,
@@ -120,6 +121,15 @@ class CredentialOut(BaseModel):
     public_data: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    admitted_level: LevelLabel | None = Field(
+        default=None,
+        description=(
+            "the level the credential counts toward at most: the login's level (capped at the "
+            "identity's assurance) when the person added it, or the identity's assurance when "
+            "an operator added or admitted it with the person present; null for a credential "
+            "from before levels were recorded (not capped) or not active yet"
+        ),
+    )
 
 
 class TokenBatchOut(BaseModel):
@@ -213,6 +223,7 @@ def _credential_out(credential: Credential) -> CredentialOut:
         public_data={k: v for k, v in credential.public_data.items() if k not in _NOT_SHOWN},
         created_at=credential.created_at,
         updated_at=credential.updated_at,
+        admitted_level=recorded_level(credential.public_data),
     )
 
 
@@ -426,6 +437,16 @@ def activate(
     """Activate an assigned token with the code it shows now."""
     ops = operations(session, services, caller)
     return _credential_out(ops.activate(credential_id, body.code))
+
+
+@router.post("/credentials/{credential_id}/admit", tags=["credentials"])
+def admit(
+    credential_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: CredentialManager
+) -> CredentialOut:
+    """Admit an active credential in person, the person present at the desk: it counts toward
+    the identity's assurance now (after the person was proofed High, a smartcard or security
+    key they added before). Audited as ``credential.admitted``."""
+    return _credential_out(operations(session, services, caller).admit(credential_id))
 
 
 @router.post("/credentials/{credential_id}/state", tags=["credentials"])

@@ -17,6 +17,7 @@ from server.api.authentication import FactorsView, answer_factor
 from server.api.deps import ServicesDep, SessionDep, in_transaction
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import StrictModel
+from server.services.credentials.admission import IN_PERSON
 from server.services.login.record import FactorCheck
 from server.wiring import Services
 
@@ -104,8 +105,9 @@ def activation_complete(
     caller: CredentialManager,
 ) -> CredentialOut:
     """Activate the card with the code printed beside the key number asked for."""
+    # An operator's key: the person is at the desk (the in-person path, credentials.admission).
     credential = services.keycards(session, caller.actor).activation_complete(
-        credential_id, body.code
+        credential_id, body.code, added_by=IN_PERSON
     )
     return _credential_out(credential)
 

@@ -132,6 +132,26 @@ def authenticator_level(factors: Collection[AuthenticatorKind]) -> Level:
     raise AssertionError("unreachable: the one-factor rule holds for any non-empty set")
 
 
+def capped_level(admitted: Collection[tuple[AuthenticatorKind, Level | None]]) -> Level:
+    """The authenticator assurance of a login whose authenticators (one per distinct
+    credential, as ``authenticator_level`` takes them) each come with the level its credential
+    was admitted at (None: not recorded, a credential from before levels were: not capped).
+
+    A credential counts toward a level only up to the level it was admitted at: the login
+    reaches a level only if the authenticators admitted at that level or above (or not
+    recorded) reach it by themselves. So a smartcard a Substantial login added gives no more
+    than Substantial, whatever the identity's assurance became since. Never more than
+    ``authenticator_level`` of them all (a subset reaches no more than the whole), and the same
+    when every one was admitted at High."""
+    if not admitted:
+        raise NoAuthenticator("a login needs at least one authenticator")
+    for level in sorted(Level, reverse=True):
+        counted = [kind for kind, at in admitted if at is None or at >= level]
+        if counted and authenticator_level(counted) >= level:
+            return level
+    raise AssertionError("unreachable: at Low every authenticator counts")
+
+
 # What a credential of each kind proves at a login: a security key proves ``fido2``, or
 # ``fido2_uv`` when it verified its PIN; every other kind the factor of its own name.
 PROVES: Mapping[CredentialKind, frozenset[AuthenticatorKind]] = MappingProxyType(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ from server.domain.errors import (
     FactorRejected,
 )
 from server.domain.model import CredentialState, IdentityStatus, Level
-from server.services.assurance import authenticator_level, loa
+from server.services.assurance import capped_level, loa
+from server.services.credentials.admission import recorded_level
 from server.services.errors import InvalidPersonNumber
 from server.services.login.errors import (
     LoginNoLongerValid,
@@ -39,7 +40,7 @@ from server.services.login.gate import (
 from server.services.login.record import (
     FactorCheck,
     Proof,
-    authenticators,
+    by_authenticator,
     credentials,
     kinds,
     last_proven,
@@ -60,7 +61,7 @@ from server.storage.repositories import (
     TransactionRepository,
     account_limit_key,
 )
-from server.storage.tables import AuthTransaction
+from server.storage.tables import AuthTransaction, Credential
 
 # A person who needs more time may extend a login this many times, each by its lifetime:
 # WCAG 2.2.1 asks for at least ten, so a login stays open at most (1 + MAX_EXTENSIONS)
@@ -190,7 +191,10 @@ class AuthenticationService:
         left = MAX_EXTENSIONS - self._extensions(transaction)
         if transaction.identity_id is None or not proofs(transaction.factors):
             return Standing(transaction, None, required, left)
-        return Standing(transaction, self._achieved(transaction)[2], required, left)
+        active = CredentialRepository(self.session).for_identity(
+            transaction.identity_id, {CredentialState.ACTIVE}
+        )
+        return Standing(transaction, self._achieved(transaction, active)[2], required, left)
 
     def _extensions(self, transaction: AuthTransaction) -> int:
         """How often the login was extended, from its lifetime (so no column is needed)."""
@@ -212,11 +216,22 @@ class AuthenticationService:
         )
         return transaction
 
-    def _achieved(self, transaction: AuthTransaction) -> tuple[Level, Level, Level]:
-        """The identity assurance, the authenticator assurance and the login's level."""
+    def _achieved(
+        self, transaction: AuthTransaction, active: Iterable[Credential]
+    ) -> tuple[Level, Level, Level]:
+        """The identity assurance, the authenticator assurance and the login's level. Each
+        credential proven counts only up to the level it was admitted at (``active``: the
+        identity's active credentials, as the caller read them; one not among them, or from
+        before levels were recorded, is not capped; see ``assurance.capped_level``)."""
         assert transaction.identity_id is not None  # noqa: S101 - callers check it first
         identity = self.identities.get(transaction.identity_id)
-        aal = authenticator_level(authenticators(proofs(transaction.factors)))
+        admitted = {credential.id: recorded_level(credential.public_data) for credential in active}
+        aal = capped_level(
+            [
+                (kind, None if credential is None else admitted.get(credential))
+                for kind, credential in by_authenticator(proofs(transaction.factors))
+            ]
+        )
         ial = identity.identity_assurance
         return ial, aal, loa(ial, aal)
 
@@ -351,8 +366,8 @@ class AuthenticationService:
         if transaction.identity_id is None or not proven:
             raise StepUpRequired(Level.LOW, transaction.min_level)
         identity = self.identities.get(transaction.identity_id)
-        self._still_valid(transaction, identity.status, credentials(proven))
-        ial, aal, level = self._achieved(transaction)
+        active = self._still_valid(transaction, identity.status, credentials(proven))
+        ial, aal, level = self._achieved(transaction, active)
         required = transaction.min_level
         if level < required:
             raise StepUpRequired(level, required)
@@ -386,18 +401,16 @@ class AuthenticationService:
 
     def _still_valid(
         self, transaction: AuthTransaction, status: IdentityStatus, used: set[uuid.UUID]
-    ) -> None:
+    ) -> list[Credential]:
         """Refuse (and close) a login whose identity, or a credential it was proven with, is
-        no longer active: a suspension or a block between a factor and ``complete`` counts."""
+        no longer active: a suspension or a block between a factor and ``complete`` counts.
+        The identity's active credentials, when it is not refused."""
         assert transaction.identity_id is not None  # noqa: S101 - callers check it first
-        active = {
-            credential.id
-            for credential in CredentialRepository(self.session).for_identity(
-                transaction.identity_id, {CredentialState.ACTIVE}
-            )
-        }
-        if status is IdentityStatus.ACTIVE and used <= active:
-            return
+        active = CredentialRepository(self.session).for_identity(
+            transaction.identity_id, {CredentialState.ACTIVE}
+        )
+        if status is IdentityStatus.ACTIVE and used <= {credential.id for credential in active}:
+            return active
         self._move(transaction, FAILED)
         self.transactions.update(transaction)
         self.audit(

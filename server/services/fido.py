@@ -85,7 +85,14 @@ from server.domain.model import (
     IdentityStatus,
     Level,
 )
-from server.services.credentials.admission import AddedBy, admit
+from server.services.credentials.admission import (
+    ADMITTED_LEVEL,
+    AddedBy,
+    admit,
+    admitted_level,
+    recorded_level,
+    with_level,
+)
 from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
 from server.services.identities import AuditHook, no_audit
@@ -328,7 +335,8 @@ class FidoService:
     ) -> tuple[dict[str, Any], uuid.UUID]:
         """Creation options (JSON-ready) and the id of the persisted registration state. A key
         can give High (with a second key), so ``added_by`` must be a login at the level
-        ``admission.level_to_add`` asks, or an operator with the person present."""
+        ``admission.level_to_add`` asks, or an operator with the person present; the level
+        the key is admitted at is kept with the state, for ``register_complete`` to record."""
         identity = self._active_identity(identity_id)
         admit(CredentialKind.FIDO2, identity, added_by, self._audit)
         live = self._fido_credentials(identity_id, LIVE_STATES)
@@ -355,7 +363,7 @@ class FidoService:
                 state=OPEN,
                 identity_id=identity_id,
                 factors=[],
-                ceremony_state=dict(state),
+                ceremony_state=with_level(state, admitted_level(identity, added_by)),
                 created_at=now,
                 expires_at=now + self._registration_lifetime,
             )
@@ -382,6 +390,9 @@ class FidoService:
         if self._now() >= row.expires_at or row.identity_id is None or state is None:
             raise RegistrationExpired
         identity_id = row.identity_id
+        # The level the key is admitted at, as its registration began (None: one from before).
+        admitted = recorded_level(state)
+        state = {key: value for key, value in state.items() if key != ADMITTED_LEVEL}
         row.state, row.ceremony_state = FAILED, None
         self._transactions.update(row)
         # The registration is closed even when refused: that outlives the error answer.
@@ -422,13 +433,16 @@ class FidoService:
                     kind=CredentialKind.FIDO2,
                     state=CredentialState.ACTIVE,
                     serial=serial,
-                    public_data={
-                        "credential_data": websafe_encode(bytes(attested)),
-                        "credential_id": websafe_encode(attested.credential_id),
-                        "aaguid": str(uuid.UUID(bytes=bytes(attested.aaguid))),
-                        "fmt": registration.response.attestation_object.fmt,
-                        "attestation": policy.result.attestation_type.name.lower(),
-                    },
+                    public_data=with_level(
+                        {
+                            "credential_data": websafe_encode(bytes(attested)),
+                            "credential_id": websafe_encode(attested.credential_id),
+                            "aaguid": str(uuid.UUID(bytes=bytes(attested.aaguid))),
+                            "fmt": registration.response.attestation_object.fmt,
+                            "attestation": policy.result.attestation_type.name.lower(),
+                        },
+                        admitted,
+                    ),
                     counter=auth_data.counter,
                 )
             )
@@ -441,6 +455,7 @@ class FidoService:
                 "identity_id": str(identity_id),
                 "kind": CredentialKind.FIDO2.value,
                 "aaguid": credential.public_data["aaguid"],
+                "admitted_level": admitted.label if admitted else None,
             },
         )
         return credential

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from server.domain.model import CredentialKind, CredentialState, Level, ProofingChannel
 from server.services.access import Caller, NotPermitted, Permission, Role
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import IN_PERSON
 from server.services.identities import AuditHook, Enrolment, IdentityService, can_give_high
 from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.services.proofing_approvals import DEFAULT_WAIT, ProofingApprovals, is_first
@@ -333,15 +334,26 @@ class IdentityOperations:
     def set_password(
         self, identity_id: uuid.UUID, password: str, current_password: str | None = None
     ) -> Credential:
+        # The operator's key: the person is present (the in-person path, see admission).
         return self._managing().set_password(
-            self._served(identity_id), password, current_password=current_password
+            self._served(identity_id),
+            password,
+            added_by=IN_PERSON,
+            current_password=current_password,
         )
 
     def assign(self, identity_id: uuid.UUID, serial: str) -> Credential:
         return self._managing().assign(self._served(identity_id), serial)
 
     def activate(self, credential_id: uuid.UUID, code: str) -> Credential:
-        return self._served_credential(credential_id).activate(credential_id, code)
+        return self._served_credential(credential_id).activate(
+            credential_id, code, added_by=IN_PERSON
+        )
+
+    def admit(self, credential_id: uuid.UUID) -> Credential:
+        """Admit the credential at the person's identity assurance now, the person present
+        (see ``CredentialLifecycle.admit_in_person``)."""
+        return self._served_credential(credential_id).admit_in_person(credential_id)
 
     def transition(self, credential_id: uuid.UUID, state: CredentialState) -> Credential:
         """Ship, block, mark lost, revoke or unblock; the transition table decides."""

@@ -174,7 +174,7 @@ def overview(request: Request, account: AccountDep) -> Response:
         title=browser.t("account.title"),
         identity=account.identity,
         login_level=browser.row.level or "",
-        rows=[row(c, browser.lang) for c in live],
+        rows=[row(c, browser.lang, account.identity.identity_assurance) for c in live],
         has_password=any(c.kind is K.PASSWORD for c in live),
     )
 
@@ -388,7 +388,7 @@ def token_submit(request: Request, slug: str, account: AccountDep, form: Checked
         return _token_page(request, account, slug, serial=serial, errors=errors, status=400)
     try:
         credential = _pending_token(account, kind, serial)
-        account.credentials.activate(credential.id, code)
+        account.credentials.activate(credential.id, code, added_by=account.added_by)
     except TokenNotFound:
         errors = [("serial", t(f"account.{slug}_serial_unknown"))]
     except ActivationCodeRejected as exc:
@@ -567,7 +567,9 @@ def password_submit(request: Request, account: AccountDep, form: CheckedForm) ->
     if not isinstance(new, str) or not new:
         return _password_page(request, account, [("new_password", t("account.password_missing"))])
     try:
-        account.credentials.set_password(account.identity.id, new, current_password=current_text)
+        account.credentials.set_password(
+            account.identity.id, new, added_by=account.added_by, current_password=current_text
+        )
     except WrongPassword:
         key = "account.current_missing" if current_text is None else "account.current_wrong"
         return _password_page(request, account, [("current_password", t(key))])

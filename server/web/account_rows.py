@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from server.domain.model import CredentialKind, CredentialState
+from server.domain.model import CredentialKind, CredentialState, Level
+from server.services.credentials.admission import held_back
 from server.storage.tables import Credential
 
 K = CredentialKind
@@ -58,9 +59,14 @@ class Row:
     added: str
     last_used: str | None
     actions: Sequence[tuple[str, str]]  # (catalogue key of the action, path)
+    # The level it counts toward at most, where that is below what it could (the person was
+    # proofed higher after adding it: an operator admits it in person), else None.
+    counts_up_to: Level | None = None
 
 
-def row(credential: Credential, lang: str) -> Row:
+def row(credential: Credential, lang: str, identity_assurance: Level | None = None) -> Row:
+    """The line of ``credential``; with ``identity_assurance``, it says whether the credential
+    counts toward less than it could (see ``counts_up_to``)."""
     actions: list[tuple[str, str]] = []
     base = f"/account/credentials/{credential.id}"
     if credential.kind is K.PASSWORD:
@@ -82,4 +88,7 @@ def row(credential: Credential, lang: str) -> Row:
         _date(credential.created_at, lang),
         _date(last, lang) if last else None,
         actions,
+        None
+        if identity_assurance is None or credential.state is not S.ACTIVE
+        else held_back(credential, identity_assurance),
     )

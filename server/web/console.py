@@ -233,8 +233,9 @@ def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
 def credential_action(
     identity_id: uuid.UUID, credential_id: uuid.UUID, action: str, form: CheckedForm, desk: DeskDep
 ) -> Response:
-    """Block or replace one of the person's credentials."""
-    if action not in ("block", "replace"):
+    """Block or replace one of the person's credentials, or admit it in person (the person at
+    the desk: it counts toward their identity assurance now, see ``credentials.admission``)."""
+    if action not in ("block", "replace", "admit"):
         raise ConsoleNotFound(f"unknown action {action!r}", detail="no such action")
     desk.caller.require(Permission.MANAGE_CREDENTIALS)
     _own_credential(desk, identity_id, credential_id)
@@ -242,6 +243,8 @@ def credential_action(
     def run(ops: IdentityOperations) -> object:
         if action == "block":
             return ops.transition(credential_id, CredentialState.BLOCKED)
+        if action == "admit":
+            return ops.admit(credential_id)
         return ops.replace(credential_id)
 
     return _act(

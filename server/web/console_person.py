@@ -13,10 +13,11 @@ from starlette.responses import Response
 
 from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.access import Permission
+from server.services.credentials.admission import held_back, recorded_level
 from server.services.credentials.rules import TRANSITIONS
 from server.services.identities import masked_person_number
 from server.services.identity_operations import IdentityRecord
-from server.storage.tables import ProofingRecord
+from server.storage.tables import Credential, ProofingRecord
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).
@@ -57,6 +58,20 @@ def when(value: dt.datetime, lang: str) -> str:
     return local.strftime("%d/%m/%Y %H:%M")
 
 
+def admittable(credentials: list[Credential], identity: PersonView) -> frozenset[uuid.UUID]:
+    """The credentials an operator may admit in person (the person at the desk): active ones
+    the person added at a level below what they could count toward now (proofed higher since,
+    see ``credentials.admission``)."""
+    if identity.status is not IdentityStatus.ACTIVE:
+        return frozenset()
+    return frozenset(
+        c.id
+        for c in credentials
+        if c.state is CredentialState.ACTIVE
+        and held_back(c, identity.identity_assurance) is not None
+    )
+
+
 def person_page(
     desk: Desk,
     identity_id: uuid.UUID,
@@ -94,5 +109,9 @@ def person_page(
             c.kind is not CredentialKind.PASSWORD
             and CredentialState.REPLACED in TRANSITIONS[c.state]
         ),
+        # The level each counts toward at most (None: not recorded), and whether admitting it
+        # in person would raise that (the person proofed higher since they added it).
+        admitted=lambda c: recorded_level(c.public_data),
+        admittable=admittable(credentials, identity),
         orderable=ORDERABLE,
     )

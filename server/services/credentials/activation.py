@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from devices.protocol.otp import HashAlg
 from server.domain.model import CredentialState
+from server.services.credentials.admission import AddedBy
 from server.services.credentials.lifecycle import CredentialLifecycle
 from server.services.credentials.rules import TOKEN_KINDS
 from server.services.credentials.sealing import secret_context, yubico_secrets
@@ -50,21 +51,26 @@ class Activation:
         self._clock = clock
         self._audit = audit
 
-    def activate_proven(self, credential_id: uuid.UUID) -> Credential:
+    def activate_proven(self, credential_id: uuid.UUID, *, added_by: AddedBy) -> Credential:
         """Activate a credential awaiting activation whose holder has just proven it by the
         kind's own flow (a key card: the code printed beside the key number the service
-        chose), with the identity and kind rules of any activation."""
+        chose), with the identity and kind rules of any activation. ``added_by``: who
+        activates it, for the level it is admitted at (``admission``)."""
         credential = self._lifecycle.get(credential_id)
         if credential.state is not S.ACTIVATION_PENDING:
             raise InvalidTransition("credential", credential.state.value, S.ACTIVE.value)
-        self._lifecycle.require_active(self._lifecycle.lock_identity(credential.identity_id))
-        self._lifecycle.move(credential, S.ACTIVE, event="credential.activated")
+        identity = self._lifecycle.lock_identity(credential.identity_id)
+        self._lifecycle.require_active(identity)
+        self._lifecycle.activate_admitted(
+            credential, identity, added_by, event="credential.activated"
+        )
         return credential
 
-    def activate(self, credential_id: uuid.UUID, code: str) -> Credential:
+    def activate(self, credential_id: uuid.UUID, code: str, *, added_by: AddedBy) -> Credential:
         """Activate an assigned token with the code it shows now. A rejected code raises
         ``ActivationCodeRejected`` after updating the counters on the credential: the caller
-        commits before answering, so wrong codes count (three in a row block a code display)."""
+        commits before answering, so wrong codes count (three in a row block a code display).
+        ``added_by``: who activates it, for the level it is admitted at (``admission``)."""
         credential = self._lifecycle.get(credential_id)
         if credential.kind not in TOKEN_KINDS or credential.secret_ciphertext is None:
             raise UnsupportedCredential("this credential is not activated with a code")
@@ -88,7 +94,9 @@ class Activation:
             else:
                 self._lifecycle.update(credential)
             raise ActivationCodeRejected(exc.code, detail) from None
-        self._lifecycle.move(credential, S.ACTIVE, event="credential.activated")
+        self._lifecycle.activate_admitted(
+            credential, identity, added_by, event="credential.activated"
+        )
         return credential
 
     def _verify(self, credential: Credential, code: str) -> None:

@@ -1,9 +1,19 @@
 """Who may add a credential to a person: a login of theirs at the level the credential can
 lift a login to, or an operator with the person present. So a login cannot add a credential
-stronger than itself: a phished Substantial session does not mint High."""
+stronger than itself: a phished Substantial session does not mint High.
+
+And what a credential counts toward afterwards: the level it was admitted at, recorded on it
+when it becomes active (``public_data["admitted_level"]``): for the person's own login the
+lower of that login's level and the identity's assurance then, for an operator with the
+person present the identity's assurance then. A login counts a credential only up to that
+level (``assurance.capped_level``), so a card a Substantial login added does not give High
+when the identity is raised to High later; an operator admits it again with the person
+present (``CredentialLifecycle.admit_in_person``). A credential with no level recorded (one
+from before levels were) is not capped."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +21,7 @@ from server.domain.errors import Refused
 from server.domain.model import CredentialKind, Level
 from server.services.assurance import credential_reach
 from server.services.identities import AuditHook
-from server.storage.tables import Identity
+from server.storage.tables import Credential, Identity
 
 # Adding or changing any credential is a sensitive change: never on less than Substantial.
 SENSITIVE_LEVEL = Level.SUBSTANTIAL
@@ -39,6 +49,55 @@ class AddedBy:
 
 
 IN_PERSON = AddedBy(in_person=True)
+
+# Where a credential keeps the level it was admitted at (a level's label), and where a
+# ceremony (a security key's registration, a smartcard's enrolment) keeps it until it ends.
+ADMITTED_LEVEL = "admitted_level"
+
+
+def admitted_level(identity: Identity, by: AddedBy) -> Level:
+    """The level a credential ``by`` adds to ``identity`` now counts toward: the identity's
+    assurance for an operator with the person present, else the lower of it and the login's
+    level (Low for a login of no known level, which ``admit`` refuses anyway)."""
+    if by.in_person:
+        return identity.identity_assurance
+    return min(by.login_level or Level.LOW, identity.identity_assurance)
+
+
+def recorded_level(data: Mapping[str, Any] | None) -> Level | None:
+    """The admitted level ``data`` (a credential's ``public_data`` or a ceremony's state)
+    records, or None where none is (a credential from before levels were recorded)."""
+    value = (data or {}).get(ADMITTED_LEVEL)
+    try:
+        return Level.parse(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def with_level(data: Mapping[str, Any], level: Level | None) -> dict[str, Any]:
+    """``data`` with the admitted level ``level`` recorded in it (None: left as it is)."""
+    return dict(data) if level is None else {**data, ADMITTED_LEVEL: level.label}
+
+
+def record(credential: Credential, identity: Identity, by: AddedBy) -> Level:
+    """Record on ``credential`` (becoming active now) the level it is admitted at."""
+    level = admitted_level(identity, by)
+    credential.public_data = with_level(credential.public_data, level)
+    return level
+
+
+def could_reach(kind: CredentialKind, identity_assurance: Level) -> Level:
+    """The most a credential of ``kind`` can count toward for a person of that assurance."""
+    return min(credential_reach(kind), identity_assurance)
+
+
+def held_back(credential: Credential, identity_assurance: Level) -> Level | None:
+    """The level ``credential`` was admitted at, where that is below what it could count
+    toward now (an operator's admission in person would raise it); None otherwise."""
+    level = recorded_level(credential.public_data)
+    if level is None or level >= could_reach(credential.kind, identity_assurance):
+        return None
+    return level
 
 
 def level_to_add(kind: CredentialKind, identity_assurance: Level) -> Level:

@@ -4,11 +4,26 @@ replacing a credential along the transition table of ``rules``, with the rules b
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.model import STOCK_IDENTITY_ID, CredentialKind, CredentialState, IdentityStatus
+from server.domain.model import (
+    STOCK_IDENTITY_ID,
+    CredentialKind,
+    CredentialState,
+    IdentityStatus,
+    Level,
+)
+from server.services.credentials.admission import (
+    IN_PERSON,
+    AddedBy,
+    admitted_level,
+    record,
+    recorded_level,
+    with_level,
+)
 from server.services.credentials.rules import (
     LIMITS,
     LIVE_STATES,
@@ -132,6 +147,49 @@ class CredentialLifecycle:
         )
         return new
 
+    def activate_admitted(
+        self, credential: Credential, identity: Identity, by: AddedBy, *, event: str
+    ) -> None:
+        """Make ``credential`` active, recording the level ``by`` admits it at (see
+        ``admission``) on it and in the audit entry."""
+        level = record(credential, identity, by)
+        self.move(
+            credential,
+            S.ACTIVE,
+            event=event,
+            also={"admitted_level": level.label, "added_by": by.label},
+        )
+
+    def admit_in_person(self, credential_id: uuid.UUID) -> Credential:
+        """An operator, with the person present, admits an active credential at the identity's
+        assurance now: after the identity was raised (to High, by proofing in person), a card
+        or a key the person added before counts toward the new level from then on. Audited."""
+        credential = self.get(credential_id)
+        if credential.state is not S.ACTIVE:
+            raise InvalidTransition(
+                "credential",
+                credential.state.value,
+                "admitted",
+                reason="only an active credential is admitted",
+            )
+        identity = self.lock_identity(credential.identity_id)
+        self.require_active(identity)
+        before = recorded_level(credential.public_data)
+        level = admitted_level(identity, IN_PERSON)
+        credential.public_data = with_level(credential.public_data, level)
+        self.update(credential)
+        self._audit(
+            "credential.admitted",
+            {
+                "credential_id": str(credential.id),
+                "identity_id": str(identity.id),
+                "kind": credential.kind.value,
+                "from": before.label if before else None,
+                "to": level.label,
+            },
+        )
+        return credential
+
     def revoke_all(self, identity_id: uuid.UUID) -> None:
         """Revoke every live credential of an identity (when it closes)."""
         for credential in self._credentials.for_identity(identity_id, LIVE_STATES):
@@ -157,16 +215,19 @@ class CredentialLifecycle:
         *,
         serial: str,
         public_data: dict[str, Any],
+        admitted: Level | None,
         label: str = "",
     ) -> Credential:
         """Store a device whose possession was just proven (a PIV card's own key signed the
         service's challenge): active at once, within the kind's limit, for an active identity.
-        It fulfils an open order of its kind, as ``assign`` does for a token."""
+        It fulfils an open order of its kind, as ``assign`` does for a token. ``admitted``:
+        the level it is admitted at, worked out when its enrolment began (None: an enrolment
+        from before levels were recorded)."""
         identity = self.lock_identity(identity_id)
         self.require_active(identity)
         if self._credentials.serial_taken(serial):
             raise DuplicateSerial
-        data = dict(public_data)
+        data = with_level(public_data, admitted)
         placeholder = self._fulfil_order(identity_id, kind)
         if placeholder is not None and "replaces" in placeholder.public_data:
             data.setdefault("replaces", placeholder.public_data["replaces"])
@@ -182,7 +243,8 @@ class CredentialLifecycle:
                 public_data=data,
             )
         )
-        self.move(credential, S.ACTIVE, event="credential.registered")
+        also = {"admitted_level": admitted.label} if admitted else {}
+        self.move(credential, S.ACTIVE, event="credential.registered", also=also)
         return credential
 
     # --- rules ---
@@ -194,8 +256,10 @@ class CredentialLifecycle:
         *,
         event: str = "credential.state_changed",
         reason: str = "",
+        also: Mapping[str, str] | None = None,
     ) -> None:
-        """Change the credential's state along the transition table, and audit it."""
+        """Change the credential's state along the transition table, and audit it (with
+        ``also`` in the entry's details)."""
         current = credential.state
         if target not in TRANSITIONS[current]:
             raise InvalidTransition("credential", current.value, target.value)
@@ -220,7 +284,7 @@ class CredentialLifecycle:
         }
         if reason:
             details["reason"] = reason
-        self._audit(event, details)
+        self._audit(event, {**details, **(also or {})})
 
     def check_limit(self, identity_id: uuid.UUID, kind: CredentialKind) -> None:
         live = self._credentials.for_identity(identity_id, LIVE_STATES)

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from server.domain.model import CredentialKind, CredentialState
+from server.services.credentials.admission import AddedBy, record
 from server.services.credentials.lifecycle import CredentialLifecycle
 from server.services.credentials.sealing import secret_context
 from server.services.errors import WrongPassword
@@ -39,9 +40,15 @@ class PasswordCredentials:
         self._audit = audit
 
     def set_password(
-        self, identity_id: uuid.UUID, password: str, *, current_password: str | None = None
+        self,
+        identity_id: uuid.UUID,
+        password: str,
+        *,
+        added_by: AddedBy,
+        current_password: str | None = None,
     ) -> Credential:
-        """Set the identity's password, or change it (proving ``current_password``)."""
+        """Set the identity's password, or change it (proving ``current_password``). The
+        password (a new one is a new secret) is admitted at the level ``added_by`` gives."""
         identity = self._lifecycle.lock_identity(identity_id)
         self._lifecycle.require_active(identity)
         existing = self._password_credential(identity_id)
@@ -56,10 +63,16 @@ class PasswordCredentials:
                 hashed, context=secret_context(existing.id)
             )
             existing.failures = 0
+            level = record(existing, identity, added_by)
             self._lifecycle.update(existing)
             self._audit(
                 "password.changed",
-                {"credential_id": str(existing.id), "identity_id": str(identity_id)},
+                {
+                    "credential_id": str(existing.id),
+                    "identity_id": str(identity_id),
+                    "admitted_level": level.label,
+                    "added_by": added_by.label,
+                },
             )
             return existing
         self._lifecycle.check_limit(identity_id, CredentialKind.PASSWORD)
@@ -74,7 +87,7 @@ class PasswordCredentials:
                 public_data={"hash": "argon2id"},
             )
         )
-        self._lifecycle.move(credential, CredentialState.ACTIVE, event="password.set")
+        self._lifecycle.activate_admitted(credential, identity, added_by, event="password.set")
         return credential
 
     def check_password(self, identity_id: uuid.UUID, password: str) -> Credential:

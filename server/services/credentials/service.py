@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.model import CredentialKind
 from server.services.credentials.activation import Activation
+from server.services.credentials.admission import AddedBy
 from server.services.credentials.batches import TokenBatches
 from server.services.credentials.lifecycle import CredentialLifecycle
 from server.services.credentials.passwords import PasswordCredentials
@@ -43,20 +44,25 @@ class CredentialService(CredentialLifecycle):
         """See ``TokenBatches.import_batch``."""
         return self._batches.import_batch(document, psk=psk, kind=kind)
 
-    def activate(self, credential_id: uuid.UUID, code: str) -> Credential:
+    def activate(self, credential_id: uuid.UUID, code: str, *, added_by: AddedBy) -> Credential:
         """See ``Activation.activate``."""
-        return self._activation.activate(credential_id, code)
+        return self._activation.activate(credential_id, code, added_by=added_by)
 
-    def activate_proven(self, credential_id: uuid.UUID) -> Credential:
+    def activate_proven(self, credential_id: uuid.UUID, *, added_by: AddedBy) -> Credential:
         """See ``Activation.activate_proven``."""
-        return self._activation.activate_proven(credential_id)
+        return self._activation.activate_proven(credential_id, added_by=added_by)
 
     def set_password(
-        self, identity_id: uuid.UUID, password: str, *, current_password: str | None = None
+        self,
+        identity_id: uuid.UUID,
+        password: str,
+        *,
+        added_by: AddedBy,
+        current_password: str | None = None,
     ) -> Credential:
         """See ``PasswordCredentials.set_password``."""
         return self._passwords.set_password(
-            identity_id, password, current_password=current_password
+            identity_id, password, added_by=added_by, current_password=current_password
         )
 
     def check_password(self, identity_id: uuid.UUID, password: str) -> Credential:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from server.domain.errors import ConflictingState
 from server.domain.model import CredentialKind, CredentialState
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import AddedBy
 from server.services.credentials.sealing import secret_context
 from server.services.identities import AuditHook, no_audit
 from server.services.keycard.cards import (
@@ -150,11 +151,14 @@ class KeyCardService:
         self._repository.update(credential)
         return index
 
-    def activation_complete(self, credential_id: uuid.UUID, code: str) -> Credential:
+    def activation_complete(
+        self, credential_id: uuid.UUID, code: str, *, added_by: AddedBy
+    ) -> Credential:
         """Activate the card with the code for the key number of ``activation_begin``. Each
         try uses up that number's turn (ask for a new one after a wrong code); a wrong code is
         counted, and ``ActivationCodeRejected`` is raised after the count is updated on the
-        credential: the caller commits before answering, so three wrong codes block the card."""
+        credential: the caller commits before answering, so three wrong codes block the card.
+        ``added_by``: who activates it, for the level it is admitted at (``admission``)."""
         credential = self._cards.card(credential_id)
         if credential.state is not CredentialState.ACTIVATION_PENDING:
             raise InvalidTransition(
@@ -178,7 +182,7 @@ class KeyCardService:
                 detail = f"{detail} {exc.attempts_left} attempt(s) left."
             raise ActivationCodeRejected(exc.code, detail) from None
         self._cards.store(credential, accepted)
-        return self._lifecycle.activate_proven(credential.id)
+        return self._lifecycle.activate_proven(credential.id, added_by=added_by)
 
     def _challenge(self, state: KeyCardState) -> str:
         try:

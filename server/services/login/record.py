@@ -96,11 +96,17 @@ def authenticators(found: Iterable[Proof]) -> list[AuthenticatorKind]:
     """One kind per distinct authenticator (NSIS counts authenticators, not proofs): a
     credential that proved several kinds counts once, as the strongest (a key's ``fido2_uv``
     over its ``fido2``)."""
-    strongest: dict[str, AuthenticatorKind] = {}
+    return [kind for kind, _ in by_authenticator(found)]
+
+
+def by_authenticator(found: Iterable[Proof]) -> list[tuple[AuthenticatorKind, uuid.UUID | None]]:
+    """As ``authenticators``, each kind with the credential that proved it (None in an old
+    row), for what is known of the credential (the level it was admitted at)."""
+    strongest: dict[str, tuple[AuthenticatorKind, uuid.UUID | None]] = {}
     for proof in found:
         kept = strongest.get(proof.authenticator)
-        if kept is None or (kept in _FAMILY.values() and proof.kind in _FAMILY):
-            strongest[proof.authenticator] = proof.kind
+        if kept is None or (kept[0] in _FAMILY.values() and proof.kind in _FAMILY):
+            strongest[proof.authenticator] = (proof.kind, proof.credential)
     return list(strongest.values())
 
 

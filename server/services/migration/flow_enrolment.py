@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from server.domain.model import CredentialKind, IdentityStatus, Level, ProofingChannel
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import AddedBy
 from server.services.identities import AuditHook, Enrolment, IdentityService
 from server.services.lifecycle_errors import DuplicateIdentity
 from server.services.migration.flow_model import Authenticator
@@ -49,10 +50,13 @@ class FlowEnrolment:
         serial: str | None,
         code: str | None,
     ) -> Credential:
+        """Set the password, or assign the token and activate it: admitted on the strength of
+        the legacy proof (as the wizard's security key is, see ``credentials.admission``)."""
+        by = AddedBy.login(LEGACY_PROOF_LEVEL)
         if kind is Authenticator.PASSWORD:
-            return self._credentials.set_password(identity_id, password or "")
+            return self._credentials.set_password(identity_id, password or "", added_by=by)
         token = self._credentials.assign(identity_id, serial or "", kind=CredentialKind(kind.value))
-        return self._credentials.activate(token.id, code or "")
+        return self._credentials.activate(token.id, code or "", added_by=by)
 
     def enrol(self, flow: MigrationFlow, user: LegacyUser) -> Identity:
         """The new identity, at the level the proof allows: in person at a citizen service

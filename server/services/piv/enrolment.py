@@ -28,7 +28,13 @@ from server.domain.errors import (
 )
 from server.domain.model import CeremonyKind, CredentialKind, Level
 from server.services.credentials import CredentialService
-from server.services.credentials.admission import AddedBy, admit
+from server.services.credentials.admission import (
+    AddedBy,
+    admit,
+    admitted_level,
+    recorded_level,
+    with_level,
+)
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import COMPLETED, FAILED, OPEN, normalise_pairing, readable_code
 from server.services.piv.attestation import CardKeyNotAttested, verify_card_key
@@ -193,7 +199,8 @@ class PivEnrolment:
         ``added_by`` must be a login at the level ``admission.level_to_add`` asks or an
         operator with the person present (only then is there an enrolment to complete). With
         ``browser_binding`` (a citizen's own account page) the enrolment gets a code for that
-        browser, and its challenge is the code's digest (see the module's notes)."""
+        browser, and its challenge is the code's digest (see the module's notes). The level the
+        card is admitted at is kept with the enrolment, for ``enrol_complete`` to record."""
         identity = self._credentials.active_identity(identity_id)
         admit(CredentialKind.PIV, identity, added_by, self._audit)
         self._credentials.check_room(identity_id, CredentialKind.PIV)
@@ -211,6 +218,7 @@ class PivEnrolment:
                 identity_id=identity_id,
                 factors=[],
                 challenge=challenge,
+                ceremony_state=with_level({}, admitted_level(identity, added_by)),
                 created_at=now,
                 expires_at=now + self._enrolment_lifetime,
             )
@@ -257,8 +265,10 @@ class PivEnrolment:
         if self._now() >= row.expires_at or row.identity_id is None or row.challenge is None:
             raise EnrolmentExpired
         identity_id, challenge = row.identity_id, row.challenge
+        # The level the card is admitted at, as its enrolment began (None: one from before).
+        admitted = recorded_level(row.ceremony_state)
         roots = self._attestation_roots()  # before the row closes: a fault here spends nothing
-        row.state, row.challenge = FAILED, None
+        row.state, row.challenge, row.ceremony_state = FAILED, None, None
         self._transactions.update(row)
         # The enrolment is closed by this answer, accepted or not: a refusal outlives it.
         with recorded_failures():
@@ -319,6 +329,7 @@ class PivEnrolment:
                         "firmware": ".".join(map(str, attested.firmware)),
                     },
                 },
+                admitted=admitted,
             )
             row.state = COMPLETED
             self._transactions.update(row)

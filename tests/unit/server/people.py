@@ -89,6 +89,21 @@ def enrol_via_api(
     return str(answer.json()["id"]), number
 
 
+IN_PERSON_HIGH = {
+    "channel": "service_centre",
+    "document_kind": "passport",
+    "operator_ids": ["op-1", "op-2"],
+}
+
+
+def high_person(client: Any, number: str, name: str) -> tuple[str, str]:
+    """Enrol ``number`` through the API, proofed in person by two operators (the second
+    approving with a key of its own): identity assurance High. The id and the number."""
+    identity, number = enrol_via_api(client, number, name, IN_PERSON_HIGH)
+    assert second_operator_approves(client, {"id": identity})["identity_assurance"] == "high"
+    return identity, number
+
+
 def store_legacy_user(
     app: Any, user_id: str, person_number: str, secret: bytes, *, name: str, password: str
 ) -> None:

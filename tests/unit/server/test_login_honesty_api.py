@@ -33,6 +33,7 @@ from tests.unit.server.people import (
     PERSON_STORED,
     SEED,
     assert_problem,
+    high_person,
     seed_person_with_code_display,
 )
 from tests.unit.server.test_fido_api import as_json, enrol, login
@@ -167,13 +168,31 @@ def test_two_fido2_keys_one_with_pin_are_two_authenticators(
 ) -> None:
     first, second = key_session(tmp_path, sim_home, "a"), key_session(tmp_path, sim_home, "b")
     first.set_pin(PIN)
-    identity, number = enrol(client)
+    # Proofed High first: the keys an operator registers then are admitted at High.
+    identity, number = high_person(client, "020385-4711", "Tove Ditlevsen")
     register(client, identity, first, pin=PIN)
     register(client, identity, second)
     transaction = start(client, number)
     assert sign_in(client, transaction, first, PIN).status_code == 200
     assert sign_in(client, transaction, second, None).status_code == 200
     assert claims_of(client, transaction)["aal"] == "high"
+
+
+def test_two_keys_admitted_at_substantial_count_up_to_substantial(
+    client: TestClient, tmp_path: Path, sim_home: Path
+) -> None:
+    """Keys registered while the identity was Substantial are admitted at Substantial: the
+    assertion's ``aal`` says what they count toward, not what they could."""
+    first, second = key_session(tmp_path, sim_home, "a"), key_session(tmp_path, sim_home, "b")
+    first.set_pin(PIN)
+    identity, number = enrol(client)
+    register(client, identity, first, pin=PIN)
+    register(client, identity, second)
+    transaction = start(client, number)
+    assert sign_in(client, transaction, first, PIN).status_code == 200
+    assert sign_in(client, transaction, second, None).status_code == 200
+    claims = claims_of(client, transaction)
+    assert (claims["aal"], claims["ial"], claims["loa"]) == ("substantial",) * 3
 
 
 # --- complete re-checks -------------------------------------------------------------------------

@@ -781,13 +781,14 @@ def test_a_device_enrolled_apart_is_recorded_before_completion(env: Env) -> None
     stranger = env.migrate(env.add_person())
     with env.transaction() as world:
         key = world.credentials.add_proven(
-            identity_id, CredentialKind.FIDO2, serial="fido:test", public_data={}
+            identity_id, CredentialKind.FIDO2, serial="fido:test", public_data={}, admitted=None
         )
         foreign = world.credentials.add_proven(
             env.flow(stranger).identity_id or uuid.uuid4(),
             CredentialKind.FIDO2,
             serial="fido:stranger",
             public_data={},
+            admitted=None,
         )
         key_id, foreign_id = key.id, foreign.id
     for wrong in (foreign_id, uuid.uuid4()):

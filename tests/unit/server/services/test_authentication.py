@@ -19,6 +19,7 @@ from server.domain.model import CredentialState, Level
 from server.services.audit import AuditLog, verify_database
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import IN_PERSON
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import (
     StepUpRequired,
@@ -243,7 +244,7 @@ def with_password(world: tuple) -> PasswordCheck:  # type: ignore[type-arg]
     passwords = Passwords(FAST_ARGON2)
     with sessions.begin() as session:
         CredentialService(session, box, passwords, clock=clock.seconds).set_password(
-            identity_id, PASSWORD
+            identity_id, PASSWORD, added_by=IN_PERSON
         )
     return PasswordCheck(
         box, passwords, clock.seconds, decoy_hash=PasswordCheck.make_decoy(passwords)

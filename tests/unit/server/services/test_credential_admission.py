@@ -11,19 +11,24 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from devices.protocol.otp import totp
 from server.api.problems import answer_of
-from server.domain.model import CredentialKind, IdentityStatus, Level
+from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.assurance import credential_reach
 from server.services.credentials.admission import (
     IN_PERSON,
     AddedBy,
     LevelTooLowForCredential,
+    admitted_level,
     level_to_add,
+    recorded_level,
     refusal,
 )
+from server.services.factors import PasswordCheck, otp_check
+from server.services.login.errors import StepUpRequired
 from server.settings import Settings
 from server.storage.repositories import IdentityRepository
-from server.storage.tables import AuditEntry, AuthTransaction, Identity
+from server.storage.tables import AuditEntry, AuthTransaction, Credential, Identity
 from server.wiring import Services, build_services
 
 K = CredentialKind
@@ -181,3 +186,113 @@ def test_a_session_of_unknown_level_adds_nothing() -> None:
     assert refused is not None
     assert refused.required is Level.LOW
     assert refusal(K.PASSWORD, identity, IN_PERSON) is None
+
+
+# --- the level a credential is admitted at -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("by", "identity_assurance", "admitted"),
+    [
+        (AddedBy.login(Level.SUBSTANTIAL), Level.SUBSTANTIAL, Level.SUBSTANTIAL),
+        (AddedBy.login(Level.SUBSTANTIAL), Level.HIGH, Level.SUBSTANTIAL),  # the login's
+        (AddedBy.login(Level.HIGH), Level.HIGH, Level.HIGH),
+        (AddedBy.login(Level.HIGH), Level.SUBSTANTIAL, Level.SUBSTANTIAL),  # the identity's
+        (IN_PERSON, Level.SUBSTANTIAL, Level.SUBSTANTIAL),
+        (IN_PERSON, Level.HIGH, Level.HIGH),
+    ],
+)
+def test_a_credential_is_admitted_at_the_login_capped_at_the_identity(
+    by: AddedBy, identity_assurance: Level, admitted: Level
+) -> None:
+    identity = Identity(id=uuid.uuid4(), identity_assurance=identity_assurance)
+    assert admitted_level(identity, by) is admitted
+
+
+@pytest.mark.parametrize("kind", [K.FIDO2, K.PIV])
+def test_the_ceremony_keeps_the_admitted_level_from_its_beginning(
+    services: Services, kind: CredentialKind
+) -> None:
+    identity_id = person(services, Level.HIGH)
+
+    begin(services, kind, identity_id, AddedBy.login(Level.HIGH))
+
+    with services.sessions() as session:
+        (row,) = session.scalars(select(AuthTransaction))
+        assert recorded_level(row.ceremony_state) is Level.HIGH
+
+
+def test_a_login_counts_each_credential_only_up_to_its_admitted_level(
+    services: Services,
+) -> None:
+    """A password a Low login set (the identity was Low then, raised to Substantial since)
+    and a code display admitted at Substantial: together they reach Substantial by the NSIS
+    rules, but only the code display counts at Substantial, so the login is Low, both where
+    the pages ask how far it got and at ``complete``; admitted in person, it is Substantial."""
+    identity_id = person(services, Level.SUBSTANTIAL)
+    token_seed = b"12345678901234567890"
+    with services.sessions() as session, session.begin():
+        credentials = services.credentials(session)
+        password = credentials.set_password(
+            identity_id, "an entirely ordinary passphrase", added_by=AddedBy.login(Level.LOW)
+        )
+        assert recorded_level(password.public_data) is Level.LOW
+        display_id = uuid.uuid4()
+        credentials.add(
+            Credential(
+                id=display_id,
+                identity_id=identity_id,
+                kind=K.CODE_DISPLAY,
+                state=CredentialState.ACTIVE,
+                serial="1000000001",
+                secret_ciphertext=services.secrets.seal(
+                    token_seed, context=f"credential:{display_id}"
+                ),
+                public_data={
+                    "algorithm": "totp",
+                    "digits": 6,
+                    "step": 30,
+                    "hash": "SHA1",
+                    "admitted_level": "substantial",
+                },
+            )
+        )
+        password_id = password.id
+
+    def login() -> uuid.UUID:
+        with services.sessions() as session, session.begin():
+            auth = services.authentication(session)
+            transaction = auth.begin("https://sp.example", Level.SUBSTANTIAL)
+            auth.identify(transaction.id, identity_id)
+            check = PasswordCheck(
+                services.secrets,
+                services.passwords,
+                services.clock,
+                decoy_hash=services.password_decoy,
+            )
+            auth.verify_factor(
+                transaction.id,
+                check,
+                {"password": "an entirely ordinary passphrase"},
+                source="10.0.0.1",
+            )
+            code = totp(token_seed, services.clock())
+            auth.verify_factor(
+                transaction.id,
+                otp_check(services.secrets, services.clock),
+                {"code": code},
+                source="10.0.0.1",
+            )
+            transaction_id: uuid.UUID = transaction.id
+            return transaction_id
+
+    transaction_id = login()
+    with services.sessions() as session, session.begin():
+        auth = services.authentication(session)
+        assert auth.standing(transaction_id).achieved is Level.LOW
+        with pytest.raises(StepUpRequired) as refused:
+            auth.complete(transaction_id)
+        assert (refused.value.achieved, refused.value.required) == (Level.LOW, Level.SUBSTANTIAL)
+        services.credentials(session).admit_in_person(password_id)
+        assert auth.standing(transaction_id).achieved is Level.SUBSTANTIAL
+        assert auth.complete(transaction_id).level is Level.SUBSTANTIAL

@@ -28,6 +28,7 @@ from server.domain.model import (
     ProofingChannel,
 )
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import IN_PERSON
 from server.services.credentials.rules import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -411,7 +412,7 @@ def test_assign_and_activate_with_a_code_from_the_simulator(
     assert state_of(credential) is S.ACTIVATION_PENDING
     assert credential.identity_id == identity.id
     code = generator(state, clock).next_code()
-    credentials.activate(credential.id, code)
+    credentials.activate(credential.id, code, added_by=IN_PERSON)
     assert state_of(credential) is S.ACTIVE
     if algorithm is Algorithm.HOTP:
         assert credential.counter == 1
@@ -437,11 +438,11 @@ def test_three_wrong_codes_block_a_code_display(
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     for _ in range(3):
         with pytest.raises(ActivationCodeRejected):
-            credentials.activate(credential.id, wrong)
+            credentials.activate(credential.id, wrong, added_by=IN_PERSON)
     assert state_of(credential) is S.BLOCKED
     assert credential.failures == 3
     with pytest.raises(InvalidTransition):
-        credentials.activate(credential.id, right)
+        credentials.activate(credential.id, right, added_by=IN_PERSON)
 
 
 def test_assign_refuses_unknown_and_assigned_tokens(
@@ -486,7 +487,7 @@ def test_only_one_active_code_display(
     pending = put(session, identity, K.CODE_DISPLAY, S.ACTIVATION_PENDING)
     pending.secret_ciphertext = b"sealed"  # refused before the secret is ever opened
     with pytest.raises(ConflictingCredential):
-        credentials.activate(pending.id, "000000")
+        credentials.activate(pending.id, "000000", added_by=IN_PERSON)
 
 
 def test_code_display_and_audio_reader_are_not_active_together(
@@ -498,9 +499,11 @@ def test_code_display_and_audio_reader_are_not_active_together(
     imported(credentials, reader_state)
     reader = credentials.assign(identity.id, reader_state.serial)
     with pytest.raises(ConflictingCredential):
-        credentials.activate(reader.id, generator(reader_state, clock).next_code())
+        credentials.activate(
+            reader.id, generator(reader_state, clock).next_code(), added_by=IN_PERSON
+        )
     credentials.transition(display.id, S.REVOKED)
-    credentials.activate(reader.id, generator(reader_state, clock).next_code())
+    credentials.activate(reader.id, generator(reader_state, clock).next_code(), added_by=IN_PERSON)
     assert state_of(reader) is S.ACTIVE
 
 
@@ -525,7 +528,7 @@ def test_blocked_code_display_is_replaced_not_reused(
     imported(credentials, first, second)
     identity = enrol(identities)
     old = credentials.assign(identity.id, first.serial)
-    credentials.activate(old.id, generator(first, clock).next_code())
+    credentials.activate(old.id, generator(first, clock).next_code(), added_by=IN_PERSON)
     credentials.transition(old.id, S.BLOCKED)
     with pytest.raises(InvalidTransition):
         credentials.transition(old.id, S.ACTIVE)
@@ -535,7 +538,7 @@ def test_blocked_code_display_is_replaced_not_reused(
     assert new.id != old.id
     assert new.public_data["replaces"] == str(old.id)
     clock.now += 60
-    credentials.activate(new.id, generator(second, clock).next_code())
+    credentials.activate(new.id, generator(second, clock).next_code(), added_by=IN_PERSON)
     assert state_of(new) is S.ACTIVE
     assert "credential.replaced" in audit.names()
 
@@ -571,7 +574,7 @@ def test_password_set_check_and_change(
 ) -> None:
     identity = enrol(identities)
     first, second = "correct horse battery staple", "another long passphrase"
-    credential = credentials.set_password(identity.id, first)
+    credential = credentials.set_password(identity.id, first, added_by=IN_PERSON)
     assert credential.kind is K.PASSWORD
     assert state_of(credential) is S.ACTIVE
     assert b"argon2id" not in (credential.secret_ciphertext or b"")
@@ -579,12 +582,15 @@ def test_password_set_check_and_change(
     with pytest.raises(WrongPassword):
         credentials.check_password(identity.id, second)
     with pytest.raises(WrongPassword):
-        credentials.set_password(identity.id, second)
+        credentials.set_password(identity.id, second, added_by=IN_PERSON)
     with pytest.raises(WrongPassword):
-        credentials.set_password(identity.id, second, current_password=second)
-    assert credentials.set_password(identity.id, second, current_password=first) is credential
+        credentials.set_password(identity.id, second, current_password=second, added_by=IN_PERSON)
+    assert (
+        credentials.set_password(identity.id, second, current_password=first, added_by=IN_PERSON)
+        is credential
+    )
     credentials.check_password(identity.id, second)
     with pytest.raises(WeakPassword):
-        credentials.set_password(identity.id, "short", current_password=second)
+        credentials.set_password(identity.id, "short", current_password=second, added_by=IN_PERSON)
     assert {"password.set", "password.changed"} <= set(audit.names())
     assert first not in repr(audit.events)

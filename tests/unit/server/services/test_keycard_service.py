@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.domain.model import CredentialKind, Level
 from server.services.authentication import AuthenticationService
 from server.services.credentials import CredentialService
+from server.services.credentials.admission import IN_PERSON
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
 from server.services.keycard.cards import decode_digests, encode_digests
 from server.services.keycard.login import decoy_indexes
@@ -155,7 +156,7 @@ def test_two_logins_racing_for_one_code_spend_it_once(
     with sessions() as session, session.begin():
         index = world.cards(session).activation_begin(credential_id)
     with sessions() as session, session.begin():
-        world.cards(session).activation_complete(credential_id, codes[index])
+        world.cards(session).activation_complete(credential_id, codes[index], added_by=IN_PERSON)
     first, second = world.login(), world.login()
     with sessions() as session, session.begin():
         index = world.cards(session).login_begin(first)

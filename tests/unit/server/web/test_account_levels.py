@@ -166,6 +166,15 @@ def refusals(person: Person) -> list[dict[str, Any]]:
     return [dict(entry.details) for entry in person.audit("credential.addition_refused")]
 
 
+def admitted(person: Person) -> dict[str, str]:
+    """The level each active security key and smartcard was admitted at, by kind."""
+    return {
+        c.kind.value: c.public_data["admitted_level"]
+        for c in person.credentials()
+        if c.state is CredentialState.ACTIVE and c.kind.value in ("fido2", "piv")
+    }
+
+
 def kinds(person: Person) -> list[str]:
     return sorted(c.kind.value for c in person.credentials() if c.state is CredentialState.ACTIVE)
 
@@ -290,6 +299,8 @@ def test_a_high_login_registers_a_security_key(
     assert posted.headers["location"] == "/account"
     assert kinds(person) == ["code_display", "fido2", "password", "piv"]
     assert not refusals(person)
+    # Admitted at the login's level, High: it counts toward High from the start.
+    assert admitted(person) == {"fido2": "high", "piv": "high"}
 
 
 def test_signed_in_at_high_the_step_up_link_goes_straight_back(
@@ -330,6 +341,8 @@ def test_an_operator_enrols_a_card_and_a_key_with_the_person_present(
         "in_person"
     ]
     assert not refusals(person)
+    # In person: admitted at the identity's assurance.
+    assert admitted(person) == {"fido2": "high", "piv": "high"}
 
 
 def test_the_refusal_speaks_english_too(browser: TestClient, person: Person) -> None:
