@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     api_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "api-keys.json")
     issuer: str = "http://localhost:8000"
     assertion_lifetime_s: int = Field(default=300, ge=30, le=3600)
-    transaction_lifetime_s: int = Field(default=600, ge=30, le=3600)
+    # How long a login stays open (each "more time" adds as much again, ten times at most),
+    # how long a browser session of the pages lasts without a request (never more than 12
+    # hours in all), and how long before either ends a page warns and offers more time.
+    # Shorter than the defaults only for tests and demonstrations.
+    transaction_lifetime_s: int = Field(default=600, ge=5, le=3600)
+    session_idle_s: int = Field(default=1200, ge=5, le=12 * 3600)
+    timeout_warning_s: int = Field(default=120, ge=2, le=3600)
     # Where FIDO2 ceremonies happen: the relying party id and the origins allowed.
     rp_id: str = "localhost"
     rp_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])

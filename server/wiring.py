@@ -31,6 +31,7 @@ from server.services.identities import IdentityService
 from server.services.identity_operations import IdentityOperations
 from server.services.keycard.pepper import KeyCardSecrets
 from server.services.keycard.service import KeyCardService
+from server.services.login.ending import LoginEnding
 from server.services.migration.flow import MigrationFlows
 from server.services.migration.legacy_proof import LegacyPolicy, closing_time
 from server.services.migration.login import LegacyLoginService
@@ -171,6 +172,10 @@ class Services:
             name_providers=frozenset(self.settings.name_providers),
         )
 
+    def login_ending(self, session: Session, actor: str = "web") -> LoginEnding:
+        """Cancelling a login and reading one that ended (for the login pages)."""
+        return LoginEnding(session, self._now, self.audit_hook(session, actor))
+
     def _now(self) -> dt.datetime:
         """The services' clock as a time (read at each call, so a test may set the clock)."""
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -213,7 +218,13 @@ class Services:
             audit=audit,
             attestation_roots=self.piv_attestation.trusted_roots,
         )
-        login = PivLogin(session, ca=self.piv_ca, clock=self.clock, audit=audit)
+        login = PivLogin(
+            session,
+            ca=self.piv_ca,
+            clock=self.clock,
+            audit=audit,
+            provider_names=self.api_keys.display_name,
+        )
         return PivService(session, ca=self.piv_ca, enrolment=enrolment, login=login)
 
     def legacy_policy(self) -> LegacyPolicy:

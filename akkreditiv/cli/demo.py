@@ -23,6 +23,9 @@ DEMO_PERSON = "010180-1234"
 AUDIO_PERSON = "020275-1236"
 DEMO_PASSWORD = "demo password for akkreditiv"  # noqa: S105 - printed for people to try it
 DEMO_PROVIDER = "https://demo.example"
+# The name people are shown for the demo provider on the login pages and by the smartcard's
+# program (its key's display name).
+DEMO_PROVIDER_NAME = "Demotjenesten"
 DEMO_PIV_PIN = "123456"
 
 
@@ -49,7 +52,7 @@ def seed(
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "demo-person.json"
     supervisor = _key(folder / "supervisor.key", "demo-supervisor", "supervisor")
-    _key(folder / "provider.key", DEMO_PROVIDER, "provider")
+    _key(folder / "provider.key", DEMO_PROVIDER, "provider", DEMO_PROVIDER_NAME)
     if not record.exists():
         headers = {"Authorization": f"Bearer {supervisor}"}
         with httpx.Client(base_url=url, timeout=60, headers=headers) as http:
@@ -58,14 +61,20 @@ def seed(
     _instructions(url, json.loads(record.read_text()), folder)
 
 
-def _key(path: Path, name: str, role: str) -> str:
-    """The demo's API key in ``path``, made (in the service's key file) on first use."""
+def _key(path: Path, name: str, role: str, display_name: str | None = None) -> str:
+    """The demo's API key in ``path``, made (in the service's key file) on first use; a
+    provider's with ``display_name`` (given to a key of an earlier demo that has none)."""
     from server.services.access import ApiKeys, Role
     from server.settings import Settings
 
+    keys = ApiKeys(Settings().api_keys_file)
     if path.exists():
-        return path.read_text(encoding="ascii").strip()
-    _, key = ApiKeys(Settings().api_keys_file).add(name, [Role(role)])
+        key = path.read_text(encoding="ascii").strip()
+        caller = keys.authenticate(key)
+        if display_name is not None and caller is not None and keys.display_name(name) is None:
+            keys.set_display_name(caller.key_id, display_name)
+        return key
+    _, key = keys.add(name, [Role(role)], display_name=display_name)
     path.touch(mode=0o600)
     path.write_text(key + "\n", encoding="ascii")
     return key
@@ -302,7 +311,7 @@ holds a code display, a USB OTP token (HOTP), a key card ({details["key_card"]})
     text += f""".
 Demo person {details["audio_person_number"]} (same password) holds an audio code reader.
 
-Log in as the demo service provider {DEMO_PROVIDER}:
+Log in as the demo service provider {DEMO_PROVIDER} (people are shown "{DEMO_PROVIDER_NAME}"):
   {post} {provider} \\
        {json_body} '{{"min_level": "substantial"}}'                   # -> "id": ID
   {post}/ID/identify {json_body} '{{"person_number": "{person}"}}'

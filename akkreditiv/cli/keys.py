@@ -52,6 +52,13 @@ def add(
             "without one is its own organisation)."
         ),
     ] = None,
+    display_name: Annotated[
+        str | None,
+        typer.Option(
+            help="A service provider's name as people are shown it on the login pages and by "
+            'the smartcard\'s program (e.g. "Borger.dk"); without one they see the id.'
+        ),
+    ] = None,
     file: KeyFile = None,
     out: Annotated[
         Path | None,
@@ -67,7 +74,7 @@ def add(
         raise fail(f"unknown role; choose from {', '.join(r.value for r in Role)}") from None
     keys = _keys(file)
     try:
-        entry, key = keys.add(name, roles, organisation)
+        entry, key = keys.add(name, roles, organisation, display_name=display_name)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if out is not None:
@@ -85,7 +92,8 @@ def list_keys(
     file: KeyFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
-    """The keys: id, name, roles, organisation, when made (never the keys themselves)."""
+    """The keys: id, name, roles, organisation, when made and a provider's display name
+    (never the keys themselves)."""
     keys = _keys(file)
     entries = keys.entries()
     if as_json:
@@ -100,7 +108,30 @@ def list_keys(
         typer.echo(
             f"{entry.key_id}  {entry.name}  {','.join(sorted(entry.roles))}  "
             f"{entry.organisation or '-'}  {entry.created}"
+            + (f"  {entry.display_name}" if entry.display_name else "")
         )
+
+
+@keys_app.command("display-name")
+def display_name(
+    key_id: Annotated[str, typer.Argument(help="The service provider key's id.")],
+    name: Annotated[
+        str,
+        typer.Argument(help='The name people are shown (e.g. "Borger.dk"); "" removes it.'),
+    ],
+    file: KeyFile = None,
+) -> None:
+    """Give a service provider's key the name people are shown for the provider; a running
+    service shows it at once."""
+    keys = _keys(file)
+    try:
+        entry = keys.set_display_name(key_id, name or None)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if entry is None:
+        raise fail(f"no key with id {key_id}")
+    shown = entry.display_name or entry.name
+    typer.echo(f"key {entry.key_id}: people are shown {shown!r} for {entry.name}")
 
 
 @keys_app.command("remove")

@@ -8,13 +8,16 @@ file is JSON, written atomically with mode 0600, and re-read when it changes on 
 added or removed with ``akkreditiv keys`` take effect without a restart.
 
 A service provider's key name *is* the provider id (the audience of its assertions): a
-provider can only begin and complete its own logins. An operator's key belongs to an
+provider can only begin and complete its own logins; its key may carry a display name, the
+name people are shown on the login pages and by the smartcard's program (the id otherwise).
+An operator's key belongs to an
 organisation (a bank or a citizen service centre); a key made before organisations existed is
 its own organisation (``key:<id>``), so it shares customers and approvals with no other key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
@@ -44,6 +47,19 @@ OWN_PROVIDER_PREFIX = "akkreditiv-"
 # No "@" (the audit actor joins name and organisation with it) and no "key:" prefix (the
 # organisation a key without one stands for).
 _ORGANISATION_PATTERN = re.compile(r"^(?!key:)[A-Za-z0-9._:/-]{1,64}$")
+DISPLAY_NAME_LENGTH = 100
+
+
+def valid_display_name(value: object) -> bool:
+    """A provider's display name as people are shown it: 1-100 printable characters (no
+    control characters, so no terminal escapes either), not only spaces."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= DISPLAY_NAME_LENGTH
+        and value.strip() == value
+        and value.isprintable()
+        and bool(value.strip())
+    )
 
 
 class Role(enum.StrEnum):
@@ -154,6 +170,7 @@ class KeyEntry:
     digest: str  # SHA-256 of the whole key, hex
     created: str
     organisation: str | None = None
+    display_name: str | None = None  # a provider's name as people are shown it
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -165,6 +182,8 @@ class KeyEntry:
         }
         if self.organisation is not None:
             document["organisation"] = self.organisation
+        if self.display_name is not None:
+            document["display_name"] = self.display_name
         return document
 
     def caller(self) -> Caller:
@@ -178,6 +197,7 @@ class KeyEntry:
             roles = frozenset(Role(role) for role in data["roles"])
             digest = str(data["sha256"])
             organisation = data.get("organisation")
+            display_name = data.get("display_name")
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyMaterialRejected(f"API key entry unreadable: {exc}") from None
         if not re.fullmatch(r"[0-9a-f]{8}", key_id) or not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -188,7 +208,22 @@ class KeyEntry:
             isinstance(organisation, str) and _ORGANISATION_PATTERN.fullmatch(organisation)
         ):
             raise KeyMaterialRejected(f"API key entry {key_id!r} has a bad organisation")
-        return cls(key_id, name, roles, digest, str(data.get("created", "")), organisation)
+        if display_name is not None and not valid_display_name(display_name):
+            raise KeyMaterialRejected(f"API key entry {key_id!r} has a bad display name")
+        created = str(data.get("created", ""))
+        return cls(key_id, name, roles, digest, created, organisation, display_name)
+
+
+def _check_display_name(display_name: str | None, roles: frozenset[Role]) -> None:
+    if display_name is None:
+        return
+    if Role.PROVIDER not in roles:
+        raise ValueError("only a service provider's key has a display name")
+    if not valid_display_name(display_name):
+        raise ValueError(
+            f"a display name is 1-{DISPLAY_NAME_LENGTH} printable characters, "
+            "without spaces at either end"
+        )
 
 
 def _digest(key: str) -> str:
@@ -232,6 +267,19 @@ class ApiKeys:
         entry = self._entries.get(key_id)
         return None if entry is None else entry.caller()
 
+    def display_name(self, provider: str) -> str | None:
+        """The display name of the service provider ``provider`` (its keys' name): that of
+        its newest provider key with one, None when none has (people are shown the id)."""
+        self._refresh()
+        named = [
+            entry
+            for entry in self._entries.values()
+            if entry.name == provider and Role.PROVIDER in entry.roles and entry.display_name
+        ]
+        if not named:
+            return None
+        return max(named, key=lambda entry: (entry.created, entry.key_id)).display_name
+
     def _refresh(self) -> None:
         try:
             stat = self.path.stat()
@@ -258,10 +306,16 @@ class ApiKeys:
     # --- changing ---
 
     def add(
-        self, name: str, roles: Iterable[Role], organisation: str | None = None
+        self,
+        name: str,
+        roles: Iterable[Role],
+        organisation: str | None = None,
+        *,
+        display_name: str | None = None,
     ) -> tuple[KeyEntry, str]:
-        """Make a key (of ``organisation``, for an operator's key); returns its entry and the
-        key itself, which is shown once and never stored."""
+        """Make a key (of ``organisation``, for an operator's key; with ``display_name``, for
+        a service provider's); returns its entry and the key itself, which is shown once and
+        never stored."""
         role_set = frozenset(Role(role) for role in roles)
         if not role_set:
             raise ValueError("a key needs at least one role")
@@ -273,6 +327,7 @@ class ApiKeys:
             raise ValueError(
                 "an organisation is 1-64 characters of A-Z a-z 0-9 . _ : / - (not 'key:...')"
             )
+        _check_display_name(display_name, role_set)
         entries = {entry.key_id: entry for entry in self._read()} if self.path.exists() else {}
         key_id = secrets.token_hex(4)
         while key_id in entries:  # pragma: no cover - 1 in 4 billion
@@ -285,10 +340,25 @@ class ApiKeys:
             _digest(key),
             dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             organisation,
+            display_name,
         )
         entries[key_id] = entry
         self._write(entries.values())
         return entry, key
+
+    def set_display_name(self, key_id: str, display_name: str | None) -> KeyEntry | None:
+        """Give the provider key ``key_id`` a display name (None removes it); the changed
+        entry, or None when there is no such key. A running service shows it at once."""
+        if not self.path.exists():
+            return None
+        entries = {entry.key_id: entry for entry in self._read()}
+        entry = entries.get(key_id)
+        if entry is None:
+            return None
+        _check_display_name(display_name, entry.roles)
+        entries[key_id] = dataclasses.replace(entry, display_name=display_name)
+        self._write(entries.values())
+        return entries[key_id]
 
     def remove(self, key_id: str) -> bool:
         if not self.path.exists():

@@ -2,7 +2,9 @@
 ``__Host-akk_session`` and Secure behind TLS), and a server-side row keyed by the token's
 SHA-256 digest, holding the CSRF token of its forms, the language, and who signed in.
 
-A session ends after ``IDLE`` without a request or ``ABSOLUTE`` after it began. Signing in
+A session ends after ``IDLE`` without a request (``AKKREDITIV_SESSION_IDLE_S``) or ``ABSOLUTE``
+after it began. A browser whose cookie names a session that ended is told so (``lapsed``), so
+its pages can say what happened rather than start afresh silently. Signing in
 (citizen or operator) and signing out always issue a new token (session fixation: a token
 planted before the login is worth nothing after it). Every POST form carries the session's
 CSRF token (synchronizer token pattern) and, when the browser sends one, an Origin header that
@@ -34,9 +36,10 @@ from server.web.i18n import LANGUAGES, Translator, negotiate, parse_language
 COOKIE = "akk_session"
 SECURE_COOKIE = "__Host-akk_session"
 LANG_COOKIE = "akk_lang"
-IDLE = dt.timedelta(minutes=20)
+IDLE = dt.timedelta(minutes=20)  # the default of AKKREDITIV_SESSION_IDLE_S
 ABSOLUTE = dt.timedelta(hours=12)
-# A page warns this long before the session ends, offering more time (WCAG 2.2.1).
+# A page warns this long before the session ends, offering more time (WCAG 2.2.1): the
+# default of AKKREDITIV_TIMEOUT_WARNING_S.
 WARN_BEFORE = dt.timedelta(minutes=2)
 _EXPIRED_SWEEP = 50  # expired rows removed whenever a session is created
 
@@ -61,6 +64,10 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
+def _binding(token: str) -> str:
+    return hashlib.sha256(b"akkreditiv-login-binding\x00" + token.encode()).hexdigest()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -76,6 +83,10 @@ class Browser:
     token: str
     issued: bool = False  # a new token to send (a new or rotated session)
     lang_cookie: str | None = None  # a language choice to remember in the browser
+    idle: dt.timedelta = IDLE
+    # The binding of the session this browser's cookie named, when that session had ended
+    # (a login it opened can then say why this browser cannot go on with it).
+    lapsed_binding: str | None = None
     _closed: bool = field(default=False, repr=False)
 
     # --- what the pages read ------------------------------------------------------------
@@ -96,7 +107,7 @@ class Browser:
     def binding(self) -> str:
         """What a login this browser opens is bound to: derived from the token (so only
         this browser has it), distinct from the row's key."""
-        return hashlib.sha256(b"akkreditiv-login-binding\x00" + self.token.encode()).hexdigest()
+        return _binding(self.token)
 
     @property
     def identity_id(self) -> uuid.UUID | None:
@@ -159,7 +170,7 @@ class Browser:
         """More time: the idle limit starts again (never past the absolute limit)."""
         now = _now()
         self.row.last_seen = now
-        self.row.expires_at = min(now + IDLE, self.row.created_at + ABSOLUTE)
+        self.row.expires_at = min(now + self.idle, self.row.created_at + ABSOLUTE)
 
     def _rotate(self, kind: BrowserKind) -> None:
         old = self.row
@@ -173,7 +184,7 @@ class Browser:
             data={},
             created_at=now,
             last_seen=now,
-            expires_at=now + IDLE,
+            expires_at=now + self.idle,
         )
         self.db.delete(old)
         self.db.add(self.row)
@@ -234,7 +245,9 @@ def _load(db: Session, token: str | None, now: dt.datetime) -> WebSession | None
     return row
 
 
-def _new_row(db: Session, lang: str, now: dt.datetime) -> tuple[str, WebSession]:
+def _new_row(
+    db: Session, lang: str, now: dt.datetime, idle: dt.timedelta
+) -> tuple[str, WebSession]:
     WebSessionRepository(db).sweep_expired(now, limit=_EXPIRED_SWEEP)
     token = secrets.token_urlsafe(32)
     row = WebSession(
@@ -245,7 +258,7 @@ def _new_row(db: Session, lang: str, now: dt.datetime) -> tuple[str, WebSession]
         data={},
         created_at=now,
         last_seen=now,
-        expires_at=now + IDLE,
+        expires_at=now + idle,
     )
     WebSessionRepository(db).add(row)
     return token, row
@@ -258,12 +271,24 @@ def get_browser(request: Request, db: SessionDep) -> Browser:
     now = _now()
     row = _load(db, token, now)
     chosen = parse_language(request.cookies.get(LANG_COOKIE))
+    idle = dt.timedelta(seconds=request.app.state.settings.session_idle_s)
     if row is None or token is None:
+        lapsed = _binding(token) if token and len(token) <= 128 else None
         lang = chosen or negotiate(request.headers.get("accept-language"))
-        token, row = _new_row(db, lang, now)
-        browser = Browser(db=db, row=row, secure=secure, token=token, issued=True)
+        token, row = _new_row(db, lang, now, idle)
+        browser = Browser(
+            db=db,
+            row=row,
+            secure=secure,
+            token=token,
+            issued=True,
+            idle=idle,
+            lapsed_binding=lapsed,
+        )
+        # For the error pages: a form from the ended session is refused as such.
+        request.state.session_lapsed = lapsed is not None
     else:
-        browser = Browser(db=db, row=row, secure=secure, token=token)
+        browser = Browser(db=db, row=row, secure=secure, token=token, idle=idle)
         if chosen is not None and chosen != row.lang:
             row.lang = chosen
         browser.extend()

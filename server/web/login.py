@@ -7,7 +7,8 @@ step is checked against that browser's binding, so a second browser, or an API c
 cannot go on with a login someone is doing here. The smartcard, which signs in a program
 outside the browser, is paired with it by the code its page shows (``pairing_code``). The
 pages never tell whether an account exists: the same answer for any person number and the
-same list of credentials for anyone.
+same list of credentials for anyone. What every page shares is in ``login_frame``; how a
+login ends (done, cancelled, started again) in ``login_end``.
 """
 
 from __future__ import annotations
@@ -17,17 +18,15 @@ import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Request
 from fido2.webauthn import UserVerificationRequirement
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, Level
-from server.services.authentication import AuthenticationService, Standing
-from server.services.desk_logins import desk_of
+from server.services.authentication import Standing
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
 from server.services.login.errors import NoMoreTime, TemporarilyBlocked, Throttled
@@ -36,14 +35,13 @@ from server.services.login.providers import SELF_SERVICE
 from server.services.login.record import FactorCheck
 from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
+from server.web import login_end
+from server.web import login_frame as frame
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
-from server.web.i18n import Translator
-from server.web.render import local_path, mark_page, page, redirect
+from server.web.render import local_path, mark_page, redirect
 from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
-
-_PENDING = "self_service_login"  # browser data: the self-service login this browser began
 
 # The credentials a page offers, always all of them (so the list reveals no account), each
 # with the factor kinds that count as having used it (a step-up offers the others).
@@ -69,69 +67,9 @@ _TEMPLATES = {
 }
 
 
-def _service(session: Any, services: Services) -> AuthenticationService:
-    return services.authentication(session, actor="web")
-
-
-def _standing(
-    session: Any, services: Services, browser: Browser, transaction_id: uuid.UUID
-) -> Standing:
-    """The login, claimed by this browser (the first to open it), and where it stands."""
-    service = _service(session, services)
-    service.claim(transaction_id, browser.binding)
-    return service.standing(transaction_id, browser.binding)
-
-
 def _used(standing: Standing) -> set[str]:
     factors = set(proven_kinds(standing.transaction.factors))
     return {method for method, kinds in METHODS.items() if kinds & factors}
-
-
-def _provider_name(t: Translator, provider: str) -> str:
-    """Who the person logs in to, as the pages name it."""
-    if provider == SELF_SERVICE:
-        return t("login.self_service_name")
-    desk = desk_of(provider)
-    return provider if desk is None else t("login.desk_name", organisation=desk)
-
-
-def _context(browser: Browser, standing: Standing, step: int) -> dict[str, Any]:
-    """What every login page shows: who asked, the level, progress and the login's expiry."""
-    transaction = standing.transaction
-    t = browser.t
-    total = 2 if standing.required is Level.LOW else 3
-    return {
-        "tid": str(transaction.id),
-        "provider": _provider_name(t, transaction.service_provider),
-        "level": t(f"login.level_{standing.required.name.lower()}"),
-        "step": min(step, total),
-        "total": total,
-        "expires_at": transaction.expires_at,
-        "can_extend": standing.extensions_left > 0,
-        "step_up": standing.achieved is not None and not standing.reached,
-    }
-
-
-def _show(
-    request: Request,
-    browser: Browser,
-    standing: Standing,
-    template: str,
-    title_key: str,
-    *,
-    step: int,
-    status: int = 200,
-    **context: Any,
-) -> Response:
-    return page(
-        request,
-        browser,
-        template,
-        title=browser.t(title_key),
-        status=status,
-        **_context(browser, standing, step),
-        **context,
-    )
 
 
 def _factor_step(standing: Standing) -> int:
@@ -149,10 +87,14 @@ def start(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    standing = _standing(session, services, browser, transaction_id)
+    standing = frame.opened(request, browser, session, services, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     if standing.transaction.state == IDENTIFIED:
         return redirect(browser, f"/login/{transaction_id}/choose")
-    return _show(request, browser, standing, "login_start.html", "login.start_title", step=1)
+    return frame.show(
+        request, browser, services, standing, "login_start.html", "login.start_title", step=1
+    )
 
 
 @router.post("/login/{transaction_id}")
@@ -165,15 +107,18 @@ def identify(
     form: CheckedForm,
 ) -> Response:
     """Who logs in: any well-formed number goes on to the credentials, known or not."""
-    standing = _standing(session, services, browser, transaction_id)
+    standing = frame.opened(request, browser, session, services, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     typed = str(form.get("person_number", "")).strip()
     try:
         PersonNumber.parse(typed)
     except InvalidPersonNumber:
         key = "login.person_number_missing" if not typed else "login.person_number_invalid"
-        return _show(
+        return frame.show(
             request,
             browser,
+            services,
             standing,
             "login_start.html",
             "login.start_title",
@@ -183,7 +128,9 @@ def identify(
             typed=typed,
         )
     if standing.transaction.state == STARTED:
-        _service(session, services).identify_person(transaction_id, typed, binding=browser.binding)
+        frame.service(session, services).identify_person(
+            transaction_id, typed, binding=browser.binding
+        )
     return redirect(browser, f"/login/{transaction_id}/choose")
 
 
@@ -191,15 +138,22 @@ def identify(
 
 
 def _identified(
-    session: Any, services: Services, browser: Browser, transaction_id: uuid.UUID
-) -> tuple[Standing, Response | None]:
-    """The standing, or where to go instead: back to the person number, or on to the end."""
-    standing = _standing(session, services, browser, transaction_id)
+    request: Request,
+    session: Any,
+    services: Services,
+    browser: Browser,
+    transaction_id: uuid.UUID,
+) -> Standing | Response:
+    """The standing, or where to go instead: back to the person number, on to the end, or
+    the page that says the login cannot go on."""
+    standing = frame.opened(request, browser, session, services, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     if standing.transaction.state == STARTED:
-        return standing, redirect(browser, f"/login/{transaction_id}")
+        return redirect(browser, f"/login/{transaction_id}")
     if standing.reached:
-        return standing, redirect(browser, f"/login/{transaction_id}/done")
-    return standing, None
+        return redirect(browser, f"/login/{transaction_id}/done")
+    return standing
 
 
 @router.get("/login/{transaction_id}/choose")
@@ -210,20 +164,25 @@ def choose(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    standing, elsewhere = _identified(session, services, browser, transaction_id)
-    if elsewhere is not None:
-        return elsewhere
-    return _choice_page(request, browser, standing)
+    standing = _identified(request, session, services, browser, transaction_id)
+    if isinstance(standing, Response):
+        return standing
+    return _choice_page(request, browser, services, standing)
 
 
 def _choice_page(
-    request: Request, browser: Browser, standing: Standing, errors: list[Any] | None = None
+    request: Request,
+    browser: Browser,
+    services: Services,
+    standing: Standing,
+    errors: list[Any] | None = None,
 ) -> Response:
     used = _used(standing)
     offered = [method for method in METHODS if method not in used]
-    return _show(
+    return frame.show(
         request,
         browser,
+        services,
         standing,
         "login_choose.html",
         "login.step_up_title" if standing.achieved is not None else "login.choose_title",
@@ -248,15 +207,14 @@ def chosen(
     services: ServicesDep,
     form: CheckedForm,
 ) -> Response:
-    standing, elsewhere = _identified(session, services, browser, transaction_id)
-    if elsewhere is not None:
-        return elsewhere
+    standing = _identified(request, session, services, browser, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     method = str(form.get("method", ""))
     if method not in METHODS or method in _used(standing):
         first = next((m for m in METHODS if m not in _used(standing)), "password")
-        return _choice_page(
-            request, browser, standing, [(f"method-{first}", browser.t("login.method_missing"))]
-        )
+        missing = [(f"method-{first}", browser.t("login.method_missing"))]
+        return _choice_page(request, browser, services, standing, missing)
     return redirect(browser, f"/login/{transaction_id}/{method}")
 
 
@@ -266,62 +224,36 @@ def chosen(
 @router.post("/login/{transaction_id}/extend")
 def extend(
     transaction_id: uuid.UUID,
+    request: Request,
     browser: BrowserDep,
     session: SessionDep,
     services: ServicesDep,
     form: CheckedForm,
 ) -> Response:
-    """More time for the login itself (its own expiry, apart from the browser session's)."""
-    service = _service(session, services)
-    service.claim(transaction_id, browser.binding)
+    """More time for the login itself (its own expiry, apart from the browser session's,
+    which any request extends). The time-limit dialog asks in the background and gets JSON
+    (the login's and the session's new ends, and whether more time is left); a page
+    without script posts the form and comes back to where it was."""
+    standing = frame.opened(request, browser, session, services, transaction_id)
+    if isinstance(standing, Response):
+        return standing
+    service = frame.service(session, services)
     try:
         service.extend(transaction_id, browser.binding)
-        browser.flash("login.extended")
+        extended = True
     except NoMoreTime:
-        browser.flash("login.no_more_time")
+        extended = False
+    if "application/json" in request.headers.get("accept", ""):
+        now = service.standing(transaction_id, browser.binding)
+        answer = {
+            "expires_at": now.transaction.expires_at.isoformat(),
+            "session_expires_at": browser.expires_at.isoformat(),
+            "extended": extended,
+            "can_extend": now.extensions_left > 0,
+        }
+        return browser.apply(JSONResponse(answer))
+    browser.flash("login.extended" if extended else "login.no_more_time")
     return redirect(browser, local_path(str(form.get("next", "")), f"/login/{transaction_id}"))
-
-
-@router.get("/login/{transaction_id}/done")
-def done(
-    transaction_id: uuid.UUID,
-    request: Request,
-    browser: BrowserDep,
-    session: SessionDep,
-    services: ServicesDep,
-) -> Response:
-    """The level is reached: self-service signs the browser in; a provider's login goes back
-    to the provider (which completes it through the API), or says the window may close."""
-    standing = _standing(session, services, browser, transaction_id)
-    if not standing.reached:
-        return redirect(browser, f"/login/{transaction_id}/choose")
-    transaction = standing.transaction
-    pending = browser.data(_PENDING)
-    if (
-        transaction.service_provider == SELF_SERVICE
-        and isinstance(pending, dict)
-        and pending.get("id") == str(transaction_id)
-    ):
-        outcome = _service(session, services).complete(transaction_id, provider=SELF_SERVICE)
-        assert transaction.identity_id is not None  # noqa: S101 - reached implies identified
-        browser.sign_in_citizen(transaction.identity_id, outcome.level.name.lower())
-        return redirect(browser, local_path(str(pending.get("next", "")), "/account"))
-    if desk_of(transaction.service_provider) is not None and browser.operator_key is not None:
-        # A person logged in on the operator's screen: back to the console, which finishes it
-        # (and refuses an operator whose desk it is not).
-        return redirect(browser, f"/console/desk-logins/{transaction_id}")
-    if transaction.return_url:
-        return browser.apply(
-            RedirectResponse(_with_transaction(transaction.return_url, transaction_id), 303)
-        )
-    return _show(request, browser, standing, "login_done.html", "login.done_title", step=99)
-
-
-def _with_transaction(url: str, transaction_id: uuid.UUID) -> str:
-    parts = urlsplit(url)
-    extra = urlencode({"transaction": str(transaction_id)})
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 # --- the citizen's sign-in to self-service -----------------------------------------------------
@@ -343,9 +275,13 @@ def account_login(
     wanted = max(Level.SUBSTANTIAL, _level_or_low(level))
     if browser.identity_id is not None and _level_or_low(browser.row.level) >= wanted:
         return redirect(browser, target)
-    transaction = _service(session, services).begin(SELF_SERVICE, wanted)
-    browser.remember(_PENDING, {"id": str(transaction.id), "next": target})
+    transaction = frame.service(session, services).begin(SELF_SERVICE, wanted)
+    browser.remember(frame.PENDING, {"id": str(transaction.id), "next": target})
     return redirect(browser, f"/login/{transaction.id}")
+
+
+# The end of a login (done, cancel, cancelled, restart): before the generic routes below.
+router.include_router(login_end.router)
 
 
 def _level_or_low(label: str | None) -> Level:
@@ -387,9 +323,10 @@ def _method_page(
         extra["pairing"] = pairing_code(browser.binding)
     elif method == "code":
         extra["guide_audio"] = f"/speech/{browser.lang}/guide.audio_reader.wav"
-    return _show(
+    return frame.show(
         request,
         browser,
+        services,
         standing,
         _TEMPLATES[method],
         f"login.{method.replace('-', '_')}_title",
@@ -411,9 +348,9 @@ def method_page(
 ) -> Response:
     if method not in METHODS:
         raise _NoSuchPage("no such login page", detail="no such page")
-    standing, elsewhere = _identified(session, services, browser, transaction_id)
-    if elsewhere is not None:
-        return elsewhere
+    standing = _identified(request, session, services, browser, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     return _method_page(request, browser, session, services, standing, method)
 
 
@@ -431,9 +368,9 @@ def method_submit(
     level is reached), else the same page with the error and a fresh challenge."""
     if method not in METHODS:
         raise _NoSuchPage("no such login page", detail="no such page")
-    standing, elsewhere = _identified(session, services, browser, transaction_id)
-    if elsewhere is not None:
-        return elsewhere
+    standing = _identified(request, session, services, browser, transaction_id)
+    if isinstance(standing, Response):
+        return standing
     t = browser.t
 
     def again(
@@ -456,7 +393,7 @@ def method_submit(
         return again(400, field, f"login.{name}_missing")
     source = request.client.host if request.client else "unknown"
     try:
-        _service(session, services).verify_factor(
+        frame.service(session, services).verify_factor(
             transaction_id, check, submitted, source=source, binding=browser.binding
         )
     except TemporarilyBlocked as exc:
@@ -467,7 +404,7 @@ def method_submit(
         return again(429, field, "login.rate_limited", minutes=minutes)
     except FactorRejected:
         # The failure's record (counters, audit) is committed with the page's transaction.
-        now = _service(session, services).standing(transaction_id, browser.binding)
+        now = frame.service(session, services).standing(transaction_id, browser.binding)
         return again(401, field, f"login.{name}_failed", now)
     return redirect(browser, f"/login/{transaction_id}/choose")
 

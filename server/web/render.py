@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
-from server.web.browser import WARN_BEFORE, Browser, SignInRequired
+from server.web.browser import Browser, SignInRequired
 from server.web.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, parse_language
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def page(
         flash=browser.take_flash(),
         signed_in=_signed_in(browser),
         session_expires=browser.expires_at.isoformat(),
-        session_warn_s=int(WARN_BEFORE.total_seconds()),
+        session_warn_s=request.app.state.settings.timeout_warning_s,
         clock=lambda value: _clock(value, browser.lang),
         **context,
     )
@@ -130,7 +131,17 @@ _SIGN_IN_PAGES: Mapping[BrowserKind, str] = {
 }
 
 
+# A login's pages: an error there may offer to start that login again.
+_LOGIN_PATH = re.compile(r"^/login/([0-9a-fA-F-]{36})(?:/|$)")
+_RESTARTABLE = frozenset({"transaction-expired", "session-expired"})
+
+
 def _error_page(request: Request, status: int, code: str) -> Response:
+    if code == "form-rejected" and getattr(request.state, "session_lapsed", False):
+        # The form came from a page whose session had ended: say that, not "expired form".
+        code = "session-expired"
+    login = _LOGIN_PATH.match(request.url.path)
+    restart = f"/login/{login.group(1)}/restart" if login and code in _RESTARTABLE else None
     lang = (
         getattr(request.state, "page_lang", None)
         or parse_language(request.cookies.get("akk_lang"))
@@ -156,6 +167,7 @@ def _error_page(request: Request, status: int, code: str) -> Response:
         message=message,
         code=code,
         status=status,
+        restart=restart,
     )
     return HTMLResponse(html, status_code=status)
 

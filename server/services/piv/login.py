@@ -21,7 +21,7 @@ from server.domain.errors import FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, Level
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import LoginTransactions
-from server.services.login.providers import display_name
+from server.services.login.providers import ProviderNames, display_name, no_names
 from server.services.login.record import Proof
 from server.services.piv.ca import CertificateRejected, ServiceCa, hash_for
 from server.services.piv.card import CHALLENGE_SIZE, card_serial, login_message
@@ -98,9 +98,11 @@ class PivLogin:
         ca: ServiceCa,
         clock: Callable[[], float],
         audit: AuditHook = no_audit,
+        provider_names: ProviderNames = no_names,
     ) -> None:
         self._session = session
         self._ca = ca
+        self._provider_names = provider_names
         self._transactions = TransactionRepository(session)
         self._clock = clock
         self._audit = audit
@@ -124,7 +126,7 @@ class PivLogin:
         return LoginBegun(
             challenge=challenge,
             provider=transaction.service_provider,
-            provider_name=display_name(transaction.service_provider),
+            provider_name=display_name(transaction.service_provider, self._provider_names),
             level=transaction.min_level,
             begun_at=transaction.created_at,
             expires_at=transaction.expires_at,

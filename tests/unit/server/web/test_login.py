@@ -142,9 +142,14 @@ def test_password_and_code_login_steps_up_and_returns_to_the_provider(
     assert answered.headers["location"] == f"/login/{transaction}/choose"
     onwards = browser.get(f"/login/{transaction}/choose", follow_redirects=False)
     assert onwards.headers["location"] == f"/login/{transaction}/done"
+    # Not a redirect: the code's form led here, and a form may go to this service only (the
+    # CSP's form-action), so the page links back to the provider (and its script follows).
     back = browser.get(f"/login/{transaction}/done", follow_redirects=False)
-    assert back.status_code == 303
-    assert back.headers["location"] == f"https://sp.example/back?x=1&transaction={transaction}"
+    assert back.status_code == 200
+    assert "form-action 'self'" in back.headers["content-security-policy"]
+    link = f'href="https://sp.example/back?x=1&amp;transaction={transaction}" data-follow'
+    assert link in back.text
+    assert "Fortsæt til https://sp.example" in text_of(back)
 
     assertion = complete(browser, key, transaction)
     assert assertion.status_code == 200, assertion.text
@@ -326,7 +331,10 @@ def test_an_expired_login_gets_a_clear_page(browser: TestClient, key: dict[str, 
         )
     answer = browser.get(f"/login/{transaction}")
     assert answer.status_code == 410
-    assert "Login tog for lang tid og er lukket" in text_of(answer)
+    text = text_of(answer)
+    assert "Tiden til dit login hos https://sp.example er gået" in text
+    # No return URL to go back to: the person is told to start again at the provider.
+    assert "Gå tilbage til https://sp.example, og start et nyt login derfra" in text
 
 
 # --- the binding to one browser ---
@@ -451,7 +459,7 @@ def test_a_browser_login_goes_on_with_a_smartcard_paired_by_the_code(
     )
     assert onwards.headers["location"] == f"/login/{transaction}/done"
     back = browser.get(f"/login/{transaction}/done", follow_redirects=False)
-    assert back.headers["location"] == f"https://sp.example/back?x=1&transaction={transaction}"
+    assert f'href="https://sp.example/back?x=1&amp;transaction={transaction}"' in back.text
     assertion = complete(browser, key, transaction)
     assert assertion.status_code == 200, assertion.text
     assert assertion.json()["level"] == "substantial"
