@@ -17,7 +17,7 @@ from server.api.deps import ServicesDep
 from server.domain.errors import Unavailable, UnknownSubject
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.i18n import LANGUAGES, Translator, parse_language
-from server.web.render import local_path, mark_page, page, redirect
+from server.web.render import Support, local_path, mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -67,12 +67,20 @@ def extend(request: Request, browser: BrowserDep, form: CheckedForm) -> Response
 
 @router.get("/accessibility")
 def accessibility(request: Request, browser: BrowserDep) -> Response:
-    return page(request, browser, "accessibility.html", title=browser.t("a11y.title"))
+    return page(
+        request,
+        browser,
+        "accessibility.html",
+        title=browser.t("a11y.title"),
+        support=Support.of(request),
+    )
 
 
 @router.get("/help")
 def help_page(request: Request, browser: BrowserDep) -> Response:
-    return page(request, browser, "help.html", title=browser.t("help.title"))
+    return page(
+        request, browser, "help.html", title=browser.t("help.title"), support=Support.of(request)
+    )
 
 
 _SPEECH_LOCK = threading.Lock()

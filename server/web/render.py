@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -111,6 +112,26 @@ def _signed_in(browser: Browser) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Support:
+    """How people reach the eID support (``AKKREDITIV_SUPPORT_PHONE``, ``_EMAIL``), for the
+    pages that say where to get help; an empty one is not shown."""
+
+    phone: str = ""
+    email: str = ""
+
+    @property
+    def tel(self) -> str:
+        """The phone number as a ``tel:`` link wants it: the digits and a leading plus."""
+        digits = "".join(c for c in self.phone if c.isdigit())
+        return f"+{digits}" if self.phone.startswith("+") else digits
+
+    @classmethod
+    def of(cls, request: Request) -> Support:
+        settings = request.app.state.settings
+        return cls(settings.support_phone.strip(), settings.support_email.strip())
+
+
 def local_path(value: str | None, default: str = "/") -> str:
     """``value`` if it is a path on this site (for ``next=`` parameters), else ``default``."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -139,6 +160,7 @@ def _error_page(request: Request, status: int, code: str) -> Response:
     t = Translator(lang)
     key = f"error.{code}"
     message = t(key) if t.has(key) else t("error.generic")
+    title = t(f"error.title.{code}") if t.has(f"error.title.{code}") else t("error.title")
     html = ENVIRONMENT.get_template("error.html").render(
         t=t,
         lang=lang,
@@ -146,8 +168,8 @@ def _error_page(request: Request, status: int, code: str) -> Response:
         csrf="",
         path=request.url.path,
         here=_here(request),
-        page_title=t("error.title"),
-        full_title=t("error.title"),
+        page_title=title,
+        full_title=title,
         errors=[],
         flash=None,
         signed_in=None,
@@ -156,6 +178,7 @@ def _error_page(request: Request, status: int, code: str) -> Response:
         message=message,
         code=code,
         status=status,
+        support=Support.of(request),
     )
     return HTMLResponse(html, status_code=status)
 
