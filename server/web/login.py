@@ -85,12 +85,15 @@ def _used(standing: Standing) -> set[str]:
     return {method for method, kinds in METHODS.items() if kinds & factors}
 
 
-def _context(browser: Browser, standing: Standing, step: int) -> dict[str, Any]:
-    """What every login page shows: who asked, the level, progress and the login's expiry."""
+def _context(
+    browser: Browser, standing: Standing, step: int, *, finishes: bool = False
+) -> dict[str, Any]:
+    """What every login page shows: who asked, the level, progress and the login's expiry.
+    ``finishes``: this step ends the login (a smartcard reaches the level alone)."""
     transaction = standing.transaction
     t = browser.t
     provider = transaction.service_provider
-    total = 2 if standing.required is Level.LOW else 3
+    total = step if finishes else 2 if standing.required is Level.LOW else 3
     return {
         "tid": str(transaction.id),
         "provider": t("login.self_service_name") if provider == SELF_SERVICE else provider,
@@ -112,6 +115,7 @@ def _show(
     *,
     step: int,
     status: int = 200,
+    finishes: bool = False,
     **context: Any,
 ) -> Response:
     return page(
@@ -120,7 +124,7 @@ def _show(
         template,
         title=browser.t(title_key),
         status=status,
-        **_context(browser, standing, step),
+        **_context(browser, standing, step, finishes=finishes),
         **context,
     )
 
@@ -383,6 +387,7 @@ def _method_page(
         step=_factor_step(standing),
         status=status,
         errors=errors or [],
+        finishes=method == "smartcard",
         **extra,
     )
 
