@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.web import account, account_password, console, login, migrate, pages
+from server.web import account, account_password, console, login, migrate, pages, reference
 from server.web.render import install_error_pages
 
 STATIC = Path(__file__).parent / "static"
@@ -20,6 +20,7 @@ PAGE_ROUTERS = [
     account_password.router,
     migrate.router,
     console.router,
+    reference.router,
 ]
 
 

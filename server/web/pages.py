@@ -1,5 +1,6 @@
 """The pages every visitor has: the front page, the language choice, signing out, more time
-for the session, the accessibility statement, help, and spoken guidance (``/speech``)."""
+for the session, the accessibility statement, help, spoken guidance (``/speech``) and the
+site's icon."""
 
 from __future__ import annotations
 
@@ -63,6 +64,17 @@ def extend(request: Request, browser: BrowserDep, form: CheckedForm) -> Response
         return browser.apply(JSONResponse({"expires_at": browser.expires_at.isoformat()}))
     browser.flash("session.extended")
     return redirect(browser, local_path(str(form.get("next", "/"))))
+
+
+FAVICON = Path(__file__).parent / "static" / "favicon.ico"
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The site's icon, where browsers look for it by default."""
+    response = FileResponse(FAVICON, media_type="image/x-icon")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 @router.get("/accessibility")

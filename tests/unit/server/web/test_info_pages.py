@@ -4,6 +4,7 @@ the site's icon."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +102,31 @@ def test_the_accessibility_statement_holds_what_a_statement_must(
     # The spoken guidance has an accessible name.
     assert '<audio controls preload="none"' in main
     assert 'aria-labelledby="audio-title"' in main
+
+
+def test_the_api_reference_is_a_page_of_our_own_over_the_openapi_document(
+    browser: TestClient,
+) -> None:
+    """FastAPI's Swagger UI and ReDoc load their scripts from a CDN, which the pages' CSP
+    refuses: they were blank pages."""
+    answer = browser.get("/docs", headers={"accept-language": "en"})
+    assert answer.status_code == 200
+    assert "cdn.jsdelivr.net" not in answer.text
+    assert re.findall(r'<script src="([^"]+)"', answer.text) == ["/static/app.js"]
+    assert '<a href="/openapi.json"' in answer.text
+    text = text_of(answer)
+    assert "POST /authentications" in text
+    assert "POST /migrations/{flow_id}/activate" in text
+    moved = browser.get("/redoc", follow_redirects=False)
+    assert (moved.status_code, moved.headers["location"]) == (301, "/docs")
+    assert browser.get("/docs/oauth2-redirect").status_code == 404
+    document = browser.get("/openapi.json").json()
+    assert not any(path in document["paths"] for path in ("/docs", "/redoc", "/favicon.ico"))
+
+
+def test_the_site_has_an_icon(browser: TestClient) -> None:
+    answer = browser.get("/favicon.ico")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "image/x-icon"
+    assert answer.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    assert '<link rel="icon" href="/favicon.ico"' in browser.get("/").text
