@@ -17,7 +17,7 @@ from server.web.render import mark_page, page
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
 _METHODS = ("get", "put", "post", "patch", "delete")
-Operation = tuple[str, str, str]  # method, path, summary
+Operation = tuple[str, str, str, str]  # method, path, summary, the description's first paragraph
 
 
 def operations_by_tag(document: Mapping[str, Any]) -> list[tuple[str, list[Operation]]]:
@@ -29,8 +29,11 @@ def operations_by_tag(document: Mapping[str, Any]) -> list[tuple[str, list[Opera
             if not isinstance(operation, dict):
                 continue
             tag = (operation.get("tags") or ["other"])[0]
-            summary = operation.get("summary") or ""
-            groups.setdefault(str(tag), []).append((method.upper(), str(path), str(summary)))
+            summary = str(operation.get("summary") or "")
+            described = str(operation.get("description") or "").split("\n\n", 1)[0]
+            groups.setdefault(str(tag), []).append(
+                (method.upper(), str(path), summary, " ".join(described.split()))
+            )
     return list(groups.items())
 
 
