@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -114,7 +115,7 @@ def test_the_api_reference_is_a_page_of_our_own_over_the_openapi_document(
     assert "cdn.jsdelivr.net" not in answer.text
     assert re.findall(r'<script src="([^"]+)"', answer.text) == ["/static/app.js"]
     assert '<a href="/openapi.json"' in answer.text
-    text = text_of(answer)
+    text = text_of(SimpleNamespace(text=answer.text.replace("<wbr>", "")))
     assert "POST /authentications" in text
     assert "POST /migrations/{flow_id}/activate" in text
     moved = browser.get("/redoc", follow_redirects=False)
