@@ -77,6 +77,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Identities, credentials and multi-factor authentication with assurance levels",
         lifespan=lifespan,
+        # FastAPI's viewers load their scripts from a CDN, which the CSP refuses: /docs is a
+        # page of the service's own (server.web.reference) over /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     database_pool_size: int = Field(default=5, ge=1)
     database_echo: bool = False
+    # How people reach the eID support, shown on the help and accessibility pages and where a
+    # login ends because the eID is suspended: a phone number and an address as written for
+    # people (e.g. "+45 70 10 20 30", "support@example.dk"); either left empty is not shown
+    # (the way through a citizen service centre always is).
+    support_phone: str = Field(default="", max_length=40)
+    support_email: str = Field(default="", max_length=120)
     # The Argon2id cost of password hashes: by default RFC 9106's second recommended option
     # (t=3 passes over 64 MiB with 4 lanes). Raise the memory where the hardware allows: each
     # hash records its own cost, so stored hashes still verify. Test suites lower it for speed.

@@ -22,6 +22,7 @@ from server.services.assurance import capped_level, loa
 from server.services.credentials.admission import recorded_level
 from server.services.errors import InvalidPersonNumber
 from server.services.login.errors import (
+    IdentitySuspended,
     LoginNoLongerValid,
     NoMoreTime,
     StepUpRequired,
@@ -332,15 +333,19 @@ class AuthenticationService:
                 if on_unknown is not None:
                     on_unknown(submitted)
                 raise FactorRejected("no such identity")
+            # A person who is not active is checked as anyone is (the same work), and is
+            # told of a suspension only once the factor is proven.
+            proven = check(self.session, identity_id, submitted, frozenset(before))
+            if status is IdentityStatus.SUSPENDED:
+                raise IdentitySuspended("identity suspended")
             if status is not IdentityStatus.ACTIVE:
                 raise FactorRejected("identity not active")
-            proven = check(self.session, identity_id, submitted, frozenset(before))
         except DomainError as exc:
             person = None if identity_id is None else str(identity_id)
             self.throttles.failed(network=network, subject=subject, now=now, identity=person)
             self._failure(transaction, type(exc).__name__)
-            if isinstance(exc, TemporarilyBlocked):
-                raise exc.record() from None  # told only after another factor was proven
+            if isinstance(exc, TemporarilyBlocked | IdentitySuspended):
+                raise exc.record() from None  # told only after a factor was proven
             raise FactorRejected(str(exc)) from None
         self.throttles.succeeded(network=network, subject=subject, now=now, standing=standing)
         # Each proof is kept with its credential and time: levels count distinct credentials,

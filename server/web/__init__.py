@@ -8,12 +8,20 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.web import account, console, login, migrate, pages
+from server.web import account, account_password, console, login, migrate, pages, reference
 from server.web.render import install_error_pages
 
 STATIC = Path(__file__).parent / "static"
 
-PAGE_ROUTERS = [pages.router, login.router, account.router, migrate.router, console.router]
+PAGE_ROUTERS = [
+    pages.router,
+    login.router,
+    account.router,
+    account_password.router,
+    migrate.router,
+    console.router,
+    reference.router,
+]
 
 
 def install(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """Self-service pages of a signed-in citizen: their credentials, adding one (code display,
-audio code reader, security key, smartcard), blocking a lost one, replacing a blocked one and
-changing the password. Every change goes through the services the API uses and is audited
-with the citizen (``citizen:<identity id>``) as the actor.
+audio code reader, security key, smartcard), blocking a lost one and replacing a blocked one
+(changing the password is ``account_password``). Every change goes through the services the
+API uses and is audited with the citizen (``citizen:<identity id>``) as the actor.
 
 The rule for sensitive actions (``credentials.admission``): adding a credential, replacing one
 and changing the password need a login at the level that credential can lift a login to
@@ -37,18 +37,15 @@ from server.services.credentials.admission import (
     admit,
     level_to_add,
 )
-from server.services.credentials.rules import LIVE_STATES
-from server.services.errors import WeakPassword, WrongPassword
+from server.services.credentials.rules import LIVE_STATES, REPLACED_WHEN_BLOCKED
 from server.services.identities import AuditHook, IdentityService
 from server.services.lifecycle_errors import (
     ActivationCodeRejected,
     ConflictingCredential,
     CredentialLimitReached,
-    IdentityNotActive,
     InvalidTransition,
     TokenNotFound,
 )
-from server.services.passwords import MAX_LENGTH, MIN_LENGTH
 from server.services.piv.enrolment import enrolment_code
 from server.storage.tables import Credential, Identity
 from server.web.account_level import ADD_PAGES, level_page, login_level
@@ -431,6 +428,9 @@ def _block_page(
         title=browser.t("account.block_title"),
         row=row(credential, browser.lang),
         replaceable=credential.kind in REPLACEABLE,
+        # Blocked for now, or for good: a blocked code display, audio reader or key card is
+        # replaced, never unblocked, so its "stop it" is not offered as "for now".
+        liftable=credential.kind not in REPLACED_WHEN_BLOCKED,
         errors=errors,
         status=400 if errors else 200,
     )
@@ -516,68 +516,4 @@ def replace_submit(
         browser.flash("account.replaced_activate")
         return redirect(browser, f"/account/add/{slug}?serial={quote(serial, safe='')}")
     browser.flash("account.replaced_ordered")
-    return redirect(browser, "/account")
-
-
-# --- password -----------------------------------------------------------------------------------
-
-
-_PASSWORD_PROBLEMS = {
-    "too_short": "account.password_too_short",
-    "too_long": "account.password_too_long",
-    "repeated_character": "account.password_repeated",
-    "blocklisted": "account.password_common",
-}
-
-
-def _password_page(
-    request: Request, account: Account, errors: list[tuple[str, str]] | None = None
-) -> Response:
-    browser = account.browser
-    has_password = any(c.kind is K.PASSWORD and c.state is S.ACTIVE for c in account.live())
-    return page(
-        request,
-        browser,
-        "account_password.html",
-        title=browser.t("account.password_title" if has_password else "account.password_set_title"),
-        has_password=has_password,
-        min_length=MIN_LENGTH,
-        max_length=MAX_LENGTH,
-        errors=errors or [],
-        status=400 if errors else 200,
-    )
-
-
-@router.get("/account/password")
-def password_form(request: Request, account: AccountDep) -> Response:
-    if (refused := account.refused(K.PASSWORD)) is not None:
-        return level_page(request, account.browser, refused)
-    return _password_page(request, account)
-
-
-@router.post("/account/password")
-def password_submit(request: Request, account: AccountDep, form: CheckedForm) -> Response:
-    browser = account.browser
-    if (refused := account.refused(K.PASSWORD)) is not None:
-        return level_page(request, account.browser, refused)
-    t = browser.t
-    current = form.get("current_password")
-    new = form.get("new_password")
-    current_text = current if isinstance(current, str) and current else None
-    if not isinstance(new, str) or not new:
-        return _password_page(request, account, [("new_password", t("account.password_missing"))])
-    try:
-        account.credentials.set_password(
-            account.identity.id, new, added_by=account.added_by, current_password=current_text
-        )
-    except WrongPassword:
-        key = "account.current_missing" if current_text is None else "account.current_wrong"
-        return _password_page(request, account, [("current_password", t(key))])
-    except WeakPassword as exc:
-        key = _PASSWORD_PROBLEMS.get(str(exc.reason), "account.password_common")
-        error = ("new_password", t(key, min=MIN_LENGTH, max=MAX_LENGTH))
-        return _password_page(request, account, [error])
-    except IdentityNotActive:
-        return _password_page(request, account, [("", t("account.identity_not_active"))])
-    browser.flash("account.password_changed")
     return redirect(browser, "/account")

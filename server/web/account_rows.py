@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from server.domain.model import CredentialKind, CredentialState, Level
 from server.services.credentials.admission import held_back
+from server.services.credentials.passwords import USE_DAY_S
 from server.storage.tables import Credential
 
 K = CredentialKind
@@ -29,8 +30,9 @@ def _date(value: dt.datetime, lang: str) -> str:
 
 
 def _last_used(credential: Credential) -> dt.datetime | None:
-    """When a code of a time-based device was last accepted (the only use stored for it)."""
-    step = credential.public_data.get("step")
+    """When a code of a time-based device was last accepted, or the day a password was last
+    checked right (the uses stored for them)."""
+    step = USE_DAY_S if credential.kind is K.PASSWORD else credential.public_data.get("step")
     if credential.last_used_window is None or not isinstance(step, int):
         return None
     return dt.datetime.fromtimestamp(credential.last_used_window * step, dt.UTC)

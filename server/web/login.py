@@ -333,6 +333,7 @@ def _method_page(
         step=_factor_step(standing),
         status=status,
         errors=errors or [],
+        finishes=method == "smartcard",
         **extra,
     )
 

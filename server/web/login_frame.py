@@ -120,13 +120,16 @@ def restart_label(browser: Browser, trace: LoginTrace | Standing, provider: str)
     return browser.t("login.restart_provider", provider=provider)
 
 
-def context(browser: Browser, services: Services, standing: Standing, step: int) -> dict[str, Any]:
+def context(
+    browser: Browser, services: Services, standing: Standing, step: int, *, finishes: bool = False
+) -> dict[str, Any]:
     """What every login page shows: who asked, the level, progress, the login's time limit
-    (and the dialog's texts for it), and the way back."""
+    (and the dialog's texts for it), and the way back. ``finishes``: this step ends the login
+    (a smartcard reaches the level alone)."""
     transaction = standing.transaction
     t = browser.t
     provider = provider_name(browser, services, transaction.service_provider)
-    total = 2 if standing.required is Level.LOW else 3
+    total = step if finishes else 2 if standing.required is Level.LOW else 3
     goes_back = transaction.service_provider == SELF_SERVICE or bool(transaction.return_url)
     return {
         "tid": str(transaction.id),
@@ -160,6 +163,7 @@ def show(
     *,
     step: int,
     status: int = 200,
+    finishes: bool = False,
     **extra: Any,
 ) -> Response:
     return page(
@@ -168,6 +172,6 @@ def show(
         template,
         title=browser.t(title_key),
         status=status,
-        **context(browser, services, standing, step),
+        **context(browser, services, standing, step, finishes=finishes),
         **extra,
     )

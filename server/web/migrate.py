@@ -25,6 +25,7 @@ from server.api.deps import ServicesDep, SessionDep, actor_of
 from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
+from server.services.errors import WeakPassword
 from server.services.migration.flow import MigrationFlows
 from server.services.migration.flow_errors import (
     ActivationIncomplete,
@@ -321,6 +322,32 @@ def choose(form: CheckedForm, step: Step = StepDep) -> Response:
     return step.done(result, failed)
 
 
+def _activation_problems(
+    step: Step, view: FlowView, password: str | None, serial: str | None, code: str | None
+) -> Errors:
+    """Everything wrong with what was typed that can be told without trying it (a try of a
+    serial or code counts), all at once and in the order of the fields."""
+    t = step.pages.t
+    needed = view.needed if view.next_action is NextAction.ACTIVATE else ()
+    errors: Errors = []
+    if serial is not None and not _SERIAL.match(serial):
+        errors.append(("serial", t("migrate.error.serial")))
+    elif serial is None and "serial" in needed:
+        errors.append(("serial", t("migrate.error.serial_missing")))
+    if code is None and "code" in needed:
+        errors.append(("code", t("migrate.error.code_missing")))
+    elif code is not None and not code.isdigit():
+        errors.append(("code", t("migrate.error.code_digits")))
+    if password is None and "password" in needed:
+        errors.append(("password", t("migrate.error.password_missing")))
+    elif password is not None and "password" in needed:
+        try:
+            step.pages.services.passwords.check_policy(password, avoid=(view.name or "").split())
+        except WeakPassword as exc:
+            errors.append(("password", step.explain.message(Failed(exc))))
+    return errors
+
+
 @router.post("/migrate/{flow_id}/activate")
 def activate(form: CheckedForm, step: Step = StepDep) -> Response:
     """Create the new identity and activate the password and the token (serial + code)."""
@@ -328,11 +355,9 @@ def activate(form: CheckedForm, step: Step = StepDep) -> Response:
     serial = str(form.get("serial", "")).strip() or None
     code = "".join(str(form.get("code", "")).split()) or None
     typed = {"serial": serial or ""}
-    if serial is not None and not _SERIAL.match(serial):
-        message = step.pages.t("migrate.error.serial")
-        return step.pages.current(
-            step.view(), status=422, errors=[("serial", message)], typed=typed
-        )
+    view = step.view()
+    if errors := _activation_problems(step, view, password, serial, code):
+        return step.pages.current(view, status=422, errors=errors, typed=typed)
     result = _attempt(
         step.db,
         lambda: step.flows.activate(step.flow_id, password=password, serial=serial, code=code),

@@ -1,5 +1,6 @@
 """The pages every visitor has: the front page, the language choice, signing out, more time
-for the session, the accessibility statement, help, and spoken guidance (``/speech``)."""
+for the session, the accessibility statement, help, spoken guidance (``/speech``) and the
+site's icon."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from server.api.deps import ServicesDep
 from server.domain.errors import Unavailable, UnknownSubject
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.i18n import LANGUAGES, Translator, parse_language
-from server.web.render import local_path, mark_page, page, redirect
+from server.web.render import Support, local_path, mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
 
@@ -65,14 +66,33 @@ def extend(request: Request, browser: BrowserDep, form: CheckedForm) -> Response
     return redirect(browser, local_path(str(form.get("next", "/"))))
 
 
+FAVICON = Path(__file__).parent / "static" / "favicon.ico"
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The site's icon, where browsers look for it by default."""
+    response = FileResponse(FAVICON, media_type="image/x-icon")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
 @router.get("/accessibility")
 def accessibility(request: Request, browser: BrowserDep) -> Response:
-    return page(request, browser, "accessibility.html", title=browser.t("a11y.title"))
+    return page(
+        request,
+        browser,
+        "accessibility.html",
+        title=browser.t("a11y.title"),
+        support=Support.of(request),
+    )
 
 
 @router.get("/help")
 def help_page(request: Request, browser: BrowserDep) -> Response:
-    return page(request, browser, "help.html", title=browser.t("help.title"))
+    return page(
+        request, browser, "help.html", title=browser.t("help.title"), support=Support.of(request)
+    )
 
 
 _SPEECH_LOCK = threading.Lock()

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -112,6 +113,26 @@ def _signed_in(browser: Browser) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Support:
+    """How people reach the eID support (``AKKREDITIV_SUPPORT_PHONE``, ``_EMAIL``), for the
+    pages that say where to get help; an empty one is not shown."""
+
+    phone: str = ""
+    email: str = ""
+
+    @property
+    def tel(self) -> str:
+        """The phone number as a ``tel:`` link wants it: the digits and a leading plus."""
+        digits = "".join(c for c in self.phone if c.isdigit())
+        return f"+{digits}" if self.phone.startswith("+") else digits
+
+    @classmethod
+    def of(cls, request: Request) -> Support:
+        settings = request.app.state.settings
+        return cls(settings.support_phone.strip(), settings.support_email.strip())
+
+
 def local_path(value: str | None, default: str = "/") -> str:
     """``value`` if it is a path on this site (for ``next=`` parameters), else ``default``."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -150,6 +171,7 @@ def _error_page(request: Request, status: int, code: str) -> Response:
     t = Translator(lang)
     key = f"error.{code}"
     message = t(key) if t.has(key) else t("error.generic")
+    title = t(f"error.title.{code}") if t.has(f"error.title.{code}") else t("error.title")
     html = ENVIRONMENT.get_template("error.html").render(
         t=t,
         lang=lang,
@@ -157,8 +179,8 @@ def _error_page(request: Request, status: int, code: str) -> Response:
         csrf="",
         path=request.url.path,
         here=_here(request),
-        page_title=t("error.title"),
-        full_title=t("error.title"),
+        page_title=title,
+        full_title=title,
         errors=[],
         flash=None,
         signed_in=None,
@@ -168,6 +190,7 @@ def _error_page(request: Request, status: int, code: str) -> Response:
         code=code,
         status=status,
         restart=restart,
+        support=Support.of(request),
     )
     return HTMLResponse(html, status_code=status)
 

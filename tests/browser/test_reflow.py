@@ -24,7 +24,7 @@ def sideways_overflow(page: Page) -> int:
 def pages_to_visit(page: Page, base: str) -> list[str]:
     """The public pages, and the login's pages up to the smartcard's long command."""
     visited = []
-    for path in ("/", "/help", "/accessibility", "/migrate", "/console/login"):
+    for path in ("/", "/help", "/accessibility", "/docs", "/migrate", "/console/login"):
         page.goto(base + path)
         visited.append(path)
         assert_reflows(page, path)
@@ -50,7 +50,7 @@ def test_no_page_scrolls_sideways_at_320_pixels(
 ) -> None:
     page = new_page(locale=locale, viewport={"width": 320, "height": 640})
     visited = pages_to_visit(page, web_server.url)
-    assert len(visited) == 11
+    assert len(visited) == 12
 
 
 def test_no_page_scrolls_sideways_with_text_at_200_percent(
@@ -60,4 +60,4 @@ def test_no_page_scrolls_sideways_with_text_at_200_percent(
     page = new_page(viewport={"width": 640, "height": 480}, device_scale_factor=2)
     page.add_init_script("document.documentElement.style.fontSize = '200%'")
     visited = pages_to_visit(page, web_server.url)
-    assert len(visited) == 11
+    assert len(visited) == 12

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -18,11 +20,17 @@ from server.services.secretbox import SecretBox
 from server.storage.repositories import CredentialRepository
 from server.storage.tables import Credential
 
+# A password's ``last_used_window`` is the day (UTC, days since 1970) it was last checked
+# right: a day, because the overview shows a date, and so the row is written at most once a day
+# rather than at every login.
+USE_DAY_S = 86_400
+
 
 class PasswordCredentials:
     """An identity's one password credential, in the caller's transaction; changes are
     audited. Its Argon2id PHC string is sealed in ``secret_ciphertext`` (see ``sealing``), with
-    ``public_data = {"hash": "argon2id"}``."""
+    ``public_data = {"hash": "argon2id"}``; ``last_used_window`` is the day of its last use
+    (``USE_DAY_S``)."""
 
     def __init__(
         self,
@@ -32,8 +40,10 @@ class PasswordCredentials:
         passwords: Passwords,
         *,
         audit: AuditHook = no_audit,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._credentials = CredentialRepository(session)
+        self._clock = clock
         self._lifecycle = lifecycle
         self._secrets = secrets
         self._passwords = passwords
@@ -90,13 +100,21 @@ class PasswordCredentials:
         self._lifecycle.activate_admitted(credential, identity, added_by, event="password.set")
         return credential
 
-    def check_password(self, identity_id: uuid.UUID, password: str) -> Credential:
+    def check_password(
+        self, identity_id: uuid.UUID, password: str, *, record_use: bool = True
+    ) -> Credential:
         """Return the active password credential if ``password`` matches; raise
-        ``WrongPassword`` if not (also when the identity has no password)."""
+        ``WrongPassword`` if not (also when the identity has no password). A match is recorded
+        as the day the password was last used, unless ``record_use`` is false (a password
+        typed only to change it)."""
         credential = self._password_credential(identity_id)
         if credential is None:
             raise WrongPassword("the identity has no active password")
         self._passwords.verify_password(self._password_hash(credential), password)
+        day = int(self._clock() // USE_DAY_S)
+        if record_use and credential.last_used_window != day:
+            credential.last_used_window = day
+            self._lifecycle.update(credential)
         return credential
 
     def _password_credential(self, identity_id: uuid.UUID) -> Credential | None:

@@ -36,7 +36,9 @@ class CredentialService(CredentialLifecycle):
         super().__init__(session, audit=audit)
         self._batches = TokenBatches(session, self, secrets, audit=audit)
         self._activation = Activation(self, secrets, clock=clock, audit=audit)
-        self._passwords = PasswordCredentials(session, self, secrets, passwords, audit=audit)
+        self._passwords = PasswordCredentials(
+            session, self, secrets, passwords, audit=audit, clock=clock
+        )
 
     def import_batch(
         self, document: bytes, *, psk: bytes | None = None, kind: CredentialKind | None = None
@@ -65,6 +67,8 @@ class CredentialService(CredentialLifecycle):
             identity_id, password, added_by=added_by, current_password=current_password
         )
 
-    def check_password(self, identity_id: uuid.UUID, password: str) -> Credential:
+    def check_password(
+        self, identity_id: uuid.UUID, password: str, *, record_use: bool = True
+    ) -> Credential:
         """See ``PasswordCredentials.check_password``."""
-        return self._passwords.check_password(identity_id, password)
+        return self._passwords.check_password(identity_id, password, record_use=record_use)

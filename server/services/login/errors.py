@@ -86,3 +86,14 @@ class LoginNoLongerValid(Unverified):
 
     code = "login-no-longer-valid"
     default_detail = "this login can no longer be completed: start again"
+
+
+class IdentitySuspended(Refused):
+    """A factor was proven for a person whose identity is suspended. Only then is it said
+    (whoever proved the factor holds it, and learns nothing a stranger could): a factor that
+    fails for a suspended person is answered as for anyone, after the same work."""
+
+    code = "identity-suspended"
+    default_detail = (
+        "this eID is suspended: a citizen service centre or the eID support can lift the suspension"
+    )

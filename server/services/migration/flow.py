@@ -282,6 +282,7 @@ class MigrationFlows:
             extra = self._record.failed(flow, EventStep.DETAILS_CONFIRMED, counts=True)
             raise DetailsMismatch(mismatch).record(**extra)
         self._record.move(flow, F.DETAILS_CONFIRMED)
+        flow.failures = 0  # the failures counted are those in a row: a success ends the run
         self._record.event(flow, EventStep.DETAILS_CONFIRMED, EventOutcome.OK)
         self._record.save(flow)
         self._audit("migration.flow.confirmed", {"flow": str(flow.id)})

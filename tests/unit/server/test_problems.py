@@ -39,6 +39,7 @@ PUBLISHED: dict[str, int] = {
     "form-rejected": 403,
     "identity-not-active": 409,
     "identity-not-found": 404,
+    "identity-suspended": 403,
     "insufficient-proofing": 422,
     "invalid-choice": 422,
     "invalid-token-batch": 400,

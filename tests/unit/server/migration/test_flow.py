@@ -685,6 +685,31 @@ def test_three_failed_steps_in_a_row_want_the_legacy_proof_again(env: Env) -> No
     assert env.prove(flow_id, person).state is S.LEGACY_PROVEN
 
 
+def test_a_step_that_succeeds_ends_the_run_of_failures(env: Env) -> None:
+    """In a row means in a row: a mistyped CPR number, then the right one, then two wrong
+    activation codes are two failures in a row, not three."""
+    person = env.add_person()
+    token = env.stock_token()
+    flow_id = env.start(person)
+    env.prove(flow_id, person)
+    wrong = "030480-" + ("0000" if not person.person_number.endswith("0000") else "1111")
+    recorded(lambda: env.run(lambda flows: flows.confirm(flow_id, wrong, NAME)))
+    assert env.flow(flow_id).failures == 1
+    env.confirm(flow_id, person)
+    assert env.flow(flow_id).failures == 0
+    env.run(lambda flows: flows.choose(flow_id, [A.CODE_DISPLAY]))
+    for attempt in (1, 2):
+        failure = recorded(
+            lambda: env.run(lambda flows: flows.activate(flow_id, serial=token.serial, code="1"))
+        )
+        assert "proof_required" not in failure.extra
+        assert env.flow(flow_id).failures == attempt
+    view = env.run(
+        lambda flows: flows.activate(flow_id, serial=token.serial, code=env.code_of(token))
+    )
+    assert view.next_action is NextAction.COMPLETE
+
+
 # --- activation ---------------------------------------------------------------------------------
 
 

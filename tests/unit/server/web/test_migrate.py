@@ -173,3 +173,24 @@ def test_a_step_without_the_csrf_token_is_refused(
     assert answer.status_code == 403
     start = browser.post("/migrate", data={"user_id": person.user_id}, follow_redirects=False)
     assert start.status_code == 403
+
+
+def test_the_done_page_says_how_to_log_in_now_and_where_devices_come_from(
+    browser: TestClient, client: TestClient
+) -> None:
+    """The person came with a legacy user id: the new eID logs in with the CPR-nummer."""
+    person = add_person(client)
+    token = stock_token(client)
+    wizard = Wizard(browser)
+    wizard.start(person)
+    wizard.prove(person)
+    wizard.confirm(person.person_number)
+    wizard.choose("code_display", "password")
+    activate = text_of(wizard.page)
+    assert "Har du ikke en kodeviser endnu? Du kan få en i et borgerservicecenter" in activate
+    wizard.activate(token.serial, code_of(token))
+    wizard.complete()
+    done = text_of(wizard.page)
+    assert "Sådan logger du på nu" in done
+    assert "dit CPR-nummer, ikke dit gamle bruger-id" in done
+    assert "spær den under Dine loginmidler" in done

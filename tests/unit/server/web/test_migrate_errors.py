@@ -164,6 +164,25 @@ def test_a_wrong_cpr_number_says_how_many_tries_are_left_then_wants_the_proof(
     assert "Vælg, hvordan du vil logge på" in text_of(wizard.page)
 
 
+def test_a_right_cpr_number_ends_the_run_of_failures(
+    browser: TestClient, client: TestClient
+) -> None:
+    """One mistyped CPR number, then the right one: a wrong activation code after that is
+    the first failure in a row, not the second."""
+    person = add_person(client)
+    token = stock_token(client)
+    wizard = at_confirm(browser, person)
+    wizard.confirm("010101-1234")
+    assert "Du kan prøve 2 gange mere" in text_of(wizard.page)
+    wizard.confirm(person.person_number)
+    wizard.choose("code_display", "password")
+    good = code_of(token)
+    wizard.activate(token.serial, f"{(int(good) + 1) % 1000000:06d}")
+    assert field_has_error(wizard.page, "code")
+    assert "Du kan prøve 2 gange mere" in text_of(wizard.page)
+    assert flow_failures(client, wizard.flow) == 1
+
+
 def test_a_malformed_cpr_number_is_refused_without_counting(
     browser: TestClient, client: TestClient
 ) -> None:
@@ -349,3 +368,26 @@ def test_after_the_old_eid_closed_the_start_says_so(settings: Settings, client: 
         assert answer.status_code == 410
         assert field_has_error(wizard.page, "user_id")
         assert "Det gamle eID er lukket" in text_of(wizard.page)
+
+
+def test_the_activate_step_tells_every_problem_at_once_and_counts_none(
+    browser: TestClient, client: TestClient
+) -> None:
+    person = add_person(client)
+    wizard = at_confirm(browser, person)
+    wizard.confirm(person.person_number)
+    wizard.choose("code_display", "password")
+    wizard.post(
+        f"/migrate/{wizard.flow}/activate",
+        {"serial": "", "code": "12a456", "password": SHORT_PASSWORD},
+    )
+    assert wizard.page.status_code == 422
+    for field_id in ("serial", "code", "password"):
+        assert field_has_error(wizard.page, field_id), field_id
+    text = text_of(wizard.page)
+    assert "Indtast serienummeret" in text
+    assert "Koden består kun af cifre" in text
+    assert "mindst 12 tegn" in text
+    links = re.findall(r'<li><a href="#([a-z_]+)">', wizard.page.text)
+    assert links == ["serial", "code", "password"]
+    assert flow_failures(client, wizard.flow) == 0  # nothing was tried
