@@ -1,19 +1,19 @@
-"""Login factors over HTTP against the running service, from this (second) process on loopback:
-requests per second and p50/p99 latency for each row (OTP verification, FIDO2 assertion, PIV
-challenge and signature verification), and,
-in the same run, a bare FastAPI endpoint doing one HMAC code check and one row update on the same
-database (the baseline), with each row's throughput as a ratio of the baseline's.
+"""Whole logins over HTTP against the running service, and in the same run a bare FastAPI
+endpoint doing one HMAC code check and one row update on the same database (the baseline): each
+row's rate, latency and the CPU both sides used, with its rate as a ratio of the baseline's.
 
-    .venv/bin/python benchmarks/bench_server.py [--database sqlite|postgresql] [--seconds 5]
-        [--rows otp,fido2,piv] [--workers N] [--rounds 5] [--json]
+    .venv/bin/python benchmarks/bench_server.py [--database sqlite|postgresql] [--seconds 10]
+        [--rows otp_login,password_login,otp_step,fido2_login,piv_login] [--workers 2]
+        [--in-flight 16] [--rounds 5] [--json]
 
-A row is a function in ``ROWS``: given the seeded service (one person per client, each with an
-active HOTP token, and an API key), it prepares what its requests need and returns the request
-one client makes over and over. Both servers run at once, under the same uvicorn settings and
-number of workers (``--workers``, ``akkreditiv serve``'s option, 1 by default), measured in
-turns (``--rounds`` slices of ``--seconds`` each), so that a load that comes and goes on a shared
-machine falls on the service and the baseline alike. The servers' CPU time per request (all
-their processes, from /proc) is reported beside the rates: it moves far less than they do.
+The load comes from ``loadgen.py``, a process of its own (asyncio on uvloop, HTTP/1.1 written by
+hand) keeping ``--in-flight`` journeys going, each on its own keep-alive connection with a
+person of its own; it reports its own CPU time, so that the table shows the servers' cores
+busy and the loadgen's beside them: a loadgen using a fraction of what the baseline server
+uses is not what limits the baseline. A row is a journey (``loadgen.JOURNEYS``) and the users'
+extras it needs, prepared here through the API (``ROWS``). Both servers run at once, under the
+same uvicorn settings and number of workers (``--workers``), measured in turns (``--rounds``
+slices of ``--seconds``), so that a load that comes and goes falls on both alike.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -43,7 +44,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fido2.client import DefaultClientDataCollector, Fido2Client
-from fido2.webauthn import CredentialCreationOptions, CredentialRequestOptions
+from fido2.webauthn import CredentialCreationOptions
 
 from devices.protocol import pskc
 from devices.protocol.otp import hotp
@@ -51,18 +52,16 @@ from firmware_sim.attach.inprocess_ctap import InProcessCtapDevice
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.attestation import Manufacturer
 from firmware_sim.tokens.ctap2 import AlwaysPresent, load_authenticator, new_fido_state
+from firmware_sim.tokens.ctap_keys import open_credential
 from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.services.access import ApiKeys, Role
-from server.services.piv.card import enrol_message, login_message
+from server.services.piv.card import enrol_message
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PROVIDER = "https://bench.example"  # the API key's name is the service provider's id
 ORIGIN = "http://localhost:8000"
 RP_ID = "localhost"
-
-Request = Callable[[httpx.Client, int, int], httpx.Response]
-"""One measured request of a row: (HTTP client, client index, request number) -> answer."""
 
 
 def free_port() -> int:
@@ -164,43 +163,28 @@ def cpu_seconds(pid: int) -> float | None:
 
 # --- the seeded service -------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Person:
-    number: str
-    identity_id: str
-    token: otp_token.OtpTokenState
+PASSWORD = "korrekt hest batteri klips 7"  # noqa: S105 - the benchmark's people's password
 
 
 @dataclass(frozen=True)
 class Seeded:
     """What every row starts from: the service's address and API key, and one person per
-    client (an identity with an active HOTP token)."""
+    journey in flight (an identity with a password and an active HOTP token)."""
 
     base: str
     headers: dict[str, str]
     folder: Path
-    people: list[Person]
+    people: list[dict[str, Any]]  # number, identity_id, secret (hex), counter: the loadgen's
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers=self.headers, timeout=30)
 
-    def login(self, http: httpx.Client, person: Person) -> str:
-        """A login of ``person``, begun by the provider and identified: factors come next."""
-        begun = http.post("/authentications", json={"provider": PROVIDER})
-        begun.raise_for_status()
-        transaction = str(begun.json()["id"])
-        http.post(
-            f"/authentications/{transaction}/identify", json={"person_number": person.number}
-        ).raise_for_status()
-        return transaction
 
-
-def seed(base: str, headers: dict[str, str], folder: Path, clients: int) -> Seeded:
-    """An identity with an active HOTP token per client."""
+def seed(base: str, headers: dict[str, str], folder: Path, count: int) -> Seeded:
+    """``count`` identities, each with a password and an active HOTP token."""
     http = httpx.Client(base_url=base, headers=headers, timeout=30)
     tokens = [
-        otp_token.new_state(otp_token.Model.USB, otp_token.Algorithm.HOTP) for _ in range(clients)
+        otp_token.new_state(otp_token.Model.USB, otp_token.Algorithm.HOTP) for _ in range(count)
     ]
     batch = http.post(
         "/token-batches",
@@ -227,26 +211,46 @@ def seed(base: str, headers: dict[str, str], folder: Path, clients: int) -> Seed
         http.post(
             f"/credentials/{credential.json()['id']}/activate", json={"code": hotp(token.secret, 0)}
         ).raise_for_status()
-        people.append(Person(number, identity_id, token))
+        http.put(
+            f"/identities/{identity_id}/password", json={"password": PASSWORD}
+        ).raise_for_status()
+        people.append(
+            {
+                "number": number,
+                "identity_id": identity_id,
+                "secret": token.secret.hex(),
+                "counter": 1,
+                "password": PASSWORD,
+            }
+        )
     http.close()
     return Seeded(base, headers, folder, people)
 
 
-# --- the rows -----------------------------------------------------------------------------------
+# --- the rows: what each journey's users carry besides the person -------------------------------
+
+Extras = list[dict[str, Any]]
 
 
-def otp_row(world: Seeded) -> Request:
-    """POST /authentications/{id}/otp with the token's next HOTP code."""
+def login(http: httpx.Client, person: dict[str, Any]) -> str:
+    """A login of ``person``, begun by the provider and identified: factors come next."""
+    begun = http.post("/authentications", json={"provider": PROVIDER})
+    begun.raise_for_status()
+    transaction = str(begun.json()["id"])
+    http.post(
+        f"/authentications/{transaction}/identify", json={"person_number": person["number"]}
+    ).raise_for_status()
+    return transaction
+
+
+def otp_step_extras(world: Seeded) -> Extras:
+    """The OTP step alone: a login per user, begun and identified before the run."""
     with world.client() as http:
-        logins = [world.login(http, person) for person in world.people]
-    counters = [1] * len(world.people)
+        return [{"transaction": login(http, person)} for person in world.people]
 
-    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
-        code = hotp(world.people[client].token.secret, counters[client])
-        counters[client] += 1
-        return http.post(f"/authentications/{logins[client]}/otp", json={"code": code})
 
-    return request
+def no_extras(world: Seeded) -> Extras:
+    return [{} for _ in world.people]
 
 
 def _as_json(value: Any) -> dict[str, Any]:
@@ -254,19 +258,26 @@ def _as_json(value: Any) -> dict[str, Any]:
     return document
 
 
-def fido2_row(world: Seeded) -> Request:
-    """``fido2/begin`` then the assertion (``fido2``) of a simulated security key held in this
-    process (python-fido2's client, as a browser would use it), registered through the API with
-    its packed attestation chained to the simulator's root, which the service trusts. One
-    request of this row is the pair; its time includes the key's signature."""
-    keys: list[Fido2Client] = []
+def _private_hex(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_numbers().private_value.to_bytes(32, "big").hex()
+
+
+def fido2_extras(world: Seeded) -> Extras:
+    """A security key per user, registered through the API by the simulated key (python-fido2's
+    client, as a browser would, with its packed attestation chained to the simulator's root,
+    which the service trusts). The loadgen then signs as that key: its private key is opened
+    from the credential id the simulator sealed, and its signature counter goes on from the
+    simulator's."""
+    extras = []
+    rp_hash = hashlib.sha256(RP_ID.encode()).digest()
     with world.client() as http:
         for index, person in enumerate(world.people):
             state = world.folder / f"fido-{index}.json"
             new_fido_state(state, manufacturer_home=world.folder / "sim-home")
-            device = InProcessCtapDevice(load_authenticator(state, AlwaysPresent()))
+            authenticator = load_authenticator(state, AlwaysPresent())
+            device = InProcessCtapDevice(authenticator)
             key = Fido2Client(device, DefaultClientDataCollector(ORIGIN))
-            begun = http.post(f"/identities/{person.identity_id}/fido2/register/begin", json={})
+            begun = http.post(f"/identities/{person['identity_id']}/fido2/register/begin", json={})
             begun.raise_for_status()
             options = CredentialCreationOptions.from_dict(begun.json()["options"])
             made = key.make_credential(options.public_key)
@@ -274,20 +285,18 @@ def fido2_row(world: Seeded) -> Request:
                 f"/fido2/registrations/{begun.json()['state_id']}/complete",
                 json={"response": _as_json(made)},
             ).raise_for_status()
-            keys.append(key)
-        logins = [world.login(http, person) for person in world.people]
-
-    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
-        path = f"/authentications/{logins[client]}/fido2"
-        # The simulated key has no PIN, so the client must not ask for user verification.
-        begun = http.post(f"{path}/begin", json={"user_verification": "discouraged"})
-        if begun.status_code != 200:
-            return begun
-        options = CredentialRequestOptions.from_dict(begun.json()["options"])
-        selection = keys[client].get_assertion(options.public_key)
-        return http.post(path, json={"response": _as_json(selection.get_response(0))})
-
-    return request
+            credential_id = made.raw_id
+            opened = open_credential(authenticator.state.master_key, rp_hash, credential_id)
+            assert opened is not None
+            assert isinstance(opened.private, ec.EllipticCurvePrivateKey)
+            extras.append(
+                {
+                    "credential_id": base64.urlsafe_b64encode(credential_id).rstrip(b"=").decode(),
+                    "private_key": _private_hex(opened.private),
+                    "sign_count": authenticator.state.sign_count,
+                }
+            )
+    return extras
 
 
 def _b64(data: bytes) -> str:
@@ -304,18 +313,16 @@ def attested(home: Path, public_key: ec.EllipticCurvePublicKey, serial: int) -> 
     }
 
 
-def piv_row(world: Seeded) -> Request:
-    """``piv/begin`` (a fresh challenge) then the card's signature over the login message
-    (``piv``): the service checks the origin, the certificate's chain to its CA and validity,
-    the ECDSA P-256 signature, and that the certificate is an active PIV credential of the
-    person. Each card is enrolled through the API (proof of possession, certificate issued by
-    the service CA); its key signs in this process, as the card would, so one request of this
-    row is the pair and its time includes that signature."""
-    cards: list[tuple[ec.EllipticCurvePrivateKey, str]] = []
+def piv_extras(world: Seeded) -> Extras:
+    """A smartcard per user, enrolled through the API (proof of possession, the card vendor's
+    attestation, a certificate from the service's CA); the loadgen signs with its key as the
+    card would. The service checks the origin, the chain to its CA and validity, the ECDSA
+    signature over the login message, and that the certificate is an active credential."""
+    extras = []
     with world.client() as http:
         for index, person in enumerate(world.people):
             key = ec.generate_private_key(ec.SECP256R1())
-            begun = http.post(f"/identities/{person.identity_id}/piv/enrol/begin")
+            begun = http.post(f"/identities/{person['identity_id']}/piv/enrol/begin")
             begun.raise_for_status()
             state_id = uuid.UUID(begun.json()["state_id"])
             challenge = base64.b64decode(begun.json()["challenge"])
@@ -332,32 +339,20 @@ def piv_row(world: Seeded) -> Request:
                 },
             )
             done.raise_for_status()
-            cards.append((key, str(done.json()["certificate"])))
-        logins = [world.login(http, person) for person in world.people]
-
-    def request(http: httpx.Client, client: int, n: int) -> httpx.Response:
-        path = f"/authentications/{logins[client]}/piv"
-        begun = http.post(f"{path}/begin")
-        if begun.status_code != 200:
-            return begun
-        key, certificate = cards[client]
-        message = login_message(
-            uuid.UUID(logins[client]), base64.b64decode(begun.json()["challenge"]), ORIGIN
-        )
-        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
-        return http.post(
-            path,
-            json={"certificate": certificate, "signature": _b64(signature), "origin": ORIGIN},
-        )
-
-    return request
+            extras.append(
+                {"certificate": str(done.json()["certificate"]), "private_key": _private_hex(key)}
+            )
+    return extras
 
 
-ROWS: dict[str, tuple[str, Callable[[Seeded], Request]]] = {
-    "otp": ("service OTP verification", otp_row),
-    "fido2": ("service FIDO2 begin + assertion", fido2_row),
-    "piv": ("service PIV challenge + verification", piv_row),
+ROWS: dict[str, tuple[str, Callable[[Seeded], Extras]]] = {
+    "otp_login": ("whole OTP login (4 requests)", no_extras),
+    "password_login": ("whole password + code login (5 req.)", no_extras),
+    "otp_step": ("OTP step alone (1 request)", otp_step_extras),
+    "fido2_login": ("whole FIDO2 login (5 requests)", fido2_extras),
+    "piv_login": ("whole PIV login (5 requests)", piv_extras),
 }
+BASELINE_SECRET = b"12345678901234567890"
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -365,86 +360,95 @@ ROWS: dict[str, tuple[str, Callable[[Seeded], Request]]] = {
 
 @dataclass
 class Tally:
-    """One side's requests over all its turns."""
+    """One side's journeys over all its turns."""
 
     latencies: list[float] = field(default_factory=list)
+    requests: int = 0
     failures: int = 0
+    failure_examples: list[str] = field(default_factory=list)
     wall: float = 0.0
-    cpu: float | None = 0.0
+    server_cpu: float | None = 0.0
+    client_cpu: float = 0.0
+    request_p99s: list[float] = field(default_factory=list)
 
-    def figures(self) -> dict[str, float]:
+    def add(self, turn: dict[str, Any], server_cpu: float | None) -> None:
+        self.latencies += turn["journey_latencies"]
+        self.requests += turn["requests"]
+        self.failures += turn["failures"]
+        self.failure_examples = (self.failure_examples + turn["failure_examples"])[:3]
+        self.wall += turn["wall"]
+        self.client_cpu += turn["client_cpu"]
+        self.request_p99s.append(turn["p99_request_ms"])
+        if self.server_cpu is not None and server_cpu is not None:
+            self.server_cpu += server_cpu
+        else:
+            self.server_cpu = None
+
+    def figures(self) -> dict[str, Any]:
         ordered = sorted(self.latencies)
-        figures = {
-            "requests": len(ordered),
+        count = max(1, len(ordered))
+        figures: dict[str, Any] = {
+            "journeys": len(ordered),
+            "requests": self.requests,
             "failures": self.failures,
-            "rps": round(len(ordered) / self.wall, 1),
-            "p50_ms": round(1000 * statistics.median(ordered), 2),
-            "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+            "per_s": round(len(ordered) / self.wall, 1),
+            "requests_per_s": round(self.requests / self.wall, 1),
+            "p50_ms": round(1000 * statistics.median(ordered), 2) if ordered else math.nan,
+            "p99_ms": round(1000 * ordered[min(count - 1, int(count * 0.99))], 2)
+            if ordered
+            else math.nan,
+            "request_p99_ms": round(max(self.request_p99s), 2),
+            "client_cores": round(self.client_cpu / self.wall, 2),
+            "client_cpu_us_per_request": round(1e6 * self.client_cpu / max(1, self.requests), 1),
         }
-        if self.cpu is not None:
-            figures["server_cpu_ms"] = round(1000 * self.cpu / len(ordered), 2)
+        if self.failure_examples:
+            figures["failure_examples"] = self.failure_examples
+        if self.server_cpu is not None:
+            figures["server_cores"] = round(self.server_cpu / self.wall, 2)
+            figures["server_cpu_ms_per_journey"] = round(1000 * self.server_cpu / count, 2)
         return figures
 
 
-def load(
-    tally: Tally | None,
-    https: list[httpx.Client],
-    seconds: float,
-    request: Request,
-    minimum: int = 1,
-    server: int | None = None,
-) -> None:
-    """One turn: a thread per client (``https``, kept across turns with their connections)
-    making requests for ``seconds`` and at least ``minimum`` each, counted into ``tally``
-    (None: a warm-up, not counted)."""
-    latencies: list[float] = []
-    failures = 0
-    lock = threading.Lock()
-    stop = time.monotonic() + seconds
-
-    def run(client: int) -> None:
-        nonlocal failures
-        http = https[client]
-        n = 0
-        while time.monotonic() < stop or n < minimum:
-            started = time.perf_counter()
-            answer = request(http, client, n)
-            elapsed = time.perf_counter() - started
-            with lock:
-                latencies.append(elapsed)
-                if answer.status_code != 200:
-                    failures += 1
-            n += 1
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in range(len(https))]
-    cpu_before = cpu_seconds(server) if server is not None else None
-    begun = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - begun
-    cpu_after = cpu_seconds(server) if server is not None else None
-    if tally is None:
-        return
-    tally.latencies += latencies
-    tally.failures += failures
-    tally.wall += wall
-    if tally.cpu is not None and cpu_before is not None and cpu_after is not None:
-        tally.cpu += cpu_after - cpu_before
-    else:
-        tally.cpu = None
+def turn(
+    spec: dict[str, Any], people: list[dict[str, Any]], extras: Extras, pid: int, folder: Path
+) -> tuple[dict[str, Any], float | None]:
+    """One turn of the loadgen (its own process) against one server: its figures, and the
+    server's CPU seconds over the turn. The people's counters come back advanced."""
+    users = [{**person, **extra} for person, extra in zip(people, extras, strict=True)]
+    path = folder / "loadgen-spec.json"
+    path.write_text(json.dumps({**spec, "users": users}), encoding="utf-8")
+    before = cpu_seconds(pid)
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "loadgen.py"), str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=False,
+    )
+    after = cpu_seconds(pid)
+    if done.returncode != 0:
+        raise SystemExit(f"the loadgen failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    for person, user in zip(people, result["users"], strict=True):
+        for name in ("counter", "sign_count"):
+            if name in user:
+                person[name] = user[name]
+    for extra, user in zip(extras, result["users"], strict=True):
+        if "sign_count" in user:
+            extra["sign_count"] = user["sign_count"]
+    server = None if before is None or after is None else after - before
+    return result, server
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--seconds", type=float, default=5.0, help="per row, over all rounds")
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--minimum", type=int, default=20, help="requests per client at least")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per row, over all rounds")
+    parser.add_argument("--in-flight", type=int, default=16, help="journeys kept in flight")
+    parser.add_argument("--minimum", type=int, default=2, help="journeys per user at least")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"of {', '.join(ROWS)}")
     parser.add_argument(
-        "--workers", type=int, default=1, help="worker processes of each server (as serve's)"
+        "--workers", type=int, default=2, help="worker processes of each server (as serve's)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="turns of service and baseline")
     parser.add_argument("--json", action="store_true")
@@ -453,8 +457,6 @@ def main() -> int:
     if unknown := [name for name in rows if name not in ROWS]:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
     rounds = max(1, args.rounds)
-    turn = args.seconds / rounds
-    per_turn = math.ceil(args.minimum / rounds)
 
     with (
         tempfile.TemporaryDirectory() as folder_name,
@@ -496,67 +498,87 @@ def main() -> int:
             serve(service, env, f"{base}/health", workers) as service_process,
             serve(baseline, env, f"{baseline_base}/docs", workers) as baseline_process,
         ):
-            world = seed(base, headers, folder, args.clients)
-            requests = {name: ROWS[name][1](world) for name in rows}
-            base_counters = [0] * args.clients
-            secret = b"12345678901234567890"
-
-            def baseline_request(http: httpx.Client, client: int, n: int) -> httpx.Response:
-                code = hotp(secret, base_counters[client])
-                base_counters[client] += 1
-                return http.post("/check", json={"client": client, "code": code})
-
-            def clients(address: str, side_headers: dict[str, str]) -> list[httpx.Client]:
-                return [
-                    httpx.Client(base_url=address, headers=side_headers, timeout=30)
-                    for _ in range(args.clients)
-                ]
-
-            sides: list[tuple[str, Request, list[httpx.Client], int]] = [
+            world = seed(base, headers, folder, args.in_flight)
+            extras = {name: ROWS[name][1](world) for name in rows}
+            baseline_people = [
+                {"client": i, "secret": BASELINE_SECRET.hex(), "counter": 0}
+                for i in range(args.in_flight)
+            ]
+            sides: list[tuple[str, str, dict[str, str], list[dict[str, Any]], Extras, int]] = [
                 *(
-                    (name, requests[name], clients(base, headers), service_process.pid)
+                    (name, base, headers, world.people, extras[name], service_process.pid)
                     for name in rows
                 ),
-                ("baseline", baseline_request, clients(baseline_base, {}), baseline_process.pid),
+                (
+                    "baseline",
+                    baseline_base,
+                    {},
+                    baseline_people,
+                    [{}] * args.in_flight,
+                    baseline_process.pid,
+                ),
             ]
             tallies = {name: Tally() for name, *_ in sides}
-            for _name, request, https, pid in sides:  # warm-up, not counted
-                load(None, https, 0, request, 5, pid)
+
+            def spec(
+                name: str, address: str, side_headers: dict[str, str], seconds: float, minimum: int
+            ) -> dict[str, Any]:
+                return {
+                    "journey": name,
+                    "base": address,
+                    "headers": side_headers,
+                    "in_flight": args.in_flight,
+                    "seconds": seconds,
+                    "minimum": minimum,
+                    "origin": ORIGIN,
+                }
+
+            for name, address, side_headers, people, side_extras, pid in sides:  # warm-up
+                turn(spec(name, address, side_headers, 0, 2), people, side_extras, pid, folder)
+            per_turn = math.ceil(args.minimum / rounds)
             for _ in range(rounds):
-                for name, request, https, pid in sides:
-                    load(tallies[name], https, turn, request, per_turn, pid)
-            for _name, _request, https, _pid in sides:
-                for http in https:
-                    http.close()
+                for name, address, side_headers, people, side_extras, pid in sides:
+                    result, server_cpu = turn(
+                        spec(name, address, side_headers, args.seconds / rounds, per_turn),
+                        people,
+                        side_extras,
+                        pid,
+                        folder,
+                    )
+                    tallies[name].add(result, server_cpu)
 
     figures = {name: tally.figures() for name, tally in tallies.items()}
     baseline_figures = figures.pop("baseline")
-    ratios = {name: round(figures[name]["rps"] / baseline_figures["rps"], 3) for name in rows}
+    ratios = {name: round(figures[name]["per_s"] / baseline_figures["per_s"], 3) for name in rows}
     results: dict[str, Any] = {
         "database": args.database,
-        "clients": args.clients,
+        "in_flight": args.in_flight,
         "workers": workers,
         "rounds": rounds,
-        **{f"service_{name}": figures[name] for name in rows},
+        "cores": os.cpu_count(),
+        **{name: figures[name] for name in rows},
         "baseline_hmac_and_update": baseline_figures,
         "ratios": ratios,
     }
-    if "otp" in ratios:
-        results["throughput_ratio"] = ratios["otp"]
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
-        print(f"{args.database}, {args.clients} clients, {workers} worker(s) per server")
-        for label, row_figures, ratio in (
-            *((ROWS[name][0], figures[name], ratios[name]) for name in rows),
-            ("bare FastAPI HMAC + update", baseline_figures, None),
-        ):
-            print(
-                f"{label:34} {row_figures['rps']:8.1f} req/s  p50 {row_figures['p50_ms']:7.2f} ms"
-                f"  p99 {row_figures['p99_ms']:7.2f} ms  server CPU "
-                f"{row_figures.get('server_cpu_ms', float('nan')):5.2f} ms/req  failures "
-                f"{row_figures['failures']}" + (f"  ratio {ratio}" if ratio is not None else "")
-            )
+        return 0
+    print(
+        f"{args.database}, {args.in_flight} journeys in flight, {workers} worker(s) per server, "
+        f"{os.cpu_count()} cores; rates per second, CPU in cores busy (server | loadgen)"
+    )
+    for label, row, ratio in (
+        *((ROWS[name][0], figures[name], ratios[name]) for name in rows),
+        ("baseline: bare FastAPI HMAC + update", baseline_figures, None),
+    ):
+        print(
+            f"{label:38} {row['per_s']:8.1f}/s  p50 {row['p50_ms']:7.2f} ms  p99 "
+            f"{row['p99_ms']:7.2f} ms  CPU {row.get('server_cores', float('nan')):4.2f} | "
+            f"{row['client_cores']:4.2f}  failures {row['failures']}"
+            + (f"  ratio {ratio}" if ratio is not None else "")
+        )
+        for example in row.get("failure_examples", []):
+            print(f"    {example}")
     return 0
 
 
