@@ -75,13 +75,22 @@ def channels(caller: Caller) -> list[ProofingChannel]:
 
 
 def channel_of(form: FormData, caller: Caller) -> ProofingChannel | None:
-    """The channel the form names, if the operator may act there (the only one they have when
-    the form names none)."""
+    """The channel the operator chose on the form, or ``None`` when they chose none of theirs
+    (a field error, ``channel_missing``). An operator with one channel is told it instead of
+    offered a choice, so a form naming none means theirs, and one naming another is a forged
+    form, refused as an action their role does not allow."""
     own = channels(caller)
     typed = str(form.get("channel", ""))
-    if not typed and len(own) == 1:
+    if len(own) == 1 and typed in ("", own[0].value):
         return own[0]
+    if len(own) < 2:
+        raise NotPermitted(f"{caller.actor} may not act on {typed!r}", detail="not your channel")
     return next((channel for channel in own if channel.value == typed), None)
+
+
+def channel_missing(browser: Browser, caller: Caller) -> tuple[str, str]:
+    """The error of a channel not chosen, tied to the channel group (its first choice)."""
+    return f"channel-{channels(caller)[0].value}", browser.t("console.channel.missing")
 
 
 def check_operator_key(

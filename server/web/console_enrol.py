@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from server.domain.errors import DomainError
 from server.domain.model import Level
-from server.services.access import NotPermitted, Permission
+from server.services.access import Permission
 from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import TEXT, ProofingCommand
 from server.services.person_number import PersonNumber
@@ -21,6 +21,7 @@ from server.web.console_access import (
     IN_PERSON_DOCUMENTS,
     Desk,
     DeskDep,
+    channel_missing,
     channel_of,
     channels,
     fits,
@@ -78,6 +79,7 @@ def enrol(form: CheckedForm, desk: DeskDep) -> Response:
     caller.require(Permission.ENROL)
     values = {key: str(form.get(key, ""))[:200] for key in _FIELDS}
     channel = channel_of(form, caller)
+    values["channel"] = channel.value if channel else ""
     errors: list[tuple[str, str]] = []
     if not values["name"].strip():
         errors.append(("name", browser.t("console.enrol.name_missing")))
@@ -85,14 +87,14 @@ def enrol(form: CheckedForm, desk: DeskDep) -> Response:
         values["person_number"] = PersonNumber.parse(values["person_number"]).formatted
     except InvalidPersonNumber:
         errors.append(("person_number", browser.t("console.search.invalid")))
+    if channel is None:
+        errors.append(channel_missing(browser, caller))
     if values["document_kind"] not in IN_PERSON_DOCUMENTS:
         errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
     if values["level"] not in ("substantial", "high"):
         errors.append(("level-substantial", browser.t("console.enrol.level_missing")))
-    if channel is None:
-        raise NotPermitted(f"{caller.actor} may not prove here", detail="not your channel")
     errors = errors or _enrolment_errors(browser, values, [caller.name])
-    if errors:
+    if errors or channel is None:
         return _enrol_page(desk, values=values, status=422, errors=errors)
     high = values["level"] == "high"
     proofing = ProofingCommand(channel, values["document_kind"], (caller.name,), high=high)

@@ -16,8 +16,9 @@ from starlette.responses import Response
 # Composition, not a route: moves to server/wiring.py with the migration pages' own use of it.
 from server.api.problems import status_of
 from server.domain.errors import DomainError
-from server.services.access import NotPermitted, Permission
+from server.services.access import Permission
 from server.services.identity_operations import TEXT
+from server.services.migration.flow_errors import InvalidChoice
 from server.services.migration.flow_model import Authenticator, FlowView
 from server.services.migration_operations import (
     ACCESS_ERRORS,
@@ -36,6 +37,7 @@ from server.web.console_access import (
     ConsoleNotFound,
     Desk,
     DeskDep,
+    channel_missing,
     channel_of,
     channels,
     fits,
@@ -92,8 +94,10 @@ def _flow_page(
     *,
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
+    ticked: list[Authenticator] | None = None,
 ) -> Response:
-    """Where the flow stands now, with ``errors``."""
+    """Where the flow stands now, with ``errors`` (and the choice's boxes ``ticked`` as the
+    operator left them; by default the proposal)."""
     flow = _attempt(desk, lambda: _operations(desk).view(flow_id))
     if not isinstance(flow, FlowView):
         raise ConsoleNotFound("no such flow", detail="no such flow")
@@ -109,6 +113,7 @@ def _flow_page(
         resume=RESUME_PATH.format(flow_id=flow.id),
         resume_url=own_origin(desk.request) + RESUME_PATH.format(flow_id=flow.id),
         authenticators=list(Authenticator),
+        ticked=flow.proposal if ticked is None else ticked,
     )
 
 
@@ -164,14 +169,19 @@ def _start_page(
     )
 
 
-def _start_errors(browser: Browser, values: Mapping[str, str]) -> list[tuple[str, str]]:
-    """What the API's start request would refuse: the user id and the document, else the
-    operator's name."""
+def _start_errors(desk: Desk, values: Mapping[str, str]) -> list[tuple[str, str]]:
+    """What the API's start request would refuse: the user id, the channel and the document
+    (in the page's order), else the operator's name."""
+    browser, caller = desk.browser, desk.caller
     errors: list[tuple[str, str]] = []
     if not fits(USER_ID, values["user_id"]):
         errors.append(("user_id", browser.t("console.migrate.user_id_invalid")))
+    if not values["channel"]:
+        errors.append(channel_missing(browser, caller))
     if values["document_kind"] not in IN_PERSON_DOCUMENTS:
         errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
+    if not errors and not operators_fit([caller.name]):
+        errors.append(("", browser.t("console.enrol.operator_name_invalid")))
     return errors
 
 
@@ -183,12 +193,9 @@ def migration_start(form: CheckedForm, desk: DeskDep) -> Response:
     caller.require(Permission.MANAGE_CREDENTIALS)
     values = {key: str(form.get(key, ""))[:64].strip() for key in ("user_id", "document_kind")}
     channel = channel_of(form, caller)
-    if channel is None:
-        raise NotPermitted(f"{caller.actor} may not act here", detail="not your channel")
-    errors = _start_errors(browser, values)
-    if not errors and not operators_fit([caller.name]):
-        errors = [("", browser.t("console.enrol.operator_name_invalid"))]
-    if errors:
+    values["channel"] = channel.value if channel else ""
+    errors = _start_errors(desk, values)
+    if errors or channel is None:
         return _start_page(desk, status=422, errors=errors, values=values)
     start = Start(values["user_id"], channel, values["document_kind"], (caller.name,))
     started = _attempt(desk, lambda: _operations(desk).start(start))
@@ -244,12 +251,23 @@ def _invalid_field(step: str, text: Mapping[str, str]) -> str | None:
 
 # The most authenticators a choice may name (the API's limit; each is chosen once anyway).
 MAX_CHOSEN = 5
+# The id an error about the choice links to: the group's first box.
+KINDS_FIELD = f"kinds-{next(iter(Authenticator)).value}"
+_KNOWN = {kind.value: kind for kind in Authenticator}
+
+
+def _ticked(form: FormData) -> list[Authenticator]:
+    """The known authenticators the form ticks, to tick them again on an error."""
+    return [_KNOWN[k] for k in form.getlist("kinds") if isinstance(k, str) and k in _KNOWN]
 
 
 def _chosen(form: FormData) -> list[Authenticator] | None:
-    known = {kind.value: kind for kind in Authenticator}
-    kinds = [known[k] for k in form.getlist("kinds") if isinstance(k, str) and k in known]
-    return kinds or None
+    """The authenticators the operator ticked, or ``None`` when they ticked none, too many or
+    one the service does not know (a field error: the console never takes the proposal for a
+    choice nobody made, as the API does when it is sent none)."""
+    sent = form.getlist("kinds")
+    kinds = _ticked(form)
+    return kinds if 0 < len(kinds) == len(sent) <= MAX_CHOSEN else None
 
 
 STEPS = ("prove", "confirm", "choose", "activate", "complete")
@@ -266,7 +284,7 @@ def _run_step(desk: Desk, step: str, flow_id: uuid.UUID, form: FormData) -> Flow
     if step == "confirm":
         return _attempt(desk, lambda: ops.confirm(flow_id, text["person_number"], text["name"]))
     if step == "choose":
-        kinds = _chosen(form)
+        kinds = _ticked(form)  # as checked by ``_chosen``
         return _attempt(desk, lambda: ops.choose(flow_id, kinds))
     if step == "activate":
         given = ActivationCommand(
@@ -289,18 +307,22 @@ def migration_step(flow_id: uuid.UUID, step: str, form: CheckedForm, desk: DeskD
         return refused
     text = {key: str(value) for key, value in form.items() if isinstance(value, str)}
     field = _invalid_field(step, text)
-    if step == "choose" and len(_chosen(form) or ()) > MAX_CHOSEN:
-        field = "kinds"
+    # What the choice's boxes show again on an error: what the operator ticked.
+    ticked = _ticked(form) if step == "choose" else None
     if field is not None:
         errors = [(f"{step}-{field}", browser.t("console.flow.field_invalid"))]
         return _flow_page(desk, flow_id, status=422, errors=errors)
+    if step == "choose" and _chosen(form) is None:
+        errors = [(KINDS_FIELD, browser.t("console.flow.choose_missing"))]
+        return _flow_page(desk, flow_id, status=422, errors=errors, ticked=ticked)
     result = _run_step(desk, step, flow_id, form)
     if step == "prove":  # after the step: a refused step rolls the session's changes back
         _keep_flow(browser, flow_id, user_id=text["user_id"])
     if isinstance(result, _Refused):
         if result.index:
             _keep_flow(browser, flow_id, index=result.index)
-        errors = [("", message(browser, result.code))]
-        return _flow_page(desk, flow_id, status=result.status, errors=errors)
+        field = KINDS_FIELD if result.code == InvalidChoice.code else ""
+        errors = [(field, message(browser, result.code))]
+        return _flow_page(desk, flow_id, status=result.status, errors=errors, ticked=ticked)
     browser.flash(f"console.flow.done_{step}")
     return redirect(browser, f"/console/migrations/{flow_id}")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from server.domain.errors import DomainError
-from server.services.access import NotPermitted, Permission
+from server.services.access import Permission
 from server.services.identities import can_give_high
 from server.services.identity_operations import ProofingCommand
 from server.services.lifecycle_errors import IdentityNotFound
@@ -20,6 +20,7 @@ from server.web.console_access import (
     DOCUMENT_FIELD,
     PROOFING_DOCUMENTS,
     DeskDep,
+    channel_missing,
     channel_of,
     operators_fit,
 )
@@ -40,21 +41,19 @@ def record(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response
     caller.require(Permission.ENROL)
     values = {key: str(form.get(key, ""))[:64] for key in ("document_kind", "level")}
     channel = channel_of(form, caller)
-    if channel is None:
-        raise NotPermitted(f"{caller.actor} may not prove here", detail="not your channel")
-    values["channel"] = channel.value
-    errors: list[tuple[str, str]] = []
+    values["channel"] = channel.value if channel else ""
+    errors = [] if channel else [channel_missing(browser, caller)]
+    high = values["level"] == "high"
     if values["document_kind"] not in PROOFING_DOCUMENTS:
         errors.append((DOCUMENT_FIELD, browser.t("console.enrol.document_missing")))
-    elif values["level"] == "high" and not can_give_high(channel, values["document_kind"]):
+    elif channel and high and not can_give_high(channel, values["document_kind"]):
         errors.append((DOCUMENT_FIELD, browser.t("console.proofing.high_needs_document")))
     if values["level"] not in _LEVELS:
         errors.append(("level-substantial", browser.t("console.proofing.level_missing")))
     if not errors and not operators_fit([caller.name]):
         errors.append(("", browser.t("console.enrol.operator_name_invalid")))
-    if errors:
+    if errors or channel is None:
         return person_page(desk, identity_id, status=422, errors=errors, proofing=values)
-    high = values["level"] == "high"
     proofing = ProofingCommand(channel, values["document_kind"], (caller.name,), high=high)
     try:
         recorded = desk.operations().record_proofing(identity_id, proofing)

@@ -1,5 +1,5 @@
-"""The operator console in the real Chromium: an operator task by keyboard alone (sign in, find
-a person, block a credential), and axe on every console page in Danish and English, with error
+"""The operator console in the real Chromium: operator tasks by keyboard alone (sign in, find
+a person, block a credential; enrol with the channel left out, then chosen), and axe on every console page in Danish and English, with error
 states (a wrong key, a person not found, a form with errors), the proofing form included, and
 a colleague approving a High proofing from their own console."""
 
@@ -41,6 +41,7 @@ class Desk:
     bank_key: str
     centre_key: str
     colleague_key: str  # another operator of the centre: approves the centre's High proofings
+    supervisor_key: str  # chooses the channel: the bank or the citizen service centre
     identity_id: str
     serial: str
 
@@ -51,6 +52,7 @@ def desk(web_server: WebServer) -> Desk:
     bank_key = keys.add("bank-op", [Role.OPERATOR_BANK])[1]
     centre_key = keys.add("centre-op", [Role.OPERATOR_CENTRE], "centre-1")[1]
     colleague_key = keys.add("centre-op-2", [Role.OPERATOR_CENTRE], "centre-1")[1]
+    supervisor_key = keys.add("boss", [Role.SUPERVISOR])[1]
     token = otp_token.new_state(Model.DISPLAY)
     with web_server.process.client() as api:
         identity = _ok(
@@ -82,7 +84,13 @@ def desk(web_server: WebServer) -> Desk:
         code = OtpGenerator(token, lambda _: None).totp_now()
         _ok(api.post(f"/credentials/{assigned['id']}/activate", json={"code": code}))
     return Desk(
-        web_server.url, bank_key, centre_key, colleague_key, str(identity["id"]), token.serial
+        web_server.url,
+        bank_key,
+        centre_key,
+        colleague_key,
+        supervisor_key,
+        str(identity["id"]),
+        token.serial,
     )
 
 
@@ -118,6 +126,55 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
     row = page.get_by_role("row", name=re.compile(f"Kodeviser {desk.serial}"))
     assert "Spærret" in row.inner_text()
     assert_accessible(page, "console person, da, after blocking")
+
+
+def _choose(page: Page, label: str) -> None:
+    """Tab to a radio button or checkbox and tick it with Space."""
+    tab_to(page, label)
+    activate(page, "Space")
+
+
+def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, desk: Desk) -> None:
+    """A supervisor enrols a person without saying where the person is: the form comes back
+    with the error summary focused, what was typed kept, and the channel chosen from the
+    summary's link; then the person is enrolled."""
+    page.goto(f"{desk.url}/console/login")
+    tab_to(page, "API-nøgle")
+    type_into_focused(page, desk.supervisor_key)
+    _submit(page, "Log ind")
+    tab_to(page, "Opret en person")
+    with page.expect_navigation():
+        activate(page)
+    assert page.url == f"{desk.url}/console/enrol"
+    tab_to(page, "Fulde navn")
+    type_into_focused(page, "Klaus Rifbjerg")
+    tab_to(page, "CPR-nummer")
+    type_into_focused(page, "150531-0000")
+    _choose(page, "Pas")  # the channel's group is passed, nothing chosen
+    _choose(page, "Betydelig (du godkender alene)")
+    _submit(page, "Opret person")
+
+    assert page.url == f"{desk.url}/console/enrol"
+    assert page.title().startswith("Fejl:")
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    summary = page.locator("#error-summary")
+    assert summary.get_by_role("link").all_inner_texts() == ["Vælg, hvor personen er."]
+    assert page.locator("#channel-bank-error").is_visible()
+    assert page.locator("#name").input_value() == "Klaus Rifbjerg"
+    assert page.locator("#person_number").input_value() == "150531-0000"
+    assert page.locator("#document_kind-passport").is_checked()
+    assert page.locator("#level-substantial").is_checked()
+    assert_accessible(page, "console enrol, da, channel not chosen")
+
+    # The summary's link takes the focus to the group; the arrow keys choose within it.
+    tab_to(page, "Vælg, hvor personen er.")
+    activate(page)
+    assert page.evaluate("document.activeElement.id") == "channel-bank"
+    page.keyboard.press("ArrowDown")
+    assert page.locator("#channel-service_centre").is_checked()
+    _submit(page, "Opret person")
+    assert re.fullmatch(rf"{re.escape(desk.url)}/console/people/[0-9a-f-]{{36}}", page.url)
+    assert page.get_by_role("status").first.inner_text() == "Personen er oprettet."
 
 
 @pytest.mark.parametrize(

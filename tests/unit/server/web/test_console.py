@@ -80,6 +80,28 @@ def audit(browser: TestClient, event: str) -> list[AuditEntry]:
         return list(session.scalars(query))
 
 
+def events(browser: TestClient) -> list[str]:
+    """Every audit entry's event, oldest first."""
+    with services_of(browser).sessions() as session:
+        return list(session.scalars(select(AuditEntry.event).order_by(AuditEntry.seq)))
+
+
+# The error of a channel not chosen (a supervisor chooses where the person is), per language.
+CHANNEL_MISSING = {"da": "Vælg, hvor personen er.", "en": "Choose where the person is."}
+
+
+def told_channel_missing(browser: TestClient, answer: Any, lang: str) -> None:
+    """``answer`` is the form again (422) with the channel's error in the summary, linked to
+    the channel group's first choice and told there, and the operator is still signed in."""
+    assert answer.status_code == 422, answer.text
+    assert f'<a href="#channel-bank">{CHANNEL_MISSING[lang]}</a>' in answer.text
+    assert 'id="channel-bank" name="channel" value="bank" aria-invalid="true"' in answer.text
+    assert 'aria-describedby="channel-bank-error"' in answer.text
+    assert lang_of(answer) == lang
+    assert 'action="/logout"' in answer.text  # the console's own page, signed in
+    assert browser.get("/console", follow_redirects=False).status_code == 200
+
+
 def post_form(browser: TestClient, page: str, target: str, **data: str) -> Any:
     """Open ``page`` and post a form (with the page's CSRF token) to ``target``."""
     token = csrf_of(browser.get(page))
@@ -346,9 +368,10 @@ def test_a_refused_action_says_why_on_the_person_page(
     answer = post_form(browser, page, f"{page}/credentials", kind="code_display")
     assert answer.status_code == 409
     assert "højeste antal" in text_of(answer)
-    answer = post_form(browser, page, f"{page}/credentials")
-    assert answer.status_code == 422
-    assert 'href="#kind-code_display"' in answer.text
+    for sent in ({}, {"kind": "magic"}):  # none chosen, or one the form does not offer
+        answer = post_form(browser, page, f"{page}/credentials", **sent)
+        assert answer.status_code == 422
+        assert 'href="#kind-code_display"' in answer.text
 
 
 def test_an_operator_orders_and_replaces(browser: TestClient, settings: Settings) -> None:

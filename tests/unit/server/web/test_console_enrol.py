@@ -16,10 +16,12 @@ from server.storage.tables import Identity, ProofingRecord
 from tests.unit.server.web.forms import lang_of, text_of
 from tests.unit.server.web.test_console import (
     audit,
+    events,
     new_key,
     post_form,
     services_of,
     signed_in,
+    told_channel_missing,
 )
 
 NUMBER = "311299-4321"
@@ -100,6 +102,11 @@ def test_enrol_errors_are_shown_at_their_fields(browser: TestClient, settings: S
     assert 'id="document_kind-passport" name="document_kind" value="passport" aria-invalid' in (
         answer.text
     )
+    # A choice the form does not offer is told the same way.
+    answer = enrol(browser, document_kind="scroll", level="highest")
+    assert answer.status_code == 422
+    for field in ("document_kind-passport", "level-substantial"):
+        assert f'href="#{field}"' in answer.text
     assert enrolled(browser) is None
 
 
@@ -188,3 +195,36 @@ def test_a_supervisor_chooses_the_channel(browser: TestClient, settings: Setting
     found = enrolled(browser)
     assert found is not None
     assert found[1].channel.value == "service_centre"
+
+
+@pytest.mark.parametrize(
+    ("lang", "channel"), [("da", ""), ("en", ""), ("da", "self_service"), ("da", "elsewhere")]
+)
+def test_a_channel_not_chosen_is_told_at_the_field(
+    browser: TestClient, settings: Settings, lang: str, channel: str
+) -> None:
+    """A supervisor who leaves "Hvor er personen?" unchosen (or sends a channel the form does
+    not offer) gets the form again with everything typed, not an error page."""
+    browser.get("/", headers={"accept-language": lang})
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    before = events(browser)
+    sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing
+    answer = enrol(browser, **sent, level="high", document_kind="driving_licence")
+    assert events(browser) == before  # nothing done, nothing audited
+    told_channel_missing(browser, answer, lang)
+    assert 'value="Karen Blixen"' in answer.text
+    assert f'value="{NUMBER}"' in answer.text
+    assert 'value="driving_licence" checked' in answer.text
+    assert 'value="high" checked' in answer.text
+    assert 'name="channel" value="bank" checked' not in answer.text
+    assert enrolled(browser) is None
+
+
+def test_the_chosen_channel_is_kept_when_another_field_is_wrong(
+    browser: TestClient, settings: Settings
+) -> None:
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    answer = enrol(browser, channel="service_centre", name=" ")
+    assert answer.status_code == 422
+    assert 'value="service_centre" checked' in answer.text
+    assert enrolled(browser) is None

@@ -29,7 +29,14 @@ from tests.unit.server.migration.test_migration_api import (
     code_of,
 )
 from tests.unit.server.web.forms import csrf_of, lang_of, text_of
-from tests.unit.server.web.test_console import audit, post_form, services_of, signed_in
+from tests.unit.server.web.test_console import (
+    audit,
+    events,
+    post_form,
+    services_of,
+    signed_in,
+    told_channel_missing,
+)
 
 _INDEX = re.compile(r'class="code-block">([0-9]{4})<')
 
@@ -211,3 +218,86 @@ def test_a_supervisor_opens_assisted_flows_but_not_self_service_ones(
     signed_in(browser, settings, "boss", Role.SUPERVISOR)
     assert browser.get(assisted).status_code == 200
     assert browser.get(f"/console/migrations/{started.json()['id']}").status_code == 403
+
+
+def flows(browser: TestClient) -> int:
+    with services_of(browser).sessions() as session:
+        return len(list(session.scalars(select(MigrationFlow))))
+
+
+@pytest.mark.parametrize(
+    ("lang", "channel"), [("da", ""), ("en", ""), ("da", "self_service"), ("da", "elsewhere")]
+)
+def test_a_channel_not_chosen_is_told_at_the_field(
+    browser: TestClient, settings: Settings, lang: str, channel: str
+) -> None:
+    """A supervisor who leaves "Hvor er personen?" unchosen (or sends a channel the form does
+    not offer) gets the start form again with what was typed, not an error page."""
+    person = add_person(browser)
+    browser.get("/", headers={"accept-language": lang})
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    before = events(browser)
+    sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing
+    data = {"user_id": person.user_id, "document_kind": "driving_licence", **sent}
+    answer = post_form(browser, "/console/migrations", "/console/migrations", **data)
+    assert events(browser) == before  # nothing done, nothing audited
+    told_channel_missing(browser, answer, lang)
+    assert f'value="{person.user_id}"' in answer.text
+    assert 'value="driving_licence" checked' in answer.text
+    assert flows(browser) == 0
+
+
+def test_the_chosen_channel_is_kept_when_another_field_is_wrong(
+    browser: TestClient, settings: Settings
+) -> None:
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    data = {"user_id": "has space", "document_kind": "passport", "channel": "service_centre"}
+    answer = post_form(browser, "/console/migrations", "/console/migrations", **data)
+    assert answer.status_code == 422
+    assert 'value="service_centre" checked' in answer.text
+
+
+def at_choice(browser: TestClient, settings: Settings) -> str:
+    """A bank operator's flow for a new person, proved and confirmed: at the choice."""
+    person = add_person(browser)
+    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
+    page = start(browser, person)
+    code = code_for(person.secret, key_number(browser, page))
+    assert step(browser, page, "prove", user_id=person.user_id, password=PASSWORD, code=code) == 303
+    assert step(browser, page, "confirm", person_number=person.person_number, name=NAME) == 303
+    return page
+
+
+_TICKED = re.compile(r'name="kinds" value="([a-z0-9_]+)" checked')
+
+
+@pytest.mark.parametrize("kinds", [[], ["magic"], ["code_display", "magic"]])
+def test_a_choice_of_no_known_credential_is_told_at_the_field(
+    browser: TestClient, settings: Settings, kinds: list[str]
+) -> None:
+    """Unticking every credential (or sending one the service does not know) is no choice of
+    the proposal: the choice again, with the error at its group and nothing ticked for the
+    operator."""
+    page = at_choice(browser, settings)
+    csrf = csrf_of(browser.get(page))
+    data = {"csrf": csrf, "kinds": kinds}
+    answer = browser.post(f"{page}/choose", data=data, follow_redirects=False)
+    assert answer.status_code == 422
+    assert '<a href="#kinds-code_display">Vælg de loginmidler, personen skal have.</a>' in (
+        answer.text
+    )
+    assert re.search(r'id="kinds-code_display"[^>]* aria-invalid="true"', answer.text)
+    assert _TICKED.findall(answer.text) == [k for k in kinds if k != "magic"]
+    assert audit(browser, "migration.flow.chosen") == []
+
+
+def test_a_refused_choice_is_told_at_the_field_with_the_ticks_kept(
+    browser: TestClient, settings: Settings
+) -> None:
+    page = at_choice(browser, settings)
+    data = {"csrf": csrf_of(browser.get(page)), "kinds": ["code_display", "audio_reader"]}
+    answer = browser.post(f"{page}/choose", data=data, follow_redirects=False)
+    assert answer.status_code == 422
+    assert '<a href="#kinds-code_display">Valget kan ikke bruges.' in answer.text
+    assert _TICKED.findall(answer.text) == ["code_display", "audio_reader"]
+    assert audit(browser, "migration.flow.chosen") == []

@@ -20,11 +20,13 @@ from server.storage.tables import Identity, ProofingRecord
 from tests.unit.server.web.forms import lang_of, text_of
 from tests.unit.server.web.test_console import (
     audit,
+    events,
     new_key,
     person,
     post_form,
     services_of,
     signed_in,
+    told_channel_missing,
 )
 
 _ASSURANCE = re.compile(r"(?:Identitetssikringsniveau|Identity assurance)</dt><dd>([^<]+)</dd>")
@@ -215,12 +217,14 @@ def test_high_with_a_document_that_cannot_give_it_is_told_at_the_field(
     browser: TestClient, settings: Settings
 ) -> None:
     identity_id = person(browser)
-    signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
-    answer = prove(browser, identity_id, level="high", document_kind="passport_chip")
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    data = {"channel": "service_centre", "level": "high", "document_kind": "passport_chip"}
+    answer = prove(browser, identity_id, **data)
     assert answer.status_code == 422
     assert 'href="#document_kind-passport"' in answer.text
     assert "Niveau Høj kræver pas, kørekort eller nationalt identitetskort" in text_of(answer)
-    assert 'value="passport_chip" checked' in answer.text  # the choice is kept
+    for value in data.values():  # the choices are kept
+        assert f'value="{value}" checked' in answer.text
 
 
 def test_proofing_errors_are_shown_at_their_fields(browser: TestClient, settings: Settings) -> None:
@@ -233,6 +237,11 @@ def test_proofing_errors_are_shown_at_their_fields(browser: TestClient, settings
     assert 'href="#document_kind-passport"' in answer.text
     assert 'href="#level-substantial"' in answer.text
     assert "Choose who approves the proofing." in text_of(answer)
+    # A choice the form does not offer is told the same way.
+    answer = prove(browser, identity_id, document_kind="scroll", level="highest")
+    assert answer.status_code == 422
+    assert 'href="#document_kind-passport"' in answer.text
+    assert 'href="#level-substantial"' in answer.text
     assert len(records(browser, identity_id)) == before
 
 
@@ -274,3 +283,27 @@ def test_a_supervisor_chooses_the_channel(browser: TestClient, settings: Setting
     assert prove(browser, identity_id, channel="service_centre").status_code == 303
     [added] = records(browser, identity_id)[before:]
     assert (added.channel.value, added.operator_ids) == ("service_centre", ["boss"])
+
+
+@pytest.mark.parametrize(
+    ("lang", "channel"), [("da", ""), ("en", ""), ("da", "self_service"), ("da", "elsewhere")]
+)
+def test_a_channel_not_chosen_is_told_at_the_field(
+    browser: TestClient, settings: Settings, lang: str, channel: str
+) -> None:
+    """A supervisor who leaves "Hvor er personen?" unchosen (or sends a channel the form does
+    not offer) gets the person's page again with the choices kept, not an error page."""
+    identity_id = person(browser)
+    before = len(records(browser, identity_id))
+    browser.get("/", headers={"accept-language": lang})
+    signed_in(browser, settings, "boss", Role.SUPERVISOR)
+    seen = len(events(browser))
+    sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing
+    answer = prove(browser, identity_id, **sent, level="high", document_kind="national_id_card")
+    # Only the person's page was seen (twice: the form, then the form again).
+    assert events(browser)[seen:] == ["identity.viewed", "identity.viewed"]
+    told_channel_missing(browser, answer, lang)
+    assert 'value="national_id_card" checked' in answer.text
+    assert 'value="high" checked' in answer.text
+    assert len(records(browser, identity_id)) == before
+    assert assurance(browser, identity_id) is Level.SUBSTANTIAL
