@@ -104,7 +104,7 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
     assert page.url.startswith(f"{desk.url}/console/login")
     tab_to(page, "API-nøgle")
     type_into_focused(page, desk.bank_key)
-    _submit(page, "Log ind")
+    _submit(page, "Log på")
     assert page.url == f"{desk.url}/console"
 
     tab_to(page, "CPR-nummer")
@@ -127,7 +127,7 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
             "da-DK",
             {
                 "key": "API-nøgle",
-                "sign_in": "Log ind",
+                "sign_in": "Log på",
                 "number": "CPR-nummer",
                 "find": "Find person",
                 "enrol": "Opret person",
@@ -143,7 +143,7 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
             "en-GB",
             {
                 "key": "API key",
-                "sign_in": "Sign in",
+                "sign_in": "Log in",
                 "number": "CPR number",
                 "find": "Find person",
                 "enrol": "Enrol person",
@@ -259,7 +259,7 @@ def test_every_console_page_passes_axe(
             {
                 "start": "Start login ved skranken",
                 "here": "Åbn login på denne skærm",
-                "named": "(ved skranken) beder dig logge ind",
+                "named": "(ved skranken) beder dig logge på",
             },
         ),
         (

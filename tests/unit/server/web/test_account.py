@@ -198,7 +198,7 @@ def test_overview_lists_the_citizens_credentials_in_both_languages(
     assert answer.status_code == 200
     assert lang_of(answer) == "da"
     text = text_of(answer)
-    assert "<caption>De loginmidler, du logger ind med</caption>" in answer.text
+    assert "<caption>De loginmidler, du logger på med</caption>" in answer.text
     assert "Test Person" in text
     assert "Din identitet er bekræftet på niveau Betydelig" in text
     assert "Kodeviser 1000000001 Aktiv" in text
