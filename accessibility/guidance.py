@@ -48,9 +48,9 @@ PARAMETERS: Mapping[Prompt, frozenset[str]] = {
 MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
     Language.DA: {
         Prompt.INSERT_CARD: "Indsæt dit kort.",
-        Prompt.ENTER_PIN: "Tast din PIN-kode.",
-        Prompt.WRONG_PIN: "Forkert PIN-kode. {tries}",
-        Prompt.PIN_BLOCKED: "Din PIN-kode er spærret. Den skal låses op, før du kan fortsætte.",
+        Prompt.ENTER_PIN: "Skriv din pinkode.",
+        Prompt.WRONG_PIN: "Forkert pinkode. {tries}",
+        Prompt.PIN_BLOCKED: "Din pinkode er spærret. Den skal låses op, før du kan fortsætte.",
         Prompt.CARD_BLOCKED: "Dit kort er spærret og kan ikke bruges.",
         Prompt.TOUCH_KEY: "Rør ved din sikkerhedsnøgle.",
         Prompt.KEY_REMOVED: "Sikkerhedsnøglen blev taget ud. Sæt den i igen.",
@@ -61,7 +61,7 @@ MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
         Prompt.DONE: "Færdig. Det lykkedes.",
         Prompt.CODE: "Din kode er: {code}.",
         Prompt.ERROR: "Der opstod en fejl. Prøv igen.",
-        Prompt.CONFIRM_LOGIN: "Du logger ind hos {provider} på sikringsniveau {level}. "
+        Prompt.CONFIRM_LOGIN: "Du logger på hos {provider} på sikringsniveau {level}. "
         "{opened} Fortsæt kun, hvis du selv har startet dette login.",
     },
     Language.EN: {
@@ -84,10 +84,11 @@ MESSAGES: Mapping[Language, Mapping[Prompt, str]] = {
     },
 }
 
-# The login's levels as the pages name them (an adjective to "sikringsniveau" in Danish).
+# The login's levels by their names, as the pages write them (docs/glossary.md): a name, so
+# "sikringsniveau Betydelig", not an adjective.
 LEVELS: Mapping[Language, Mapping[str, str]] = {
-    Language.DA: {"low": "lavt", "substantial": "betydeligt", "high": "højt"},
-    Language.EN: {"low": "low", "substantial": "substantial", "high": "high"},
+    Language.DA: {"low": "Lav", "substantial": "Betydelig", "high": "Høj"},
+    Language.EN: {"low": "Low", "substantial": "Substantial", "high": "High"},
 }
 # How a login was opened: in a browser the program is paired with, or by a program alone.
 OPENED: Mapping[Language, Mapping[bool, str]] = {

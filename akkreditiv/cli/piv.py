@@ -412,7 +412,8 @@ def _login_confirmed(context: _LoginContext, *, yes: bool, pin_stdin: bool) -> b
         if context.in_browser
         else "no browser has opened it"
     )
-    typer.echo(f"You are logging in to {named} at level {context.level}.")
+    # The level by its name, as the pages and the spoken prompt write it ("level High").
+    typer.echo(f"You are logging in to {named} at level {context.level.capitalize()}.")
     typer.echo(f"The login began at {context.began} and {opened}.")
     typer.echo(
         "Go on only if you began this login yourself: whoever hands you a login's id or "

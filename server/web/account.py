@@ -49,8 +49,9 @@ from server.services.lifecycle_errors import (
 from server.services.piv.enrolment import enrolment_code
 from server.storage.tables import Credential, Identity
 from server.web.account_level import ADD_PAGES, level_page, login_level
-from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, credential_name, row
+from server.web.account_rows import BLOCKABLE, REPLACEABLE, TOKEN_PAGES, row
 from server.web.browser import Browser, BrowserDep, CheckedForm, CitizenDep, own_origin
+from server.web.credential_display import CredentialNames
 from server.web.render import mark_page, page, redirect
 from server.wiring import Services
 
@@ -456,7 +457,8 @@ def block_submit(
         error = ("reason-lost", account.browser.t("account.block_reason_missing"))
         return _block_page(request, account, credential, [error])
     account.credentials.transition(credential.id, target)
-    account.browser.flash("account.blocked_" + target.value, name=credential_name(credential))
+    described = CredentialNames(account.browser.t).described(credential)
+    account.browser.flash("account.blocked_" + target.value, credential=described)
     return redirect(account.browser, "/account")
 
 

@@ -13,6 +13,7 @@ from server.domain.model import CredentialKind, Level
 from server.services.credentials.admission import LevelTooLowForCredential
 from server.web.account_rows import TOKEN_PAGES
 from server.web.browser import Browser
+from server.web.credential_display import CredentialNames
 from server.web.render import page
 
 LOGIN_PAGE = "/account/login"
@@ -47,7 +48,7 @@ def level_page(request: Request, browser: Browser, refused: LevelTooLowForCreden
         browser,
         "account_level.html",
         title=t("account.level_title", level=required),
-        kind=t(f"account.kind_{refused.kind.value}"),
+        kind=CredentialNames(t).kind(refused.kind),
         required=required,
         achieved=achieved,
         high=refused.required is Level.HIGH,

@@ -1,6 +1,6 @@
-"""The citizen's credentials as the overview's table shows them: a name that tells one from
-another, when each was added and last used (in the page's language), and the actions its kind
-and state allow (activate, block, replace, change the password)."""
+"""The citizen's credentials as the overview's table shows them: when each was added and last
+used (in the page's language), and the actions its kind and state allow (activate, block,
+replace, change the password). Kinds and identifiers are named by ``credential_display``."""
 
 from __future__ import annotations
 
@@ -38,26 +38,11 @@ def _last_used(credential: Credential) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(credential.last_used_window * step, dt.UTC)
 
 
-def credential_name(credential: Credential) -> str:
-    """What tells one of the citizen's credentials from another: the card's own serial (what
-    the card reader program shows), a label, the device's serial or the key's id."""
-    card_id = credential.public_data.get("card_id")
-    if credential.kind is K.PIV and isinstance(card_id, str):
-        return card_id
-    if credential.label:
-        return credential.label
-    serial = credential.serial or ""
-    if credential.kind is K.FIDO2:
-        return serial.removeprefix("fido2:")[:8].upper()
-    return serial
-
-
 @dataclass(frozen=True)
 class Row:
     """One credential as a line of the overview's table, with the actions its state allows."""
 
     credential: Credential
-    name: str
     added: str
     last_used: str | None
     actions: Sequence[tuple[str, str]]  # (catalogue key of the action, path)
@@ -86,7 +71,6 @@ def row(credential: Credential, lang: str, identity_assurance: Level | None = No
     last = _last_used(credential)
     return Row(
         credential,
-        credential_name(credential),
         _date(credential.created_at, lang),
         _date(last, lang) if last else None,
         actions,

@@ -133,8 +133,10 @@ def search(form: CheckedForm, desk: DeskDep) -> Response:
 
 
 @router.get("/console/people/{identity_id}")
-def person(identity_id: uuid.UUID, desk: DeskDep) -> Response:
-    return person_page(desk, identity_id)
+def person(identity_id: uuid.UUID, desk: DeskDep, credential: str | None = None) -> Response:
+    """The person's page; ``credential``: what the person read out of a credential's serial
+    number, to find which of theirs it is."""
+    return person_page(desk, identity_id, sought=credential)
 
 
 def _act(

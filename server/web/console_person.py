@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.responses import Response
@@ -19,6 +19,7 @@ from server.services.identities import masked_person_number
 from server.services.identity_operations import IdentityRecord
 from server.storage.tables import Credential, ProofingRecord
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
+from server.web.credential_display import CredentialNames, matches, searchable
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).
 ORDERABLE = tuple(
@@ -72,6 +73,17 @@ def admittable(credentials: list[Credential], identity: PersonView) -> frozenset
     )
 
 
+def found(t: Callable[[str], str], credentials: list[Credential], sought: str) -> list[str]:
+    """The credentials whose identifier has what the person read out, as the page names them
+    (kind, identifier and state), so the operator knows which row the person means."""
+    names = CredentialNames(t)
+    return [
+        f"{names.described(c)} ({t(f'console.state.{c.state.value}')})"
+        for c in credentials
+        if matches(c, sought)
+    ]
+
+
 def person_page(
     desk: Desk,
     identity_id: uuid.UUID,
@@ -79,9 +91,11 @@ def person_page(
     status: int = 200,
     errors: list[tuple[str, str]] | None = None,
     proofing: Mapping[str, str] | None = None,
+    sought: str | None = None,
 ) -> Response:
     """The person's page; reading it is audited as ``identity.viewed``.
-    ``proofing`` holds what the operator chose in the proofing form, shown again on an error."""
+    ``proofing`` holds what the operator chose in the proofing form, shown again on an error;
+    ``sought`` what the person read out of a credential's serial number, to find it by."""
     browser, caller = desk.browser, desk.caller
     caller.require(Permission.VIEW_IDENTITY)
     operations = desk.operations()
@@ -89,11 +103,22 @@ def person_page(
     manage = caller.may(Permission.MANAGE_CREDENTIALS)
     credentials = operations.credentials(identity_id) if manage else []
     own = channels(caller)
+    errors = list(errors or [])
+    sought = (sought or "").strip()[:64] or None
+    matching = None
+    if sought is not None and manage:
+        if searchable(sought):
+            matching = found(browser.t, credentials, sought)
+        else:
+            errors.append(("credential", browser.t("console.credentials.find_too_short")))
+            status = 422
     return desk.page(
         "console_person.html",
         title=browser.t("console.person.title", name=identity.name),
         status=status,
         errors=errors,
+        sought=sought or "",
+        found=matching,
         identity=identity,
         credentials=credentials,
         may_manage=manage,

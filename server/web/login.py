@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from server.api.deps import ServicesDep, SessionDep
 from server.domain.errors import FactorRejected, UnknownSubject
-from server.domain.model import AuthenticatorKind, Level
+from server.domain.model import AuthenticatorKind, CredentialKind, Level
 from server.services.authentication import Standing
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
@@ -57,6 +57,14 @@ METHODS: Mapping[str, frozenset[str]] = {
     "key-card": frozenset({AuthenticatorKind.KEY_CARD}),
     "security-key": frozenset({AuthenticatorKind.FIDO2, AuthenticatorKind.FIDO2_UV}),
     "smartcard": frozenset({AuthenticatorKind.PIV}),
+}
+# The name each is offered under: the credential's own (``credential_display``); a code comes
+# from any of three devices, named together (``login.method_code``).
+METHOD_KINDS: Mapping[str, CredentialKind] = {
+    "password": CredentialKind.PASSWORD,
+    "key-card": CredentialKind.KEY_CARD,
+    "security-key": CredentialKind.FIDO2,
+    "smartcard": CredentialKind.PIV,
 }
 _TEMPLATES = {
     "password": "login_password.html",
@@ -190,6 +198,7 @@ def _choice_page(
         status=400 if errors else 200,
         errors=errors or [],
         methods=offered,
+        method_kinds=METHOD_KINDS,
         achieved=(
             browser.t(f"login.level_{standing.achieved.name.lower()}")
             if standing.achieved is not None

@@ -107,7 +107,6 @@ class Pages:
             total=TOTAL,
             flow_id=str(flow_id) if flow_id else None,
             resume=self.resume_link(flow_id) if flow_id else None,
-            kind_name=lambda kind: self.t(f"migrate.kind.{kind}"),
             **context,
         )
 

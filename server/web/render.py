@@ -29,6 +29,7 @@ from server.domain.errors import DomainError
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
 from server.web.browser import Browser, SignInRequired
+from server.web.credential_display import CredentialNames
 from server.web.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, parse_language
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def page(
 
     ``title`` is the page's own title (a catalogue text); pages with form errors pass
     ``errors`` (a list of ``(field_id, message)``) and the title says so first (WCAG 3.3.1).
+    Every template has ``names``, the one way credentials are named (``credential_display``).
     """
     t = browser.t
     errors: list[tuple[str, str]] = list(context.pop("errors", []) or [])
@@ -87,6 +89,7 @@ def page(
         session_expires=browser.expires_at.isoformat(),
         session_warn_s=request.app.state.settings.timeout_warning_s,
         clock=lambda value: _clock(value, browser.lang),
+        names=CredentialNames(t),
         **context,
     )
     return browser.apply(HTMLResponse(html, status_code=status))

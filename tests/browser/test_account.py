@@ -232,7 +232,11 @@ def test_a_login_below_a_smartcards_level_is_shown_the_way_to_high(
     base = web_server.url
     sign_in(page, base, number)
     page.goto(f"{base}/account/add")
-    needs = "Needs you to be logged in at level High." if lang == "en" else "Kræver, at du er"
+    needs = (
+        "Needs you to be logged in at level High."
+        if lang == "en"
+        else "Kræver et login på niveau Høj."
+    )
     assert needs in page.inner_text("main")
     assert_accessible(page, f"add, below High ({lang})")
 
@@ -243,7 +247,7 @@ def test_a_login_below_a_smartcards_level_is_shown_the_way_to_high(
     assert "piv enrol" not in page.inner_text("main")
     assert_accessible(page, f"smartcard, below High ({lang})")
     shots.save(page, f"account-level-{lang}")
-    submit(page, "Log in at level High" if lang == "en" else "Log ind på niveau Høj")
+    submit(page, "Log in at level High" if lang == "en" else "Log på igen på niveau Høj")
     assert "/login/" in page.url, page.url
     page.focus("#person_number")
     type_into_focused(page, number)

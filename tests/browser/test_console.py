@@ -112,7 +112,7 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
     assert page.url.startswith(f"{desk.url}/console/login")
     tab_to(page, "API-nøgle")
     type_into_focused(page, desk.bank_key)
-    _submit(page, "Log ind")
+    _submit(page, "Log på")
     assert page.url == f"{desk.url}/console"
 
     tab_to(page, "CPR-nummer")
@@ -184,7 +184,7 @@ def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, d
             "da-DK",
             {
                 "key": "API-nøgle",
-                "sign_in": "Log ind",
+                "sign_in": "Log på",
                 "number": "CPR-nummer",
                 "find": "Find person",
                 "enrol": "Opret person",
@@ -200,7 +200,7 @@ def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, d
             "en-GB",
             {
                 "key": "API key",
-                "sign_in": "Sign in",
+                "sign_in": "Log in",
                 "number": "CPR number",
                 "find": "Find person",
                 "enrol": "Enrol person",
@@ -316,7 +316,7 @@ def test_every_console_page_passes_axe(
             {
                 "start": "Start login ved skranken",
                 "here": "Åbn login på denne skærm",
-                "named": "(ved skranken) beder dig logge ind",
+                "named": "(ved skranken) beder dig logge på",
             },
         ),
         (

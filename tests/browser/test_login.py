@@ -128,7 +128,7 @@ def test_password_then_code_by_keyboard_steps_up_and_returns(
     transaction = login.rsplit("/", 1)[1]
 
     page.goto(web_server.url + login)
-    assert page.locator("h1").inner_text() == "Log ind"
+    assert page.locator("h1").inner_text() == "Log på"
     check(page, "login start, da", "login-start-da")
     tab_to(page, "CPR-nummer")
     type_into_focused(page, "010190-1234")
@@ -152,7 +152,7 @@ def test_password_then_code_by_keyboard_steps_up_and_returns(
     type_into_focused(page, PASSWORD)
     submit(page)
     page.wait_for_url(re.compile(r"/choose$"))
-    assert "kræver niveau betydeligt" in page.locator("main").inner_text()
+    assert "kræver niveau Betydelig" in page.locator("main").inner_text()
     check(page, "login step-up choice, da", "login-step-up-da")
     press_continue(page, "Fortsæt")  # the code is first now: the password is used
     page.wait_for_url(re.compile(r"/code$"))
@@ -297,7 +297,7 @@ def test_every_login_page_is_accessible(
     page.wait_for_url(re.compile(r"/done$"))
     assert (
         page.locator("h1").inner_text()
-        == {"da": "Du er logget ind", "en": "You are logged in"}[lang]
+        == {"da": "Du er logget på", "en": "You are logged in"}[lang]
     )
     check(page, f"login done, {lang}", f"login-done-{lang}")
 

@@ -98,7 +98,7 @@ def test_the_browser_returns_to_the_provider_which_completes_the_login(
     transaction = provider.begin("substantial", nonce="provider-session-1")
     refused = blocked_forms(page)
     page.goto(f"{web_server.url}/login/{transaction}")
-    assert f"{SHOWN_AS} beder dig logge ind" in page.locator("main").inner_text()
+    assert f"{SHOWN_AS} beder dig logge på" in page.locator("main").inner_text()
     assert provider.id not in page.locator("main").inner_text()
 
     log_in_by_keyboard(page, "111190-1234", secret)
@@ -143,7 +143,7 @@ def test_without_script_the_done_page_links_back_to_the_provider(
     page.fill("#code", hotp(secret, 1))
     page.locator("main form button[type=submit]").first.click()
     page.wait_for_url(re.compile(r"/done$"))
-    heading = {"da": "Du er logget ind", "en": "You are logged in"}[lang]
+    heading = {"da": "Du er logget på", "en": "You are logged in"}[lang]
     assert page.locator("h1").inner_text() == heading
     assert_accessible(page, f"login done, back to the provider, {lang}")
     label = {"da": f"Fortsæt til {SHOWN_AS}", "en": f"Continue to {SHOWN_AS}"}[lang]
@@ -191,6 +191,6 @@ def test_every_login_page_names_the_provider_and_offers_the_way_back(
     for path in ("", "/choose", "/password", "/code", "/key-card", "/security-key", "/smartcard"):
         page.goto(base + path)
         text = page.locator("main").inner_text()
-        assert f"{SHOWN_AS} beder dig logge ind" in text, path
+        assert f"{SHOWN_AS} beder dig logge på" in text, path
         cancel = page.get_by_role("button", name=f"Afbryd og gå tilbage til {SHOWN_AS}")
         assert cancel.count() == 1, path

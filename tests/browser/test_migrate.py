@@ -108,7 +108,7 @@ def test_a_whole_move_by_keyboard_alone(
     index = key_number(page)
     fill(page, f"Kode til nøglenummer {index}", person.code(index))
     submit(page, "Fortsæt")
-    assert "Bruger-id, adgangskode eller kode er ikke rigtig" in page.inner_text("main")
+    assert "Bruger-id, adgangskode eller kode er forkert" in page.inner_text("main")
     assert_accessible(page, "prove, wrong password (da)")
     # The user id is kept; the new key number is shown.
     fill(page, "Adgangskode til det gamle eID", PASSWORD)

@@ -285,7 +285,7 @@ def test_speak_says_wrong_pin_and_tries_left(
         stdin="000000\n",
     )
     assert result.returncode == 2
-    assert "Forkert PIN-kode. Du har 2 forsøg tilbage." in result.stderr
+    assert "Forkert pinkode. Du har 2 forsøg tilbage." in result.stderr
     files = sorted(p.name for p in audio.glob("*.wav"))
     assert files == ["0001-enter_pin.wav", "0002-wrong_pin.wav"]
     rate, samples = read_wav(audio / files[1])

@@ -170,7 +170,7 @@ def test_demo_people_log_in_with_every_kind_of_token(demo: Demo) -> None:
         )  # fmt: skip
         assert piv.returncode == 0, piv.stderr
         # The card's program names the demo provider as people know it, and by its id.
-        shown = "You are logging in to Demotjenesten (https://demo.example) at level high."
+        shown = "You are logging in to Demotjenesten (https://demo.example) at level High."
         assert shown in piv.stdout
         assert complete(demo, http, transaction)["level"] == "high"
 

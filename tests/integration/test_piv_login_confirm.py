@@ -1,7 +1,7 @@
 """``devices piv login`` shows whom a login is for before the card signs, and signs only
 after the person says yes: a phisher who hands someone the id (and pairing code) of the
 phisher's own login at a bank gets nothing from a person who reads "You are logging in to
-<the bank> at level high" and says no. Through the real stacks, as ``test_piv_login``."""
+<the bank> at level High" and says no. Through the real stacks, as ``test_piv_login``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ service = piv.service
 card_state = piv.card_state
 
 WRONG_PIN = "654321\n"
-SHOWN = f"You are logging in to {PROVIDER} at level high."
+SHOWN = f"You are logging in to {PROVIDER} at level High."
 ASKED = "Sign this login with your card? [y/N]"
 
 
@@ -143,7 +143,7 @@ def test_the_login_is_spoken_before_the_pin_is_asked(
 
         assert result.returncode == 0, result.stderr
         said = re.search(
-            rf"You are logging in to {re.escape(PROVIDER)} at level high\. The login began at "
+            rf"You are logging in to {re.escape(PROVIDER)} at level High\. The login began at "
             r"\d\d:\d\d and no browser has opened it\. Go on only if you began this login "
             r"yourself\.",
             result.stderr,

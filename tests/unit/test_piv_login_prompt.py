@@ -30,7 +30,7 @@ def test_the_prompt_names_the_provider_by_its_display_name_and_id(
     monkeypatch.setattr(Listener, "sink", heard.append)
     assert _login_confirmed(_LoginContext.of(begun("Borger.dk")), yes=True, pin_stdin=False)
     shown = capsys.readouterr().out
-    assert "You are logging in to Borger.dk (https://borger.example) at level high." in shown
+    assert "You are logging in to Borger.dk (https://borger.example) at level High." in shown
     (said,) = [event for event in heard if event.kind is DeviceEvent.CONFIRM_LOGIN]
     assert said.params["provider"] == "Borger.dk"  # spoken: the name alone
 
@@ -40,4 +40,4 @@ def test_a_provider_without_a_display_name_is_named_once(
 ) -> None:
     context = _LoginContext.of(begun("https://borger.example"))
     assert _login_confirmed(context, yes=True, pin_stdin=False)
-    assert "You are logging in to https://borger.example at level high." in capsys.readouterr().out
+    assert "You are logging in to https://borger.example at level High." in capsys.readouterr().out

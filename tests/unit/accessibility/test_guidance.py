@@ -50,7 +50,7 @@ def test_message_is_a_sentence_in_each_language(prompt: Prompt) -> None:
     ("prompt", "language", "text"),
     [
         (Prompt.INSERT_CARD, Language.DA, "Indsæt dit kort."),
-        (Prompt.ENTER_PIN, Language.DA, "Tast din PIN-kode."),
+        (Prompt.ENTER_PIN, Language.DA, "Skriv din pinkode."),
         (Prompt.INSERT_CARD, Language.EN, "Insert your card."),
         (Prompt.ENTER_PIN, Language.EN, "Enter your PIN."),
     ],
@@ -64,9 +64,9 @@ def test_message_reads_naturally_when_asking_for_card_and_pin(
 @pytest.mark.parametrize(
     ("language", "tries_left", "text"),
     [
-        (Language.DA, 2, "Forkert PIN-kode. Du har 2 forsøg tilbage."),
-        (Language.DA, 1, "Forkert PIN-kode. Du har 1 forsøg tilbage."),
-        (Language.DA, 0, "Forkert PIN-kode. Du har ikke flere forsøg."),
+        (Language.DA, 2, "Forkert pinkode. Du har 2 forsøg tilbage."),
+        (Language.DA, 1, "Forkert pinkode. Du har 1 forsøg tilbage."),
+        (Language.DA, 0, "Forkert pinkode. Du har ikke flere forsøg."),
         (Language.EN, 2, "Wrong PIN. You have 2 tries left."),
         (Language.EN, 1, "Wrong PIN. You have 1 try left."),
         (Language.EN, 0, "Wrong PIN. You have no tries left."),
@@ -89,28 +89,28 @@ def test_code_message_shows_digits_grouped() -> None:
         (
             Language.DA,
             True,
-            "Du logger ind hos https://bank.example på sikringsniveau betydeligt. Login blev "
+            "Du logger på hos https://bank.example på sikringsniveau Betydelig. Login blev "
             "startet klokken 09:05 og er åbnet i en browser. Fortsæt kun, hvis du selv har "
             "startet dette login.",
         ),
         (
             Language.DA,
             False,
-            "Du logger ind hos https://bank.example på sikringsniveau betydeligt. Login blev "
+            "Du logger på hos https://bank.example på sikringsniveau Betydelig. Login blev "
             "startet klokken 09:05 og er ikke åbnet i nogen browser. Fortsæt kun, hvis du "
             "selv har startet dette login.",
         ),
         (
             Language.EN,
             True,
-            "You are logging in to https://bank.example at level substantial. The login "
+            "You are logging in to https://bank.example at level Substantial. The login "
             "began at 09:05 and was opened in a browser. Go on only if you began this login "
             "yourself.",
         ),
         (
             Language.EN,
             False,
-            "You are logging in to https://bank.example at level substantial. The login "
+            "You are logging in to https://bank.example at level Substantial. The login "
             "began at 09:05 and no browser has opened it. Go on only if you began this "
             "login yourself.",
         ),
@@ -253,7 +253,7 @@ def test_guide_offers_text_when_speech_unavailable(tmp_path: Path) -> None:
     guide = Guide(mute, tmp_path, language=Language.DA, text_sink=shown.append)
     with pytest.raises(SpeechUnavailable):
         guide.say(Prompt.ENTER_PIN)
-    assert shown == ["Tast din PIN-kode."]
+    assert shown == ["Skriv din pinkode."]
     assert not list(tmp_path.iterdir())
 
 

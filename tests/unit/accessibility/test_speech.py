@@ -21,7 +21,7 @@ from accessibility.errors import (
 )
 from accessibility.speech import Language, Prosody, Pyttsx3Engine, clean_text
 
-SENTENCE = {Language.DA: "Tast din PIN-kode.", Language.EN: "Enter your PIN."}
+SENTENCE = {Language.DA: "Skriv din pinkode.", Language.EN: "Enter your PIN."}
 NORMAL: dict[str, Any] = {"rate": 175, "volume": 1.0, "pitch": 50}
 
 

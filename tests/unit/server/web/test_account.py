@@ -133,6 +133,11 @@ def signed_in(browser: TestClient, person: Person) -> Person:
     return person
 
 
+def grouped(card_id: str) -> str:
+    """A card's id as the pages show it: in groups of four, to read out on the phone."""
+    return " ".join(card_id[i : i + 4] for i in range(0, len(card_id), 4))
+
+
 def code_of(token: OtpTokenState) -> str:
     return OtpGenerator(token, lambda _: None).next_code()
 
@@ -193,11 +198,11 @@ def test_overview_lists_the_citizens_credentials_in_both_languages(
     assert answer.status_code == 200
     assert lang_of(answer) == "da"
     text = text_of(answer)
-    assert "<caption>De loginmidler, du logger ind med</caption>" in answer.text
+    assert "<caption>De loginmidler, du logger på med</caption>" in answer.text
     assert "Test Person" in text
     assert "Din identitet er bekræftet på niveau Betydelig" in text
     assert "Kodeviser 1000000001 Aktiv" in text
-    assert "Adgangskode Uden navn Aktiv" in text
+    assert "Adgangskode Intet Aktiv" in text
     device = code_display(signed_in)
     assert f'href="/account/credentials/{device.id}/block"' in answer.text
     assert 'href="/account/password"' in answer.text
@@ -394,7 +399,7 @@ def test_the_smartcard_page_shows_the_enrol_command_and_the_enrolled_card(
     again = browser.get("/account/add/smartcard")
     card_id = enrolled["credential"]["public_data"]["card_id"]
     assert card_id == card.chuid().serial
-    assert f"Kort {card_id}: Aktiv" in text_of(again)
+    assert f"Kort {grouped(card_id)}: Aktiv" in text_of(again)
 
 
 # --- block and replace --------------------------------------------------------------------------
@@ -477,7 +482,7 @@ def test_a_replacement_without_a_serial_is_ordered(browser: TestClient, signed_i
         follow_redirects=True,
     )
     assert "Et nyt er på vej til dig med posten." in text_of(answer)
-    assert "Kodeviser Uden navn Bestilt" in text_of(answer)
+    assert "Kodeviser Intet Bestilt" in text_of(answer)
 
 
 def test_an_active_credential_cannot_be_replaced(browser: TestClient, signed_in: Person) -> None:
@@ -640,7 +645,7 @@ def test_the_citizen_enrols_a_card_with_the_pages_code_and_no_api_key(
 
     assert done.status_code == 201, done.text
     again = browser.get("/account/add/smartcard")
-    assert f"Kort {card.chuid().serial}: Aktiv" in text_of(again)
+    assert f"Kort {grouped(card.chuid().serial)}: Aktiv" in text_of(again)
     # That enrolment is spent: the page begins a fresh one for another card.
     fresh, fresh_code = shown_enrolment(again)
     assert fresh != state_id

@@ -139,7 +139,7 @@ def test_the_password_shows_when_it_was_last_used(browser: TestClient, person: P
     """Signing in proved the password today; the overview says so instead of "Ikke kendt"."""
     overview = text_of(browser.get("/account"))
     today = dt.datetime.now(dt.UTC).astimezone().strftime("%d.%m.%Y")
-    row = re.search(r"Adgangskode Uden navn Aktiv (\S+) (\S+)", overview)
+    row = re.search(r"Adgangskode Intet Aktiv (\S+) (\S+)", overview)
     assert row is not None, overview
     assert row.group(2) == today
     assert PASSWORD not in overview

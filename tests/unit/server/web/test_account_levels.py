@@ -236,7 +236,7 @@ def test_the_add_page_says_which_credentials_need_a_login_at_high(
 
     text = text_of(browser.get("/account/add"))
 
-    assert text.count("Kræver, at du er logget ind på niveau Høj") == 2
+    assert text.count("Kræver et login på niveau Høj") == 2
 
 
 def test_codes_and_the_password_need_no_more_than_substantial(

@@ -143,7 +143,7 @@ def status_of(browser: TestClient, identity_id: uuid.UUID) -> IdentityStatus:
 
 
 @pytest.mark.parametrize(
-    ("lang", "words"), [("da", "Log ind i operatørkonsollen"), ("en", "Sign in to the operator")]
+    ("lang", "words"), [("da", "Log på operatørkonsollen"), ("en", "Log in to the operator")]
 )
 def test_login_page_in_both_languages_takes_a_pasted_key(
     browser: TestClient, lang: str, words: str

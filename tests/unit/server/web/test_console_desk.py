@@ -128,7 +128,7 @@ def test_a_person_logging_in_on_the_operators_screen_becomes_the_banks_customer(
     assert not is_customer(browser, identity_id, TEST_BANK)
 
     # The login pages name the bank's desk; at the end they send the operator's screen back.
-    assert "test-bank (ved skranken) beder dig logge ind" in text_of(
+    assert "test-bank (ved skranken) beder dig logge på" in text_of(
         browser.get(f"/login/{transaction}")
     )
     done = log_in(browser, transaction)
@@ -169,7 +169,7 @@ def test_the_person_logs_in_on_their_own_device(
     done = log_in(phone, transaction)
     # The person's own device is told they are done; it is not sent into the console.
     assert str(done.url).endswith(f"/login/{transaction}/done"), done.url
-    assert "Du er logget ind hos test-bank (ved skranken)" in text_of(done)
+    assert "Du er logget på hos test-bank (ved skranken)" in text_of(done)
     assert finish(browser, page).status_code == 303
     assert is_customer(browser, identity_id, TEST_BANK)
 

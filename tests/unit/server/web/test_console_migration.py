@@ -73,7 +73,7 @@ def step(browser: TestClient, page: str, which: str, **data: str) -> int:
     return int(answer.status_code)
 
 
-@pytest.mark.parametrize(("lang", "words"), [("da", "Start flytningen"), ("en", "Start the move")])
+@pytest.mark.parametrize(("lang", "words"), [("da", "Start skiftet"), ("en", "Start the move")])
 def test_start_page_in_both_languages(
     browser: TestClient, settings: Settings, lang: str, words: str
 ) -> None:
@@ -122,7 +122,7 @@ def test_a_bank_operator_drives_the_whole_migration(
     assert activated == 303
     assert step(browser, page, "complete") == 303
     done = browser.get(page)
-    assert "Flytningen er gennemført" in text_of(done)
+    assert "Skiftet er gennemført" in text_of(done)
     with services_of(browser).sessions() as session:
         flow = session.get(MigrationFlow, uuid.UUID(flow_id))
         assert flow is not None
@@ -144,7 +144,7 @@ def test_an_operator_of_another_channel_cannot_drive_the_flow(
     signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
     refused = browser.get(page)
     assert refused.status_code == 403
-    assert "den kører på: Bank" in text_of(refused)
+    assert "det kører på: Bank" in text_of(refused)
 
 
 def test_a_start_without_a_document_is_told_at_the_field(
@@ -182,7 +182,7 @@ def test_a_self_service_flow_is_refused_for_viewing_and_every_step(
     page = f"/console/migrations/{flow_id}"
     shown = browser.get(page)
     assert shown.status_code == 403
-    assert "ikke kører på din kanal (den kører på: Selvbetjening)" in text_of(shown)
+    assert "ikke kører på din kanal (det kører på: Selvbetjening)" in text_of(shown)
     code = code_for(person.secret, started.json()["index"])
     steps = {
         "prove": {"user_id": person.user_id, "password": PASSWORD, "code": code},

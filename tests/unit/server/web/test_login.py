@@ -110,8 +110,8 @@ def test_password_and_code_login_steps_up_and_returns_to_the_provider(
     assert lang_of(first) == "da"
     text = text_of(first)
     assert "CPR-nummer" in text
-    assert "https://sp.example beder dig logge ind" in text
-    assert "betydeligt" in text
+    assert "https://sp.example beder dig logge på" in text
+    assert "Tjenesten kræver sikringsniveau Betydelig." in text
     assert "Trin 1 af 3" in text or "1 af 3" in text
     identify(browser, transaction)
 
@@ -128,8 +128,8 @@ def test_password_and_code_login_steps_up_and_returns_to_the_provider(
     # Level low so far: the page says so and offers the credentials not used yet.
     step_up = browser.get(f"/login/{transaction}/choose")
     text = text_of(step_up)
-    assert "sikringsniveau lavt" in text
-    assert "kræver niveau betydeligt" in text
+    assert "sikringsniveau Lav" in text
+    assert "kræver niveau Betydelig" in text
     assert 'value="password"' not in step_up.text
     assert 'value="code"' in step_up.text
     assert complete(browser, key, transaction).status_code == 403  # not yet
@@ -267,11 +267,11 @@ def test_the_smartcard_page_shows_the_command_and_rechecks(
     assert "endnu ikke modtaget" in text_of(again)
 
 
-def test_the_key_card_page_names_the_code_number(browser: TestClient, key: dict[str, str]) -> None:
+def test_the_key_card_page_names_the_key_number(browser: TestClient, key: dict[str, str]) -> None:
     transaction = begin(browser, key)
     identify(browser, transaction)
     shown = text_of(browser.get(f"/login/{transaction}/key-card"))
-    assert "Find kodenummer" in shown
+    assert "Find nøglenummer" in shown
     assert "på dit nøglekort" in shown
 
 

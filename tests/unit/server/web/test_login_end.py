@@ -248,7 +248,7 @@ def test_a_self_service_sign_in_starts_again_on_its_own(browser: TestClient) -> 
     browser.get(f"/login/{transaction}")
     expire(browser, transaction)
     page = browser.get(f"/login/{transaction}")
-    assert "Log ind igen" in text_of(page)
+    assert "Log på igen" in text_of(page)
     restart = browser.get(f"/login/{transaction}/restart", follow_redirects=False)
     assert restart.headers["location"] == "/account/login?next=%2Faccount&level=high"
 
@@ -337,7 +337,7 @@ def test_a_provider_is_shown_by_its_display_name(browser: TestClient, settings: 
     named = {"Authorization": f"Bearer {secret}"}
     transaction = begin(browser, named, "substantial", return_url="https://borger.example/cb")
     text = text_of(browser.get(f"/login/{transaction}"))
-    assert "Borger.dk beder dig logge ind" in text
+    assert "Borger.dk beder dig logge på" in text
     assert "Afbryd og gå tilbage til Borger.dk" in text
     assert "https://borger.example" not in text
     # The smartcard's program is told the same name (and the id).
@@ -358,7 +358,7 @@ def test_a_provider_without_a_display_name_is_shown_by_its_id(
     browser: TestClient, key: dict[str, str]
 ) -> None:
     transaction = begin(browser, key)
-    assert f"{PROVIDER} beder dig logge ind" in text_of(browser.get(f"/login/{transaction}"))
+    assert f"{PROVIDER} beder dig logge på" in text_of(browser.get(f"/login/{transaction}"))
 
 
 def test_the_session_idle_limit_and_the_warning_are_settings(settings: Settings) -> None:

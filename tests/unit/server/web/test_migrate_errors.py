@@ -80,7 +80,7 @@ def test_a_wrong_password_is_told_at_the_field_with_a_new_key_number_and_counted
     assert field_has_error(wizard.page, "password")
     text = text_of(wizard.page)
     assert "Fejl:" in text  # the title says there is an error
-    assert "Bruger-id, adgangskode eller kode er ikke rigtig" in text
+    assert "Bruger-id, adgangskode eller kode er forkert" in text
     assert "Efter 5 forkerte forsøg fra denne forbindelse" in text
     assert legacy_failures(client, person.user_id) == 1  # committed with the answer
     # The page now shows the new key number; its code proves.
@@ -138,7 +138,7 @@ def test_a_start_without_a_user_id_is_refused_at_the_field(browser: TestClient) 
     answer = wizard.post("/migrate", {"user_id": ""})
     assert answer.status_code == 422
     assert field_has_error(wizard.page, "user_id")
-    assert "Indtast dit bruger-id" in text_of(wizard.page)
+    assert "Skriv dit bruger-id" in text_of(wizard.page)
 
 
 def test_a_wrong_cpr_number_says_how_many_tries_are_left_then_wants_the_proof(
@@ -385,7 +385,7 @@ def test_the_activate_step_tells_every_problem_at_once_and_counts_none(
     for field_id in ("serial", "code", "password"):
         assert field_has_error(wizard.page, field_id), field_id
     text = text_of(wizard.page)
-    assert "Indtast serienummeret" in text
+    assert "Skriv serienummeret" in text
     assert "Koden består kun af cifre" in text
     assert "mindst 12 tegn" in text
     links = re.findall(r'<li><a href="#([a-z_]+)">', wizard.page.text)
