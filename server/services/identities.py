@@ -238,8 +238,10 @@ class IdentityService:
         self.get(identity_id)
         return self._pseudonyms.pseudonym(identity_id, provider)
 
-    def suspend(self, identity_id: uuid.UUID) -> Identity:
-        return self._move(identity_id, IdentityStatus.SUSPENDED, "identity.suspended")
+    def suspend(self, identity_id: uuid.UUID, reason: str = "") -> Identity:
+        """Suspend the identity (every login refused until it is resumed); an operator's
+        ``reason`` goes into the audit entry."""
+        return self._move(identity_id, IdentityStatus.SUSPENDED, "identity.suspended", reason)
 
     def resume(self, identity_id: uuid.UUID) -> Identity:
         return self._move(identity_id, IdentityStatus.ACTIVE, "identity.resumed")
@@ -250,7 +252,9 @@ class IdentityService:
             self._on_close(identity_id)
         return identity
 
-    def _move(self, identity_id: uuid.UUID, target: IdentityStatus, event: str) -> Identity:
+    def _move(
+        self, identity_id: uuid.UUID, target: IdentityStatus, event: str, reason: str = ""
+    ) -> Identity:
         identity = self.get(identity_id)
         if target not in IDENTITY_TRANSITIONS[identity.status]:
             raise InvalidTransition("identity", identity.status.value, target.value)
@@ -259,10 +263,8 @@ class IdentityService:
             self._identities.set_status(identity_id, target)
         except StaleWrite:
             raise ConcurrentChange from None
-        self._audit(
-            event,
-            {"identity_id": str(identity_id), "from": previous.value, "to": target.value},
-        )
+        details = {"identity_id": str(identity_id), "from": previous.value, "to": target.value}
+        self._audit(event, {**details, "reason": reason} if reason else details)
         return identity
 
 

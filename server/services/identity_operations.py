@@ -279,9 +279,10 @@ class IdentityOperations:
         record = self._record(identity)
         return IdentityRecord(identity, record.proofing, provider, pseudonym, record.pending)
 
-    def suspend(self, identity_id: uuid.UUID) -> IdentityRecord:
+    def suspend(self, identity_id: uuid.UUID, reason: str = "") -> IdentityRecord:
+        """Suspend the identity; the console asks the operator's ``reason`` (audited)."""
         self.caller.require(Permission.SUSPEND)
-        return self._record(self._identities.suspend(self._served(identity_id)))
+        return self._record(self._identities.suspend(self._served(identity_id), reason))
 
     def resume(self, identity_id: uuid.UUID) -> IdentityRecord:
         self.caller.require(Permission.SUSPEND)
@@ -355,13 +356,21 @@ class IdentityOperations:
         (see ``CredentialLifecycle.admit_in_person``)."""
         return self._served_credential(credential_id).admit_in_person(credential_id)
 
-    def transition(self, credential_id: uuid.UUID, state: CredentialState) -> Credential:
-        """Ship, block, mark lost, revoke or unblock; the transition table decides."""
-        return self._served_credential(credential_id).transition(credential_id, state)
+    def transition(
+        self, credential_id: uuid.UUID, state: CredentialState, reason: str = ""
+    ) -> Credential:
+        """Ship, block, mark lost, revoke or unblock; the transition table decides. The
+        console asks a ``reason`` for a block (audited)."""
+        return self._served_credential(credential_id).transition(
+            credential_id, state, reason=reason
+        )
 
-    def replace(self, credential_id: uuid.UUID, serial: str | None = None) -> Credential:
-        """The credential becomes replaced; the answer is the new one."""
-        return self._served_credential(credential_id).replace(credential_id, serial)
+    def replace(
+        self, credential_id: uuid.UUID, serial: str | None = None, reason: str = ""
+    ) -> Credential:
+        """The credential becomes replaced; the answer is the new one. The console asks a
+        ``reason`` (audited)."""
+        return self._served_credential(credential_id).replace(credential_id, serial, reason=reason)
 
     def import_batch(
         self, document: bytes, psk: bytes | None, kind: CredentialKind | None

@@ -20,15 +20,14 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep
-from server.domain.errors import DomainError
-from server.domain.model import CredentialState
 from server.services.access import Permission
 from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import IdentityOperations
-from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
+from server.services.lifecycle_errors import IdentityNotFound
 from server.services.person_number import PersonNumber
 from server.services.proofing_approvals import is_first
 from server.web import (
+    console_actions,
     console_approvals,
     console_desk,
     console_enrol,
@@ -37,7 +36,7 @@ from server.web import (
 )
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key
-from server.web.console_person import ORDERABLE, person_page
+from server.web.console_person import ORDERABLE, act, own_credential, person_page
 from server.web.render import local_path, mark_page, page, redirect
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
@@ -139,37 +138,10 @@ def person(identity_id: uuid.UUID, desk: DeskDep, credential: str | None = None)
     return person_page(desk, identity_id, sought=credential)
 
 
-def _act(
-    desk: Desk,
-    identity_id: uuid.UUID,
-    permission: Permission,
-    action: Callable[[IdentityOperations], object],
-    done: str,
-    field: str = "",
-) -> Response:
-    """Run one action on a person for the operator (who must hold ``permission``: a forged form
-    is refused 403); a refused action rolls back and shows the person's page with the reason."""
-    desk.caller.require(permission)
-    try:
-        action(desk.operations())
-    except DomainError as exc:
-        status, errors = desk.refusal(exc, field, IdentityNotFound, CredentialNotFound)
-        return person_page(desk, identity_id, status=status, errors=errors)
-    desk.browser.flash(done)
-    return redirect(desk.browser, f"/console/people/{identity_id}")
-
-
-def _own_credential(desk: Desk, identity_id: uuid.UUID, credential_id: uuid.UUID) -> None:
-    """The credential must be this person's: a form cannot reach another person's through the
-    page of this one (and its audit entries name the right person)."""
-    if desk.operations().credential(credential_id).identity_id != identity_id:
-        raise CredentialNotFound
-
-
 _StatusAction = Callable[[IdentityOperations, uuid.UUID], object]
-# What each status action needs, and what it does.
+# What each status action taken at once needs, and what it does (suspending asks first, see
+# ``console_actions``).
 _STATUS_ACTIONS: Mapping[str, tuple[Permission, _StatusAction]] = {
-    "suspend": (Permission.SUSPEND, IdentityOperations.suspend),
     "resume": (Permission.SUSPEND, IdentityOperations.resume),
     "close": (Permission.CLOSE, IdentityOperations.close),
 }
@@ -177,8 +149,10 @@ _STATUS_ACTIONS: Mapping[str, tuple[Permission, _StatusAction]] = {
 
 @router.post("/console/people/{identity_id}/status")
 def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
-    """Suspend or resume (operators) or close (supervisors) the identity."""
+    """Suspend (with a reason) or resume (operators) or close (supervisors) the identity."""
     wanted = str(form.get("action", ""))
+    if wanted == console_actions.SUSPEND:
+        return console_actions.suspend(desk, identity_id, form)
     if wanted not in _STATUS_ACTIONS:
         raise ConsoleNotFound(f"unknown action {wanted!r}", detail="no such action")
     permission, call = _STATUS_ACTIONS[wanted]
@@ -186,7 +160,7 @@ def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> R
         desk.caller.require(Permission.CLOSE)
         error = [("confirm_close-yes", desk.browser.t("console.person.close_unconfirmed"))]
         return person_page(desk, identity_id, status=422, errors=error)
-    return _act(
+    return act(
         desk,
         identity_id,
         permission,
@@ -199,15 +173,15 @@ def change_status(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> R
 def lift_throttles(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     """Lift the person's throttles and temporary blocks, with the reason (audited)."""
     desk.caller.require(Permission.SUSPEND)
-    reason = " ".join(str(form.get("reason", "")).split())
-    if len(reason) < 3:
+    reason = console_actions.reason_of(form)
+    if len(reason) < console_actions.REASON_LEAST:
         error = [("lift-reason", desk.browser.t("console.person.lift_reason_missing"))]
         return person_page(desk, identity_id, status=422, errors=error)
-    return _act(
+    return act(
         desk,
         identity_id,
         Permission.SUSPEND,
-        lambda ops: ops.lift_throttles(identity_id, reason[:500]),
+        lambda ops: ops.lift_throttles(identity_id, reason),
         "console.person.done_lift",
         field="lift-reason",
     )
@@ -221,7 +195,7 @@ def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
     if kind is None:
         error = [(f"kind-{ORDERABLE[0].value}", desk.browser.t("console.order.choose"))]
         return person_page(desk, identity_id, status=422, errors=error)
-    return _act(
+    return act(
         desk,
         identity_id,
         Permission.MANAGE_CREDENTIALS,
@@ -235,29 +209,25 @@ def order(identity_id: uuid.UUID, form: CheckedForm, desk: DeskDep) -> Response:
 def credential_action(
     identity_id: uuid.UUID, credential_id: uuid.UUID, action: str, form: CheckedForm, desk: DeskDep
 ) -> Response:
-    """Block or replace one of the person's credentials, or admit it in person (the person at
-    the desk: it counts toward their identity assurance now, see ``credentials.admission``)."""
-    if action not in ("block", "replace", "admit"):
+    """Block or replace one of the person's credentials as confirmed with a reason (see
+    ``console_actions``), or admit it in person at once (the person at the desk: it counts
+    toward their identity assurance now, see ``credentials.admission``)."""
+    if action not in (*console_actions.CREDENTIAL_ACTIONS, "admit"):
         raise ConsoleNotFound(f"unknown action {action!r}", detail="no such action")
     desk.caller.require(Permission.MANAGE_CREDENTIALS)
-    _own_credential(desk, identity_id, credential_id)
-
-    def run(ops: IdentityOperations) -> object:
-        if action == "block":
-            return ops.transition(credential_id, CredentialState.BLOCKED)
-        if action == "admit":
-            return ops.admit(credential_id)
-        return ops.replace(credential_id)
-
-    return _act(
+    own_credential(desk, identity_id, credential_id)
+    if action != "admit":
+        return console_actions.credential_action(desk, identity_id, credential_id, action, form)
+    return act(
         desk,
         identity_id,
         Permission.MANAGE_CREDENTIALS,
-        run,
-        f"console.person.done_{action}",
+        lambda ops: ops.admit(credential_id),
+        "console.person.done_admit",
     )
 
 
+router.include_router(console_actions.router)
 router.include_router(console_approvals.router)
 router.include_router(console_desk.router)
 router.include_router(console_enrol.router)

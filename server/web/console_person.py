@@ -1,6 +1,6 @@
 """The console's page of one person: the identity, its proofing records, its credentials and
-the actions the operator's role allows. Shared by the routes that act on the person, which show
-the page again with the reason when an action is refused."""
+the actions the operator's role allows. Shared by the routes that act on the person (``act``),
+which show the page again with the reason when an action is refused."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 from starlette.responses import Response
 
+from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, IdentityStatus, Level
 from server.services.access import Permission
 from server.services.credentials.admission import held_back, recorded_level
 from server.services.credentials.rules import TRANSITIONS
 from server.services.identities import masked_person_number
-from server.services.identity_operations import IdentityRecord
+from server.services.identity_operations import IdentityOperations, IdentityRecord
+from server.services.lifecycle_errors import CredentialNotFound, IdentityNotFound
 from server.storage.tables import Credential, ProofingRecord
 from server.web.console_access import PROOFING_DOCUMENTS, Desk, channels
 from server.web.credential_display import CredentialNames, matches, searchable
+from server.web.render import redirect
 
 # What an operator may order for a person: devices (a password is set, a key card is legacy).
 ORDERABLE = tuple(
@@ -57,6 +60,19 @@ def when(value: dt.datetime, lang: str) -> str:
     if lang == "da":
         return local.strftime("%d.%m.%Y kl. %H.%M")
     return local.strftime("%d/%m/%Y %H:%M")
+
+
+def blockable(credential: Credential) -> bool:
+    """Whether an operator may block the credential now (the transition table allows it)."""
+    return CredentialState.BLOCKED in TRANSITIONS[credential.state]
+
+
+def replaceable(credential: Credential) -> bool:
+    """Whether an operator may replace the credential now (a password is changed instead)."""
+    return (
+        credential.kind is not CredentialKind.PASSWORD
+        and CredentialState.REPLACED in TRANSITIONS[credential.state]
+    )
 
 
 def admittable(credentials: list[Credential], identity: PersonView) -> frozenset[uuid.UUID]:
@@ -129,14 +145,40 @@ def person_page(
         documents=PROOFING_DOCUMENTS,
         proofing_values={"channel": "", "document_kind": "", "level": "", **(proofing or {})},
         when=lambda value: when(value, browser.lang),
-        may_block=lambda c: CredentialState.BLOCKED in TRANSITIONS[c.state],
-        may_replace=lambda c: (
-            c.kind is not CredentialKind.PASSWORD
-            and CredentialState.REPLACED in TRANSITIONS[c.state]
-        ),
+        may_block=blockable,
+        may_replace=replaceable,
         # The level each counts toward at most (None: not recorded), and whether admitting it
         # in person would raise that (the person proofed higher since they added it).
         admitted=lambda c: recorded_level(c.public_data),
         admittable=admittable(credentials, identity),
         orderable=ORDERABLE,
     )
+
+
+def act(
+    desk: Desk,
+    identity_id: uuid.UUID,
+    permission: Permission,
+    action: Callable[[IdentityOperations], object],
+    done: str,
+    field: str = "",
+) -> Response:
+    """Run one action on a person for the operator (who must hold ``permission``: a forged form
+    is refused 403); a refused action rolls back and shows the person's page with the reason."""
+    desk.caller.require(permission)
+    try:
+        action(desk.operations())
+    except DomainError as exc:
+        status, errors = desk.refusal(exc, field, IdentityNotFound, CredentialNotFound)
+        return person_page(desk, identity_id, status=status, errors=errors)
+    desk.browser.flash(done)
+    return redirect(desk.browser, f"/console/people/{identity_id}")
+
+
+def own_credential(desk: Desk, identity_id: uuid.UUID, credential_id: uuid.UUID) -> Credential:
+    """The credential, which must be this person's: a form cannot reach another person's
+    through the page of this one (and its audit entries name the right person)."""
+    credential = desk.operations().credential(credential_id)
+    if credential.identity_id != identity_id:
+        raise CredentialNotFound
+    return credential

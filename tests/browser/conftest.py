@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+from fastapi.testclient import TestClient
 
+from server.app import create_app
+from server.settings import Settings
 from tests.browser.webauthn import unrelated_root
 from tests.integration.server_process import ServerProcess, start_server
 
@@ -166,3 +169,20 @@ def web_server(
         yield WebServer(f"http://localhost:{port}", process, folder)
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def seeding(web_server: WebServer) -> Iterator[TestClient]:
+    """The service's own database and keys, opened beside the running server to add people and
+    the devices that come from the factory, not from a page (a code display with a known
+    seed)."""
+    env = web_server.process.env
+    settings = Settings(
+        database_url=env["AKKREDITIV_DATABASE_URL"],
+        kek_file=Path(env["AKKREDITIV_KEK_FILE"]),
+        pseudonym_key_file=Path(env["AKKREDITIV_PSEUDONYM_KEY_FILE"]),
+        signing_key_file=Path(env["AKKREDITIV_SIGNING_KEY_FILE"]),
+        api_keys_file=Path(env["AKKREDITIV_API_KEYS_FILE"]),
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client

@@ -9,7 +9,6 @@ import itertools
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devices.protocol.otp import totp
-from server.app import create_app
 from server.domain.model import Level
 from server.services.secretbox import SecretBox
-from server.settings import Settings
 from server.storage.repositories import IdentityRepository
 from tests.browser import shots
 from tests.unit.server.people import SEED, seed_person_with_code_display
@@ -48,22 +45,6 @@ _months = itertools.count(1)
 @pytest.fixture(scope="module")
 def web_server_env(roots_file: Path) -> dict[str, str]:
     return {TRUSTED_ROOTS_ENV: str(roots_file)}
-
-
-@pytest.fixture(scope="module")
-def seeding(web_server: WebServer) -> Iterator[TestClient]:
-    """The service's own database and keys, opened beside the running server to add a person
-    holding a code display with a known seed (devices come from the factory, not a page)."""
-    env = web_server.process.env
-    settings = Settings(
-        database_url=env["AKKREDITIV_DATABASE_URL"],
-        kek_file=Path(env["AKKREDITIV_KEK_FILE"]),
-        pseudonym_key_file=Path(env["AKKREDITIV_PSEUDONYM_KEY_FILE"]),
-        signing_key_file=Path(env["AKKREDITIV_SIGNING_KEY_FILE"]),
-        api_keys_file=Path(env["AKKREDITIV_API_KEYS_FILE"]),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def add_person(web_server: WebServer, seeding: TestClient, *, high: bool = False) -> str:

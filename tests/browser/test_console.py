@@ -1,7 +1,8 @@
 """The operator console in the real Chromium: operator tasks by keyboard alone (sign in, find
-a person, block a credential; enrol with the channel left out, then chosen), and axe on every console page in Danish and English, with error
-states (a wrong key, a person not found, a form with errors), the proofing form included, and
-a colleague approving a High proofing from their own console."""
+a person, block a credential through its confirmation with a reason; enrol with the channel
+left out, then chosen), and axe on every console page in Danish and English, with error states
+(a wrong key, a person not found, a form with errors, a confirmation without its reason), the
+proofing form included, and a colleague approving a High proofing from their own console."""
 
 from __future__ import annotations
 
@@ -121,7 +122,22 @@ def test_an_operator_blocks_a_credential_by_keyboard_alone(page: Page, desk: Des
     assert page.url == f"{desk.url}/console/people/{desk.identity_id}"
     assert page.locator("h1").inner_text() == "Inger Christensen"
 
+    # Blocking leads to its confirmation: the credential, what will happen, and a reason.
     _submit(page, f"Spær Kodeviser {desk.serial}")
+    confirmation = page.url
+    assert page.locator("h1").inner_text() == "Spær loginmidlet"
+    assert desk.serial in page.locator("main").inner_text()
+    assert "Spærringen er endelig" in page.locator("main").inner_text()
+    assert_accessible(page, "console block confirmation, da")
+    _submit(page, "Spær loginmidlet")  # no reason yet: nothing is blocked
+    assert page.url == confirmation
+    assert page.evaluate("document.activeElement.id") == "error-summary"
+    assert page.locator("#reason[aria-invalid=true]").count() == 1
+    assert_accessible(page, "console block confirmation, da, no reason")
+    tab_to(page, "Begrundelse")
+    type_into_focused(page, "Personen ringede: kodeviseren er stjålet")
+    _submit(page, "Spær loginmidlet")
+    assert page.url == f"{desk.url}/console/people/{desk.identity_id}"
     assert page.get_by_role("status").first.inner_text() == "Loginmidlet er spærret."
     row = page.get_by_role("row", name=re.compile(f"Kodeviser {desk.serial}"))
     assert "Spærret" in row.inner_text()
@@ -188,6 +204,7 @@ def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, d
                 "number": "CPR-nummer",
                 "find": "Find person",
                 "enrol": "Opret person",
+                "suspend": "Suspendér identiteten",
                 "level_high": "Høj (to operatører godkender)",
                 "prove": "Registrér identitetssikring",
                 "approve_high": "Dig og en anden operatør (niveau Høj)",
@@ -204,6 +221,7 @@ def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, d
                 "number": "CPR number",
                 "find": "Find person",
                 "enrol": "Enrol person",
+                "suspend": "Suspend the identity",
                 "level_high": "High (two operators approve)",
                 "prove": "Record the proofing",
                 "approve_high": "You and a second operator (High)",
@@ -241,9 +259,19 @@ def test_every_console_page_passes_axe(
     assert page.locator("#person_number-error").is_visible()
     assert_accessible(page, f"console search, {lang}, not found")
 
-    page.goto(f"{desk.url}/console/people/{desk.identity_id}")
+    person = f"{desk.url}/console/people/{desk.identity_id}"
+    page.goto(person)
     assert_accessible(page, f"console person, {lang}")
     shots.save(page, f"console-person-{lang}")
+
+    # Suspending asks first: its confirmation, sent without a reason (its error state).
+    page.get_by_role("link", name=texts["suspend"]).click()
+    page.wait_for_url(f"{person}/suspend")
+    assert_accessible(page, f"console suspend confirmation, {lang}")
+    page.get_by_role("button", name=texts["suspend"]).click()
+    assert page.locator("#reason[aria-invalid=true]").is_visible()
+    assert_accessible(page, f"console suspend confirmation, {lang}, no reason")
+    page.goto(person)
 
     # The proofing form on the person's page: sent empty (its error state), then High, which
     # waits for a second operator.

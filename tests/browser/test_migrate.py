@@ -3,7 +3,6 @@ every page of the wizard, in both languages and in its error states, checked wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,8 +12,6 @@ from fastapi.testclient import TestClient
 from devices.protocol import pskc
 from firmware_sim.tokens import otp_token
 from firmware_sim.tokens.otp_token import Model, OtpTokenState
-from server.app import create_app
-from server.settings import Settings
 from tests.browser import shots
 from tests.unit.server.web.test_migrate_support import (
     NEW_PASSWORD,
@@ -43,22 +40,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def web_server_env(roots_file: Path) -> dict[str, str]:
     return {TRUSTED_ROOTS_ENV: str(roots_file)}
-
-
-@pytest.fixture(scope="module")
-def seeding(web_server: WebServer) -> Iterator[TestClient]:
-    """The service's own database and keys, opened beside the running server to add legacy
-    users (there is no route for that: they come from the legacy export)."""
-    env = web_server.process.env
-    settings = Settings(
-        database_url=env["AKKREDITIV_DATABASE_URL"],
-        kek_file=Path(env["AKKREDITIV_KEK_FILE"]),
-        pseudonym_key_file=Path(env["AKKREDITIV_PSEUDONYM_KEY_FILE"]),
-        signing_key_file=Path(env["AKKREDITIV_SIGNING_KEY_FILE"]),
-        api_keys_file=Path(env["AKKREDITIV_API_KEYS_FILE"]),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def stock_token(web_server: WebServer) -> OtpTokenState:

@@ -12,17 +12,13 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from devices.protocol.otp import totp
-from server.app import create_app
 from server.services.secretbox import SecretBox
-from server.settings import Settings
 from tests.unit.server.people import SEED, seed_person_with_code_display
 
 from .axe import assert_accessible
@@ -71,21 +67,6 @@ _TARGETS = """() => {
 @pytest.fixture(scope="module")
 def web_server_env() -> dict[str, str]:
     return {"AKKREDITIV_SUPPORT_PHONE": PHONE, "AKKREDITIV_SUPPORT_EMAIL": EMAIL}
-
-
-@pytest.fixture(scope="module")
-def seeding(web_server: WebServer) -> Iterator[TestClient]:
-    """The service's own database and keys, opened beside the running server."""
-    env = web_server.process.env
-    settings = Settings(
-        database_url=env["AKKREDITIV_DATABASE_URL"],
-        kek_file=Path(env["AKKREDITIV_KEK_FILE"]),
-        pseudonym_key_file=Path(env["AKKREDITIV_PSEUDONYM_KEY_FILE"]),
-        signing_key_file=Path(env["AKKREDITIV_SIGNING_KEY_FILE"]),
-        api_keys_file=Path(env["AKKREDITIV_API_KEYS_FILE"]),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def add_person(web_server: WebServer, seeding: TestClient, *, suspended: bool = False) -> str:

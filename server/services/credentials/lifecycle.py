@@ -77,9 +77,12 @@ class CredentialLifecycle:
 
     # --- lifecycle ---
 
-    def transition(self, credential_id: uuid.UUID, target: CredentialState) -> Credential:
-        """Move a credential by hand (ship, block, lose, revoke, unblock). Activation has its own
-        step with a code, and replacement its own with the new credential."""
+    def transition(
+        self, credential_id: uuid.UUID, target: CredentialState, *, reason: str = ""
+    ) -> Credential:
+        """Move a credential by hand (ship, block, lose, revoke, unblock), with the ``reason``
+        an operator gave in the audit entry. Activation has its own step with a code, and
+        replacement its own with the new credential."""
         credential = self.get(credential_id)
         if target is S.REPLACED:
             raise InvalidTransition(
@@ -89,7 +92,7 @@ class CredentialLifecycle:
             raise InvalidTransition(
                 "credential", credential.state.value, target.value, reason="activate it"
             )
-        self.move(credential, target)
+        self.move(credential, target, reason=reason)
         return credential
 
     def order(self, identity_id: uuid.UUID, kind: CredentialKind, label: str = "") -> Credential:
@@ -124,15 +127,18 @@ class CredentialLifecycle:
         self.move(token, S.ACTIVATION_PENDING, event="credential.assigned")
         return token
 
-    def replace(self, credential_id: uuid.UUID, serial: str | None = None) -> Credential:
+    def replace(
+        self, credential_id: uuid.UUID, serial: str | None = None, *, reason: str = ""
+    ) -> Credential:
         """Move the credential to replaced and give its identity a new one of the same kind: the
-        token in stock with ``serial`` (awaiting activation), or else a new order."""
+        token in stock with ``serial`` (awaiting activation), or else a new order. An
+        operator's ``reason`` goes into the audit entries of the change."""
         old = self.get(credential_id)
         if old.kind is K.PASSWORD:
             raise UnsupportedCredential("a password is changed, not replaced")
         if old.identity_id == STOCK_IDENTITY_ID:
             raise InvalidTransition("credential", old.state.value, S.REPLACED.value)
-        self.move(old, S.REPLACED)
+        self.move(old, S.REPLACED, reason=reason)
         if serial is not None:
             new = self.assign(old.identity_id, serial, kind=old.kind)
         else:
@@ -141,10 +147,8 @@ class CredentialLifecycle:
         new.public_data = {**new.public_data, "replaces": str(old.id)}
         self.update(old)
         self.update(new)
-        self._audit(
-            "credential.replaced",
-            {"credential_id": str(old.id), "replacement_id": str(new.id), "kind": old.kind},
-        )
+        details = {"credential_id": str(old.id), "replacement_id": str(new.id), "kind": old.kind}
+        self._audit("credential.replaced", {**details, "reason": reason} if reason else details)
         return new
 
     def activate_admitted(

@@ -341,23 +341,6 @@ def test_an_unknown_person_is_a_404_page(browser: TestClient, settings: Settings
     assert browser.get(f"/console/people/{uuid.uuid4()}").status_code == 404
 
 
-def test_an_operator_blocks_a_credential_audited_as_the_operator(
-    browser: TestClient, settings: Settings
-) -> None:
-    signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
-    identity_id = person(browser)
-    credential = credential_of(browser, identity_id)
-    page = f"/console/people/{identity_id}"
-    answer = post_form(browser, page, f"{page}/credentials/{credential.id}/block")
-    assert answer.status_code == 303
-    assert credential_of(browser, identity_id).state is CredentialState.BLOCKED
-    assert "Loginmidlet er spærret." in text_of(browser.get(page))
-    [change] = audit(browser, "credential.state_changed")
-    assert (change.actor, change.subject) == ("operator_bank:bank-op@test-bank", str(identity_id))
-    assert change.details["credential_id"] == str(credential.id)
-    assert (change.details["from"], change.details["to"]) == ("active", "blocked")
-
-
 def test_a_refused_action_says_why_on_the_person_page(
     browser: TestClient, settings: Settings
 ) -> None:
@@ -380,7 +363,8 @@ def test_an_operator_orders_and_replaces(browser: TestClient, settings: Settings
     page = f"/console/people/{identity_id}"
     assert post_form(browser, page, f"{page}/credentials", kind="fido2").status_code == 303
     old = credential_of(browser, identity_id)
-    answer = post_form(browser, page, f"{page}/credentials/{old.id}/replace")
+    replace = f"{page}/credentials/{old.id}/replace"
+    answer = post_form(browser, replace, replace, reason="the display was stolen")
     assert answer.status_code == 303
     with services_of(browser).sessions() as session:
         states = sorted(
@@ -418,8 +402,9 @@ def test_an_operator_suspends_and_resumes_but_cannot_close(
     page = f"/console/people/{identity_id}"
     shown = browser.get(page)
     assert 'value="close"' not in shown.text
-    assert 'value="suspend"' in shown.text
-    assert post_form(browser, page, f"{page}/status", action="suspend").status_code == 303
+    assert f'href="{page}/suspend"' in shown.text
+    suspended = post_form(browser, page, f"{page}/status", action="suspend", reason="fraud")
+    assert suspended.status_code == 303
     assert status_of(browser, identity_id) is IdentityStatus.SUSPENDED
     assert post_form(browser, page, f"{page}/status", action="resume").status_code == 303
     assert status_of(browser, identity_id) is IdentityStatus.ACTIVE

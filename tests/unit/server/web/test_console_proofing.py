@@ -264,7 +264,8 @@ def test_a_suspended_identity_gets_no_proofing(browser: TestClient, settings: Se
     before = len(records(browser, identity_id))
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     page = f"/console/people/{identity_id}"
-    assert post_form(browser, page, f"{page}/status", action="suspend").status_code == 303
+    suspended = post_form(browser, page, f"{page}/status", action="suspend", reason="fraud")
+    assert suspended.status_code == 303
     shown = browser.get(page)
     assert f'action="{page}/proofing"' not in shown.text
     answer = prove(browser, identity_id)
