@@ -203,6 +203,9 @@ def test_a_forged_confirmation_without_the_csrf_token_changes_nothing(
 # --- what each confirmation says ------------------------------------------------------------
 
 KEY_SERIAL = "fido2:" + "ab" * 32
+# How the pages show that key (credential_display: the first 8 hex digits, in fours), as the
+# citizen's account page shows it too.
+KEY_SHOWN = "abab abab"
 # What each confirmation (of a code display, of a security key, or of the person) says, in
 # each language, and what it must not say.
 CONFIRMATIONS = [
@@ -218,8 +221,8 @@ CONFIRMATIONS = [
         ["Block the credential", "Code display", "Blocking is final", "can never be unblocked"],
         [],
     ),
-    ("block-key", "da", ["Sikkerhedsnøgle", KEY_SERIAL, "Det kan låses op igen"], ["endelig"]),
-    ("block-key", "en", ["Security key", KEY_SERIAL, "It can be unblocked later"], ["final"]),
+    ("block-key", "da", ["Sikkerhedsnøgle", KEY_SHOWN, "Det kan låses op igen"], ["endelig"]),
+    ("block-key", "en", ["Security key", KEY_SHOWN, "It can be unblocked later"], ["final"]),
     (
         "replace",
         "da",
