@@ -157,7 +157,7 @@ def test_a_channel_not_chosen_is_told_and_mended_by_keyboard_alone(page: Page, d
     page.goto(f"{desk.url}/console/login")
     tab_to(page, "API-nøgle")
     type_into_focused(page, desk.supervisor_key)
-    _submit(page, "Log ind")
+    _submit(page, "Log på")
     tab_to(page, "Opret en person")
     with page.expect_navigation():
         activate(page)

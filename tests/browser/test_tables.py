@@ -1,5 +1,5 @@
-"""The credential tables show every column: a person holding a security key (its serial 64 hex
-digits after ``fido2:``), a smartcard and a credential of every other kind, in the operator
+"""The credential tables show every column: a person holding a security key, a smartcard (its
+card id 32 hex digits and more) and a credential of every other kind, in the operator
 console's table and the citizen's own, at 1280 x 800 and at 320 CSS pixels wide, in both
 languages, and at 640 px with text at 200 %. Every column's header (or, where the table is
 laid out as one block per credential, every cell's label) and every action control lies inside
@@ -210,6 +210,7 @@ def test_both_credential_tables_show_every_column_at_1280_and_320_pixels(
 
     citizen.goto(f"{web_server.url}/account")
     assert citizen.locator("tbody tr").count() == 7
+    citizen_serials = sorted(citizen.locator("tbody td.long-value").all_inner_texts())
     for viewport in (WIDE, NARROW):
         citizen.set_viewport_size(viewport)
         assert_every_column_shown(citizen, f"account, {lang}")
@@ -224,8 +225,11 @@ def test_both_credential_tables_show_every_column_at_1280_and_320_pixels(
         operator.locator("form[action='/console/login'] button[type=submit]").click()
     operator.goto(f"{web_server.url}/console/people/{identity}")
     table = operator.locator(".table-wrap").last
-    serial = "".join(table.locator("td.long-value", has_text="fido2:").inner_text().split())
-    assert len(serial) == len("fido2:") + 64  # whole, not cut short
+    # The same serial numbers as the citizen's page (credential_display), the longest the
+    # smartcard's card id, whole, not cut short.
+    serials = table.locator("tbody td.long-value").all_inner_texts()
+    assert sorted(serials) == citizen_serials
+    assert max(len("".join(serial.split())) for serial in serials) >= 32
     for viewport in (WIDE, NARROW):
         operator.set_viewport_size(viewport)
         assert_every_column_shown(operator, f"console, {lang}")
@@ -234,9 +238,11 @@ def test_both_credential_tables_show_every_column_at_1280_and_320_pixels(
     operator.set_viewport_size(NARROW)
     assert_accessible(operator, f"console person at 320 px, {lang}")
 
-    # The key's block confirmation shows the whole serial too, and reflows.
+    # The key's block confirmation shows its serial as the table does, and reflows.
+    row = table.locator("tbody tr").last
+    serial = row.locator("td.long-value").inner_text()
     with operator.expect_navigation():
-        table.locator("tbody tr").last.locator("a[href$='/block']").click()
+        row.locator("a[href$='/block']").click()
     assert serial in operator.locator("dl").inner_text()
     assert sideways_overflow(operator) <= 0
     assert_accessible(operator, f"console block confirmation at 320 px, {lang}")
