@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from server.app import create_app
@@ -156,3 +157,67 @@ def test_the_throttles_key_the_client_a_trusted_proxy_forwarded(settings: Settin
     with TestClient(app, client=("192.0.2.8", 4711), headers=key) as direct:
         assert _wrong_password_from(direct, {"x-forwarded-for": FORGED}) == 401
     assert _networks_throttled(app) == {"net:192.0.2.7", "net:192.0.2.8"}
+
+
+def test_the_settings_read_proxies_and_the_external_origin_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AKKREDITIV_TRUSTED_PROXIES", " 127.0.0.3, 10.20.0.0/16,2001:db8::/64 ")
+    monkeypatch.setenv("AKKREDITIV_EXTERNAL_ORIGIN", "HTTPS://Eid.Example.dk:443/")
+    for name in ("ISSUER", "RP_ID", "RP_ORIGINS"):
+        monkeypatch.delenv(f"AKKREDITIV_{name}", raising=False)
+    settings = Settings()
+    assert [str(network) for network in settings.trusted_proxies] == [
+        "127.0.0.3/32",
+        "10.20.0.0/16",
+        "2001:db8::/64",
+    ]
+    # One origin, as a browser writes it; the issuer and the FIDO2 relying party follow it.
+    assert settings.external_origin == "https://eid.example.dk"
+    assert settings.issuer == "https://eid.example.dk"
+    assert settings.rp_id == "eid.example.dk"
+    assert settings.rp_origins == ["https://eid.example.dk"]
+
+
+def test_settings_named_outright_win_over_the_external_origin() -> None:
+    settings = Settings(
+        external_origin="https://eid.example.dk:8443",
+        issuer="https://issuer.example.dk",
+        rp_id="example.dk",
+        rp_origins=["https://login.example.dk"],
+    )
+    assert settings.external_origin == "https://eid.example.dk:8443"
+    assert (settings.issuer, settings.rp_id) == ("https://issuer.example.dk", "example.dk")
+    assert settings.rp_origins == ["https://login.example.dk"]
+
+
+def test_without_an_external_origin_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EXTERNAL_ORIGIN", "TRUSTED_PROXIES", "ISSUER", "RP_ID", "RP_ORIGINS"):
+        monkeypatch.delenv(f"AKKREDITIV_{name}", raising=False)
+    settings = Settings()
+    assert (settings.external_origin, settings.trusted_proxies) == (None, [])
+    assert (settings.issuer, settings.rp_id) == ("http://localhost:8000", "localhost")
+    assert settings.rp_origins == ["http://localhost:8000"]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "eid.example.dk",
+        "ftp://eid.example.dk",
+        "https://eid.example.dk/login",
+        "https://eid.example.dk?next=/",
+        "https://user@eid.example.dk",
+        "https://eid.example.dk:port",
+        "https://",
+    ],
+)
+def test_an_external_origin_that_is_no_origin_is_refused(origin: str) -> None:
+    with pytest.raises(ValidationError, match="external_origin"):
+        Settings(external_origin=origin)
+
+
+@pytest.mark.parametrize("proxies", ["10.20.0.1/16", "proxy.example.dk", "*"])
+def test_a_trusted_proxy_that_is_no_address_or_network_is_refused(proxies: str) -> None:
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        Settings(trusted_proxies=proxies)  # type: ignore[arg-type]  # as the environment gives it
