@@ -4,6 +4,7 @@ address of a chain is the client, and what the service then keys its throttles o
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +222,9 @@ def test_an_external_origin_that_is_no_origin_is_refused(origin: str) -> None:
 def test_a_trusted_proxy_that_is_no_address_or_network_is_refused(proxies: str) -> None:
     with pytest.raises(ValidationError, match="trusted_proxies"):
         Settings(trusted_proxies=proxies)  # type: ignore[arg-type]  # as the environment gives it
+
+
+def test_the_readme_shows_the_nginx_configuration_the_integration_test_runs() -> None:
+    root = Path(__file__).resolve().parents[3]
+    configuration = (root / "deploy" / "nginx" / "akkreditiv.conf").read_text("utf-8")
+    assert f"```nginx\n{configuration}```\n" in (root / "README.md").read_text("utf-8")
