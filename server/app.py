@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import web
 from server.api import problems
 from server.api.routers import ROUTERS
+from server.proxies import ForwardedBy, TrustedProxies
 from server.settings import Settings
 from server.storage.engine import migrate, ping
 from server.wiring import build_services
@@ -92,6 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
     web.install(app)
 
     app.add_middleware(SecurityHeaders)
+    if settings.trusted_proxies:
+        # uvicorn's own proxy headers are off (server.uvicorn_run): whose headers are
+        # believed is a setting of the service, read with the others.
+        app.add_middleware(ForwardedBy, proxies=TrustedProxies(tuple(settings.trusted_proxies)))
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, Any]:

@@ -7,8 +7,9 @@ import os
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -19,6 +20,33 @@ def _default_database_url() -> str:
 
 def _default_kek_file() -> Path:
     return Path.cwd() / "var" / "kek.bin"
+
+
+LOCAL_ORIGIN = "http://localhost:8000"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def web_origin(value: str) -> str:
+    """``value`` as an origin, ``scheme://host[:port]`` in lower case without the scheme's
+    default port; ``ValueError`` for anything else (a path, a query, credentials)."""
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number") from None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{value!r}: an origin is http(s)://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r}: an origin has no path, query or credentials")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    shown = "" if port is None or port == _DEFAULT_PORTS[parts.scheme] else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
+
+
+def _host_of(origin: str | None) -> str:
+    return (urlsplit(origin).hostname if origin else None) or "localhost"
 
 
 class Settings(BaseSettings):
@@ -48,7 +76,17 @@ class Settings(BaseSettings):
     create_keys: bool = True
     # API keys of operators, supervisors and service providers (``akkreditiv keys add``).
     api_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "api-keys.json")
-    issuer: str = "http://localhost:8000"
+    # Where people reach the service when a reverse proxy stands in front of it (scheme, host
+    # and port only, e.g. "https://eid.example.dk"): the pages' own origin (a form from any
+    # other is refused), their cookies Secure and named __Host- when it is https, and the
+    # default of the issuer and of the FIDO2 relying party id and origins. Unset: each
+    # request's own origin, as its Host header and scheme give it.
+    external_origin: str | None = None
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: addresses
+    # or networks, comma-separated ("127.0.0.1,10.20.0.0/16"). Default none: a request's
+    # client is the address it came from, whatever it sends (server.proxies).
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+    issuer: str = Field(default_factory=lambda data: data.get("external_origin") or LOCAL_ORIGIN)
     assertion_lifetime_s: int = Field(default=300, ge=30, le=3600)
     # How long a login stays open (each "more time" adds as much again, ten times at most),
     # how long a browser session of the pages lasts without a request (never more than 12
@@ -57,9 +95,12 @@ class Settings(BaseSettings):
     transaction_lifetime_s: int = Field(default=600, ge=5, le=3600)
     session_idle_s: int = Field(default=1200, ge=5, le=12 * 3600)
     timeout_warning_s: int = Field(default=120, ge=2, le=3600)
-    # Where FIDO2 ceremonies happen: the relying party id and the origins allowed.
-    rp_id: str = "localhost"
-    rp_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
+    # Where FIDO2 ceremonies happen: the relying party id and the origins allowed (by default
+    # the external origin's host and the external origin).
+    rp_id: str = Field(default_factory=lambda data: _host_of(data.get("external_origin")))
+    rp_origins: list[str] = Field(
+        default_factory=lambda data: [data.get("external_origin") or LOCAL_ORIGIN]
+    )
     # Which security keys may be registered: PEM files of attestation roots (separated by
     # os.pathsep in AKKREDITIV_FIDO_TRUSTED_ROOTS; a root added to a file counts at once),
     # optionally only some models (comma-separated AAGUIDs; unset allows any), and whether a
@@ -128,6 +169,18 @@ class Settings(BaseSettings):
     def _path_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("external_origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else web_origin(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _network_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("fido_allowed_aaguids", mode="before")

@@ -8,6 +8,11 @@ for the client's delayed ACK of the headers, 40 ms on Linux, on every request. O
 not affected (asyncio makes that socket itself). ``TcpConfig`` hands the workers the same
 socket with its protocol named.
 
+uvicorn's proxy headers are off: it would believe X-Forwarded-For from the addresses in the
+environment's FORWARDED_ALLOW_IPS (127.0.0.1 and ::1 when unset). The service believes the
+proxies of its own setting, ``AKKREDITIV_TRUSTED_PROXIES`` (``server.proxies``), and nobody
+else.
+
 uvicorn serves with httptools and uvloop where they are installed (they are dependencies of
 the project): ``tests/unit/server/test_uvicorn_run.py`` checks that ``serve`` gets them.
 """

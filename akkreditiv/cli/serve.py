@@ -21,7 +21,9 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the akkreditiv service. The database is an embedded SQLite file unless
-    AKKREDITIV_DATABASE_URL names PostgreSQL (postgresql+psycopg://...)."""
+    AKKREDITIV_DATABASE_URL names PostgreSQL (postgresql+psycopg://...). Behind a reverse
+    proxy that ends TLS, set AKKREDITIV_EXTERNAL_ORIGIN (where people reach the service) and
+    AKKREDITIV_TRUSTED_PROXIES (whose X-Forwarded-For is believed)."""
     from server.uvicorn_run import run
 
     status = run("server.app:app_from_environment", host=host, port=port, workers=workers)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
-from server.api.deps import ServicesDep, SessionDep, in_transaction, require
+from server.api.deps import ServicesDep, SessionDep, in_transaction, require, source_of
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.factors import PasswordCheck, otp_check
@@ -101,7 +101,7 @@ async def answer_factor(
     make the check, verify the factor, answer with the factors so far. A rejected factor
     raises ``FactorRejected``, whose record the unit of work commits before it answers 401.
     ``pairing`` only from the routes of device factors run outside the browser (PIV)."""
-    source = request.client.host if request.client else "unknown"
+    source = source_of(request)
 
     def work(session: Session, services: Services) -> FactorsView:
         check = make_check(session, services)

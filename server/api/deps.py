@@ -132,6 +132,12 @@ def require(permission: Permission) -> Callable[..., Caller]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+def source_of(request: Request) -> str:
+    """The client's address, which throttles and audit entries name: the peer's, or the one
+    a trusted reverse proxy forwarded (``server.proxies``)."""
+    return request.client.host if request.client else "unknown"
+
+
 def actor_of(request: Request) -> str:
     """Who acts, as far as the API can tell until callers authenticate: the source address."""
-    return f"source:{request.client.host}" if request.client else "source:unknown"
+    return f"source:{source_of(request)}"

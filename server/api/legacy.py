@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from server.api.deps import ServicesDep, SessionDep, actor_of, require
+from server.api.deps import ServicesDep, SessionDep, actor_of, require, source_of
 from server.api.schemas import StrictModel
 from server.services.access import Caller, NotPermitted, Permission
 from server.services.migration.legacy_proof import Method
@@ -66,10 +66,6 @@ class LegacyAssertionOut(BaseModel):
     notice: str | None = Field(description="what to tell the person, if anything")
 
 
-def _source(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 @router.post(
     "/legacy/authentications",
     status_code=201,
@@ -106,7 +102,7 @@ def password(
     """User id and password. The answer is the key number to show, whether or not the user id
     exists or the password is right: the outcome is told at the code step."""
     index = services.legacy_login(session, actor_of(request)).password(
-        transaction_id, body.user_id, body.password, source=_source(request)
+        transaction_id, body.user_id, body.password, source=source_of(request)
     )
     return LegacyIndexOut(index=index)
 
@@ -130,7 +126,7 @@ def code(
     """The code printed beside the key number shown (or the code token's code): on success the
     signed assertion for the provider that began the login."""
     service = services.legacy_login(session, actor_of(request))
-    login = service.code(transaction_id, body.code, method=body.method, source=_source(request))
+    login = service.code(transaction_id, body.code, method=body.method, source=source_of(request))
     proof = login.proof
     notice = None
     if proof.remaining == 0:

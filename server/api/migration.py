@@ -26,6 +26,7 @@ from server.api.deps import (
     SessionDep,
     actor_of,
     get_caller,
+    source_of,
 )
 from server.api.schemas import StrictModel
 from server.domain.model import ProofingChannel
@@ -148,8 +149,7 @@ def operations(
 ) -> MigrationOperations:
     """The flows as ``caller`` may drive them, from the request's client address."""
     actor = caller.actor if caller is not None else actor_of(request)
-    source = request.client.host if request.client else "unknown"
-    return services.migration_operations(session, caller, actor, source)
+    return services.migration_operations(session, caller, actor, source_of(request))
 
 
 def _out(view: FlowView) -> dict[str, Any]:

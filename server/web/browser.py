@@ -1,6 +1,7 @@
 """Browser sessions of the pages: a random token in an HttpOnly, SameSite=Lax cookie (named
 ``__Host-akk_session`` and Secure behind TLS), and a server-side row keyed by the token's
-SHA-256 digest, holding the CSRF token of its forms, the language, and who signed in.
+SHA-256 digest, holding the CSRF token of its forms, the language, and who signed in. Behind
+TLS means the pages' origin (``own_origin``: the external origin, when a proxy ends TLS) is https.
 
 A session ends after ``IDLE`` without a request (``AKKREDITIV_SESSION_IDLE_S``) or ``ABSOLUTE``
 after it began. A browser whose cookie names a session that ended is told so (``lapsed``), so
@@ -8,7 +9,7 @@ its pages can say what happened rather than start afresh silently. Signing in
 (citizen or operator) and signing out always issue a new token (session fixation: a token
 planted before the login is worth nothing after it). Every POST form carries the session's
 CSRF token (synchronizer token pattern) and, when the browser sends one, an Origin header that
-must be the service's own.
+must be the pages' own.
 """
 
 from __future__ import annotations
@@ -225,15 +226,22 @@ class Browser:
         return response
 
 
-def is_secure(request: Request) -> bool:
-    return request.url.scheme == "https"
-
-
 def own_origin(request: Request) -> str:
+    """Where people reach the pages: the external origin when one is set (behind a reverse
+    proxy), else the request's own (its Host header, and its scheme as a trusted proxy
+    forwarded it)."""
+    external: str | None = request.app.state.settings.external_origin
+    if external is not None:
+        return external
     url = request.url
     default = {"http": 80, "https": 443}.get(url.scheme)
     port = f":{url.port}" if url.port is not None and url.port != default else ""
     return f"{url.scheme}://{url.hostname}{port}"
+
+
+def is_secure(request: Request) -> bool:
+    """Whether the browser reached the pages over TLS (their cookies are then Secure)."""
+    return own_origin(request).startswith("https://")
 
 
 def _load(db: Session, token: str | None, now: dt.datetime) -> WebSession | None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep
+from server.api.deps import ServicesDep, SessionDep, source_of
 from server.api.problems import status_of
 from server.domain.errors import DomainError, UnknownSubject
 from server.domain.model import ProofingChannel
@@ -46,10 +46,6 @@ PROOFING_DOCUMENTS = (
 
 def now_of(services: Services) -> dt.datetime:
     return dt.datetime.fromtimestamp(services.clock(), dt.UTC)
-
-
-def source_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def message(browser: Browser, code: str) -> str:

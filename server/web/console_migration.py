@@ -14,6 +14,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 # Composition, not a route: moves to server/wiring.py with the migration pages' own use of it.
+from server.api.deps import source_of
 from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.services.access import Permission
@@ -43,7 +44,6 @@ from server.web.console_access import (
     fits,
     message,
     operators_fit,
-    source_of,
 )
 from server.web.render import mark_page, redirect
 

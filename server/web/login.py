@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fido2.webauthn import UserVerificationRequirement
 from starlette.responses import JSONResponse, Response
 
-from server.api.deps import ServicesDep, SessionDep
+from server.api.deps import ServicesDep, SessionDep, source_of
 from server.domain.errors import FactorRejected, UnknownSubject
 from server.domain.model import AuthenticatorKind, CredentialKind, Level
 from server.services.authentication import Standing
@@ -401,7 +401,7 @@ def method_submit(
     field, check, submitted = _factor(request, session, services, method, form)
     if check is None:
         return again(400, field, f"login.{name}_missing")
-    source = request.client.host if request.client else "unknown"
+    source = source_of(request)
     try:
         frame.service(session, services).verify_factor(
             transaction_id, check, submitted, source=source, binding=browser.binding

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from server.api.deps import ServicesDep, SessionDep, actor_of
+from server.api.deps import ServicesDep, SessionDep, actor_of, source_of
 from server.api.problems import status_of
 from server.domain.errors import DomainError
 from server.domain.model import CredentialKind, CredentialState, ProofingChannel
@@ -75,10 +75,6 @@ def _attempt(db: Session, step: Callable[[], FlowView]) -> FlowView | Failed:
 
 def _flows(request: Request, db: Session, services: ServicesDep) -> MigrationFlows:
     return services.migration_flows(db, actor_of(request))
-
-
-def _source(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -254,7 +250,7 @@ def prove(request: Request, form: CheckedForm, step: Step = StepDep) -> Response
         return step.pages.current(step.view(), status=422, errors=errors, typed=typed)
     result = _attempt(
         step.db,
-        lambda: step.flows.prove(step.flow_id, user_id, password, code, source=_source(request)),
+        lambda: step.flows.prove(step.flow_id, user_id, password, code, source=source_of(request)),
     )
 
     def failed(failure: Failed) -> Response:

@@ -30,7 +30,7 @@ from server.services.migration.flow_model import (
 )
 from server.services.throttles import SUBJECT_RATE
 from server.storage.migration_tables import MigrationFlow
-from server.web.browser import Browser
+from server.web.browser import Browser, own_origin
 from server.web.render import page
 
 # The start page is step 1, then the flow's own steps (prove ... finish).
@@ -83,7 +83,7 @@ class Pages:
         self.t = browser.t
 
     def resume_link(self, flow_id: uuid.UUID) -> str:
-        return f"{str(self.request.base_url).rstrip('/')}/migrate/{flow_id}"
+        return f"{own_origin(self.request)}/migrate/{flow_id}"
 
     def render(
         self,

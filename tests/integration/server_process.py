@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,26 @@ from firmware_sim.tokens.piv_attestation import PivManufacturer
 from server.services.access import ApiKeys, Role
 
 READY = "Uvicorn running on"
+
+
+def follow_stderr(
+    process: subprocess.Popen[str], marker: str, log: list[str], name: str
+) -> tuple[threading.Thread, threading.Event]:
+    """Read everything ``process`` writes to stderr into ``log`` (so a full pipe never blocks
+    it), in a thread; the event is set once a line holds ``marker``, or the process ended."""
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            log.append(line)
+            if marker in line:
+                ready.set()
+        ready.set()  # the process ended: stop waiting
+
+    reader = threading.Thread(target=drain, name=f"{name}-stderr", daemon=True)
+    reader.start()
+    return reader, ready
 
 
 def free_port() -> int:
@@ -70,7 +91,7 @@ def start_server(
     *,
     provider: str,
     timeout: float = 60.0,
-    extra_env: dict[str, str] | None = None,
+    extra_env: Mapping[str, str | None] | None = None,
     bare: bool = False,
 ) -> ServerProcess:
     """Start ``akkreditiv serve`` with everything it keeps in ``folder``; returns once it
@@ -79,19 +100,24 @@ def start_server(
 
     ``bare``: as someone would start it in ``folder`` with only the database URL set (no other
     ``AKKREDITIV_*`` setting, so every key takes its default place under ``folder/var``, and
-    no API key). Otherwise it trusts the simulated PIV cards' attestation root."""
+    no API key). Otherwise it trusts the simulated PIV cards' attestation root. A setting of
+    ``extra_env`` that is None is left unset."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     if bare:
         outside = {k: v for k, v in os.environ.items() if not k.startswith("AKKREDITIV_")}
-        env = {**outside, "AKKREDITIV_DATABASE_URL": database_url, **(extra_env or {})}
+        chosen: dict[str, str | None] = {
+            **outside,
+            "AKKREDITIV_DATABASE_URL": database_url,
+            **(extra_env or {}),
+        }
         headers: dict[str, str] = {}
     else:
         keys_file = folder / "api-keys.json"
         _, key = ApiKeys(keys_file).add(provider, [Role.SUPERVISOR, Role.PROVIDER])
         headers = {"Authorization": f"Bearer {key}"}
-        env = {
+        chosen = {
             **os.environ,
             "AKKREDITIV_DATABASE_URL": database_url,
             "AKKREDITIV_KEK_FILE": str(folder / "kek.bin"),
@@ -104,6 +130,7 @@ def start_server(
             "AKKREDITIV_PIV_ATTESTATION_ROOTS": str(_simulated_card_vendor(folder)),
             **(extra_env or {}),
         }
+    env = {name: value for name, value in chosen.items() if value is not None}
     process = subprocess.Popen(
         [sys.executable, "-m", "akkreditiv", "serve", "--port", str(port)],
         env=env,
@@ -113,19 +140,7 @@ def start_server(
         text=True,
     )
     server = ServerProcess(url, env, headers, process)
-    ready = threading.Event()
-
-    def drain() -> None:
-        # Read everything uvicorn says, so a full pipe never blocks the server.
-        assert process.stderr is not None
-        for line in process.stderr:
-            server.log.append(line)
-            if READY in line:
-                ready.set()
-        ready.set()  # the process ended: stop waiting
-
-    server.reader = threading.Thread(target=drain, name=f"serve-{port}-stderr", daemon=True)
-    server.reader.start()
+    server.reader, ready = follow_stderr(process, READY, server.log, f"serve-{port}")
     if not ready.wait(timeout) or process.poll() is not None:
         server.stop()
         raise RuntimeError(f"akkreditiv serve did not start:\n{server.output()}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,18 +23,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from devices.protocol.otp import totp
 from firmware_sim.state import load, save
 from firmware_sim.tokens import piv as sim_piv
 from firmware_sim.tokens.piv_state import KIND
 from server.services.access import ApiKeys, Role
 from server.services.piv.card import enrol_message
-from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, session_factory
 from server.storage.tables import RateLimit
-from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
+from tests.unit.server.people import PERSON_STORED, SEED
 
 from .conftest import AttachedCard, CliRunner
+from .pages import add_citizen, citizen_signs_in
 from .server_process import start_server
 
 pytestmark = pytest.mark.integration
@@ -359,15 +357,9 @@ def test_a_citizen_enrols_a_card_from_the_account_page_without_an_api_key(
     service: Service, attach: Attach, card_state: Path, cli: CliRunner, tmp_path: Path
 ) -> None:
     card = attach(card_state)
-    engine = create_engine_for(service.database_url)
-    try:
-        box = SecretBox.from_file(tmp_path / "service" / "kek.bin")
-        identity = seed_person_with_code_display(session_factory(engine), box)
-    finally:
-        engine.dispose()
     with service.client() as http:
-        answer = http.put(f"/identities/{identity}/password", json={"password": PASSWORD})
-        assert answer.status_code == 200, answer.text
+        kek_file = tmp_path / "service" / "kek.bin"
+        identity = add_citizen(service.database_url, kek_file, http, PASSWORD)
     no_key = {"AKKREDITIV_API_KEY": "", "AKKREDITIV_API_KEY_FILE": ""}
 
     def enrol_with(enrolment: str, code: str) -> subprocess.CompletedProcess[str]:
@@ -381,17 +373,8 @@ def test_a_citizen_enrols_a_card_from_the_account_page_without_an_api_key(
         base_url=service.url, headers={"origin": service.url}, follow_redirects=True, timeout=30
     ) as browser:
         # The citizen signs in through the pages: password, then the code display's code.
-        page = browser.get("/account/login?next=/account/add/smartcard")
-        login = re.search(r"/login/([0-9a-f-]{36})", str(page.url))
-        assert login is not None, page.url
-        base = f"/login/{login.group(1)}"
-        for path, field, value in (
-            (base, "person_number", PERSON_STORED),
-            (f"{base}/password", "password", PASSWORD),
-            (f"{base}/code", "code", totp(SEED, time.time())),
-        ):
-            page = browser.post(path, data={"csrf": csrf(page), field: value})
-            assert page.status_code == 200, page.text
+        start = "/account/login?next=/account/add/smartcard"
+        page = citizen_signs_in(browser, start, PERSON_STORED, PASSWORD, SEED)
         assert str(page.url).endswith("/account/add/smartcard"), page.url
         enrolment, code = shown_command(page, service.url)
 
@@ -417,12 +400,6 @@ def test_a_citizen_enrols_a_card_from_the_account_page_without_an_api_key(
         assert card_id == sim_piv.load_applet(card_state).serial_text()
         listed = browser.get("/account/add/smartcard")
         assert f"Kort {card_id}: Aktiv" in listed.text
-
-
-def csrf(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
-    assert found is not None, page.text
-    return found.group(1)
 
 
 def shown_command(page: httpx.Response, url: str) -> tuple[str, str]:
