@@ -128,7 +128,7 @@ def _sqlite_engine(
     if not database or database == ":memory:" or database.startswith("file:"):
         # WAL and a shared schema need a file that every pooled connection opens.
         raise UnsupportedDatabase(url.render_as_string(), "SQLite needs a database file path")
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    _create_private(Path(database))
     queue = _WriterQueue(database, busy_timeout_ms / 1000) if immediate else None
     if queue is not None:
         connect_args = {**connect_args, "factory": queue.connection_class}
@@ -166,6 +166,21 @@ def _sqlite_engine(
             raise
 
     return engine
+
+
+def _create_private(database: Path) -> None:
+    """Make the database file (0600) and its folder (0700) before SQLite opens it, if they are
+    not there: SQLite would create the file with the umask's mode (0644 commonly), and it gives
+    the -wal and -shm files it makes beside it the database file's mode, so those follow."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        handle = os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(handle, 0o600)  # the umask may only remove bits; make it exact
+    finally:
+        os.close(handle)
 
 
 def _ensure_wal(database: str, cursor: sqlite3.Cursor) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import os
 import sqlite3
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -54,6 +56,9 @@ TABLES = {
     "pending_proofings",
     "desk_logins",
 }
+# The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
+# the two lock files beside it (WAL setup, the writer queue).
+FILES = ("", "-wal", "-shm", "-setup", "-writers")
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
@@ -139,6 +144,28 @@ def test_sqlite_parent_directory_is_created_when_missing(tmp_path: Path) -> None
     migrate(engine)
     engine.dispose()
     assert path.is_file()
+
+
+def test_a_new_sqlite_database_and_its_wal_are_private(tmp_path: Path) -> None:
+    """The database, its -wal and -shm files are 0600 and a folder made for it 0700, whatever
+    the umask lets through (SQLite gives the -wal and -shm the database file's mode)."""
+    path = tmp_path / "var" / "akkreditiv.db"
+    previous = os.umask(0o022)
+    try:
+        engine = create_engine_for(f"sqlite+pysqlite:///{path}", sqlite_immediate=True)
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            IdentityRepository(session).add(
+                Identity(
+                    person_number="010190-1234", name="A", identity_assurance=Level.SUBSTANTIAL
+                )
+            )
+        made = {name: stat.S_IMODE(Path(f"{path}{name}").stat().st_mode) for name in FILES}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert made == dict.fromkeys(FILES, 0o600)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_postgresql_url_without_driver_uses_psycopg() -> None:
