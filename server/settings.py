@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     migration_reminder_interval_days: int = Field(default=7, ge=1)
     migration_max_reminders: int = Field(default=3, ge=1, le=100)
     migration_abandon_days: int = Field(default=14, ge=1)
+    # The largest request body the service reads (a route that takes more says so, as the
+    # token batches do); a larger one is answered 413 before it is read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)

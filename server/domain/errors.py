@@ -84,6 +84,10 @@ class Locked(DomainError):
     """Locked for a while after too many failures."""
 
 
+class TooLarge(DomainError):
+    """More than the service takes at once (a request body over its limit)."""
+
+
 class Unprocessable(DomainError):
     """Well formed, but not something the service can do."""
 

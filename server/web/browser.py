@@ -24,10 +24,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep
-from server.domain.errors import DomainError, Refused
+from server.domain.errors import DomainError, Refused, TooLarge
 from server.services.access import Caller
 from server.storage.web_sessions import WebSessionRepository
 from server.storage.web_tables import BrowserKind, WebSession
@@ -42,12 +43,22 @@ ABSOLUTE = dt.timedelta(hours=12)
 # default of AKKREDITIV_TIMEOUT_WARNING_S.
 WARN_BEFORE = dt.timedelta(minutes=2)
 _EXPIRED_SWEEP = 50  # expired rows removed whenever a session is created
+# The pages' forms are small: at most 64 fields of at most 64 KiB each, and no files.
+FORM_FIELDS = 64
+FORM_PART_BYTES = 64 * 1024
 
 
 class FormRejected(Refused):
     """A form without this session's CSRF token, or from another origin."""
 
     code = "form-rejected"
+
+
+class FormTooLarge(TooLarge):
+    """A form over the pages' limits (``FORM_FIELDS``, ``FORM_PART_BYTES``)."""
+
+    code = "request-too-large"
+    default_detail = "a form may have at most 64 fields of at most 64 KiB each"
 
 
 class SignInRequired(DomainError):
@@ -302,7 +313,17 @@ BrowserDep = Annotated[Browser, Depends(get_browser)]
 
 
 async def _form(request: Request) -> FormData:
-    return await request.form(max_files=0, max_fields=64, max_part_size=64 * 1024)
+    try:
+        return await request.form(
+            max_files=0, max_fields=FORM_FIELDS, max_part_size=FORM_PART_BYTES
+        )
+    except HTTPException as exc:
+        # What the form parser refuses in a URL-encoded form (the pages' only kind) is its
+        # size: a field too long, or too many fields.
+        kind = request.headers.get("content-type", "")
+        if exc.status_code == 400 and kind.startswith("application/x-www-form-urlencoded"):
+            raise FormTooLarge("form over the pages' limits") from exc
+        raise
 
 
 def checked_form(

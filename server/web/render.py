@@ -195,6 +195,18 @@ def _error_page(request: Request, status: int, code: str) -> Response:
     return HTMLResponse(html, status_code=status)
 
 
+def asks_for_page(request: Request) -> bool:
+    """Whether a browser sent the request from a page (it asks for HTML first): for answers
+    made before a route is known, such as a body over the limit."""
+    return _wants_page(request) or request.headers.get("accept", "").startswith("text/html")
+
+
+def error_page(request: Request, exc: Exception) -> Response:
+    """The error page of ``exc``, in the browser's language, with the status the API answers."""
+    status, code = _code_of(exc)
+    return _error_page(request, status, code)
+
+
 def _code_of(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, DomainError):
         return status_of(exc), exc.code
