@@ -332,11 +332,15 @@ def key_folders(settings: Settings) -> set[Path]:
 def engine_for(settings: Settings, *, server: bool = False) -> Engine:
     """The engine from every database setting. ``server``: SQLite transactions take the write
     lock up front and queue for it (nearly every request writes, the audit log at least)
-    instead of failing when they upgrade."""
+    instead of failing when they upgrade, and a PostgreSQL lock is waited for only so long
+    (a request then answers 503; a command waits as long as it takes)."""
     return create_engine_for(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         pool_size=settings.database_pool_size,
+        pool_overflow=settings.database_pool_overflow,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        lock_timeout_ms=settings.database_lock_timeout_ms if server else None,
         echo=settings.database_echo,
         sqlite_immediate=server,
     )

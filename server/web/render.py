@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.api.problems import status_of
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, Unavailable
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
 from server.web.browser import Browser, SignInRequired
@@ -253,8 +253,13 @@ def _page_or(previous: Any) -> Handler:
             target = _SIGN_IN_PAGES[exc.kind] + "?next=" + quote(_here(request), safe="/")
             return RedirectResponse(target, status_code=303)
         status, code = _code_of(exc)
-        if status >= 500:
+        if isinstance(exc, Unavailable):
+            log.warning("page %s %s: unavailable: %s", request.method, request.url.path, exc)
+        elif status >= 500:
             log.exception("page %s %s failed", request.method, request.url.path, exc_info=exc)
-        return _error_page(request, status, code)
+        answer = _error_page(request, status, code)
+        if isinstance(exc, DomainError) and exc.retry_after is not None:
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     return handle
