@@ -1,10 +1,13 @@
 """``akkreditiv serve`` under what a crowd or an attacker sends: a 20 MB body, declared or
 streamed, is refused (413) with the service's memory, measured from /proc, growing by no more
-than a few MB."""
+than a few MB; a burst of writes while another process holds the database's write lock is
+answered 503 with Retry-After, never 500, and writes nothing."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -22,11 +25,22 @@ PIECE = 64 * 1024
 FEW_MB = 4 * 1024
 
 
+BURST = 24
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("load")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("load-db") / "akkreditiv.db"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, database: Path) -> Iterator[ServerProcess]:
+    """The service on SQLite, waiting at most 200 ms for the write lock."""
     process = start_server(
-        folder / "service", f"sqlite+pysqlite:///{folder / 'akkreditiv.db'}", provider=PROVIDER
+        tmp_path_factory.mktemp("load"),
+        f"sqlite+pysqlite:///{database}",
+        provider=PROVIDER,
+        extra_env={"AKKREDITIV_SQLITE_BUSY_TIMEOUT_MS": "200"},
     )
     try:
         yield process
@@ -87,3 +101,32 @@ def test_a_20_mb_body_is_refused_and_the_service_does_not_grow(
     assert answer.status_code == 413, answer.text
     grown = _status_kib(pid, "VmHWM") - before
     assert grown <= FEW_MB, f"the service grew by {grown} KiB at its peak"
+
+
+def _logins(database: Path) -> int:
+    with sqlite3.connect(database) as connection:
+        return int(connection.execute("SELECT count(*) FROM auth_transactions").fetchone()[0])
+
+
+def test_a_burst_of_writes_while_another_process_holds_the_lock_answers_503(
+    server: ServerProcess, database: Path
+) -> None:
+    def begin(_: int) -> httpx.Response:
+        with server.client() as http:
+            return http.post("/authentications", json={"min_level": "low"})
+
+    before = _logins(database)
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(begin, range(BURST)))
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert {answer.status_code for answer in answers} == {503}
+    assert {answer.headers["retry-after"] for answer in answers} == {"2"}
+    assert _logins(database) == before
+    # The lock released, the service writes again.
+    assert [begin(n).status_code for n in range(3)] == [201, 201, 201]
+    assert _logins(database) == before + 3
