@@ -118,6 +118,11 @@ class Services:
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
 
+    @property
+    def web_csrf_key(self) -> bytes:
+        """The key of the pages' CSRF tokens (an HMAC of the browser's cookie token)."""
+        return self.keycard_secrets.derive("web-csrf")
+
     # --- per-session factories ------------------------------------------------------------
 
     def audit_hook(self, session: Session, actor: str) -> AuditHook:
