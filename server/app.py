@@ -73,7 +73,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
         services.audit_checkpoints.start()
+        if services.background_sweep is not None:
+            services.background_sweep.start()
         yield
+        if services.background_sweep is not None:
+            services.background_sweep.stop()
         services.audit_checkpoints.stop()
         engine.dispose()
 

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # The largest request body the service reads (a route that takes more says so, as the
     # token batches do); a larger one is answered 413 before it is read whole.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The sweep of what expired (``akkreditiv maintenance sweep``): the service sweeps every
+    # sweep_every_s seconds (one process at a time; 0 leaves it to the command), and keeps a
+    # login or ceremony sweep_grace_s after it expired, so its pages can still say so.
+    sweep_every_s: int = Field(default=600, ge=0)
+    sweep_grace_s: int = Field(default=24 * 3600, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     # How long a request waits for the database before it is answered 503 with Retry-After

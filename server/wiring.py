@@ -45,6 +45,7 @@ from server.services.piv.service import PivService
 from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
@@ -117,6 +118,8 @@ class Services:
     audit_checkpoints: Checkpointer
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
+    # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
+    background_sweep: BackgroundSweep | None = None
 
     @property
     def web_csrf_key(self) -> bytes:
@@ -319,6 +322,12 @@ class Services:
         return MigrationOperations(flows, caller, source, approvals, CustomerRepository(session))
 
 
+def sweep_for(settings: Settings, sessions: sessionmaker[Session], actor: str) -> Sweep:
+    """The sweep of what expired, with the settings' grace, audited as ``actor``."""
+    policy = SweepPolicy(grace=dt.timedelta(seconds=settings.sweep_grace_s))
+    return Sweep(sessions, policy, actor=actor)
+
+
 def key_folders(settings: Settings) -> set[Path]:
     """The folders of every file the service keeps its keys in."""
     files = (
@@ -402,4 +411,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             ),
         ),
     )
+    if settings.sweep_every_s:
+        services.background_sweep = BackgroundSweep(
+            sweep_for(settings, sessions, "service:sweep"), settings.sweep_every_s
+        )
     return services

@@ -54,6 +54,7 @@ TABLES = {
     "web_sessions",
     "pending_proofings",
     "desk_logins",
+    "maintenance_leases",
 }
 # The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
 # the two lock files beside it (WAL setup, the writer queue).
