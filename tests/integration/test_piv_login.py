@@ -381,12 +381,13 @@ def test_a_citizen_enrols_a_card_from_the_account_page_without_an_api_key(
         base_url=service.url, headers={"origin": service.url}, follow_redirects=True, timeout=30
     ) as browser:
         # The citizen signs in through the pages: password, then the code display's code.
-        page = browser.get("/account/login?next=/account/add/smartcard")
-        login = re.search(r"/login/([0-9a-f-]{36})", str(page.url))
+        start = "/account/login?next=/account/add/smartcard"
+        page = browser.get(start)
+        page = browser.post(start, data={"csrf": csrf(page), "person_number": PERSON_STORED})
+        login = re.search(r"/login/([0-9a-f-]{36})/choose", str(page.url))
         assert login is not None, page.url
         base = f"/login/{login.group(1)}"
         for path, field, value in (
-            (base, "person_number", PERSON_STORED),
             (f"{base}/password", "password", PASSWORD),
             (f"{base}/code", "code", totp(SEED, time.time())),
         ):

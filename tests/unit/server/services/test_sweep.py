@@ -25,8 +25,8 @@ from server.settings import Settings
 from server.storage.tables import AuditEntry, AuthTransaction, RateLimit, Throttle
 from server.storage.web_tables import BrowserKind, WebSession
 
-# The sweeps here run at NOW; the command at the real now, moments later: every row lies at
-# least a minute from any limit, so both find the same.
+# The sweeps here run at NOW, set when a test seeds its rows; the command at the real now,
+# moments later: every row lies a minute or more from any limit, so both find the same.
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 GRACE = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
@@ -87,7 +87,7 @@ def seeds() -> list[tuple[str, bool, object]]:
         ),
         ("session that ended", True, _session("a", NOW - dt.timedelta(minutes=1))),
         ("session that ended a week ago", True, _session("b", NOW - 7 * GRACE)),
-        ("live session", False, _session("c", NOW + dt.timedelta(minutes=5))),
+        ("live session", False, _session("c", NOW + HOUR)),
         (
             "drained throttle",
             True,
@@ -172,7 +172,10 @@ EXPIRED = {name for name, removed, _ in seeds() if removed}
 
 @pytest.fixture
 def seeded(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """The rows of ``seeds`` (their names and keys in ``SEEDED``), and an audit entry."""
+    """The rows of ``seeds`` as of now (their names and keys in ``SEEDED``), and an audit
+    entry."""
+    global NOW  # the time the rows are seeded around
+    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
     SEEDED.clear()
     with sessions.begin() as session:
         for name, removed, row in seeds():
