@@ -8,14 +8,19 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import web
 from server.api import problems
+from server.api.identities import MAX_BATCH_BYTES
 from server.api.routers import ROUTERS
 from server.proxies import ForwardedBy, TrustedProxies
+from server.body_limit import BodyLimit, RequestTooLarge
 from server.settings import Settings
 from server.storage.engine import migrate, ping
+from server.web.render import asks_for_page, error_page
 from server.wiring import build_services
 
 SECURITY_HEADERS = {
@@ -69,7 +74,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
         services.audit_checkpoints.start()
+        if services.background_sweep is not None:
+            services.background_sweep.start()
         yield
+        if services.background_sweep is not None:
+            services.background_sweep.stop()
         services.audit_checkpoints.stop()
         engine.dispose()
 
@@ -92,6 +101,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     web.install(app)
 
+    # Outermost last: the 413 of BodyLimit gets the security headers too.
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        refuse=_too_large,
+        # A PSKC document of a batch of tokens may be larger than any other body.
+        larger={"/token-batches": max(MAX_BATCH_BYTES, settings.max_body_bytes)},
+    )
     app.add_middleware(SecurityHeaders)
     if settings.trusted_proxies:
         # uvicorn's own proxy headers are off (server.uvicorn_run): whose headers are
@@ -105,6 +122,11 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok", "database": engine.dialect.name}
 
     return app
+
+
+def _too_large(request: Request, error: RequestTooLarge) -> Response:
+    """A body over the limit: an error page for a browser's form, else problem+json."""
+    return error_page(request, error) if asks_for_page(request) else problems.answer_of(error)
 
 
 def app_from_environment() -> FastAPI:

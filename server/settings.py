@@ -123,10 +123,24 @@ class Settings(BaseSettings):
     migration_reminder_interval_days: int = Field(default=7, ge=1)
     migration_max_reminders: int = Field(default=3, ge=1, le=100)
     migration_abandon_days: int = Field(default=14, ge=1)
+    # The largest request body the service reads (a route that takes more says so, as the
+    # token batches do); a larger one is answered 413 before it is read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The sweep of what expired (``akkreditiv maintenance sweep``): the service sweeps every
+    # sweep_every_s seconds (one process at a time; 0 leaves it to the command), and keeps a
+    # login or ceremony sweep_grace_s after it expired, so its pages can still say so.
+    sweep_every_s: int = Field(default=600, ge=0)
+    sweep_grace_s: int = Field(default=24 * 3600, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # How long a request waits for the database before it is answered 503 with Retry-After
+    # (overload): for SQLite's write lock, for a connection from the pool (pool_size, and up
+    # to pool_overflow more while busy), and for a lock in PostgreSQL (its lock_timeout).
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     database_pool_size: int = Field(default=5, ge=1)
+    database_pool_overflow: int = Field(default=10, ge=0)
+    database_pool_timeout_s: float = Field(default=10.0, gt=0)
+    database_lock_timeout_ms: int = Field(default=5000, ge=0)
     database_echo: bool = False
     # How people reach the eID support, shown on the help and accessibility pages and where a
     # login ends because the eID is suspended: a phone number and an address as written for

@@ -45,6 +45,7 @@ from server.services.piv.service import PivService
 from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
 from server.storage.engine import create_engine_for, session_factory
@@ -117,6 +118,13 @@ class Services:
     audit_checkpoints: Checkpointer
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
+    # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
+    background_sweep: BackgroundSweep | None = None
+
+    @property
+    def web_csrf_key(self) -> bytes:
+        """The key of the pages' CSRF tokens (an HMAC of the browser's cookie token)."""
+        return self.keycard_secrets.derive("web-csrf")
 
     # --- per-session factories ------------------------------------------------------------
 
@@ -314,6 +322,12 @@ class Services:
         return MigrationOperations(flows, caller, source, approvals, CustomerRepository(session))
 
 
+def sweep_for(settings: Settings, sessions: sessionmaker[Session], actor: str) -> Sweep:
+    """The sweep of what expired, with the settings' grace, audited as ``actor``."""
+    policy = SweepPolicy(grace=dt.timedelta(seconds=settings.sweep_grace_s))
+    return Sweep(sessions, policy, actor=actor)
+
+
 def key_folders(settings: Settings) -> set[Path]:
     """The folders of every file the service keeps its keys in."""
     files = (
@@ -332,11 +346,15 @@ def key_folders(settings: Settings) -> set[Path]:
 def engine_for(settings: Settings, *, server: bool = False) -> Engine:
     """The engine from every database setting. ``server``: SQLite transactions take the write
     lock up front and queue for it (nearly every request writes, the audit log at least)
-    instead of failing when they upgrade."""
+    instead of failing when they upgrade, and a PostgreSQL lock is waited for only so long
+    (a request then answers 503; a command waits as long as it takes)."""
     return create_engine_for(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         pool_size=settings.database_pool_size,
+        pool_overflow=settings.database_pool_overflow,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        lock_timeout_ms=settings.database_lock_timeout_ms if server else None,
         echo=settings.database_echo,
         sqlite_immediate=server,
     )
@@ -393,4 +411,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             ),
         ),
     )
+    if settings.sweep_every_s:
+        services.background_sweep = BackgroundSweep(
+            sweep_for(settings, sessions, "service:sweep"), settings.sweep_every_s
+        )
     return services

@@ -15,6 +15,7 @@ from akkreditiv.cli.devices import devices_app
 from akkreditiv.cli.fido import fido_app
 from akkreditiv.cli.keys import keys_app
 from akkreditiv.cli.legacy import legacy_app
+from akkreditiv.cli.maintenance import maintenance_app
 from akkreditiv.cli.migration import migration_app
 from akkreditiv.cli.migration_flow import flow_app
 from akkreditiv.cli.otp import otp_app
@@ -39,6 +40,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(legacy_app, name="legacy")
 app.add_typer(migration_app, name="migration")
+app.add_typer(maintenance_app, name="maintenance")
 migration_app.add_typer(flow_app, name="flow")
 
 

@@ -86,6 +86,14 @@ PinStdin = Annotated[
     typer.Option("--pin-stdin", help="Read the PIN (then any new PIN) from standard input lines."),
 ]
 StateOption = Annotated[Path, typer.Option("--state", help="The token's state file.")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="The database (default: AKKREDITIV_DATABASE_URL or the embedded SQLite file).",
+        show_default=False,
+    ),
+]
 
 
 API_KEY_ENV = "AKKREDITIV_API_KEY"
@@ -141,6 +149,14 @@ def call_service(
             reason = str(problem.get("detail") or problem.get("title") or reason)
         raise fail(f"{doing}: the service answered {answer.status_code}: {reason}", SERVICE_ERROR)
     return answer.json()
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a command run by hand: the user running it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
 
 
 def parse_id(value: str, what: str) -> uuid.UUID:

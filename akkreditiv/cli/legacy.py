@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from akkreditiv.cli.common import fail
+from akkreditiv.cli.common import DatabaseUrl, fail
 
 if TYPE_CHECKING:
     from server.services.migration.importer import ImportProgress, ImportSummary
@@ -135,14 +135,7 @@ def generate(
 def import_(
     file: Annotated[Path, typer.Argument(help="The export: JSON lines or CSV.")],
     file_format: FormatOption = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            help="The database (default: AKKREDITIV_DATABASE_URL or the embedded SQLite file).",
-            show_default=False,
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
     batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 5000,
     workers: Annotated[
         int | None,

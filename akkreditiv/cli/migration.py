@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from akkreditiv.cli.common import database_session, fail
+from akkreditiv.cli.common import DatabaseUrl, database_session, fail
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -33,14 +33,6 @@ waves_app = typer.Typer(
 )
 migration_app.add_typer(waves_app, name="waves")
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="The database (default: AKKREDITIV_DATABASE_URL or the embedded SQLite file).",
-        show_default=False,
-    ),
-]
 _YEARS = re.compile(r"(\d{4})(?:-(\d{4}))?")
 
 

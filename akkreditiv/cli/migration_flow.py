@@ -4,25 +4,17 @@ marks the flows left idle as abandoned (dropped, for the weekly report), once ea
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 from typing import Annotated, Any
 
 import typer
 
-from akkreditiv.cli.common import database_session
+from akkreditiv.cli.common import DatabaseUrl, cli_actor, database_session
 
 flow_app = typer.Typer(
     help="The guided migration flows: mark the ones left idle as abandoned.",
     no_args_is_help=True,
 )
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
 
 
 @flow_app.command("sweep")
@@ -35,14 +27,7 @@ def sweep(
             show_default=False,
         ),
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            help="The database (default: AKKREDITIV_DATABASE_URL or the embedded SQLite file).",
-            show_default=False,
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Mark every flow untouched for the abandonment period as abandoned, with one 'dropped'
@@ -54,7 +39,7 @@ def sweep(
 
     settings = Settings() if database_url is None else Settings(database_url=database_url)
     idle = dt.timedelta(days=days or settings.migration_abandon_days)
-    actor = _actor()
+    actor = cli_actor()
     with database_session(settings, "database error") as session, session.begin():
         log = AuditLog(session)
 

@@ -20,6 +20,7 @@ from server.domain.errors import (
     Locked,
     Refused,
     ServiceFault,
+    TooLarge,
     TooManyAttempts,
     Unavailable,
     UnknownSubject,
@@ -57,6 +58,7 @@ STATUS_BY_KIND: Mapping[type[Exception], int] = MappingProxyType(
         Unverified: 401,
         TooManyAttempts: 429,
         Locked: 423,
+        TooLarge: 413,
         Unprocessable: 422,
         ServiceFault: 500,
         Unavailable: 503,
@@ -95,7 +97,7 @@ def answer_of(error: DomainError) -> JSONResponse:
     answer = problem(status, error.code, title, error.detail, **error.extensions())
     if isinstance(error, NotAuthenticated):
         answer.headers["WWW-Authenticate"] = 'Bearer realm="akkreditiv"'
-    if isinstance(error, TooManyAttempts) and error.retry_after is not None:
+    if error.retry_after is not None:
         answer.headers["Retry-After"] = str(error.retry_after)
     return answer
 
@@ -103,6 +105,8 @@ def answer_of(error: DomainError) -> JSONResponse:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, DomainError):
         return await _unexpected(request, exc)
+    if isinstance(exc, Unavailable):
+        log.warning("answering %s %s: unavailable: %s", request.method, request.url.path, exc)
     return answer_of(exc)
 
 

@@ -27,6 +27,8 @@ class DomainError(Exception):
     title: ClassVar[str | None] = None  # the problem's title; by default made from ``code``
     recorded: bool = False  # a class default; ``record`` sets it on an instance
     extra: Mapping[str, Any] = MappingProxyType({})
+    # Seconds to wait before trying again, when known (the answer's ``Retry-After``).
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.detail = detail if detail is not None else self.default_detail
@@ -40,7 +42,10 @@ class DomainError(Exception):
 
     def extensions(self) -> dict[str, Any]:
         """Members the problem document carries beside the detail (safe to show, like it)."""
-        return dict(self.extra)
+        extra = dict(self.extra)
+        if self.retry_after is not None:
+            extra["retry_after"] = self.retry_after
+        return extra
 
 
 # The kinds of failure. Each domain error is one of these (or a plain DomainError: the request
@@ -71,17 +76,13 @@ class TooManyAttempts(DomainError):
     """Throttled: wait and try again (``retry_after`` seconds, when known: the answer's
     ``Retry-After``)."""
 
-    retry_after: int | None = None
-
-    def extensions(self) -> dict[str, Any]:
-        extra = super().extensions()
-        if self.retry_after is not None:
-            extra["retry_after"] = self.retry_after
-        return extra
-
 
 class Locked(DomainError):
     """Locked for a while after too many failures."""
+
+
+class TooLarge(DomainError):
+    """More than the service takes at once (a request body over its limit)."""
 
 
 class Unprocessable(DomainError):
@@ -93,7 +94,8 @@ class ServiceFault(DomainError):
 
 
 class Unavailable(DomainError):
-    """A part of the service is not available on this machine."""
+    """A part of the service is not available on this machine, or not now (the database is
+    overloaded: try again after ``retry_after`` seconds)."""
 
 
 class FactorRejected(Unverified):

@@ -78,6 +78,12 @@ EVERYWHERE_RATE = Rate(burst=30, interval=dt.timedelta(minutes=5))
 # How long a network a person proved a factor from stays theirs (unslowed by an attack).
 FAMILIAR_FOR = dt.timedelta(days=180)
 
+# A key typed into the operator console (to sign in, or a second operator's approval): 10
+# failures from one source address within 15 minutes lock it for 15 minutes (``rate_limits``,
+# fixed windows).
+KEY_ENTRY_WINDOW = dt.timedelta(minutes=15)
+KEY_ENTRY_MAX_FAILURES = 10
+
 # A code token or key card given three wrong codes after another factor was proven refuses
 # codes for 5 minutes, then 15, 45, 135, and at most 4 hours: never for good.
 TOKEN_BLOCK = dt.timedelta(minutes=5)

@@ -13,15 +13,21 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
-from server.storage.errors import UnsupportedDatabase
+from server.storage.errors import DatabaseUnavailable, UnsupportedDatabase
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+DEFAULT_POOL_TIMEOUT_S = 10.0
+# PostgreSQL errors that mean "not now" rather than "wrong": a lock not had within
+# lock_timeout, a statement cancelled, no connection slot left, the server starting or
+# stopping. (Class 08, the connection's own failures, counts too.)
+_PG_UNAVAILABLE_STATES = frozenset({"55P03", "57014", "53300", "57P01", "57P02", "57P03"})
 MIGRATION_LOCK_KEY = 0x616B6D69  # "akmi": one migration of a PostgreSQL database at a time
 # An execution option: this connection's SQLite transactions begin IMMEDIATE.
 _IMMEDIATE = "akkreditiv_sqlite_immediate"
@@ -32,6 +38,9 @@ def create_engine_for(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     pool_size: int = 5,
+    pool_overflow: int = 10,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
+    lock_timeout_ms: int | None = None,
     echo: bool = False,
     connect_args: dict[str, Any] | None = None,
     sqlite_immediate: bool = False,
@@ -44,26 +53,81 @@ def create_engine_for(
     requests nearly all write wants, since a deferred transaction that reads and then writes
     fails at once with SQLITE_BUSY while another holds the lock. The engine's own connections
     then queue for the lock in the process (see ``_WriterQueue``) rather than in SQLite.
+
+    What waits too long fails as ``DatabaseUnavailable``: SQLite's write lock not had within
+    the busy timeout, no pooled connection free within ``pool_timeout_s``, a PostgreSQL lock
+    not had within ``lock_timeout_ms`` (PostgreSQL's ``lock_timeout``; None waits for ever),
+    and PostgreSQL out of reach.
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
+    pool = {
+        "poolclass": _Pool,
+        "pool_size": pool_size,
+        "max_overflow": pool_overflow,
+        "pool_timeout": pool_timeout_s,
+    }
     if backend == "sqlite":
         return _sqlite_engine(
-            parsed, busy_timeout_ms, echo, connect_args or {}, immediate=sqlite_immediate
+            parsed, busy_timeout_ms, echo, connect_args or {}, pool, immediate=sqlite_immediate
         )
     if backend == "postgresql":
         if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
             raise UnsupportedDatabase(url, "PostgreSQL is used through psycopg 3")
         parsed = parsed.set(drivername="postgresql+psycopg")
         # pre_ping: a worker survives a PostgreSQL restart instead of failing on dead connections.
-        return create_engine(
-            parsed,
-            pool_pre_ping=True,
-            pool_size=pool_size,
-            echo=echo,
-            connect_args=connect_args or {},
+        engine = create_engine(
+            parsed, pool_pre_ping=True, echo=echo, connect_args=connect_args or {}, **pool
         )
+        event.listen(engine, "handle_error", _postgresql_unavailable)
+        if lock_timeout_ms is not None:
+            event.listen(engine, "connect", _lock_timeout(lock_timeout_ms))
+        return engine
     raise UnsupportedDatabase(url, "only SQLite and PostgreSQL are supported")
+
+
+class _Pool(QueuePool):
+    """SQLAlchemy's queue pool, whose timeout (no connection came free in time: every one is
+    busy with a request) is the storage layer's ``DatabaseUnavailable``."""
+
+    def connect(self) -> PoolProxiedConnection:
+        try:
+            return super().connect()
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable("no database connection came free in time") from exc
+
+
+def _postgresql_unavailable(context: ExceptionContext) -> None:
+    """PostgreSQL errors that mean the database cannot take the request now become
+    ``DatabaseUnavailable`` (SQLAlchemy's ``handle_error`` hook, which raises it in their
+    place). Not within the pool's liveness ping, which replaces a dead connection itself."""
+    if context.is_pre_ping:
+        return
+    state = getattr(context.original_exception, "sqlstate", None)
+    unreachable = state is None and isinstance(context.sqlalchemy_exception, OperationalError)
+    if (
+        state in _PG_UNAVAILABLE_STATES
+        or (state or "").startswith("08")
+        or unreachable
+        or context.is_disconnect
+    ):
+        reason = f"PostgreSQL: {state or 'connection'}: {context.original_exception}"
+        raise DatabaseUnavailable(reason.splitlines()[0]) from context.sqlalchemy_exception
+
+
+def _lock_timeout(milliseconds: int) -> Any:
+    """A ``connect`` listener: each new PostgreSQL connection waits at most ``milliseconds``
+    for a lock (a row another transaction holds, an advisory lock), then fails (55P03)."""
+
+    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # outside any transaction: for the session
+        try:
+            dbapi_connection.execute(f"SET lock_timeout = {int(milliseconds)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+    return on_connect
 
 
 def ping(engine: Engine) -> None:
@@ -89,6 +153,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         connection.execution_options(**{_IMMEDIATE: True})
         with connection.begin():
             if connection.dialect.name == "postgresql":
+                # Another worker's migration may take longer than a request's lock_timeout.
+                connection.execute(text("SET LOCAL lock_timeout = 0"))
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
                 )
@@ -119,6 +185,7 @@ def _sqlite_engine(
     busy_timeout_ms: int,
     echo: bool,
     connect_args: dict[str, Any],
+    pool: dict[str, Any],
     *,
     immediate: bool = False,
 ) -> Engine:
@@ -128,11 +195,11 @@ def _sqlite_engine(
     if not database or database == ":memory:" or database.startswith("file:"):
         # WAL and a shared schema need a file that every pooled connection opens.
         raise UnsupportedDatabase(url.render_as_string(), "SQLite needs a database file path")
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    _create_private(Path(database))
     queue = _WriterQueue(database, busy_timeout_ms / 1000) if immediate else None
     if queue is not None:
         connect_args = {**connect_args, "factory": queue.connection_class}
-    engine = create_engine(url, echo=echo, connect_args=connect_args)
+    engine = create_engine(url, echo=echo, connect_args=connect_args, **pool)
     if queue is not None:
         event.listen(engine, "engine_disposed", lambda _engine: queue.close())
 
@@ -153,19 +220,48 @@ def _sqlite_engine(
     def _on_begin(connection: Connection) -> None:
         if queue is None:
             asked = connection.get_execution_options().get(_IMMEDIATE, False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if asked else "BEGIN")
+            _begin(connection, "BEGIN IMMEDIATE" if asked else "BEGIN")
             return
         driver = connection.connection.driver_connection
         if not isinstance(driver, queue.connection_class):  # pragma: no cover - set above
             raise TypeError("an immediate engine's connection must come from its factory")
         driver.enter_queue()
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin(connection, "BEGIN IMMEDIATE")
         except BaseException:
             driver.leave_queue()
             raise
 
     return engine
+
+
+def _begin(connection: Connection, statement: str) -> None:
+    """Begin a SQLite transaction. The write lock not had within the busy timeout (another
+    writer held it all that time) is ``DatabaseUnavailable``: nothing was read or written yet,
+    and the request may come again. A write that finds the lock taken later in a deferred
+    transaction is a conflict instead (``conflicts.conflicts_as``)."""
+    try:
+        connection.exec_driver_sql(statement)
+    except OperationalError as exc:
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise DatabaseUnavailable(f"SQLite's write lock not had in time: {exc.orig}") from exc
+        raise
+
+
+def _create_private(database: Path) -> None:
+    """Make the database file (0600) and its folder (0700) before SQLite opens it, if they are
+    not there: SQLite would create the file with the umask's mode (0644 commonly), and it gives
+    the -wal and -shm files it makes beside it the database file's mode, so those follow."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        handle = os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(handle, 0o600)  # the umask may only remove bits; make it exact
+    finally:
+        os.close(handle)
 
 
 def _ensure_wal(database: str, cursor: sqlite3.Cursor) -> None:
@@ -194,9 +290,9 @@ class _WriterQueue:
     which sleeps and polls (1, 2, 5, 10 ... 100 ms): the lock sits idle while the next writer
     sleeps, and under load a request waited up to a second. A released lock here wakes the
     next writer at once. A thread that waits longer than the busy timeout for the lock fails
-    with SQLITE_BUSY, as it would have in SQLite; the file lock waits for the transaction of
-    another worker, which its own busy timeout bounds. Programs that do not queue here (the
-    CLI on the same file) are still ordered by SQLite's lock and busy timeout.
+    (``DatabaseUnavailable``), as it would have in SQLite; the file lock waits for the
+    transaction of another worker, which its own busy timeout bounds. Programs that do not
+    queue here (the CLI on the same file) are still ordered by SQLite's lock and busy timeout.
     """
 
     def __init__(self, database: str, timeout_s: float) -> None:
@@ -221,10 +317,7 @@ class _WriterQueue:
 
             def enter_queue(self) -> None:
                 if not lock.acquire(timeout=timeout_s):
-                    busy = sqlite3.OperationalError("database is locked (writer queue)")
-                    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
-                    busy.sqlite_errorname = "SQLITE_BUSY"
-                    raise OperationalError("BEGIN IMMEDIATE", None, busy)
+                    raise DatabaseUnavailable("the writer queue was not reached in time")
                 try:
                     fcntl.flock(lock_file(), fcntl.LOCK_EX)
                 except BaseException:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from server.domain.errors import Unavailable
+
+# How long a client is asked to wait before it tries again when the database was too busy.
+RETRY_AFTER_S = 2
+
 
 class StorageError(Exception):
     """Base class for every error the storage layer raises."""
@@ -43,3 +48,16 @@ class StaleWrite(StorageError):
         super().__init__(f"{where} was changed by another writer; re-read and retry")
         self.kind = kind
         self.key = key
+
+
+class DatabaseUnavailable(Unavailable, StorageError):
+    """The database could not take the request now: SQLite's write lock, a connection from the
+    pool or a PostgreSQL lock was not had in time (the service is overloaded), or PostgreSQL
+    cannot be reached. The request's transaction never began or is rolled back, so nothing of
+    it was written; it may be sent again after ``retry_after`` seconds. A domain error of kind
+    ``Unavailable`` too, so it is answered 503 like one."""
+
+    code = "temporarily-unavailable"
+    title = "Temporarily unavailable"
+    default_detail = "the service is busy; try again shortly"
+    retry_after = RETRY_AFTER_S

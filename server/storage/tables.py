@@ -248,8 +248,19 @@ class Throttle(Base):
     __tablename__ = "throttles"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    tat_ms: Mapped[int] = mapped_column(BigInteger)
+    tat_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # the sweep finds drained ones
     failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MaintenanceLease(Base):
+    """Who does a periodic task (the sweep of what expired) until when: a process takes the
+    task's row only once ``until`` has passed, so several processes do not all do it."""
+
+    __tablename__ = "maintenance_leases"
+
+    task: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    until: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
 class PendingState(StrEnum):

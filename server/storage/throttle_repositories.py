@@ -96,11 +96,6 @@ class ThrottleRepository:
         )
         return {row.key: ThrottleState(row.tat_ms, row.failures) for row in rows}
 
-    def delete_empty(self, now_ms: int) -> int:
-        """Remove the counters that have decayed to nothing (a sweep)."""
-        result = self._session.execute(delete(Throttle).where(Throttle.tat_ms <= now_ms))
-        return int(getattr(result, "rowcount", 0))
-
 
 # The operator console's sign-in counters (fixed windows that lock for a while).
 

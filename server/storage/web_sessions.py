@@ -1,10 +1,8 @@
-"""The browser sessions of the pages (``web_sessions``): read one, sweep the expired ones."""
+"""The browser sessions of the pages (``web_sessions``): read one, store one (the sweep removes
+the ended ones: ``sweep_repositories``)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.storage.web_tables import WebSession
@@ -20,11 +18,3 @@ class WebSessionRepository:
     def add(self, row: WebSession) -> WebSession:
         self._session.add(row)
         return row
-
-    def sweep_expired(self, now: dt.datetime, *, limit: int) -> int:
-        """Delete up to ``limit`` sessions that expired by ``now``; how many went."""
-        expired = select(WebSession.token_digest).where(WebSession.expires_at <= now)
-        stale = list(self._session.scalars(expired.limit(limit)))
-        if stale:
-            self._session.execute(delete(WebSession).where(WebSession.token_digest.in_(stale)))
-        return len(stale)

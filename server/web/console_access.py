@@ -24,14 +24,15 @@ from server.services.access import Caller, NotPermitted, Permission
 from server.services.identities import DOCUMENT_KINDS
 from server.services.identity_operations import OPERATOR_ID, IdentityOperations
 from server.services.proofing_approvals import may_approve_at
+from server.services.throttles import KEY_ENTRY_MAX_FAILURES, KEY_ENTRY_WINDOW
 from server.storage.throttle_repositories import RateLimitRepository
 from server.web.browser import Browser, BrowserDep, OperatorDep
 from server.web.render import page
 from server.wiring import Services
 
 # Failed key entries (sign-in and a second operator's approval) per source address.
-SIGN_IN_WINDOW = dt.timedelta(minutes=15)
-SIGN_IN_MAX_FAILURES = 10
+SIGN_IN_WINDOW = KEY_ENTRY_WINDOW
+SIGN_IN_MAX_FAILURES = KEY_ENTRY_MAX_FAILURES
 ASSISTED = (ProofingChannel.BANK, ProofingChannel.SERVICE_CENTRE)
 IN_PERSON_DOCUMENTS = ("passport", "driving_licence", "national_id_card")
 # The id an error about the document choice links to: the group's first choice.

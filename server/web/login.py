@@ -38,7 +38,7 @@ from server.services.person_number import PersonNumber
 from server.web import login_end
 from server.web import login_frame as frame
 from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
-from server.web.render import local_path, mark_page, redirect
+from server.web.render import local_path, mark_page, page, redirect
 from server.wiring import Services
 
 router = APIRouter(dependencies=[Depends(mark_page)], include_in_schema=False)
@@ -100,9 +100,7 @@ def start(
         return standing
     if standing.transaction.state == IDENTIFIED:
         return redirect(browser, f"/login/{transaction_id}/choose")
-    return frame.show(
-        request, browser, services, standing, "login_start.html", "login.start_title", step=1
-    )
+    return _number_page(request, browser, services, standing)
 
 
 @router.post("/login/{transaction_id}")
@@ -118,28 +116,49 @@ def identify(
     standing = frame.opened(request, browser, session, services, transaction_id)
     if isinstance(standing, Response):
         return standing
-    typed = str(form.get("person_number", "")).strip()
-    try:
-        PersonNumber.parse(typed)
-    except InvalidPersonNumber:
-        key = "login.person_number_missing" if not typed else "login.person_number_invalid"
-        return frame.show(
-            request,
-            browser,
-            services,
-            standing,
-            "login_start.html",
-            "login.start_title",
-            step=1,
-            status=400,
-            errors=[("person_number", browser.t(key))],
-            typed=typed,
-        )
+    typed, error = _person_number(form, browser)
+    if error is not None:
+        return _number_page(request, browser, services, standing, error, typed)
     if standing.transaction.state == STARTED:
         frame.service(session, services).identify_person(
             transaction_id, typed, binding=browser.binding
         )
     return redirect(browser, f"/login/{transaction_id}/choose")
+
+
+def _number_page(
+    request: Request,
+    browser: Browser,
+    services: Services,
+    standing: Standing,
+    error: tuple[str, str] | None = None,
+    typed: str = "",
+) -> Response:
+    """A provider's login's first page, asking for the CPR-nummer (with what was wrong)."""
+    return frame.show(
+        request,
+        browser,
+        services,
+        standing,
+        "login_start.html",
+        "login.start_title",
+        step=1,
+        status=400 if error else 200,
+        errors=[error] if error else [],
+        typed=typed,
+        action=f"/login/{standing.transaction.id}",
+    )
+
+
+def _person_number(form: Any, browser: Browser) -> tuple[str, tuple[str, str] | None]:
+    """The number typed, and the error at its field when it is not a well-formed one."""
+    typed = str(form.get("person_number", "")).strip()
+    try:
+        PersonNumber.parse(typed)
+    except InvalidPersonNumber:
+        key = "login.person_number_missing" if not typed else "login.person_number_invalid"
+        return typed, ("person_number", browser.t(key))
+    return typed, None
 
 
 # --- the choice of credential ------------------------------------------------------------------
@@ -270,23 +289,77 @@ def extend(
 
 @router.get("/account/login")
 def account_login(
+    request: Request,
     browser: BrowserDep,
-    session: SessionDep,
     services: ServicesDep,
     next: str | None = None,
     level: str | None = None,
 ) -> Response:
-    """Self-service needs level Substantial: a login of its own, begun here (no API key),
-    which this browser alone may finish. ``level=high`` asks for more (an account page that
-    needs it links here): a browser signed in below it logs in again, at that level, and
-    comes back to ``next``; one signed in at it goes straight there."""
-    target = local_path(next, "/account")
-    wanted = max(Level.SUBSTANTIAL, _level_or_low(level))
-    if browser.identity_id is not None and _level_or_low(browser.row.level) >= wanted:
+    """Self-service needs level Substantial: a login of its own, which this browser alone may
+    finish. This page asks for the CPR-nummer; the login is begun when it is sent, so opening
+    the page writes nothing. ``level=high`` asks for more (an account page that needs it
+    links here): a browser signed in below it logs in again, at that level, and comes back
+    to ``next``; one signed in at it goes straight there."""
+    target, wanted = local_path(next, "/account"), _wanted(level)
+    if _signed_in_at(browser, wanted):
         return redirect(browser, target)
-    transaction = frame.service(session, services).begin(SELF_SERVICE, wanted)
+    return _sign_in_page(request, browser, services, wanted)
+
+
+@router.post("/account/login")
+def account_login_begin(
+    request: Request,
+    browser: BrowserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    form: CheckedForm,
+    next: str | None = None,
+    level: str | None = None,
+) -> Response:
+    """The CPR-nummer sent: the self-service login is begun, claimed by this browser and told
+    who logs in (any well-formed number goes on, known or not), then on to the credentials."""
+    target, wanted = local_path(next, "/account"), _wanted(level)
+    if _signed_in_at(browser, wanted):
+        return redirect(browser, target)
+    typed, error = _person_number(form, browser)
+    if error is not None:
+        return _sign_in_page(request, browser, services, wanted, errors=[error], typed=typed)
+    auth = frame.service(session, services)
+    transaction = auth.begin(SELF_SERVICE, wanted)
+    auth.claim(transaction.id, browser.binding)
+    auth.identify_person(transaction.id, typed, binding=browser.binding)
     browser.remember(frame.PENDING, {"id": str(transaction.id), "next": target})
-    return redirect(browser, f"/login/{transaction.id}")
+    return redirect(browser, f"/login/{transaction.id}/choose")
+
+
+def _wanted(level: str | None) -> Level:
+    return max(Level.SUBSTANTIAL, _level_or_low(level))
+
+
+def _signed_in_at(browser: Browser, wanted: Level) -> bool:
+    return browser.identity_id is not None and _level_or_low(browser.row.level) >= wanted
+
+
+def _sign_in_page(
+    request: Request,
+    browser: Browser,
+    services: Services,
+    level: Level,
+    *,
+    errors: list[tuple[str, str]] | None = None,
+    typed: str = "",
+) -> Response:
+    """The self-service sign-in's first page, asking for the CPR-nummer."""
+    return page(
+        request,
+        browser,
+        "login_start.html",
+        title=browser.t("login.start_title"),
+        status=400 if errors else 200,
+        errors=errors or [],
+        typed=typed,
+        **frame.before_begun(request, browser, services, level),
+    )
 
 
 # The end of a login (done, cancel, cancelled, restart): before the generic routes below.

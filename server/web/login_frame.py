@@ -69,7 +69,7 @@ def opened(
     auth = service(session, services)
     try:
         auth.claim(transaction_id, browser.binding)
-        return auth.standing(transaction_id, browser.binding)
+        standing = auth.standing(transaction_id, browser.binding)
     except TransactionExpired:
         trace = services.login_ending(session).trace(transaction_id)
         return ended(request, browser, services, trace, "expired")
@@ -83,6 +83,10 @@ def opened(
         if not trace.claimed_by(browser.lapsed_binding):
             raise
         return ended(request, browser, services, trace, "session")
+    # The login is this browser's now: its session is stored, so that it ends (and the login
+    # with it, for this browser) after the idle time, as any session does.
+    browser.keep()
+    return standing
 
 
 def ended(
@@ -150,6 +154,31 @@ def context(
             else ("/", t("error.home"))
         ),
         "time_up_text": t("login.time_up_dialog", provider=provider),
+    }
+
+
+def before_begun(
+    request: Request, browser: Browser, services: Services, level: Level
+) -> dict[str, Any]:
+    """What the self-service sign-in's first page shows before its login exists (the login is
+    begun when the person sends the CPR-nummer, so opening the page writes nothing): as
+    ``context`` without the login's own time limit, and a way back that is a link (there is
+    no login to cancel yet)."""
+    t = browser.t
+    provider = provider_name(browser, services, SELF_SERVICE)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return {
+        "tid": "",
+        "provider": provider,
+        "level": t(f"login.level_{level.name.lower()}"),
+        "step": 1,
+        "total": 3,
+        "can_extend": False,
+        "step_up": False,
+        "cancel_label": t("login.cancel_back", provider=provider),
+        "cancel_href": "/account" if browser.identity_id is not None else "/",
+        "restart": (here, t("session.start_again")),
+        "action": here,  # the CPR-nummer goes to this same address
     }
 
 

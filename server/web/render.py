@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.api.problems import status_of
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, Unavailable
 from server.storage.errors import StorageError
 from server.storage.web_tables import BrowserKind
 from server.web.browser import Browser, SignInRequired
@@ -198,6 +198,18 @@ def _error_page(request: Request, status: int, code: str) -> Response:
     return HTMLResponse(html, status_code=status)
 
 
+def asks_for_page(request: Request) -> bool:
+    """Whether a browser sent the request from a page (it asks for HTML first): for answers
+    made before a route is known, such as a body over the limit."""
+    return _wants_page(request) or request.headers.get("accept", "").startswith("text/html")
+
+
+def error_page(request: Request, exc: Exception) -> Response:
+    """The error page of ``exc``, in the browser's language, with the status the API answers."""
+    status, code = _code_of(exc)
+    return _error_page(request, status, code)
+
+
 def _code_of(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, DomainError):
         return status_of(exc), exc.code
@@ -244,8 +256,13 @@ def _page_or(previous: Any) -> Handler:
             target = _SIGN_IN_PAGES[exc.kind] + "?next=" + quote(_here(request), safe="/")
             return RedirectResponse(target, status_code=303)
         status, code = _code_of(exc)
-        if status >= 500:
+        if isinstance(exc, Unavailable):
+            log.warning("page %s %s: unavailable: %s", request.method, request.url.path, exc)
+        elif status >= 500:
             log.exception("page %s %s failed", request.method, request.url.path, exc_info=exc)
-        return _error_page(request, status, code)
+        answer = _error_page(request, status, code)
+        if isinstance(exc, DomainError) and exc.retry_after is not None:
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
     return handle

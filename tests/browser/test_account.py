@@ -79,7 +79,7 @@ def fill(page: Page, label: str, text: str) -> None:
 def sign_in(page: Page, base: str, number: str) -> None:
     """Through the login pages: the person number, the password, then the code display."""
     page.goto(f"{base}/account")
-    assert "/login/" in page.url
+    assert "/account/login" in page.url
     page.focus("#person_number")
     type_into_focused(page, number)
     with page.expect_navigation():
@@ -229,7 +229,7 @@ def test_a_login_below_a_smartcards_level_is_shown_the_way_to_high(
     assert_accessible(page, f"smartcard, below High ({lang})")
     shots.save(page, f"account-level-{lang}")
     submit(page, "Log in at level High" if lang == "en" else "Log på igen på niveau Høj")
-    assert "/login/" in page.url, page.url
+    assert "/account/login?level=high" in page.url, page.url
     page.focus("#person_number")
     type_into_focused(page, number)
     with page.expect_navigation():

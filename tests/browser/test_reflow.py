@@ -28,7 +28,7 @@ def pages_to_visit(page: Page, base: str) -> list[str]:
         page.goto(base + path)
         visited.append(path)
         assert_reflows(page, path)
-    page.goto(base + "/account/login")  # begins a self-service login: the login's pages
+    page.goto(base + "/account/login")  # a self-service sign-in: the login's pages
     page.fill("#person_number", "3112991234")
     page.locator("main form button[type=submit]").first.click()
     page.wait_for_url(re.compile(r"/choose$"))

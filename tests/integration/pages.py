@@ -44,11 +44,12 @@ def citizen_signs_in(
     """From ``start`` (a page that sends the browser to a login): the person number, the
     password, then the code display's code now (TOTP of ``seed``); the page it ends at."""
     page = browser.get(start)
-    login = re.search(r"/login/([0-9a-f-]{36})", str(page.url))
+    # The sign-in's first page asks for the number, and begins the login when it is sent.
+    page = browser.post(page.url, data={"csrf": csrf(page), "person_number": person_number})
+    login = re.search(r"/login/([0-9a-f-]{36})/choose", str(page.url))
     assert login is not None, page.url
     base = f"/login/{login.group(1)}"
     for path, field, value in (
-        (base, "person_number", person_number),
         (f"{base}/password", "password", password),
         (f"{base}/code", "code", totp(seed, time.time())),
     ):

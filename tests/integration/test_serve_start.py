@@ -4,6 +4,7 @@ the database elsewhere (another folder, or PostgreSQL), and several processes at
 from __future__ import annotations
 
 import contextlib
+import os
 import stat
 import threading
 from pathlib import Path
@@ -86,3 +87,38 @@ def test_two_serve_processes_started_at_once_make_one_set_of_keys(tmp_path: Path
             server.stop()
     leftovers = [path.name for path in (folder / "var").iterdir() if path.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_serve_on_a_fresh_folder_keeps_its_database_and_keys_private(tmp_path: Path) -> None:
+    """Started where nothing exists yet, with the default places under ``var/`` (the
+    database's too), with a umask of 022: the database, its write-ahead log and shared memory,
+    its lock files and every key are 0600, their folders 0700, while the service runs."""
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    database = folder / "var" / "akkreditiv.db"
+    previous = os.umask(0o022)  # the child inherits it
+    try:
+        server = start_server(
+            folder, f"sqlite+pysqlite:///{database}", provider=PROVIDER, bare=True
+        )
+    finally:
+        os.umask(previous)
+    try:
+        _published_keys(server)
+        files = {
+            path.name: stat.S_IMODE(path.stat().st_mode)
+            for path in (folder / "var").iterdir()
+            if path.is_file()
+        }
+        folders = {
+            path.name: stat.S_IMODE(path.stat().st_mode)
+            for path in (folder / "var").iterdir()
+            if path.is_dir()
+        }
+    finally:
+        server.stop()
+    private = [f"akkreditiv.db{end}" for end in ("", "-wal", "-shm", "-setup", "-writers")]
+    for name in (*private, *KEY_FILES, "audit-checkpoint-key.pem"):
+        assert files.get(name) == 0o600, f"{name}: {files.get(name, 0):o}"
+    assert stat.S_IMODE((folder / "var").stat().st_mode) == 0o700
+    assert folders["audit-checkpoints"] == 0o700

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import sqlite3
+import os
+import stat
 import threading
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from server.domain.model import Level
 from server.settings import Settings
@@ -26,7 +27,7 @@ from server.storage.engine import (
     migrate,
     session_factory,
 )
-from server.storage.errors import UnsupportedDatabase
+from server.storage.errors import DatabaseUnavailable, UnsupportedDatabase
 from server.storage.repositories import IdentityRepository
 from server.storage.tables import Base, Identity
 from server.wiring import engine_for
@@ -53,7 +54,11 @@ TABLES = {
     "web_sessions",
     "pending_proofings",
     "desk_logins",
+    "maintenance_leases",
 }
+# The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
+# the two lock files beside it (WAL setup, the writer queue).
+FILES = ("", "-wal", "-shm", "-setup", "-writers")
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
@@ -139,6 +144,28 @@ def test_sqlite_parent_directory_is_created_when_missing(tmp_path: Path) -> None
     migrate(engine)
     engine.dispose()
     assert path.is_file()
+
+
+def test_a_new_sqlite_database_and_its_wal_are_private(tmp_path: Path) -> None:
+    """The database, its -wal and -shm files are 0600 and a folder made for it 0700, whatever
+    the umask lets through (SQLite gives the -wal and -shm the database file's mode)."""
+    path = tmp_path / "var" / "akkreditiv.db"
+    previous = os.umask(0o022)
+    try:
+        engine = create_engine_for(f"sqlite+pysqlite:///{path}", sqlite_immediate=True)
+        migrate(engine)
+        with session_factory(engine).begin() as session:
+            IdentityRepository(session).add(
+                Identity(
+                    person_number="010190-1234", name="A", identity_assurance=Level.SUBSTANTIAL
+                )
+            )
+        made = {name: stat.S_IMODE(Path(f"{path}{name}").stat().st_mode) for name in FILES}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert made == dict.fromkeys(FILES, 0o600)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_postgresql_url_without_driver_uses_psycopg() -> None:
@@ -273,9 +300,9 @@ def test_immediate_writer_holds_the_queue_until_its_transaction_ends(
     sessions = session_factory(engine)
     holder = sessions()
     holder.execute(text("UPDATE tally SET n = n + 1"))
-    with sessions() as other, pytest.raises(OperationalError) as busy:
+    with sessions() as other, pytest.raises(DatabaseUnavailable) as busy:
         other.execute(text("SELECT n FROM tally"))
-    assert getattr(busy.value.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    assert "writer queue" in str(busy.value)
     # Other processes (workers) queue on the lock file beside the database.
     with (tmp_path / "queue.db-writers").open("rb") as other_process:
         with pytest.raises(BlockingIOError):

@@ -33,7 +33,13 @@ from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import PERSON_STORED, SEED, seed_person_with_code_display
 from tests.unit.server.test_piv_api import complete_with_code, enrol_card, keyless, new_card
-from tests.unit.server.web.forms import csrf_of, lang_of, text_of
+from tests.unit.server.web.forms import (
+    csrf_of,
+    lang_of,
+    login_of,
+    self_service_login,
+    text_of,
+)
 
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test person's password
 OTHER_PERSON = "020290-2345"
@@ -82,14 +88,9 @@ class Person:
 
 def sign_in(browser: TestClient, next_path: str = "/account") -> Any:
     """Sign in through the login pages with the password and the code display's code."""
-    answer = browser.get(f"/account/login?next={next_path}", follow_redirects=True)
+    answer = self_service_login(browser, PERSON_STORED, f"?next={next_path}")
     assert answer.status_code == 200, answer.text
-    login = re.search(r"/login/([0-9a-f-]{36})", str(answer.url))
-    assert login is not None, answer.url
-    base = f"/login/{login.group(1)}"
-    answer = browser.post(
-        base, data={"csrf": csrf_of(answer), "person_number": PERSON_STORED}, follow_redirects=True
-    )
+    base = f"/login/{login_of(answer)}"
     answer = browser.post(
         f"{base}/password",
         data={"csrf": csrf_of(answer), "password": PASSWORD},

@@ -33,7 +33,7 @@ from tests.unit.server.test_piv_api import (
     keyless,
     new_card,
 )
-from tests.unit.server.web.forms import csrf_of, text_of
+from tests.unit.server.web.forms import csrf_of, login_of, self_service_login, text_of
 from tests.unit.server.web.test_account import Person, shown_enrolment, sign_in
 from tests.unit.server.web.test_login import pairing_of
 
@@ -135,19 +135,12 @@ def register_on_page(browser: TestClient, key: FidoSession) -> tuple[Any, Any]:
     return form, posted
 
 
-def log_in_with_card(browser: TestClient, answer: Any, card: PivSession) -> Any:
-    """Go on with the login page ``answer`` shows (a login at level High) with the smartcard:
-    the person number, then the card signing in the card program with the page's pairing
-    code; the answer is the page the login leads back to."""
-    login = re.search(r"/login/([0-9a-f-]{36})", str(answer.url))
-    assert login is not None, answer.url
-    transaction = login.group(1)
+def log_in_with_card(browser: TestClient, query: str, card: PivSession) -> Any:
+    """The self-service sign-in at ``/account/login{query}`` (a login at level High) with the
+    smartcard: the person number, then the card signing in the card program with the page's
+    pairing code; the answer is the page the login leads back to."""
+    transaction = login_of(self_service_login(browser, "010190-1234", query))
     base = f"/login/{transaction}"
-    browser.post(
-        base,
-        data={"csrf": csrf_of(answer), "person_number": "010190-1234"},
-        follow_redirects=True,
-    )
     shown = browser.get(f"{base}/smartcard")
     code = pairing_of(shown)
     with keyless(browser) as program:
@@ -261,11 +254,9 @@ def test_the_step_up_link_logs_in_at_high_and_the_smartcard_is_enrolled(
     refused = browser.get("/account/add/smartcard")
     assert refused.status_code == 403
 
-    login = browser.get(
-        "/account/login?level=high&next=/account/add/smartcard", follow_redirects=True
-    )
-    assert re.search(r"/login/[0-9a-f-]{36}$", str(login.url)), login.url
-    back = log_in_with_card(browser, login, card_in_person)
+    page = browser.get("/account/login?level=high&next=/account/add/smartcard")
+    assert "Trin 1 af 3" in text_of(page)
+    back = log_in_with_card(browser, "?level=high&next=/account/add/smartcard", card_in_person)
 
     assert str(back.url).endswith("/account/add/smartcard"), back.url
     state_id, code = shown_enrolment(back)
@@ -287,10 +278,7 @@ def test_a_high_login_registers_a_security_key(
     tmp_path: Path,
     sim_home: Path,
 ) -> None:
-    login = browser.get(
-        "/account/login?level=high&next=/account/add/security-key", follow_redirects=True
-    )
-    log_in_with_card(browser, login, card_in_person)
+    log_in_with_card(browser, "?level=high&next=/account/add/security-key", card_in_person)
 
     form, posted = register_on_page(browser, security_key(tmp_path, sim_home))
 
@@ -306,8 +294,7 @@ def test_a_high_login_registers_a_security_key(
 def test_signed_in_at_high_the_step_up_link_goes_straight_back(
     browser: TestClient, person: Person, card_in_person: PivSession
 ) -> None:
-    login = browser.get("/account/login?level=high&next=/account", follow_redirects=True)
-    log_in_with_card(browser, login, card_in_person)
+    log_in_with_card(browser, "?level=high&next=/account", card_in_person)
 
     again = browser.get(
         "/account/login?level=high&next=/account/add/smartcard", follow_redirects=False

@@ -183,8 +183,7 @@ def test_a_card_the_person_enrols_at_high_counts_at_high(
     first = enrol_on_own_page(browser, card)
     proofed_high(operator_api, person)
     assert operator_api.post(f"/credentials/{first['id']}/admit").status_code == 200
-    login = browser.get("/account/login?level=high&next=/account", follow_redirects=True)
-    log_in_with_card(browser, login, card)
+    log_in_with_card(browser, "?level=high&next=/account", card)
     second = new_card(tmp_path / "cards")
 
     enrolled = enrol_on_own_page(browser, second)

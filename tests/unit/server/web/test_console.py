@@ -300,7 +300,7 @@ def test_search_does_not_tell_another_banks_operator_who_exists(
 def test_search_tells_what_went_wrong(
     browser: TestClient, settings: Settings, lang: str, typed: str, status: int, words: str
 ) -> None:
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     answer = post_form(browser, "/console", "/console/search", person_number=typed)
     assert answer.status_code == status
@@ -320,7 +320,7 @@ def test_search_tells_what_went_wrong(
 def test_person_page_shows_masked_details_and_is_audited(
     browser: TestClient, settings: Settings, lang: str, words: str
 ) -> None:
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "centre-op", Role.OPERATOR_CENTRE)
     identity_id = person(browser)
     answer = browser.get(f"/console/people/{identity_id}")

@@ -235,7 +235,7 @@ def test_a_proofing_requested_through_the_api_is_approved_at_the_console(
 
 def test_in_english(browser: TestClient, colleague: TestClient, settings: Settings) -> None:
     _, page = bank_proofing_waits(browser, settings)
-    colleague.get("/", headers={"accept-language": "en"})
+    colleague.headers["accept-language"] = "en"  # as a browser sends it with every request
     signed_in(colleague, settings, "bank-op-2", Role.OPERATOR_BANK)
     assert waiting_count(colleague) == 1
     assert "Waiting for approval" in text_of(colleague.get("/console"))

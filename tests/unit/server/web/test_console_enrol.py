@@ -60,7 +60,7 @@ def enrol(browser: TestClient, **changes: str) -> Any:
 def test_enrol_page_in_both_languages(
     browser: TestClient, settings: Settings, lang: str, words: str
 ) -> None:
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     answer = browser.get("/console/enrol")
     assert answer.status_code == 200

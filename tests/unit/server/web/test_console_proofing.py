@@ -68,7 +68,7 @@ def test_the_person_page_offers_proofing_in_both_languages(
     browser: TestClient, settings: Settings, lang: str, words: tuple[str, ...]
 ) -> None:
     identity_id = person(browser)
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     answer = browser.get(f"/console/people/{identity_id}")
     assert answer.status_code == 200
@@ -230,7 +230,7 @@ def test_high_with_a_document_that_cannot_give_it_is_told_at_the_field(
 def test_proofing_errors_are_shown_at_their_fields(browser: TestClient, settings: Settings) -> None:
     identity_id = person(browser)
     before = len(records(browser, identity_id))
-    browser.get("/", headers={"accept-language": "en"})
+    browser.headers["accept-language"] = "en"  # as a browser sends it with every request
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     answer = prove(browser, identity_id, document_kind="", level="")
     assert answer.status_code == 422

@@ -32,7 +32,14 @@ from server.storage.tables import AuthTransaction
 from server.web.browser import COOKIE
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import SEED, seed_person_with_code_display
-from tests.unit.server.web.forms import Page, csrf_of, lang_of, text_of
+from tests.unit.server.web.forms import (
+    Page,
+    csrf_of,
+    lang_of,
+    login_of,
+    self_service_login,
+    text_of,
+)
 
 PERSON = "010190-1234"
 PASSWORD = "correct horse battery staple"  # noqa: S105 - a test password
@@ -489,13 +496,14 @@ def test_return_url_must_be_https_or_local(browser: TestClient, key: dict[str, s
 def test_citizen_signs_in_to_self_service_and_the_session_rotates(browser: TestClient) -> None:
     browser.get("/")
     before = browser.cookies.get(COOKIE)
-    started = browser.get("/account/login?next=/account/security", follow_redirects=False)
-    assert started.status_code == 303
-    location = started.headers["location"]
-    assert location.startswith("/login/")
-    transaction = location.rsplit("/", 1)[1]
-    assert "akkreditivs selvbetjening" in text_of(browser.get(location))
-    identify(browser, transaction)
+    first = browser.get("/account/login?next=/account/security", follow_redirects=False)
+    assert first.status_code == 200
+    assert "akkreditivs selvbetjening" in text_of(first)
+    assert "Trin 1 af 3" in text_of(first)
+    chosen = self_service_login(browser, PERSON, "?next=/account/security")
+    transaction = login_of(chosen)
+    assert str(chosen.url).endswith(f"/login/{transaction}/choose")
+    assert "Adgangskode" in text_of(chosen)
     post(browser, f"/login/{transaction}/password", password=PASSWORD)
     post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
     done = browser.get(f"/login/{transaction}/done", follow_redirects=False)
@@ -511,9 +519,7 @@ def test_citizen_signs_in_to_self_service_and_the_session_rotates(browser: TestC
 def test_a_smartcard_for_self_service_is_shown_the_self_services_name(
     browser: TestClient, other_browser: TestClient
 ) -> None:
-    started = browser.get("/account/login", follow_redirects=False)
-    transaction = started.headers["location"].rsplit("/", 1)[1]
-    identify(browser, transaction)
+    transaction = login_of(self_service_login(browser, PERSON))
     code = pairing_of(browser.get(f"/login/{transaction}/smartcard"))
 
     begun = other_browser.post(f"/authentications/{transaction}/piv/begin", json={"pairing": code})
@@ -526,9 +532,7 @@ def test_a_smartcard_for_self_service_is_shown_the_self_services_name(
 
 
 def test_self_service_next_must_be_local(browser: TestClient) -> None:
-    started = browser.get("/account/login?next=https://evil.example/", follow_redirects=False)
-    transaction = started.headers["location"].rsplit("/", 1)[1]
-    identify(browser, transaction)
+    transaction = login_of(self_service_login(browser, PERSON, "?next=https://evil.example/"))
     post(browser, f"/login/{transaction}/password", password=PASSWORD)
     post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
     done = browser.get(f"/login/{transaction}/done", follow_redirects=False)
@@ -536,10 +540,7 @@ def test_self_service_next_must_be_local(browser: TestClient) -> None:
 
 
 def test_self_service_next_with_control_characters_is_dropped(browser: TestClient) -> None:
-    started = browser.get("/account/login?next=/account/%00x%0d%0a", follow_redirects=False)
-    assert started.status_code == 303
-    transaction = started.headers["location"].rsplit("/", 1)[1]
-    identify(browser, transaction)
+    transaction = login_of(self_service_login(browser, PERSON, "?next=/account/%00x%0d%0a"))
     post(browser, f"/login/{transaction}/password", password=PASSWORD)
     post(browser, f"/login/{transaction}/code", code=totp(SEED, time.time()))
     done = browser.get(f"/login/{transaction}/done", follow_redirects=False)

@@ -26,9 +26,10 @@ from server.storage.tables import AuditEntry, AuthTransaction
 from server.storage.web_tables import WebSession
 from tests.unit.server.conftest import ORIGIN, make_key
 from tests.unit.server.people import SEED, seed_person_with_code_display
-from tests.unit.server.web.forms import csrf_of, text_of
+from tests.unit.server.web.forms import csrf_of, login_of, self_service_login, text_of
 from tests.unit.server.web.test_login import (
     PASSWORD,
+    PERSON,
     PROVIDER,
     RETURN,
     begin,
@@ -194,9 +195,12 @@ def test_cancel_without_a_return_url_says_the_window_may_close(
 
 
 def test_cancelling_the_self_service_sign_in_goes_to_the_front_page(browser: TestClient) -> None:
-    started = browser.get("/account/login", follow_redirects=False)
-    transaction = started.headers["location"].rsplit("/", 1)[1]
-    page = browser.get(f"/login/{transaction}")
+    first = browser.get("/account/login")
+    # Before the CPR-nummer is sent there is no login to cancel: the way back is a link.
+    assert '<a class="button button--secondary" href="/">' in first.text
+    assert "Afbryd og gå tilbage til akkreditivs selvbetjening" in text_of(first)
+    transaction = login_of(self_service_login(browser, PERSON))
+    page = browser.get(f"/login/{transaction}/choose")
     assert "Afbryd og gå tilbage til akkreditivs selvbetjening" in text_of(page)
     answer = cancel(browser, transaction)
     assert answer.headers["location"] == "/"
@@ -243,9 +247,7 @@ def test_restart_of_a_login_that_can_go_on_goes_to_it(
 
 
 def test_a_self_service_sign_in_starts_again_on_its_own(browser: TestClient) -> None:
-    started = browser.get("/account/login?level=high", follow_redirects=False)
-    transaction = started.headers["location"].rsplit("/", 1)[1]
-    browser.get(f"/login/{transaction}")
+    transaction = login_of(self_service_login(browser, PERSON, "?level=high"))
     expire(browser, transaction)
     page = browser.get(f"/login/{transaction}")
     assert "Log på igen" in text_of(page)
