@@ -16,8 +16,8 @@ from server import web
 from server.api import problems
 from server.api.identities import MAX_BATCH_BYTES
 from server.api.routers import ROUTERS
-from server.proxies import ForwardedBy, TrustedProxies
 from server.body_limit import BodyLimit, RequestTooLarge
+from server.proxies import ForwardedBy, TrustedProxies
 from server.settings import Settings
 from server.storage.engine import migrate, ping
 from server.web.render import asks_for_page, error_page
