@@ -249,7 +249,7 @@ def test_each_confirmation_names_what_it_acts_on_and_says_what_will_happen(
     said: list[str],
     unsaid: list[str],
 ) -> None:
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "bank-op", Role.OPERATOR_BANK)
     identity_id = person(browser)
     display = credential_of(browser, identity_id).id

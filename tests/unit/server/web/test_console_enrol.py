@@ -205,7 +205,7 @@ def test_a_channel_not_chosen_is_told_at_the_field(
 ) -> None:
     """A supervisor who leaves "Hvor er personen?" unchosen (or sends a channel the form does
     not offer) gets the form again with everything typed, not an error page."""
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "boss", Role.SUPERVISOR)
     before = events(browser)
     sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing

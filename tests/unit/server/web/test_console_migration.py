@@ -234,7 +234,7 @@ def test_a_channel_not_chosen_is_told_at_the_field(
     """A supervisor who leaves "Hvor er personen?" unchosen (or sends a channel the form does
     not offer) gets the start form again with what was typed, not an error page."""
     person = add_person(browser)
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "boss", Role.SUPERVISOR)
     before = events(browser)
     sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing

@@ -296,7 +296,7 @@ def test_a_channel_not_chosen_is_told_at_the_field(
     not offer) gets the person's page again with the choices kept, not an error page."""
     identity_id = person(browser)
     before = len(records(browser, identity_id))
-    browser.get("/", headers={"accept-language": lang})
+    browser.headers["accept-language"] = lang  # as a browser sends it with every request
     signed_in(browser, settings, "boss", Role.SUPERVISOR)
     seen = len(events(browser))
     sent = {"channel": channel} if channel else {}  # an unchosen radio group sends nothing
