@@ -48,7 +48,7 @@ from server.services.secretbox import SecretBox
 from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
-from server.storage.engine import create_engine_for, session_factory
+from server.storage.engine import create_engine_for, read_session_factory, session_factory
 from server.storage.proofing_repositories import CustomerRepository
 
 AuditHook = Callable[[str, dict[str, Any]], None]
@@ -106,6 +106,8 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # Sessions that only read and never queue for the writer (``read_session_factory``).
+    read_sessions: sessionmaker[Session]
     secrets: SecretBox
     passwords: Passwords
     pseudonyms: Pseudonyms
@@ -179,6 +181,27 @@ class Services:
             clock=self._now,
             name_providers=frozenset(self.settings.name_providers),
         )
+
+    def password_check(
+        self,
+        transaction_id: uuid.UUID,
+        submitted: dict[str, Any],
+        *,
+        source: str,
+        binding: str | None = None,
+    ) -> PasswordCheck:
+        """The password check of a login step, its Argon2id verification already run in this
+        thread outside any transaction (``PasswordCheck.beforehand``): called before the step's
+        write transaction begins, so no request waits for the writer while it hashes."""
+        check = PasswordCheck(
+            self.secrets, self.passwords, self.clock, decoy_hash=self.password_decoy
+        )
+
+        def identity_of(session: Session) -> uuid.UUID | None:
+            service = self.authentication(session)
+            return service.factor_subject(transaction_id, source=source, binding=binding)
+
+        return check.beforehand(self.read_sessions, identity_of, submitted)
 
     def login_ending(self, session: Session, actor: str = "web") -> LoginEnding:
         """Cancelling a login and reading one that ended (for the login pages)."""
@@ -381,6 +404,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         settings=settings,
         engine=engine,
         sessions=sessions,
+        read_sessions=read_session_factory(engine),
         secrets=SecretBox.from_file(settings.kek_file, create=create),
         passwords=passwords,
         password_decoy=PasswordCheck.make_decoy(passwords),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from server.api.deps import ServicesDep, SessionDep, in_transaction, require, source_of
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
-from server.services.factors import PasswordCheck, otp_check
+from server.services.factors import otp_check
 from server.services.login.record import FactorCheck, kinds
 from server.wiring import Services
 
@@ -98,7 +98,9 @@ async def answer_factor(
     pairing: str | None = None,
 ) -> FactorsView:
     """The work of a login factor's route, in one transaction of its own (``in_transaction``):
-    make the check, verify the factor, answer with the factors so far. A rejected factor
+    make the check, verify the factor, answer with the factors so far. ``make_check`` runs
+    before the transaction's first statement, so before SQLite's ``BEGIN IMMEDIATE``: what
+    it does in a read session of its own (a password's Argon2id) holds no lock. A rejected factor
     raises ``FactorRejected``, whose record the unit of work commits before it answers 401.
     ``pairing`` only from the routes of device factors run outside the browser (PIV)."""
     source = source_of(request)
@@ -174,12 +176,14 @@ async def password(
 ) -> FactorsView:
     """The password (paste is never blocked: that is the page's promise, WCAG 3.3.8)."""
 
-    def check(_session: Session, services: Services) -> FactorCheck:
-        return PasswordCheck(
-            services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
-        )
+    submitted = {"password": body.password}
+    source = source_of(request)
 
-    return await answer_factor(request, transaction_id, check, {"password": body.password})
+    def check(_session: Session, services: Services) -> FactorCheck:
+        # Before the transaction's first statement: the hashing holds no lock.
+        return services.password_check(transaction_id, submitted, source=source)
+
+    return await answer_factor(request, transaction_id, check, submitted)
 
 
 @router.post(

@@ -59,6 +59,7 @@ from server.storage.errors import NotFound
 from server.storage.repositories import (
     CredentialRepository,
     IdentityRepository,
+    LoginContext,
     TransactionRepository,
     account_limit_key,
 )
@@ -283,6 +284,45 @@ class AuthenticationService:
         self._move(transaction, IDENTIFIED)
         self.transactions.update(transaction)
 
+    def _step(
+        self,
+        transaction_id: uuid.UUID,
+        network: str,
+        binding: str | None,
+        pairing: str | None,
+    ) -> tuple[LoginContext, ThrottleStanding, dt.datetime]:
+        """What a factor's step starts from, read only; raises when the step is refused before
+        any check (no such login, not usable, bound elsewhere, not identified, throttled)."""
+        try:
+            context = self.transactions.login_context(transaction_id, network)
+        except NotFound as exc:
+            raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        transaction = context.transaction
+        self.logins.usable(transaction)
+        self.logins.check_bound(transaction, binding, pairing)
+        self.logins.require_identified(transaction)
+        now = self.clock()
+        # Refused before any check while this network, or this person from this network, is
+        # throttled; the same for a number nobody has (its subject is throttled alike).
+        standing = ThrottleStanding(
+            context.network_limit,
+            context.subject_limit,
+            context.everywhere_limit,
+            context.familiar_until_ms is not None
+            and context.familiar_until_ms > now.timestamp() * 1000,
+        )
+        self.throttles.guard(standing, now)
+        return context, standing, now
+
+    def factor_subject(
+        self, transaction_id: uuid.UUID, *, source: str, binding: str | None = None
+    ) -> uuid.UUID | None:
+        """Read only, for work done before a factor's step (``PasswordCheck.beforehand``):
+        the identity the step would check (None: nobody), raising as the step would when it
+        is refused before any check."""
+        context, _standing, _now = self._step(transaction_id, network_of(source), binding, None)
+        return context.transaction.identity_id
+
     def verify_factor(
         self,
         transaction_id: uuid.UUID,
@@ -303,26 +343,9 @@ class AuthenticationService:
         program it paired with (``pairing``; the routes of device factors alone pass it).
         """
         network = network_of(source)
-        try:
-            context = self.transactions.login_context(transaction_id, network)
-        except NotFound as exc:
-            raise TransactionUnknown("no such transaction", detail="unknown transaction") from exc
+        context, standing, now = self._step(transaction_id, network, binding, pairing)
         transaction, status = context.transaction, context.identity_status
-        self.logins.usable(transaction)
-        self.logins.check_bound(transaction, binding, pairing)
-        self.logins.require_identified(transaction)
-        now = self.clock()
         identity_id = transaction.identity_id
-        # Refused before any check while this network, or this person from this network, is
-        # throttled; the same for a number nobody has (its subject is throttled alike).
-        standing = ThrottleStanding(
-            context.network_limit,
-            context.subject_limit,
-            context.everywhere_limit,
-            context.familiar_until_ms is not None
-            and context.familiar_until_ms > now.timestamp() * 1000,
-        )
-        self.throttles.guard(standing, now)
         subject = _subject(transaction)
         before = credentials(proofs(transaction.factors))
         try:

@@ -20,14 +20,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from devices.protocol.otp import HashAlg
-from server.domain.errors import FactorRejected, Unverified
+from server.domain.errors import DomainError, FactorRejected, Unverified
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState
 from server.services.credentials import CredentialService
+from server.services.credentials.passwords import PasswordVerdict, fingerprint
 from server.services.credentials.sealing import yubico_secrets
-from server.services.errors import WrongPassword
+from server.services.errors import PasswordHashUnreadable, WrongPassword
 from server.services.login.errors import TemporarilyBlocked
 from server.services.login.record import FactorCheck, Proof
 from server.services.passwords import Passwords
@@ -198,7 +199,11 @@ def otp_check(secrets: SecretBox, clock: Callable[[], float]) -> FactorCheck:
 
 class PasswordCheck:
     """A check for ``{"password": "..."}``. For a person who does not exist, or has no
-    password, it still runs one Argon2id verification, so the time taken reveals neither."""
+    password, it still runs one Argon2id verification, so the time taken reveals neither.
+
+    Made ``beforehand``, it carries the verdict of an Argon2id verification run before the
+    step's write transaction, outside any, and does not hash again while the credential is
+    unchanged: the writer queue is not held for the hashing."""
 
     def __init__(
         self,
@@ -207,15 +212,52 @@ class PasswordCheck:
         clock: Callable[[], float],
         *,
         decoy_hash: str,
+        verdict: PasswordVerdict | None = None,
     ) -> None:
         self.secrets = secrets
         self.passwords = passwords
         self.clock = clock
         self._decoy = decoy_hash  # the hash of a random password: made once per process
+        self._verdict = verdict
 
     @staticmethod
     def make_decoy(passwords: Passwords) -> str:
         return passwords.hash_password(secrets_module.token_urlsafe(24))
+
+    def beforehand(
+        self,
+        sessions: sessionmaker[Session],
+        identity_of: Callable[[Session], uuid.UUID | None],
+        submitted: dict[str, Any],
+    ) -> PasswordCheck:
+        """This check with the verdict on ``submitted`` reached now: the identity the step
+        checks (``identity_of``, in a read session of ``sessions``), its password's stored
+        hash, then, the read session closed, Argon2id on it (or on the decoy when there is
+        no such person or password). A step refused before any check (``identity_of``
+        raises) is not checked here: it is refused in its transaction as ever."""
+        with sessions() as session:  # closed (rolled back) before the hashing
+            try:
+                identity_id = identity_of(session)
+            except DomainError:
+                return self
+            service = CredentialService(session, self.secrets, self.passwords, clock=self.clock)
+            stored = None if identity_id is None else service.stored_password(identity_id)
+        if stored is None:
+            self._verify_decoy(submitted)
+            verdict = PasswordVerdict(None, b"", right=False)
+        else:
+            credential, password_hash = stored
+            try:
+                self.passwords.verify_password(password_hash, str(submitted.get("password", "")))
+                right = True
+            except WrongPassword:
+                right = False
+            except PasswordHashUnreadable:
+                return self  # the step's own check fails as it always did
+            verdict = PasswordVerdict(credential.id, fingerprint(credential), right)
+        return PasswordCheck(
+            self.secrets, self.passwords, self.clock, decoy_hash=self._decoy, verdict=verdict
+        )
 
     def __call__(
         self,
@@ -232,11 +274,16 @@ class PasswordCheck:
             raise FactorRejected("no-password")
         service = CredentialService(session, self.secrets, self.passwords, clock=self.clock)
         try:
-            credential = service.check_password(identity_id, password)
+            credential = service.check_password(identity_id, password, verdict=self._verdict)
         except WrongPassword as exc:
             raise FactorRejected("wrong-password") from exc
         return Proof(AuthenticatorKind.PASSWORD, credential.id)
 
     def on_unknown(self, submitted: dict[str, Any]) -> None:
+        if self._verdict is not None and self._verdict.credential_id is None:
+            return  # the decoy was verified beforehand: the same work, done once
+        self._verify_decoy(submitted)
+
+    def _verify_decoy(self, submitted: dict[str, Any]) -> None:
         with contextlib.suppress(WrongPassword):
             self.passwords.verify_password(self._decoy, str(submitted.get("password", "")))

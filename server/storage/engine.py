@@ -31,6 +31,9 @@ _PG_UNAVAILABLE_STATES = frozenset({"55P03", "57014", "53300", "57P01", "57P02",
 MIGRATION_LOCK_KEY = 0x616B6D69  # "akmi": one migration of a PostgreSQL database at a time
 # An execution option: this connection's SQLite transactions begin IMMEDIATE.
 _IMMEDIATE = "akkreditiv_sqlite_immediate"
+# An execution option: this connection's transactions only read; on an immediate SQLite engine
+# they begin with a deferred ``BEGIN`` and do not queue for the write lock.
+_READ_ONLY = "akkreditiv_read_only"
 
 
 def create_engine_for(
@@ -141,6 +144,15 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for work that only reads, on the engine's pool. On an immediate SQLite engine
+    their transactions begin with a plain ``BEGIN`` outside the writer queue (in WAL mode a
+    reader neither waits for the writer nor holds it up); on PostgreSQL they are ordinary
+    transactions. Nothing read here may be written back: a write would take SQLite's lock
+    without queueing."""
+    return sessionmaker(bind=engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; running it again at that revision changes nothing.
 
@@ -218,7 +230,7 @@ def _sqlite_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        if queue is None:
+        if queue is None or connection.get_execution_options().get(_READ_ONLY, False):
             asked = connection.get_execution_options().get(_IMMEDIATE, False)
             _begin(connection, "BEGIN IMMEDIATE" if asked else "BEGIN")
             return

@@ -375,9 +375,19 @@ async def _form(request: Request) -> FormData:
         raise
 
 
-def checked_form(
-    request: Request, browser: BrowserDep, form: Annotated[FormData, Depends(_form)]
-) -> FormData:
+# The POSTed form before any check (for work a page does before its transaction begins).
+RawForm = Annotated[FormData, Depends(_form)]
+
+
+def cookie_binding(request: Request) -> str | None:
+    """What the browser's session cookie binds a login to (``Browser.binding``), read from the
+    cookie alone, without the database: None without a cookie token."""
+    cookie = request.cookies.get(SECURE_COOKIE if is_secure(request) else COOKIE)
+    token, _stored = _cookie_token(cookie)
+    return None if token is None else _binding(token)
+
+
+def checked_form(request: Request, browser: BrowserDep, form: RawForm) -> FormData:
     """The POSTed form, after its CSRF token and origin are checked."""
     browser.check_form(form, request.headers.get("origin"), own_origin(request))
     return form

@@ -17,7 +17,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fido2.webauthn import UserVerificationRequirement
@@ -37,7 +37,14 @@ from server.services.login.record import kinds as proven_kinds
 from server.services.person_number import PersonNumber
 from server.web import login_end
 from server.web import login_frame as frame
-from server.web.browser import Browser, BrowserDep, CheckedForm, own_origin
+from server.web.browser import (
+    Browser,
+    BrowserDep,
+    CheckedForm,
+    RawForm,
+    cookie_binding,
+    own_origin,
+)
 from server.web.render import local_path, mark_page, page, redirect
 from server.wiring import Services
 
@@ -437,11 +444,29 @@ def method_page(
     return _method_page(request, browser, session, services, standing, method)
 
 
+def _password_beforehand(
+    transaction_id: uuid.UUID, method: str, request: Request, form: RawForm, services: ServicesDep
+) -> PasswordCheck | None:
+    """The password step's check, its Argon2id run before the page's transaction begins (a
+    dependency the route names before its browser, whose session's first statement takes the
+    writer's lock): None for the other steps, and for an empty password."""
+    value = str(form.get("password", ""))
+    if method != "password" or not value:
+        return None
+    return services.password_check(
+        transaction_id,
+        {"password": value},
+        source=source_of(request),
+        binding=cookie_binding(request),
+    )
+
+
 @router.post("/login/{transaction_id}/{method}")
 def method_submit(
     transaction_id: uuid.UUID,
     method: str,
     request: Request,
+    password: Annotated[PasswordCheck | None, Depends(_password_beforehand)],
     browser: BrowserDep,
     session: SessionDep,
     services: ServicesDep,
@@ -471,7 +496,7 @@ def method_submit(
         if "smartcard" in _used(standing):
             return redirect(browser, f"/login/{transaction_id}/choose")
         return again(400, "card-command", "login.smartcard_not_yet")
-    field, check, submitted = _factor(request, session, services, method, form)
+    field, check, submitted = _factor(request, session, services, method, form, password)
     if check is None:
         return again(400, field, f"login.{name}_missing")
     source = source_of(request)
@@ -493,17 +518,19 @@ def method_submit(
 
 
 def _factor(
-    request: Request, session: Any, services: Services, method: str, form: Any
+    request: Request,
+    session: Any,
+    services: Services,
+    method: str,
+    form: Any,
+    password: PasswordCheck | None,
 ) -> tuple[str, FactorCheck | None, dict[str, Any]]:
     """The field that gets the error, the check (None when nothing was entered) and what
-    was entered, for one credential's form."""
+    was entered, for one credential's form (``password``: the password step's check, made
+    beforehand)."""
     transaction_id = uuid.UUID(request.path_params["transaction_id"])
     if method == "password":
-        value = str(form.get("password", ""))
-        check: FactorCheck = PasswordCheck(
-            services.secrets, services.passwords, services.clock, decoy_hash=services.password_decoy
-        )
-        return "password", check if value else None, {"password": value}
+        return "password", password, {"password": str(form.get("password", ""))}
     if method == "security-key":
         raw = str(form.get("credential", ""))
         try:
@@ -512,7 +539,7 @@ def _factor(
             response = None
         if not isinstance(response, dict):
             return "security-key-button", None, {}
-        check = services.fido(session, "web").fido_check(transaction_id)
+        check: FactorCheck = services.fido(session, "web").fido_check(transaction_id)
         return "security-key-button", check, {"response": response}
     code = "".join(str(form.get("code", "")).split())
     if method == "key-card":

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -24,6 +27,29 @@ from server.storage.tables import Credential
 # right: a day, because the overview shows a date, and so the row is written at most once a day
 # rather than at every login.
 USE_DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class PasswordVerdict:
+    """A password checked before the write transaction of a login step, outside any: against
+    the credential ``credential_id``, whose sealed hash had ``fingerprint`` then (None: there
+    was no password to check, and the decoy was verified instead)."""
+
+    credential_id: uuid.UUID | None
+    fingerprint: bytes
+    right: bool
+
+    def holds_for(self, credential: Credential) -> bool:
+        """Whether the verdict is about ``credential`` as it is stored now (its password was
+        not changed in between)."""
+        return self.credential_id == credential.id and hmac.compare_digest(
+            self.fingerprint, fingerprint(credential)
+        )
+
+
+def fingerprint(credential: Credential) -> bytes:
+    """A digest of the credential's sealed password hash: a changed password changes it."""
+    return hashlib.sha256(credential.secret_ciphertext or b"").digest()
 
 
 class PasswordCredentials:
@@ -101,21 +127,38 @@ class PasswordCredentials:
         return credential
 
     def check_password(
-        self, identity_id: uuid.UUID, password: str, *, record_use: bool = True
+        self,
+        identity_id: uuid.UUID,
+        password: str,
+        *,
+        record_use: bool = True,
+        verdict: PasswordVerdict | None = None,
     ) -> Credential:
         """Return the active password credential if ``password`` matches; raise
         ``WrongPassword`` if not (also when the identity has no password). A match is recorded
         as the day the password was last used, unless ``record_use`` is false (a password
-        typed only to change it)."""
+        typed only to change it). A ``verdict`` on this password reached before, outside the
+        transaction, stands in for hashing again while the credential is unchanged."""
         credential = self._password_credential(identity_id)
         if credential is None:
             raise WrongPassword("the identity has no active password")
-        self._passwords.verify_password(self._password_hash(credential), password)
+        if verdict is not None and verdict.holds_for(credential):
+            if not verdict.right:
+                raise WrongPassword("password does not match")
+        else:
+            self._passwords.verify_password(self._password_hash(credential), password)
         day = int(self._clock() // USE_DAY_S)
         if record_use and credential.last_used_window != day:
             credential.last_used_window = day
             self._lifecycle.update(credential)
         return credential
+
+    def stored_password(self, identity_id: uuid.UUID) -> tuple[Credential, str] | None:
+        """The identity's active password credential and its Argon2id hash, read only."""
+        credential = self._password_credential(identity_id)
+        if credential is None:
+            return None
+        return credential, self._password_hash(credential)
 
     def _password_credential(self, identity_id: uuid.UUID) -> Credential | None:
         for credential in self._credentials.for_identity(identity_id, {CredentialState.ACTIVE}):

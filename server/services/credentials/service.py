@@ -13,7 +13,7 @@ from server.services.credentials.activation import Activation
 from server.services.credentials.admission import AddedBy
 from server.services.credentials.batches import TokenBatches
 from server.services.credentials.lifecycle import CredentialLifecycle
-from server.services.credentials.passwords import PasswordCredentials
+from server.services.credentials.passwords import PasswordCredentials, PasswordVerdict
 from server.services.identities import AuditHook, no_audit
 from server.services.passwords import Passwords
 from server.services.secretbox import SecretBox
@@ -68,7 +68,18 @@ class CredentialService(CredentialLifecycle):
         )
 
     def check_password(
-        self, identity_id: uuid.UUID, password: str, *, record_use: bool = True
+        self,
+        identity_id: uuid.UUID,
+        password: str,
+        *,
+        record_use: bool = True,
+        verdict: PasswordVerdict | None = None,
     ) -> Credential:
         """See ``PasswordCredentials.check_password``."""
-        return self._passwords.check_password(identity_id, password, record_use=record_use)
+        return self._passwords.check_password(
+            identity_id, password, record_use=record_use, verdict=verdict
+        )
+
+    def stored_password(self, identity_id: uuid.UUID) -> tuple[Credential, str] | None:
+        """See ``PasswordCredentials.stored_password``."""
+        return self._passwords.stored_password(identity_id)
