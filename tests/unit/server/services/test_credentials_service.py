@@ -29,6 +29,7 @@ from server.domain.model import (
 )
 from server.services.credentials import CredentialService
 from server.services.credentials.admission import IN_PERSON
+from server.services.credentials.passwords import PasswordVerdict, fingerprint
 from server.services.credentials.rules import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -594,3 +595,25 @@ def test_password_set_check_and_change(
         credentials.set_password(identity.id, "short", current_password=second, added_by=IN_PERSON)
     assert {"password.set", "password.changed"} <= set(audit.names())
     assert first not in repr(audit.events)
+
+
+def test_a_password_verdict_stands_only_for_the_unchanged_credential(
+    identities: IdentityService, credentials: CredentialService
+) -> None:
+    identity = enrol(identities)
+    first, second = "correct horse battery staple", "another long passphrase"
+    credential = credentials.set_password(identity.id, first, added_by=IN_PERSON)
+    # A verdict on this credential as stored stands in for the hashing, either way.
+    right = PasswordVerdict(credential.id, fingerprint(credential), right=True)
+    assert credentials.check_password(identity.id, "ignored", verdict=right) is credential
+    wrong = PasswordVerdict(credential.id, fingerprint(credential), right=False)
+    with pytest.raises(WrongPassword):
+        credentials.check_password(identity.id, first, verdict=wrong)
+    # The password changed since: the verdict no longer holds and the password is hashed.
+    credentials.set_password(identity.id, second, current_password=first, added_by=IN_PERSON)
+    with pytest.raises(WrongPassword):
+        credentials.check_password(identity.id, first, verdict=right)
+    assert credentials.check_password(identity.id, second, verdict=wrong) is credential
+    # A verdict on nobody's password (the decoy) stands for no credential.
+    nobody = PasswordVerdict(None, b"", right=False)
+    assert credentials.check_password(identity.id, second, verdict=nobody) is credential

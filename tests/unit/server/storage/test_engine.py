@@ -25,6 +25,7 @@ from server.storage.engine import (
     create_engine_for,
     current_revision,
     migrate,
+    read_session_factory,
     session_factory,
 )
 from server.storage.errors import DatabaseUnavailable, UnsupportedDatabase
@@ -313,5 +314,20 @@ def test_immediate_writer_holds_the_queue_until_its_transaction_ends(
     with sessions.begin() as session:
         expected = 1 if end == "commit" else 0
         assert session.execute(text("SELECT n FROM tally")).scalar_one() == expected
+    holder.close()
+    engine.dispose()
+
+
+def test_a_read_session_reads_while_a_writer_holds_the_queue(tmp_path: Path) -> None:
+    # A busy timeout of 0: a session that queued for the writer would fail at once.
+    engine = _immediate(tmp_path, busy_timeout_ms=0)
+    holder = session_factory(engine)()
+    holder.execute(text("UPDATE tally SET n = n + 1"))
+    with read_session_factory(engine)() as reader:
+        # WAL: the reader sees what was committed before, and holds nothing up.
+        assert reader.execute(text("SELECT n FROM tally")).scalar_one() == 0
+        holder.commit()
+    with read_session_factory(engine)() as reader:
+        assert reader.execute(text("SELECT n FROM tally")).scalar_one() == 1
     holder.close()
     engine.dispose()
