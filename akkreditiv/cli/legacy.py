@@ -136,7 +136,7 @@ def import_(
     file: Annotated[Path, typer.Argument(help="The export: JSON lines or CSV.")],
     file_format: FormatOption = None,
     database_url: DatabaseUrl = None,
-    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 5000,
+    batch: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 20_000,
     workers: Annotated[
         int | None,
         typer.Option(

@@ -1,6 +1,8 @@
 """Killing the importer at any moment loses nothing and duplicates nothing: ``akkreditiv legacy
 import`` runs as its own process and is SIGKILLed at several points of a 30,000-row export,
-then run again; the result equals one clean import, on SQLite and on PostgreSQL."""
+then run again; the result equals one clean import, on SQLite and on PostgreSQL. On PostgreSQL
+it is also killed in the middle of a batch's ``COPY``, held there by a row the test keeps
+uncommitted."""
 
 from __future__ import annotations
 
@@ -9,14 +11,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
 
 from server.services.migration.generator import generate
+from server.services.migration.import_rows import RowRejected, parse_json_line
 from server.services.migration.importer import LegacyImporter
 from server.services.secretbox import SecretBox
 from server.storage.engine import create_engine_for, migrate
@@ -35,6 +41,7 @@ BATCH = 2_000
 KILL_AFTER = (0, 1, 14_000)
 POLL_S = 0.02
 DEADLINE_S = 300.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -177,3 +184,130 @@ def test_killed_imports_resume_to_exactly_one_clean_import(
         assert legacy_content_digest(engine, SecretBox.from_file(kek)) == reference.digest
     finally:
         engine.dispose()
+
+
+# The line whose row the test holds: in the third batch, so two batches are committed first.
+HELD_LINE = 2 * BATCH + BATCH // 2
+# The user the test holds a card serial for: neither its id nor its "person number" is a
+# value the import writes.
+HOLDER = "held-by-the-test"
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _held_row(export: Path) -> tuple[int, dict[str, Any]]:
+    """The first good row at or after ``HELD_LINE``: its line number and its fields."""
+    with export.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if number < HELD_LINE:
+                continue
+            try:
+                parse_json_line(raw.decode())
+            except (RowRejected, UnicodeDecodeError):
+                continue
+            return number, json.loads(raw)
+    raise AssertionError("no good row after the held line")
+
+
+def _hold(blocker: psycopg.Connection[Any], table: str, row: dict[str, Any]) -> None:
+    """Insert, uncommitted, what the import's ``COPY`` into ``table`` will collide with: the
+    row's own user (the users' COPY waits on its key), or a user of the test's own with the
+    row's card serial (the users' COPY goes through, the cards' waits)."""
+    user_id, number = (
+        (row["user_id"], row["person_number"]) if table == "legacy_users" else (HOLDER, HOLDER)
+    )
+    blocker.execute(
+        "INSERT INTO legacy_users (user_id, person_number, name, birth_year, password_hash,"
+        " status, failures, row_digest, imported_at, version)"
+        " VALUES (%s, %s, 'Held', 1901, 'x', 'active', 0, '', now(), 1)",
+        (user_id, number),
+    )
+    if table == "legacy_key_cards":
+        blocker.execute(
+            "INSERT INTO legacy_key_cards (serial, user_id, sealed_secret, used, remaining,"
+            " status, issued_at, version) VALUES (%s, %s, '', '', 148, 'active', now(), 1)",
+            (row["key_card"]["serial"], HOLDER),
+        )
+
+
+def _copy_waiting(admin: psycopg.Connection[Any], blocker: int, table: str) -> int | None:
+    """The backend whose ``COPY`` into ``table`` waits for the blocker's transaction."""
+    found = admin.execute(
+        "SELECT waiting.pid FROM pg_locks waiting"
+        " JOIN pg_locks held ON held.locktype = 'transactionid'"
+        " AND held.transactionid = waiting.transactionid AND held.granted"
+        " JOIN pg_stat_activity activity ON activity.pid = waiting.pid"
+        " WHERE waiting.locktype = 'transactionid' AND NOT waiting.granted"
+        " AND held.pid = %s AND activity.query LIKE %s",
+        (blocker, f"COPY {table} %"),
+    ).fetchone()
+    return None if found is None else int(found[0])
+
+
+def _backend_gone(admin: psycopg.Connection[Any], pid: int) -> bool | None:
+    found = admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return True if found is None else None
+
+
+def _wait_for(condition: Callable[[], T | None], what: str) -> T:
+    """Poll ``condition`` until it gives something; the pause between reads only spaces them."""
+    deadline = time.monotonic() + DEADLINE_S
+    while (value := condition()) is None:
+        assert time.monotonic() < deadline, f"{what}: not in {DEADLINE_S} s"
+        time.sleep(POLL_S)
+    return value
+
+
+@pytest.mark.parametrize("table", ["legacy_users", "legacy_key_cards"])
+def test_a_kill_in_the_middle_of_a_copy_loses_and_duplicates_nothing(
+    table: str, export: Path, kek: Path, reference: Reference
+) -> None:
+    held_line, held = _held_row(export)
+    with postgres_schema() as url:  # skips, or fails when CI=true, without PostgreSQL
+        engine = create_engine_for(url)
+        migrate(engine)
+        admin = psycopg.connect(_libpq(url), autocommit=True)
+        blocker = psycopg.connect(_libpq(url))
+        try:
+            _hold(blocker, table, held)
+            process = _importer(export, url, kek)
+
+            def copy_waits() -> int | None:
+                assert process.poll() is None, process.communicate()[1]
+                return _copy_waiting(admin, blocker.info.backend_pid, table)
+
+            copying = _wait_for(copy_waits, f"a COPY into {table} waiting for the held row")
+            # In the middle of the batch with the held row: those before it are committed.
+            committed = _committed_line(engine)
+            assert committed is not None
+            assert 0 < committed < held_line
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=30)
+            assert process.returncode == -signal.SIGKILL
+            # Let the row go: the killed importer's backend goes on, finds its client gone at
+            # the next message and rolls the batch back.
+            blocker.rollback()
+            _wait_for(lambda: _backend_gone(admin, copying), "the killed importer's backend")
+            with engine.connect() as connection:
+                run = connection.execute(select(ImportRun)).one()
+                held_users = connection.scalar(
+                    select(func.count()).where(LegacyUser.user_id == held["user_id"])
+                )
+            assert (run.line_number, run.status) == (committed, ImportStatus.RUNNING)
+            assert (_count(engine), held_users) == (run.rows_imported, 0)  # none of the batch
+            final = _importer(export, url, kek)
+            out, err = final.communicate(timeout=DEADLINE_S)
+            assert final.returncode == 0, err
+            assert json.loads(out)["first_line"] == committed + 1
+            with engine.connect() as connection:
+                runs = [(r.status, r.rows_imported) for r in connection.execute(select(ImportRun))]
+            assert runs == [(ImportStatus.COMPLETED, reference.imported)]  # counted once
+            assert _count(engine) == reference.users
+            assert _rejects(engine) == reference.rejects
+            assert legacy_content_digest(engine, SecretBox.from_file(kek)) == reference.digest
+        finally:
+            blocker.close()
+            admin.close()
+            engine.dispose()

@@ -1,16 +1,15 @@
-"""The lines of a legacy export file, read from a byte offset and parsed into checked rows,
-here or by worker processes while this one writes."""
+"""The lines of a legacy export file, read from a byte offset and parsed into checked, sealed
+rows ready to write, here or by worker processes while this one writes."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from server.services.migration.import_prepare import PreparedRow, RowPreparer
 from server.services.migration.import_rows import (
-    CodeTokenRow,
-    KeyCardRow,
     LegacyRow,
     RowRejected,
     parse_csv_line,
@@ -25,8 +24,8 @@ BOM = b"\xef\xbb\xbf"
 
 # A line: (number, offset just after it, the bytes to parse or None, why it is refused).
 Line = tuple[int, int, bytes | None, str | None]
-# A parsed line: (number, offset just after it, the row or why it is refused).
-Parsed = tuple[int, int, LegacyRow | str]
+# A prepared line: (number, offset just after it, the row or why it is refused).
+Prepared = tuple[int, int, PreparedRow | str]
 
 
 def read_lines(handle: BinaryIO, offset: int, line: int) -> Iterator[Line]:
@@ -68,82 +67,59 @@ def _parse_line(raw: bytes, fmt: str, columns: tuple[str, ...], *, first: bool) 
     return parse_csv_line(text, columns) if fmt == "csv" else parse_json_line(text)
 
 
-def parse_chunk(fmt: str, columns: tuple[str, ...], chunk: list[Line]) -> list[Parsed]:
-    """Parse a chunk of lines (in this process or a worker): each becomes a row or a reason."""
-    parsed: list[Parsed] = []
+def prepare_chunk(
+    preparer: RowPreparer, fmt: str, columns: tuple[str, ...], chunk: list[Line]
+) -> list[Prepared]:
+    """Parse a chunk of lines (in this process or a worker): each becomes a prepared row (checked,
+    sealed, encoded) or the reason it is refused."""
+    prepared: list[Prepared] = []
     for line, end, raw, reason in chunk:
         if raw is None:
-            parsed.append((line, end, reason or "unreadable"))
+            prepared.append((line, end, reason or "unreadable"))
             continue
         try:
-            parsed.append((line, end, _parse_line(raw, fmt, columns, first=line == 1)))
+            row = _parse_line(raw, fmt, columns, first=line == 1)
         except RowRejected as exc:
-            parsed.append((line, end, exc.reason[:MAX_REASON]))
-    return parsed
+            prepared.append((line, end, exc.reason[:MAX_REASON]))
+        else:
+            prepared.append((line, end, preparer.prepare(row)))
+    return prepared
 
 
-def _pack(row: LegacyRow) -> tuple[object, ...]:
-    """A row as plain values: pickled ten times faster than the dataclasses."""
-    card, token = row.key_card, row.code_token
-    return (
-        row.user_id,
-        row.person_number,
-        row.name,
-        row.birth_year,
-        row.bank,
-        row.password_hash,
-        None if card is None else (card.serial, card.secret, card.used, card.remaining),
-        None if token is None else (token.serial, token.seed, token.algorithm, token.digits),
-        row.digest,
-    )
+# The preparer of a worker process, set as it starts (it holds the key: forked, not pickled).
+_worker_preparer: list[RowPreparer] = []
 
 
-def _unpack(values: tuple[Any, ...]) -> LegacyRow:
-    user_id, number, name, year, bank, password_hash, card, token, digest = values
-    return LegacyRow(
-        user_id=user_id,
-        person_number=number,
-        name=name,
-        birth_year=year,
-        bank=bank,
-        password_hash=password_hash,
-        key_card=None if card is None else KeyCardRow(*card),
-        code_token=None if token is None else CodeTokenRow(*token),
-        digest=digest,
-    )
+def _set_worker_preparer(preparer: RowPreparer) -> None:
+    _worker_preparer[:] = [preparer]
 
 
-def _parse_packed(
-    fmt: str, columns: tuple[str, ...], chunk: list[Line]
-) -> list[tuple[int, int, tuple[object, ...] | str]]:
-    """``parse_chunk`` in a worker, its rows packed for the way back."""
-    return [
-        (line, end, _pack(result) if isinstance(result, LegacyRow) else result)
-        for line, end, result in parse_chunk(fmt, columns, chunk)
-    ]
+def _prepare_in_worker(fmt: str, columns: tuple[str, ...], chunk: list[Line]) -> list[Prepared]:
+    return prepare_chunk(_worker_preparer[0], fmt, columns, chunk)
 
 
-def parse_in_pool(
-    lines: Iterator[Line], fmt: str, columns: tuple[str, ...], workers: int
-) -> Iterator[list[Parsed]]:
-    """Chunks parsed by ``workers`` processes while this one writes, in file order, with at
-    most two chunks per worker in flight (memory stays bounded). Parsing is most of the CPU
-    an import takes; the database writes stay in this process, which alone decides what is
-    committed, so resuming works as without the pool."""
-    with worker_pool(workers) as pool:
-        pending: deque[Future[list[tuple[int, int, tuple[object, ...] | str]]]] = deque()
+def prepare_in_pool(
+    lines: Iterator[Line],
+    fmt: str,
+    columns: tuple[str, ...],
+    preparer: RowPreparer,
+    *,
+    workers: int,
+    ahead: int,
+) -> Iterator[list[Prepared]]:
+    """Chunks prepared by ``workers`` processes while this one writes, in file order, with at
+    most ``ahead`` chunks in flight (memory stays bounded; enough for a batch, so the workers
+    go on while this process waits for the database). Parsing, checking and sealing are most
+    of the CPU an import takes; the database writes stay in this process, which alone decides
+    what is committed, so resuming works as without the pool."""
+    with worker_pool(workers, _set_worker_preparer, (preparer,)) as pool:
+        pending: deque[Future[list[Prepared]]] = deque()
         for chunk in chunked(lines):
-            pending.append(pool.submit(_parse_packed, fmt, columns, chunk))
-            while len(pending) >= 2 * workers or (pending and pending[0].done()):
-                yield [
-                    (line, end, result if isinstance(result, str) else _unpack(result))
-                    for line, end, result in pending.popleft().result()
-                ]
+            pending.append(pool.submit(_prepare_in_worker, fmt, columns, chunk))
+            while len(pending) >= max(ahead, 1) or (pending and pending[0].done()):
+                yield pending.popleft().result()
         while pending:
-            yield [
-                (line, end, result if isinstance(result, str) else _unpack(result))
-                for line, end, result in pending.popleft().result()
-            ]
+            yield pending.popleft().result()
 
 
 def _skip_rest_of_line(handle: BinaryIO) -> int:

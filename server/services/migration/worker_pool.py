@@ -7,26 +7,39 @@ import ctypes
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` forked processes.
+def worker_pool(
+    workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> ProcessPoolExecutor:
+    """``workers`` forked processes, each running ``initializer(*initargs)`` first.
 
     Forked: "spawn" and "forkserver" run the main module again in each worker, and
     ``python -m akkreditiv`` as a main module runs the command. The workers compute only;
     they touch no connection, lock or thread of the parent. Each dies with the parent: a
     forked worker holds both ends of its task pipe, so it would otherwise wait for work
-    forever after a kill of the parent, holding the parent's output pipes open.
+    forever after a kill of the parent, holding the parent's output pipes open. Forking also
+    hands ``initargs`` over as they are, unpickled: they may hold keys and ciphers.
     """
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("fork"),
-        initializer=_die_with_parent,
-        initargs=(os.getpid(),),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer, initargs),
     )
+
+
+def _start_worker(
+    parent: int, initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _die_with_parent(parent: int) -> None:

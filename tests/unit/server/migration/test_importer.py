@@ -596,6 +596,23 @@ def test_person_numbers_are_judged_as_person_number_judges_them(digits: str) -> 
         assert parse_json_line(line_text).birth_year == expected
 
 
+@given(positions=st.lists(st.integers(-3, 150), max_size=160))
+def test_used_positions_are_judged_one_by_one(positions: list[int]) -> None:
+    used = row(key_card={"serial": "KC1", "secret": SECRET, "used": positions})
+    outcome = _outcome(json.dumps(used), parse_json_line)
+    if len(set(positions)) != len(positions):
+        assert outcome == "key_card.used: a position given twice"
+    elif any(not 0 <= p < 148 for p in positions):
+        assert outcome == "key_card.used: a position outside 0-147"
+    else:
+        card = parse_json_line(json.dumps(used)).key_card
+        assert card is not None
+        assert (card.used, card.remaining) == (
+            bitmap_from_positions(positions),
+            148 - len(positions),
+        )
+
+
 def _outcome(text: str, parse: Any) -> str:
     try:
         parse(text)
