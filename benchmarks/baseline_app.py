@@ -11,7 +11,7 @@ import os
 
 from fastapi import FastAPI
 from pydantic import BaseModel
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from devices.protocol.otp import hotp
 
@@ -36,6 +36,13 @@ def app() -> FastAPI:
             )
         )
     if engine.dialect.name == "sqlite":
+        # As the service sets SQLite up: WAL, and the same ``synchronous`` (each connection's).
+        synchronous = os.environ.get("AKKREDITIV_SQLITE_SYNCHRONOUS", "full").upper()
+        event.listen(
+            engine,
+            "connect",
+            lambda dbapi, _record: dbapi.execute(f"PRAGMA synchronous = {synchronous}"),
+        )
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     api = FastAPI()

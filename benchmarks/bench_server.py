@@ -451,6 +451,12 @@ def main() -> int:
         "--workers", type=int, default=2, help="worker processes of each server (as serve's)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="turns of service and baseline")
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=["full", "normal"],
+        default="full",
+        help="SQLite's synchronous, for both servers (AKKREDITIV_SQLITE_SYNCHRONOUS)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = [name.strip() for name in args.rows.split(",") if name.strip()]
@@ -481,6 +487,7 @@ def main() -> int:
             "AKKREDITIV_PIV_ATTESTATION_ROOTS": str(piv_root),
             "AKKREDITIV_RP_ID": RP_ID,
             "AKKREDITIV_RP_ORIGINS": json.dumps([ORIGIN]),
+            "AKKREDITIV_SQLITE_SYNCHRONOUS": args.sqlite_synchronous,
         }
         headers = {"authorization": f"Bearer {api_key}"}
         port, base_port = free_port(), free_port()
@@ -552,6 +559,7 @@ def main() -> int:
     ratios = {name: round(figures[name]["per_s"] / baseline_figures["per_s"], 3) for name in rows}
     results: dict[str, Any] = {
         "database": args.database,
+        "sqlite_synchronous": args.sqlite_synchronous if args.database == "sqlite" else None,
         "in_flight": args.in_flight,
         "workers": workers,
         "rounds": rounds,
@@ -563,8 +571,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
+    label = args.database
+    if args.database == "sqlite":
+        label += f" (synchronous={args.sqlite_synchronous})"
     print(
-        f"{args.database}, {args.in_flight} journeys in flight, {workers} worker(s) per server, "
+        f"{label}, {args.in_flight} journeys in flight, {workers} worker(s) per server, "
         f"{os.cpu_count()} cores; rates per second, CPU in cores busy (server | loadgen)"
     )
     for label, row, ratio in (

@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, IPvAnyNetwork, field_validator
@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # (overload): for SQLite's write lock, for a connection from the pool (pool_size, and up
     # to pool_overflow more while busy), and for a lock in PostgreSQL (its lock_timeout).
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    # SQLite's ``synchronous`` (storage.engine.create_engine_for): "full" syncs every commit to
+    # disk; "normal" only at checkpoints (a power loss may undo the last commits).
+    sqlite_synchronous: Literal["full", "normal"] = "full"
     database_pool_size: int = Field(default=5, ge=1)
     database_pool_overflow: int = Field(default=10, ge=0)
     database_pool_timeout_s: float = Field(default=10.0, gt=0)

@@ -380,6 +380,7 @@ def engine_for(settings: Settings, *, server: bool = False) -> Engine:
         lock_timeout_ms=settings.database_lock_timeout_ms if server else None,
         echo=settings.database_echo,
         sqlite_immediate=server,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
 
 
@@ -400,11 +401,12 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         )
     )
     sessions = session_factory(engine)
+    read_sessions = read_session_factory(engine)
     services = Services(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        read_sessions=read_session_factory(engine),
+        read_sessions=read_sessions,
         secrets=SecretBox.from_file(settings.kek_file, create=create),
         passwords=passwords,
         password_decoy=PasswordCheck.make_decoy(passwords),
@@ -426,7 +428,8 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         ),
         piv_attestation=PivAttestationPolicy(root_files=tuple(settings.piv_attestation_roots)),
         audit_checkpoints=Checkpointer(
-            sessions,
+            # It only reads the chain: under load, its reads must not queue for the writer.
+            read_sessions,
             CheckpointKey.from_file(settings.audit_checkpoint_key_file, create=create),
             CheckpointFile(settings.audit_checkpoint_dir),
             CheckpointPolicy(

@@ -182,6 +182,9 @@ def verify_segment(session: Session, start: tuple[int, str], end: tuple[int, str
     long stretch holds no lock (on SQLite the server's transactions hold the database)."""
     (start_seq, start_hash), (end_seq, _) = start, end
     stored = AuditRepository(session).all_in_order(after_seq=start_seq)
+    # Detached first: a rollback expires what the session holds, and each entry read after it
+    # would be loaded again, one statement (and, on SQLite, one transaction) an entry.
+    session.expunge_all()
     session.rollback()
     entries = _stored(
         [entry for entry in stored if entry.seq <= end_seq],

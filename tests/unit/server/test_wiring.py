@@ -13,6 +13,7 @@ from sqlalchemy.pool import QueuePool
 from server.app import create_app
 from server.services.errors import KeyMaterialRejected
 from server.settings import Settings
+from server.storage.engine import migrate
 from server.wiring import build_services, engine_for
 from tests.unit.server.conftest import CHEAP_PASSWORD_HASHING, SQLITE_ONLY
 
@@ -35,6 +36,7 @@ def test_the_database_settings_reach_the_engine(database_url: str, tmp_path: Pat
         tmp_path,
         database_pool_size=3,
         sqlite_busy_timeout_ms=1234,
+        sqlite_synchronous="normal",
         database_echo=True,
     )
     engine = create_app(settings).state.services.engine
@@ -43,9 +45,51 @@ def test_the_database_settings_reach_the_engine(database_url: str, tmp_path: Pat
         with engine.connect() as connection:
             if engine.dialect.name == "sqlite":
                 assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 1234
+                assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
             else:
                 assert isinstance(engine.pool, QueuePool)
                 assert engine.pool.size() == 3
+    finally:
+        engine.dispose()
+
+
+@SQLITE_ONLY
+def test_every_commit_is_synced_to_disk_unless_the_settings_say_otherwise(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = engine_for(_settings(database_url, tmp_path), server=True)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    finally:
+        engine.dispose()
+
+
+@SQLITE_ONLY
+def test_the_checkpointer_signs_while_a_writer_holds_the_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The checkpointer only reads the chain; in a server under load a writer nearly always
+    holds SQLite's queue, so its reads must not wait for it (they did, an entry at a time)."""
+    settings = _settings(
+        database_url,
+        tmp_path,
+        sqlite_busy_timeout_ms=300,
+        audit_checkpoint_dir=tmp_path / "checkpoints",
+        audit_checkpoint_key_file=tmp_path / "keys" / "checkpoint-key.pem",
+    )
+    engine = engine_for(settings, server=True)
+    migrate(engine)
+    services = build_services(settings, engine)
+    try:
+        for n in range(30):
+            with services.sessions.begin() as session:
+                services.audit_hook(session, "test")("tick", {"n": n})
+        with services.sessions.begin() as writer:  # holds the queue until the block ends
+            services.audit_hook(writer, "test")("tick", {"n": 30})
+            checkpoint = services.audit_checkpoints.checkpoint_if_due(force=True)
+        assert checkpoint is not None
+        assert checkpoint.seq == 30  # the committed head, not the entry still being written
     finally:
         engine.dispose()
 

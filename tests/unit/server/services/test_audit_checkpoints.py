@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -112,6 +112,31 @@ def test_a_checkpoint_is_due_every_n_entries_and_every_m_seconds(
     assert _seqs(checkpointer) == [1, 6, 7]
     with sessions() as session:
         assert checkpointer.checkpoints()[-1].hash == AuditRepository(session).head(lock=False)[1]
+
+
+def test_a_checkpoint_reads_its_stretch_of_the_chain_in_a_few_statements(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The stretch since the last checkpoint is read at once and hashed after the read ends:
+    not one statement an entry (each entry was loaded again after the rollback)."""
+    checkpointer = _checkpointer(sessions, tmp_path, entries=1)
+    _append(sessions, 1)
+    checkpointer.checkpoint_if_due()
+    _append(sessions, 40)
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]).split()[0])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        checkpoint = checkpointer.checkpoint_if_due()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert checkpoint is not None
+    assert checkpoint.seq == 41
+    assert len([word for word in statements if word == "SELECT"]) <= 3
 
 
 def test_an_entry_noticed_in_its_transaction_makes_the_checkpoint_due(
