@@ -182,6 +182,12 @@ class Services:
             name_providers=frozenset(self.settings.name_providers),
         )
 
+    def who_is(self, person_number: str) -> tuple[uuid.UUID | None, str]:
+        """``AuthenticationService.who_is`` in a read session of its own: for the identify
+        step, before its write transaction begins, so the look-up holds no lock."""
+        with self.read_sessions() as session:
+            return self.authentication(session).who_is(person_number)
+
     def password_check(
         self,
         transaction_id: uuid.UUID,

@@ -248,6 +248,13 @@ class AuthenticationService:
         """Say who logs in, by the number typed: the same work and answer whether or not the
         person exists (an unknown or malformed number still gets a subject digest, so its
         decoys are the same in every login)."""
+        identity_id, digest = self.who_is(person_number)
+        self.identify(transaction_id, identity_id, digest, binding=binding)
+
+    def who_is(self, person_number: str) -> tuple[uuid.UUID | None, str]:
+        """Read only: the identity a typed number names (None: nobody, or not a number) and
+        the keyed digest of the number as typed. A step may run it in a read session of its
+        own before its write transaction begins (``Services.who_is``)."""
         identity_id = None
         typed = " ".join(person_number.split())
         try:
@@ -260,8 +267,7 @@ class AuthenticationService:
                 identity_id = self.identities.by_person_number(number.formatted).id
             except NotFound:
                 identity_id = None
-        digest = self.pseudonyms.subject_digest(typed)
-        self.identify(transaction_id, identity_id, digest, binding=binding)
+        return identity_id, self.pseudonyms.subject_digest(typed)
 
     def identify(
         self,

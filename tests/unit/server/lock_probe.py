@@ -28,16 +28,21 @@ class LockProbe(Passwords):
         self.database = str(make_url(settings.database_url).database)
         self.outcomes: list[str] = []
 
-    def verify_password(self, password_hash: str, password: str) -> None:
+    def lock_state(self) -> str:
+        """"free" if a connection of its own takes the write lock at once, else SQLite's
+        error ("database is locked")."""
         connection = sqlite3.connect(self.database, timeout=0, isolation_level=None)
         try:
             connection.execute("BEGIN IMMEDIATE")
             connection.execute("ROLLBACK")
-            self.outcomes.append("free")
+            return "free"
         except sqlite3.OperationalError as exc:
-            self.outcomes.append(str(exc))
+            return str(exc)
         finally:
             connection.close()
+
+    def verify_password(self, password_hash: str, password: str) -> None:
+        self.outcomes.append(self.lock_state())
         super().verify_password(password_hash, password)
 
 

@@ -1,6 +1,7 @@
 """The API's password step runs Argon2id while no one holds SQLite's write lock: another
 connection can take it, without waiting, during the hashing, for a right password, a wrong
-one and a person who does not exist (whose decoy verification is the same work)."""
+one and a person who does not exist (whose decoy verification is the same work). The identify
+step looks the person up the same way, before its write transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from server.app import create_app
 from server.services.access import Role
@@ -56,3 +58,30 @@ def test_the_api_hashes_a_password_without_the_write_lock(
     answer = client.post(f"/authentications/{transaction}/password", json={"password": password})
     assert answer.status_code == status, answer.text
     assert probe.outcomes == ["free"]  # hashed once, and the lock was free meanwhile
+
+
+@pytest.mark.parametrize("person", [PERSON, "0202024321", "not a number"])
+def test_the_api_looks_the_person_up_without_the_write_lock(
+    app_and_client: tuple[Any, TestClient], settings: Settings, person: str
+) -> None:
+    app, client = app_and_client
+    begun = client.post("/authentications", json={"provider": TEST_PROVIDER, "min_level": "low"})
+    assert begun.status_code == 201, begun.text
+    probe = LockProbe(settings)
+    looked_up: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM identities" in statement and "person_number" in statement.split("WHERE")[-1]:
+            looked_up.append(probe.lock_state())
+
+    engine = app.state.services.engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        answer = client.post(
+            f"/authentications/{begun.json()['id']}/identify", json={"person_number": person}
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert answer.status_code == 200, answer.text
+    expected = [] if person == "not a number" else ["free"]  # a malformed number: no look-up
+    assert looked_up == expected
