@@ -27,7 +27,7 @@ class CheckpointsOut(BaseModel):
     checkpoints: list[CheckpointOut]
 
 
-def _supervisor(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+async def _supervisor(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     if Role.SUPERVISOR not in caller.roles:
         raise NotPermitted(f"{caller.actor} is no supervisor")
     return caller

@@ -13,11 +13,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy.orm import Session
 
-from server.api.deps import ServicesDep, SessionDep, in_transaction, require, source_of
+from server.api.deps import ServicesDep, in_transaction, require, source_of
 from server.api.schemas import LevelLabel
 from server.services.access import Caller, NotPermitted, Permission
+from server.services.authentication import Outcome
 from server.services.factors import otp_check
 from server.services.login.record import FactorCheck, kinds
+from server.storage.tables import AuthTransaction
 from server.wiring import Services
 
 router = APIRouter(tags=["authentication"])
@@ -116,18 +118,20 @@ async def answer_factor(
 
 
 @router.post("/authentications", status_code=201, response_model=TransactionView)
-def begin(
-    body: BeginRequest, session: SessionDep, services: ServicesDep, caller: Provider
-) -> TransactionView:
+async def begin(body: BeginRequest, request: Request, caller: Provider) -> TransactionView:
     """A service provider starts a login and says the level it needs. The provider is the
     API key's name (``provider``, if sent, must be that name)."""
     if body.provider is not None and body.provider != caller.name:
         raise NotPermitted(
             "provider mismatch", detail="this API key begins logins only for its own provider"
         )
-    transaction = services.authentication(session, caller.actor).begin(
-        caller.name, body.min_level, return_url=body.return_url, nonce=body.nonce
-    )
+
+    def work(session: Session, services: Services) -> AuthTransaction:
+        return services.authentication(session, caller.actor).begin(
+            caller.name, body.min_level, return_url=body.return_url, nonce=body.nonce
+        )
+
+    transaction = await in_transaction(request, work)
     return TransactionView(
         id=transaction.id,
         state=transaction.state,
@@ -194,14 +198,16 @@ async def password(
     response_model=AssertionView,
     responses={403: {"description": "the factors do not reach the level (step up)"}},
 )
-def complete(
-    transaction_id: uuid.UUID, session: SessionDep, services: ServicesDep, caller: Provider
-) -> AssertionView:
+async def complete(transaction_id: uuid.UUID, request: Request, caller: Provider) -> AssertionView:
     """The signed assertion for the service provider that began the login, or a request to
     step up."""
-    outcome = services.authentication(session, caller.actor).complete(
-        transaction_id, provider=caller.name
-    )
+
+    def work(session: Session, services: Services) -> Outcome:
+        return services.authentication(session, caller.actor).complete(
+            transaction_id, provider=caller.name
+        )
+
+    outcome = await in_transaction(request, work)
     assert outcome.assertion is not None  # noqa: S101 - complete() always signs on success
     return AssertionView(
         assertion=outcome.assertion,

@@ -105,11 +105,14 @@ ServicesDep = Annotated[Services, Depends(_services)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: akk_<id>_<secret>")
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
-    """The caller behind the request's API key; 401 without a valid one."""
+    """The caller behind the request's API key; 401 without a valid one. Async, as is
+    ``require``'s dependency: a sync one is handed to the thread pool and back, twice a
+    request, for a digest and a look-up in memory (the key file is read again only when it
+    changed: a ``stat`` a request)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("no API key")
     caller = get_services(request).api_keys.authenticate(credentials.credentials)
@@ -121,7 +124,7 @@ def get_caller(
 def require(permission: Permission) -> Callable[..., Caller]:
     """A dependency: the caller, who must hold ``permission`` (403 if not)."""
 
-    def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         caller.require(permission)
         return caller
 

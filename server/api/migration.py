@@ -53,14 +53,14 @@ _bearer = HTTPBearer(
 )
 
 
-def optional_caller(
+async def optional_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller | None:
     """The caller, if the request carries an API key (which must then be valid)."""
     if credentials is None:
         return None
-    return get_caller(request, credentials)
+    return await get_caller(request, credentials)
 
 
 MaybeCaller = Annotated[Caller | None, Depends(optional_caller)]

@@ -222,7 +222,7 @@ def enrol_begin(
 _optional_bearer = HTTPBearer(auto_error=False, description="an API key: akk_<id>_<secret>")
 
 
-def optional_credential_manager(
+async def optional_credential_manager(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
 ) -> Caller | None:
@@ -230,7 +230,7 @@ def optional_credential_manager(
     key that is sent must be valid and allowed, as on every other route)."""
     if credentials is None:
         return None
-    caller = get_caller(request, credentials)
+    caller = await get_caller(request, credentials)
     caller.require(Permission.MANAGE_CREDENTIALS)
     return caller
 
