@@ -3,7 +3,7 @@ transaction, the caller behind an API key, and the ``Annotated`` aliases routes 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import anyio
@@ -121,7 +121,7 @@ async def get_caller(
     return caller
 
 
-def require(permission: Permission) -> Callable[..., Caller]:
+def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller, who must hold ``permission`` (403 if not)."""
 
     async def dependency(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

@@ -312,15 +312,19 @@ async def login_signature(
     """The card's certificate and its signature over the challenge of ``piv/begin`` (with
     the pairing code when a browser opened the login)."""
 
-    def check(session: Session, services: Services) -> FactorCheck:
-        origins = services.settings.rp_origins
-        return services.piv(session).login_check(transaction_id, origins)
-
     submitted = {
         "certificate": body.certificate,
         "signature": body.signature,
         "origin": body.origin,
     }
+
+    def check(session: Session, services: Services) -> FactorCheck:
+        # The signature is verified before the transaction's first statement, in a read
+        # session of its own: the certificate and the two ECDSA checks hold no lock.
+        origins = services.settings.rp_origins
+        login = services.piv(session).login_check(transaction_id, origins)
+        return login.beforehand(services.read_sessions, submitted)
+
     return await answer_factor(request, transaction_id, check, submitted, pairing=body.pairing)
 
 

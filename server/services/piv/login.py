@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.orm import Session
 
-from server.domain.errors import FactorRejected
+from server.domain.errors import DomainError, FactorRejected
 from server.domain.model import AuthenticatorKind, CredentialKind, CredentialState, Level
 from server.services.identities import AuditHook, no_audit
 from server.services.login.gate import LoginTransactions
@@ -172,16 +172,72 @@ class PivLogin:
         return LoginTransactions(self._session, self.now)
 
 
+@dataclass(frozen=True)
+class SignatureVerdict:
+    """``verify_card_signature``'s outcome reached before the step's write transaction, for
+    the challenge the login held then: the certificate, or the reason it was refused."""
+
+    challenge: bytes
+    certificate: x509.Certificate | None
+    refused: str | None = None
+
+
 class PivLoginCheck:
     """The PIV login factor (a ``FactorCheck``). For a person who does not exist it does the
-    same signature work, so the time taken does not tell whether an account exists."""
+    same signature work, so the time taken does not tell whether an account exists.
+
+    Made ``beforehand``, it carries the signature's verdict, reached outside any transaction on
+    the challenge the login held then: in the step's transaction the challenge is taken as
+    ever and the verdict used only if it is that same challenge, so the certificate's parsing
+    and the two ECDSA verifications (the chain's and the card's) do not hold the writer."""
 
     def __init__(
-        self, service: PivLogin, transaction_id: uuid.UUID, origins: Sequence[str] = ()
+        self,
+        service: PivLogin,
+        transaction_id: uuid.UUID,
+        origins: Sequence[str] = (),
+        *,
+        verdict: SignatureVerdict | None = None,
     ) -> None:
         self._service = service
         self._transaction_id = transaction_id
         self._origins = frozenset(origins)
+        self._verdict = verdict
+
+    def beforehand(
+        self, sessions: Callable[[], Session], submitted: dict[str, Any]
+    ) -> PivLoginCheck:
+        """This check with the signature verified now, on the challenge a read session of
+        ``sessions`` finds (none found, or a wrong origin: nothing is verified here, and the
+        step refuses as it always did)."""
+        origin = str(submitted.get("origin", ""))
+        with sessions() as session:  # closed before the signature work
+            try:
+                transaction = LoginTransactions(session, self._service.now).identified(
+                    self._transaction_id
+                )
+            except DomainError:
+                return self  # refused in the step's transaction, as ever
+            pending = LoginTransactions.pending(transaction, CredentialKind.PIV)
+        if pending is None or pending.challenge is None or origin not in self._origins:
+            return self
+        try:
+            certificate = self._verify(submitted, pending.challenge, origin)
+            verdict = SignatureVerdict(pending.challenge, certificate)
+        except PivLoginRejected as exc:
+            verdict = SignatureVerdict(pending.challenge, None, exc.reason)
+        return PivLoginCheck(
+            self._service, self._transaction_id, tuple(self._origins), verdict=verdict
+        )
+
+    def _verify(self, submitted: dict[str, Any], challenge: bytes, origin: str) -> x509.Certificate:
+        return verify_card_signature(
+            self._service.ca,
+            bytes(submitted.get("certificate", b"")),
+            bytes(submitted.get("signature", b"")),
+            login_message(self._transaction_id, challenge, origin),
+            self._service.now(),
+        )
 
     def _verified(self, submitted: dict[str, Any]) -> x509.Certificate:
         challenge = self._service.take_challenge(self._transaction_id)
@@ -190,13 +246,12 @@ class PivLoginCheck:
         origin = str(submitted.get("origin", ""))
         if origin not in self._origins:
             raise PivLoginRejected("wrong-origin")
-        return verify_card_signature(
-            self._service.ca,
-            bytes(submitted.get("certificate", b"")),
-            bytes(submitted.get("signature", b"")),
-            login_message(self._transaction_id, challenge, origin),
-            self._service.now(),
-        )
+        verdict = self._verdict
+        if verdict is not None and hmac.compare_digest(verdict.challenge, challenge):
+            if verdict.certificate is None:
+                raise PivLoginRejected(verdict.refused or "bad-signature")
+            return verdict.certificate
+        return self._verify(submitted, challenge, origin)
 
     def __call__(
         self,
