@@ -29,8 +29,8 @@ class LockProbe(Passwords):
         self.outcomes: list[str] = []
 
     def lock_state(self) -> str:
-        """"free" if a connection of its own takes the write lock at once, else SQLite's
-        error ("database is locked")."""
+        """Whether a connection of its own takes the write lock at once: "free", else
+        SQLite's error ("database is locked")."""
         connection = sqlite3.connect(self.database, timeout=0, isolation_level=None)
         try:
             connection.execute("BEGIN IMMEDIATE")
