@@ -27,6 +27,7 @@ from server.services.desk_logins import DeskLogins
 from server.services.errors import KeyMaterialRejected
 from server.services.factors import PasswordCheck
 from server.services.fido import FidoService
+from server.services.fido_login import AssertionCheck
 from server.services.identities import IdentityService
 from server.services.identity_operations import IdentityOperations
 from server.services.keycard.pepper import KeyCardSecrets
@@ -230,6 +231,28 @@ class Services:
             clock=self.clock,
             audit=self.audit_hook(session, actor),
         )
+
+    def fido_check(
+        self,
+        session: Session,
+        transaction_id: uuid.UUID,
+        submitted: dict[str, Any],
+        *,
+        source: str,
+        binding: str | None = None,
+        actor: str = "api",
+    ) -> AssertionCheck:
+        """The FIDO2 check of a login step in ``session``, its assertion verified already in
+        this thread in a read session (``AssertionCheck.beforehand``): called before the
+        step's write transaction begins."""
+
+        def reader(read: Session) -> tuple[FidoService, uuid.UUID | None]:
+            service = self.authentication(read)
+            identity = service.factor_subject(transaction_id, source=source, binding=binding)
+            return self.fido(read, actor), identity
+
+        check = self.fido(session, actor).fido_check(transaction_id)
+        return check.beforehand(self.read_sessions, reader, submitted)
 
     def keycards(self, session: Session, actor: str = "api") -> KeyCardService:
         audit = self.audit_hook(session, actor)

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from server.api.authentication import FactorsView, answer_factor
-from server.api.deps import ServicesDep, SessionDep, in_transaction
+from server.api.deps import ServicesDep, SessionDep, in_transaction, source_of
 from server.api.identities import CredentialManager, CredentialOut, _credential_out
 from server.api.schemas import StrictModel
 from server.services.credentials.admission import IN_PERSON
@@ -117,7 +117,12 @@ async def authentication_begin(
 async def assertion(transaction_id: uuid.UUID, body: ResponseIn, request: Request) -> FactorsView:
     """The security key's assertion for the challenge of ``fido2/begin``."""
 
-    def check(session: Session, services: Services) -> FactorCheck:
-        return services.fido(session).fido_check(transaction_id)
+    submitted = {"response": body.response}
+    source = source_of(request)
 
-    return await answer_factor(request, transaction_id, check, {"response": body.response})
+    def check(session: Session, services: Services) -> FactorCheck:
+        # Verified before the transaction's first statement, in a read session of its own:
+        # python-fido2's checks and the signature's hold no lock.
+        return services.fido_check(session, transaction_id, submitted, source=source)
+
+    return await answer_factor(request, transaction_id, check, submitted)

@@ -52,12 +52,11 @@ from fido2.attestation.base import (
 from fido2.attestation.packed import PackedAttestation
 from fido2.attestation.u2f import FidoU2FAttestation
 from fido2.server import Fido2Server
-from fido2.utils import websafe_decode, websafe_encode
+from fido2.utils import websafe_encode
 from fido2.webauthn import (
     AttestationConveyancePreference,
     AttestationObject,
     AttestedCredentialData,
-    AuthenticationResponse,
     AuthenticatorData,
     PublicKeyCredentialDescriptor,
     PublicKeyCredentialRpEntity,
@@ -73,7 +72,6 @@ from server.domain.errors import (
     DomainError,
     Expired,
     UnknownSubject,
-    Unverified,
     recorded_failures,
 )
 from server.domain.model import (
@@ -95,6 +93,13 @@ from server.services.credentials.admission import (
 )
 from server.services.credentials.rules import LIMITS, LIVE_STATES
 from server.services.errors import KeyMaterialRejected
+from server.services.fido_login import (
+    AssertionCheck,
+    AssertionRejected,
+    AssertionVerdict,
+    assertion_verdict,
+    credential_data,
+)
 from server.services.identities import AuditHook, no_audit
 from server.services.lifecycle_errors import (
     CredentialLimitReached,
@@ -152,27 +157,12 @@ class DuplicateFidoCredential(ConflictingState):
     default_detail = "this security key is registered already"
 
 
-class AssertionRejected(Unverified):
-    """One answer for every failed assertion; ``reason`` is for the audit log only."""
-
-    code = "verification-failed"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, detail="the login did not succeed")
-        self.reason = reason
-
-
 def _utc(seconds: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def _serial(credential_id: bytes) -> str:
     return SERIAL_PREFIX + hashlib.sha256(credential_id).hexdigest()
-
-
-def credential_data(credential: Credential) -> AttestedCredentialData:
-    """The stored public key of a FIDO2 credential row."""
-    return AttestedCredentialData(websafe_decode(str(credential.public_data["credential_data"])))
 
 
 def _make_server(
@@ -259,28 +249,6 @@ class AttestationPolicy(AttestationVerifier):
             return
         super().verify_attestation(attestation_object, client_data_hash)
         self.result = result
-
-
-class AssertionCheck:
-    """The FIDO2 login factor of one transaction: a ``FactorCheck`` whose ``on_unknown``
-    consumes the challenge for a person who does not exist, as the real check does."""
-
-    def __init__(self, service: FidoService, transaction_id: uuid.UUID) -> None:
-        self._service = service
-        self._transaction_id = transaction_id
-
-    def __call__(
-        self,
-        session: Session,
-        identity_id: uuid.UUID,
-        submitted: dict[str, Any],
-        proven: frozenset[uuid.UUID] = frozenset(),
-    ) -> Proof:
-        return self._service.verify_assertion(self._transaction_id, identity_id, submitted)
-
-    def on_unknown(self, submitted: dict[str, Any]) -> None:
-        self._service.take_state(self._transaction_id)
-        self._service.active_credentials(NOBODY)  # the lookup a real check makes
 
 
 class FidoService:
@@ -512,31 +480,43 @@ class FidoService:
         pending = logins.take_pending(logins.identified(transaction_id), CredentialKind.FIDO2)
         return None if pending is None or pending.challenge is None else pending.state
 
+    def pending_state(self, transaction_id: uuid.UUID) -> dict[str, Any] | None:
+        """Read only: the login's pending authentication state, not spent (for a verdict
+        reached before the step's transaction, ``AssertionCheck.beforehand``)."""
+        transaction = LoginTransactions(self._session, self._now).identified(transaction_id)
+        pending = LoginTransactions.pending(transaction, CredentialKind.FIDO2)
+        return None if pending is None or pending.challenge is None else pending.state
+
+    def verdict(
+        self, state: dict[str, Any], identity_id: uuid.UUID, submitted: dict[str, Any]
+    ) -> AssertionVerdict:
+        """Read only: the assertion checked against ``state`` and the identity's active keys
+        as this session reads them (python-fido2's ``authenticate_complete``: the client data,
+        the RP id hash, the flags and the signature)."""
+        candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
+        return assertion_verdict(self._server(), state, candidates, submitted)
+
     def verify_assertion(
-        self, transaction_id: uuid.UUID, identity_id: uuid.UUID, submitted: dict[str, Any]
+        self,
+        transaction_id: uuid.UUID,
+        identity_id: uuid.UUID,
+        submitted: dict[str, Any],
+        verdict: AssertionVerdict | None = None,
     ) -> Proof:
         """Check an assertion against the login's challenge (consumed) and the identity's
-        active credentials; raises ``AssertionRejected`` whatever the reason."""
+        active credentials; raises ``AssertionRejected`` whatever the reason. ``verdict``, one
+        reached beforehand, stands only if it was reached on this state and these keys."""
         state = self.take_state(transaction_id)
         if state is None:
             raise AssertionRejected("no-challenge")
         candidates = self._fido_credentials(identity_id, {CredentialState.ACTIVE})
-        if not candidates:
-            # A person without a key was offered decoys: the same answer as a wrong assertion.
-            raise AssertionRejected("no-credential")
-        by_id = {credential_data(c).credential_id: c for c in candidates}
-        try:
-            assertion = AuthenticationResponse.from_dict(submitted["response"])
-            matched = self._server().authenticate_complete(
-                state, [credential_data(c) for c in candidates], assertion
-            )
-        except Exception as exc:
-            raise AssertionRejected(type(exc).__name__) from None
-        credential = by_id[matched.credential_id]
-        auth_data = assertion.response.authenticator_data
-        self._check_counter(credential, auth_data.counter)
-        verified = auth_data.is_user_verified()
-        kind = AuthenticatorKind.FIDO2_UV if verified else AuthenticatorKind.FIDO2
+        if verdict is None or not verdict.holds(state, candidates):
+            verdict = assertion_verdict(self._server(), state, candidates, submitted)
+        if verdict.refused is not None or verdict.credential is None:
+            raise AssertionRejected(verdict.refused or "no-credential")
+        credential = next(c for c in candidates if c.id == verdict.credential)
+        self._check_counter(credential, verdict.counter)
+        kind = AuthenticatorKind.FIDO2_UV if verdict.user_verified else AuthenticatorKind.FIDO2
         return Proof(kind, credential.id)
 
     def _check_counter(self, credential: Credential, counter: int) -> None:
