@@ -27,7 +27,7 @@ from server.services.desk_logins import DeskLogins
 from server.services.errors import KeyMaterialRejected
 from server.services.factors import PasswordCheck
 from server.services.fido import FidoService
-from server.services.fido_login import AssertionCheck
+from server.services.fido_login import AssertionVerdict, verdict_beforehand
 from server.services.identities import IdentityService
 from server.services.identity_operations import IdentityOperations
 from server.services.keycard.pepper import KeyCardSecrets
@@ -232,27 +232,24 @@ class Services:
             audit=self.audit_hook(session, actor),
         )
 
-    def fido_check(
+    def fido_verdict(
         self,
-        session: Session,
         transaction_id: uuid.UUID,
         submitted: dict[str, Any],
         *,
         source: str,
         binding: str | None = None,
-        actor: str = "api",
-    ) -> AssertionCheck:
-        """The FIDO2 check of a login step in ``session``, its assertion verified already in
-        this thread in a read session (``AssertionCheck.beforehand``): called before the
-        step's write transaction begins."""
+    ) -> AssertionVerdict | None:
+        """A login step's security-key assertion verified now, in a read session of its own
+        (``verdict_beforehand``): called before the step's write transaction begins, whose
+        check (``FidoService.fido_check``) takes the verdict if it still holds."""
 
         def reader(read: Session) -> tuple[FidoService, uuid.UUID | None]:
             service = self.authentication(read)
             identity = service.factor_subject(transaction_id, source=source, binding=binding)
-            return self.fido(read, actor), identity
+            return self.fido(read), identity
 
-        check = self.fido(session, actor).fido_check(transaction_id)
-        return check.beforehand(self.read_sessions, reader, submitted)
+        return verdict_beforehand(self.read_sessions, reader, transaction_id, submitted)
 
     def keycards(self, session: Session, actor: str = "api") -> KeyCardService:
         audit = self.audit_hook(session, actor)

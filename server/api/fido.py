@@ -123,6 +123,7 @@ async def assertion(transaction_id: uuid.UUID, body: ResponseIn, request: Reques
     def check(session: Session, services: Services) -> FactorCheck:
         # Verified before the transaction's first statement, in a read session of its own:
         # python-fido2's checks and the signature's hold no lock.
-        return services.fido_check(session, transaction_id, submitted, source=source)
+        verdict = services.fido_verdict(transaction_id, submitted, source=source)
+        return services.fido(session).fido_check(transaction_id, verdict)
 
     return await answer_factor(request, transaction_id, check, submitted)

@@ -468,10 +468,13 @@ class FidoService:
         )
         return dict(options)
 
-    def fido_check(self, transaction_id: uuid.UUID) -> AssertionCheck:
+    def fido_check(
+        self, transaction_id: uuid.UUID, verdict: AssertionVerdict | None = None
+    ) -> AssertionCheck:
         """A ``FactorCheck`` for ``{"response": <AuthenticationResponse JSON>}`` against the
-        challenge of ``transaction_id`` (consumed whatever the outcome)."""
-        return AssertionCheck(self, transaction_id)
+        challenge of ``transaction_id`` (consumed whatever the outcome); ``verdict``, one
+        reached before the transaction (``fido_login.verdict_beforehand``), if any."""
+        return AssertionCheck(self, transaction_id, verdict)
 
     def take_state(self, transaction_id: uuid.UUID) -> dict[str, Any] | None:
         """The login's pending authentication state, spent in the same step (one try per

@@ -99,6 +99,27 @@ def assertion_verdict(
     )
 
 
+def verdict_beforehand(
+    sessions: Callable[[], Session],
+    reader: Callable[[Session], tuple[FidoService, uuid.UUID | None]],
+    transaction_id: uuid.UUID,
+    submitted: dict[str, Any],
+) -> AssertionVerdict | None:
+    """The verdict on ``submitted`` reached now, in a read session of ``sessions``: ``reader``
+    gives the FIDO2 service on it and the identity the step checks, raising as the step would
+    when it is refused before any check. None where nothing is checked here (refused before
+    any check, nobody, no pending challenge): the step decides in its transaction as ever."""
+    with sessions() as session:
+        try:
+            fido, identity_id = reader(session)
+            state = fido.pending_state(transaction_id)
+        except DomainError:
+            return None
+        if identity_id is None or state is None:
+            return None
+        return fido.verdict(state, identity_id, submitted)
+
+
 class AssertionCheck:
     """The FIDO2 login factor of one transaction: a ``FactorCheck`` whose ``on_unknown``
     consumes the challenge for a person who does not exist, as the real check does."""
@@ -112,27 +133,6 @@ class AssertionCheck:
         self._service = service
         self._transaction_id = transaction_id
         self._verdict = verdict
-
-    def beforehand(
-        self,
-        sessions: Callable[[], Session],
-        reader: Callable[[Session], tuple[FidoService, uuid.UUID | None]],
-        submitted: dict[str, Any],
-    ) -> AssertionCheck:
-        """This check with its verdict reached now, in a read session of ``sessions``:
-        ``reader`` gives the FIDO2 service on it and the identity the step checks (raising
-        as the step would when it is refused before any check: then nothing is checked
-        here, and the step refuses in its transaction as ever)."""
-        with sessions() as session:
-            try:
-                fido, identity_id = reader(session)
-                state = fido.pending_state(self._transaction_id)
-            except DomainError:
-                return self
-            if identity_id is None or state is None:
-                return self
-            verdict = fido.verdict(state, identity_id, submitted)
-        return AssertionCheck(self._service, self._transaction_id, verdict)
 
     def __call__(
         self,

@@ -17,6 +17,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -29,6 +30,7 @@ from server.domain.model import AuthenticatorKind, CredentialKind, Level
 from server.services.authentication import Standing
 from server.services.errors import InvalidPersonNumber
 from server.services.factors import PasswordCheck, otp_check
+from server.services.fido_login import AssertionVerdict
 from server.services.login.errors import NoMoreTime, TemporarilyBlocked, Throttled
 from server.services.login.gate import IDENTIFIED, STARTED, pairing_code
 from server.services.login.providers import SELF_SERVICE
@@ -444,21 +446,42 @@ def method_page(
     return _method_page(request, browser, session, services, standing, method)
 
 
-def _password_beforehand(
+@dataclass(frozen=True)
+class _Beforehand:
+    """What a step checked before the page's transaction began: the password's check with
+    its Argon2id verdict, or the verdict on a security key's assertion (None: nothing)."""
+
+    password: PasswordCheck | None = None
+    assertion: AssertionVerdict | None = None
+
+
+def _beforehand(
     transaction_id: uuid.UUID, method: str, request: Request, form: RawForm, services: ServicesDep
-) -> PasswordCheck | None:
-    """The password step's check, its Argon2id run before the page's transaction begins (a
-    dependency the route names before its browser, whose session's first statement takes the
-    writer's lock): None for the other steps, and for an empty password."""
-    value = str(form.get("password", ""))
-    if method != "password" or not value:
+) -> _Beforehand:
+    """The step's CPU-bound check, run before the page's transaction begins (a dependency the
+    route names before its browser, whose session's first statement takes the writer's
+    lock): a password's Argon2id, a security key's assertion; nothing for the other steps,
+    nor for an empty field."""
+    source, binding = source_of(request), cookie_binding(request)
+    if method == "password" and (value := str(form.get("password", ""))):
+        submitted = {"password": value}
+        check = services.password_check(transaction_id, submitted, source=source, binding=binding)
+        return _Beforehand(password=check)
+    if method == "security-key" and isinstance(response := _assertion(form), dict):
+        verdict = services.fido_verdict(
+            transaction_id, {"response": response}, source=source, binding=binding
+        )
+        return _Beforehand(assertion=verdict)
+    return _Beforehand()
+
+
+def _assertion(form: Any) -> Any:
+    """The security key's assertion the page's script put in the form (JSON), if any."""
+    raw = str(form.get("credential", ""))
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
         return None
-    return services.password_check(
-        transaction_id,
-        {"password": value},
-        source=source_of(request),
-        binding=cookie_binding(request),
-    )
 
 
 @router.post("/login/{transaction_id}/{method}")
@@ -466,7 +489,7 @@ def method_submit(
     transaction_id: uuid.UUID,
     method: str,
     request: Request,
-    password: Annotated[PasswordCheck | None, Depends(_password_beforehand)],
+    beforehand: Annotated[_Beforehand, Depends(_beforehand)],
     browser: BrowserDep,
     session: SessionDep,
     services: ServicesDep,
@@ -496,7 +519,7 @@ def method_submit(
         if "smartcard" in _used(standing):
             return redirect(browser, f"/login/{transaction_id}/choose")
         return again(400, "card-command", "login.smartcard_not_yet")
-    field, check, submitted = _factor(request, session, services, method, form, password)
+    field, check, submitted = _factor(request, session, services, method, form, beforehand)
     if check is None:
         return again(400, field, f"login.{name}_missing")
     source = source_of(request)
@@ -523,23 +546,20 @@ def _factor(
     services: Services,
     method: str,
     form: Any,
-    password: PasswordCheck | None,
+    beforehand: _Beforehand,
 ) -> tuple[str, FactorCheck | None, dict[str, Any]]:
     """The field that gets the error, the check (None when nothing was entered) and what
     was entered, for one credential's form (``password``: the password step's check, made
     beforehand)."""
     transaction_id = uuid.UUID(request.path_params["transaction_id"])
     if method == "password":
-        return "password", password, {"password": str(form.get("password", ""))}
+        return "password", beforehand.password, {"password": str(form.get("password", ""))}
     if method == "security-key":
-        raw = str(form.get("credential", ""))
-        try:
-            response = json.loads(raw) if raw else None
-        except ValueError:
-            response = None
+        response = _assertion(form)
         if not isinstance(response, dict):
             return "security-key-button", None, {}
-        check: FactorCheck = services.fido(session, "web").fido_check(transaction_id)
+        fido = services.fido(session, "web")
+        check: FactorCheck = fido.fido_check(transaction_id, beforehand.assertion)
         return "security-key-button", check, {"response": response}
     code = "".join(str(form.get("code", "")).split())
     if method == "key-card":

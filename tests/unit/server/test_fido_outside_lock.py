@@ -6,6 +6,7 @@ detection needs, is still compared and moved in the transaction."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from server.services import fido as fido_service
 from server.services.fido_login import AssertionCheck, AssertionRejected, AssertionVerdict
 from server.settings import Settings
 from tests.unit.server import test_fido_api as fido_api
-from tests.unit.server.conftest import SQLITE_ONLY
+from tests.unit.server.conftest import ORIGIN, SQLITE_ONLY
 from tests.unit.server.lock_probe import LockProbe
 from tests.unit.server.test_fido_api import (
     DISCOURAGED,
@@ -29,6 +30,7 @@ from tests.unit.server.test_fido_api import (
     login,
     register,
 )
+from tests.unit.server.web.forms import csrf_of
 
 pytestmark = [SQLITE_ONLY, pytest.mark.usefixtures("trust_simulator")]
 
@@ -97,3 +99,53 @@ def test_a_verdict_on_another_challenge_is_not_used(client: TestClient, key_file
         with pytest.raises(AssertionRejected) as refused:
             check(session, uuid.UUID(identity), body)
     assert refused.value.reason != "no-challenge"  # checked again, and the signature failed
+
+
+def test_the_page_verifies_the_assertion_without_the_write_lock(
+    client: TestClient,
+    key_file: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The login page's security-key form, as ``webauthn.js`` fills it: the assertion over
+    the page's own options, checked before the page's transaction begins."""
+    identity, number = enrol(client)
+    assert register(client, identity, key_file).status_code == 201
+    begun = client.post("/authentications", json={"min_level": "low"})
+    assert begun.status_code == 201, begun.text
+    transaction = begun.json()["id"]
+    with TestClient(client.app, base_url=ORIGIN, raise_server_exceptions=False) as browser:
+        page = browser.get(f"/login/{transaction}")
+        identified = browser.post(
+            f"/login/{transaction}",
+            data={"csrf": csrf_of(page), "person_number": number},
+            follow_redirects=False,
+        )
+        assert identified.status_code == 303, identified.text
+        page = browser.get(f"/login/{transaction}/security-key")
+        found = re.search(r'class="webauthn-options">(.*?)</script>', page.text, re.S)
+        assert found is not None
+        options = json.loads(found.group(1))
+        options["publicKey"]["userVerification"] = "discouraged"  # the key has no PIN
+        request = CredentialRequestOptions.from_dict(options)
+        selection = fido_client(key_file).get_assertion(request.public_key)
+        lock = LockProbe(settings)
+        outcomes: list[str] = []
+        real = fido_service.assertion_verdict
+
+        def probe(*args: Any) -> AssertionVerdict:
+            outcomes.append(lock.lock_state())
+            return real(*args)
+
+        monkeypatch.setattr(fido_service, "assertion_verdict", probe)
+        answer = browser.post(
+            f"/login/{transaction}/security-key",
+            data={
+                "csrf": csrf_of(page),
+                "credential": json.dumps(as_json(selection.get_response(0))),
+            },
+            follow_redirects=False,
+        )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == f"/login/{transaction}/choose"
+    assert outcomes == ["free"]
