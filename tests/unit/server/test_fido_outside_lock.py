@@ -48,6 +48,21 @@ def _assertion(client: TestClient, transaction: str, key_file: Path) -> dict[str
     return {"response": as_json(selection.get_response(0))}
 
 
+def _watch_verdicts(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> list[str]:
+    """At each check of an assertion (the real one, called through), whether another
+    connection could take SQLite's write lock at once then."""
+    lock = LockProbe(settings)
+    outcomes: list[str] = []
+    real = fido_service.assertion_verdict
+
+    def probe(*args: Any) -> AssertionVerdict:
+        outcomes.append(lock.lock_state())
+        return real(*args)
+
+    monkeypatch.setattr(fido_service, "assertion_verdict", probe)
+    return outcomes
+
+
 @pytest.mark.parametrize("right", [True, False], ids=["right", "wrong"])
 def test_the_assertion_is_verified_without_the_write_lock(
     client: TestClient,
@@ -65,15 +80,7 @@ def test_the_assertion_is_verified_without_the_write_lock(
         data["challenge"] = websafe_encode(bytes(32))
         encoded = websafe_encode(json.dumps(data).encode())
         body["response"]["response"]["clientDataJSON"] = encoded
-    lock = LockProbe(settings)
-    outcomes: list[str] = []
-    real = fido_service.assertion_verdict
-
-    def probe(*args: Any) -> AssertionVerdict:
-        outcomes.append(lock.lock_state())
-        return real(*args)
-
-    monkeypatch.setattr(fido_service, "assertion_verdict", probe)
+    outcomes = _watch_verdicts(monkeypatch, settings)
     answer = client.post(f"/authentications/{transaction}/fido2", json=body)
     assert answer.status_code == (200 if right else 401), answer.text
     assert outcomes == ["free"]  # verified once, and the lock was free meanwhile
@@ -129,15 +136,7 @@ def test_the_page_verifies_the_assertion_without_the_write_lock(
         options["publicKey"]["userVerification"] = "discouraged"  # the key has no PIN
         request = CredentialRequestOptions.from_dict(options)
         selection = fido_client(key_file).get_assertion(request.public_key)
-        lock = LockProbe(settings)
-        outcomes: list[str] = []
-        real = fido_service.assertion_verdict
-
-        def probe(*args: Any) -> AssertionVerdict:
-            outcomes.append(lock.lock_state())
-            return real(*args)
-
-        monkeypatch.setattr(fido_service, "assertion_verdict", probe)
+        outcomes = _watch_verdicts(monkeypatch, settings)
         answer = browser.post(
             f"/login/{transaction}/security-key",
             data={
