@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.access import ApiKeys, Caller
-from server.services.audit import AuditLog
+from server.services.audit import AuditLog, AuditPartitions
 from server.services.audit_checkpointer import Checkpointer, CheckpointPolicy
 from server.services.audit_checkpoints import CheckpointFile, CheckpointKey
 from server.services.authentication import AuthenticationService
@@ -118,6 +118,8 @@ class Services:
     piv_ca: ServiceCa
     fido_policy: FidoPolicy
     audit_checkpoints: Checkpointer
+    # Over how many hash chains the audit log's appends spread (AKKREDITIV_AUDIT_PARTITIONS).
+    audit_partitions: AuditPartitions = field(default_factory=AuditPartitions)
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
     # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
@@ -134,12 +136,12 @@ class Services:
         """Services report security events through this: each becomes an entry of the hash-
         chained audit log, in the session's own transaction (so an event and the change it
         records are committed together or not at all)."""
-        log = AuditLog(session, self.clock)
+        log = AuditLog(session, self.clock, self.audit_partitions)
 
         def record(event: str, details: dict[str, Any]) -> None:
             subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
             entry = log.append(event, actor=actor, subject=subject, details=details)
-            self.audit_checkpoints.noticed(entry.seq)
+            self.audit_checkpoints.noticed(entry.chain, entry.seq)
 
         return record
 
@@ -425,6 +427,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             allow_unattested=settings.fido_allow_unattested,
         ),
         piv_attestation=PivAttestationPolicy(root_files=tuple(settings.piv_attestation_roots)),
+        audit_partitions=AuditPartitions.for_database(
+            engine.dialect.name, settings.audit_partitions
+        ),
         audit_checkpoints=Checkpointer(
             sessions,
             CheckpointKey.from_file(settings.audit_checkpoint_key_file, create=create),

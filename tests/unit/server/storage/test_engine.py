@@ -39,7 +39,7 @@ TABLES = {
     "proofing_records",
     "credentials",
     "audit_entries",
-    "audit_head",
+    "audit_heads",
     "auth_transactions",
     "rate_limits",
     "throttles",
