@@ -45,6 +45,7 @@ from server.services.piv.service import PivService
 from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.shared_keys import check_shared_keys
 from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
@@ -124,6 +125,22 @@ class Services:
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
     # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
     background_sweep: BackgroundSweep | None = None
+
+    def check_shared_keys(self) -> None:
+        """Refuse to serve with keys other than those the database was first served with
+        (``shared_keys``): several processes, on one machine or several, hold one set."""
+        check_shared_keys(
+            self.sessions,
+            {
+                "kek": self.secrets.key_id.hex(),
+                "pseudonym": self.pseudonyms.fingerprint(),
+                "signing": self.signer.key_id,
+                "keycard_pepper": self.keycard_secrets.fingerprint(),
+                "piv_ca": self.piv_ca.key_id.hex(),
+                "audit_checkpoint": self.audit_checkpoints.key.key_id,
+            },
+            dt.datetime.fromtimestamp(self.clock(), dt.UTC),
+        )
 
     @property
     def web_csrf_key(self) -> bytes:

@@ -272,6 +272,17 @@ class MaintenanceLease(Base):
     until: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
+class KeyFingerprint(Base):
+    """A fingerprint of each key the service keeps in a file, as the first process that served
+    this database had it: every later process, on any machine, must hold the same key."""
+
+    __tablename__ = "key_fingerprints"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    since: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
 class PendingState(StrEnum):
     WAITING = "waiting"
     APPROVED = "approved"

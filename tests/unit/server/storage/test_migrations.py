@@ -210,4 +210,8 @@ def test_0011_refuses_to_downgrade_entries_of_other_chains(empty_engine: Engine)
             )
     with empty_engine.begin() as connection, pytest.raises(RuntimeError, match="other than 0"):
         command.downgrade(_alembic_config(connection), "0010")
-    assert current_revision(empty_engine) == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    # The later revisions went down; 0011 stays, with both chains.
+    assert current_revision(empty_engine) == "0011"
+    with sessions() as session:
+        assert verify_database(session) == 2
+        assert len([head for head in AuditRepository(session).heads() if head.seq]) == 2
