@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(engine)
+        services.check_shared_keys()
         services.audit_checkpoints.start()
         if services.background_sweep is not None:
             services.background_sweep.start()

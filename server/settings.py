@@ -161,10 +161,10 @@ class Settings(BaseSettings):
     # (separated by os.pathsep in AKKREDITIV_PIV_ATTESTATION_ROOTS). A card key is certified
     # only with the card's attestation chaining to one of them; with none, no card enrols.
     piv_attestation_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-    # The audit chain's signed checkpoints, kept outside the database (``akkreditiv audit
+    # The audit chains' signed checkpoints, kept outside the database (``akkreditiv audit
     # verify`` checks the database against them): the service's own ES256 key (0600, made on
     # first start) and the folder of the checkpoint file, both beside the key-encryption key by
-    # default. The head is signed once audit_checkpoint_every_entries entries or
+    # default. The heads are signed once audit_checkpoint_every_entries entries or
     # audit_checkpoint_every_s seconds have passed since the last checkpoint.
     audit_checkpoint_key_file: Path = Field(
         default_factory=lambda data: Path(data["kek_file"]).parent / "audit-checkpoint-key.pem"
@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_every_entries: int = Field(default=1000, ge=1)
     audit_checkpoint_every_s: int = Field(default=300, ge=1)
+    # Over how many hash chains the audit log's appends spread (1 to 64), so that appends from
+    # many requests and processes each lock a chain's end of their own instead of queueing for
+    # one; the checkpoints bind every chain's head. Unset: 8 on PostgreSQL, 1 on SQLite (whose
+    # write transaction holds the whole database anyway).
+    audit_partitions: int | None = Field(default=None, ge=1, le=64)
     # The service providers (API key names) entitled to the person's name in the assertion;
     # every other provider gets the per-provider pseudonym and the level only.
     name_providers: list[str] = Field(default_factory=list)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.access import ApiKeys, Caller
-from server.services.audit import AuditLog
+from server.services.audit import AuditLog, AuditPartitions
 from server.services.audit_checkpointer import Checkpointer, CheckpointPolicy
 from server.services.audit_checkpoints import CheckpointFile, CheckpointKey
 from server.services.authentication import AuthenticationService
@@ -46,6 +46,7 @@ from server.services.piv.service import PivService
 from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
+from server.services.shared_keys import check_shared_keys
 from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
 from server.services.tokens_jwt import AssertionSigner, SigningKey
 from server.settings import Settings
@@ -119,10 +120,28 @@ class Services:
     piv_ca: ServiceCa
     fido_policy: FidoPolicy
     audit_checkpoints: Checkpointer
+    # Over how many hash chains the audit log's appends spread (AKKREDITIV_AUDIT_PARTITIONS).
+    audit_partitions: AuditPartitions = field(default_factory=AuditPartitions)
     clock: Callable[[], float] = field(default=time.time)
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
     # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
     background_sweep: BackgroundSweep | None = None
+
+    def check_shared_keys(self) -> None:
+        """Refuse to serve with keys other than those the database was first served with
+        (``shared_keys``): several processes, on one machine or several, hold one set."""
+        check_shared_keys(
+            self.sessions,
+            {
+                "kek": self.secrets.key_id.hex(),
+                "pseudonym": self.pseudonyms.fingerprint(),
+                "signing": self.signer.key_id,
+                "keycard_pepper": self.keycard_secrets.fingerprint(),
+                "piv_ca": self.piv_ca.key_id.hex(),
+                "audit_checkpoint": self.audit_checkpoints.key.key_id,
+            },
+            dt.datetime.fromtimestamp(self.clock(), dt.UTC),
+        )
 
     @property
     def web_csrf_key(self) -> bytes:
@@ -135,12 +154,12 @@ class Services:
         """Services report security events through this: each becomes an entry of the hash-
         chained audit log, in the session's own transaction (so an event and the change it
         records are committed together or not at all)."""
-        log = AuditLog(session, self.clock)
+        log = AuditLog(session, self.clock, self.audit_partitions)
 
         def record(event: str, details: dict[str, Any]) -> None:
             subject = next((str(details[k]) for k in _SUBJECT_KEYS if details.get(k)), "-")
             entry = log.append(event, actor=actor, subject=subject, details=details)
-            self.audit_checkpoints.noticed(entry.seq)
+            self.audit_checkpoints.noticed(entry.chain, entry.seq)
 
         return record
 
@@ -453,6 +472,9 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
             allow_unattested=settings.fido_allow_unattested,
         ),
         piv_attestation=PivAttestationPolicy(root_files=tuple(settings.piv_attestation_roots)),
+        audit_partitions=AuditPartitions.for_database(
+            engine.dialect.name, settings.audit_partitions
+        ),
         audit_checkpoints=Checkpointer(
             # It only reads the chain: under load, its reads must not queue for the writer.
             read_sessions,

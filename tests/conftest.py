@@ -29,6 +29,7 @@ NO_PCSC = frozenset(
         "tests/integration/test_legacy_import_kill.py",
         "tests/integration/test_migration_kill.py",
         "tests/integration/test_reverse_proxy.py",
+        "tests/integration/test_scale_out.py",
         "tests/integration/test_serve_load.py",
         "tests/integration/test_serve_start.py",
         "tests/integration/test_storage_postgres.py",

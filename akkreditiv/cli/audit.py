@@ -1,4 +1,4 @@
-"""``akkreditiv audit``: verify the hash chain of the audit log against the service's signed
+"""``akkreditiv audit``: verify the hash chains of the audit log against the service's signed
 checkpoints, and show its latest entries."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from akkreditiv.cli.common import database_session, fail
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from server.services.audit_chain import AnchorMismatch
+    from server.services.audit_chain import Anchor, AnchorMismatch
     from server.services.audit_checkpoints import Checkpoint
     from server.settings import Settings
 
@@ -43,8 +43,8 @@ def verify(
     anchor: Annotated[
         str | None,
         typer.Option(
-            help="A checkpoint SEQ:HASH kept outside the database; catches entries cut off the "
-            "end or rewritten after it.",
+            help="A checkpoint CHAIN:SEQ:HASH (SEQ:HASH: of chain 0) kept outside the database; "
+            "catches entries cut off that chain's end or rewritten after it.",
             show_default=False,
         ),
     ] = None,
@@ -65,28 +65,32 @@ def verify(
         ),
     ] = None,
 ) -> None:
-    """Verify every entry of the audit log against the service's signed checkpoints: exit 0
-    when intact, 3 when tampered with (an entry, a checkpoint, or the end cut off)."""
+    """Verify every entry of every chain of the audit log against the service's signed
+    checkpoints: exit 0 when intact, 3 when tampered with (an entry, a checkpoint, or the end of
+    a chain cut off)."""
     from server.services.audit import verify_database
     from server.services.audit_chain import AnchorMismatch
     from server.services.errors import AuditChainBroken
 
     settings = _settings(database_url)
-    explicit = _parse_anchor(anchor) if anchor is not None else None
+    explicit = [_parse_anchor(anchor)] if anchor is not None else []
     signed = _signed_checkpoints(settings, checkpoints, public_key)
+    anchors = [*explicit, *(head for checkpoint in signed for head in checkpoint.heads)]
     with database_session(settings, "could not read the audit log") as session:
         try:
-            count = verify_database(session, anchor=explicit, anchors=[c.anchor for c in signed])
+            count = verify_database(session, anchors=anchors)
         except AuditChainBroken as exc:
-            typer.echo(f"audit log broken at entry {exc.seq}: {exc.reason}")
+            typer.echo(f"audit log broken at entry {exc.seq} of chain {exc.chain}: {exc.reason}")
             if isinstance(exc, AnchorMismatch):
                 typer.echo(_contradiction(exc, signed))
             raise typer.Exit(EXIT_BROKEN) from exc
     if signed:
-        latest = max(signed, key=lambda checkpoint: checkpoint.seq)
+        latest = max(signed, key=lambda checkpoint: checkpoint.entries)
+        chains = len(latest.heads)
         typer.echo(
             f"audit log intact: {count} entries, matching {len(signed)} signed checkpoints "
-            f"(the latest: entry {latest.seq} at {latest.at})"
+            f"(the latest: {latest.entries} entries in {chains} chain{'s' * (chains != 1)} "
+            f"at {latest.at})"
         )
     else:
         typer.echo(f"audit log intact: {count} entries")
@@ -99,7 +103,8 @@ def tail(
         int, typer.Option("--lines", "-n", min=1, help="How many of the latest entries to show.")
     ] = 20,
 ) -> None:
-    """Show the latest entries, oldest first: seq, time, event, actor, subject and details."""
+    """Show the latest entries of all chains, oldest first: chain:seq, time, event, actor,
+    subject and details."""
     from server.services.audit import AuditLog, format_at
 
     with _session(database_url) as session:
@@ -109,16 +114,30 @@ def tail(
     for entry in entries:
         details = json.dumps(entry.details, sort_keys=True, ensure_ascii=False)
         typer.echo(
-            f"{entry.seq}  {format_at(entry.at)}  {entry.event}  actor={entry.actor}"
+            f"{entry.chain}:{entry.seq}  {format_at(entry.at)}  {entry.event}  actor={entry.actor}"
             f"  subject={entry.subject}  {details}"
         )
 
 
-def _parse_anchor(text: str) -> tuple[int, str]:
-    seq, _, digest = text.partition(":")
-    if not seq.isdigit() or len(digest) != 64 or digest.strip("0123456789abcdef"):
-        raise typer.BadParameter("expected SEQ:HASH (a number and 64 lowercase hex digits)")
-    return int(seq), digest
+def _parse_anchor(text: str) -> Anchor:
+    from server.domain.model import AUDIT_CHAINS
+    from server.services.audit_chain import Anchor
+
+    *numbers, digest = text.split(":")
+    if len(numbers) == 1:
+        numbers.insert(0, "0")
+    if (
+        len(numbers) != 2
+        or not all(number.isdigit() for number in numbers)
+        or int(numbers[0]) >= AUDIT_CHAINS
+        or len(digest) != 64
+        or digest.strip("0123456789abcdef")
+    ):
+        raise typer.BadParameter(
+            "expected CHAIN:SEQ:HASH or SEQ:HASH (numbers, a chain below "
+            f"{AUDIT_CHAINS}, and 64 lowercase hex digits)"
+        )
+    return Anchor(int(numbers[0]), int(numbers[1]), digest)
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -181,16 +200,19 @@ def _signed_checkpoints(
 
 def _contradiction(broken: AnchorMismatch, signed: list[Checkpoint]) -> str:
     """Which checkpoint the database contradicts, and what that means."""
+    from server.services.audit_chain import Anchor
     from server.services.errors import Breakage
 
     seq = broken.anchor[0]
-    when = next((f" of {c.at}" for c in signed if c.anchor == broken.anchor), " given")
+    named = Anchor(broken.chain, *broken.anchor)
+    when = next((f" of {c.at}" for c in signed if named in c.heads), " given")
+    entry = f"entry {seq} of chain {broken.chain}"
     if broken.reason is Breakage.REMOVED:
         return (
-            f"the signed checkpoint{when} names entry {seq}, which the database no longer "
-            "holds: the end of the log was cut off"
+            f"the signed checkpoint{when} names {entry}, which the database no longer holds: "
+            "the end of that chain was cut off"
         )
     return (
-        f"the signed checkpoint{when} of entry {seq} does not match the database: the log up "
-        "to that entry was rewritten"
+        f"the signed checkpoint{when} of {entry} does not match the database: that chain was "
+        "rewritten up to it"
     )

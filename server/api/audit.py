@@ -14,9 +14,15 @@ from server.services.access import Caller, NotPermitted, Role
 router = APIRouter(tags=["audit"])
 
 
-class CheckpointOut(BaseModel):
+class ChainHeadOut(BaseModel):
+    chain: int
     seq: int
     hash: str
+
+
+class CheckpointOut(BaseModel):
+    heads: list[ChainHeadOut]
+    entries: int
     at: str
     kid: str
     jws: str
@@ -37,9 +43,12 @@ async def _supervisor(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
 def checkpoints(
     services: ServicesDep,
     caller: Annotated[Caller, Depends(_supervisor)],
-    after: Annotated[int, Query(ge=0, description="only checkpoints of later entries")] = 0,
+    after: Annotated[
+        int, Query(ge=0, description="only checkpoints of a log with more entries than this")
+    ] = 0,
 ) -> CheckpointsOut:
-    """The signed checkpoints of the audit chain (compact JWS, ES256) and their public key (a
+    """The signed checkpoints of the audit log (compact JWS, ES256), each with the head of
+    every chain the log held then and the number of entries in all, and their public key (a
     JWK set): ``akkreditiv audit verify --checkpoints FILE --public-key FILE`` checks a
     database against copies of them. Supervisors only."""
     checkpointer = services.audit_checkpoints
@@ -48,6 +57,6 @@ def checkpoints(
         checkpoints=[
             CheckpointOut(**checkpoint.as_json())
             for checkpoint in checkpointer.checkpoints()
-            if checkpoint.seq > after
+            if checkpoint.entries > after
         ],
     )

@@ -11,6 +11,10 @@ from enum import IntEnum, StrEnum, unique
 # collide with a real person's; it is closed, so it can never log in.
 STOCK_IDENTITY_ID = uuid.UUID("00000000-0000-0000-0000-000000000000")
 
+# The audit log is this many hash chains at most, numbered from 0 (``audit_heads`` has a row
+# for each); the service appends to as many as AKKREDITIV_AUDIT_PARTITIONS says.
+AUDIT_CHAINS = 64
+
 
 @unique
 class Level(IntEnum):

@@ -10,8 +10,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
+from server.domain.model import AUDIT_CHAINS
 from server.services.errors import AuditChainBroken, AuditDetailsRefused, Breakage
 
 GENESIS = "00" * 32
@@ -25,6 +26,26 @@ SECRET_WORDS = frozenset({"pin", "puk", "password", "secret", "code", "otp", "se
 SECRET_FRAGMENTS = ("password", "passwd", "passphrase", "secret", "passcode", "pincode", "apikey")
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _HASH = re.compile(r"[0-9a-f]{64}")
+
+
+class Anchor(NamedTuple):
+    """A checkpoint of one chain kept outside the database: its entry ``seq`` had ``hash``."""
+
+    chain: int
+    seq: int
+    hash: str
+
+
+def genesis(chain: int) -> str:
+    """The hash chain ``chain``'s first entry follows: ``GENESIS`` for chain 0 (the one chain
+    the log was before it was partitioned, so its hashes stand unchanged), a hash of the
+    chain's number for the others. Every chain starts apart, so no two entries anywhere share
+    a ``prev_hash``, and an entry moved to another chain breaks both."""
+    if isinstance(chain, bool) or not isinstance(chain, int) or not 0 <= chain < AUDIT_CHAINS:
+        raise ValueError(f"a chain is numbered 0 to {AUDIT_CHAINS - 1}")
+    if chain == 0:
+        return GENESIS
+    return hashlib.sha256(f"akkreditiv audit chain {chain}".encode("ascii")).hexdigest()
 
 
 def validate_details(details: Mapping[str, object], *, _path: str = "") -> None:
@@ -141,11 +162,14 @@ def verify(
     start_hash: str = GENESIS,
     anchor: tuple[int, str] | None = None,
     anchors: Iterable[tuple[int, str]] = (),
+    chain: int = 0,
 ) -> None:
-    """Check stored ``(record, prev_hash, hash)`` entries; raise ``AuditChainBroken`` if broken.
+    """Check stored ``(record, prev_hash, hash)`` entries of one chain (numbered ``chain`` in
+    the errors raised); raise ``AuditChainBroken`` if broken.
 
-    ``start_seq`` and ``start_hash`` are where the entries must begin (the whole log by default;
-    a trusted earlier entry to check only a tail). Each entry is checked in turn for:
+    ``start_seq`` and ``start_hash`` are where the entries must begin (the whole chain by
+    default, ``genesis(chain)`` for a chain other than 0; a trusted earlier entry to check only
+    a tail). Each entry is checked in turn for:
 
     - ALTERED: its hash does not match its record and prev_hash, or its prev_hash does not
       match the entry before (reported at that entry before, which is the one that changed);
@@ -165,21 +189,21 @@ def verify(
     done: set[int] = set()
     for record, prev_hash, stored_hash in entries:
         if not _HASH.fullmatch(prev_hash) or record_hash(prev_hash, record) != stored_hash:
-            raise AuditChainBroken(record.seq, Breakage.ALTERED)
+            raise AuditChainBroken(record.seq, Breakage.ALTERED, chain=chain)
         if record.seq != expected_seq:
             if record.seq in done:
-                raise AuditChainBroken(record.seq, Breakage.DUPLICATED)
+                raise AuditChainBroken(record.seq, Breakage.DUPLICATED, chain=chain)
             if record.seq < expected_seq or expected_seq in seen:
-                raise AuditChainBroken(record.seq, Breakage.REORDERED)
-            raise AuditChainBroken(expected_seq, Breakage.REMOVED)
+                raise AuditChainBroken(record.seq, Breakage.REORDERED, chain=chain)
+            raise AuditChainBroken(expected_seq, Breakage.REMOVED, chain=chain)
         if prev_hash != expected_prev:
-            raise AuditChainBroken(previous_seq, Breakage.ALTERED)
+            raise AuditChainBroken(previous_seq, Breakage.ALTERED, chain=chain)
         done.add(record.seq)
         previous_seq = record.seq
         expected_seq = record.seq + 1
         expected_prev = stored_hash
     for checkpoint in sorted({*anchors, *([] if anchor is None else [anchor])}):
-        _check_anchor(entries, checkpoint, start_seq=start_seq, next_seq=expected_seq)
+        _check_anchor(entries, checkpoint, start_seq=start_seq, next_seq=expected_seq, chain=chain)
 
 
 def _check_anchor(
@@ -188,21 +212,25 @@ def _check_anchor(
     *,
     start_seq: int,
     next_seq: int,
+    chain: int,
 ) -> None:
     anchor_seq, anchor_hash = anchor
     if anchor_seq < start_seq:
         raise ValueError("the anchor lies before the entries checked")
     if anchor_seq >= next_seq:
-        raise AnchorMismatch(next_seq, Breakage.REMOVED, anchor)
+        raise AnchorMismatch(next_seq, Breakage.REMOVED, anchor, chain=chain)
     _, _, stored_hash = entries[anchor_seq - start_seq]
     if stored_hash != anchor_hash:
-        raise AnchorMismatch(anchor_seq, Breakage.ALTERED, anchor)
+        raise AnchorMismatch(anchor_seq, Breakage.ALTERED, anchor, chain=chain)
 
 
 class AnchorMismatch(AuditChainBroken):
     """A chain intact in itself that a checkpoint kept outside the database contradicts: the
-    history up to ``anchor`` was rewritten (ALTERED), or entries up to it are gone (REMOVED)."""
+    history up to ``anchor`` (the chain's ``(seq, hash)``) was rewritten (ALTERED), or entries
+    up to it are gone (REMOVED)."""
 
-    def __init__(self, seq: int, reason: Breakage, anchor: tuple[int, str]) -> None:
-        super().__init__(seq, reason)
+    def __init__(
+        self, seq: int, reason: Breakage, anchor: tuple[int, str], *, chain: int = 0
+    ) -> None:
+        super().__init__(seq, reason, chain=chain)
         self.anchor = anchor

@@ -1,6 +1,6 @@
-"""When the service signs a checkpoint of the audit chain's head: at least every N entries and
-every M seconds, from a thread of its own (never on a login's path), and never for a chain that
-does not extend the last checkpoint."""
+"""When the service signs a checkpoint of the audit chains' heads: at least every N entries and
+every M seconds, from a thread of its own (never on a login's path), and never for chains that
+do not extend the last checkpoint."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.services.audit import verify_segment
-from server.services.audit_chain import GENESIS
+from server.services.audit_chain import Anchor, genesis
 from server.services.audit_checkpoints import (
     Checkpoint,
     CheckpointFile,
@@ -25,7 +25,7 @@ from server.services.audit_checkpoints import (
     verify_checkpoint,
 )
 from server.services.errors import AuditChainBroken, Breakage
-from server.storage.repositories import AuditRepository
+from server.storage.audit_repositories import AuditRepository, ChainHead
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,15 @@ class CheckpointPolicy:
 
 
 class Checkpointer:
-    """Signs the chain's head into the checkpoint file when due.
+    """Signs the chains' heads into the checkpoint file when due.
 
-    The append path only calls ``noticed(seq)``: a comparison in memory, no I/O. The thread
-    (``start``/``stop``, from the app's lifespan) wakes when enough entries were noticed, or
-    every ``POLL_S`` to look at the clock, and then ``checkpoint_if_due`` decides under the
-    file's lock, from the last checkpoint in the file and the committed head, so several
-    worker processes sign each head once. Before signing, the entries since the last checkpoint
-    are verified against it: a rewritten or cut chain is reported, never signed.
+    The append path only calls ``noticed(chain, seq)``: a comparison in memory, no I/O. The
+    thread (``start``/``stop``, from the app's lifespan) wakes when enough entries were
+    noticed, or every ``POLL_S`` to look at the clock, and then ``checkpoint_if_due`` decides
+    under the file's lock, from the last checkpoint in the file and the committed heads (all
+    read in one statement), so several worker processes sign each state of the log once.
+    Before signing, the entries each chain gained since the last checkpoint are verified
+    against it: a rewritten or cut chain is reported, never signed.
     """
 
     def __init__(
@@ -70,18 +71,18 @@ class Checkpointer:
         self._policy = policy
         self._clock = clock
         self._poll_s = poll_s
-        self._noticed = 0  # the highest seq this process appended
-        self._covered = 0  # the seq of the last checkpoint seen in the file
+        self._noticed: dict[int, int] = {}  # by chain, the highest seq this process appended
+        self._covered: dict[int, int] = {}  # by chain, the seq the last checkpoint seen names
         self._covered_at = -math.inf  # and when it was signed (``clock`` seconds)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def noticed(self, seq: int) -> None:
-        """An entry ``seq`` was appended (not necessarily committed yet)."""
-        if seq > self._noticed:
-            self._noticed = seq
-        if seq - self._covered >= self._policy.every_entries:
+    def noticed(self, chain: int, seq: int) -> None:
+        """Entry ``seq`` of chain ``chain`` was appended (not necessarily committed yet)."""
+        if seq > self._noticed.get(chain, 0):
+            self._noticed[chain] = seq
+        if seq - self._covered.get(chain, 0) >= self._policy.every_entries:
             self._wake.set()
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -89,56 +90,67 @@ class Checkpointer:
         return verify_all(self.file.tokens(), {self.key.key_id: self.key.public_key()})
 
     def checkpoint_if_due(self, *, force: bool = False) -> Checkpoint | None:
-        """Sign the committed head if a checkpoint is due (with ``force``: if the head moved).
+        """Sign the committed heads if a checkpoint is due (with ``force``: if a head moved).
 
-        Raises ``AuditChainBroken`` when the chain does not extend the last checkpoint (nothing
+        Raises ``AuditChainBroken`` when a chain does not extend the last checkpoint (nothing
         is signed), ``CheckpointRejected`` when the file's last line is not the service's."""
         with self.file.locked() as file:
             token = file.last_token()
             last = None if token is None else self._own(token)
-            start = (0, GENESIS) if last is None else last.anchor
+            signed = {} if last is None else {head.chain: head for head in last.heads}
             with self._sessions() as session:
-                head = AuditRepository(session).head(lock=False)
-                if head[0] < start[0]:
-                    raise AuditChainBroken(head[0] + 1, Breakage.REMOVED)
-                if head[0] == start[0]:
-                    if head[1] != start[1]:
-                        raise AuditChainBroken(head[0], Breakage.ALTERED)
+                heads = [head for head in AuditRepository(session).heads() if head.seq > 0]
+                grown = _grown(signed, heads)
+                if not grown:
                     self._remember(last)
                     return None
                 now = self._clock()
-                if not force and not self._due(last, head[0], now):
+                if not force and not self._due(last, heads, now):
                     self._remember(last)
                     return None
-                verify_segment(session, start, head)
-            checkpoint = self.key.sign(*head, dt.datetime.fromtimestamp(now, dt.UTC))
+                for head in grown:
+                    start = signed.get(head.chain, Anchor(head.chain, 0, genesis(head.chain)))
+                    verify_segment(session, head.chain, start[1:], (head.seq, head.hash))
+            checkpoint = self.key.sign(
+                [Anchor(*head) for head in heads], dt.datetime.fromtimestamp(now, dt.UTC)
+            )
             file.append(checkpoint)
         self._remember(checkpoint)
-        log.info("audit checkpoint signed at entry %d", checkpoint.seq)
+        log.info("audit checkpoint signed at %d entries", checkpoint.entries)
         return checkpoint
 
     def _own(self, token: str) -> Checkpoint:
         return verify_checkpoint(token, {self.key.key_id: self.key.public_key()}, line=0)
 
-    def _due(self, last: Checkpoint | None, head_seq: int, now: float) -> bool:
+    def _due(self, last: Checkpoint | None, heads: list[ChainHead], now: float) -> bool:
         if last is None:
             return True
-        # The noticed seq counts entries not committed yet: the entry that made a checkpoint
-        # due may still be in its transaction, and the head before it is signed then.
-        grown = max(self._noticed, head_seq) - last.seq
+        # The noticed seqs count entries not committed yet: the entry that made a checkpoint
+        # due may still be in its transaction, and the heads before it are signed then.
+        covered = {head.chain: head.seq for head in last.heads}
+        seqs = {head.chain: head.seq for head in heads}
+        for chain, seq in self._noticed.items():
+            seqs[chain] = max(seq, seqs.get(chain, 0))
+        grown = sum(seq - covered.get(chain, 0) for chain, seq in seqs.items())
         since = now - dt.datetime.fromisoformat(last.at).timestamp()
         return grown >= self._policy.every_entries or since >= self._policy.every_s
 
     def _remember(self, checkpoint: Checkpoint | None) -> None:
         if checkpoint is not None:
-            self._covered = checkpoint.seq
+            self._covered = {head.chain: head.seq for head in checkpoint.heads}
             self._covered_at = dt.datetime.fromisoformat(checkpoint.at).timestamp()
 
+    def _uncovered(self) -> int:
+        return sum(
+            max(0, seq - self._covered.get(chain, 0)) for chain, seq in self._noticed.items()
+        )
+
     def _looks_due(self) -> bool:
-        if self._noticed <= self._covered:
+        uncovered = self._uncovered()
+        if uncovered == 0:
             return False
         return (
-            self._noticed - self._covered >= self._policy.every_entries
+            uncovered >= self._policy.every_entries
             or self._clock() - self._covered_at >= self._policy.every_s
         )
 
@@ -172,7 +184,7 @@ class Checkpointer:
                 next_sweep = time.monotonic() + self._policy.every_s
                 if not self._attempt(force=False, fail_on_io=False):
                     # Broken or failing: try again at the next sweep, not every second.
-                    self._covered = self._noticed
+                    self._covered = dict(self._noticed)
                     self._covered_at = self._clock()
 
     def _attempt(self, *, force: bool, fail_on_io: bool) -> bool:
@@ -190,3 +202,16 @@ class Checkpointer:
             log.exception("audit checkpoint failed")
             return False
         return True
+
+
+def _grown(signed: dict[int, Anchor], heads: list[ChainHead]) -> list[ChainHead]:
+    """The chains that grew since the checkpoint ``signed``; ``AuditChainBroken`` when one of
+    them does not reach it (cut: REMOVED) or ends elsewhere at its length (ALTERED)."""
+    now = {head.chain: head for head in heads}
+    for chain, anchor in signed.items():
+        head = now.get(chain, ChainHead(chain, 0, genesis(chain)))
+        if head.seq < anchor.seq:
+            raise AuditChainBroken(head.seq + 1, Breakage.REMOVED, chain=chain)
+        if head.seq == anchor.seq and head.hash != anchor.hash:
+            raise AuditChainBroken(head.seq, Breakage.ALTERED, chain=chain)
+    return [head for head in heads if head.seq > signed.get(head.chain, Anchor(0, 0, "")).seq]

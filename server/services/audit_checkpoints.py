@@ -1,5 +1,6 @@
-"""Signed checkpoints of the audit chain's head: one compact JWS (ES256) per line of a file kept
-outside the database, written by the service and checked by ``akkreditiv audit verify``."""
+"""Signed checkpoints of the audit chains' heads: one compact JWS (ES256) per line of a file kept
+outside the database, each binding the end of every chain at one moment, written by the service
+and checked by ``akkreditiv audit verify``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from server.domain.errors import ServiceFault
+from server.domain.model import AUDIT_CHAINS
+from server.services.audit_chain import Anchor
 from server.services.errors import KeyMaterialRejected
 from server.services.tokens_jwt import ALGORITHM, Jwk, SigningKey, jwk_thumbprint, public_jwk
 
@@ -45,22 +48,26 @@ class CheckpointRejected(ServiceFault):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The signed statement "the chain's entry ``seq`` had hash ``hash`` at ``at``"."""
+    """The signed statement "at ``at`` the audit log's chains ended at ``heads``": every chain
+    that held an entry then, each once, in the order of their numbers.
 
-    seq: int
-    hash: str
+    A checkpoint signed before the log was partitioned (payload ``seq``, ``hash``, ``at``)
+    reads as the head of chain 0, which is the chain that was."""
+
+    heads: tuple[Anchor, ...]
     at: str
     key_id: str
     token: str  # the compact JWS, as it stands in the file
 
     @property
-    def anchor(self) -> tuple[int, str]:
-        return self.seq, self.hash
+    def entries(self) -> int:
+        """How many entries the log held then: chains number their entries from 1, gapless."""
+        return sum(head.seq for head in self.heads)
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "seq": self.seq,
-            "hash": self.hash,
+            "heads": [head._asdict() for head in self.heads],
+            "entries": self.entries,
             "at": self.at,
             "kid": self.key_id,
             "jws": self.token,
@@ -91,16 +98,20 @@ class CheckpointKey:
         """The public key as published: what ``audit verify --public-key`` is given."""
         return {**public_jwk(self.public_key()), "kid": self.key_id, "use": "sig", "alg": ALGORITHM}
 
-    def sign(self, seq: int, head_hash: str, at: dt.datetime) -> Checkpoint:
+    def sign(self, heads: Sequence[Anchor], at: dt.datetime) -> Checkpoint:
+        """A checkpoint of ``heads`` (each chain once, with at least one entry) at ``at``."""
+        ordered = tuple(sorted(heads))
+        if not ordered or _malformed(ordered):
+            raise ValueError("a checkpoint names each chain once, each with its last entry")
         when = at.astimezone(dt.UTC).isoformat()
-        payload = {"seq": seq, "hash": head_hash, "at": when}
+        payload = {"heads": [list(head) for head in ordered], "at": when}
         token = jwt.api_jws.PyJWS().encode(
             json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("ascii"),
             self._key.private_key,
             algorithm=ALGORITHM,
             headers={"kid": self.key_id, "typ": CHECKPOINT_TYPE},
         )
-        return Checkpoint(seq, head_hash, when, self.key_id, token)
+        return Checkpoint(ordered, when, self.key_id, token)
 
     def __repr__(self) -> str:
         return f"CheckpointKey(kid={self.key_id!r})"
@@ -158,15 +169,39 @@ def verify_checkpoint(
         raise CheckpointRejected(line, "not a JWS") from None
     try:
         claims = json.loads(payload)
-        seq, head_hash, at = claims["seq"], claims["hash"], claims["at"]
+        heads, at = _heads_of(claims), claims["at"]
         dt.datetime.fromisoformat(at)
     except (ValueError, KeyError, TypeError):
         raise CheckpointRejected(line, "a signed payload that is no checkpoint") from None
-    if type(seq) is not int or seq < 1 or not isinstance(head_hash, str) or not isinstance(at, str):
-        raise CheckpointRejected(line, "a signed payload that is no checkpoint")
-    if not _HASH.fullmatch(head_hash):
-        raise CheckpointRejected(line, "a signed payload that is no checkpoint")
-    return Checkpoint(seq, head_hash, at, str(header["kid"]), token)
+    return Checkpoint(heads, at, str(header["kid"]), token)
+
+
+def _heads_of(claims: Any) -> tuple[Anchor, ...]:
+    """The heads a checkpoint's payload names; ``ValueError`` (or a ``KeyError``,
+    ``TypeError``) when it names none well."""
+    if "heads" in claims:
+        heads = tuple(Anchor(*head) for head in claims["heads"] if isinstance(head, list))
+        if len(heads) != len(claims["heads"]):
+            raise ValueError("a head is a list")
+    else:  # signed before the log was partitioned: its one chain is chain 0
+        heads = (Anchor(0, claims["seq"], claims["hash"]),)
+    if not heads or _malformed(heads) or not isinstance(claims["at"], str):
+        raise ValueError("not a checkpoint")
+    return heads
+
+
+def _malformed(heads: tuple[Anchor, ...]) -> bool:
+    """Whether ``heads`` is not a list of distinct chains in order, each with entries."""
+    chains = [head.chain for head in heads]
+    return chains != sorted(set(chains)) or not all(
+        type(head.chain) is int
+        and 0 <= head.chain < AUDIT_CHAINS
+        and type(head.seq) is int
+        and head.seq >= 1
+        and isinstance(head.hash, str)
+        and _HASH.fullmatch(head.hash)
+        for head in heads
+    )
 
 
 def verify_all(

@@ -89,15 +89,17 @@ class Breakage(StrEnum):
 
 
 class AuditChainBroken(ServiceFault):
-    """The audit log fails verification at ``seq``; ``reason`` tells the kind of breakage."""
+    """The audit log fails verification at entry ``seq`` of its chain ``chain`` (the log is
+    several chains, ``audit.AuditPartitions``); ``reason`` tells the kind of breakage."""
 
     code = "audit-chain-broken"
     default_detail = "the audit log failed verification"
 
-    def __init__(self, seq: int, reason: Breakage) -> None:
+    def __init__(self, seq: int, reason: Breakage, *, chain: int = 0) -> None:
         self.seq = seq
         self.reason = reason
-        super().__init__(f"audit chain broken at seq {seq}: entry {reason}")
+        self.chain = chain
+        super().__init__(f"audit chain {chain} broken at seq {seq}: entry {reason}")
 
 
 class AuditDetailsRefused(DomainError):

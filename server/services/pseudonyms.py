@@ -51,5 +51,10 @@ class Pseudonyms:
         login can keep it to answer the same decoys every time without storing the number."""
         return hmac.new(self._key, b"subject|" + typed.encode("utf-8"), hashlib.sha256).hexdigest()
 
+    def fingerprint(self) -> str:
+        """A fingerprint of the key (a keyed digest of a fixed text): the same for the same
+        key, telling nothing of it."""
+        return hmac.new(self._key, b"fingerprint|", hashlib.sha256).hexdigest()
+
     def __repr__(self) -> str:
         return "Pseudonyms(key=<hidden>)"

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.storage.errors import StaleWrite
@@ -39,3 +39,12 @@ def conflicts_as(kind: str, key: uuid.UUID | str | int | None) -> Iterator[None]
         if _is_write_conflict(exc):
             raise StaleWrite(kind, key) from exc
         raise
+
+
+def violates(exc: IntegrityError, constraint: str, sqlite_message: str) -> bool:
+    """Whether ``exc`` broke ``constraint``: PostgreSQL names the violated constraint; SQLite
+    only says what kind and which columns (``sqlite_message`` is looked for in its text)."""
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if name is not None:
+        return bool(name == constraint)
+    return sqlite_message in str(exc.orig)

@@ -14,7 +14,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     literal,
     select,
     update,
@@ -33,10 +32,9 @@ from server.domain.model import (
     Level,
 )
 from server.storage.conflicts import conflicts_as as _conflicts_as
-from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite, StorageError
+from server.storage.conflicts import violates
+from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
 from server.storage.tables import (
-    AuditEntry,
-    AuditHead,
     AuthTransaction,
     Credential,
     Identity,
@@ -54,8 +52,6 @@ from server.storage.throttle_repositories import ThrottleState
 _credentials = cast(Table, Credential.__table__)
 _rate_limits = cast(Table, RateLimit.__table__)
 _throttles = cast(Table, Throttle.__table__)
-_audit_entries = cast(Table, AuditEntry.__table__)
-_audit_head = cast(Table, AuditHead.__table__)
 
 _FACTOR_STATES = (
     select(
@@ -182,9 +178,6 @@ _LOGIN_CONTEXT = (
     .outerjoin(_familiar, _familiar.c.key == literal("seen:") + _SUBJECT + _AT_NETWORK)
     .where(AuthTransaction.id == bindparam("transaction_id"))
 )
-_HEAD = select(_audit_head.c.seq, _audit_head.c.hash).where(_audit_head.c.id == 1)
-_HEAD_LOCKED = _HEAD.with_for_update()
-_INSERT_ENTRY = insert(_audit_entries)
 
 
 class IdentityRepository:
@@ -198,7 +191,7 @@ class IdentityRepository:
             with self._session.begin_nested():
                 self._session.add(identity)
         except IntegrityError as exc:
-            if _violates(exc, "uq_identities_person_number", "identities.person_number"):
+            if violates(exc, "uq_identities_person_number", "identities.person_number"):
                 raise DuplicatePersonNumber from exc
             raise
         return identity
@@ -266,7 +259,7 @@ class CredentialRepository:
             with self._session.begin_nested():
                 self._session.add(credential)
         except IntegrityError as exc:
-            if _violates(exc, "fk_credentials_identity_id_identities", "FOREIGN KEY"):
+            if violates(exc, "fk_credentials_identity_id_identities", "FOREIGN KEY"):
                 raise NotFound("identity", credential.identity_id) from exc
             raise
         return credential
@@ -404,65 +397,6 @@ class FactorState:
     blocks: int = 0
 
 
-class AuditRepository:
-    """Append-only: there is no update or delete. Hashing is the audit service's job."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def append(self, entry: AuditEntry) -> AuditEntry:
-        """Insert the next entry; StaleWrite if another writer already appended after
-        ``entry.prev_hash`` (the chain cannot fork: ``prev_hash`` is unique).
-
-        ``seq`` is assigned by the database unless set. A chain whose hash covers ``seq`` sets
-        it to ``last().seq + 1``: PostgreSQL sequences skip numbers after rollbacks.
-        """
-        try:
-            with _conflicts_as("audit chain", None), self._session.begin_nested():
-                self._session.add(entry)
-        except IntegrityError as exc:
-            if _violates(exc, "uq_audit_entries_prev_hash", "audit_entries.prev_hash") or _violates(
-                exc, "pk_audit_entries", "audit_entries.seq"
-            ):
-                raise StaleWrite("audit chain", entry.prev_hash) from exc
-            raise
-        return entry
-
-    def head(self, *, lock: bool) -> tuple[int, str]:
-        """The chain's end: the last entry's ``seq`` and ``hash`` (0 and the genesis hash when
-        empty), from the one-row ``audit_head`` that every insert moves. With ``lock`` the row
-        stays locked to the end of the transaction on PostgreSQL, so appends queue for the
-        chain's end here (a SQLite write transaction holds the whole database already)."""
-        row = self._session.connection().execute(_HEAD_LOCKED if lock else _HEAD).first()
-        if row is None:
-            raise StorageError("the audit chain has no head row (is the schema migrated?)")
-        return int(row.seq), str(row.hash)
-
-    def insert_next(self, values: Mapping[str, Any]) -> None:
-        """Insert the entry chained after ``head()``: one statement, no savepoint, no ORM
-        object. StaleWrite if another writer appended first (``seq`` or ``prev_hash`` taken,
-        or a SQLite snapshot gone stale); the transaction must then be rolled back."""
-        try:
-            with _conflicts_as("audit chain", None):
-                self._session.connection().execute(_INSERT_ENTRY, dict(values))
-        except IntegrityError as exc:
-            if _violates(exc, "uq_audit_entries_prev_hash", "audit_entries.prev_hash") or _violates(
-                exc, "pk_audit_entries", "audit_entries.seq"
-            ):
-                raise StaleWrite("audit chain", str(values.get("prev_hash"))) from exc
-            raise
-
-    def last(self) -> AuditEntry | None:
-        return self._session.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
-
-    def all_in_order(self, after_seq: int = 0) -> list[AuditEntry]:
-        return list(
-            self._session.scalars(
-                select(AuditEntry).where(AuditEntry.seq > after_seq).order_by(AuditEntry.seq)
-            )
-        )
-
-
 class TransactionRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -530,11 +464,3 @@ class LoginContext(NamedTuple):
 def _check_expected(kind: str, key: uuid.UUID, version: int, expected_version: int | None) -> None:
     if expected_version is not None and expected_version != version:
         raise StaleWrite(kind, key)
-
-
-def _violates(exc: IntegrityError, constraint: str, sqlite_message: str) -> bool:
-    # PostgreSQL names the violated constraint; SQLite only says what kind and which column.
-    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    if name is not None:
-        return bool(name == constraint)
-    return sqlite_message in str(exc.orig)

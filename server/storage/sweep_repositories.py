@@ -9,12 +9,11 @@ from collections.abc import Collection
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.domain.model import CeremonyKind
-from server.storage.errors import StorageError
 from server.storage.tables import AuthTransaction, Base, MaintenanceLease, RateLimit, Throttle
+from server.storage.upserts import upsert_insert
 from server.storage.web_tables import WebSession
 
 _leases = cast(Table, MaintenanceLease.__table__)
@@ -72,15 +71,9 @@ class SweepRepository:
     def take_lease(self, task: str, holder: str, now: dt.datetime, until: dt.datetime) -> bool:
         """Take ``task`` for ``holder`` until ``until``, if nobody holds it at ``now``: one
         atomic upsert, so of processes asking at once one gets it."""
-        dialect = self._session.get_bind().dialect.name
-        if dialect == "postgresql":
-            insert: postgresql.Insert | sqlite.Insert = postgresql.insert(MaintenanceLease)
-        elif dialect == "sqlite":
-            insert = sqlite.insert(MaintenanceLease)
-        else:
-            raise StorageError(f"no upsert for database dialect {dialect!r}")
         statement = (
-            insert.values(task=task, holder=holder, until=until)
+            upsert_insert(self._session, MaintenanceLease)
+            .values(task=task, holder=holder, until=until)
             .on_conflict_do_update(
                 index_elements=[_leases.c.task],
                 set_={"holder": holder, "until": until},

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
 )
 from sqlalchemy import DateTime as _DateTime
@@ -25,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from server.domain.model import (
+    AUDIT_CHAINS,
     CeremonyKind,
     CredentialKind,
     CredentialState,
@@ -168,11 +170,15 @@ class Credential(Base):
 
 
 class AuditEntry(Base):
-    """Append-only and hash-chained: unique ``prev_hash`` makes a forked chain impossible."""
+    """Append-only and hash-chained: entry ``seq`` of chain ``chain`` (the log is several
+    chains, each linked on its own); unique ``prev_hash`` makes a forked chain impossible."""
 
     __tablename__ = "audit_entries"
 
-    seq: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=True)
+    chain: Mapped[int] = mapped_column(
+        SmallInteger, primary_key=True, autoincrement=False, server_default="0"
+    )
+    seq: Mapped[int] = mapped_column(BigIntPk, primary_key=True, autoincrement=False)
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
     event: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(128))
@@ -183,14 +189,17 @@ class AuditEntry(Base):
 
 
 class AuditHead(Base):
-    """The chain's end in one row (``id`` 1): the last entry's ``seq`` and ``hash``, or 0 and
-    the genesis hash before the first. A trigger on ``audit_entries`` moves it with every
-    insert (migration 0002); an append locks this row and chains after what it holds."""
+    """Each chain's end in a row of its own: the last entry's ``seq`` and ``hash``, or 0 and
+    the chain's genesis hash before the first. A trigger on ``audit_entries`` moves a chain's
+    row with every insert into it (migrations 0002, 0011); an append locks one row and chains
+    after what it holds. Every possible chain has its row from the migration on."""
 
-    __tablename__ = "audit_head"
-    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+    __tablename__ = "audit_heads"
+    __table_args__ = (
+        CheckConstraint(f"chain >= 0 AND chain < {AUDIT_CHAINS}", name="chain_range"),
+    )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    chain: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -261,6 +270,17 @@ class MaintenanceLease(Base):
     task: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     until: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class KeyFingerprint(Base):
+    """A fingerprint of each key the service keeps in a file, as the first process that served
+    this database had it: every later process, on any machine, must hold the same key."""
+
+    __tablename__ = "key_fingerprints"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    since: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class PendingState(StrEnum):

@@ -9,13 +9,12 @@ from collections.abc import Collection
 from typing import NamedTuple, cast
 
 from sqlalchemy import Select, Table, bindparam, case, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from server.storage.conflicts import conflicts_as
-from server.storage.errors import StorageError
 from server.storage.tables import RateLimit, Throttle, UtcDateTime
+from server.storage.upserts import upsert_insert
 
 _throttles = cast(Table, Throttle.__table__)
 _rate_limits = cast(Table, RateLimit.__table__)
@@ -56,7 +55,7 @@ class ThrottleRepository:
         table = _throttles
         now = literal(now_ms)
         running = table.c.tat_ms > now
-        insert = _upsert_insert(self._session).values(
+        insert = upsert_insert(self._session, Throttle).values(
             key=key, tat_ms=now_ms + interval_ms, failures=1
         )
         statement = insert.on_conflict_do_update(
@@ -71,7 +70,7 @@ class ThrottleRepository:
 
     def mark(self, key: str, until_ms: int) -> None:
         """Keep ``key`` until ``until_ms`` with no failures (a remembered fact, not a count)."""
-        insert = _upsert_insert(self._session).values(key=key, tat_ms=until_ms, failures=0)
+        insert = upsert_insert(self._session, Throttle).values(key=key, tat_ms=until_ms, failures=0)
         self._session.execute(
             insert.on_conflict_do_update(
                 index_elements=[_throttles.c.key], set_={"tat_ms": until_ms, "failures": 0}
@@ -145,7 +144,7 @@ class RateLimitRepository:
         expired = table.c.window_start <= literal(now - window, when)
         failures = case((expired, 1), else_=table.c.failures + 1)
         locked_until = literal(now + lockout, when)
-        insert = _upsert_insert(self._session, RateLimit).values(
+        insert = upsert_insert(self._session, RateLimit).values(
             key=key,
             failures=1,
             window_start=now,
@@ -179,14 +178,3 @@ class RateLimitRepository:
 
     def get(self, key: str) -> RateLimit | None:
         return self._session.get(RateLimit, key, populate_existing=True)
-
-
-def _upsert_insert(
-    session: Session, table: type[Throttle] | type[RateLimit] = Throttle
-) -> postgresql.Insert | sqlite.Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise StorageError(f"no upsert for database dialect {dialect!r}")

@@ -39,16 +39,23 @@ def csrf(page: httpx.Response) -> str:
 
 
 def citizen_signs_in(
-    browser: httpx.Client, start: str, person_number: str, password: str, seed: bytes
+    browser: httpx.Client,
+    start: str,
+    person_number: str,
+    password: str,
+    seed: bytes,
+    *,
+    finish_at: str = "",
 ) -> httpx.Response:
     """From ``start`` (a page that sends the browser to a login): the person number, the
-    password, then the code display's code now (TOTP of ``seed``); the page it ends at."""
+    password, then the code display's code now (TOTP of ``seed``); the page it ends at. The
+    password and the code go to ``finish_at`` (an origin; the client's own by default)."""
     page = browser.get(start)
     # The sign-in's first page asks for the number, and begins the login when it is sent.
     page = browser.post(page.url, data={"csrf": csrf(page), "person_number": person_number})
     login = re.search(r"/login/([0-9a-f-]{36})/choose", str(page.url))
     assert login is not None, page.url
-    base = f"/login/{login.group(1)}"
+    base = f"{finish_at}/login/{login.group(1)}"
     for path, field, value in (
         (f"{base}/password", "password", password),
         (f"{base}/code", "code", totp(seed, time.time())),

@@ -121,9 +121,9 @@ def test_a_rewritten_or_cut_audit_history_fails_verify(tmp_path: Path, attack: s
     intact = _verify(server)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     if attack == "rewrite":
-        rewrite_history(_sqlite(tmp_path), 2)  # every later hash recomputed, the head moved
+        rewrite_history(_sqlite(tmp_path), 0, 2)  # every later hash recomputed, the head moved
     else:
-        cut_tail(_sqlite(tmp_path), 2)  # the last entries gone, the head moved back
+        cut_tail(_sqlite(tmp_path), 0, 2)  # the last entries gone, the head moved back
     found = _verify(server)
     assert found.returncode == 3, found.stdout + found.stderr
     assert ("altered" if attack == "rewrite" else "removed") in found.stdout + found.stderr

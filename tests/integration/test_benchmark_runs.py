@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from akkreditiv.cli.pcscd import VpcdReader
+from tests.unit.server.storage.databases import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +132,22 @@ def test_migration_flow_benchmark_reports_each_variant() -> None:
         assert figures[variant]["flows_per_s"] > 0
     assert figures["bare_legacy_pbkdf2_per_s"] > 0
     assert figures["bare_argon2id_hash_per_s"] > 0
+
+
+def test_audit_append_benchmark_reports_one_chain_and_several() -> None:
+    with postgres_schema():  # skips, or fails when CI=true, without PostgreSQL
+        pass
+    figures = run_benchmark(
+        "bench_audit_append.py",
+        *("--postgres", POSTGRES_URL, "--processes", "3", "--partitions", "4"),
+        *("--minimum", "10", "--rounds", "1"),
+    )
+    assert figures["processes"] == 3
+    for layout, chains in (("one_chain", 1), ("partitioned", 4)):
+        assert figures[layout]["partitions"] == chains
+        assert figures[layout]["appends"] >= 3 * 10  # every one verified in its chain
+        assert 1 <= figures[layout]["chains_used"] <= chains
+        assert figures[layout]["appends_per_s"] > 0
+        assert figures[layout]["client_lock_wait_ms_per_append"] > 0
+        assert figures[layout]["server_lock_wait_ms_per_append"] >= 0
+    assert figures["ratios"]["appends_per_s"] > 0

@@ -122,7 +122,9 @@ pid {folder}/nginx.pid;
 error_log stderr notice;
 events {{ worker_connections 128; }}
 http {{
-    access_log {folder}/access.log;
+    # Which process served each request (test_scale_out reads it).
+    log_format upstream '$request $status $upstream_addr';
+    access_log {folder}/access.log upstream;
     client_body_temp_path {folder}/client-body;
     proxy_temp_path {folder}/proxy;
     fastcgi_temp_path {folder}/fastcgi;
@@ -150,31 +152,36 @@ class Nginx:
             self.process.stderr.close()
 
 
-def start_nginx(folder: Path, tls: tuple[Path, Path, Path], port: int, upstream: int) -> Nginx:
-    """nginx in the foreground with the site on 127.0.0.1:``port``, proxying to the service on
-    ``upstream``; returns once its worker runs (its own notice on stderr, not a poll)."""
+def site_for(tls: tuple[Path, Path, Path], port: int, *upstreams: int) -> str:
+    """The README's site on 127.0.0.1:``port``, its upstream the services on ``upstreams``."""
+    _, certificate, key = tls
+    servers = "\n    ".join(f"server 127.0.0.1:{upstream};" for upstream in upstreams)
+    return site_config(
+        {
+            "server 127.0.0.1:8000;": servers,
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+            "server_name eid.example.dk;": "server_name localhost;",
+            "/etc/ssl/akkreditiv/fullchain.pem": str(certificate),
+            "/etc/ssl/akkreditiv/privkey.pem": str(key),
+        }
+    )
+
+
+def start_nginx(folder: Path, site: str) -> Nginx:
+    """nginx in the foreground with ``site`` (``site_for``'s), returns once its worker runs
+    (its own notice on stderr, not a poll)."""
     binary = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     if binary is None:
         missing_component("nginx is not installed (scripts/setup installs Debian's)")
         raise AssertionError  # unreachable: missing_component always leaves
-    _, certificate, key = tls
-    site = folder / "akkreditiv.conf"
-    site.write_text(
-        site_config(
-            {
-                "server 127.0.0.1:8000;": f"server 127.0.0.1:{upstream};",
-                "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-                "server_name eid.example.dk;": "server_name localhost;",
-                "/etc/ssl/akkreditiv/fullchain.pem": str(certificate),
-                "/etc/ssl/akkreditiv/privkey.pem": str(key),
-            }
-        ),
-        "utf-8",
-    )
+    site_file = folder / "akkreditiv.conf"
+    site_file.write_text(site, "utf-8")
     conf = folder / "nginx.conf"
     # As root, nginx's workers would be nobody, who may not write the test's temp folders.
     user = "user root;" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CONF.format(user=user, folder=folder, proxy=PROXY, site=site), "utf-8")
+    conf.write_text(
+        NGINX_CONF.format(user=user, folder=folder, proxy=PROXY, site=site_file), "utf-8"
+    )
     process = subprocess.Popen(
         [binary, "-e", "stderr", "-p", f"{folder}/", "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -182,7 +189,7 @@ def start_nginx(folder: Path, tls: tuple[Path, Path, Path], port: int, upstream:
         text=True,
     )
     nginx = Nginx(process)
-    nginx.reader, ready = follow_stderr(process, NGINX_READY, nginx.log, f"nginx-{port}")
+    nginx.reader, ready = follow_stderr(process, NGINX_READY, nginx.log, f"nginx-{folder.name}")
     if not ready.wait(30) or process.poll() is not None:
         nginx.stop()
         pytest.fail(f"nginx did not start:\n{''.join(nginx.log)}")
@@ -236,6 +243,21 @@ class Stack:
             engine.dispose()
 
 
+def behind_nginx(external: str) -> dict[str, str | None]:
+    """What the README tells an operator to set behind nginx, and no more: the issuer and the
+    FIDO2 relying party follow the external origin. (And Argon2id at its cheapest.)"""
+    return {
+        "AKKREDITIV_EXTERNAL_ORIGIN": external,
+        "AKKREDITIV_TRUSTED_PROXIES": PROXY,
+        "AKKREDITIV_ISSUER": None,
+        "AKKREDITIV_RP_ID": None,
+        "AKKREDITIV_RP_ORIGINS": None,
+        "AKKREDITIV_PASSWORD_HASH_TIME_COST": "1",
+        "AKKREDITIV_PASSWORD_HASH_MEMORY_KIB": "8",
+        "AKKREDITIV_PASSWORD_HASH_PARALLELISM": "1",
+    }
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("reverse-proxy")
@@ -249,24 +271,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         folder / "service",
         f"sqlite+pysqlite:///{folder / 'akkreditiv.db'}",
         provider=PROVIDER,
-        extra_env={
-            # What the README tells an operator to set behind nginx, and no more: the issuer
-            # and the FIDO2 relying party follow the external origin.
-            "AKKREDITIV_EXTERNAL_ORIGIN": external,
-            "AKKREDITIV_TRUSTED_PROXIES": PROXY,
-            "AKKREDITIV_ISSUER": None,
-            "AKKREDITIV_RP_ID": None,
-            "AKKREDITIV_RP_ORIGINS": None,
-            "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(roots),
-            "AKKREDITIV_PASSWORD_HASH_TIME_COST": "1",
-            "AKKREDITIV_PASSWORD_HASH_MEMORY_KIB": "8",
-            "AKKREDITIV_PASSWORD_HASH_PARALLELISM": "1",
-        },
+        extra_env={**behind_nginx(external), "AKKREDITIV_FIDO_TRUSTED_ROOTS": str(roots)},
     )
     nginx: Nginx | None = None
     try:
         upstream = int(server.url.rsplit(":", 1)[1])
-        nginx = start_nginx(folder, tls, port, upstream)
+        nginx = start_nginx(folder, site_for(tls, port, upstream))
         context = ssl.create_default_context(cafile=str(tls[0]))
         yield Stack(external, f"http://localhost:{upstream}", server, context, folder, sim_home)
     finally:

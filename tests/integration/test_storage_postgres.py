@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from server.storage.audit_repositories import AuditRepository
 from server.storage.engine import create_engine_for, migrate, session_factory
 from server.storage.errors import StaleWrite
-from server.storage.repositories import AuditRepository
 from server.storage.tables import AuditEntry
 from server.storage.throttle_repositories import RateLimitRepository
 from tests.unit.server.storage.databases import postgres_schema

@@ -43,5 +43,9 @@ class KeyCardSecrets:
         """A 32-byte key for ``purpose`` (such as ``"fido2-decoy"``)."""
         return hmac.digest(self._pepper, b"akkreditiv-derived-key|" + purpose.encode(), "sha256")
 
+    def fingerprint(self) -> str:
+        """A fingerprint of the pepper: a key derived for nothing else, in hex."""
+        return self.derive("key-fingerprint").hex()
+
     def __repr__(self) -> str:
         return "KeyCardSecrets(pepper=<hidden>)"

@@ -133,7 +133,7 @@ def test_a_write_that_waits_out_a_postgresql_lock_answers_503_and_writes_nothing
     before = _rows(client)
     engine = client.app.state.engine  # type: ignore[attr-defined]
     with engine.connect() as holder:
-        holder.execute(text("SELECT seq FROM audit_head FOR UPDATE"))
+        holder.execute(text("SELECT seq FROM audit_heads FOR UPDATE"))  # every chain
         answer = client.post("/authentications", json={"min_level": "low"})
         holder.rollback()
     _assert_unavailable(answer)

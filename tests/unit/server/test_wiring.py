@@ -89,7 +89,7 @@ def test_the_checkpointer_signs_while_a_writer_holds_the_database(
             services.audit_hook(writer, "test")("tick", {"n": 30})
             checkpoint = services.audit_checkpoints.checkpoint_if_due(force=True)
         assert checkpoint is not None
-        assert checkpoint.seq == 30  # the committed head, not the entry still being written
+        assert checkpoint.entries == 30  # the committed head, not the entry still being written
     finally:
         engine.dispose()
 

@@ -54,7 +54,8 @@ FOR EACH ROW EXECUTE FUNCTION audit_entries_move_head()
 """
 
 
-def upgrade() -> None:
+def create_head_table() -> None:
+    """The one-row table, empty (migration 0011's downgrade makes it again)."""
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -63,6 +64,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
         sa.CheckConstraint("id = 1", name=op.f("ck_audit_head_one_row")),
     )
+
+
+def upgrade() -> None:
+    create_head_table()
     op.execute(sa.text(_SEED).bindparams(genesis=GENESIS))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_POSTGRESQL_FUNCTION)

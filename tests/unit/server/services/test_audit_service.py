@@ -1,5 +1,6 @@
-"""The audit log service on SQLite and PostgreSQL: chained appends, tampering found and named,
-secrets refused, concurrent appends, and the ``akkreditiv audit`` commands."""
+"""The audit log service on SQLite and PostgreSQL: chained appends over several chains, tampering
+found and named, secrets refused, concurrent appends from threads and processes, and the
+``akkreditiv audit`` commands."""
 
 from __future__ import annotations
 
@@ -19,12 +20,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from akkreditiv.cli import app
-from server.services.audit import AuditLog, append_with_retry, format_at, verify_database
-from server.services.audit_chain import GENESIS
+from server.services.audit import (
+    AuditLog,
+    AuditPartitions,
+    append_with_retry,
+    format_at,
+    verify_database,
+)
+from server.services.audit_chain import GENESIS, Anchor, genesis
 from server.services.errors import AuditChainBroken, AuditDetailsRefused, Breakage
+from server.storage.audit_repositories import AuditRepository
 from server.storage.engine import create_engine_for, migrate, session_factory
-from server.storage.repositories import AuditRepository
 from tests.unit.server.storage import conftest as storage
+from tests.unit.server.storage.together import READY, run_together
 
 # The storage fixtures: every test runs on SQLite and on PostgreSQL.
 database_url = storage.database_url
@@ -144,12 +152,12 @@ def test_verify_database_finds_a_cut_off_end_only_with_an_anchor(
     with sessions() as session:
         last = AuditRepository(session).last()
         assert last is not None
-        anchor = (last.seq, last.hash)
+        anchor = Anchor(0, last.seq, last.hash)
     _execute(sessions, "DELETE FROM audit_entries WHERE seq = 4")
     with sessions() as session:
         assert verify_database(session) == 3
         with pytest.raises(AuditChainBroken) as caught:
-            verify_database(session, anchor=anchor)
+            verify_database(session, anchors=[anchor])
     assert (caught.value.seq, caught.value.reason) == (4, Breakage.REMOVED)
 
 
@@ -191,6 +199,88 @@ def test_concurrent_appends_queue_for_the_head_and_never_conflict(database_url: 
     with sessions() as session:
         assert verify_database(session) == 60
     engine.dispose()
+
+
+def test_the_events_of_one_transaction_stay_in_one_chain(sessions: sessionmaker[Session]) -> None:
+    partitions = AuditPartitions(4)
+    with sessions.begin() as session:
+        log = AuditLog(session, _clock(), partitions)
+        entries = [
+            log.append(f"step-{n}", actor="system", subject="login-1", details={}) for n in range(3)
+        ]
+    with sessions.begin() as session:
+        after = AuditLog(session, _clock(), partitions).append(
+            "next", actor="system", subject="login-2", details={}
+        )
+    assert {entry.chain for entry in entries} == {entries[0].chain}
+    assert [entry.seq for entry in entries] == [1, 2, 3]
+    assert [entry.prev_hash for entry in entries] == [
+        genesis(entries[0].chain),
+        entries[0].hash,
+        entries[1].hash,
+    ]
+    # One after another, appends take the chains in turn.
+    assert (after.chain, after.seq) == ((entries[0].chain + 1) % 4, 1)
+    with sessions() as session:
+        assert verify_database(session) == 4
+
+
+@pytest.mark.databases("postgresql")
+def test_an_append_takes_a_chain_nobody_holds_without_waiting(database_url: str) -> None:
+    # As the server runs: a lock not had within lock_timeout fails the request.
+    engine = create_engine_for(database_url, lock_timeout_ms=1000)
+    migrate(engine)
+    sessions = session_factory(engine)
+    partitions = AuditPartitions(2)
+    with sessions() as holder:
+        held = AuditLog(holder, _clock(), partitions).append(
+            "held", actor="system", subject="a", details={}
+        )  # its chain stays locked until this transaction ends
+        for n in range(3):
+            with sessions.begin() as session:
+                entry = AuditLog(session, _clock(), partitions).append(
+                    "other", actor="system", subject=str(n), details={}
+                )
+            assert entry.chain != held.chain
+        holder.commit()
+    with sessions() as session:
+        assert verify_database(session) == 4
+    engine.dispose()
+
+
+# Appends from a process of their own, as a worker of ``akkreditiv serve`` makes them.
+_APPENDER = f"""
+import sys
+from server.services.audit import AuditPartitions, append_with_retry
+from server.storage.engine import create_engine_for, session_factory
+url, name, count, chains = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+engine = create_engine_for(url, sqlite_immediate=True)
+sessions = session_factory(engine)
+partitions = AuditPartitions(chains)
+{READY}
+for n in range(count):
+    append_with_retry(
+        sessions, "tick", actor=name, subject=str(n), details={{}}, attempts=1,
+        partitions=partitions,
+    )
+engine.dispose()
+"""
+
+
+def test_appends_from_several_processes_keep_every_chain_intact(database_url: str) -> None:
+    engine = create_engine_for(database_url)
+    migrate(engine)
+    processes, each, chains = 4, 40, 4
+    # attempts=1: an append that met a conflict instead of a lock would fail its process.
+    run_together(
+        _APPENDER, [[database_url, f"p{n}", str(each), str(chains)] for n in range(processes)]
+    )
+    with session_factory(engine)() as session:
+        assert verify_database(session) == processes * each
+        heads = AuditRepository(session).heads()
+    engine.dispose()
+    assert sum(head.seq for head in heads) == processes * each
+    assert [head.chain for head in heads if head.seq] == list(range(chains))
 
 
 @pytest.mark.parametrize(
@@ -297,7 +387,10 @@ def test_cli_verify_exits_3_when_tampered(sqlite_url: str, tmp_path: Path) -> No
     _execute(session_factory(database), "UPDATE audit_entries SET actor = 'mallory' WHERE seq = 2")
     database.dispose()
     result = _cli("verify", "--database-url", sqlite_url, checkpoints=tmp_path / "none")
-    assert (result.returncode, result.stdout) == (3, "audit log broken at entry 2: altered\n")
+    assert (result.returncode, result.stdout) == (
+        3,
+        "audit log broken at entry 2 of chain 0: altered\n",
+    )
 
 
 def test_cli_verify_exits_1_when_the_database_is_missing(tmp_path: Path) -> None:
@@ -314,7 +407,7 @@ def test_cli_tail_prints_the_latest_entries(sqlite_url: str) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("2  2026-04-24T03:06:41.123456+00:00  credential.activated")
+    assert lines[0].startswith("0:2  2026-04-24T03:06:41.123456+00:00  credential.activated")
     assert "actor=system  subject=credential-2" in lines[0]
     assert lines[1].endswith(
         '{"kind": "piv", "n": 3, "reader": {"name": "vpcd 0", "slots": [0, 1]}}'

@@ -39,7 +39,7 @@ TABLES = {
     "proofing_records",
     "credentials",
     "audit_entries",
-    "audit_head",
+    "audit_heads",
     "auth_transactions",
     "rate_limits",
     "throttles",
@@ -56,6 +56,7 @@ TABLES = {
     "pending_proofings",
     "desk_logins",
     "maintenance_leases",
+    "key_fingerprints",
 }
 # The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
 # the two lock files beside it (WAL setup, the writer queue).

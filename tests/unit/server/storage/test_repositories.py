@@ -21,9 +21,9 @@ from server.domain.model import (
     Level,
     ProofingChannel,
 )
+from server.storage.audit_repositories import AuditRepository
 from server.storage.errors import DuplicatePersonNumber, NotFound, StaleWrite
 from server.storage.repositories import (
-    AuditRepository,
     CredentialRepository,
     IdentityRepository,
     TransactionRepository,
