@@ -45,7 +45,7 @@ def test_every_error_in_the_module_is_a_domain_error() -> None:
 def test_detail_defaults_to_the_public_text_and_message_may_differ() -> None:
     error = AuditChainBroken(7, Breakage.REMOVED)
     assert error.detail == "the audit log failed verification"
-    assert str(error) == "audit chain broken at seq 7: entry removed"
+    assert str(error) == "audit chain 0 broken at seq 7: entry removed"
     assert (error.seq, error.reason) == (7, Breakage.REMOVED)
 
 
