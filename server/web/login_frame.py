@@ -22,6 +22,7 @@ from server.services.login.errors import (
     TransactionExpired,
 )
 from server.services.login.providers import SELF_SERVICE, display_name
+from server.services.oidc.registry import ProviderRegistry
 from server.web.browser import Browser
 from server.web.render import page
 from server.wiring import Services
@@ -38,13 +39,15 @@ def service(session: Any, services: Services) -> AuthenticationService:
 
 def provider_name(browser: Browser, services: Services, provider: str) -> str:
     """The provider as people know it: the self-service's own name in the page's language,
-    a provider's display name (its API key's), else its id."""
+    a registered provider's name (``providers add --name``), its API key's display name, else
+    its id."""
     if provider == SELF_SERVICE:
         return browser.t("login.self_service_name")
     desk = desk_of(provider)
     if desk is not None:
         return browser.t("login.desk_name", organisation=desk)
-    return display_name(provider, services.api_keys.display_name)
+    registered = ProviderRegistry(browser.db).name(provider)
+    return registered or display_name(provider, services.api_keys.display_name)
 
 
 def with_query(url: str, **params: str) -> str:

@@ -58,6 +58,8 @@ PUBLISHED: dict[str, int] = {
     "proofing-not-found": 404,
     "proofing-not-waiting": 409,
     "request-too-large": 413,
+    "provider-exists": 409,
+    "provider-rejected": 400,
     "rate-limited": 429,
     "secret-unreadable": 500,
     "speech-unavailable": 503,
