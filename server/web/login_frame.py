@@ -28,6 +28,8 @@ from server.web.render import page
 from server.wiring import Services
 
 PENDING = "self_service_login"  # browser data: the self-service login this browser began
+# Browser data: the person number a service's OpenID request named (login_hint), for its login.
+LOGIN_HINT = "login_hint"
 # What the provider's return URL is told when the person goes back without logging in.
 CANCELLED = "access_denied"
 TIMED_OUT = "login_expired"
@@ -56,6 +58,14 @@ def with_query(url: str, **params: str) -> str:
     extra = urlencode(params)
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def hinted_number(browser: Browser, transaction_id: uuid.UUID) -> str:
+    """The person number the service named for this login (``login_hint``), to pre-fill."""
+    hint = browser.data(LOGIN_HINT)
+    if isinstance(hint, dict) and hint.get("id") == str(transaction_id):
+        return str(hint.get("number", ""))
+    return ""
 
 
 def opened(

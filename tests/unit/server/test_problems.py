@@ -21,6 +21,7 @@ PUBLISHED: dict[str, int] = {
     "activation-incomplete": 409,
     "activation-input-missing": 422,
     "already-migrated": 409,
+    "authorization-refused": 400,
     "audit-chain-broken": 500,
     "audit-checkpoint-rejected": 500,
     "card-exhausted": 409,
