@@ -1,0 +1,151 @@
+"""A service provider that speaks OpenID Connect logs a person in through the real login pages
+in Chromium: the provider is registered with ``akkreditiv providers add`` (its public key),
+and Authlib's standard client (``OAuth2Session``, PKCE S256 and ``private_key_jwt``) reads
+the discovery document, sends the browser to the authorization endpoint, gets the code back
+(with ``iss``, RFC 9207), exchanges it, validates the ID token against the JWKS and calls
+userinfo. The pages name the service and the level and stay accessible."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.browser.axe import assert_accessible
+from tests.browser.conftest import WebServer
+from tests.browser.relying_party import RelyingParty, running_relying_party
+from tests.browser.test_login_provider import enrol, log_in_by_keyboard
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.integration
+
+SHOWN_AS = "Testkommunen"
+CPR_CLAIM = "https://data.gov.dk/model/core/eid/cprNumber"
+SUBSTANTIAL = "https://data.gov.dk/concept/core/nsis/loa/Substantial"
+
+
+@pytest.fixture(scope="module")
+def api(web_server: WebServer) -> Iterator[httpx.Client]:
+    with web_server.process.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def relying_party(web_server: WebServer) -> Iterator[RelyingParty]:
+    """A relying party registered by the command a service's onboarding runs."""
+    with running_relying_party() as party:
+        jwks = web_server.folder / "rp-jwks.json"
+        jwks.write_text(json.dumps({"keys": [party.key.as_dict(private=False)]}))
+        registered = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "akkreditiv",
+                "providers",
+                "add",
+                "--client-id",
+                party.client_id,
+                "--name",
+                SHOWN_AS,
+                "--redirect-uri",
+                party.callback,
+                "--jwks",
+                str(jwks),
+                "--entitled",
+                "cpr,name",
+            ],
+            env=web_server.process.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert registered.returncode == 0, registered.stderr
+        yield party
+
+
+def test_authlibs_client_logs_in_through_the_pages_and_validates_the_id_token(
+    page: Page, web_server: WebServer, api: httpx.Client, relying_party: RelyingParty
+) -> None:
+    _, secret = enrol(api, "0202901234", "Olivia Openid")
+    issuer = web_server.process.url
+    discovery = httpx.get(f"{issuer}/.well-known/openid-configuration").json()
+    assert discovery["issuer"] == issuer
+    token_endpoint = discovery["token_endpoint"]
+
+    client = OAuth2Session(
+        relying_party.client_id,
+        relying_party.key,
+        scope="openid profile cpr",
+        redirect_uri=relying_party.callback,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="private_key_jwt",  # noqa: S106 - a method's name
+    )
+    client.register_client_auth_method(
+        PrivateKeyJWT(token_endpoint, alg="ES256", headers={"kid": relying_party.key.kid})
+    )
+    verifier = "v" * 20 + "-verifier-of-the-relying-party-1234567890"
+    url, state = client.create_authorization_url(
+        discovery["authorization_endpoint"], code_verifier=verifier, nonce="rp-nonce-1"
+    )
+
+    page.goto(url)
+    page.wait_for_url(re.compile(r"/login/[0-9a-f-]{36}$"))
+    text = page.locator("main").inner_text()
+    assert f"{SHOWN_AS} beder dig logge på" in text
+    assert "Betydelig" in text
+    assert_accessible(page, "an OpenID login's first page, da")
+    log_in_by_keyboard(page, "020290-1234", secret)
+    page.wait_for_url(re.compile(re.escape(relying_party.callback) + r"\?"))
+
+    back = relying_party.last()
+    returned = {name: values[-1] for name, values in parse_qs(urlsplit(back).query).items()}
+    assert returned["state"] == state
+    assert returned["iss"] == issuer  # RFC 9207: the answer names who gave it
+
+    token = client.fetch_token(token_endpoint, authorization_response=back, code_verifier=verifier)
+    keys = KeySet.import_key_set(httpx.get(discovery["jwks_uri"]).json())
+    id_token = jwt.decode(token["id_token"], keys, algorithms=["ES256"])
+    jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": relying_party.client_id},
+        nonce={"essential": True, "value": "rp-nonce-1"},
+        acr={"essential": True, "value": SUBSTANTIAL},
+        exp={"essential": True},
+    ).validate(id_token.claims)
+    assert id_token.header["alg"] == "ES256"
+    assert id_token.claims[CPR_CLAIM] == "020290-1234"
+    assert id_token.claims["name"] == "Olivia Openid"
+    assert set(id_token.claims["amr"]) >= {"pwd", "otp"}
+
+    info = client.get(discovery["userinfo_endpoint"])
+    assert info.status_code == 200, info.text
+    assert info.json()["sub"] == id_token.claims["sub"]
+    assert info.json()[CPR_CLAIM] == "020290-1234"
+
+
+def test_an_unregistered_redirect_uri_gets_an_accessible_page_and_no_redirect(
+    page: Page, web_server: WebServer, relying_party: RelyingParty
+) -> None:
+    query = (
+        f"response_type=code&client_id={relying_party.client_id}"
+        "&redirect_uri=https%3A%2F%2Fevil.example%2Fcb&scope=openid"
+        "&code_challenge=" + "a" * 43 + "&code_challenge_method=S256"
+    )
+    answer = page.goto(f"{web_server.process.url}/authorize?{query}")
+    assert answer is not None
+    assert answer.status == 400
+    assert urlsplit(page.url).netloc == urlsplit(web_server.process.url).netloc
+    assert_accessible(page, "a refused authorization request, da")
