@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -126,11 +126,3 @@ class GrantRepository:
         except IntegrityError:
             return False
         return True
-
-    def sweep(self, now: dt.datetime) -> int:
-        """Remove what expired (requests, codes, tokens and assertion ids)."""
-        removed = 0
-        for table in (OidcRequest, OidcCode, OidcToken, OidcAssertionId):
-            result = self._session.execute(delete(table).where(table.expires_at < now))
-            removed += int(getattr(result, "rowcount", 0))
-        return removed

@@ -14,6 +14,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.domain.model import CeremonyKind
 from server.storage.errors import StorageError
+from server.storage.oidc_tables import OidcAssertionId, OidcCode, OidcRequest, OidcToken
 from server.storage.tables import AuthTransaction, Base, MaintenanceLease, RateLimit, Throttle
 from server.storage.web_tables import WebSession
 
@@ -64,10 +65,25 @@ class SweepRepository:
         # The rows are chosen by their key first: DELETE has no LIMIT on PostgreSQL.
         chosen = select(key).where(condition).limit(limit)
         result = self._session.execute(
-            delete(model).where(key.in_(chosen)),
+            # The condition again: a key that is not unique alone (an assertion id of several
+            # clients) must not take another row with it.
+            delete(model).where(key.in_(chosen), condition),
             execution_options={"synchronize_session": False},
         )
         return int(getattr(result, "rowcount", 0))
+
+    def oidc(self, now: dt.datetime, *, limit: int) -> int:
+        """Remove up to ``limit`` of each of the OpenID Provider's rows that expired by
+        ``now``: waiting requests, codes, access tokens and client assertion ids."""
+        removed = 0
+        for model, key in (
+            (OidcRequest, OidcRequest.transaction_id),
+            (OidcCode, OidcCode.code_digest),
+            (OidcToken, OidcToken.token_digest),
+            (OidcAssertionId, OidcAssertionId.jti),
+        ):
+            removed += self._delete(model, key, model.expires_at <= now, limit)
+        return removed
 
     def take_lease(self, task: str, holder: str, now: dt.datetime, until: dt.datetime) -> bool:
         """Take ``task`` for ``holder`` until ``until``, if nobody holds it at ``now``: one
