@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from server.oidc import routes
+from server.oidc import logout, routes
 
 
 def install(app: FastAPI) -> None:
     app.include_router(routes.router)
+    app.include_router(logout.router)

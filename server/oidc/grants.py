@@ -59,7 +59,7 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     server: Provider
 
     def save_authorization_code(self, code: str, request: Request) -> None:
-        done = request.user  # the login's Conclusion (routes.finish passes it as the user)
+        done = request.user  # an Authenticated: the login's, or the SSO session's
         payload = request.payload.data
         self.server.grants.issue_code(
             done,
@@ -69,7 +69,6 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
             nonce=payload.get("nonce") or None,
             code_challenge=payload["code_challenge"],
             code_challenge_method=payload["code_challenge_method"],
-            claims={},
             code=code,
         )
 

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from server.services.oidc.claims import allowed_scope
 from server.services.oidc.grants import Grants
 from server.services.oidc.registry import ProviderRegistry, secret_matches
+from server.services.oidc.sso import SingleSignOn
 from server.storage.oidc_tables import OidcClient
 from server.wiring import Services
 
@@ -123,6 +124,12 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         audit = services.audit_hook(session, "oidc")
         self.registry = ProviderRegistry(session, audit)
         self.grants = Grants(session, self.now, audit)
+        self.sso = SingleSignOn(session, self.now, services.pseudonyms, audit)
+
+    def sso_logout_audit(self, client_id: str | None, notified: int) -> None:
+        self.services.audit_hook(self.session, "oidc")(
+            "oidc.logout", {"provider": client_id or "-", "backchannel_notified": notified}
+        )
 
     def now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.services.clock(), dt.UTC)

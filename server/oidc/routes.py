@@ -30,11 +30,13 @@ from server.oidc.provider import (
     Provider,
 )
 from server.oidc.provider import Request as OAuthRequest
-from server.services.authentication import MAX_EXTENSIONS, Conclusion
+from server.services.authentication import MAX_EXTENSIONS
 from server.services.login.errors import StepUpRequired
 from server.services.oidc.claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES, person_claims, subject
+from server.services.oidc.grants import authenticated
 from server.services.oidc.levels import ACR
-from server.services.oidc.params import BadParameter, parse_ask
+from server.services.oidc.params import Ask, BadParameter, parse_ask
+from server.services.oidc.sso import Authenticated
 from server.web.browser import Browser, BrowserDep, RawForm
 from server.web.login_frame import LOGIN_HINT
 from server.web.render import mark_page, redirect
@@ -43,6 +45,7 @@ from server.wiring import Services
 router = APIRouter(include_in_schema=False)
 
 CONTINUE_PATH = "/authorize/continue"
+LOGOUT_PATH = "/end-session"  # /logout is the pages' own sign-out
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/.well-known/jwks.json"
 # Without acr_values a login reaches Substantial: two factors, as public services ask.
@@ -91,6 +94,9 @@ def discovery(services: ServicesDep) -> dict[str, Any]:
         "request_uri_parameter_supported": False,
         "prompt_values_supported": ["none", "login"],
         "authorization_response_iss_parameter_supported": True,
+        "end_session_endpoint": issuer + LOGOUT_PATH,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "ui_locales_supported": ["da", "en"],
     }
 
@@ -124,23 +130,39 @@ def _authorize(
     session: Session,
     services: Services,
 ) -> Response:
-    """Check the request (client, redirect URI, PKCE, scope, prompt), keep it, begin its
+    """Check the request (client, redirect URI, PKCE, scope, prompt); answer it from the
+    browser's SSO session when that reaches the level asked for, else keep it, begin its
     login for this browser and send the browser to the login pages."""
     provider = make_provider(session, services)
     asked = provider.create_oauth2_request(Incoming("GET", AUTHORIZE_PATH, pairs, {}))
     try:
-        grant = provider.get_consent_grant(asked, end_user=None)
+        ask: Ask | None = parse_ask(asked.payload.data, DEFAULT_LEVEL)
+    except BadParameter as exc:
+        ask, bad = None, exc
+    client = provider.query_client(asked.payload.client_id)
+    sso = None if client is None or ask is None else _sso(provider, browser, client.row, ask)
+    reaches = sso is not None and ask is not None and Level.parse(sso.level) >= ask.level
+    reused = sso if reaches else None
+    signed_in = None if reused is None else provider.sso.reuse(reused, uuid.uuid4())
+    try:
+        grant = provider.get_consent_grant(asked, end_user=signed_in)
     except OAuth2Error as error:
         return _refused(provider, asked, error, error.redirect_uri)
     try:
+        if ask is None:
+            raise InvalidRequestError(bad.description)
         if "openid" not in (asked.scope or "").split():
             raise InvalidScopeError("The openid scope is required.")
-        ask = parse_ask(asked.payload.data, DEFAULT_LEVEL)
-    except BadParameter as exc:
-        return _refused(provider, asked, InvalidRequestError(exc.description), grant.redirect_uri)
     except OAuth2Error as error:
         return _refused(provider, asked, error, grant.redirect_uri)
     client_id = asked.client.get_client_id()
+    if reused is not None and signed_in is not None:
+        # Single sign-on: the session reached the level; no factor is asked again.
+        provider.sso.served(reused, client_id)
+        answer: Response = provider.create_authorization_response(
+            asked, grant_user=signed_in, grant=grant
+        )
+        return browser.apply(answer)
     auth = services.authentication(session, actor="oidc")
     transaction = auth.begin(client_id, ask.level, return_url=CONTINUE_PATH)
     auth.claim(transaction.id, browser.binding)
@@ -150,9 +172,24 @@ def _authorize(
     provider.grants.keep_request(
         transaction.id, client_id, kept, transaction.created_at + lifetime * (1 + MAX_EXTENSIONS)
     )
-    if ask.person_number is not None:
+    if sso is not None:
+        # Logged in below the level asked: the same person steps up, from the credentials.
+        auth.identify(transaction.id, sso.identity_id, binding=browser.binding)
+    elif ask.person_number is not None:
         browser.remember(LOGIN_HINT, {"id": str(transaction.id), "number": ask.person_number})
     return redirect(browser, f"/login/{transaction.id}")
+
+
+def _sso(provider: Provider, browser: Browser, client: Any, ask: Ask) -> Any:
+    """The browser's SSO session in the client's group that may answer this request: none
+    when the request asks for a fresh login, or for one more recent than the session's."""
+    if "login" in ask.prompt:
+        return None
+    sso = provider.sso.current(browser.binding, client.sso_group)
+    if sso is None or ask.max_age is None:
+        return sso
+    age = (provider.now() - sso.auth_time).total_seconds()
+    return sso if age <= ask.max_age else None
 
 
 def _refused(
@@ -208,21 +245,23 @@ def continue_after_login(
         done = auth.conclude(transaction, provider=kept.client_id)
     except StepUpRequired:
         return redirect(browser, f"/login/{transaction}/choose")
-    return _code(provider, browser, asked, done, kept, redirect_uri)
+    return _code(provider, browser, asked, authenticated(done), kept)
 
 
 def _code(
     provider: Provider,
     browser: Browser,
     asked: OAuthRequest,
-    done: Conclusion,
+    done: Authenticated,
     kept: Any,
-    redirect_uri: str,
 ) -> Response:
+    """The code of a completed login, which the browser's SSO session (in the client's
+    group) takes on."""
     try:
         grant = provider.get_consent_grant(asked, end_user=done)
     except OAuth2Error as error:
         return _refused(provider, asked, error, error.redirect_uri)
+    done = provider.sso.recorded(browser.binding, asked.client.row, done)
     answer: Response = provider.create_authorization_response(asked, grant_user=done, grant=grant)
     provider.grants.drop_request(kept)
     return browser.apply(answer)

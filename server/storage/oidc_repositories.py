@@ -16,6 +16,7 @@ from server.storage.oidc_tables import (
     OidcClient,
     OidcCode,
     OidcRequest,
+    OidcSsoSession,
     OidcToken,
 )
 
@@ -126,3 +127,32 @@ class GrantRepository:
         except IntegrityError:
             return False
         return True
+
+
+class SsoRepository:
+    """Single sign-on sessions."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(self, sso: OidcSsoSession) -> None:
+        self._session.add(sso)
+        self._session.flush()
+
+    def get(self, sid: str) -> OidcSsoSession | None:
+        return self._session.get(OidcSsoSession, sid)
+
+    def of_browser(self, binding: str, now: dt.datetime) -> list[OidcSsoSession]:
+        """The browser's sessions that have neither ended nor expired."""
+        return list(
+            self._session.scalars(
+                select(OidcSsoSession).where(
+                    OidcSsoSession.browser_binding == binding,
+                    OidcSsoSession.ended_at.is_(None),
+                    OidcSsoSession.expires_at > now,
+                )
+            )
+        )
+
+    def flush(self) -> None:
+        self._session.flush()

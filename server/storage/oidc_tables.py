@@ -100,3 +100,23 @@ class OidcAssertionId(Base):
     client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class OidcSsoSession(Base):
+    """A browser's single sign-on session within one SSO group: who logged in, at which level
+    and when, and the providers it served (for back-channel logout). ``browser_binding`` is
+    the keyed digest of the browser's session token, as a login's."""
+
+    __tablename__ = "oidc_sso_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_binding: Mapped[str] = mapped_column(String(64), index=True)
+    sso_group: Mapped[str] = mapped_column(String(64))
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id"))
+    level: Mapped[str] = mapped_column(String(16))
+    amr: Mapped[list[str]] = mapped_column(Json, default=list)
+    auth_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    clients: Mapped[list[str]] = mapped_column(Json, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())

@@ -14,7 +14,13 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.domain.model import CeremonyKind
 from server.storage.errors import StorageError
-from server.storage.oidc_tables import OidcAssertionId, OidcCode, OidcRequest, OidcToken
+from server.storage.oidc_tables import (
+    OidcAssertionId,
+    OidcCode,
+    OidcRequest,
+    OidcSsoSession,
+    OidcToken,
+)
 from server.storage.tables import AuthTransaction, Base, MaintenanceLease, RateLimit, Throttle
 from server.storage.web_tables import WebSession
 
@@ -74,13 +80,15 @@ class SweepRepository:
 
     def oidc(self, now: dt.datetime, *, limit: int) -> int:
         """Remove up to ``limit`` of each of the OpenID Provider's rows that expired by
-        ``now``: waiting requests, codes, access tokens and client assertion ids."""
+        ``now``: waiting requests, codes, access tokens, client assertion ids and single
+        sign-on sessions."""
         removed = 0
         for model, key in (
             (OidcRequest, OidcRequest.transaction_id),
             (OidcCode, OidcCode.code_digest),
             (OidcToken, OidcToken.token_digest),
             (OidcAssertionId, OidcAssertionId.jti),
+            (OidcSsoSession, OidcSsoSession.sid),
         ):
             removed += self._delete(model, key, model.expires_at <= now, limit)
         return removed

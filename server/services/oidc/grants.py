@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.services.authentication import Conclusion
 from server.services.oidc.levels import acr_of, amr_of
+from server.services.oidc.sso import Authenticated, new_sid
 from server.storage.errors import NotFound
 from server.storage.oidc_repositories import GrantRepository
 from server.storage.oidc_tables import OidcCode, OidcRequest, OidcToken
@@ -30,6 +31,18 @@ Audit = Callable[[str, dict[str, Any]], None]
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def authenticated(done: Conclusion) -> Authenticated:
+    """A completed login as a code is issued for it, in a session of its own (``sid``)."""
+    return Authenticated(
+        identity_id=done.identity.id,
+        transaction_id=done.transaction.id,
+        level=done.level,
+        amr=amr_of(done.authenticators, len(done.authenticators)),
+        auth_time=done.auth_time,
+        sid=new_sid(),
+    )
 
 
 class Grants:
@@ -82,7 +95,7 @@ class Grants:
 
     def issue_code(
         self,
-        done: Conclusion,
+        done: Authenticated,
         *,
         client_id: str,
         redirect_uri: str,
@@ -90,35 +103,35 @@ class Grants:
         nonce: str | None,
         code_challenge: str,
         code_challenge_method: str,
-        claims: Mapping[str, Any],
         code: str | None = None,
     ) -> str:
-        """A code for the login ``done`` (``code``: one made already, by the library)."""
+        """A code for the login (or single sign-on) ``done`` (``code``: one made already, by
+        the library)."""
         value = code or secrets.token_urlsafe(32)
         now = self._clock()
         self._rows.add_code(
             OidcCode(
                 code_digest=digest(value),
                 client_id=client_id,
-                transaction_id=done.transaction.id,
-                identity_id=done.identity.id,
+                transaction_id=done.transaction_id,
+                identity_id=done.identity_id,
                 redirect_uri=redirect_uri,
                 scope=scope,
                 nonce=nonce,
                 code_challenge=code_challenge,
                 code_challenge_method=code_challenge_method,
                 acr=acr_of(done.level),
-                amr=amr_of(done.authenticators, len(done.authenticators)),
+                amr=list(done.amr),
                 auth_time=done.auth_time,
-                sid=digest(f"sid|{done.transaction.id}")[:32],
-                claims=dict(claims),
+                sid=done.sid,
+                claims={},
                 created_at=now,
                 expires_at=now + CODE_LIFETIME,
             )
         )
         self._audit(
             "oidc.code_issued",
-            {"transaction": str(done.transaction.id), "provider": client_id},
+            {"transaction": str(done.transaction_id), "provider": client_id, "sid": done.sid},
         )
         return value
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -39,6 +41,43 @@ DEV_RP = "https://dev.example"
 CALLBACK = "https://rp.example/cb"
 ISSUER = ORIGIN
 TOKEN_URL = ORIGIN + "/token"
+# Single sign-on: two providers of one group (each taking back-channel logout) and one of
+# another group.
+HEALTH_A = "https://a.health.example"
+HEALTH_B = "https://b.health.example"
+ELSEWHERE = "https://elsewhere.example"
+SSO_GROUPS = {HEALTH_A: "health", HEALTH_B: "health", ELSEWHERE: "schools"}
+
+
+class LogoutReceiver:
+    """The providers' back-channel logout endpoints: a local HTTP server that keeps each
+    POSTed body by path."""
+
+    def __init__(self) -> None:
+        received: list[tuple[str, dict[str, str]]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length).decode()
+                received.append((self.path, {k: v[-1] for k, v in parse_qs(body).items()}))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
 
 
 @dataclass
@@ -51,6 +90,7 @@ class Op:
     keys: dict[str, ECKey | RSAKey]
     dev_secret: str
     now: list[float] = field(default_factory=lambda: [time.time()])
+    logouts: LogoutReceiver | None = None
 
     def tick(self, seconds: float = 31.0) -> None:
         self.now[0] += seconds
@@ -92,8 +132,25 @@ def op(settings: Settings) -> Iterator[Op]:
                     dev_secret=True,
                 )
             )
+            receiver = LogoutReceiver()
+            for client_id, group in SSO_GROUPS.items():
+                keys[client_id] = ec_key()
+                registry.add(
+                    Registration(
+                        client_id=client_id,
+                        name=client_id.split("//")[1],
+                        redirect_uris=[client_id + "/cb"],
+                        jwks={"keys": [keys[client_id].as_dict(private=False)]},
+                        post_logout_redirect_uris=[client_id + "/bye"],
+                        backchannel_logout_uri=f"{receiver.url}/{group}/{client_id[8:]}",
+                        sso_group=group,
+                    )
+                )
         assert secret is not None
-        yield Op(browser, keys, secret, now)
+        try:
+            yield Op(browser, keys, secret, now, receiver)
+        finally:
+            receiver.close()
 
 
 def pkce() -> tuple[str, str]:

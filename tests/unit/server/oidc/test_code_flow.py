@@ -62,6 +62,8 @@ def test_discovery_names_the_endpoints_and_what_is_supported(op: Op) -> None:
     ]
     assert found["authorization_response_iss_parameter_supported"] is True
     assert LEVEL + "High" in found["acr_values_supported"]
+    assert found["end_session_endpoint"] == ISSUER + "/end-session"
+    assert found["backchannel_logout_session_supported"] is True
 
 
 def test_a_login_ends_in_a_code_with_state_and_issuer_then_tokens(op: Op) -> None:

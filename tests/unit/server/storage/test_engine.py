@@ -61,6 +61,7 @@ TABLES = {
     "oidc_codes",
     "oidc_tokens",
     "oidc_assertion_ids",
+    "oidc_sso_sessions",
 }
 # The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
 # the two lock files beside it (WAL setup, the writer queue).
