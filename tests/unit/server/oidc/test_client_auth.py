@@ -72,6 +72,7 @@ def test_an_rs256_client_is_accepted(op: Op) -> None:
     assert answer.status_code == 200, answer.text
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_an_assertion_is_accepted_once(op: Op) -> None:
     used = assertion(RP, op.keys[RP])
     assert token_request(op, authorized(op), client_assertion=used).status_code == 200

@@ -66,6 +66,7 @@ def test_discovery_names_the_endpoints_and_what_is_supported(op: Op) -> None:
     assert found["backchannel_logout_session_supported"] is True
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_login_ends_in_a_code_with_state_and_issuer_then_tokens(op: Op) -> None:
     done = authorized(op, scope="openid profile cpr", unknown_parameter="ignored")
     assert done.answer["state"] == done.params["state"]
@@ -138,6 +139,7 @@ def test_userinfo_by_header_and_by_body(op: Op) -> None:
     assert both.status_code == 400
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_code_used_twice_is_refused_and_revokes_the_first_tokens(op: Op) -> None:
     done = authorized(op)
     first = token_request(op, done)

@@ -110,6 +110,7 @@ def test_prompt_login_and_max_age_against_the_session(
     assert answer.status_code == (303 if fresh else 302)  # type: ignore[attr-defined]
 
 
+@pytest.mark.databases("sqlite", "postgresql")
 def test_rp_initiated_logout_ends_the_session_and_tells_every_provider(op: Op) -> None:
     first = logged_in_at_a(op)
     answer, sent = ask(op, HEALTH_B)
