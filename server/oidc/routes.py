@@ -38,7 +38,7 @@ from server.services.oidc.levels import ACR
 from server.services.oidc.params import Ask, BadParameter, parse_ask
 from server.services.oidc.sso import Authenticated
 from server.web.browser import Browser, BrowserDep, RawForm
-from server.web.login_frame import LOGIN_HINT
+from server.web.login_frame import LOGIN_HINT, SSO_STEP_UP
 from server.web.render import mark_page, redirect
 from server.wiring import Services
 
@@ -175,6 +175,7 @@ def _authorize(
     if sso is not None:
         # Logged in below the level asked: the same person steps up, from the credentials.
         auth.identify(transaction.id, sso.identity_id, binding=browser.binding)
+        browser.remember(SSO_STEP_UP, str(transaction.id))
     elif ask.person_number is not None:
         browser.remember(LOGIN_HINT, {"id": str(transaction.id), "number": ask.person_number})
     return redirect(browser, f"/login/{transaction.id}")

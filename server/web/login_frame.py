@@ -30,6 +30,8 @@ from server.wiring import Services
 PENDING = "self_service_login"  # browser data: the self-service login this browser began
 # Browser data: the person number a service's OpenID request named (login_hint), for its login.
 LOGIN_HINT = "login_hint"
+# Browser data: the login that steps up from this browser's single sign-on session.
+SSO_STEP_UP = "sso_step_up"
 # What the provider's return URL is told when the person goes back without logging in.
 CANCELLED = "access_denied"
 TIMED_OUT = "login_expired"
@@ -167,6 +169,7 @@ def context(
             else ("/", t("error.home"))
         ),
         "time_up_text": t("login.time_up_dialog", provider=provider),
+        "sso_step_up": browser.data(SSO_STEP_UP) == str(transaction.id),
     }
 
 
@@ -192,6 +195,7 @@ def before_begun(
         "cancel_href": "/account" if browser.identity_id is not None else "/",
         "restart": (here, t("session.start_again")),
         "action": here,  # the CPR-nummer goes to this same address
+        "sso_step_up": False,
     }
 
 

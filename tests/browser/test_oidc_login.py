@@ -43,37 +43,52 @@ def api(web_server: WebServer) -> Iterator[httpx.Client]:
         yield client
 
 
+def register(web_server: WebServer, party: RelyingParty, name: str, *extra: str) -> None:
+    """Register ``party`` by the command a service's onboarding runs."""
+    jwks = web_server.folder / f"jwks-{party.origin.rsplit(':', 1)[1]}.json"
+    jwks.write_text(json.dumps({"keys": [party.key.as_dict(private=False)]}))
+    command = ["providers", "add", "--client-id", party.client_id, "--name", name]
+    command += ["--redirect-uri", party.callback, "--jwks", str(jwks), *extra]
+    registered = subprocess.run(
+        [sys.executable, "-m", "akkreditiv", *command],
+        env=web_server.process.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert registered.returncode == 0, registered.stderr
+
+
 @pytest.fixture(scope="module")
 def relying_party(web_server: WebServer) -> Iterator[RelyingParty]:
-    """A relying party registered by the command a service's onboarding runs."""
     with running_relying_party() as party:
-        jwks = web_server.folder / "rp-jwks.json"
-        jwks.write_text(json.dumps({"keys": [party.key.as_dict(private=False)]}))
-        registered = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "akkreditiv",
-                "providers",
-                "add",
-                "--client-id",
-                party.client_id,
-                "--name",
-                SHOWN_AS,
-                "--redirect-uri",
-                party.callback,
-                "--jwks",
-                str(jwks),
-                "--entitled",
-                "cpr,name",
-            ],
-            env=web_server.process.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert registered.returncode == 0, registered.stderr
+        register(web_server, party, SHOWN_AS, "--entitled", "cpr,name")
         yield party
+
+
+@pytest.fixture(scope="module")
+def health(web_server: WebServer) -> Iterator[tuple[RelyingParty, RelyingParty]]:
+    """Two relying parties of one SSO group."""
+    with running_relying_party() as first, running_relying_party() as second:
+        register(web_server, first, "Lægen", "--sso-group", "health")
+        register(web_server, second, "Apoteket", "--sso-group", "health")
+        yield first, second
+
+
+def client_of(party: RelyingParty, token_endpoint: str, scope: str = "openid") -> OAuth2Session:
+    """Authlib's client for ``party``: PKCE S256 and private_key_jwt (ES256)."""
+    client = OAuth2Session(
+        party.client_id,
+        party.key,
+        scope=scope,
+        redirect_uri=party.callback,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="private_key_jwt",  # noqa: S106 - a method's name
+    )
+    client.register_client_auth_method(
+        PrivateKeyJWT(token_endpoint, alg="ES256", headers={"kid": party.key.kid})
+    )
+    return client
 
 
 def test_authlibs_client_logs_in_through_the_pages_and_validates_the_id_token(
@@ -85,17 +100,7 @@ def test_authlibs_client_logs_in_through_the_pages_and_validates_the_id_token(
     assert discovery["issuer"] == issuer
     token_endpoint = discovery["token_endpoint"]
 
-    client = OAuth2Session(
-        relying_party.client_id,
-        relying_party.key,
-        scope="openid profile cpr",
-        redirect_uri=relying_party.callback,
-        code_challenge_method="S256",
-        token_endpoint_auth_method="private_key_jwt",  # noqa: S106 - a method's name
-    )
-    client.register_client_auth_method(
-        PrivateKeyJWT(token_endpoint, alg="ES256", headers={"kid": relying_party.key.kid})
-    )
+    client = client_of(relying_party, token_endpoint, "openid profile cpr")
     verifier = "v" * 20 + "-verifier-of-the-relying-party-1234567890"
     url, state = client.create_authorization_url(
         discovery["authorization_endpoint"], code_verifier=verifier, nonce="rp-nonce-1"
@@ -149,3 +154,55 @@ def test_an_unregistered_redirect_uri_gets_an_accessible_page_and_no_redirect(
     assert answer.status == 400
     assert urlsplit(page.url).netloc == urlsplit(web_server.process.url).netloc
     assert_accessible(page, "a refused authorization request, da")
+
+
+def test_single_sign_on_within_the_group_and_a_step_up_that_says_so(
+    page: Page, web_server: WebServer, api: httpx.Client, health: tuple[RelyingParty, RelyingParty]
+) -> None:
+    """The doctor's login serves the pharmacy without factors; the pharmacy asking for High
+    gets the credentials page, which says the person is logged in already (axe-clean)."""
+    _, secret = enrol(api, "0303901234", "Sigrid Sso")
+    doctor, pharmacy = health
+    discovery = httpx.get(f"{web_server.process.url}/.well-known/openid-configuration").json()
+    token_endpoint = discovery["token_endpoint"]
+    verifier = "s" * 43
+    first = client_of(doctor, token_endpoint)
+    url, _ = first.create_authorization_url(
+        discovery["authorization_endpoint"], code_verifier=verifier, nonce="n-doctor"
+    )
+    page.goto(url)
+    page.wait_for_url(re.compile(r"/login/[0-9a-f-]{36}$"))
+    log_in_by_keyboard(page, "030390-1234", secret)
+    page.wait_for_url(re.compile(re.escape(doctor.callback) + r"\?"))
+    doctor_tokens = first.fetch_token(
+        token_endpoint, authorization_response=doctor.last(), code_verifier=verifier
+    )
+
+    second = client_of(pharmacy, token_endpoint)
+    url, _ = second.create_authorization_url(
+        discovery["authorization_endpoint"], code_verifier=verifier, nonce="n-pharmacy"
+    )
+    page.goto(url)  # no login page: straight back with a code
+    page.wait_for_url(re.compile(re.escape(pharmacy.callback) + r"\?"))
+    pharmacy_tokens = second.fetch_token(
+        token_endpoint, authorization_response=pharmacy.last(), code_verifier=verifier
+    )
+    keys = KeySet.import_key_set(httpx.get(discovery["jwks_uri"]).json())
+    at_doctor = jwt.decode(doctor_tokens["id_token"], keys, algorithms=["ES256"]).claims
+    at_pharmacy = jwt.decode(pharmacy_tokens["id_token"], keys, algorithms=["ES256"]).claims
+    assert at_pharmacy["sid"] == at_doctor["sid"]
+    assert at_pharmacy["auth_time"] == at_doctor["auth_time"]
+    assert at_pharmacy["sub"] != at_doctor["sub"]
+
+    url, _ = second.create_authorization_url(
+        discovery["authorization_endpoint"],
+        code_verifier=verifier,
+        acr_values="https://data.gov.dk/concept/core/nsis/loa/High",
+    )
+    page.goto(url)
+    page.wait_for_url(re.compile(r"/login/[0-9a-f-]{36}/choose$"))
+    notice = page.locator("#sso-step-up")
+    assert "Du er allerede logget på" in notice.inner_text()
+    assert "Apoteket beder dig logge på" in page.locator("main").inner_text()
+    assert "Høj" in page.locator("main").inner_text()
+    assert_accessible(page, "a single sign-on step-up, da")

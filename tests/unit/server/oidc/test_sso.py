@@ -86,6 +86,9 @@ def test_asking_for_more_steps_up_from_the_credentials(op: Op) -> None:
     first_page = op.browser.get(login, follow_redirects=False)
     assert first_page.status_code == 303
     assert first_page.headers["location"] == login + "/choose"
+    choice = op.browser.get(login + "/choose")
+    assert "Du er allerede logget på" in choice.text
+    assert 'href="/end-session">Er det ikke dig? Log ud</a>' in choice.text
 
 
 def test_prompt_none_answers_from_the_session(op: Op) -> None:
