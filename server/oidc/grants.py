@@ -96,6 +96,10 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         """An opaque access token for userinfo, kept as a digest; no refresh token."""
         row = self.request.authorization_code.row
         token, lifetime = self.server.grants.issue_token(row, scope or "")
+        self.server.audit(
+            "oidc.token_issued",
+            {"transaction": str(row.transaction_id), "provider": row.client_id, "sid": row.sid},
+        )
         return {
             "token_type": "Bearer",
             "access_token": token,

@@ -122,6 +122,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         self.services = services
         self.issuer = services.settings.issuer.rstrip("/")
         audit = services.audit_hook(session, "oidc")
+        self.audit = audit
         self.registry = ProviderRegistry(session, audit)
         self.grants = Grants(session, self.now, audit)
         self.sso = SingleSignOn(session, self.now, services.pseudonyms, audit)
@@ -168,6 +169,21 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def handle_error_response(self, request: Request, error: Any) -> Response:
+        """Every refused token request is audited (the client it claimed to be, the error),
+        so a client whose assertions fail, or codes replayed, show in the audit log."""
+        if request.uri.endswith(TOKEN_PATH):
+            claimed = request.client.get_client_id() if request.client else None
+            self.audit(
+                "oidc.token_refused",
+                {
+                    "provider": claimed or str(request.payload.client_id or "-")[:128],
+                    "error": str(error.error),
+                },
+            )
+        answer: Response = super().handle_error_response(request, error)
+        return answer
 
     def save_token(self, token: dict[str, Any], request: Request) -> None:
         return None  # the grant kept it when it made it (``CodeGrant.generate_token``)

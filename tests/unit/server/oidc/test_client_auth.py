@@ -114,6 +114,16 @@ def test_bad_assertions_are_refused(op: Op, made: str) -> None:
     assert answer.json()["error"] == "invalid_client"
     # The code was not spent by the refused request: the client's own assertion still works.
     assert token_request(op, done).status_code == 200
+    events = _audited(op)
+    assert ("oidc.token_refused", "invalid_client") in events
+    assert ("oidc.token_issued", None) in events
+
+
+def _audited(op: Op) -> list[tuple[str, object]]:
+    from server.services.audit import AuditLog
+
+    with op.browser.app.state.services.sessions() as session:  # type: ignore[attr-defined]
+        return [(entry.event, entry.details.get("error")) for entry in AuditLog(session).tail(20)]
 
 
 def _signed_without_jti(op: Op) -> str:
