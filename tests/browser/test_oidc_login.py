@@ -23,7 +23,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.browser.axe import assert_accessible
-from tests.browser.conftest import WebServer
+from tests.browser.conftest import PageFactory, WebServer
 from tests.browser.relying_party import RelyingParty, running_relying_party
 from tests.browser.test_login_provider import enrol, log_in_by_keyboard
 
@@ -278,3 +278,20 @@ def test_idpyoidcs_client_logs_in_through_the_pages_too(
     assert id_token[CPR_CLAIM] == "050590-1234"
     assert result["userinfo"]["sub"] == id_token["sub"]
     assert result["userinfo"][CPR_CLAIM] == "050590-1234"
+
+
+@pytest.mark.parametrize("locale", ["da-DK", "en-GB"])
+def test_the_consoles_provider_list_is_accessible(
+    new_page: PageFactory, web_server: WebServer, relying_party: RelyingParty, locale: str
+) -> None:
+    """A supervisor (the test service's own key is one) reads the registered providers."""
+    page = new_page(locale=locale)
+    page.goto(f"{web_server.url}/console/login?next=/console/providers")
+    key = web_server.process.headers["Authorization"].removeprefix("Bearer ")
+    page.locator("#api_key").fill(key)
+    page.locator("main form button[type=submit]").first.click()
+    page.wait_for_url(f"{web_server.url}/console/providers")
+    table = page.locator("main table").inner_text()
+    assert SHOWN_AS in table
+    assert relying_party.callback in table
+    assert_accessible(page, f"console providers, {locale[:2]}")
