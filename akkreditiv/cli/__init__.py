@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
-from akkreditiv.cli import demo_legacy  # noqa: F401 - registers "demo legacy"
+from akkreditiv.cli import (
+    demo_legacy,  # noqa: F401 - registers "demo legacy"
+    demo_rp,  # noqa: F401 - registers "demo rp"
+)
 from akkreditiv.cli.audit import audit_app
 from akkreditiv.cli.demo import demo_app
 from akkreditiv.cli.devices import devices_app
