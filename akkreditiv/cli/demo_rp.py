@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import typer
 
 from akkreditiv.cli.common import cli_actor, database_session, fail
-from akkreditiv.cli.demo import demo_app
+from akkreditiv.cli.demo import DemoFolder, ServiceDatabase, demo_app
 
 if TYPE_CHECKING:
     from joserfc.jwk import ECKey
@@ -157,7 +157,7 @@ class DemoProvider:
         return dict(token.claims), userinfo
 
 
-def _page(title: str, body: str) -> bytes:
+def page(title: str, body: str) -> bytes:
     return (
         '<!DOCTYPE html><html lang="da"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -175,13 +175,22 @@ def _claims_table(caption: str, claims: dict[str, Any]) -> str:
     return f"<table><caption>{html.escape(caption)}</caption><tbody>{rows}</tbody></table>"
 
 
+def send_html(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """Answer ``handler``'s request with the HTML page ``body``."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def _handler(provider: DemoProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             if path == "/":
                 link = f'<p><a id="login" href="/login">{LOGIN_TEXT}</a></p>'
-                self._send(200, _page(DEMO_RP_NAME, link))
+                self._send(200, page(DEMO_RP_NAME, link))
             elif path == "/login":
                 self.send_response(302)
                 self.send_header("Location", provider.begin())
@@ -192,19 +201,15 @@ def _handler(provider: DemoProvider) -> type[BaseHTTPRequestHandler]:
                     claims, userinfo = provider.finish(self.path)
                 except Exception as exc:
                     body = f"<p>{html.escape(str(exc))}</p><p><a href='/'>Forfra / Again</a></p>"
-                    self._send(400, _page("Login mislykkedes / Login failed", body))
+                    self._send(400, page("Login mislykkedes / Login failed", body))
                     return
                 body = _claims_table("ID token", claims) + _claims_table("userinfo", userinfo)
-                self._send(200, _page("Du er logget på / You are logged in", body))
+                self._send(200, page("Du er logget på / You are logged in", body))
             else:
-                self._send(404, _page("Not found", ""))
+                self._send(404, page("Not found", ""))
 
         def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_html(self, status, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             return
@@ -216,11 +221,8 @@ def _handler(provider: DemoProvider) -> type[BaseHTTPRequestHandler]:
 def relying_party(
     url: Annotated[str, typer.Option(help="The running service.")] = "http://localhost:8000",
     port: Annotated[int, typer.Option(help="The demo provider's port on localhost.")] = 8001,
-    folder: Annotated[Path, typer.Option(help="Where the demo's files go.")] = Path("var/demo"),
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="The service's database (default: AKKREDITIV_DATABASE_URL or var/)."),
-    ] = None,
+    folder: DemoFolder = Path("var/demo"),
+    database_url: ServiceDatabase = None,
 ) -> None:
     """Run a demo service provider on http://localhost:PORT that logs people in with OpenID
     Connect and shows the ID token's claims; it registers itself the first time."""

@@ -14,6 +14,8 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 
+from akkreditiv.cli.demo_rp import page, send_html
+
 
 @dataclass
 class RelyingParty:
@@ -49,16 +51,7 @@ def _handler(party: RelyingParty) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             party.returned(party.origin + self.path)
-            body = (
-                b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-                b"<title>Back at the service</title></head><body><main>"
-                b"<h1>Back at the service</h1></main></body></html>"
-            )
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_html(self, 200, page("Back at the service", ""))
 
         def log_message(self, format: str, *args: Any) -> None:
             return
