@@ -46,7 +46,7 @@ from server.services.proofing_approvals import ProofingApprovals
 from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
-from server.services.tokens_jwt import AssertionSigner, SigningKey
+from server.services.tokens_jwt import AssertionSigner, RsaSigner, SigningKey
 from server.settings import Settings
 from server.storage.engine import create_engine_for, read_session_factory, session_factory
 from server.storage.proofing_repositories import CustomerRepository
@@ -112,6 +112,8 @@ class Services:
     passwords: Passwords
     pseudonyms: Pseudonyms
     signer: AssertionSigner
+    # RS256 ID tokens, for relying parties registered for them (``providers add --id-token-alg``).
+    rsa_signer: RsaSigner
     password_decoy: str
     api_keys: ApiKeys
     keycard_secrets: KeyCardSecrets
@@ -122,6 +124,11 @@ class Services:
     piv_attestation: PivAttestationPolicy = field(default_factory=PivAttestationPolicy)
     # The service's own sweep of what expired (None when AKKREDITIV_SWEEP_EVERY_S is 0).
     background_sweep: BackgroundSweep | None = None
+
+    def published_keys(self) -> dict[str, list[dict[str, str]]]:
+        """The JWKS: the ES256 keys of assertions and ID tokens, then the RS256 key."""
+        keys = self.signer.jwks()["keys"]
+        return {"keys": [*keys, self.rsa_signer.jwk()]}
 
     @property
     def web_csrf_key(self) -> bytes:
@@ -357,6 +364,7 @@ def key_folders(settings: Settings) -> set[Path]:
         settings.kek_file,
         settings.pseudonym_key_file,
         settings.signing_key_file,
+        settings.id_token_rsa_key_file,
         settings.keycard_pepper_file,
         settings.piv_ca_key_file,
         settings.piv_ca_cert_file,
@@ -410,6 +418,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         password_decoy=PasswordCheck.make_decoy(passwords),
         pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
         signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
+        rsa_signer=RsaSigner.from_file(settings.id_token_rsa_key_file, create=create),
         api_keys=ApiKeys(settings.api_keys_file),
         keycard_secrets=KeyCardSecrets.from_file(settings.keycard_pepper_file, create=create),
         piv_ca=ServiceCa.from_files(

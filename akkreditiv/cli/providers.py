@@ -68,6 +68,9 @@ def add(
     sso_group: Annotated[
         str | None, typer.Option(help="Its single sign-on group (none: no SSO).")
     ] = None,
+    id_token_alg: Annotated[
+        str, typer.Option(help="How its ID tokens are signed: ES256 or RS256.")
+    ] = "ES256",  # noqa: S107 - an algorithm's name
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register a service provider. It authenticates at the token endpoint with a key of
@@ -86,6 +89,7 @@ def add(
         backchannel_logout_uri=backchannel_logout_uri,
         entitled=[part.strip() for part in entitled.split(",") if part.strip()],
         sso_group=sso_group,
+        id_token_alg=id_token_alg,
     )
     settings = _settings(database_url)
     with database_session(settings, "database error") as session:
@@ -180,4 +184,5 @@ def _view(client: OidcClient) -> dict[str, Any]:
         "backchannel_logout_uri": client.backchannel_logout_uri,
         "entitled": list(client.entitled),
         "sso_group": client.sso_group,
+        "id_token_alg": client.id_token_alg,
     }

@@ -208,5 +208,5 @@ def complete(
 
 @router.get("/.well-known/jwks.json", tags=["discovery"])
 def jwks(services: ServicesDep) -> dict[str, Any]:
-    """The public keys that verify assertions."""
-    return dict(services.signer.jwks())
+    """The public keys that verify assertions and ID tokens (ES256, and the RS256 key)."""
+    return dict(services.published_keys())

@@ -126,7 +126,8 @@ class S256Required(CodeChallenge):  # type: ignore[misc]
 
 class IdToken(OpenIDCode):  # type: ignore[misc]
     """The ID token of a code: made by ``services.oidc.claims`` and signed with the service's
-    ES256 assertion key (the one its JWKS publishes). A nonce is optional in the code flow."""
+    ES256 assertion key, or its RS256 key for a provider registered so (both in its JWKS). A
+    nonce is optional in the code flow."""
 
     def __init__(self) -> None:
         super().__init__(require_nonce=False)
@@ -146,7 +147,10 @@ class IdToken(OpenIDCode):  # type: ignore[misc]
             now=server.now(),
             lifetime=ID_TOKEN_LIFETIME,
         )
-        at_hash = create_half_hash(token["access_token"], "ES256")
+        alg = request.client.row.id_token_alg
+        at_hash = create_half_hash(token["access_token"], alg)
         if at_hash is not None:
             claims["at_hash"] = at_hash.decode("ascii")
+        if alg == "RS256":
+            return server.services.rsa_signer.sign(claims)
         return server.services.signer.sign(claims)

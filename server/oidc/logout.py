@@ -96,7 +96,7 @@ def _hint(services: Services, token: str | None, issuer: str) -> dict[str, Any]:
     which session, it authenticates nothing); refused when not ours."""
     if not token:
         return {}
-    keys = {key["kid"]: key for key in services.signer.jwks()["keys"]}
+    keys = {key["kid"]: key for key in services.published_keys()["keys"]}
     try:
         kid = jwt.get_unverified_header(token).get("kid")
         if kid not in keys:
@@ -104,7 +104,7 @@ def _hint(services: Services, token: str | None, issuer: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(
             token,
             jwt.PyJWK(keys[kid]).key,
-            algorithms=["ES256"],
+            algorithms=[keys[kid]["alg"]],
             issuer=issuer,
             options={"verify_exp": False, "verify_aud": False, "verify_iat": False},
         )

@@ -36,6 +36,7 @@ from server.services.oidc.claims import CLAIMS_SUPPORTED, SUPPORTED_SCOPES, pers
 from server.services.oidc.grants import authenticated
 from server.services.oidc.levels import ACR
 from server.services.oidc.params import Ask, BadParameter, parse_ask
+from server.services.oidc.registry import ID_TOKEN_ALGS
 from server.services.oidc.sso import Authenticated
 from server.web.browser import Browser, BrowserDep, RawForm
 from server.web.login_frame import LOGIN_HINT, SSO_STEP_UP
@@ -83,7 +84,7 @@ def discovery(services: ServicesDep) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
         "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["ES256"],
+        "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGS),
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "token_endpoint_auth_signing_alg_values_supported": ALGORITHMS,
         "code_challenge_methods_supported": ["S256"],

@@ -36,6 +36,8 @@ class OidcClient(Base):
     # What the provider may receive beyond the pseudonym: "cpr", "name".
     entitled: Mapped[list[str]] = mapped_column(Json, default=list)
     sso_group: Mapped[str | None] = mapped_column(String(64))
+    # How its ID tokens are signed: ES256 (the service's assertion key) or RS256.
+    id_token_alg: Mapped[str] = mapped_column(String(8), default="ES256", server_default="ES256")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 

@@ -211,7 +211,9 @@ def test_single_sign_on_within_the_group_and_a_step_up_that_says_so(
 @pytest.fixture(scope="module")
 def idpy_party(web_server: WebServer) -> Iterator[RelyingParty]:
     with running_relying_party() as party:
-        register(web_server, party, "Idpy-tjenesten", "--entitled", "cpr")
+        register(
+            web_server, party, "Idpy-tjenesten", "--entitled", "cpr", "--id-token-alg", "RS256"
+        )
         yield party
 
 
@@ -220,11 +222,9 @@ def test_idpyoidcs_client_logs_in_through_the_pages_too(
 ) -> None:
     """A second, independent relying-party library (idpyoidc's ``StandAloneClient``, the
     OpenID Foundation-certified idpy stack): code, PKCE S256 and private_key_jwt through the
-    same pages; the library verifies the ID token against the JWKS and calls userinfo.
-
-    OpenID Connect Discovery says an OP's ``id_token_signing_alg_values_supported`` must list
-    RS256; this service signs ES256 only (the issue asks for ES256), and idpyoidc refuses such
-    a discovery document, so the client is given the document as static provider info."""
+    same pages, reading the discovery document itself (which it checks strictly: RS256 must
+    be offered); the library verifies the ID token against the JWKS and calls userinfo. The
+    provider is registered for RS256 ID tokens, so both algorithms are used end to end."""
     from cryptojwt.jwk.ec import ECKey as IdpyKey
     from cryptojwt.key_jar import KeyJar
     from idpyoidc.client.oauth2.stand_alone_client import StandAloneClient
@@ -236,7 +236,6 @@ def test_idpyoidcs_client_logs_in_through_the_pages_too(
     client = StandAloneClient(
         config={
             "issuer": issuer,
-            "provider_info": httpx.get(f"{issuer}/.well-known/openid-configuration").json(),
             "client_id": idpy_party.client_id,
             "client_type": "oidc",
             "base_url": idpy_party.origin,
@@ -245,7 +244,7 @@ def test_idpyoidcs_client_logs_in_through_the_pages_too(
             "preference": {
                 "token_endpoint_auth_methods_supported": ["private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-                "id_token_signing_alg_values_supported": ["ES256"],
+                "id_token_signing_alg_values_supported": ["RS256"],
                 "response_types_supported": ["code"],
                 "scopes_supported": ["openid", "cpr"],
             },
@@ -273,6 +272,7 @@ def test_idpyoidcs_client_logs_in_through_the_pages_too(
     assert returned["iss"] == issuer
     result = client.finalize(returned)  # token (private_key_jwt), ID token checked, userinfo
     id_token = result["id_token"]
+    assert id_token.jws_header["alg"] == "RS256"
     assert id_token["iss"] == issuer
     assert id_token["acr"] == SUBSTANTIAL
     assert id_token[CPR_CLAIM] == "050590-1234"

@@ -83,10 +83,12 @@ class Grants:
         )
 
     def request(self, transaction_id: uuid.UUID) -> OidcRequest | None:
+        """The request waiting for the login ``transaction_id``, until it expires."""
         try:
-            return self._rows.request(transaction_id)
+            found = self._rows.request(transaction_id)
         except NotFound:
             return None
+        return found if self._clock() < found.expires_at else None
 
     def drop_request(self, request: OidcRequest) -> None:
         self._rows.drop_request(request)

@@ -25,6 +25,7 @@ from server.storage.oidc_repositories import ClientRepository
 from server.storage.oidc_tables import OidcClient
 
 ENTITLEMENTS = frozenset({"cpr", "name"})
+ID_TOKEN_ALGS = ("ES256", "RS256")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:/@-]{1,128}$")  # as an API key's name
 _GROUP = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -102,6 +103,7 @@ class Registration:
     backchannel_logout_uri: str | None = None
     entitled: Iterable[str] = ()
     sso_group: str | None = None
+    id_token_alg: str = "ES256"  # noqa: S105 - an algorithm's name
 
 
 class ProviderRegistry:
@@ -148,6 +150,8 @@ class ProviderRegistry:
             )
         if r.sso_group is not None and not _GROUP.fullmatch(r.sso_group):
             raise ProviderRejected("bad sso group", detail="an SSO group is a-z 0-9 . _ -")
+        if r.id_token_alg not in ID_TOKEN_ALGS:
+            raise ProviderRejected("bad id token alg", detail="ID tokens are ES256 or RS256")
         if self._clients.find(r.client_id) is not None:
             raise ProviderExists("provider exists", detail=f"{r.client_id} is registered")
         secret = secrets.token_urlsafe(32) if r.dev_secret else None
@@ -168,6 +172,7 @@ class ProviderRegistry:
             ),
             entitled=entitled,
             sso_group=r.sso_group,
+            id_token_alg=r.id_token_alg,
             created_at=dt.datetime.now(dt.UTC),
         )
         self._clients.add(client)
@@ -180,6 +185,7 @@ class ProviderRegistry:
                 "authentication": "private_key_jwt" if secret is None else "client_secret_basic",
                 "entitled": entitled,
                 "sso_group": client.sso_group,
+                "id_token_alg": client.id_token_alg,
             },
         )
         return client, secret

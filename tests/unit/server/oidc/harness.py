@@ -122,6 +122,8 @@ def op(settings: Settings) -> Iterator[Op]:
                         redirect_uris=[client_id + "/cb"],
                         jwks={"keys": [private.as_dict(private=False)]},
                         entitled=["cpr", "name"] if client_id == RP else [],
+                        # The RSA client takes RS256 ID tokens too.
+                        id_token_alg="RS256" if client_id == RSA_RP else "ES256",
                     )
                 )
             _, secret = registry.add(

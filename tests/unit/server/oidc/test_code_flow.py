@@ -33,13 +33,15 @@ LEVEL = "https://data.gov.dk/concept/core/nsis/loa/"
 def verified(op: Op, id_token: str, audience: str = RP) -> dict[str, object]:
     keys = op.browser.get("/.well-known/jwks.json").json()["keys"]
     header = pyjwt.get_unverified_header(id_token)
-    assert header["alg"] == "ES256"
+    expected = "RS256" if audience == RSA_RP else "ES256"  # as each was registered
+    assert header["alg"] == expected
     key = next(k for k in keys if k["kid"] == header["kid"])
+    assert key["alg"] == expected
     # The services' clock runs behind the test's (see harness.Op): its times are checked here.
     claims: dict[str, object] = pyjwt.decode(
         id_token,
         pyjwt.PyJWK(key).key,
-        algorithms=["ES256"],
+        algorithms=[expected],
         audience=audience,
         issuer=ISSUER,
         options={"verify_exp": False, "verify_iat": False},
@@ -53,6 +55,8 @@ def verified(op: Op, id_token: str, audience: str = RP) -> dict[str, object]:
 def test_discovery_names_the_endpoints_and_what_is_supported(op: Op) -> None:
     found = op.browser.get("/.well-known/openid-configuration").json()
     assert found["issuer"] == ISSUER
+    # OpenID Connect Discovery: RS256 must be offered; ES256 is the default.
+    assert found["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
     assert found["token_endpoint"] == ISSUER + "/token"
     assert found["response_types_supported"] == ["code"]
     assert found["code_challenge_methods_supported"] == ["S256"]

@@ -75,6 +75,7 @@ def test_a_development_client_gets_a_secret_kept_only_as_a_digest(session: Sessi
         ({"entitled": ["cpr", "passport"]}, "entitlements"),
         ({"client_id": "akkreditiv-self-service"}, "client id"),
         ({"sso_group": "Health Domain"}, "SSO group"),
+        ({"id_token_alg": "HS256"}, "ES256 or RS256"),
     ],
 )
 def test_unsafe_registrations_are_refused(
