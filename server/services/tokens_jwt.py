@@ -115,15 +115,7 @@ class AssertionSigner:
         ``claims`` must hold ``iss``, ``sub``, ``aud``, ``iat`` and ``exp``; otherwise
         ``IncompleteAssertion`` is raised.
         """
-        missing = REQUIRED_CLAIMS - claims.keys()
-        if missing:
-            raise IncompleteAssertion(missing)
-        return jwt.encode(
-            dict(claims),
-            self._private_key,
-            algorithm=ALGORITHM,
-            headers={"kid": self._key_id, "typ": "JWT"},
-        )
+        return _signed(claims, self._private_key, ALGORITHM, self._key_id)
 
     def jwks(self) -> dict[str, list[Jwk]]:
         """The JSON Web Key Set with the current and retired public keys."""
@@ -136,6 +128,20 @@ class AssertionSigner:
 
     def __repr__(self) -> str:
         return f"AssertionSigner(kid={self._key_id!r})"
+
+
+def _signed(
+    claims: Mapping[str, Any],
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    algorithm: str,
+    key_id: str,
+) -> str:
+    """The compact JWS of ``claims`` (which must hold ``REQUIRED_CLAIMS``), with ``kid`` and
+    ``typ`` in its header."""
+    missing = REQUIRED_CLAIMS - claims.keys()
+    if missing:
+        raise IncompleteAssertion(missing)
+    return jwt.encode(dict(claims), key, algorithm=algorithm, headers={"kid": key_id, "typ": "JWT"})
 
 
 def _int_b64(value: int) -> str:
@@ -165,15 +171,7 @@ class RsaSigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """As ``AssertionSigner.sign``, with RS256."""
-        missing = REQUIRED_CLAIMS - claims.keys()
-        if missing:
-            raise IncompleteAssertion(missing)
-        return jwt.encode(
-            dict(claims),
-            self._private_key,
-            algorithm=RSA_ALGORITHM,
-            headers={"kid": self.key_id, "typ": "JWT"},
-        )
+        return _signed(claims, self._private_key, RSA_ALGORITHM, self.key_id)
 
     def jwk(self) -> Jwk:
         return {**self._members(), "kid": self.key_id, "use": "sig", "alg": RSA_ALGORITHM}
