@@ -1,7 +1,7 @@
 """Single sign-on of the OpenID Provider: ``oidc_sso_sessions``, one per browser and SSO group
 (who, the level, when, the providers it served).
 
-Revision ID: 0012
+Revision ID: 0014
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | None = None
 depends_on: str | None = None
 

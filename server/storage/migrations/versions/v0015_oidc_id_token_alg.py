@@ -1,7 +1,7 @@
 """The algorithm of a relying party's ID tokens: ``oidc_clients.id_token_alg``, ES256 unless
 the provider was registered for RS256.
 
-Revision ID: 0013
+Revision ID: 0015
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | None = None
 depends_on: str | None = None
 

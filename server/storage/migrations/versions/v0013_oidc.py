@@ -2,7 +2,7 @@
 (authorization requests waiting for their login), ``oidc_codes`` and ``oidc_tokens`` (kept as
 digests), ``oidc_assertion_ids`` (client assertion ids seen, so none is accepted twice).
 
-Revision ID: 0011
+Revision ID: 0013
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | None = None
 depends_on: str | None = None
 
