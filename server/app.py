@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server import web
+from server import oidc, web
 from server.api import problems
 from server.api.identities import MAX_BATCH_BYTES
 from server.api.routers import ROUTERS
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    oidc.install(app)
     web.install(app)
 
     # Outermost last: the 413 of BodyLimit gets the security headers too.

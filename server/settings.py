@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # Keys the service makes on first start when the files are missing (mode 0600).
     pseudonym_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "pseudonym.key")
     signing_key_file: Path = Field(default_factory=lambda: Path.cwd() / "var" / "signing-key.pem")
+    # The RSA key of ID tokens for relying parties registered for RS256 (OpenID Connect
+    # Discovery asks every provider to offer it); beside the ES256 signing key by default.
+    id_token_rsa_key_file: Path = Field(
+        default_factory=lambda data: Path(data["signing_key_file"]).parent / "id-token-rsa.pem"
+    )
     # The pepper of key-card code digests: outside the database, so a dump alone cannot be
     # brute-forced (10**6 codes per index); decoy answers use keys derived from it. Default:
     # beside the key-encryption key (var/keycard-pepper.bin).

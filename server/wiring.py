@@ -48,7 +48,7 @@ from server.services.pseudonyms import Pseudonyms
 from server.services.secretbox import SecretBox
 from server.services.shared_keys import check_shared_keys
 from server.services.sweep import BackgroundSweep, Sweep, SweepPolicy
-from server.services.tokens_jwt import AssertionSigner, SigningKey
+from server.services.tokens_jwt import AssertionSigner, RsaSigner, SigningKey
 from server.settings import Settings
 from server.storage.engine import create_engine_for, read_session_factory, session_factory
 from server.storage.proofing_repositories import CustomerRepository
@@ -114,6 +114,8 @@ class Services:
     passwords: Passwords
     pseudonyms: Pseudonyms
     signer: AssertionSigner
+    # RS256 ID tokens, for relying parties registered for them (``providers add --id-token-alg``).
+    rsa_signer: RsaSigner
     password_decoy: str
     api_keys: ApiKeys
     keycard_secrets: KeyCardSecrets
@@ -136,12 +138,18 @@ class Services:
                 "kek": self.secrets.key_id.hex(),
                 "pseudonym": self.pseudonyms.fingerprint(),
                 "signing": self.signer.key_id,
+                "id_token_rsa": self.rsa_signer.key_id,
                 "keycard_pepper": self.keycard_secrets.fingerprint(),
                 "piv_ca": self.piv_ca.key_id.hex(),
                 "audit_checkpoint": self.audit_checkpoints.key.key_id,
             },
             dt.datetime.fromtimestamp(self.clock(), dt.UTC),
         )
+
+    def published_keys(self) -> dict[str, list[dict[str, str]]]:
+        """The JWKS: the ES256 keys of assertions and ID tokens, then the RS256 key."""
+        keys = self.signer.jwks()["keys"]
+        return {"keys": [*keys, self.rsa_signer.jwk()]}
 
     @property
     def web_csrf_key(self) -> bytes:
@@ -402,6 +410,7 @@ def key_folders(settings: Settings) -> set[Path]:
         settings.kek_file,
         settings.pseudonym_key_file,
         settings.signing_key_file,
+        settings.id_token_rsa_key_file,
         settings.keycard_pepper_file,
         settings.piv_ca_key_file,
         settings.piv_ca_cert_file,
@@ -457,6 +466,7 @@ def build_services(settings: Settings, engine: Engine | None = None) -> Services
         password_decoy=PasswordCheck.make_decoy(passwords),
         pseudonyms=Pseudonyms.from_file(settings.pseudonym_key_file, create=create),
         signer=SigningKey.from_file(settings.signing_key_file, create=create).signer(),
+        rsa_signer=RsaSigner.from_file(settings.id_token_rsa_key_file, create=create),
         api_keys=ApiKeys(settings.api_keys_file),
         keycard_secrets=KeyCardSecrets.from_file(settings.keycard_pepper_file, create=create),
         piv_ca=ServiceCa.from_files(

@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
-from akkreditiv.cli import demo_legacy  # noqa: F401 - registers "demo legacy"
+from akkreditiv.cli import (
+    demo_legacy,  # noqa: F401 - registers "demo legacy"
+    demo_rp,  # noqa: F401 - registers "demo rp"
+)
 from akkreditiv.cli.audit import audit_app
 from akkreditiv.cli.demo import demo_app
 from akkreditiv.cli.devices import devices_app
@@ -20,6 +23,7 @@ from akkreditiv.cli.migration import migration_app
 from akkreditiv.cli.migration_flow import flow_app
 from akkreditiv.cli.otp import otp_app
 from akkreditiv.cli.piv import piv_app
+from akkreditiv.cli.providers import providers_app
 from akkreditiv.cli.serve import serve
 from akkreditiv.cli.sim import sim_app
 
@@ -38,6 +42,7 @@ app.command("serve")(serve)
 app.add_typer(demo_app, name="demo")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(providers_app, name="providers")
 app.add_typer(legacy_app, name="legacy")
 app.add_typer(migration_app, name="migration")
 app.add_typer(maintenance_app, name="maintenance")

@@ -15,6 +15,13 @@ import typer
 
 from akkreditiv.cli.common import fail
 
+# Options the demo commands share.
+DemoFolder = Annotated[Path, typer.Option(help="Where the demo's files go.")]
+ServiceDatabase = Annotated[
+    str | None,
+    typer.Option(help="The service's database (default: AKKREDITIV_DATABASE_URL or var/)."),
+]
+
 demo_app = typer.Typer(help="Demo people with simulated tokens, for trying the service.")
 
 DEMO_PERSON = "010180-1234"

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from akkreditiv.cli.common import fail
-from akkreditiv.cli.demo import _import, _key, _ok, _token, demo_app
+from akkreditiv.cli.demo import DemoFolder, ServiceDatabase, _import, _key, _ok, _token, demo_app
 
 DEMO_LEGACY_USER = "demo-legacy"
 DEMO_LEGACY_PERSON = "150565-1230"
@@ -29,11 +29,8 @@ DEMO_LEGACY_PASSWORD = "old eid password"  # noqa: S105 - printed for people to 
 @demo_app.command("legacy")
 def legacy(
     url: Annotated[str, typer.Option(help="The running service.")] = "http://127.0.0.1:8000",
-    folder: Annotated[Path, typer.Option(help="Where the demo's files go.")] = Path("var/demo"),
-    database_url: Annotated[
-        str | None,
-        typer.Option(help="The service's database (default: AKKREDITIV_DATABASE_URL or var/)."),
-    ] = None,
+    folder: DemoFolder = Path("var/demo"),
+    database_url: ServiceDatabase = None,
 ) -> None:
     """Import a demo legacy eID user (once) and print how to move it to the new eID."""
     import httpx

@@ -217,5 +217,5 @@ async def complete(transaction_id: uuid.UUID, request: Request, caller: Provider
 
 @router.get("/.well-known/jwks.json", tags=["discovery"])
 def jwks(services: ServicesDep) -> dict[str, Any]:
-    """The public keys that verify assertions."""
-    return dict(services.signer.jwks())
+    """The public keys that verify assertions and ID tokens (ES256, and the RS256 key)."""
+    return dict(services.published_keys())

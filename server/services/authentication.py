@@ -17,7 +17,7 @@ from server.domain.errors import (
     DomainError,
     FactorRejected,
 )
-from server.domain.model import CredentialState, IdentityStatus, Level
+from server.domain.model import AuthenticatorKind, CredentialState, IdentityStatus, Level
 from server.services.assurance import capped_level, loa
 from server.services.credentials.admission import recorded_level
 from server.services.errors import InvalidPersonNumber
@@ -63,7 +63,7 @@ from server.storage.repositories import (
     TransactionRepository,
     account_limit_key,
 )
-from server.storage.tables import AuthTransaction, Credential
+from server.storage.tables import AuthTransaction, Credential, Identity
 
 # A person who needs more time may extend a login this many times, each by its lifetime:
 # WCAG 2.2.1 asks for at least ten, so a login stays open at most (1 + MAX_EXTENSIONS)
@@ -94,6 +94,20 @@ class Standing:
     @property
     def reached(self) -> bool:
         return self.achieved is not None and self.achieved >= self.required
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """A completed login: who, the level reached (and its identity and authenticator
+    assurance), when the last factor was proven, and one kind per authenticator used."""
+
+    transaction: AuthTransaction
+    identity: Identity
+    level: Level
+    ial: Level
+    aal: Level
+    auth_time: dt.datetime
+    authenticators: list[AuthenticatorKind]
 
 
 @dataclass(frozen=True)
@@ -393,6 +407,34 @@ class AuthenticationService:
         """The assertion, when the factors reach the level the provider asked for. With
         ``provider``, only that service provider's own login completes (another's is
         answered as unknown, so providers cannot probe each other's logins)."""
+        done = self.conclude(transaction_id, provider)
+        transaction, identity = done.transaction, done.identity
+        now = self.clock()
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": str(self.pseudonyms.pseudonym(identity.id, transaction.service_provider)),
+            "aud": transaction.service_provider,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.assertion_lifetime).timestamp()),
+            "auth_time": int(done.auth_time.timestamp()),
+            "loa": done.level.name.lower(),
+            "ial": done.ial.name.lower(),
+            "aal": done.aal.name.lower(),
+            "amr": kinds(transaction.factors),
+            "txn": str(transaction.id),
+        }
+        if transaction.service_provider in self.name_providers:
+            claims["name"] = identity.name
+        sent = provider_nonce(transaction.factors)
+        if sent is not None:
+            claims["nonce"] = sent
+        return Outcome(transaction, done.level, self.signer.sign(claims))
+
+    def conclude(self, transaction_id: uuid.UUID, provider: str | None = None) -> Conclusion:
+        """Close a login whose factors reach its level (``complete`` without the assertion,
+        for the OpenID Provider, which issues its own tokens): who logged in, at which level,
+        with which authenticators and when. ``StepUpRequired`` while the level is not
+        reached; ``provider`` as for ``complete``."""
         transaction = self.logins.open(transaction_id)
         if provider is not None and transaction.service_provider != provider:
             raise TransactionUnknown("another provider's login", detail="unknown transaction")
@@ -405,33 +447,17 @@ class AuthenticationService:
         required = transaction.min_level
         if level < required:
             raise StepUpRequired(level, required)
-        now = self.clock()
-        authenticated = last_proven(proven) or now
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "sub": str(self.pseudonyms.pseudonym(identity.id, transaction.service_provider)),
-            "aud": transaction.service_provider,
-            "iat": int(now.timestamp()),
-            "exp": int((now + self.assertion_lifetime).timestamp()),
-            "auth_time": int(authenticated.timestamp()),
-            "loa": level.name.lower(),
-            "ial": ial.name.lower(),
-            "aal": aal.name.lower(),
-            "amr": kinds(transaction.factors),
-            "txn": str(transaction.id),
-        }
-        if transaction.service_provider in self.name_providers:
-            claims["name"] = identity.name
-        sent = provider_nonce(transaction.factors)
-        if sent is not None:
-            claims["nonce"] = sent
+        authenticated = last_proven(proven) or self.clock()
         self._move(transaction, COMPLETED)
         self.transactions.update(transaction)
         self.audit(
             "authentication.complete",
             {"transaction": str(transaction.id), "level": level.name.lower()},
         )
-        return Outcome(transaction, level, self.signer.sign(claims))
+        used = by_authenticator(proven)
+        return Conclusion(
+            transaction, identity, level, ial, aal, authenticated, [kind for kind, _ in used]
+        )
 
     def _still_valid(
         self, transaction: AuthTransaction, status: IdentityStatus, used: set[uuid.UUID]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from server.services.errors import KeyMaterialRejected, SecretUnreadable
@@ -200,6 +200,29 @@ def ec_key_file(
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyMaterialRejected(f"{what} {path} does not hold an elliptic-curve key")
     return key
+
+
+def rsa_key_file(
+    path: str | os.PathLike[str], *, create: bool, what: str = "key file"
+) -> rsa.RSAPrivateKey:
+    """The RSA key in ``path``, an unencrypted PKCS#8 PEM file (mode 0600), of 2048 bits or
+    more; with ``create``, a new 2048-bit key is written there first if the file is missing."""
+    data = read_private_file(path, create=_new_rsa_key_pem if create else None)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyMaterialRejected(f"{what} {path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise KeyMaterialRejected(f"{what} {path} does not hold an RSA key of 2048 bits or more")
+    return key
+
+
+def _new_rsa_key_pem() -> bytes:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _new_ec_key_pem() -> bytes:

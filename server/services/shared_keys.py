@@ -18,6 +18,7 @@ KEY_FILES = {
     "kek": "AKKREDITIV_KEK_FILE",
     "pseudonym": "AKKREDITIV_PSEUDONYM_KEY_FILE",
     "signing": "AKKREDITIV_SIGNING_KEY_FILE",
+    "id_token_rsa": "AKKREDITIV_ID_TOKEN_RSA_KEY_FILE",
     "keycard_pepper": "AKKREDITIV_KEYCARD_PEPPER_FILE",
     "piv_ca": "AKKREDITIV_PIV_CA_KEY_FILE",
     "audit_checkpoint": "AKKREDITIV_AUDIT_CHECKPOINT_KEY_FILE",

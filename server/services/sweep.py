@@ -1,6 +1,7 @@
 """The sweep of what expired: logins and ceremonies (FIDO2 registrations, PIV enrolments) a
 while after their time ran out, browser sessions that ended, throttles that drained and
-fixed-window limits whose window passed. Nothing else: the audit log, identities, credentials
+fixed-window limits whose window passed, and the OpenID Provider's requests, codes, tokens and
+assertion ids once expired. Nothing else: the audit log, identities, credentials
 and migration flows stay. ``akkreditiv maintenance sweep`` runs it; the service runs it too,
 in the background (``BackgroundSweep``), one process at a time."""
 
@@ -48,6 +49,7 @@ class Swept:
     sessions: int = 0
     throttles: int = 0
     rate_limits: int = 0
+    oidc: int = 0  # the OpenID Provider's requests, codes, tokens and assertion ids
 
     @property
     def total(self) -> int:
@@ -87,6 +89,7 @@ class Sweep:
             "sessions": lambda sweep, n: sweep.sessions(now, limit=n),
             "throttles": lambda sweep, n: sweep.throttles(int(now.timestamp() * 1000), limit=n),
             "rate_limits": lambda sweep, n: sweep.rate_limits(now - KEY_ENTRY_WINDOW, now, limit=n),
+            "oidc": lambda sweep, n: sweep.oidc(now, limit=n),
         }
         swept = Swept(**{name: self._all(step) for name, step in steps.items()})
         if swept.total:

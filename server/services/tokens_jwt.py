@@ -10,12 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from server.services.errors import IncompleteAssertion, KeyMaterialRejected
-from server.services.secretbox import ec_key_file
+from server.services.secretbox import ec_key_file, rsa_key_file
 
 ALGORITHM = "ES256"
+RSA_ALGORITHM = "RS256"
 # Without these an assertion could be replayed at another provider (aud), for ever (exp), or
 # be taken for another issuer's: the wrong-session token of the domain brief starts here.
 REQUIRED_CLAIMS = frozenset({"iss", "sub", "aud", "iat", "exp"})
@@ -114,15 +115,7 @@ class AssertionSigner:
         ``claims`` must hold ``iss``, ``sub``, ``aud``, ``iat`` and ``exp``; otherwise
         ``IncompleteAssertion`` is raised.
         """
-        missing = REQUIRED_CLAIMS - claims.keys()
-        if missing:
-            raise IncompleteAssertion(missing)
-        return jwt.encode(
-            dict(claims),
-            self._private_key,
-            algorithm=ALGORITHM,
-            headers={"kid": self._key_id, "typ": "JWT"},
-        )
+        return _signed(claims, self._private_key, ALGORITHM, self._key_id)
 
     def jwks(self) -> dict[str, list[Jwk]]:
         """The JSON Web Key Set with the current and retired public keys."""
@@ -135,3 +128,53 @@ class AssertionSigner:
 
     def __repr__(self) -> str:
         return f"AssertionSigner(kid={self._key_id!r})"
+
+
+def _signed(
+    claims: Mapping[str, Any],
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    algorithm: str,
+    key_id: str,
+) -> str:
+    """The compact JWS of ``claims`` (which must hold ``REQUIRED_CLAIMS``), with ``kid`` and
+    ``typ`` in its header."""
+    missing = REQUIRED_CLAIMS - claims.keys()
+    if missing:
+        raise IncompleteAssertion(missing)
+    return jwt.encode(dict(claims), key, algorithm=algorithm, headers={"kid": key_id, "typ": "JWT"})
+
+
+def _int_b64(value: int) -> str:
+    return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+class RsaSigner:
+    """RS256 signing of the ID tokens of relying parties registered for it (OpenID Connect
+    Discovery asks every provider to offer RS256); its key id is its RFC 7638 thumbprint."""
+
+    __slots__ = ("_private_key", "key_id")
+
+    def __init__(self, private_key: rsa.RSAPrivateKey) -> None:
+        if private_key.key_size < 2048:
+            raise KeyMaterialRejected("RS256 needs an RSA key of 2048 bits or more")
+        self._private_key = private_key
+        members = json.dumps(self._members(), sort_keys=True, separators=(",", ":"))
+        self.key_id = _b64url(hashlib.sha256(members.encode("ascii")).digest())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, create: bool = False) -> RsaSigner:
+        return cls(rsa_key_file(path, create=create))
+
+    def _members(self) -> Jwk:
+        numbers = self._private_key.public_key().public_numbers()
+        return {"e": _int_b64(numbers.e), "kty": "RSA", "n": _int_b64(numbers.n)}
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """As ``AssertionSigner.sign``, with RS256."""
+        return _signed(claims, self._private_key, RSA_ALGORITHM, self.key_id)
+
+    def jwk(self) -> Jwk:
+        return {**self._members(), "kid": self.key_id, "use": "sig", "alg": RSA_ALGORITHM}
+
+    def __repr__(self) -> str:
+        return f"RsaSigner(kid={self.key_id!r})"

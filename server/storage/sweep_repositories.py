@@ -12,6 +12,13 @@ from sqlalchemy import ColumnElement, Table, delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.domain.model import CeremonyKind
+from server.storage.oidc_tables import (
+    OidcAssertionId,
+    OidcCode,
+    OidcRequest,
+    OidcSsoSession,
+    OidcToken,
+)
 from server.storage.tables import AuthTransaction, Base, MaintenanceLease, RateLimit, Throttle
 from server.storage.upserts import upsert_insert
 from server.storage.web_tables import WebSession
@@ -63,10 +70,27 @@ class SweepRepository:
         # The rows are chosen by their key first: DELETE has no LIMIT on PostgreSQL.
         chosen = select(key).where(condition).limit(limit)
         result = self._session.execute(
-            delete(model).where(key.in_(chosen)),
+            # The condition again: a key that is not unique alone (an assertion id of several
+            # clients) must not take another row with it.
+            delete(model).where(key.in_(chosen), condition),
             execution_options={"synchronize_session": False},
         )
         return int(getattr(result, "rowcount", 0))
+
+    def oidc(self, now: dt.datetime, *, limit: int) -> int:
+        """Remove up to ``limit`` of each of the OpenID Provider's rows that expired by
+        ``now``: waiting requests, codes, access tokens, client assertion ids and single
+        sign-on sessions."""
+        removed = 0
+        for model, key in (
+            (OidcRequest, OidcRequest.transaction_id),
+            (OidcCode, OidcCode.code_digest),
+            (OidcToken, OidcToken.token_digest),
+            (OidcAssertionId, OidcAssertionId.jti),
+            (OidcSsoSession, OidcSsoSession.sid),
+        ):
+            removed += self._delete(model, key, model.expires_at <= now, limit)
+        return removed
 
     def take_lease(self, task: str, holder: str, now: dt.datetime, until: dt.datetime) -> bool:
         """Take ``task`` for ``holder`` until ``until``, if nobody holds it at ``now``: one

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from server.api.deps import ServicesDep, SessionDep
-from server.services.access import Permission
+from server.services.access import Permission, Role
 from server.services.errors import InvalidPersonNumber
 from server.services.identity_operations import IdentityOperations
 from server.services.lifecycle_errors import IdentityNotFound
@@ -33,6 +33,7 @@ from server.web import (
     console_enrol,
     console_migration,
     console_proofing,
+    console_providers,
 )
 from server.web.browser import BrowserDep, CheckedForm
 from server.web.console_access import ConsoleNotFound, Desk, DeskDep, channels, check_operator_key
@@ -94,6 +95,7 @@ def _home(desk: Desk, *, status: int = 200, **context: Any) -> Response:
         may_migrate=caller.may(Permission.MANAGE_CREDENTIALS) and bool(channels(caller)),
         # A bank acts only on its own customers: a person becomes one by logging in here.
         may_desk_login=caller.serves_own_customers_only and caller.may(Permission.VIEW_IDENTITY),
+        may_see_providers=Role.SUPERVISOR in caller.roles,
         waiting_others=len(waiting) - own,
         waiting_own=own,
         **{"person_number": "", **context},
@@ -233,3 +235,4 @@ router.include_router(console_desk.router)
 router.include_router(console_enrol.router)
 router.include_router(console_migration.router)
 router.include_router(console_proofing.router)
+router.include_router(console_providers.router)

@@ -109,7 +109,8 @@ def start(
         return standing
     if standing.transaction.state == IDENTIFIED:
         return redirect(browser, f"/login/{transaction_id}/choose")
-    return _number_page(request, browser, services, standing)
+    typed = frame.hinted_number(browser, transaction_id)
+    return _number_page(request, browser, services, standing, typed=typed)
 
 
 @router.post("/login/{transaction_id}")

@@ -22,11 +22,16 @@ from server.services.login.errors import (
     TransactionExpired,
 )
 from server.services.login.providers import SELF_SERVICE, display_name
+from server.services.oidc.registry import ProviderRegistry
 from server.web.browser import Browser
 from server.web.render import page
 from server.wiring import Services
 
 PENDING = "self_service_login"  # browser data: the self-service login this browser began
+# Browser data: the person number a service's OpenID request named (login_hint), for its login.
+LOGIN_HINT = "login_hint"
+# Browser data: the login that steps up from this browser's single sign-on session.
+SSO_STEP_UP = "sso_step_up"
 # What the provider's return URL is told when the person goes back without logging in.
 CANCELLED = "access_denied"
 TIMED_OUT = "login_expired"
@@ -38,13 +43,15 @@ def service(session: Any, services: Services) -> AuthenticationService:
 
 def provider_name(browser: Browser, services: Services, provider: str) -> str:
     """The provider as people know it: the self-service's own name in the page's language,
-    a provider's display name (its API key's), else its id."""
+    a registered provider's name (``providers add --name``), its API key's display name, else
+    its id."""
     if provider == SELF_SERVICE:
         return browser.t("login.self_service_name")
     desk = desk_of(provider)
     if desk is not None:
         return browser.t("login.desk_name", organisation=desk)
-    return display_name(provider, services.api_keys.display_name)
+    registered = ProviderRegistry(browser.db).name(provider)
+    return registered or display_name(provider, services.api_keys.display_name)
 
 
 def with_query(url: str, **params: str) -> str:
@@ -53,6 +60,14 @@ def with_query(url: str, **params: str) -> str:
     extra = urlencode(params)
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def hinted_number(browser: Browser, transaction_id: uuid.UUID) -> str:
+    """The person number the service named for this login (``login_hint``), to pre-fill."""
+    hint = browser.data(LOGIN_HINT)
+    if isinstance(hint, dict) and hint.get("id") == str(transaction_id):
+        return str(hint.get("number", ""))
+    return ""
 
 
 def opened(
@@ -154,6 +169,7 @@ def context(
             else ("/", t("error.home"))
         ),
         "time_up_text": t("login.time_up_dialog", provider=provider),
+        "sso_step_up": browser.data(SSO_STEP_UP) == str(transaction.id),
     }
 
 
@@ -179,6 +195,7 @@ def before_begun(
         "cancel_href": "/account" if browser.identity_id is not None else "/",
         "restart": (here, t("session.start_again")),
         "action": here,  # the CPR-nummer goes to this same address
+        "sso_step_up": False,
     }
 
 

@@ -155,7 +155,8 @@ def complete(client: TestClient, transaction: str) -> dict[str, Any]:
     assert done.status_code == 200, done.text
     token = done.json()["assertion"]
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
-    [key] = client.get("/.well-known/jwks.json").json()["keys"]
+    # The JWKS holds the ES256 key of assertions, and the RS256 key of OpenID ID tokens.
+    [key] = [k for k in client.get("/.well-known/jwks.json").json()["keys"] if k["alg"] == "ES256"]
     claims: dict[str, Any] = jwt.decode(
         token, jwt.PyJWK(key), algorithms=["ES256"], audience=PROVIDER
     )

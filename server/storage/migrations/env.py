@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from server.storage import (
     migration_tables,  # noqa: F401 - its tables join Base.metadata
+    oidc_tables,  # noqa: F401 - its tables join Base.metadata
     web_tables,  # noqa: F401 - its tables join Base.metadata
 )
 from server.storage.tables import Base

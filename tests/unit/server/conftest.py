@@ -69,13 +69,30 @@ def make_key(settings: Settings, name: str, *roles: Role) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+@pytest.fixture(scope="session")
+def id_token_rsa_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RSA key file for every test's service: making a 2048-bit key takes a sixth of a
+    second, which each of the many apps the tests build would pay again (the file is only
+    read once made; tests/unit/server/test_wiring.py checks that a service makes its own)."""
+    from server.services.tokens_jwt import RsaSigner
+
+    path = tmp_path_factory.mktemp("id-token-rsa") / "id-token-rsa.pem"
+    RsaSigner.from_file(path, create=True)
+    return path
+
+
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:  # noqa: F811 - the fixture above
+def settings(
+    database_url: str,  # noqa: F811 - the fixture above
+    tmp_path: Path,
+    id_token_rsa_key: Path,
+) -> Settings:
     return Settings(
         database_url=database_url,
         kek_file=tmp_path / "kek.bin",
         pseudonym_key_file=tmp_path / "pseudonym.key",
         signing_key_file=tmp_path / "signing.pem",
+        id_token_rsa_key_file=id_token_rsa_key,
         rp_id="localhost",
         rp_origins=[ORIGIN],
         api_keys_file=tmp_path / "api-keys.json",

@@ -1,4 +1,4 @@
-"""The server's layers import one way (DESIGN.md): ``api`` and ``web`` -> ``wiring`` ->
+"""The server's layers import one way (DESIGN.md): ``api``, ``oidc`` and ``web`` -> ``wiring`` ->
 ``services`` -> ``domain``, ``storage``; ``storage`` -> ``domain``; ``domain`` -> nothing of the
 server. Every import is read from the source (function-level ones too)."""
 
@@ -23,8 +23,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "server.settings",
     ),
     "services": ("server.api", "server.web", "server.wiring", "server.app", "server.settings"),
-    "wiring.py": ("server.api", "server.web", "server.app"),
-    "api": ("server.web",),
+    "wiring.py": ("server.api", "server.web", "server.oidc", "server.app"),
+    "api": ("server.web", "server.oidc"),
+    # The OpenID Provider stands on the pages' browser sessions (its authorize endpoint hands
+    # the browser to the login pages), never on the API's route modules.
+    "oidc": ("server.app", "server.api.authentication", "server.api.identities"),
 }
 # What a layer may import although a prefix above forbids it (its own package).
 OWN: dict[str, tuple[str, ...]] = {"domain": ("server.domain",)}

@@ -113,6 +113,7 @@ def test_keys_are_made_in_their_folder_once_at_start(database_url: str, tmp_path
             "kek.bin",
             "pseudonym.key",
             "signing.pem",
+            "id-token-rsa.pem",
             "keycard-pepper.bin",
             "piv-ca-key.pem",
             "piv-ca.pem",
@@ -122,6 +123,7 @@ def test_keys_are_made_in_their_folder_once_at_start(database_url: str, tmp_path
     assert (tmp_path / "keys" / "audit-checkpoint-key.pem").stat().st_mode & 0o777 == 0o600
     again = build_services(settings, engine_for(settings))
     assert again.signer.jwks() == first.signer.jwks()
+    assert again.rsa_signer.jwk() == first.rsa_signer.jwk()
     assert again.audit_checkpoints.key.jwk() == first.audit_checkpoints.key.jwk()
     assert again.piv_ca.certificate_pem == first.piv_ca.certificate_pem
     first.engine.dispose()

@@ -255,6 +255,7 @@ def test_the_command_sweeps_and_prints_what_went(
         "sessions: 0",
         "throttles: 0",
         "rate limits: 0",
+        "oidc: 0",
     ]
     assert _audit(seeded)[-1].actor.startswith("cli")
 

@@ -41,7 +41,9 @@ def _claims(**extra: Any) -> dict[str, Any]:
 def _verify(token: str, jwks: dict[str, Any]) -> dict[str, Any]:
     kid = jwt.get_unverified_header(token)["kid"]
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
-    claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["ES256"], audience=AUDIENCE)
+    claims: dict[str, Any] = jwt.decode(
+        token, key.key, algorithms=["ES256", "RS256"], audience=AUDIENCE
+    )
     return claims
 
 
@@ -183,3 +185,35 @@ def test_from_file_refuses_rsa(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyMaterialRejected, match="elliptic"):
         SigningKey.from_file(_write(tmp_path / "k.pem", pem))
+
+
+def test_rs256_signs_what_its_jwk_verifies_and_publishes_no_private_member(
+    tmp_path: Path,
+) -> None:
+    from server.services.tokens_jwt import RsaSigner
+
+    signer = RsaSigner.from_file(tmp_path / "rsa.pem", create=True)
+    claims = {"iss": "https://op", "sub": "s", "aud": AUDIENCE, "iat": 1, "exp": 2**31}
+    token = signer.sign(claims)
+    jwk = signer.jwk()
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "kid": jwk["kid"], "typ": "JWT"}
+    assert set(jwk) == {"kty", "n", "e", "kid", "use", "alg"}
+    assert _verify(token, {"keys": [jwk]}) == claims
+    assert RsaSigner.from_file(tmp_path / "rsa.pem").key_id == signer.key_id  # kept, same id
+
+
+def test_an_rsa_key_under_2048_bits_is_refused(tmp_path: Path) -> None:
+    from server.services.tokens_jwt import RsaSigner
+
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - refused
+    path = tmp_path / "small.pem"
+    path.write_bytes(
+        small.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    with pytest.raises(KeyMaterialRejected):
+        RsaSigner.from_file(path)

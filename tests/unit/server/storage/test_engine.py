@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server.domain.model import Level
 from server.settings import Settings
-from server.storage import migration_tables, web_tables  # noqa: F401 - register their tables
+from server.storage import migration_tables, oidc_tables, web_tables  # noqa: F401 - register their tables
 from server.storage.engine import (
     MIGRATIONS,
     create_engine_for,
@@ -57,6 +57,12 @@ TABLES = {
     "desk_logins",
     "maintenance_leases",
     "key_fingerprints",
+    "oidc_clients",
+    "oidc_requests",
+    "oidc_codes",
+    "oidc_tokens",
+    "oidc_assertion_ids",
+    "oidc_sso_sessions",
 }
 # The files of a SQLite database: the file itself, its write-ahead log and shared memory, and
 # the two lock files beside it (WAL setup, the writer queue).
