@@ -117,6 +117,9 @@ class OidcSsoSession(Base):
     identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id"))
     level: Mapped[str] = mapped_column(String(16))
     amr: Mapped[list[str]] = mapped_column(Json, default=list)
+    # The credentials the session's logins were proven with: a session one of them no longer
+    # backs (blocked, lost, revoked) answers no provider.
+    credentials: Mapped[list[str]] = mapped_column(Json, default=list)
     auth_time: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     clients: Mapped[list[str]] = mapped_column(Json, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), default=utcnow)

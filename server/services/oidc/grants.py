@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from server.services.authentication import Conclusion
+from server.services.login.record import credentials, proofs
 from server.services.oidc.levels import acr_of, amr_of
 from server.services.oidc.sso import Authenticated, new_sid
 from server.storage.errors import NotFound
@@ -42,6 +43,7 @@ def authenticated(done: Conclusion) -> Authenticated:
         amr=amr_of(done.authenticators, len(done.authenticators)),
         auth_time=done.auth_time,
         sid=new_sid(),
+        credentials=tuple(sorted(credentials(proofs(done.transaction.factors)), key=str)),
     )
 
 

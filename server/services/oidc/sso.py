@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from server.domain.model import IdentityStatus, Level
+from server.domain.model import CredentialState, IdentityStatus, Level
 from server.services.pseudonyms import Pseudonyms
 from server.storage.oidc_repositories import ClientRepository, SsoRepository
 from server.storage.oidc_tables import OidcClient, OidcSsoSession
-from server.storage.repositories import IdentityRepository
+from server.storage.repositories import CredentialRepository, IdentityRepository
 
 SSO_LIFETIME = dt.timedelta(hours=8)
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -38,6 +38,7 @@ class Authenticated:
     amr: list[str]
     auth_time: dt.datetime
     sid: str
+    credentials: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,14 @@ class SingleSignOn:
         self._sessions = SsoRepository(session)
         self._clients = ClientRepository(session)
         self._identities = IdentityRepository(session)
+        self._credentials = CredentialRepository(session)
         self._clock = clock
         self._audit = audit
 
     def current(self, binding: str, group: str | None) -> OidcSsoSession | None:
         """The browser's session in ``group`` (none without a group), while its person is
-        active."""
+        active and every credential its logins were proven with still is: a key or device
+        blocked, lost or revoked since ends what it proved (the next provider gets a login)."""
         if group is None:
             return None
         for sso in self._sessions.of_browser(binding, self._clock()):
@@ -80,6 +83,9 @@ class SingleSignOn:
                 continue
             if self._identities.get(sso.identity_id).status is not IdentityStatus.ACTIVE:
                 return None
+            active = self._credentials.for_identity(sso.identity_id, {CredentialState.ACTIVE})
+            if not set(sso.credentials) <= {str(credential.id) for credential in active}:
+                continue
             return sso
         return None
 
@@ -102,6 +108,7 @@ class SingleSignOn:
                 identity_id=done.identity_id,
                 level=done.level.label,
                 amr=list(done.amr),
+                credentials=sorted({str(credential) for credential in done.credentials}),
                 auth_time=done.auth_time,
                 clients=[],
                 created_at=now,
@@ -115,6 +122,7 @@ class SingleSignOn:
         else:
             sso.level = max(Level.parse(sso.level), done.level).label
             sso.amr = sorted(set(sso.amr) | set(done.amr))
+            sso.credentials = sorted(set(sso.credentials) | {str(c) for c in done.credentials})
             sso.auth_time = done.auth_time
         self.served(sso, client.client_id)
         return Authenticated(
@@ -124,6 +132,7 @@ class SingleSignOn:
             list(sso.amr),
             sso.auth_time,
             sso.sid,
+            tuple(uuid.UUID(credential) for credential in sso.credentials),
         )
 
     def served(self, sso: OidcSsoSession, client_id: str) -> None:
@@ -140,6 +149,7 @@ class SingleSignOn:
             list(sso.amr),
             sso.auth_time,
             sso.sid,
+            tuple(uuid.UUID(credential) for credential in sso.credentials),
         )
 
     def end(self, binding: str, sid: str | None = None) -> list[Delivery]:

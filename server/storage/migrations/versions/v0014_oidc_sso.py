@@ -1,5 +1,5 @@
 """Single sign-on of the OpenID Provider: ``oidc_sso_sessions``, one per browser and SSO group
-(who, the level, when, the providers it served).
+(who, the level, when, with which credentials, the providers it served).
 
 Revision ID: 0014
 """
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("identity_id", sa.Uuid(), nullable=False),
         sa.Column("level", sa.String(16), nullable=False),
         sa.Column("amr", _json(), nullable=False),
+        sa.Column("credentials", _json(), nullable=False),
         sa.Column("auth_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("clients", _json(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import jwt as pyjwt
 import pytest
+from sqlalchemy import select
 
+from server.domain.model import CredentialKind, CredentialState
 from server.services.oidc.sso import BACKCHANNEL_EVENT
+from server.storage.tables import Credential
 from tests.unit.server.oidc.harness import (
     ELSEWHERE,
     HEALTH_A,
@@ -182,3 +185,20 @@ def test_logout_without_a_return_address_says_so_on_a_page(op: Op) -> None:
     page = op.browser.get("/end-session")
     assert page.status_code == 200
     assert "Du er logget ud" in page.text
+
+
+def test_a_credential_blocked_since_ends_what_it_proved(op: Op) -> None:
+    """The session was proven with a code display and a password; the code display is blocked
+    (lost) since: the next provider of the group gets a login of its own, not a code."""
+    logged_in_at_a(op)
+    services = op.browser.app.state.services  # type: ignore[attr-defined]
+    with services.sessions.begin() as session:
+        blocked = session.scalars(
+            select(Credential).where(Credential.kind == CredentialKind.CODE_DISPLAY)
+        ).all()
+        assert blocked
+        for credential in blocked:
+            credential.state = CredentialState.BLOCKED
+    answer, _ = ask(op, HEALTH_B)
+    assert answer.status_code == 303  # type: ignore[attr-defined]
+    assert answer.headers["location"].startswith("/login/")  # type: ignore[attr-defined]
