@@ -89,6 +89,10 @@ def _body_fields(document: Mapping[str, Any], operation: Mapping[str, Any]) -> t
     return tuple(schema.get("properties", {}))
 
 
+# The OpenID Provider's protocol endpoints, whose errors are OAuth's, not problem documents.
+OAUTH_ENDPOINTS = frozenset({"/token", "/userinfo"})
+
+
 def endpoints(app: FastAPI) -> list[Endpoint]:
     """Every method of every route the app serves (its own and every included router's)."""
     document = app.openapi()
@@ -127,6 +131,15 @@ def check(answer: Any, what: object, *, page: bool = False) -> None:
     kind = answer.headers.get("content-type", "")
     # A page's path with an empty parameter routes nowhere: that 404 is the API's problem.
     if answer.status_code < 400 or answer.request.method == "HEAD":
+        return
+    if answer.request.url.path in OAUTH_ENDPOINTS:
+        # The OpenID Provider's token and userinfo endpoints answer as OAuth says (RFC 6749
+        # 5.2, RFC 6750 3.1): a JSON error member, or a WWW-Authenticate header.
+        if kind.startswith("application/json"):
+            assert isinstance(answer.json().get("error"), str), (what, answer.text[:200])
+        else:
+            assert "www-authenticate" in answer.headers, (what, answer.status_code, kind)
+        assert HUGE not in answer.text
         return
     if page and not kind.startswith(PROBLEM):
         assert kind.startswith("text/html"), (what, answer.status_code, kind)

@@ -123,7 +123,8 @@ def sign_in(client: TestClient, transaction: str, key: FidoSession, pin: str | N
 def claims_of(client: TestClient, transaction: str) -> dict[str, Any]:
     done = client.post(f"/authentications/{transaction}/complete")
     assert done.status_code == 200, done.text
-    [key] = client.get("/.well-known/jwks.json").json()["keys"]
+    # The assertion key: ES256 (the JWKS also holds the RS256 key of ID tokens).
+    [key] = [k for k in client.get("/.well-known/jwks.json").json()["keys"] if k["alg"] == "ES256"]
     claims: dict[str, Any] = jwt.decode(
         done.json()["assertion"], jwt.PyJWK(key), algorithms=["ES256"], audience=TEST_PROVIDER
     )
